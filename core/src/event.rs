@@ -1,0 +1,464 @@
+//! The event contract between twin and core: CloudEvents 1.0 in JSON structured mode, one MQTT message per
+//! event, on the topic scheme `town/{area}/{kind}/{device}/{type}`.
+//!
+//! `area` is an estate id (`E012`), a road id (`R03`) or `_town` for town-wide messages such as the clock
+//! tick; `kind` is the device kind's slug (`gate`, `bin`, ...); `device` is the device id; `type` is the
+//! CloudEvents type (`gate.pass`). A core instance can own a set of estates by subscribing to
+//! `town/E012/#`-style filters.
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::{Millis, write_rfc3339};
+
+/// Every event type the twin emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EventType {
+    GatePass,
+    BinDrop,
+    BinOverflow,
+    BinCollected,
+    ConstructionDrop,
+    NoiseAlarm,
+    ElevatorEbike,
+    ChargingStart,
+    ChargingEnd,
+    ElecAlarm,
+    SmokeAlarm,
+    WaterReading,
+    DoorOpen,
+    FenceViolation,
+    ManholeAlarm,
+    DeviceHeartbeat,
+    DeviceFault,
+    DeviceRecovered,
+    ClockTick,
+}
+
+/// Delivery class of an event type, which decides its MQTT QoS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Something needs attention: QoS 1.
+    Alarm,
+    /// An activity a rule counts (a gate pass, a drop): QoS 1, losing one skews a rule.
+    Activity,
+    /// Routine telemetry, superseded by the next report: QoS 0.
+    Telemetry,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 19] = [
+        EventType::GatePass,
+        EventType::BinDrop,
+        EventType::BinOverflow,
+        EventType::BinCollected,
+        EventType::ConstructionDrop,
+        EventType::NoiseAlarm,
+        EventType::ElevatorEbike,
+        EventType::ChargingStart,
+        EventType::ChargingEnd,
+        EventType::ElecAlarm,
+        EventType::SmokeAlarm,
+        EventType::WaterReading,
+        EventType::DoorOpen,
+        EventType::FenceViolation,
+        EventType::ManholeAlarm,
+        EventType::DeviceHeartbeat,
+        EventType::DeviceFault,
+        EventType::DeviceRecovered,
+        EventType::ClockTick,
+    ];
+
+    /// The CloudEvents `type` attribute and last topic segment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::GatePass => "gate.pass",
+            EventType::BinDrop => "bin.drop",
+            EventType::BinOverflow => "bin.overflow",
+            EventType::BinCollected => "bin.collected",
+            EventType::ConstructionDrop => "construction.drop",
+            EventType::NoiseAlarm => "noise.alarm",
+            EventType::ElevatorEbike => "elevator.ebike",
+            EventType::ChargingStart => "charging.start",
+            EventType::ChargingEnd => "charging.end",
+            EventType::ElecAlarm => "elec.alarm",
+            EventType::SmokeAlarm => "smoke.alarm",
+            EventType::WaterReading => "water.reading",
+            EventType::DoorOpen => "door.open",
+            EventType::FenceViolation => "fence.violation",
+            EventType::ManholeAlarm => "manhole.alarm",
+            EventType::DeviceHeartbeat => "device.heartbeat",
+            EventType::DeviceFault => "device.fault",
+            EventType::DeviceRecovered => "device.recovered",
+            EventType::ClockTick => "clock.tick",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    pub fn class(self) -> Class {
+        match self {
+            EventType::BinOverflow
+            | EventType::NoiseAlarm
+            | EventType::ElevatorEbike
+            | EventType::ElecAlarm
+            | EventType::SmokeAlarm
+            | EventType::FenceViolation
+            | EventType::ManholeAlarm
+            | EventType::DeviceFault => Class::Alarm,
+            EventType::DeviceHeartbeat | EventType::WaterReading => Class::Telemetry,
+            // The clock tick drives the core's timers; it is cheap (one a simulated minute) and worth delivering.
+            _ => Class::Activity,
+        }
+    }
+
+    /// MQTT QoS for this type: alarms and activities 1, telemetry 0.
+    pub fn qos(self) -> u8 {
+        match self.class() {
+            Class::Telemetry => 0,
+            _ => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The area segment used for town-wide messages (the clock tick).
+pub const TOWN_AREA: &str = "_town";
+/// The CloudEvents `source` prefix of every device.
+pub const SOURCE_PREFIX: &str = "/gaohang";
+
+/// `town/{area}/{kind}/{device}/{type}`.
+pub fn topic(area: &str, kind: &str, device: &str, ty: EventType) -> String {
+    let mut s = String::with_capacity(16 + area.len() + kind.len() + device.len());
+    s.push_str("town/");
+    s.push_str(area);
+    s.push('/');
+    s.push_str(kind);
+    s.push('/');
+    s.push_str(device);
+    s.push('/');
+    s.push_str(ty.as_str());
+    s
+}
+
+/// The CloudEvents attributes of one event, borrowed for encoding. `data` is encoded separately.
+#[derive(Debug, Clone, Copy)]
+pub struct Header<'a> {
+    pub id: &'a str,
+    pub area: &'a str,
+    pub kind: &'a str,
+    pub device: &'a str,
+    pub ty: EventType,
+    pub time: Millis,
+    pub subject: Option<&'a str>,
+}
+
+/// Encodes one event as a CloudEvents 1.0 structured-mode JSON object into `out` (cleared first).
+/// Attribute order is fixed, so equal events give equal bytes.
+pub fn encode(out: &mut Vec<u8>, h: &Header<'_>, data: &Data) {
+    out.clear();
+    let mut time = String::with_capacity(24);
+    write_rfc3339(&mut time, h.time);
+    out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":");
+    json_str(out, h.id);
+    out.extend_from_slice(b",\"source\":\"");
+    out.extend_from_slice(SOURCE_PREFIX.as_bytes());
+    for seg in [h.area, h.kind, h.device] {
+        out.push(b'/');
+        json_inner(out, seg);
+    }
+    out.extend_from_slice(b"\",\"type\":\"");
+    out.extend_from_slice(h.ty.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"time\":\"");
+    out.extend_from_slice(time.as_bytes());
+    out.extend_from_slice(b"\",\"datacontenttype\":\"application/json\"");
+    if let Some(s) = h.subject {
+        out.extend_from_slice(b",\"subject\":");
+        json_str(out, s);
+    }
+    out.extend_from_slice(b",\"estate\":");
+    json_str(out, h.area);
+    out.extend_from_slice(b",\"data\":");
+    // Data structs hold only numbers, bools and strings: serialisation cannot fail.
+    let _ = serde_json::to_writer(&mut *out, data);
+    out.push(b'}');
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    json_inner(out, s);
+    out.push(b'"');
+}
+
+fn json_inner(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.extend_from_slice(s.as_bytes());
+    } else {
+        let quoted = serde_json::to_string(s).unwrap_or_default();
+        out.extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
+    }
+}
+
+/// The `data` of each event type. Serialised untagged: the CloudEvents `type` says which it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Data {
+    GatePass(GatePass),
+    BinDrop(BinDrop),
+    BinLevel(BinLevel),
+    ConstructionDrop(ConstructionDrop),
+    Noise(NoiseAlarm),
+    ElevatorEbike(ElevatorEbike),
+    ChargingStart(ChargingStart),
+    ChargingEnd(ChargingEnd),
+    ElecAlarm(ElecAlarm),
+    Smoke(SmokeAlarm),
+    Water(WaterReading),
+    Door(DoorOpen),
+    Fence(FenceViolation),
+    Manhole(ManholeAlarm),
+    Heartbeat(Heartbeat),
+    Fault(Fault),
+    Recovered(Recovered),
+    Tick(Tick),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    In,
+    Out,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Face,
+    Card,
+}
+
+/// `gate.pass`: a face or card recognised at an estate gate. `person` is the platform's face/card id,
+/// `flat` the flat it is registered to (`B03-1102`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatePass {
+    pub person: String,
+    pub flat: String,
+    pub method: Method,
+    pub direction: Direction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WasteCategory {
+    Residual,
+    Kitchen,
+    Recyclable,
+    Hazardous,
+}
+
+/// `bin.drop`: a household's drop at a sorting kiosk; the kiosk's camera judges the sorting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinDrop {
+    pub flat: String,
+    pub category: WasteCategory,
+    pub weight_g: u32,
+    pub sorted_ok: bool,
+    pub fill_pct: u16,
+}
+
+/// `bin.overflow` and `bin.collected`: the kiosk's fill level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinLevel {
+    pub fill_pct: u16,
+}
+
+/// `construction.drop`: renovation waste dropped at a smart box, identified by the flat's card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConstructionDrop {
+    pub flat: String,
+    pub weight_kg: u32,
+}
+
+/// `noise.alarm`: a stairwell noise monitor heard construction noise above its threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoiseAlarm {
+    pub building: u16,
+    pub db: u16,
+    pub seconds: u32,
+}
+
+/// `elevator.ebike`: an e-bike recognised in an elevator car; the car is held until it leaves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElevatorEbike {
+    pub building: u16,
+    pub elevator: u8,
+    pub confidence: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Vehicle {
+    Ebike,
+    Ev,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChargingStart {
+    pub session: String,
+    pub vehicle: Vehicle,
+    pub flat: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChargingEnd {
+    pub session: String,
+    pub vehicle: Vehicle,
+    pub wh: u32,
+    pub minutes: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ElecAlarmKind {
+    /// The load signature of an e-bike charger on a flat's circuit (charging indoors or by a flying wire).
+    EbikeCharging,
+    ResidualCurrent,
+    Overload,
+}
+
+/// `elec.alarm`: an electrical-fire monitor's alarm for one flat's circuit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElecAlarm {
+    pub building: u16,
+    pub room: u16,
+    pub alarm: ElecAlarmKind,
+    pub amps: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeAlarm {
+    pub building: u16,
+    pub obscuration_pct: f32,
+}
+
+/// `water.reading`: litres used in the flat in the hour ending at the event's time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaterReading {
+    pub flat: String,
+    pub litres: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoorOpen {
+    pub flat: String,
+}
+
+/// `fence.violation`: one of the 15 violation kinds recognised by a road camera.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FenceViolation {
+    pub road: String,
+    /// 1..=15, see [`crate::violations::VIOLATIONS`].
+    pub code: u8,
+    pub violation: String,
+    pub confidence: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManholeAlarm {
+    pub tilt_deg: f32,
+}
+
+/// `device.heartbeat`: a device says it is alive. `battery_pct` only for battery-powered devices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery_pct: Option<u8>,
+    pub rssi_dbm: i16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    LowBattery,
+    /// The device's self-test found its sensor stuck at one reading.
+    Stuck,
+}
+
+/// `device.fault`: a device reports a fault of its own (an offline device says nothing: it goes silent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub fault: FaultKind,
+}
+
+/// `device.recovered`: a device back after being offline or faulty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recovered {
+    pub down_minutes: u32,
+}
+
+/// `clock.tick`: the twin's simulated clock, once a simulated minute; the core's timers run on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tick {
+    pub tick: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_a_structured_cloudevent() {
+        let mut out = Vec::new();
+        let h = Header {
+            id: "E012-gate-03-1f",
+            area: "E012",
+            kind: "gate",
+            device: "E012-gate-03",
+            ty: EventType::GatePass,
+            time: 0,
+            subject: Some("B03-1102"),
+        };
+        let d = Data::GatePass(GatePass { person: "P1".into(), flat: "B03-1102".into(), method: Method::Face, direction: Direction::Out });
+        encode(&mut out, &h, &d);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["specversion"], "1.0");
+        assert_eq!(v["type"], "gate.pass");
+        assert_eq!(v["source"], "/gaohang/E012/gate/E012-gate-03");
+        assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["data"]["direction"], "out");
+        assert_eq!(topic("E012", "gate", "E012-gate-03", EventType::GatePass), "town/E012/gate/E012-gate-03/gate.pass");
+    }
+
+    #[test]
+    fn every_type_round_trips_its_name() {
+        for t in EventType::ALL {
+            assert_eq!(EventType::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(EventType::DeviceHeartbeat.qos(), 0);
+        assert_eq!(EventType::FenceViolation.qos(), 1);
+    }
+}

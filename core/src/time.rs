@@ -1,0 +1,187 @@
+//! Event time: milliseconds since the Unix epoch (UTC), formatted as RFC 3339, and the town's local calendar
+//! (China Standard Time, UTC+8, no daylight saving). Nothing here reads the wall clock.
+
+use std::fmt::Write as _;
+
+/// Milliseconds since 1970-01-01T00:00:00Z, in simulated (event) time.
+pub type Millis = i64;
+
+pub const SECOND: Millis = 1_000;
+pub const MINUTE: Millis = 60 * SECOND;
+pub const HOUR: Millis = 60 * MINUTE;
+pub const DAY: Millis = 24 * HOUR;
+/// Shanghai is UTC+8 all year.
+pub const LOCAL_OFFSET: Millis = 8 * HOUR;
+
+/// Days since the epoch for a civil date (proleptic Gregorian), after H. Hinnant's `days_from_civil`.
+pub fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y } as i64;
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The civil date of a day count since the epoch.
+pub fn civil_from_days(z: i64) -> (i32, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
+}
+
+/// Parses `YYYY-MM-DD` as local midnight in the town, returned as UTC millis.
+pub fn parse_local_date(s: &str) -> Result<Millis, String> {
+    let bad = || format!("`{s}` is not a date of the form YYYY-MM-DD");
+    let mut it = s.split('-');
+    let (Some(y), Some(m), Some(d), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return Err(bad());
+    };
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return Err(bad());
+    }
+    let (y, m, d): (i32, u32, u32) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?, d.parse().map_err(|_| bad())?);
+    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+        return Err(format!("`{s}` is not a real date"));
+    }
+    Ok(days_from_civil(y, m, d) * DAY - LOCAL_OFFSET)
+}
+
+fn days_in_month(y: i32, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// Appends `t` as RFC 3339 UTC with milliseconds, e.g. `2026-03-02T07:31:12.250Z`.
+pub fn write_rfc3339(out: &mut String, t: Millis) {
+    let days = t.div_euclid(DAY);
+    let ms = t.rem_euclid(DAY);
+    let (y, m, d) = civil_from_days(days);
+    let (h, mi, s, milli) = (ms / HOUR, ms / MINUTE % 60, ms / SECOND % 60, ms % SECOND);
+    let _ = write!(out, "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z");
+}
+
+pub fn rfc3339(t: Millis) -> String {
+    let mut s = String::with_capacity(24);
+    write_rfc3339(&mut s, t);
+    s
+}
+
+/// Parses the RFC 3339 forms this project writes and common variants (`Z` or `+hh:mm`, optional fraction).
+pub fn parse_rfc3339(s: &str) -> Option<Millis> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse::<i64>().ok() };
+    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y as i32, mo as u32) as i64 || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac_ms = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let digits = &s[start..i.min(start + 3)];
+        frac_ms = digits.parse::<i64>().ok()? * 10i64.pow(3 - digits.len() as u32);
+    }
+    let offset = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        c @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let oh = num(i + 1..i + 3)?;
+            let om = num(i + 4..i + 6)?;
+            let o = (oh * 60 + om) * MINUTE;
+            if *c == b'+' { o } else { -o }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y as i32, mo as u32, d as u32);
+    Some(days * DAY + h * HOUR + mi * MINUTE + se * SECOND + frac_ms - offset)
+}
+
+/// Local (town) calendar facts of an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Local {
+    /// Days since the epoch, in local time.
+    pub day: i64,
+    pub hour: u32,
+    pub minute: u32,
+    /// 0 = Monday .. 6 = Sunday.
+    pub weekday: u32,
+}
+
+impl Local {
+    pub fn of(t: Millis) -> Local {
+        let lt = t + LOCAL_OFFSET;
+        let day = lt.div_euclid(DAY);
+        let ms = lt.rem_euclid(DAY);
+        // 1970-01-01 was a Thursday (weekday 3 counting from Monday = 0).
+        let weekday = (day + 3).rem_euclid(7) as u32;
+        Local { day, hour: (ms / HOUR) as u32, minute: (ms / MINUTE % 60) as u32, weekday }
+    }
+    pub fn is_weekend(self) -> bool {
+        self.weekday >= 5
+    }
+    /// Local midnight of this day, as UTC millis.
+    pub fn midnight(self) -> Millis {
+        self.day * DAY - LOCAL_OFFSET
+    }
+    pub fn date_string(self) -> String {
+        let (y, m, d) = civil_from_days(self.day);
+        format!("{y:04}-{m:02}-{d:02}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_round_trip_and_known_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(civil_from_days(days_from_civil(2026, 3, 2)), (2026, 3, 2));
+        for z in (-800_000..800_000).step_by(997) {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+        }
+    }
+
+    #[test]
+    fn local_date_is_utc_plus_eight() {
+        let t = parse_local_date("2026-03-02").unwrap();
+        assert_eq!(rfc3339(t), "2026-03-01T16:00:00.000Z");
+        let l = Local::of(t);
+        assert_eq!((l.hour, l.weekday, l.date_string()), (0, 0, "2026-03-02".to_string()));
+        assert!(parse_local_date("2026-02-30").is_err());
+        assert!(parse_local_date("2026-3-2").is_err());
+    }
+
+    #[test]
+    fn rfc3339_parses_what_it_writes() {
+        for t in [0, 1_772_380_800_123, 1_772_380_800_000 + 86_399_999] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        }
+        assert_eq!(parse_rfc3339("2026-03-02T08:00:00+08:00"), parse_rfc3339("2026-03-02T00:00:00Z"));
+        assert_eq!(parse_rfc3339("2026-03-02T08:00:00"), None);
+        assert_eq!(parse_rfc3339("2026-13-02T08:00:00Z"), None);
+    }
+}

@@ -1,0 +1,495 @@
+//! The town registry: estates, committees, buildings, flats, devices, roads and the vulnerable-resident
+//! register, as the platform knows them. The twin animates it; the core checks devices against it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::load::{DataErrors, Problems, read_ron};
+
+/// The whole town as written in `assets/town.ron`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Town {
+    pub name: String,
+    /// The seed `towntwin town generate` used; informational.
+    pub generator_seed: u64,
+    /// The totals this file claims; loading checks the contents against them.
+    pub declared: Totals,
+    pub committees: Vec<Committee>,
+    pub estates: Vec<Estate>,
+    pub roads: Vec<Road>,
+    pub register: Vec<Registered>,
+}
+
+/// Totals a town file declares about itself (the source's figures for Gaohang).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Totals {
+    pub estates: u32,
+    pub committees: u32,
+    /// Residents, checked within 5%: the source says "about 200,000".
+    pub residents: u32,
+    pub gates: u32,
+    pub sensors: u32,
+    pub cameras: u32,
+    /// Least share of estates that are resettlement estates (the source: "over 70%").
+    pub min_resettlement_share: f32,
+}
+
+impl Totals {
+    /// The figures the source gives for Gaohang.
+    pub const GAOHANG: Totals = Totals {
+        estates: 82,
+        committees: 39,
+        residents: 200_000,
+        gates: 583,
+        sensors: 8_113,
+        cameras: 1_053,
+        min_resettlement_share: 0.70,
+    };
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Committee {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum EstateKind {
+    /// 动迁安置: resettlement housing, many rented flats.
+    Resettlement,
+    /// 商品房: commercial housing.
+    Commercial,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Estate {
+    pub id: String,
+    pub name: String,
+    pub kind: EstateKind,
+    pub committee: String,
+    /// Position on the town map, kilometres east and north of the town's south-west corner.
+    pub pos: (f32, f32),
+    pub built: u16,
+    pub buildings: Vec<Building>,
+    pub devices: Vec<Device>,
+}
+
+/// One residential building. `flats` holds one token per flat, floor by floor from the first,
+/// `flats_per_floor` to a floor: a tenure letter and the household size, e.g. `O3 R2 U4 V0`.
+/// O = owner-occupied, R = registered tenants, U = rented without registration, V = vacant.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Building {
+    pub no: u16,
+    pub floors: u8,
+    pub flats_per_floor: u8,
+    pub elevators: u8,
+    pub flats: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum Tenure {
+    Owner,
+    RegisteredTenant,
+    UnregisteredOccupant,
+    Vacant,
+}
+
+impl Tenure {
+    pub fn letter(self) -> char {
+        match self {
+            Tenure::Owner => 'O',
+            Tenure::RegisteredTenant => 'R',
+            Tenure::UnregisteredOccupant => 'U',
+            Tenure::Vacant => 'V',
+        }
+    }
+    pub fn from_letter(c: char) -> Option<Tenure> {
+        Some(match c {
+            'O' => Tenure::Owner,
+            'R' => Tenure::RegisteredTenant,
+            'U' => Tenure::UnregisteredOccupant,
+            'V' => Tenure::Vacant,
+            _ => return None,
+        })
+    }
+}
+
+/// One flat as parsed from a building's `flats` string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flat {
+    /// Room number as residents say it: floor * 100 + position (1102 = 11th floor, 2nd flat).
+    pub room: u16,
+    pub tenure: Tenure,
+    pub household: u8,
+}
+
+impl Building {
+    /// Parses the `flats` string. Errors say which token is wrong and what was expected.
+    pub fn parse_flats(&self) -> Result<Vec<Flat>, String> {
+        let expected = self.floors as usize * self.flats_per_floor as usize;
+        let mut out = Vec::with_capacity(expected);
+        for (i, tok) in self.flats.split_whitespace().enumerate() {
+            let mut chars = tok.chars();
+            let (Some(t), Some(d), None) = (chars.next(), chars.next(), chars.next()) else {
+                return Err(format!("flat token {} `{tok}`: expected a tenure letter (O, R, U, V) and one digit", i + 1));
+            };
+            let tenure = Tenure::from_letter(t)
+                .ok_or_else(|| format!("flat token {} `{tok}`: tenure `{t}` is not one of O, R, U, V", i + 1))?;
+            let household = d
+                .to_digit(10)
+                .ok_or_else(|| format!("flat token {} `{tok}`: household size `{d}` is not a digit", i + 1))? as u8;
+            if (tenure == Tenure::Vacant) != (household == 0) {
+                return Err(format!("flat token {} `{tok}`: a vacant flat has 0 people and an occupied one at least 1", i + 1));
+            }
+            let floor = i / self.flats_per_floor.max(1) as usize + 1;
+            let pos = i % self.flats_per_floor.max(1) as usize + 1;
+            out.push(Flat { room: (floor * 100 + pos) as u16, tenure, household });
+        }
+        if out.len() != expected {
+            return Err(format!(
+                "{} flat tokens, expected floors x flats_per_floor = {} x {} = {expected}",
+                out.len(),
+                self.floors,
+                self.flats_per_floor
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// Every kind of device the platform connects. Adding a scenario adds a kind here and a rule.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DeviceKind {
+    /// Face-recognition access gate (智能门禁), with card reader.
+    Gate,
+    /// Road camera with electronic-fence recognition.
+    Camera,
+    /// Smart household-waste sorting kiosk (生活垃圾分类智能投放柜).
+    SortingBin,
+    /// Smart construction-waste box (建筑垃圾智能投放箱).
+    ConstructionBox,
+    /// Elevator e-bike detector (梯控).
+    EbikeDetector,
+    /// Shared charging pile for e-bikes and EVs.
+    ChargingPile,
+    /// Smoke detector.
+    Smoke,
+    /// Electrical-fire monitor on a building's distribution board; recognises e-bike charging loads.
+    ElecFire,
+    /// Smart water meter in a registered vulnerable resident's flat.
+    WaterMeter,
+    /// Door sensor in a registered vulnerable resident's flat.
+    DoorSensor,
+    /// Noise monitor in a building's stairwell.
+    Noise,
+    /// Manhole-cover tilt sensor.
+    Manhole,
+}
+
+impl DeviceKind {
+    pub const ALL: [DeviceKind; 12] = [
+        DeviceKind::Gate,
+        DeviceKind::Camera,
+        DeviceKind::SortingBin,
+        DeviceKind::ConstructionBox,
+        DeviceKind::EbikeDetector,
+        DeviceKind::ChargingPile,
+        DeviceKind::Smoke,
+        DeviceKind::ElecFire,
+        DeviceKind::WaterMeter,
+        DeviceKind::DoorSensor,
+        DeviceKind::Noise,
+        DeviceKind::Manhole,
+    ];
+
+    /// The topic segment and id infix for this kind.
+    pub fn slug(self) -> &'static str {
+        match self {
+            DeviceKind::Gate => "gate",
+            DeviceKind::Camera => "camera",
+            DeviceKind::SortingBin => "bin",
+            DeviceKind::ConstructionBox => "cwbox",
+            DeviceKind::EbikeDetector => "ebike",
+            DeviceKind::ChargingPile => "pile",
+            DeviceKind::Smoke => "smoke",
+            DeviceKind::ElecFire => "elecfire",
+            DeviceKind::WaterMeter => "water",
+            DeviceKind::DoorSensor => "door",
+            DeviceKind::Noise => "noise",
+            DeviceKind::Manhole => "manhole",
+        }
+    }
+
+    /// Gates and cameras are counted apart from the "IoT sensing devices" in the source.
+    pub fn is_sensor(self) -> bool {
+        !matches!(self, DeviceKind::Gate | DeviceKind::Camera)
+    }
+
+    /// Battery-powered devices report rarely and can run low.
+    pub fn battery_powered(self) -> bool {
+        matches!(
+            self,
+            DeviceKind::Smoke | DeviceKind::WaterMeter | DeviceKind::DoorSensor | DeviceKind::Noise | DeviceKind::Manhole
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    pub id: String,
+    pub kind: DeviceKind,
+    /// Building number inside the estate, for devices that sit in a building.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub building: Option<u16>,
+    /// Elevator number inside the building, for e-bike detectors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elevator: Option<u8>,
+    /// Room number, for devices inside a flat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<u16>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Road {
+    pub id: String,
+    pub name: String,
+    pub length_km: f32,
+    /// Relative traffic, 1.0 = a typical main road; scales violation rates.
+    pub traffic: f32,
+    pub devices: Vec<Device>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum Vulnerability {
+    LoneElderly,
+    Disabled,
+    ChildInDifficulty,
+}
+
+/// One entry of the vulnerable-resident register (独居老人, 残疾人, 困境儿童).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Registered {
+    pub id: String,
+    pub estate: String,
+    pub building: u16,
+    pub room: u16,
+    pub category: Vulnerability,
+    pub water_meter: String,
+    pub door_sensor: String,
+}
+
+/// Counts of what a town holds, computed from its contents.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Census {
+    pub estates: u32,
+    pub resettlement_estates: u32,
+    pub committees: u32,
+    pub buildings: u32,
+    pub flats: u32,
+    pub households: u32,
+    pub residents: u32,
+    pub elevators: u32,
+    pub gates: u32,
+    pub sensors: u32,
+    pub cameras: u32,
+    pub registered_vulnerable: u32,
+    pub devices_by_kind: Vec<(DeviceKind, u32)>,
+}
+
+impl Town {
+    /// Loads and validates a town file.
+    pub fn load(file: &Path) -> Result<Town, DataErrors> {
+        let town: Town = read_ron(file)?;
+        town.validate(file)?;
+        Ok(town)
+    }
+
+    /// Counts what the town holds. Unparseable flat strings count as empty (validation reports them).
+    pub fn census(&self) -> Census {
+        let mut c = Census {
+            estates: self.estates.len() as u32,
+            committees: self.committees.len() as u32,
+            registered_vulnerable: self.register.len() as u32,
+            ..Census::default()
+        };
+        let mut by_kind: HashMap<DeviceKind, u32> = HashMap::new();
+        for e in &self.estates {
+            if e.kind == EstateKind::Resettlement {
+                c.resettlement_estates += 1;
+            }
+            for b in &e.buildings {
+                c.buildings += 1;
+                c.elevators += b.elevators as u32;
+                for f in b.parse_flats().unwrap_or_default() {
+                    c.flats += 1;
+                    if f.household > 0 {
+                        c.households += 1;
+                        c.residents += f.household as u32;
+                    }
+                }
+            }
+        }
+        for d in self.estates.iter().flat_map(|e| &e.devices).chain(self.roads.iter().flat_map(|r| &r.devices)) {
+            *by_kind.entry(d.kind).or_default() += 1;
+            match d.kind {
+                DeviceKind::Gate => c.gates += 1,
+                DeviceKind::Camera => c.cameras += 1,
+                _ => c.sensors += 1,
+            }
+        }
+        c.devices_by_kind = DeviceKind::ALL.iter().map(|k| (*k, by_kind.get(k).copied().unwrap_or(0))).collect();
+        c
+    }
+
+    /// Checks totals against `declared`, and every reference: committees, buildings, rooms, devices.
+    pub fn validate(&self, file: &Path) -> Result<(), DataErrors> {
+        let mut p = Problems::new(file);
+        let d = self.declared;
+        let committee_ids: HashSet<&str> = self.committees.iter().map(|c| c.id.as_str()).collect();
+        let mut seen_ids: HashSet<&str> = HashSet::new();
+        for (i, c) in self.committees.iter().enumerate() {
+            p.check(seen_ids.insert(&c.id), || format!("committees[{i}].id"), || format!("duplicate id `{}`", c.id));
+        }
+        // Per estate: buildings, flats, devices and their places.
+        let mut flats_by_estate: HashMap<&str, HashMap<(u16, u16), Flat>> = HashMap::new();
+        let mut devices_by_id: HashMap<&str, (&str, &Device)> = HashMap::new();
+        for (ei, e) in self.estates.iter().enumerate() {
+            p.check(seen_ids.insert(&e.id), || format!("estates[{ei}].id"), || format!("duplicate id `{}`", e.id));
+            p.check(
+                committee_ids.contains(e.committee.as_str()),
+                || format!("estates[{ei}].committee"),
+                || format!("`{}` is not one of the committees' ids", e.committee),
+            );
+            let mut flats = HashMap::new();
+            let mut building_nos = HashSet::new();
+            for (bi, b) in e.buildings.iter().enumerate() {
+                p.check(building_nos.insert(b.no), || format!("estates[{ei}].buildings[{bi}].no"), || {
+                    format!("duplicate building number {}", b.no)
+                });
+                p.check(b.floors >= 1, || format!("estates[{ei}].buildings[{bi}].floors"), || "expected at least 1 floor".into());
+                p.check(b.flats_per_floor >= 1, || format!("estates[{ei}].buildings[{bi}].flats_per_floor"), || {
+                    "expected at least 1 flat per floor".into()
+                });
+                p.check(b.floors <= 7 || b.elevators >= 1, || format!("estates[{ei}].buildings[{bi}].elevators"), || {
+                    format!("a building of {} floors needs at least 1 elevator", b.floors)
+                });
+                match b.parse_flats() {
+                    Ok(list) => {
+                        for f in list {
+                            flats.insert((b.no, f.room), f);
+                        }
+                    }
+                    Err(msg) => p.push(format!("estates[{ei}].buildings[{bi}].flats"), msg),
+                }
+            }
+            for (di, dev) in e.devices.iter().enumerate() {
+                let at = || format!("estates[{ei}].devices[{di}]");
+                p.check(devices_by_id.insert(&dev.id, (&e.id, dev)).is_none(), || format!("{}.id", at()), || {
+                    format!("duplicate device id `{}`", dev.id)
+                });
+                p.check(dev.kind != DeviceKind::Camera, || format!("{}.kind", at()), || {
+                    "cameras belong to roads, not estates".into()
+                });
+                if let Some(bno) = dev.building {
+                    match e.buildings.iter().find(|b| b.no == bno) {
+                        None => p.push(format!("{}.building", at()), format!("estate `{}` has no building {bno}", e.id)),
+                        Some(b) => {
+                            if let Some(el) = dev.elevator {
+                                p.check(el >= 1 && el <= b.elevators, || format!("{}.elevator", at()), || {
+                                    format!("building {bno} has elevators 1..={}, not {el}", b.elevators)
+                                });
+                            }
+                            if let Some(room) = dev.room {
+                                p.check(flats.contains_key(&(bno, room)), || format!("{}.room", at()), || {
+                                    format!("building {bno} has no room {room}")
+                                });
+                            }
+                        }
+                    }
+                }
+                let needs_building = matches!(
+                    dev.kind,
+                    DeviceKind::EbikeDetector | DeviceKind::ElecFire | DeviceKind::WaterMeter | DeviceKind::DoorSensor | DeviceKind::Noise | DeviceKind::Smoke
+                );
+                p.check(!needs_building || dev.building.is_some(), || format!("{}.building", at()), || {
+                    format!("a {:?} must name its building", dev.kind)
+                });
+                p.check(dev.kind != DeviceKind::EbikeDetector || dev.elevator.is_some(), || format!("{}.elevator", at()), || {
+                    "an EbikeDetector must name its elevator".into()
+                });
+            }
+            flats_by_estate.insert(&e.id, flats);
+        }
+        for (ri, r) in self.roads.iter().enumerate() {
+            p.check(seen_ids.insert(&r.id), || format!("roads[{ri}].id"), || format!("duplicate id `{}`", r.id));
+            p.check(r.length_km > 0.0 && r.traffic > 0.0, || format!("roads[{ri}]"), || {
+                "expected positive length_km and traffic".into()
+            });
+            for (di, dev) in r.devices.iter().enumerate() {
+                p.check(devices_by_id.insert(&dev.id, (&r.id, dev)).is_none(), || format!("roads[{ri}].devices[{di}].id"), || {
+                    format!("duplicate device id `{}`", dev.id)
+                });
+                p.check(dev.kind == DeviceKind::Camera, || format!("roads[{ri}].devices[{di}].kind"), || {
+                    format!("roads hold cameras only, found {:?}", dev.kind)
+                });
+            }
+        }
+        for (i, r) in self.register.iter().enumerate() {
+            p.check(seen_ids.insert(&r.id), || format!("register[{i}].id"), || format!("duplicate id `{}`", r.id));
+            match flats_by_estate.get(r.estate.as_str()) {
+                None => p.push(format!("register[{i}].estate"), format!("`{}` is not an estate id", r.estate)),
+                Some(flats) => match flats.get(&(r.building, r.room)) {
+                    None => p.push(
+                        format!("register[{i}].room"),
+                        format!("estate `{}` has no building {} room {}", r.estate, r.building, r.room),
+                    ),
+                    Some(f) => p.check(f.household > 0, || format!("register[{i}].room"), || {
+                        format!("building {} room {} is vacant", r.building, r.room)
+                    }),
+                },
+            }
+            for (field, id, kind) in
+                [("water_meter", &r.water_meter, DeviceKind::WaterMeter), ("door_sensor", &r.door_sensor, DeviceKind::DoorSensor)]
+            {
+                match devices_by_id.get(id.as_str()) {
+                    Some((estate, dev)) if *estate == r.estate && dev.kind == kind && dev.room == Some(r.room) && dev.building == Some(r.building) => {}
+                    Some(_) => p.push(
+                        format!("register[{i}].{field}"),
+                        format!("`{id}` is not a {kind:?} in building {} room {} of `{}`", r.building, r.room, r.estate),
+                    ),
+                    None => p.push(format!("register[{i}].{field}"), format!("no device `{id}`")),
+                }
+            }
+        }
+        // Totals, once references are known to be sound.
+        let c = self.census();
+        let total = |p: &mut Problems, field: &str, got: u32, want: u32| {
+            p.check(got == want, || format!("declared.{field}"), || format!("the file holds {got}, it declares {want}"));
+        };
+        total(&mut p, "estates", c.estates, d.estates);
+        total(&mut p, "committees", c.committees, d.committees);
+        total(&mut p, "gates", c.gates, d.gates);
+        total(&mut p, "sensors", c.sensors, d.sensors);
+        total(&mut p, "cameras", c.cameras, d.cameras);
+        let lo = (d.residents as f64 * 0.95) as u32;
+        let hi = (d.residents as f64 * 1.05) as u32;
+        p.check((lo..=hi).contains(&c.residents), || "declared.residents".into(), || {
+            format!("the flats hold {} residents, expected within 5% of {}", c.residents, d.residents)
+        });
+        let share = if c.estates == 0 { 0.0 } else { c.resettlement_estates as f32 / c.estates as f32 };
+        p.check(share >= d.min_resettlement_share, || "declared.min_resettlement_share".into(), || {
+            format!("{:.1}% of estates are resettlement estates, expected at least {:.1}%", share * 100.0, d.min_resettlement_share * 100.0)
+        });
+        p.finish()
+    }
+}

@@ -1,0 +1,117 @@
+//! Brokers: the embedded in-process rumqttd, and the address of an external one (`--broker mqtt://host:port`).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+
+/// Where clients connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    /// True when this process started the broker.
+    pub embedded: bool,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "mqtt://{}:{}{}", self.host, self.port, if self.embedded { " (embedded rumqttd)" } else { "" })
+    }
+}
+
+/// Parses `mqtt://host:port` (or `host:port`; port 1883 when left out).
+pub fn parse_url(url: &str) -> Result<Endpoint> {
+    let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).unwrap_or(url);
+    if rest.is_empty() || rest.contains('/') {
+        bail!("`{url}` is not a broker address: expected mqtt://host:port");
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().with_context(|| format!("`{p}` in `{url}` is not a port number"))?),
+        None => (rest, 1883),
+    };
+    Ok(Endpoint { host: host.to_string(), port, embedded: false })
+}
+
+/// Checks that a broker accepts TCP connections at `ep`, within `timeout`.
+pub fn check_reachable(ep: &Endpoint, timeout: Duration) -> Result<()> {
+    let addrs: Vec<SocketAddr> =
+        (ep.host.as_str(), ep.port).to_socket_addrs().with_context(|| format!("cannot resolve broker host `{}`", ep.host))?.collect();
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    while Instant::now() < deadline {
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, Duration::from_millis(500)) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    match last {
+        Some(e) => bail!("cannot reach the MQTT broker at {ep}: {e}"),
+        None => bail!("cannot reach the MQTT broker at {ep}: no address"),
+    }
+}
+
+/// The embedded broker's settings: no accept delay, room for 30,000 connections, 1 MiB payloads.
+pub fn embedded_config(listen: SocketAddr) -> Config {
+    let connections = ConnectionSettings {
+        connection_timeout_ms: 60_000,
+        max_payload_size: 1 << 20,
+        max_inflight_count: 1_000,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = ServerSettings { name: "v4-embedded".into(), listen, tls: None, next_connection_delay_ms: 0, connections };
+    Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 30_010,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 100 * 1024 * 1024,
+            max_segment_count: 10,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..Default::default()
+    }
+}
+
+/// Starts rumqttd in its own threads on a free loopback port and waits until it accepts connections.
+/// The broker lives as long as the process.
+pub fn start_embedded() -> Result<Endpoint> {
+    // Ask the OS for a free port, then hand it to rumqttd (which binds by address, not by listener).
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("cannot find a free loopback port")?.port();
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut broker = Broker::new(embedded_config(listen));
+    std::thread::Builder::new()
+        .name("rumqttd".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!("embedded broker stopped: {e}");
+            }
+        })
+        .context("cannot start the embedded broker thread")?;
+    let ep = Endpoint { host: "127.0.0.1".into(), port, embedded: true };
+    check_reachable(&ep, Duration::from_secs(10)).context("the embedded broker did not start")?;
+    Ok(ep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_broker_urls() {
+        assert_eq!(parse_url("mqtt://localhost:1884").unwrap(), Endpoint { host: "localhost".into(), port: 1884, embedded: false });
+        assert_eq!(parse_url("127.0.0.1").unwrap().port, 1883);
+        assert!(parse_url("mqtt://h:notaport").is_err());
+        assert!(parse_url("http://h:1/x").is_err());
+    }
+}

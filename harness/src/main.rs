@@ -1,0 +1,176 @@
+//! The `towntwin` command: parses arguments, sets up logging, calls the harness library, and maps errors
+//! to exit codes (2 for bad input files, 1 otherwise).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use towntwin_core::town::Town;
+use towntwin_harness::mqtt::Mode;
+use towntwin_harness::run::{BrokerChoice, RunOptions, Speed, default_scenario, render, run};
+use towntwin_harness::{DataFault, exit_code};
+
+#[derive(Parser)]
+#[command(name = "towntwin", version, about = "A digital twin of Gaohang town's smart-community platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario: the twin publishes the town's device traffic to a broker (embedded by default).
+    Run(RunArgs),
+    /// Generate or check the town model.
+    #[command(subcommand)]
+    Town(TownCommand),
+    /// Check a scenario file.
+    #[command(subcommand)]
+    Scenario(ScenarioCommand),
+    /// Measure a broker's raw ceiling for messages of a given size.
+    Ceiling {
+        /// Broker to measure (default: start the embedded one).
+        #[arg(long)]
+        broker: Option<String>,
+        #[arg(long, default_value_t = 200_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 400)]
+        size: usize,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Scenario file.
+    #[arg(long, default_value_os_t = default_scenario())]
+    scenario: PathBuf,
+    /// Simulated days (overrides the scenario's).
+    #[arg(long)]
+    days: Option<u32>,
+    /// Seed (overrides the scenario's).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// `max`, or a multiple of real time: 1 for drills, 60, 3600.
+    #[arg(long, default_value = "max")]
+    speed: Speed,
+    /// `mqtt://host:port` of an external broker; `none` to run without network. Default: embedded rumqttd.
+    #[arg(long)]
+    broker: Option<String>,
+    /// One MQTT connection in all, one per estate gateway, or one per device.
+    #[arg(long, value_enum, default_value_t = Mode::One)]
+    connections: Mode,
+    /// Results folder (default: results/<scenario>-<seed>-<unix time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Worker threads for the twin's ECS (the output is the same for any number).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Do not subscribe to town/# to count delivered messages.
+    #[arg(long)]
+    no_observe: bool,
+    /// Check that every delivered payload is a valid CloudEvent.
+    #[arg(long)]
+    validate: bool,
+    /// Also measure the broker's raw ceiling for messages of the run's mean size.
+    #[arg(long)]
+    ceiling: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum TownCommand {
+    /// Write the deterministic town model.
+    Generate {
+        #[arg(long, default_value_t = 20240913)]
+        seed: u64,
+        #[arg(long, default_value = "assets/town.ron")]
+        out: PathBuf,
+    },
+    /// Load and validate a town file and print its census.
+    Check {
+        #[arg(default_value = "assets/town.ron")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScenarioCommand {
+    /// Load and validate a scenario file (and its town).
+    Check { file: PathBuf },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TOWNTWIN_LOG").unwrap_or_else(|_| "warn,rumqttd=error".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(exit_code(&e));
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(a) => {
+            let broker = match a.broker.as_deref() {
+                None | Some("embedded") => BrokerChoice::Embedded,
+                Some("none") => BrokerChoice::None,
+                Some(url) => BrokerChoice::External(url.to_string()),
+            };
+            let opts = RunOptions {
+                scenario: a.scenario,
+                days: a.days,
+                seed: a.seed,
+                speed: a.speed,
+                broker,
+                connections: a.connections,
+                out: a.out,
+                threads: a.threads,
+                observe: !a.no_observe,
+                validate: a.validate,
+                ceiling: a.ceiling,
+                progress: !a.quiet,
+            };
+            let summary = run(&opts)?;
+            print!("{}", render(&summary));
+            Ok(())
+        }
+        Command::Town(TownCommand::Generate { seed, out }) => {
+            let town = towntwin_sim::generate::generate(seed);
+            town.validate(&out).map_err(DataFault).context("the generator made an invalid town")?;
+            std::fs::write(&out, towntwin_sim::generate::to_ron(&town)).with_context(|| format!("cannot write {}", out.display()))?;
+            let c = town.census();
+            println!("wrote {}: {} estates, {} residents, {} gates, {} sensors, {} cameras", out.display(), c.estates, c.residents, c.gates, c.sensors, c.cameras);
+            Ok(())
+        }
+        Command::Town(TownCommand::Check { file }) => {
+            let town = Town::load(&file).map_err(DataFault)?;
+            println!("{}", serde_json::to_string_pretty(&town.census())?);
+            Ok(())
+        }
+        Command::Scenario(ScenarioCommand::Check { file }) => {
+            let loaded = towntwin_sim::Scenario::load(&file).map_err(DataFault)?;
+            Town::load(&loaded.town_file).map_err(DataFault)?;
+            println!("{}: ok ({} day(s) from {}, seed {})", file.display(), loaded.scenario.days, loaded.scenario.start_date, loaded.scenario.seed);
+            Ok(())
+        }
+        Command::Ceiling { broker, messages, size } => {
+            let ep = match broker {
+                Some(url) => {
+                    let ep = towntwin_harness::broker::parse_url(&url)?;
+                    towntwin_harness::broker::check_reachable(&ep, std::time::Duration::from_secs(3))?;
+                    ep
+                }
+                None => towntwin_harness::broker::start_embedded()?,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let c = rt.block_on(towntwin_harness::ceiling::measure(&ep, messages, size))?;
+            println!("{ep}: {} x {} B QoS 0: published {:.0}/s, delivered {} in {:.2} s = {:.0} msg/s", c.messages, c.payload_bytes, c.published_per_second, c.delivered, c.seconds, c.delivered_per_second);
+            Ok(())
+        }
+    }
+}

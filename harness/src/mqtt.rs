@@ -1,0 +1,270 @@
+//! MQTT clients for the twin's traffic: publishers in three connection modes (one connection in all, one
+//! per estate gateway, one per device) and an observer that subscribes to the town's topics and counts
+//! what the broker delivered.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use tokio::task::JoinHandle;
+use towntwin_core::event::{EventType, TOWN_AREA};
+use towntwin_core::town::Town;
+
+use crate::broker::Endpoint;
+
+/// How the twin's devices connect to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One connection for the whole town.
+    One,
+    /// One connection per estate gateway (and per road, and one for the clock).
+    Estate,
+    /// One connection per device (9,749 and one for the clock).
+    Device,
+}
+
+/// Counters shared with the event-loop tasks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub connected: AtomicU64,
+    pub pubacks: AtomicU64,
+    pub errors: AtomicU64,
+    pub received: AtomicU64,
+    pub received_by_type: Vec<AtomicU64>,
+    pub invalid: AtomicU64,
+}
+
+impl Counters {
+    fn new() -> Arc<Counters> {
+        Arc::new(Counters { received_by_type: EventType::ALL.iter().map(|_| AtomicU64::new(0)).collect(), ..Default::default() })
+    }
+    pub fn get(a: &AtomicU64) -> u64 {
+        a.load(Ordering::Relaxed)
+    }
+}
+
+fn qos(q: u8) -> QoS {
+    if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }
+}
+
+fn options(id: &str, ep: &Endpoint, inflight: u16, capacity: usize) -> MqttOptions {
+    let mut o = MqttOptions::new(id, ep.host.clone(), ep.port);
+    o.set_keep_alive(Duration::from_secs(60))
+        .set_max_packet_size(1 << 20, 1 << 20)
+        .set_inflight(inflight)
+        .set_request_channel_capacity(capacity)
+        .set_clean_session(true);
+    o
+}
+
+fn network(el: &mut EventLoop) {
+    let mut n = rumqttc::NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    n.set_connection_timeout(30);
+    el.set_network_options(n);
+}
+
+/// Polls an event loop until aborted, counting connections, acks and errors; optionally counting and
+/// checking received publishes.
+fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>) -> JoinHandle<()> {
+    network(&mut el);
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    counters.connected.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    counters.pubacks.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Some(check) = validate {
+                        counters.received.fetch_add(1, Ordering::Relaxed);
+                        let ty = p.topic.rsplit('/').next().and_then(EventType::parse);
+                        if let Some(ty) = ty {
+                            counters.received_by_type[ty as usize].fetch_add(1, Ordering::Relaxed);
+                        }
+                        if check && (ty.is_none() || crate::cloudevents::check(&p.payload).is_err()) {
+                            counters.invalid.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    })
+}
+
+/// Publishes the twin's messages over one or many connections.
+pub struct Publisher {
+    clients: Vec<AsyncClient>,
+    route: HashMap<String, usize>,
+    mode: Mode,
+    tasks: Vec<JoinHandle<()>>,
+    pub counters: Arc<Counters>,
+    pub published: u64,
+    pub published_qos1: u64,
+    /// Time from the first connection attempt until every client had its CONNACK.
+    pub connect_time: Duration,
+}
+
+impl Publisher {
+    /// Connects every client the mode needs and waits for all CONNACKs (at most `timeout`).
+    pub async fn connect(ep: &Endpoint, mode: Mode, town: &Town, timeout: Duration) -> Result<Publisher> {
+        let keys: Vec<String> = match mode {
+            Mode::One => vec!["town".into()],
+            Mode::Estate => town.estates.iter().map(|e| e.id.clone()).chain(town.roads.iter().map(|r| r.id.clone())).chain([TOWN_AREA.to_string()]).collect(),
+            Mode::Device => town
+                .estates
+                .iter()
+                .flat_map(|e| &e.devices)
+                .chain(town.roads.iter().flat_map(|r| &r.devices))
+                .map(|d| d.id.clone())
+                .chain(["twin".to_string()])
+                .collect(),
+        };
+        let (inflight, capacity) = match mode {
+            Mode::One => (1_000, 20_000),
+            Mode::Estate => (200, 2_000),
+            Mode::Device => (20, 64),
+        };
+        let counters = Counters::new();
+        let started = Instant::now();
+        let mut clients = Vec::with_capacity(keys.len());
+        let mut tasks = Vec::with_capacity(keys.len());
+        let mut route = HashMap::with_capacity(keys.len());
+        let pid = std::process::id();
+        for (i, k) in keys.into_iter().enumerate() {
+            let (client, el) = AsyncClient::new(options(&format!("towntwin-{pid}-{k}"), ep, inflight, capacity), capacity);
+            tasks.push(spawn_loop(el, counters.clone(), None));
+            clients.push(client);
+            route.insert(k, i);
+        }
+        let n = clients.len() as u64;
+        let deadline = Instant::now() + timeout;
+        while Counters::get(&counters.connected) < n {
+            if Instant::now() > deadline {
+                let got = Counters::get(&counters.connected);
+                for t in &tasks {
+                    t.abort();
+                }
+                bail!("only {got} of {n} connections to {ep} were accepted within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(Publisher { clients, route, mode, tasks, counters, published: 0, published_qos1: 0, connect_time: started.elapsed() })
+    }
+
+    pub fn connections(&self) -> usize {
+        self.clients.len()
+    }
+
+    fn client_for(&self, topic: &str) -> usize {
+        let key = match self.mode {
+            Mode::One => return 0,
+            Mode::Estate => topic.split('/').nth(1),
+            Mode::Device => topic.split('/').nth(3),
+        };
+        key.and_then(|k| self.route.get(k)).copied().unwrap_or(0)
+    }
+
+    pub async fn publish(&mut self, msg: sim::Message) -> Result<()> {
+        let c = self.client_for(&msg.topic);
+        if msg.qos > 0 {
+            self.published_qos1 += 1;
+        }
+        self.clients[c].publish(msg.topic, qos(msg.qos), false, msg.payload).await?;
+        self.published += 1;
+        Ok(())
+    }
+
+    /// Waits until every QoS 1 publish is acknowledged (at most `timeout`); returns whether all were.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Counters::get(&self.counters.pubacks) < self.published_qos1 {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    pub async fn close(self) {
+        for c in &self.clients {
+            let _ = c.try_disconnect();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+use towntwin_sim as sim;
+
+/// Subscribes to a filter and counts (and optionally validates) what arrives.
+pub struct Observer {
+    client: AsyncClient,
+    task: JoinHandle<()>,
+    pub counters: Arc<Counters>,
+}
+
+impl Observer {
+    pub async fn start(ep: &Endpoint, filter: &str, validate: bool) -> Result<Observer> {
+        let counters = Counters::new();
+        let id = format!("towntwin-observer-{}-{}", std::process::id(), filter.len());
+        let (client, el) = AsyncClient::new(options(&id, ep, 1_000, 1_000), 1_000);
+        let task = spawn_loop(el, counters.clone(), Some(validate));
+        client.subscribe(filter, QoS::AtLeastOnce).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Counters::get(&counters.connected) == 0 {
+            if Instant::now() > deadline {
+                task.abort();
+                bail!("the observer could not connect to {ep}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // SUBACK follows CONNACK on the same connection; give the broker a moment to register the filter.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(Observer { client, task, counters })
+    }
+
+    pub fn received(&self) -> u64 {
+        Counters::get(&self.counters.received)
+    }
+
+    /// Waits until `expected` messages arrived, or nothing arrived for `quiet`; returns the count.
+    pub async fn wait_for(&self, expected: u64, quiet: Duration, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        let mut last = self.received();
+        let mut last_change = Instant::now();
+        loop {
+            let now = self.received();
+            if now >= expected || Instant::now() > deadline {
+                return now;
+            }
+            if now != last {
+                last = now;
+                last_change = Instant::now();
+            } else if last_change.elapsed() > quiet {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn close(self) {
+        let _ = self.client.try_disconnect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.task.abort();
+    }
+}

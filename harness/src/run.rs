@@ -1,0 +1,408 @@
+//! `towntwin run`: loads a scenario and its town, starts (or reaches) a broker, runs the twin and
+//! publishes its traffic, then writes and prints the run's summary.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use towntwin_core::event::EventType;
+use towntwin_core::town::Town;
+use towntwin_sim::world::Incident;
+use towntwin_sim::{Message, Scenario, Stats, Twin, TwinOptions};
+
+use crate::broker::{self, Endpoint};
+use crate::mqtt::{Counters, Mode, Observer, Publisher};
+use crate::{DataFault, ceiling};
+
+/// How fast simulated time runs against the wall clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// As fast as the machine goes.
+    Max,
+    /// A multiple of real time: 1 for drills, 60, 3600, ...
+    Times(f64),
+}
+
+impl std::str::FromStr for Speed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "max" {
+            return Ok(Speed::Max);
+        }
+        match s.parse::<f64>() {
+            Ok(x) if x.is_finite() && x > 0.0 => Ok(Speed::Times(x)),
+            _ => Err(format!("`{s}` is not a speed: expected `max` or a positive multiple of real time such as 1, 60 or 3600")),
+        }
+    }
+}
+
+impl std::fmt::Display for Speed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Speed::Max => f.write_str("max"),
+            Speed::Times(x) => write!(f, "{x}x"),
+        }
+    }
+}
+
+/// Which broker a run talks to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerChoice {
+    /// Start rumqttd in this process.
+    Embedded,
+    /// An external broker, `mqtt://host:port`.
+    External(String),
+    /// No network at all: generate, encode and digest only.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub scenario: PathBuf,
+    pub days: Option<u32>,
+    pub seed: Option<u64>,
+    pub speed: Speed,
+    pub broker: BrokerChoice,
+    pub connections: Mode,
+    pub out: Option<PathBuf>,
+    pub threads: Option<usize>,
+    /// Subscribe to `town/#` and count what the broker delivers.
+    pub observe: bool,
+    /// Check every delivered payload is a valid CloudEvent (costs CPU on the observer).
+    pub validate: bool,
+    /// Measure the broker's raw ceiling for messages of the run's mean size, in the same run.
+    pub ceiling: bool,
+    pub progress: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            scenario: default_scenario(),
+            days: None,
+            seed: None,
+            speed: Speed::Max,
+            broker: BrokerChoice::Embedded,
+            connections: Mode::One,
+            out: None,
+            threads: None,
+            observe: true,
+            validate: false,
+            ceiling: false,
+            progress: true,
+        }
+    }
+}
+
+/// `scenarios/baseline.ron` under the current folder, or else in the source tree this binary was built from.
+pub fn default_scenario() -> PathBuf {
+    let here = PathBuf::from("scenarios/baseline.ron");
+    if here.exists() {
+        return here;
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/baseline.ron");
+    if built.exists() { built } else { here }
+}
+
+/// What the broker side saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkReport {
+    pub broker: String,
+    pub connections_mode: Mode,
+    pub connections: usize,
+    pub connect_seconds: f64,
+    pub published: u64,
+    pub published_qos1: u64,
+    pub qos1_acknowledged: u64,
+    /// Delivered to the `town/#` observer (None when not observing).
+    pub observed: Option<u64>,
+    pub observed_invalid: Option<u64>,
+    pub publish_seconds: f64,
+    pub events_per_second: f64,
+}
+
+/// The run's summary, written as `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub run: String,
+    pub scenario: String,
+    pub seed: u64,
+    pub start_date: String,
+    pub days: u32,
+    pub speed: String,
+    pub threads: Option<usize>,
+    pub events_total: u64,
+    pub bytes_total: u64,
+    pub events_by_type: BTreeMap<String, u64>,
+    pub events_by_hour: BTreeMap<String, [u64; 24]>,
+    pub stream_digest: String,
+    pub ground_truth_incidents: u64,
+    pub ground_truth_by_kind: BTreeMap<String, u64>,
+    pub wall_seconds: f64,
+    /// Seconds spent in the twin itself (stepping, encoding, digest), without waiting on the network.
+    pub twin_seconds: f64,
+    pub network: Option<NetworkReport>,
+    pub ceiling: Option<ceiling::Ceiling>,
+    pub out_dir: String,
+}
+
+/// What the twin thread hands back when it ends.
+struct TwinReport {
+    stats: Stats,
+    digest: String,
+    incidents: Vec<Incident>,
+    busy: Duration,
+}
+
+/// Loads the scenario (applying `--days`/`--seed`) and its town; data errors become [`DataFault`].
+pub fn load(opts: &RunOptions) -> Result<(Scenario, i64, Town)> {
+    let loaded = Scenario::load(&opts.scenario).map_err(DataFault)?;
+    let mut scenario = loaded.scenario;
+    if let Some(d) = opts.days {
+        scenario.days = d;
+    }
+    if let Some(s) = opts.seed {
+        scenario.seed = s;
+    }
+    scenario.validate(&loaded.file).map_err(DataFault)?;
+    let town = Town::load(&loaded.town_file).map_err(DataFault)?;
+    Ok((scenario, loaded.start, town))
+}
+
+/// Runs a scenario end to end and writes its results.
+pub fn run(opts: &RunOptions) -> Result<Summary> {
+    let (scenario, start, town) = load(opts)?;
+    let out_dir = opts.out.clone().unwrap_or_else(|| default_out_dir(&scenario));
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create the results folder {}", out_dir.display()))?;
+    let wall = Instant::now();
+    let total_ticks = scenario.days as u64 * 1440;
+    let bar = progress_bar(opts.progress, total_ticks);
+
+    let (report, network, ceiling) = match &opts.broker {
+        BrokerChoice::None => {
+            let report = twin_loop(&scenario, start, town, opts.threads, &bar, |_| true);
+            (report, None, None)
+        }
+        choice => {
+            let ep = match choice {
+                BrokerChoice::External(url) => {
+                    let ep = broker::parse_url(url)?;
+                    broker::check_reachable(&ep, Duration::from_secs(3))?;
+                    ep
+                }
+                _ => broker::start_embedded()?,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(networked(opts, &scenario, start, town, &ep, &bar))?
+        }
+    };
+    bar.finish_and_clear();
+
+    let summary = summarise(opts, &scenario, &out_dir, &report, network, ceiling, wall.elapsed());
+    write_results(&out_dir, &summary, &report.incidents)?;
+    Ok(summary)
+}
+
+fn default_out_dir(s: &Scenario) -> PathBuf {
+    // The wall clock only names the folder; it decides nothing in the run.
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    PathBuf::from("results").join(format!("{}-{}-{}", s.name, s.seed, stamp))
+}
+
+fn progress_bar(show: bool, total: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} simulated {msg} [{bar:30}] {percent}% {elapsed_precise} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Steps the twin to the end on this thread, passing each tick's messages to `sink` (which returns
+/// false to stop early).
+fn twin_loop(scenario: &Scenario, start: i64, town: Town, threads: Option<usize>, bar: &ProgressBar, mut sink: impl FnMut(Vec<Message>) -> bool) -> TwinReport {
+    let mut twin = Twin::new(scenario, start, town, TwinOptions { threads, deny_ambiguity: false });
+    let mut busy = Duration::ZERO;
+    loop {
+        let t0 = Instant::now();
+        let msgs = twin.step();
+        busy += t0.elapsed();
+        let (done, total) = twin.progress();
+        if done % 60 == 0 || done == total {
+            bar.set_position(done);
+            bar.set_message(towntwin_core::time::rfc3339(twin.clock().now)[..16].replace('T', " "));
+        }
+        if !sink(msgs) || twin.finished() {
+            break;
+        }
+    }
+    TwinReport { stats: twin.stats().clone(), digest: twin.digest(), incidents: twin.truth().incidents.clone(), busy }
+}
+
+async fn networked(
+    opts: &RunOptions,
+    scenario: &Scenario,
+    start: i64,
+    town: Town,
+    ep: &Endpoint,
+    bar: &ProgressBar,
+) -> Result<(TwinReport, Option<NetworkReport>, Option<ceiling::Ceiling>)> {
+    let observer = if opts.observe { Some(Observer::start(ep, "town/#", opts.validate).await?) } else { None };
+    let mut publisher = Publisher::connect(ep, opts.connections, &town, Duration::from_secs(120)).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Message>>(256);
+    let (scenario_c, threads, bar_c) = (scenario.clone(), opts.threads, bar.clone());
+    let twin = std::thread::Builder::new()
+        .name("twin".into())
+        .spawn(move || twin_loop(&scenario_c, start, town, threads, &bar_c, |msgs| tx.blocking_send(msgs).is_ok()))?;
+
+    let publish_started = Instant::now();
+    let pace = match opts.speed {
+        Speed::Max => None,
+        Speed::Times(x) => Some((tokio::time::Instant::now(), start, x)),
+    };
+    while let Some(batch) = rx.recv().await {
+        for m in batch {
+            if let Some((wall0, sim0, x)) = pace {
+                let due = wall0 + Duration::from_secs_f64(((m.time - sim0).max(0) as f64 / 1000.0) / x);
+                tokio::time::sleep_until(due).await;
+            }
+            publisher.publish(m).await?;
+        }
+    }
+    let report = twin.join().map_err(|_| anyhow::anyhow!("the twin thread panicked"))?;
+    let all_acked = publisher.flush(Duration::from_secs(120)).await;
+    let publish_seconds = publish_started.elapsed().as_secs_f64();
+    let (observed, invalid) = match observer {
+        Some(o) => {
+            let got = o.wait_for(publisher.published, Duration::from_secs(3), Duration::from_secs(120)).await;
+            let invalid = opts.validate.then(|| Counters::get(&o.counters.invalid));
+            o.close().await;
+            (Some(got), invalid)
+        }
+        None => (None, None),
+    };
+    if !all_acked {
+        tracing::warn!("not every QoS 1 publish was acknowledged within 120 s");
+    }
+    let net = NetworkReport {
+        broker: ep.to_string(),
+        connections_mode: opts.connections,
+        connections: publisher.connections(),
+        connect_seconds: publisher.connect_time.as_secs_f64(),
+        published: publisher.published,
+        published_qos1: publisher.published_qos1,
+        qos1_acknowledged: Counters::get(&publisher.counters.pubacks),
+        observed,
+        observed_invalid: invalid,
+        publish_seconds,
+        events_per_second: publisher.published as f64 / publish_seconds.max(1e-9),
+    };
+    publisher.close().await;
+    let ceiling = if opts.ceiling {
+        let size = (report.stats.bytes / report.stats.total.max(1)) as usize;
+        Some(ceiling::measure(ep, 200_000, size).await?)
+    } else {
+        None
+    };
+    Ok((report, Some(net), ceiling))
+}
+
+fn summarise(
+    opts: &RunOptions,
+    s: &Scenario,
+    out: &Path,
+    r: &TwinReport,
+    network: Option<NetworkReport>,
+    ceiling: Option<ceiling::Ceiling>,
+    wall: Duration,
+) -> Summary {
+    let mut by_kind = BTreeMap::new();
+    for i in &r.incidents {
+        *by_kind.entry(i.kind.to_string()).or_insert(0) += 1;
+    }
+    Summary {
+        run: out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        scenario: s.name.clone(),
+        seed: s.seed,
+        start_date: s.start_date.clone(),
+        days: s.days,
+        speed: opts.speed.to_string(),
+        threads: opts.threads,
+        events_total: r.stats.total,
+        bytes_total: r.stats.bytes,
+        events_by_type: EventType::ALL.iter().map(|t| (t.as_str().to_string(), r.stats.by_type(*t))).collect(),
+        events_by_hour: EventType::ALL.iter().map(|t| (t.as_str().to_string(), r.stats.by_type_hour[*t as usize])).collect(),
+        stream_digest: r.digest.clone(),
+        ground_truth_incidents: r.incidents.len() as u64,
+        ground_truth_by_kind: by_kind,
+        wall_seconds: wall.as_secs_f64(),
+        twin_seconds: r.busy.as_secs_f64(),
+        network,
+        ceiling,
+        out_dir: out.display().to_string(),
+    }
+}
+
+fn write_results(out: &Path, summary: &Summary, incidents: &[Incident]) -> Result<()> {
+    let path = out.join("summary.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(summary)?).with_context(|| format!("cannot write {}", path.display()))?;
+    let path = out.join("ground_truth.jsonl");
+    let mut text = String::with_capacity(incidents.len() * 160);
+    for i in incidents {
+        text.push_str(&serde_json::to_string(i)?);
+        text.push('\n');
+    }
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// The summary as tables for a terminal.
+pub fn render(s: &Summary) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(o, "towntwin run `{}`: scenario {}, seed {}, {} day(s) from {}, speed {}", s.run, s.scenario, s.seed, s.days, s.start_date, s.speed);
+    let _ = writeln!(o, "\nEvents by type                  total   per day  qos");
+    let days = s.days.max(1) as u64;
+    for t in EventType::ALL {
+        let n = s.events_by_type.get(t.as_str()).copied().unwrap_or(0);
+        let _ = writeln!(o, "  {:<24} {:>12} {:>9} {:>4}", t.as_str(), n, n / days, t.qos());
+    }
+    let _ = writeln!(o, "  {:<24} {:>12} {:>9}", "all", s.events_total, s.events_total / days);
+    let _ = writeln!(o, "\nEvents by local hour (all days)   all events   gate.pass");
+    let gate = s.events_by_hour.get("gate.pass");
+    let max_gate = gate.map_or(1, |g| *g.iter().max().unwrap_or(&1)).max(1);
+    for h in 0..24 {
+        let all: u64 = s.events_by_hour.values().map(|v| v[h]).sum();
+        let g = gate.map_or(0, |v| v[h]);
+        let bar = "#".repeat((g * 30 / max_gate) as usize);
+        let _ = writeln!(o, "  {h:02}:00 {all:>14} {g:>11}  {bar}");
+    }
+    let _ = writeln!(o, "\nGround-truth incidents            count");
+    for (k, n) in &s.ground_truth_by_kind {
+        let _ = writeln!(o, "  {k:<28} {n:>10}");
+    }
+    let _ = writeln!(o, "  {:<28} {:>10}", "all", s.ground_truth_incidents);
+    let _ = writeln!(o, "\nStream digest (BLAKE3): {}", s.stream_digest);
+    let _ = writeln!(o, "Twin time {:.2} s, wall time {:.2} s", s.twin_seconds, s.wall_seconds);
+    if let Some(n) = &s.network {
+        let _ = writeln!(
+            o,
+            "Broker {} over {} connection(s) ({:?} mode, connected in {:.2} s): published {}, QoS 1 acknowledged {}/{}, {:.0} events/s",
+            n.broker, n.connections, n.connections_mode, n.connect_seconds, n.published, n.qos1_acknowledged, n.published_qos1, n.events_per_second
+        );
+        if let Some(obs) = n.observed {
+            let _ = writeln!(o, "Observer on town/# received {obs} of {} ({} invalid)", n.published, n.observed_invalid.map_or("unchecked".into(), |x| x.to_string()));
+        }
+    }
+    if let Some(c) = &s.ceiling {
+        let _ = writeln!(o, "Broker raw ceiling, {} B QoS 0 messages, one publisher and one subscriber: {:.0} msg/s delivered", c.payload_bytes, c.delivered_per_second);
+    }
+    let _ = writeln!(o, "Results: {}/summary.json, ground_truth.jsonl", s.out_dir);
+    o
+}

@@ -1,0 +1,21 @@
+//! The simulated clock: advances one minute a tick and publishes `clock.tick`, which drives the core's timers.
+
+use bevy::prelude::*;
+use towntwin_core::event::{Data, EventType, Tick};
+
+use super::Feature;
+use crate::world::{CLOCK_DEVICE, Clock, Outbox};
+
+pub struct ClockPlugin;
+
+impl Plugin for ClockPlugin {
+    fn build(&self, app: &mut App) {
+        app.add_systems(Update, advance_clock.in_set(Feature::Clock));
+    }
+}
+
+fn advance_clock(mut clock: ResMut<Clock>, mut outbox: ResMut<Outbox>) {
+    clock.advance();
+    let tick = clock.tick;
+    outbox.emit(clock.now, CLOCK_DEVICE, EventType::ClockTick, None, Data::Tick(Tick { tick }));
+}

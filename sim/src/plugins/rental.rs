@@ -1,0 +1,156 @@
+//! Group-rented flats (群租): a rented flat let by the bed to many occupants, whose faces, registered to
+//! the flat at the gates, keep changing. Too many distinct faces for one flat is the signal.
+
+use bevy::prelude::*;
+use rand::Rng as _;
+use towntwin_core::town::Tenure;
+
+use super::{Feature, day_start};
+use crate::setup::{Flats, Members, NextPid};
+use crate::world::{Age, Clock, GroundTruth, Household, Params, Presence, Registry, Resident, State, Vulnerable, poisson};
+
+pub struct RentalPlugin;
+
+impl Plugin for RentalPlugin {
+    fn build(&self, app: &mut App) {
+        app.add_systems(Startup, seed_group_rentals.in_set(Feature::Rental))
+            .add_systems(Update, (new_group_rentals, churn).chain().run_if(day_start).in_set(Feature::Rental));
+    }
+}
+
+/// Marks a flat as group-rented, with its ground-truth incident.
+#[derive(Component, Debug, Clone)]
+pub struct GroupRented {
+    pub incident: usize,
+}
+
+fn is_rented(h: &Household) -> bool {
+    matches!(h.tenure, Tenure::RegisteredTenant | Tenure::UnregisteredOccupant)
+}
+
+/// Replaces a flat's household with `n` bed-space tenants.
+#[allow(clippy::too_many_arguments)]
+fn convert(
+    commands: &mut Commands,
+    flat: Entity,
+    h: &Household,
+    members: &Members,
+    n: u32,
+    pid: &mut NextPid,
+    reg: &Registry,
+    rng: &mut crate::rng::Rng,
+) -> Vec<Entity> {
+    for m in &members.0 {
+        commands.entity(*m).despawn();
+    }
+    let gates = reg.of(h.estate, towntwin_core::town::DeviceKind::Gate);
+    (0..n)
+        .map(|_| {
+            let usual_gate = (!gates.is_empty()).then(|| gates[rng.random_range(0..gates.len())]);
+            commands
+                .spawn((
+                    Resident { pid: pid.take(), age: Age::Adult, flat, estate: h.estate, usual_gate },
+                    Presence { inside: true, state: State::Normal },
+                ))
+                .id()
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn seed_group_rentals(
+    mut commands: Commands,
+    clock: Res<Clock>,
+    params: Res<Params>,
+    reg: Res<Registry>,
+    flats: Res<Flats>,
+    mut pid: ResMut<NextPid>,
+    households: Query<(&Household, &Members)>,
+    registered: Query<(), With<Vulnerable>>,
+    mut truth: ResMut<GroundTruth>,
+) {
+    let cfg = &params.scenario.group_rental;
+    for (ei, list) in flats.by_estate.iter().enumerate() {
+        let mut rng = params.rng("rental.seed", ei as u64, 0);
+        for &flat in list {
+            let Ok((h, members)) = households.get(flat) else { continue };
+            if !is_rented(h) || members.0.iter().any(|m| registered.contains(*m)) || !rng.random_bool(cfg.share_of_rented) {
+                continue;
+            }
+            let n = rng.random_range(cfg.occupants.0..=cfg.occupants.1);
+            let new = convert(&mut commands, flat, h, members, n, &mut pid, &reg, &mut rng);
+            let incident = truth.open("group_rental", &reg.estate_ids[ei], h.label.clone(), clock.start, false);
+            commands.entity(flat).insert((Members(new), GroupRented { incident }));
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_group_rentals(
+    mut commands: Commands,
+    clock: Res<Clock>,
+    params: Res<Params>,
+    reg: Res<Registry>,
+    flats: Res<Flats>,
+    mut pid: ResMut<NextPid>,
+    households: Query<(&Household, &Members), Without<GroupRented>>,
+    registered: Query<(), With<Vulnerable>>,
+    mut truth: ResMut<GroundTruth>,
+) {
+    let cfg = &params.scenario.group_rental;
+    let mut rng = params.rng("rental.new", 0, clock.day);
+    for _ in 0..poisson(&mut rng, cfg.new_per_week / 7.0) {
+        let ei = rng.random_range(0..flats.by_estate.len());
+        let list = &flats.by_estate[ei];
+        if list.is_empty() {
+            continue;
+        }
+        // Try a few flats of the estate for a rented one not already let by the bed.
+        for _ in 0..20 {
+            let flat = list[rng.random_range(0..list.len())];
+            let Ok((h, members)) = households.get(flat) else { continue };
+            if !is_rented(h) || members.0.iter().any(|m| registered.contains(*m)) {
+                continue;
+            }
+            let n = rng.random_range(cfg.occupants.0..=cfg.occupants.1);
+            let new = convert(&mut commands, flat, h, members, n, &mut pid, &reg, &mut rng);
+            let at = clock.now + rng.random_range(8..20) * 3_600_000;
+            let incident = truth.open("group_rental", &reg.estate_ids[ei], h.label.clone(), at, false);
+            commands.entity(flat).insert((Members(new), GroupRented { incident }));
+            break;
+        }
+    }
+}
+
+/// Bed-space tenants come and go: each day some leave and newcomers, with new faces, take their place.
+fn churn(
+    mut commands: Commands,
+    clock: Res<Clock>,
+    params: Res<Params>,
+    reg: Res<Registry>,
+    mut pid: ResMut<NextPid>,
+    mut flats: Query<(Entity, &Household, &mut Members), With<GroupRented>>,
+) {
+    let cfg = &params.scenario.group_rental;
+    let gates_of = |e: u16| reg.of(e, towntwin_core::town::DeviceKind::Gate);
+    for (flat, h, mut members) in &mut flats {
+        let mut rng = params.rng("rental.churn", flat.to_bits(), clock.day);
+        for _ in 0..poisson(&mut rng, cfg.churn_per_week / 7.0) {
+            if members.0.is_empty() {
+                break;
+            }
+            let k = rng.random_range(0..members.0.len());
+            let leaving = members.0.swap_remove(k);
+            commands.entity(leaving).despawn();
+            let gates = gates_of(h.estate);
+            let usual_gate = (!gates.is_empty()).then(|| gates[rng.random_range(0..gates.len())]);
+            let newcomer = commands
+                .spawn((
+                    Resident { pid: pid.take(), age: Age::Adult, flat, estate: h.estate, usual_gate },
+                    Presence { inside: true, state: State::Normal },
+                ))
+                .id();
+            members.0.push(newcomer);
+        }
+    }
+}

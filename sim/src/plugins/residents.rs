@@ -1,0 +1,152 @@
+//! Residents' daily routines: commutes, school runs, market trips and weekend outings, each an out pass and
+//! an in pass at an estate gate, by face or card. Gate passes are the data the absence and group-rental
+//! rules stand on, so their diurnal and weekly shape matters.
+
+use bevy::prelude::*;
+use rand::Rng as _;
+use rand_distr::{Distribution, Normal};
+use towntwin_core::event::{Data, Direction, DoorOpen, EventType, GatePass, Method};
+use towntwin_core::time::{Local, Millis};
+use towntwin_core::town::DeviceKind;
+
+use super::{Feature, day_start};
+use crate::rng::Rng;
+use crate::world::{Age, Agenda, Clock, Dev, Health, Household, Outbox, Params, Presence, Registry, Resident, State, Vulnerable, uniform};
+
+pub struct ResidentsPlugin;
+
+impl Plugin for ResidentsPlugin {
+    fn build(&self, app: &mut App) {
+        app.init_resource::<Agenda<GateAction>>()
+            .add_systems(Update, (plan_outings.run_if(day_start), pass_gates).chain().in_set(Feature::Residents));
+    }
+}
+
+/// A resident passing a gate. `forced` passes (leaving for a trip, coming back from hospital) happen
+/// whatever the resident's state; routine ones only for residents going about their normal day.
+#[derive(Debug, Clone)]
+pub struct GateAction {
+    pub who: Entity,
+    pub gate: Option<Dev>,
+    pub direction: Direction,
+    pub method: Method,
+    /// False when the resident walked through behind someone else and no device saw them.
+    pub recognised: bool,
+    pub forced: bool,
+}
+
+impl GateAction {
+    /// A pass at the resident's usual gate, drawn for method and recognition.
+    pub fn draw(rng: &mut Rng, params: &Params, reg: &Registry, r: &Resident, who: Entity, direction: Direction, forced: bool) -> Self {
+        let cfg = &params.scenario.residents;
+        let gates = reg.of(r.estate, DeviceKind::Gate);
+        let gate = if rng.random_bool(0.75) || gates.is_empty() { r.usual_gate } else { Some(gates[rng.random_range(0..gates.len())]) };
+        let method = if rng.random_bool(cfg.card_share) { Method::Card } else { Method::Face };
+        GateAction { who, gate, direction, method, recognised: !rng.random_bool(cfg.tailgate_share), forced }
+    }
+}
+
+fn normal(rng: &mut Rng, mean: f64, sd: f64, lo: f64, hi: f64) -> f64 {
+    Normal::new(mean, sd).map(|n| n.sample(rng)).unwrap_or(mean).clamp(lo, hi)
+}
+
+/// Leave and return hours of one outing.
+fn outing(rng: &mut Rng, age: Age, weekend: bool, first: bool) -> (f64, f64) {
+    match (age, weekend, first) {
+        (Age::Adult, false, true) => {
+            let leave = normal(rng, 7.8, 0.6, 5.5, 10.5);
+            (leave, normal(rng, 18.3, 1.0, leave + 3.0, 23.5))
+        }
+        (Age::Child, false, true) => {
+            let leave = normal(rng, 7.2, 0.25, 6.3, 8.2);
+            (leave, normal(rng, 16.3, 0.7, leave + 4.0, 19.0))
+        }
+        (Age::Senior, _, _) => {
+            let leave = if rng.random_bool(0.6) { normal(rng, 8.0, 1.2, 5.5, 11.0) } else { normal(rng, 15.0, 1.5, 12.0, 19.0) };
+            (leave, leave + uniform(rng, (0.5, 2.5)))
+        }
+        _ => {
+            let leave = uniform(rng, (8.5, 20.5));
+            (leave, (leave + uniform(rng, (0.5, 4.0))).min(23.9))
+        }
+    }
+}
+
+fn plan_outings(
+    clock: Res<Clock>,
+    params: Res<Params>,
+    reg: Res<Registry>,
+    residents: Query<(Entity, &Resident, &Presence, Option<&Vulnerable>)>,
+    mut agenda: ResMut<Agenda<GateAction>>,
+) {
+    let cfg = &params.scenario.residents;
+    let weekend = Local::of(clock.now).is_weekend();
+    let begin = clock.day_begin();
+    let mut rngs: Vec<Rng> = (0..reg.estate_ids.len()).map(|e| params.rng("residents.routine", e as u64, clock.day)).collect();
+    for (who, r, presence, vulnerable) in &residents {
+        if presence.state != State::Normal {
+            continue;
+        }
+        let rng = &mut rngs[r.estate as usize];
+        let outings = if vulnerable.is_some() {
+            rng.random_bool(params.scenario.vulnerable.outing_prob) as u32
+        } else {
+            let by = if weekend { cfg.outings_weekend } else { cfg.outings_weekday };
+            let mean = match r.age {
+                Age::Child => by.child,
+                Age::Adult => by.adult,
+                Age::Senior => by.senior,
+            };
+            // A routine: most people go out about as often every day, so this is tighter than Poisson.
+            let base = mean.floor();
+            base as u32 + rng.random_bool(mean - base) as u32
+        };
+        let mut last_back = 0.0;
+        for k in 0..outings {
+            let (leave, back) = outing(rng, r.age, weekend, k == 0);
+            if leave < last_back {
+                continue;
+            }
+            last_back = back;
+            let at = |h: f64| begin + (h * 3_600.0) as Millis * 1_000;
+            agenda.push(at(leave), GateAction::draw(rng, &params, &reg, r, who, Direction::Out, false));
+            agenda.push(at(back), GateAction::draw(rng, &params, &reg, r, who, Direction::In, false));
+        }
+    }
+}
+
+fn pass_gates(
+    clock: Res<Clock>,
+    reg: Res<Registry>,
+    mut agenda: ResMut<Agenda<GateAction>>,
+    mut residents: Query<(&Resident, &mut Presence, Option<&Vulnerable>)>,
+    households: Query<&Household>,
+    health: Query<&Health>,
+    mut outbox: ResMut<Outbox>,
+) {
+    for (t, a) in agenda.due(clock.now) {
+        let Ok((r, mut presence, vulnerable)) = residents.get_mut(a.who) else { continue };
+        if !a.forced && presence.state != State::Normal {
+            continue;
+        }
+        let going_out = a.direction == Direction::Out;
+        if presence.inside != going_out {
+            continue;
+        }
+        presence.inside = !going_out;
+        let Ok(flat) = households.get(r.flat) else { continue };
+        let reports = |d: Dev| health.get(reg.entity[d as usize]).is_ok_and(Health::reports);
+        if let Some(door) = vulnerable.and_then(|v| v.door)
+            && health.get(reg.entity[door as usize]).is_ok_and(Health::senses)
+        {
+            outbox.emit(t, door, EventType::DoorOpen, Some(flat.label.clone()), Data::Door(DoorOpen { flat: flat.label.clone() }));
+        }
+        if let Some(gate) = a.gate
+            && a.recognised
+            && reports(gate)
+        {
+            let data = GatePass { person: format!("P{:07}", r.pid), flat: flat.label.clone(), method: a.method, direction: a.direction };
+            outbox.emit(t, gate, EventType::GatePass, Some(flat.label.clone()), Data::GatePass(data));
+        }
+    }
+}

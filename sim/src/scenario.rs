@@ -1,0 +1,463 @@
+//! Scenarios: what a run simulates (town, dates, seed) and every behavioural rate, as RON.
+//! Every section has built-in baseline defaults, so a what-if file states only what it changes.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use towntwin_core::load::{DataErrors, Problems, read_ron};
+use towntwin_core::time::{Millis, parse_local_date};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    /// Decides every random draw of the run.
+    pub seed: u64,
+    /// First simulated day, local date `YYYY-MM-DD`; the run starts at local midnight.
+    pub start_date: String,
+    pub days: u32,
+    /// The town file, relative to this scenario file's folder.
+    pub town: String,
+    #[serde(default)]
+    pub residents: Residents,
+    #[serde(default)]
+    pub vulnerable: VulnerableResidents,
+    #[serde(default)]
+    pub garbage: Garbage,
+    #[serde(default)]
+    pub renovation: Renovation,
+    #[serde(default)]
+    pub group_rental: GroupRental,
+    #[serde(default)]
+    pub vehicles: Vehicles,
+    #[serde(default)]
+    pub fence: Fence,
+    #[serde(default)]
+    pub safety: Safety,
+    #[serde(default)]
+    pub devices: Devices,
+}
+
+/// Mean outings a day by age band; each outing is an out pass and an in pass.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ByAge {
+    pub child: f64,
+    pub adult: f64,
+    pub senior: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Residents {
+    /// Shares of children, working-age adults and seniors (60+).
+    pub age_mix: ByAge,
+    pub outings_weekday: ByAge,
+    pub outings_weekend: ByAge,
+    /// Share of passes by card rather than face.
+    pub card_share: f64,
+    /// Share of passes with no recognition at all (walking through behind a neighbour).
+    pub tailgate_share: f64,
+}
+
+impl Default for Residents {
+    fn default() -> Self {
+        Residents {
+            age_mix: ByAge { child: 0.15, adult: 0.60, senior: 0.25 },
+            outings_weekday: ByAge { child: 1.0, adult: 1.4, senior: 1.2 },
+            outings_weekend: ByAge { child: 1.1, adult: 1.2, senior: 1.0 },
+            card_share: 0.08,
+            tailgate_share: 0.04,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VulnerableResidents {
+    /// Probability that a registered resident goes out at all on a given day.
+    pub outing_prob: f64,
+    /// Real emergencies at home (illness, a fall) per registered resident per year.
+    pub emergencies_per_year: f64,
+    /// When nobody acts, hours until family or a neighbour finds the resident (uniform range).
+    pub found_after_hours: (f64, f64),
+    /// Days in hospital after being found (uniform range).
+    pub hospital_days: (f64, f64),
+    /// Benign absences (a trip to family) per registered resident per year.
+    pub trips_per_year: f64,
+    pub trip_days: (f64, f64),
+    /// Door openings a day while at home, besides going out and in.
+    pub door_opens_per_day: f64,
+    /// Litres of water an hour while awake at home.
+    pub litres_per_waking_hour: f64,
+}
+
+impl Default for VulnerableResidents {
+    fn default() -> Self {
+        VulnerableResidents {
+            outing_prob: 0.85,
+            emergencies_per_year: 0.3,
+            found_after_hours: (12.0, 96.0),
+            hospital_days: (2.0, 10.0),
+            trips_per_year: 6.0,
+            trip_days: (1.0, 6.0),
+            door_opens_per_day: 3.0,
+            litres_per_waking_hour: 12.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Garbage {
+    pub drops_per_household_day: f64,
+    /// Share of drops in the morning window (06:30-09:00); the rest fall in the evening (18:00-21:00).
+    pub morning_share: f64,
+    /// Probability a drop is wrongly sorted, by tenure.
+    pub missort_owner: f64,
+    pub missort_tenant: f64,
+    pub missort_unregistered: f64,
+    /// Probability the kiosk's camera flags a wrong sort; and flags a right one wrongly.
+    pub missort_recall: f64,
+    pub missort_false_flag: f64,
+    /// Drops a kiosk holds before it overflows.
+    pub bin_capacity_drops: u32,
+    /// Collection times, local `HH:MM`.
+    pub collections: Vec<String>,
+    /// Probability a scheduled collection is missed.
+    pub collection_miss_prob: f64,
+}
+
+impl Default for Garbage {
+    fn default() -> Self {
+        Garbage {
+            drops_per_household_day: 1.1,
+            morning_share: 0.55,
+            missort_owner: 0.04,
+            missort_tenant: 0.10,
+            missort_unregistered: 0.18,
+            missort_recall: 0.85,
+            missort_false_flag: 0.01,
+            bin_capacity_drops: 80,
+            collections: vec!["09:30".into(), "21:30".into()],
+            collection_miss_prob: 0.03,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Renovation {
+    pub starts_per_1000_flats_year: f64,
+    /// Share of renovations that are illegal (undeclared, or structural changes).
+    pub illegal_share: f64,
+    pub duration_days: (f64, f64),
+    pub waste_drops_per_week: f64,
+    pub noise_episodes_per_workday: f64,
+    /// Share of noise episodes in forbidden hours (weekends, 12:00-14:00, after 18:00), legal and illegal.
+    pub forbidden_hours_share_legal: f64,
+    pub forbidden_hours_share_illegal: f64,
+    /// Probability a building's noise monitor, where there is one, hears an episode.
+    pub noise_recall: f64,
+}
+
+impl Default for Renovation {
+    fn default() -> Self {
+        Renovation {
+            starts_per_1000_flats_year: 35.0,
+            illegal_share: 0.3,
+            duration_days: (30.0, 90.0),
+            waste_drops_per_week: 3.0,
+            noise_episodes_per_workday: 2.0,
+            forbidden_hours_share_legal: 0.03,
+            forbidden_hours_share_illegal: 0.35,
+            noise_recall: 0.7,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupRental {
+    /// Share of rented flats (registered or not) that are group-rented at the start.
+    pub share_of_rented: f64,
+    /// New group rentals a week, town-wide.
+    pub new_per_week: f64,
+    /// Occupants of a group-rented flat (uniform integer range).
+    pub occupants: (u32, u32),
+    /// Occupants replaced by new faces per flat per week.
+    pub churn_per_week: f64,
+}
+
+impl Default for GroupRental {
+    fn default() -> Self {
+        GroupRental { share_of_rented: 0.006, new_per_week: 1.0, occupants: (7, 14), churn_per_week: 1.0 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Vehicles {
+    pub ebike_household_share: f64,
+    pub ev_household_share: f64,
+    pub ebike_charge_every_days: f64,
+    pub ev_charge_every_days: f64,
+    /// Habits of e-bike households: charge at a pile, carry it upstairs, or hang a flying wire.
+    pub ebike_pile: f64,
+    pub ebike_upstairs: f64,
+    pub ebike_flying_wire: f64,
+    /// Elevator detector recall, and false detections (strollers, wheelchairs) per detector a day.
+    pub detector_recall: f64,
+    pub detector_false_per_day: f64,
+    /// Share of blocked riders who then go to a pile (the rest take the stairs).
+    pub blocked_to_pile: f64,
+    /// Electrical-fire monitor recall for an e-bike charging signature indoors, and by flying wire.
+    pub signature_recall_indoor: f64,
+    pub signature_recall_flying_wire: f64,
+}
+
+impl Default for Vehicles {
+    fn default() -> Self {
+        Vehicles {
+            ebike_household_share: 0.45,
+            ev_household_share: 0.10,
+            ebike_charge_every_days: 2.0,
+            ev_charge_every_days: 3.0,
+            ebike_pile: 0.94,
+            ebike_upstairs: 0.05,
+            ebike_flying_wire: 0.01,
+            detector_recall: 0.95,
+            detector_false_per_day: 0.01,
+            blocked_to_pile: 0.6,
+            signature_recall_indoor: 0.8,
+            signature_recall_flying_wire: 0.6,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fence {
+    /// Real violations per camera a day on a road of traffic 1.0.
+    pub violations_per_camera_day: f64,
+    pub recall: f64,
+    pub false_per_camera_day: f64,
+}
+
+impl Default for Fence {
+    fn default() -> Self {
+        Fence { violations_per_camera_day: 3.0, recall: 0.9, false_per_camera_day: 0.15 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Safety {
+    pub fires_per_building_year: f64,
+    /// Nuisance smoke alarms (cooking, steam) per detector a year.
+    pub smoke_nuisance_per_detector_year: f64,
+    /// Real residual-current or overload faults per electrical-fire monitor a year.
+    pub electrical_faults_per_monitor_year: f64,
+    /// Manhole-cover alarms per sensor a year, and the share that are real displacements.
+    pub manhole_alarms_per_sensor_year: f64,
+    pub manhole_real_share: f64,
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Safety {
+            fires_per_building_year: 0.004,
+            smoke_nuisance_per_detector_year: 0.5,
+            electrical_faults_per_monitor_year: 2.0,
+            manhole_alarms_per_sensor_year: 1.0,
+            manhole_real_share: 0.9,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Devices {
+    pub heartbeat_minutes_mains: u32,
+    pub heartbeat_minutes_battery: u32,
+    pub offline_per_device_year: f64,
+    pub offline_hours: (f64, f64),
+    /// Sensors only: stuck at one reading.
+    pub stuck_per_sensor_year: f64,
+    pub stuck_days: (f64, f64),
+    /// Probability a stuck sensor's self-test notices and reports it.
+    pub stuck_self_report: f64,
+    /// Battery life in days (uniform range), and days until a low battery is replaced.
+    pub battery_days: (f64, f64),
+    pub battery_replace_days: (f64, f64),
+}
+
+impl Default for Devices {
+    fn default() -> Self {
+        Devices {
+            heartbeat_minutes_mains: 30,
+            heartbeat_minutes_battery: 360,
+            offline_per_device_year: 1.5,
+            offline_hours: (1.0, 36.0),
+            stuck_per_sensor_year: 0.2,
+            stuck_days: (2.0, 10.0),
+            stuck_self_report: 0.5,
+            battery_days: (400.0, 1500.0),
+            battery_replace_days: (2.0, 10.0),
+        }
+    }
+}
+
+/// A scenario with its file's place, ready to run.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub scenario: Scenario,
+    pub file: PathBuf,
+    pub town_file: PathBuf,
+    pub start: Millis,
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file; the town path is resolved against the file's folder.
+    pub fn load(file: &Path) -> Result<Loaded, DataErrors> {
+        let scenario: Scenario = read_ron(file)?;
+        let start = scenario.validate(file)?;
+        let town_file = file.parent().unwrap_or(Path::new(".")).join(&scenario.town);
+        Ok(Loaded { scenario, file: file.to_path_buf(), town_file, start })
+    }
+
+    /// Checks every value's range; returns the start instant.
+    pub fn validate(&self, file: &Path) -> Result<Millis, DataErrors> {
+        let mut p = Problems::new(file);
+        let start = match parse_local_date(&self.start_date) {
+            Ok(t) => t,
+            Err(e) => {
+                p.push("start_date", e);
+                0
+            }
+        };
+        p.check(self.days >= 1 && self.days <= 3660, || "days".into(), || format!("expected 1..=3660 days, got {}", self.days));
+        let prob = |p: &mut Problems, field: &str, v: f64| {
+            p.check((0.0..=1.0).contains(&v), || field.to_string(), || format!("expected a probability in 0..=1, got {v}"));
+        };
+        let rate = |p: &mut Problems, field: &str, v: f64| {
+            p.check(v.is_finite() && v >= 0.0, || field.to_string(), || format!("expected a rate >= 0, got {v}"));
+        };
+        let range = |p: &mut Problems, field: &str, (a, b): (f64, f64)| {
+            p.check(a.is_finite() && b.is_finite() && a > 0.0 && a <= b, || field.to_string(), || {
+                format!("expected a range (low, high) with 0 < low <= high, got ({a}, {b})")
+            });
+        };
+        let r = &self.residents;
+        for (n, v) in [("child", r.age_mix.child), ("adult", r.age_mix.adult), ("senior", r.age_mix.senior)] {
+            prob(&mut p, &format!("residents.age_mix.{n}"), v);
+        }
+        let mix = r.age_mix.child + r.age_mix.adult + r.age_mix.senior;
+        p.check((mix - 1.0).abs() < 1e-6, || "residents.age_mix".into(), || format!("shares must sum to 1, they sum to {mix}"));
+        for (sec, by) in [("outings_weekday", r.outings_weekday), ("outings_weekend", r.outings_weekend)] {
+            for (n, v) in [("child", by.child), ("adult", by.adult), ("senior", by.senior)] {
+                p.check(v.is_finite() && (0.0..=10.0).contains(&v), || format!("residents.{sec}.{n}"), || {
+                    format!("expected 0..=10 outings a day, got {v}")
+                });
+            }
+        }
+        prob(&mut p, "residents.card_share", r.card_share);
+        prob(&mut p, "residents.tailgate_share", r.tailgate_share);
+        let v = &self.vulnerable;
+        prob(&mut p, "vulnerable.outing_prob", v.outing_prob);
+        rate(&mut p, "vulnerable.emergencies_per_year", v.emergencies_per_year);
+        rate(&mut p, "vulnerable.trips_per_year", v.trips_per_year);
+        rate(&mut p, "vulnerable.door_opens_per_day", v.door_opens_per_day);
+        rate(&mut p, "vulnerable.litres_per_waking_hour", v.litres_per_waking_hour);
+        range(&mut p, "vulnerable.found_after_hours", v.found_after_hours);
+        range(&mut p, "vulnerable.hospital_days", v.hospital_days);
+        range(&mut p, "vulnerable.trip_days", v.trip_days);
+        let g = &self.garbage;
+        rate(&mut p, "garbage.drops_per_household_day", g.drops_per_household_day);
+        for (n, x) in [
+            ("morning_share", g.morning_share),
+            ("missort_owner", g.missort_owner),
+            ("missort_tenant", g.missort_tenant),
+            ("missort_unregistered", g.missort_unregistered),
+            ("missort_recall", g.missort_recall),
+            ("missort_false_flag", g.missort_false_flag),
+            ("collection_miss_prob", g.collection_miss_prob),
+        ] {
+            prob(&mut p, &format!("garbage.{n}"), x);
+        }
+        p.check(g.bin_capacity_drops >= 1, || "garbage.bin_capacity_drops".into(), || "expected at least 1".into());
+        for (i, c) in g.collections.iter().enumerate() {
+            p.check(parse_hhmm(c).is_some(), || format!("garbage.collections[{i}]"), || format!("`{c}` is not a time HH:MM"));
+        }
+        let rn = &self.renovation;
+        rate(&mut p, "renovation.starts_per_1000_flats_year", rn.starts_per_1000_flats_year);
+        prob(&mut p, "renovation.illegal_share", rn.illegal_share);
+        range(&mut p, "renovation.duration_days", rn.duration_days);
+        rate(&mut p, "renovation.waste_drops_per_week", rn.waste_drops_per_week);
+        rate(&mut p, "renovation.noise_episodes_per_workday", rn.noise_episodes_per_workday);
+        prob(&mut p, "renovation.forbidden_hours_share_legal", rn.forbidden_hours_share_legal);
+        prob(&mut p, "renovation.forbidden_hours_share_illegal", rn.forbidden_hours_share_illegal);
+        prob(&mut p, "renovation.noise_recall", rn.noise_recall);
+        let gr = &self.group_rental;
+        prob(&mut p, "group_rental.share_of_rented", gr.share_of_rented);
+        rate(&mut p, "group_rental.new_per_week", gr.new_per_week);
+        rate(&mut p, "group_rental.churn_per_week", gr.churn_per_week);
+        p.check(gr.occupants.0 >= 2 && gr.occupants.0 <= gr.occupants.1 && gr.occupants.1 <= 60, || "group_rental.occupants".into(), || {
+            format!("expected (low, high) with 2 <= low <= high <= 60, got {:?}", gr.occupants)
+        });
+        let ve = &self.vehicles;
+        for (n, x) in [
+            ("ebike_household_share", ve.ebike_household_share),
+            ("ev_household_share", ve.ev_household_share),
+            ("ebike_pile", ve.ebike_pile),
+            ("ebike_upstairs", ve.ebike_upstairs),
+            ("ebike_flying_wire", ve.ebike_flying_wire),
+            ("detector_recall", ve.detector_recall),
+            ("blocked_to_pile", ve.blocked_to_pile),
+            ("signature_recall_indoor", ve.signature_recall_indoor),
+            ("signature_recall_flying_wire", ve.signature_recall_flying_wire),
+        ] {
+            prob(&mut p, &format!("vehicles.{n}"), x);
+        }
+        let habits = ve.ebike_pile + ve.ebike_upstairs + ve.ebike_flying_wire;
+        p.check((habits - 1.0).abs() < 1e-6, || "vehicles.ebike_pile".into(), || {
+            format!("ebike_pile + ebike_upstairs + ebike_flying_wire must sum to 1, they sum to {habits}")
+        });
+        for (n, x) in [("ebike_charge_every_days", ve.ebike_charge_every_days), ("ev_charge_every_days", ve.ev_charge_every_days)] {
+            p.check(x.is_finite() && x >= 1.0, || format!("vehicles.{n}"), || format!("expected at least 1 day, got {x}"));
+        }
+        rate(&mut p, "vehicles.detector_false_per_day", ve.detector_false_per_day);
+        rate(&mut p, "fence.violations_per_camera_day", self.fence.violations_per_camera_day);
+        prob(&mut p, "fence.recall", self.fence.recall);
+        rate(&mut p, "fence.false_per_camera_day", self.fence.false_per_camera_day);
+        let s = &self.safety;
+        rate(&mut p, "safety.fires_per_building_year", s.fires_per_building_year);
+        rate(&mut p, "safety.smoke_nuisance_per_detector_year", s.smoke_nuisance_per_detector_year);
+        rate(&mut p, "safety.electrical_faults_per_monitor_year", s.electrical_faults_per_monitor_year);
+        rate(&mut p, "safety.manhole_alarms_per_sensor_year", s.manhole_alarms_per_sensor_year);
+        prob(&mut p, "safety.manhole_real_share", s.manhole_real_share);
+        let d = &self.devices;
+        for (n, m) in [("heartbeat_minutes_mains", d.heartbeat_minutes_mains), ("heartbeat_minutes_battery", d.heartbeat_minutes_battery)] {
+            p.check((1..=1440).contains(&m), || format!("devices.{n}"), || format!("expected 1..=1440 minutes, got {m}"));
+        }
+        rate(&mut p, "devices.offline_per_device_year", d.offline_per_device_year);
+        rate(&mut p, "devices.stuck_per_sensor_year", d.stuck_per_sensor_year);
+        prob(&mut p, "devices.stuck_self_report", d.stuck_self_report);
+        range(&mut p, "devices.offline_hours", d.offline_hours);
+        range(&mut p, "devices.stuck_days", d.stuck_days);
+        range(&mut p, "devices.battery_days", d.battery_days);
+        range(&mut p, "devices.battery_replace_days", d.battery_replace_days);
+        p.finish()?;
+        Ok(start)
+    }
+}
+
+/// Minutes after midnight of a local `HH:MM`.
+pub fn parse_hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}

@@ -1,0 +1,129 @@
+//! The twin as a whole: builds the bevy app from a scenario and a town, steps it one simulated minute at a
+//! time, and hands back each tick's encoded events. Nothing here paces against the wall clock: the
+//! harness decides how fast to step.
+
+use bevy::app::{TaskPoolOptions, TaskPoolPlugin};
+use bevy::ecs::schedule::{LogLevel, ScheduleBuildSettings};
+use bevy::prelude::*;
+use towntwin_core::time::Millis;
+use towntwin_core::town::Town;
+
+use crate::plugins::emit::{Emitted, Message, Stats, StreamDigest};
+use crate::plugins::{FeatureOrderPlugin, clock, devices, emit, fence, garbage, renovation, rental, residents, safety, vehicles, vulnerable};
+use crate::scenario::Scenario;
+use crate::world::{Clock, GroundTruth, Outbox, Params, TownData};
+
+/// Options that change how the twin runs, never what it produces.
+#[derive(Debug, Clone, Default)]
+pub struct TwinOptions {
+    /// Worker threads for bevy's task pools (`None`: bevy's default for this machine).
+    pub threads: Option<usize>,
+    /// Make the build of the schedule fail on ambiguous system order (used by tests).
+    pub deny_ambiguity: bool,
+}
+
+pub struct Twin {
+    app: App,
+}
+
+/// Every feature plugin of the twin.
+pub struct TownPlugins;
+
+impl Plugin for TownPlugins {
+    fn build(&self, app: &mut App) {
+        app.add_plugins((
+            FeatureOrderPlugin,
+            clock::ClockPlugin,
+            rental::RentalPlugin,
+            residents::ResidentsPlugin,
+            vulnerable::VulnerablePlugin,
+            garbage::GarbagePlugin,
+            renovation::RenovationPlugin,
+            vehicles::VehiclesPlugin,
+            fence::FencePlugin,
+            safety::SafetyPlugin,
+            devices::DevicesPlugin,
+            emit::EmitPlugin,
+        ));
+    }
+}
+
+impl Twin {
+    /// Builds the twin for `scenario` (starting at `start`) over `town`.
+    pub fn new(scenario: &Scenario, start: Millis, town: Town, opts: TwinOptions) -> Twin {
+        let mut app = App::new();
+        let pool = match opts.threads {
+            Some(n) => TaskPoolOptions::with_num_threads(n.max(1)),
+            None => TaskPoolOptions::default(),
+        };
+        app.add_plugins(TaskPoolPlugin { task_pool_options: pool });
+        if opts.deny_ambiguity {
+            let strict = || ScheduleBuildSettings { ambiguity_detection: LogLevel::Error, ..default() };
+            app.edit_schedule(Startup, |s| {
+                s.set_build_settings(strict());
+            });
+            app.edit_schedule(Update, |s| {
+                s.set_build_settings(strict());
+            });
+        }
+        app.insert_resource(Params { scenario: scenario.clone(), seed: scenario.seed })
+            .insert_resource(Clock::new(start, scenario.days))
+            .init_resource::<Outbox>()
+            .init_resource::<GroundTruth>();
+        crate::setup::populate(app.world_mut(), &town, start);
+        app.insert_resource(TownData(town));
+        app.add_plugins(TownPlugins);
+        app.finish();
+        app.cleanup();
+        Twin { app }
+    }
+
+    /// Runs one tick (one simulated minute) and returns its encoded events in generation order.
+    pub fn step(&mut self) -> Vec<Message> {
+        self.app.update();
+        std::mem::take(&mut self.app.world_mut().resource_mut::<Emitted>().0)
+    }
+
+    /// True once the last tick of the scenario has run.
+    pub fn finished(&self) -> bool {
+        self.app.world().resource::<Clock>().finished()
+    }
+
+    pub fn clock(&self) -> &Clock {
+        self.app.world().resource::<Clock>()
+    }
+
+    /// Ticks run so far and ticks in the whole run.
+    pub fn progress(&self) -> (u64, u64) {
+        let c = self.clock();
+        (c.tick + 1, ((c.end - c.start) / Clock::TICK) as u64)
+    }
+
+    pub fn stats(&self) -> &Stats {
+        self.app.world().resource::<Stats>()
+    }
+
+    pub fn truth(&self) -> &GroundTruth {
+        self.app.world().resource::<GroundTruth>()
+    }
+
+    /// Hex BLAKE3 digest of the encoded event stream so far.
+    pub fn digest(&self) -> String {
+        self.app.world().resource::<StreamDigest>().0.finalize().to_hex().to_string()
+    }
+
+    /// Runs to the end, passing each tick's events to `sink`.
+    pub fn run(&mut self, mut sink: impl FnMut(&[Message])) {
+        loop {
+            let msgs = self.step();
+            sink(&msgs);
+            if self.finished() {
+                break;
+            }
+        }
+    }
+
+    pub fn world(&self) -> &World {
+        self.app.world()
+    }
+}

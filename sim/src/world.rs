@@ -1,0 +1,349 @@
+//! Components and resources every plugin shares: the clock, the device registry and device health,
+//! households and residents, the agenda of scheduled actions, the outbox of events and the ground truth.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bevy::prelude::*;
+use serde::Serialize;
+use towntwin_core::event::{Data, EventType};
+use towntwin_core::time::{DAY, MINUTE, Millis, rfc3339};
+use towntwin_core::town::{DeviceKind, Tenure, Town};
+
+use crate::rng::{Rng, pair, stream};
+use crate::scenario::Scenario;
+
+/// The scenario being run, and its seed.
+#[derive(Resource, Debug, Clone)]
+pub struct Params {
+    pub scenario: Scenario,
+    pub seed: u64,
+}
+
+impl Params {
+    /// A stream for `purpose` on simulated day `day` for a stable `id`.
+    pub fn rng(&self, purpose: &str, id: u64, day: u32) -> Rng {
+        stream(self.seed, purpose, pair(id, day as u64))
+    }
+}
+
+/// Simulated time. One `App::update` is one tick of one simulated minute, covering `[now, now + 1 min)`.
+#[derive(Resource, Debug, Clone)]
+pub struct Clock {
+    pub start: Millis,
+    pub end: Millis,
+    pub now: Millis,
+    pub tick: u64,
+    /// True on the first tick of each simulated day.
+    pub day_start: bool,
+    /// Days since the start, 0-based.
+    pub day: u32,
+    started: bool,
+}
+
+impl Clock {
+    pub const TICK: Millis = MINUTE;
+
+    pub fn new(start: Millis, days: u32) -> Clock {
+        Clock { start, end: start + days as Millis * DAY, now: start, tick: 0, day_start: true, day: 0, started: false }
+    }
+
+    /// Advances to the next tick (the first call stays on the start).
+    pub fn advance(&mut self) {
+        if self.started {
+            self.now += Self::TICK;
+            self.tick += 1;
+        }
+        self.started = true;
+        let since = self.now - self.start;
+        self.day = (since / DAY) as u32;
+        self.day_start = since % DAY == 0;
+    }
+
+    pub fn finished(&self) -> bool {
+        self.started && self.now + Self::TICK >= self.end
+    }
+
+    /// Start of the current simulated day.
+    pub fn day_begin(&self) -> Millis {
+        self.start + self.day as Millis * DAY
+    }
+}
+
+/// Static facts of one device, indexed by its position in [`Registry::devices`].
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    pub id: String,
+    pub kind: DeviceKind,
+    /// Estate or road id.
+    pub area: String,
+    /// Estate index, or `u16::MAX` for road devices.
+    pub estate: u16,
+    pub building: Option<u16>,
+    pub elevator: Option<u8>,
+    pub room: Option<u16>,
+}
+
+/// Device index `u32`, as stored in actions and events.
+pub type Dev = u32;
+/// The pseudo-device of the twin's own clock.
+pub const CLOCK_DEVICE: Dev = u32::MAX;
+
+/// Device registry and lookups by place.
+#[derive(Resource, Debug, Default)]
+pub struct Registry {
+    pub devices: Vec<DeviceInfo>,
+    pub entity: Vec<Entity>,
+    pub estate_ids: Vec<String>,
+    pub by_estate_kind: HashMap<(u16, DeviceKind), Vec<Dev>>,
+    pub by_building_kind: HashMap<(u16, u16, DeviceKind), Vec<Dev>>,
+    pub detector: HashMap<(u16, u16, u8), Dev>,
+    pub by_id: HashMap<String, Dev>,
+    pub cameras_by_road: Vec<Vec<Dev>>,
+    pub buildings: Vec<Vec<(u16, u8, u8)>>,
+}
+
+impl Registry {
+    pub fn of(&self, estate: u16, kind: DeviceKind) -> &[Dev] {
+        self.by_estate_kind.get(&(estate, kind)).map_or(&[], |v| v.as_slice())
+    }
+    pub fn in_building(&self, estate: u16, building: u16, kind: DeviceKind) -> &[Dev] {
+        self.by_building_kind.get(&(estate, building, kind)).map_or(&[], |v| v.as_slice())
+    }
+}
+
+/// The town registry as loaded.
+#[derive(Resource, Debug, Clone)]
+pub struct TownData(pub Town);
+
+/// A device's health. Offline devices say nothing; stuck sensors report a frozen reading.
+#[derive(Component, Debug, Clone)]
+pub struct Health {
+    pub dev: Dev,
+    pub online: bool,
+    pub stuck: bool,
+    /// Battery percentage, for battery-powered devices.
+    pub battery: Option<f32>,
+    pub low_battery: bool,
+    pub next_heartbeat: Millis,
+    pub down_since: Millis,
+    pub until: Millis,
+    pub replace_at: Millis,
+    pub incident: Option<usize>,
+    pub battery_incident: Option<usize>,
+}
+
+impl Health {
+    /// True when the device reports at all.
+    pub fn reports(&self) -> bool {
+        self.online
+    }
+    /// True when the device reports what it really senses.
+    pub fn senses(&self) -> bool {
+        self.online && !self.stuck
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Age {
+    Child,
+    Adult,
+    Senior,
+}
+
+/// A flat's household (an entity per occupied flat).
+#[derive(Component, Debug, Clone)]
+pub struct Household {
+    pub estate: u16,
+    pub building: u16,
+    pub room: u16,
+    pub tenure: Tenure,
+    pub size: u8,
+    /// `B03-1102`, as devices and events name a flat.
+    pub label: String,
+    pub bin: Option<Dev>,
+    pub elevators: u8,
+}
+
+/// A resident. `flat` is the household entity.
+#[derive(Component, Debug, Clone)]
+pub struct Resident {
+    pub pid: u32,
+    pub age: Age,
+    pub flat: Entity,
+    pub estate: u16,
+    /// The gate this resident uses most.
+    pub usual_gate: Option<Dev>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Normal,
+    /// Ill or fallen at home, unable to go out: the case the 48-hour rule exists for.
+    Emergency,
+    /// In hospital after being found.
+    Hospital,
+    /// Away on a trip: a benign absence.
+    Trip,
+}
+
+/// Where a resident is and in what state.
+#[derive(Component, Debug, Clone)]
+pub struct Presence {
+    pub inside: bool,
+    pub state: State,
+}
+
+/// A registered vulnerable resident, with their flat's devices.
+#[derive(Component, Debug, Clone)]
+pub struct Vulnerable {
+    pub reg: usize,
+    pub water: Option<Dev>,
+    pub door: Option<Dev>,
+    pub incident: Option<usize>,
+}
+
+/// Actions scheduled for a future instant, bucketed by minute so each tick takes only what is due.
+#[derive(Resource, Debug)]
+pub struct Agenda<A: Send + Sync + 'static> {
+    buckets: BTreeMap<i64, Vec<(Millis, A)>>,
+}
+
+impl<A: Send + Sync + 'static> Default for Agenda<A> {
+    fn default() -> Self {
+        Agenda { buckets: BTreeMap::new() }
+    }
+}
+
+impl<A: Send + Sync + 'static> Agenda<A> {
+    pub fn push(&mut self, at: Millis, action: A) {
+        self.buckets.entry(at.div_euclid(MINUTE)).or_default().push((at, action));
+    }
+
+    /// Removes and returns every action due before the end of the tick starting at `now`.
+    pub fn due(&mut self, now: Millis) -> Vec<(Millis, A)> {
+        let cut = now.div_euclid(MINUTE);
+        let mut out = Vec::new();
+        while let Some(entry) = self.buckets.first_entry() {
+            if *entry.key() > cut {
+                break;
+            }
+            out.extend(entry.remove());
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+/// One event waiting to be encoded at the end of the tick.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub time: Millis,
+    pub device: Dev,
+    pub ty: EventType,
+    pub subject: Option<String>,
+    pub data: Data,
+}
+
+/// Events produced during the current tick, in the order systems produced them.
+#[derive(Resource, Debug, Default)]
+pub struct Outbox(pub Vec<Pending>);
+
+impl Outbox {
+    pub fn emit(&mut self, time: Millis, device: Dev, ty: EventType, subject: Option<String>, data: Data) {
+        self.0.push(Pending { time, device, ty, subject, data });
+    }
+}
+
+/// One real incident: what happened, where, to whom, and when. Benign ones (a trip, a legal renovation)
+/// are recorded too, so that alarms about them can be scored as false.
+#[derive(Debug, Clone, Serialize)]
+pub struct Incident {
+    pub id: String,
+    pub kind: &'static str,
+    pub area: String,
+    pub subject: String,
+    pub start: String,
+    pub start_ms: Millis,
+    pub end_ms: Option<Millis>,
+    pub benign: bool,
+}
+
+/// Every incident of the run.
+#[derive(Resource, Debug, Default)]
+pub struct GroundTruth {
+    pub incidents: Vec<Incident>,
+}
+
+impl GroundTruth {
+    pub fn open(&mut self, kind: &'static str, area: &str, subject: String, start: Millis, benign: bool) -> usize {
+        let n = self.incidents.len();
+        self.incidents.push(Incident {
+            id: format!("GT-{:06}", n + 1),
+            kind,
+            area: area.to_string(),
+            subject,
+            start: rfc3339(start),
+            start_ms: start,
+            end_ms: None,
+            benign,
+        });
+        n
+    }
+
+    /// An incident that is over as soon as it happens (a violation, a wrong sort).
+    pub fn instant(&mut self, kind: &'static str, area: &str, subject: String, at: Millis, benign: bool) -> usize {
+        let i = self.open(kind, area, subject, at, benign);
+        self.incidents[i].end_ms = Some(at);
+        i
+    }
+
+    pub fn close(&mut self, i: usize, at: Millis) {
+        if let Some(inc) = self.incidents.get_mut(i)
+            && inc.end_ms.is_none()
+        {
+            inc.end_ms = Some(at);
+        }
+    }
+}
+
+/// Uniform draw in a (low, high) range.
+pub fn uniform(rng: &mut Rng, (lo, hi): (f64, f64)) -> f64 {
+    use rand::Rng as _;
+    if hi > lo { rng.random_range(lo..hi) } else { lo }
+}
+
+/// Poisson draw with mean `lambda` (0 for non-positive means).
+pub fn poisson(rng: &mut Rng, lambda: f64) -> u32 {
+    use rand::Rng as _;
+    if lambda <= 0.0 {
+        return 0;
+    }
+    if lambda < 30.0 {
+        // Knuth's method: exact and fast for the small means the twin mostly uses.
+        let l = (-lambda).exp();
+        let mut k = 0;
+        let mut p = 1.0;
+        loop {
+            p *= rng.random::<f64>();
+            if p <= l {
+                return k;
+            }
+            k += 1;
+        }
+    }
+    use rand_distr::Distribution;
+    rand_distr::Poisson::new(lambda).map(|d| d.sample(rng) as u32).unwrap_or(0)
+}
+
+/// A time of day in `[lo_h, hi_h)` local hours on the day starting at `day_begin`, to the second.
+pub fn at_hours(rng: &mut Rng, day_begin: Millis, lo_h: f64, hi_h: f64) -> Millis {
+    let h = uniform(rng, (lo_h, hi_h));
+    day_begin + (h * 3_600.0).floor() as Millis * 1_000
+}
