@@ -3,7 +3,7 @@
 //! harness decides how fast to step.
 
 use bevy::app::{TaskPoolOptions, TaskPoolPlugin};
-use bevy::ecs::schedule::{LogLevel, ScheduleBuildSettings};
+use bevy::ecs::schedule::{LogLevel, MultiThreadedExecutor, ScheduleBuildSettings, SingleThreadedExecutor};
 use bevy::prelude::*;
 use towntwin_core::time::Millis;
 use towntwin_core::town::Town;
@@ -16,7 +16,8 @@ use crate::world::{Clock, GroundTruth, Outbox, Params, TownData};
 /// Options that change how the twin runs, never what it produces.
 #[derive(Debug, Clone, Default)]
 pub struct TwinOptions {
-    /// Worker threads for bevy's task pools (`None`: bevy's default for this machine).
+    /// Worker threads for bevy's task pools and executor. `None` or 1: the single-threaded executor, the
+    /// fastest here because every feature's systems run in one fixed chain. More: the multi-threaded one.
     pub threads: Option<usize>,
     /// Make the build of the schedule fail on ambiguous system order (used by tests).
     pub deny_ambiguity: bool,
@@ -52,11 +53,15 @@ impl Twin {
     /// Builds the twin for `scenario` (starting at `start`) over `town`.
     pub fn new(scenario: &Scenario, start: Millis, town: Town, opts: TwinOptions) -> Twin {
         let mut app = App::new();
-        let pool = match opts.threads {
-            Some(n) => TaskPoolOptions::with_num_threads(n.max(1)),
-            None => TaskPoolOptions::default(),
-        };
-        app.add_plugins(TaskPoolPlugin { task_pool_options: pool });
+        let threads = opts.threads.unwrap_or(1).max(1);
+        app.add_plugins(TaskPoolPlugin { task_pool_options: TaskPoolOptions::with_num_threads(threads) });
+        app.edit_schedule(Update, |s| {
+            if threads == 1 {
+                s.set_executor(SingleThreadedExecutor::default());
+            } else {
+                s.set_executor(MultiThreadedExecutor::default());
+            }
+        });
         if opts.deny_ambiguity {
             let strict = || ScheduleBuildSettings { ambiguity_detection: LogLevel::Error, ..default() };
             app.edit_schedule(Startup, |s| {

@@ -14,6 +14,8 @@ pub struct DevicesPlugin;
 impl Plugin for DevicesPlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<Agenda<DeviceAction>>()
+            .init_resource::<Agenda<Dev>>()
+            .add_systems(Startup, schedule_heartbeats.in_set(Feature::Devices))
             .add_systems(Update, (plan_day.run_if(day_start), act, tick).chain().in_set(Feature::Devices));
     }
 }
@@ -21,14 +23,26 @@ impl Plugin for DevicesPlugin {
 #[derive(Debug, Clone)]
 pub enum DeviceAction {
     Offline { dev: Dev, hours: f64 },
+    Online { dev: Dev },
     Stuck { dev: Dev, days: f64 },
+    Unstuck { dev: Dev },
+    ReplaceBattery { dev: Dev },
 }
 
-/// When a stuck sensor frees itself (kept apart from `Health::until`, which is for being offline).
+/// The ground-truth incident of a stuck sensor.
 #[derive(Component, Debug, Clone)]
-pub struct StuckUntil(pub Millis, pub usize);
+pub struct StuckIncident(pub usize);
 
-fn plan_day(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, mut agenda: ResMut<Agenda<DeviceAction>>, mut devices: Query<&mut Health>) {
+#[allow(clippy::too_many_arguments)]
+fn plan_day(
+    clock: Res<Clock>,
+    params: Res<Params>,
+    reg: Res<Registry>,
+    mut agenda: ResMut<Agenda<DeviceAction>>,
+    mut devices: Query<&mut Health>,
+    mut truth: ResMut<GroundTruth>,
+    mut outbox: ResMut<Outbox>,
+) {
     let cfg = &params.scenario.devices;
     let begin = clock.day_begin();
     let mut rng = params.rng("devices.day", 0, clock.day);
@@ -47,6 +61,16 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, mut agen
         {
             let life = uniform(&mut params.rng("devices.battery", i as u64, 0), cfg.battery_days);
             *b = (*b - (100.0 / life) as f32).max(0.0);
+            if *b < 10.0 && !h.low_battery {
+                h.low_battery = true;
+                let at = clock.now;
+                let replace = uniform(&mut rng, cfg.battery_replace_days);
+                agenda.push(at + (replace * DAY as f64) as Millis, DeviceAction::ReplaceBattery { dev: i as Dev });
+                h.battery_incident = Some(truth.open("device.low_battery", &d.area, d.id.clone(), at, false));
+                if h.online {
+                    outbox.emit(at, i as Dev, EventType::DeviceFault, None, Data::Fault(Fault { fault: FaultKind::LowBattery }));
+                }
+            }
         }
     }
 }
@@ -59,6 +83,7 @@ fn act(
     reg: Res<Registry>,
     mut agenda: ResMut<Agenda<DeviceAction>>,
     mut devices: Query<&mut Health>,
+    stuck: Query<&StuckIncident>,
     mut truth: ResMut<GroundTruth>,
     mut outbox: ResMut<Outbox>,
 ) {
@@ -73,8 +98,38 @@ fn act(
                 h.online = false;
                 h.down_since = t;
                 h.until = t + (hours * HOUR as f64) as Millis;
+                agenda.push(h.until, DeviceAction::Online { dev });
                 let d = &reg.devices[dev as usize];
                 h.incident = Some(truth.open("device.offline", &d.area, d.id.clone(), t, false));
+            }
+            DeviceAction::Online { dev } => {
+                let Ok(mut h) = devices.get_mut(reg.entity[dev as usize]) else { continue };
+                h.online = true;
+                if let Some(i) = h.incident.take() {
+                    truth.close(i, t);
+                }
+                let down_minutes = ((t - h.down_since) / MINUTE) as u32;
+                outbox.emit(t, dev, EventType::DeviceRecovered, None, Data::Recovered(Recovered { down_minutes }));
+            }
+            DeviceAction::Unstuck { dev } => {
+                let entity = reg.entity[dev as usize];
+                let Ok(mut h) = devices.get_mut(entity) else { continue };
+                h.stuck = false;
+                if let Ok(StuckIncident(i)) = stuck.get(entity) {
+                    truth.close(*i, t);
+                }
+                commands.entity(entity).remove::<StuckIncident>();
+            }
+            DeviceAction::ReplaceBattery { dev } => {
+                let Ok(mut h) = devices.get_mut(reg.entity[dev as usize]) else { continue };
+                h.low_battery = false;
+                h.battery = Some(100.0);
+                if let Some(i) = h.battery_incident.take() {
+                    truth.close(i, t);
+                }
+                if h.online {
+                    outbox.emit(t, dev, EventType::DeviceRecovered, None, Data::Recovered(Recovered { down_minutes: 0 }));
+                }
             }
             DeviceAction::Stuck { dev, days } => {
                 let entity = reg.entity[dev as usize];
@@ -85,7 +140,8 @@ fn act(
                 h.stuck = true;
                 let d = &reg.devices[dev as usize];
                 let i = truth.open("device.stuck", &d.area, d.id.clone(), t, false);
-                commands.entity(entity).insert(StuckUntil(t + (days * DAY as f64) as Millis, i));
+                commands.entity(entity).insert(StuckIncident(i));
+                agenda.push(t + (days * DAY as f64) as Millis, DeviceAction::Unstuck { dev });
                 if h.online && rng.random_bool(params.scenario.devices.stuck_self_report) {
                     outbox.emit(t, dev, EventType::DeviceFault, None, Data::Fault(Fault { fault: FaultKind::Stuck }));
                 }
@@ -94,68 +150,37 @@ fn act(
     }
 }
 
+/// Heartbeats due in this tick, from a per-minute calendar, so a tick costs what it emits rather than a
+/// pass over every device.
 fn tick(
-    mut commands: Commands,
     clock: Res<Clock>,
     params: Res<Params>,
     reg: Res<Registry>,
-    mut devices: Query<(Entity, &mut Health, Option<&StuckUntil>)>,
-    mut truth: ResMut<GroundTruth>,
+    mut beats: ResMut<Agenda<Dev>>,
+    mut devices: Query<&mut Health>,
     mut outbox: ResMut<Outbox>,
 ) {
     let cfg = &params.scenario.devices;
-    let now = clock.now;
-    let end = now + Clock::TICK;
-    for (entity, mut h, stuck) in &mut devices {
-        let dev = h.dev;
+    for (t, dev) in beats.due(clock.now) {
+        let Ok(mut h) = devices.get_mut(reg.entity[dev as usize]) else { continue };
         let d = &reg.devices[dev as usize];
-        if !h.online && h.until < end {
-            let t = h.until.max(now);
-            h.online = true;
-            if let Some(i) = h.incident.take() {
-                truth.close(i, t);
-            }
-            let down_minutes = ((t - h.down_since) / MINUTE) as u32;
-            outbox.emit(t, dev, EventType::DeviceRecovered, None, Data::Recovered(Recovered { down_minutes }));
-        }
-        if let Some(&StuckUntil(until, i)) = stuck
-            && until < end
-        {
-            h.stuck = false;
-            truth.close(i, until.max(now));
-            commands.entity(entity).remove::<StuckUntil>();
-        }
-        if let Some(b) = h.battery {
-            if b < 10.0 && !h.low_battery {
-                h.low_battery = true;
-                let mut rng = params.rng("devices.replace", dev as u64, clock.day);
-                h.replace_at = now + (uniform(&mut rng, cfg.battery_replace_days) * DAY as f64) as Millis;
-                h.battery_incident = Some(truth.open("device.low_battery", &d.area, d.id.clone(), now, false));
-                if h.online {
-                    outbox.emit(now, dev, EventType::DeviceFault, None, Data::Fault(Fault { fault: FaultKind::LowBattery }));
-                }
-            } else if h.low_battery && h.replace_at < end {
-                h.low_battery = false;
-                h.battery = Some(100.0);
-                if let Some(i) = h.battery_incident.take() {
-                    truth.close(i, now);
-                }
-                if h.online {
-                    outbox.emit(now, dev, EventType::DeviceRecovered, None, Data::Recovered(Recovered { down_minutes: 0 }));
-                }
-            }
-        }
-        // A flat battery is a dead device until replaced.
-        let alive = h.online && h.battery.is_none_or(|b| b > 0.0);
         let interval = if d.kind.battery_powered() { cfg.heartbeat_minutes_battery } else { cfg.heartbeat_minutes_mains } as Millis * MINUTE;
-        while h.next_heartbeat < end {
-            let t = h.next_heartbeat;
-            h.next_heartbeat += interval;
-            if alive && t >= now {
-                let rssi_dbm = -60 - ((dev as i64 * 7 + t / MINUTE) % 40) as i16;
-                let battery_pct = h.battery.map(|b| b.round() as u8);
-                outbox.emit(t, dev, EventType::DeviceHeartbeat, None, Data::Heartbeat(Heartbeat { battery_pct, rssi_dbm }));
-            }
+        h.next_heartbeat = t + interval;
+        beats.push(h.next_heartbeat, dev);
+        // A flat battery is a dead device until replaced.
+        if h.online && h.battery.is_none_or(|b| b > 0.0) {
+            let rssi_dbm = -60 - ((dev as i64 * 7 + t / MINUTE) % 40) as i16;
+            let battery_pct = h.battery.map(|b| b.round() as u8);
+            outbox.emit(t, dev, EventType::DeviceHeartbeat, None, Data::Heartbeat(Heartbeat { battery_pct, rssi_dbm }));
+        }
+    }
+}
+
+/// Puts every device's first heartbeat on the calendar.
+fn schedule_heartbeats(reg: Res<Registry>, devices: Query<&Health>, mut beats: ResMut<Agenda<Dev>>) {
+    for (i, e) in reg.entity.iter().enumerate() {
+        if let Ok(h) = devices.get(*e) {
+            beats.push(h.next_heartbeat, i as Dev);
         }
     }
 }

@@ -66,7 +66,9 @@ fn encode_tick(mut outbox: ResMut<Outbox>, reg: Res<Registry>, mut emitted: ResM
     if stats.seq.len() < reg.devices.len() {
         stats.seq.resize(reg.devices.len(), 0);
     }
-    let mut buf = Vec::with_capacity(512);
+    // BLAKE3 is fastest fed in large pieces: the tick's bytes are gathered and hashed once.
+    let mut tick_bytes = Vec::with_capacity(pending.len() * 420);
+    emitted.0.reserve(pending.len());
     for p in pending {
         let (area, kind, device, seq) = if p.device == CLOCK_DEVICE {
             stats.clock_seq += 1;
@@ -78,15 +80,17 @@ fn encode_tick(mut outbox: ResMut<Outbox>, reg: Res<Registry>, mut emitted: ResM
         };
         let id = format!("{device}-{seq:x}");
         let header = Header { id: &id, area, kind, device, ty: p.ty, time: p.time, subject: p.subject.as_deref() };
+        let mut buf = Vec::with_capacity(384);
         encode(&mut buf, &header, &p.data);
         let topic = topic(area, kind, device, p.ty);
-        digest.0.update(topic.as_bytes());
-        digest.0.update(b"\n");
-        digest.0.update(&buf);
-        digest.0.update(b"\n");
+        tick_bytes.extend_from_slice(topic.as_bytes());
+        tick_bytes.push(b'\n');
+        tick_bytes.extend_from_slice(&buf);
+        tick_bytes.push(b'\n');
         stats.total += 1;
         stats.bytes += buf.len() as u64;
         stats.by_type_hour[p.ty as usize][Local::of(p.time).hour as usize] += 1;
-        emitted.0.push(Message { topic, payload: buf.clone(), qos: p.ty.qos(), ty: p.ty, time: p.time });
+        emitted.0.push(Message { topic, payload: buf, qos: p.ty.qos(), ty: p.ty, time: p.time });
     }
+    digest.0.update(&tick_bytes);
 }
