@@ -382,6 +382,29 @@ fn make_roads(cameras: u32) -> Vec<Road> {
         .collect()
 }
 
+/// A cut-down town for tests and quick demos: the first `estates` estates and `roads` roads of the full
+/// town, with the register and committees that belong to them, and totals declared to match.
+pub fn small(seed: u64, estates: usize, roads: usize) -> Town {
+    let mut town = generate(seed);
+    town.estates.truncate(estates);
+    town.roads.truncate(roads);
+    let kept: std::collections::HashSet<String> = town.estates.iter().map(|e| e.id.clone()).collect();
+    town.register.retain(|r| kept.contains(&r.estate));
+    let used: std::collections::HashSet<String> = town.estates.iter().map(|e| e.committee.clone()).collect();
+    town.committees.retain(|c| used.contains(&c.id));
+    let c = town.census();
+    town.declared = Totals {
+        estates: c.estates,
+        committees: c.committees,
+        residents: c.residents,
+        gates: c.gates,
+        sensors: c.sensors,
+        cameras: c.cameras,
+        min_resettlement_share: 0.0,
+    };
+    town
+}
+
 /// Writes a town as RON, one building, device or register entry per line.
 pub fn to_ron(town: &Town) -> String {
     let cfg = ron::ser::PrettyConfig::new().depth_limit(4).struct_names(false).separate_tuple_members(false);

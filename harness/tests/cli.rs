@@ -1,0 +1,90 @@
+//! The `towntwin` binary as a user meets it: bad files exit 2 with the place and what was expected, an
+//! unreachable broker is said so, and an offline run writes its summary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use towntwin_sim::generate::{small, to_ron};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_towntwin"))
+}
+
+/// A folder with a small town and a one-day scenario over it.
+fn fixture() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("town.ron"), to_ron(&small(11, 3, 1))).unwrap();
+    let scenario = dir.path().join("s.ron");
+    std::fs::write(&scenario, "(name: \"t\", seed: 5, start_date: \"2026-03-02\", days: 1, town: \"town.ron\")").unwrap();
+    (dir, scenario)
+}
+
+fn run_with(args: &[&str]) -> (i32, String, String) {
+    let out = bin().args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn scenario_syntax_error_exits_2_with_line_and_column() {
+    let (dir, _) = fixture();
+    let bad = dir.path().join("bad.ron");
+    std::fs::write(&bad, "(\n  name: \"t\",\n  seed: 5,,\n)").unwrap();
+    let (code, _, err) = run_with(&["run", "--broker", "none", "-q", "--scenario", path(&bad)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad.ron:3:"), "names file and line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn scenario_unknown_field_and_impossible_value_exit_2() {
+    let (dir, _) = fixture();
+    let bad = dir.path().join("bad.ron");
+    std::fs::write(&bad, "(name: \"t\", seed: 5, start_date: \"2026-03-02\", days: 1, town: \"town.ron\", fence: (recal: 0.5))").unwrap();
+    let (code, _, err) = run_with(&["scenario", "check", path(&bad)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("recal") && err.contains("fence"), "{err}");
+    std::fs::write(&bad, "(name: \"t\", seed: 5, start_date: \"2026-03-02\", days: 1, town: \"town.ron\", fence: (recall: 1.5))").unwrap();
+    let (code, _, err) = run_with(&["run", "--broker", "none", "-q", "--scenario", path(&bad)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("fence.recall") && err.contains("probability"), "{err}");
+}
+
+#[test]
+fn town_with_a_broken_reference_exits_2_naming_the_field() {
+    let (dir, scenario) = fixture();
+    let town = dir.path().join("town.ron");
+    let text = std::fs::read_to_string(&town).unwrap().replacen("committee: \"C", "committee: \"X", 1);
+    std::fs::write(&town, text).unwrap();
+    let (code, _, err) = run_with(&["run", "--broker", "none", "-q", "--scenario", path(&scenario)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("town.ron") && err.contains("estates[0].committee"), "{err}");
+}
+
+#[test]
+fn unreachable_broker_is_reported_and_exits_non_zero() {
+    let (_dir, scenario) = fixture();
+    let (code, _, err) = run_with(&["run", "-q", "--scenario", path(&scenario), "--broker", "mqtt://127.0.0.1:1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot reach the MQTT broker"), "{err}");
+}
+
+#[test]
+fn offline_run_writes_summary_and_ground_truth() {
+    let (dir, scenario) = fixture();
+    let out = dir.path().join("out");
+    let (code, stdout, err) = run_with(&["run", "--broker", "none", "-q", "--scenario", path(&scenario), "--out", path(&out)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("Events by type") && stdout.contains("Ground-truth incidents"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    for key in ["events_total", "events_by_type", "stream_digest", "ground_truth_incidents"] {
+        assert!(v.get(key).is_some(), "summary.json lacks {key}");
+    }
+    let by_type: u64 = v["events_by_type"].as_object().unwrap().values().map(|x| x.as_u64().unwrap()).sum();
+    assert_eq!(by_type, v["events_total"].as_u64().unwrap());
+    let truth = std::fs::read_to_string(out.join("ground_truth.jsonl")).unwrap();
+    assert_eq!(truth.lines().count() as u64, v["ground_truth_incidents"].as_u64().unwrap());
+}
