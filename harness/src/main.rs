@@ -103,7 +103,7 @@ enum ScenarioCommand {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TOWNTWIN_LOG").unwrap_or_else(|_| "warn,rumqttd=error".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TOWNTWIN_LOG").unwrap_or_else(|_| "warn,rumqttd=off".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
