@@ -156,7 +156,8 @@ pub struct Header<'a> {
     pub device: &'a str,
     pub ty: EventType,
     pub time: Millis,
-    pub subject: Option<&'a str>,
+    /// The flat the event is about, where there is one.
+    pub subject: Option<FlatRef>,
 }
 
 /// Encodes one event as a CloudEvents 1.0 structured-mode JSON object into `out` (cleared first).
@@ -179,8 +180,8 @@ pub fn encode(out: &mut Vec<u8>, h: &Header<'_>, data: &Data) {
     out.extend_from_slice(time.as_bytes());
     out.extend_from_slice(b"\",\"datacontenttype\":\"application/json\"");
     if let Some(s) = h.subject {
-        out.extend_from_slice(b",\"subject\":");
-        json_str(out, s);
+        use std::io::Write as _;
+        let _ = write!(out, ",\"subject\":\"{s}\"");
     }
     out.extend_from_slice(b",\"estate\":");
     json_str(out, h.area);
@@ -202,6 +203,67 @@ fn json_inner(out: &mut Vec<u8>, s: &str) {
     } else {
         let quoted = serde_json::to_string(s).unwrap_or_default();
         out.extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
+    }
+}
+
+/// A flat inside an estate, written `B03-1102` (building 3, room 1102) in payloads and subjects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlatRef {
+    pub building: u16,
+    pub room: u16,
+}
+
+impl std::fmt::Display for FlatRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "B{:02}-{}", self.building, self.room)
+    }
+}
+
+impl std::str::FromStr for FlatRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a flat: expected B<building>-<room>, e.g. B03-1102");
+        let (b, r) = s.strip_prefix('B').and_then(|x| x.split_once('-')).ok_or_else(bad)?;
+        Ok(FlatRef { building: b.parse().map_err(|_| bad())?, room: r.parse().map_err(|_| bad())? })
+    }
+}
+
+impl Serialize for FlatRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for FlatRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A person as the gates know them (a registered face or card), written `P0001234`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PersonId(pub u32);
+
+impl std::fmt::Display for PersonId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "P{:07}", self.0)
+    }
+}
+
+impl Serialize for PersonId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PersonId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.strip_prefix('P')
+            .and_then(|n| n.parse().ok())
+            .map(PersonId)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a person id: expected P followed by digits")))
     }
 }
 
@@ -248,8 +310,8 @@ pub enum Method {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatePass {
-    pub person: String,
-    pub flat: String,
+    pub person: PersonId,
+    pub flat: FlatRef,
     pub method: Method,
     pub direction: Direction,
 }
@@ -267,7 +329,7 @@ pub enum WasteCategory {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BinDrop {
-    pub flat: String,
+    pub flat: FlatRef,
     pub category: WasteCategory,
     pub weight_g: u32,
     pub sorted_ok: bool,
@@ -285,7 +347,7 @@ pub struct BinLevel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConstructionDrop {
-    pub flat: String,
+    pub flat: FlatRef,
     pub weight_kg: u32,
 }
 
@@ -319,7 +381,7 @@ pub enum Vehicle {
 pub struct ChargingStart {
     pub session: String,
     pub vehicle: Vehicle,
-    pub flat: String,
+    pub flat: FlatRef,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -361,14 +423,14 @@ pub struct SmokeAlarm {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WaterReading {
-    pub flat: String,
+    pub flat: FlatRef,
     pub litres: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DoorOpen {
-    pub flat: String,
+    pub flat: FlatRef,
 }
 
 /// `fence.violation`: one of the 15 violation kinds recognised by a road camera.
@@ -440,9 +502,9 @@ mod tests {
             device: "E012-gate-03",
             ty: EventType::GatePass,
             time: 0,
-            subject: Some("B03-1102"),
+            subject: Some(FlatRef { building: 3, room: 1102 }),
         };
-        let d = Data::GatePass(GatePass { person: "P1".into(), flat: "B03-1102".into(), method: Method::Face, direction: Direction::Out });
+        let d = Data::GatePass(GatePass { person: PersonId(1), flat: FlatRef { building: 3, room: 1102 }, method: Method::Face, direction: Direction::Out });
         encode(&mut out, &h, &d);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["specversion"], "1.0");
@@ -450,6 +512,11 @@ mod tests {
         assert_eq!(v["source"], "/gaohang/E012/gate/E012-gate-03");
         assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
         assert_eq!(v["data"]["direction"], "out");
+        assert_eq!(v["data"]["person"], "P0000001");
+        assert_eq!(v["subject"], "B03-1102");
+        let back: GatePass = serde_json::from_value(v["data"].clone()).unwrap();
+        assert_eq!(back.flat, FlatRef { building: 3, room: 1102 });
+        assert!("B3".parse::<FlatRef>().is_err());
         assert_eq!(topic("E012", "gate", "E012-gate-03", EventType::GatePass), "town/E012/gate/E012-gate-03/gate.pass");
     }
 

@@ -177,11 +177,12 @@ impl Publisher {
     }
 
     pub async fn publish(&mut self, msg: sim::Message) -> Result<()> {
-        let c = self.client_for(&msg.topic);
+        let topic = msg.topic().to_string();
+        let c = self.client_for(&topic);
         if msg.qos > 0 {
             self.published_qos1 += 1;
         }
-        self.clients[c].publish(msg.topic, qos(msg.qos), false, msg.payload).await?;
+        self.clients[c].publish_bytes(topic, qos(msg.qos), false, msg.payload).await?;
         self.published += 1;
         Ok(())
     }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use bevy::prelude::*;
 use rand::Rng as _;
+use towntwin_core::event::FlatRef;
 use towntwin_core::town::{DeviceKind, Town};
 
 use crate::generate::pick;
@@ -123,7 +124,7 @@ pub fn populate(world: &mut World, town: &Town, start: i64) {
                         room: f.room,
                         tenure: f.tenure,
                         size: f.household,
-                        label: format!("B{:02}-{}", b.no, f.room),
+                        flat: FlatRef { building: b.no, room: f.room },
                         bin,
                         elevators: b.elevators,
                     })
@@ -138,7 +139,7 @@ pub fn populate(world: &mut World, town: &Town, start: i64) {
                     let usual_gate = (!gates.is_empty()).then(|| gates[rng.random_range(0..gates.len())]);
                     let r = world
                         .spawn((
-                            Resident { pid: pid.take(), age, flat, estate: ei16, usual_gate },
+                            Resident { pid: pid.take(), age, flat, home: FlatRef { building: b.no, room: f.room }, estate: ei16, usual_gate },
                             Presence { inside: true, state: State::Normal },
                         ))
                         .id();

@@ -3,7 +3,7 @@
 //! harness decides how fast to step.
 
 use bevy::app::{TaskPoolOptions, TaskPoolPlugin};
-use bevy::ecs::schedule::{LogLevel, MultiThreadedExecutor, ScheduleBuildSettings, SingleThreadedExecutor};
+use bevy::ecs::schedule::{LogLevel, ScheduleBuildSettings, SingleThreadedExecutor};
 use bevy::prelude::*;
 use towntwin_core::time::Millis;
 use towntwin_core::town::Town;
@@ -16,8 +16,9 @@ use crate::world::{Clock, GroundTruth, Outbox, Params, TownData};
 /// Options that change how the twin runs, never what it produces.
 #[derive(Debug, Clone, Default)]
 pub struct TwinOptions {
-    /// Worker threads for bevy's task pools and executor. `None` or 1: the single-threaded executor, the
-    /// fastest here because every feature's systems run in one fixed chain. More: the multi-threaded one.
+    /// Threads for bevy's task pools, which encode each tick's events in parallel pieces (`None`: the
+    /// machine's cores, at most 4). Systems always run on the single-threaded executor: every feature
+    /// writes the one outbox in a fixed chain, so threads would only add overhead there.
     pub threads: Option<usize>,
     /// Make the build of the schedule fail on ambiguous system order (used by tests).
     pub deny_ambiguity: bool,
@@ -53,14 +54,11 @@ impl Twin {
     /// Builds the twin for `scenario` (starting at `start`) over `town`.
     pub fn new(scenario: &Scenario, start: Millis, town: Town, opts: TwinOptions) -> Twin {
         let mut app = App::new();
-        let threads = opts.threads.unwrap_or(1).max(1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        let threads = opts.threads.unwrap_or(cores).max(1);
         app.add_plugins(TaskPoolPlugin { task_pool_options: TaskPoolOptions::with_num_threads(threads) });
         app.edit_schedule(Update, |s| {
-            if threads == 1 {
-                s.set_executor(SingleThreadedExecutor::default());
-            } else {
-                s.set_executor(MultiThreadedExecutor::default());
-            }
+            s.set_executor(SingleThreadedExecutor::default());
         });
         if opts.deny_ambiguity {
             let strict = || ScheduleBuildSettings { ambiguity_detection: LogLevel::Error, ..default() };

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bevy::prelude::*;
 use serde::Serialize;
-use towntwin_core::event::{Data, EventType};
+use towntwin_core::event::{Data, EventType, FlatRef};
 use towntwin_core::time::{DAY, MINUTE, Millis, rfc3339};
 use towntwin_core::town::{DeviceKind, Tenure, Town};
 
@@ -158,10 +158,17 @@ pub struct Household {
     pub room: u16,
     pub tenure: Tenure,
     pub size: u8,
-    /// `B03-1102`, as devices and events name a flat.
-    pub label: String,
+    /// Building and room, written `B03-1102` in events.
+    pub flat: FlatRef,
     pub bin: Option<Dev>,
     pub elevators: u8,
+}
+
+impl Household {
+    /// The flat as ground truth names it.
+    pub fn label(&self) -> String {
+        self.flat.to_string()
+    }
 }
 
 /// A resident. `flat` is the household entity.
@@ -170,6 +177,8 @@ pub struct Resident {
     pub pid: u32,
     pub age: Age,
     pub flat: Entity,
+    /// The same flat as events name it (kept here so a gate pass needs no look-up of the household).
+    pub home: FlatRef,
     pub estate: u16,
     /// The gate this resident uses most.
     pub usual_gate: Option<Dev>,
@@ -247,7 +256,7 @@ pub struct Pending {
     pub time: Millis,
     pub device: Dev,
     pub ty: EventType,
-    pub subject: Option<String>,
+    pub subject: Option<FlatRef>,
     pub data: Data,
 }
 
@@ -256,7 +265,7 @@ pub struct Pending {
 pub struct Outbox(pub Vec<Pending>);
 
 impl Outbox {
-    pub fn emit(&mut self, time: Millis, device: Dev, ty: EventType, subject: Option<String>, data: Data) {
+    pub fn emit(&mut self, time: Millis, device: Dev, ty: EventType, subject: Option<FlatRef>, data: Data) {
         self.0.push(Pending { time, device, ty, subject, data });
     }
 }

@@ -88,6 +88,26 @@ fn every_event_kind_appears_over_a_week() {
 }
 
 #[test]
+fn topics_follow_the_scheme() {
+    let s = scenario(1, "2026-03-02");
+    let start = parse_local_date(&s.start_date).unwrap();
+    let mut twin = Twin::new(&s, start, small(2, 2, 1), TwinOptions::default());
+    let mut seen = 0;
+    twin.run(|msgs| {
+        for m in msgs {
+            let parts: Vec<&str> = m.topic().split('/').collect();
+            assert_eq!(parts.len(), 5, "{}", m.topic());
+            assert_eq!(parts[0], "town");
+            assert_eq!(parts[4], m.ty.as_str());
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            assert_eq!(v["source"], format!("/gaohang/{}/{}/{}", parts[1], parts[2], parts[3]));
+            seen += 1;
+        }
+    });
+    assert!(seen > 1000);
+}
+
+#[test]
 fn a_day_of_one_estate_is_not_shifted_by_another_estate() {
     // Per-estate streams: removing the last estate leaves the first estate's gate passes unchanged.
     let s = scenario(1, "2026-03-02");
@@ -95,7 +115,7 @@ fn a_day_of_one_estate_is_not_shifted_by_another_estate() {
         let start = parse_local_date(&s.start_date).unwrap();
         let mut twin = Twin::new(&s, start, town, TwinOptions::default());
         let mut n = 0u64;
-        twin.run(|msgs| n += msgs.iter().filter(|m| m.ty == EventType::GatePass && m.topic.starts_with("town/E001/")).count() as u64);
+        twin.run(|msgs| n += msgs.iter().filter(|m| m.ty == EventType::GatePass && m.topic().starts_with("town/E001/")).count() as u64);
         n
     };
     assert_eq!(count_first(small(5, 3, 1)), count_first(small(5, 2, 1)));

@@ -2,12 +2,15 @@
 //! order of the feature chain), gives each a per-device id, encodes it as a CloudEvent, and folds the
 //! encoded bytes into the run's stream digest.
 
+use std::fmt::Write as _;
+
 use bevy::prelude::*;
-use towntwin_core::event::{EventType, Header, TOWN_AREA, encode, topic};
+use bevy::tasks::{ComputeTaskPool, TaskPool};
+use towntwin_core::event::{EventType, Header, TOWN_AREA, encode};
 use towntwin_core::time::Local;
 
 use super::Feature;
-use crate::world::{CLOCK_DEVICE, Outbox, Registry};
+use crate::world::{CLOCK_DEVICE, Outbox, Pending, Registry};
 
 pub struct EmitPlugin;
 
@@ -23,11 +26,20 @@ impl Plugin for EmitPlugin {
 /// One encoded event, ready for a broker.
 #[derive(Debug, Clone)]
 pub struct Message {
-    pub topic: String,
-    pub payload: Vec<u8>,
+    /// The topic's UTF-8 bytes, a slice of the tick's shared buffer like the payload.
+    pub topic: bytes::Bytes,
+    /// A slice of the tick's shared buffer: cloning or handing it to the MQTT client copies nothing.
+    pub payload: bytes::Bytes,
     pub qos: u8,
     pub ty: EventType,
     pub time: i64,
+}
+
+impl Message {
+    pub fn topic(&self) -> &str {
+        // Topics are built from `&str` pieces in `encode_run`; the fallback cannot happen.
+        std::str::from_utf8(&self.topic).unwrap_or("")
+    }
 }
 
 /// The encoded events of the last tick; the caller takes them.
@@ -60,37 +72,86 @@ impl Stats {
 #[derive(Resource, Debug, Default)]
 pub struct StreamDigest(pub blake3::Hasher);
 
+/// Encodes a run of events whose per-device sequence numbers are already assigned, into one buffer laid
+/// out as the digest takes it (`topic\npayload\n` each); messages hold slices of it. A pure function of its
+/// input, so pieces of a tick can be encoded on different threads and joined in order.
+fn encode_run(reg: &Registry, run: &[(Pending, u32)]) -> (bytes::Bytes, Vec<Message>) {
+    let mut buf = Vec::with_capacity(run.len() * 420);
+    let mut spans = Vec::with_capacity(run.len());
+    let mut id = String::with_capacity(32);
+    let mut payload = Vec::with_capacity(512);
+    for (p, seq) in run {
+        let (area, kind, device) = if p.device == CLOCK_DEVICE {
+            (TOWN_AREA, "clock", "twin")
+        } else {
+            let d = &reg.devices[p.device as usize];
+            (d.area.as_str(), d.kind.slug(), d.id.as_str())
+        };
+        id.clear();
+        let _ = write!(id, "{device}-{seq:x}");
+        let header = Header { id: &id, area, kind, device, ty: p.ty, time: p.time, subject: p.subject };
+        encode(&mut payload, &header, &p.data);
+        let topic_start = buf.len();
+        for (i, seg) in ["town", area, kind, device, p.ty.as_str()].into_iter().enumerate() {
+            if i > 0 {
+                buf.push(b'/');
+            }
+            buf.extend_from_slice(seg.as_bytes());
+        }
+        let topic_end = buf.len();
+        buf.push(b'\n');
+        let start = buf.len();
+        buf.extend_from_slice(&payload);
+        spans.push((topic_start, topic_end, start, buf.len(), p.ty, p.time));
+        buf.push(b'\n');
+    }
+    let shared = bytes::Bytes::from(buf);
+    let messages = spans
+        .into_iter()
+        .map(|(t0, t1, a, b, ty, time)| Message { topic: shared.slice(t0..t1), payload: shared.slice(a..b), qos: ty.qos(), ty, time })
+        .collect();
+    (shared, messages)
+}
+
+/// Below this many events a tick is encoded on the calling thread.
+const PARALLEL_MIN: usize = 256;
+
 fn encode_tick(mut outbox: ResMut<Outbox>, reg: Res<Registry>, mut emitted: ResMut<Emitted>, mut stats: ResMut<Stats>, mut digest: ResMut<StreamDigest>) {
     let mut pending = std::mem::take(&mut outbox.0);
     pending.sort_by_key(|p| p.time);
     if stats.seq.len() < reg.devices.len() {
         stats.seq.resize(reg.devices.len(), 0);
     }
-    // BLAKE3 is fastest fed in large pieces: the tick's bytes are gathered and hashed once.
-    let mut tick_bytes = Vec::with_capacity(pending.len() * 420);
-    emitted.0.reserve(pending.len());
+    // Ids and counts in stream order, on this thread; encoding itself may run in parallel pieces.
+    let mut run = Vec::with_capacity(pending.len());
     for p in pending {
-        let (area, kind, device, seq) = if p.device == CLOCK_DEVICE {
+        let seq = if p.device == CLOCK_DEVICE {
             stats.clock_seq += 1;
-            (TOWN_AREA, "clock", "twin", stats.clock_seq)
+            stats.clock_seq
         } else {
-            let d = &reg.devices[p.device as usize];
             stats.seq[p.device as usize] += 1;
-            (d.area.as_str(), d.kind.slug(), d.id.as_str(), stats.seq[p.device as usize])
+            stats.seq[p.device as usize]
         };
-        let id = format!("{device}-{seq:x}");
-        let header = Header { id: &id, area, kind, device, ty: p.ty, time: p.time, subject: p.subject.as_deref() };
-        let mut buf = Vec::with_capacity(384);
-        encode(&mut buf, &header, &p.data);
-        let topic = topic(area, kind, device, p.ty);
-        tick_bytes.extend_from_slice(topic.as_bytes());
-        tick_bytes.push(b'\n');
-        tick_bytes.extend_from_slice(&buf);
-        tick_bytes.push(b'\n');
         stats.total += 1;
-        stats.bytes += buf.len() as u64;
         stats.by_type_hour[p.ty as usize][Local::of(p.time).hour as usize] += 1;
-        emitted.0.push(Message { topic, payload: buf, qos: p.ty.qos(), ty: p.ty, time: p.time });
+        run.push((p, seq));
     }
-    digest.0.update(&tick_bytes);
+    let pool = ComputeTaskPool::get_or_init(TaskPool::default);
+    let pieces: Vec<(bytes::Bytes, Vec<Message>)> = if run.len() < PARALLEL_MIN || pool.thread_num() <= 1 {
+        vec![encode_run(&reg, &run)]
+    } else {
+        let size = run.len().div_ceil(pool.thread_num());
+        let reg = &*reg;
+        pool.scope(|scope| {
+            for piece in run.chunks(size) {
+                scope.spawn(async move { encode_run(reg, piece) });
+            }
+        })
+    };
+    for (bytes, messages) in pieces {
+        // BLAKE3 is fastest fed in large pieces: each piece's bytes are hashed at once, in stream order.
+        digest.0.update(&bytes);
+        stats.bytes += messages.iter().map(|m| m.payload.len() as u64).sum::<u64>();
+        emitted.0.extend(messages);
+    }
 }

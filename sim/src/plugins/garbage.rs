@@ -101,14 +101,14 @@ fn act(
                 state.drops += 1;
                 let fill_pct = (state.drops * 100 / cap) as u16;
                 if missorted {
-                    truth.instant("garbage.missort", area, h.label.clone(), t, false);
+                    truth.instant("garbage.missort", area, h.label(), t, false);
                 }
                 let flagged = if missorted { rng.random_bool(cfg.missort_recall) } else { rng.random_bool(cfg.missort_false_flag) };
                 if health.reports() {
                     // A stuck kiosk's level sensor keeps saying it is empty.
                     let shown = if health.stuck { 0 } else { fill_pct };
-                    let data = BinDrop { flat: h.label.clone(), category, weight_g, sorted_ok: !flagged, fill_pct: shown };
-                    outbox.emit(t, bin, EventType::BinDrop, Some(h.label.clone()), Data::BinDrop(data));
+                    let data = BinDrop { flat: h.flat, category, weight_g, sorted_ok: !flagged, fill_pct: shown };
+                    outbox.emit(t, bin, EventType::BinDrop, Some(h.flat), Data::BinDrop(data));
                 }
                 if state.drops == cap + 1 {
                     state.overflow = Some(truth.open("bin.overflow", area, reg.devices[bin as usize].id.clone(), t, false));

@@ -4,7 +4,7 @@
 
 use bevy::prelude::*;
 use rand::Rng as _;
-use towntwin_core::event::{ConstructionDrop, Data, EventType, NoiseAlarm};
+use towntwin_core::event::{ConstructionDrop, Data, EventType, FlatRef, NoiseAlarm};
 use towntwin_core::time::{DAY, Local, Millis};
 use towntwin_core::town::DeviceKind;
 
@@ -27,7 +27,7 @@ impl Plugin for RenovationPlugin {
 pub struct Renovation {
     pub estate: u16,
     pub building: u16,
-    pub flat: String,
+    pub flat: FlatRef,
     pub legal: bool,
     pub until: Millis,
     pub incident: usize,
@@ -35,18 +35,18 @@ pub struct Renovation {
 
 #[derive(Debug, Clone)]
 pub enum RenoAction {
-    Waste { estate: u16, flat: String, weight_kg: u32 },
+    Waste { estate: u16, flat: FlatRef, weight_kg: u32 },
     Noise { estate: u16, building: u16, db: u16, seconds: u32 },
 }
 
 fn start(commands: &mut Commands, truth: &mut GroundTruth, reg: &Registry, params: &Params, rng: &mut crate::rng::Rng, h: &Household, at: Millis, days_left: f64) {
     let legal = !rng.random_bool(params.scenario.renovation.illegal_share);
     let kind = if legal { "renovation.legal" } else { "renovation.illegal" };
-    let incident = truth.open(kind, &reg.estate_ids[h.estate as usize], h.label.clone(), at, legal);
+    let incident = truth.open(kind, &reg.estate_ids[h.estate as usize], h.label(), at, legal);
     commands.spawn(Renovation {
         estate: h.estate,
         building: h.building,
-        flat: h.label.clone(),
+        flat: h.flat,
         legal,
         until: at + (days_left * DAY as f64) as Millis,
         incident,
@@ -120,7 +120,7 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, works: Query<&Renovation>, m
         }
         for _ in 0..poisson(&mut rng, cfg.waste_drops_per_week / 7.0) {
             let t = at_hours(&mut rng, begin, 8.0, 17.0);
-            agenda.push(t, RenoAction::Waste { estate: r.estate, flat: r.flat.clone(), weight_kg: rng.random_range(20..300) });
+            agenda.push(t, RenoAction::Waste { estate: r.estate, flat: r.flat, weight_kg: rng.random_range(20..300) });
         }
         // Legal works keep to workday hours; illegal ones spill into weekends and forbidden hours.
         let episodes = if weekend && r.legal { 0.1 } else { 1.0 } * cfg.noise_episodes_per_workday;
@@ -163,7 +163,7 @@ fn act(
                 }
                 let b = boxes[rng.random_range(0..boxes.len())];
                 if health.get(reg.entity[b as usize]).is_ok_and(Health::reports) {
-                    outbox.emit(t, b, EventType::ConstructionDrop, Some(flat.clone()), Data::ConstructionDrop(ConstructionDrop { flat, weight_kg }));
+                    outbox.emit(t, b, EventType::ConstructionDrop, Some(flat), Data::ConstructionDrop(ConstructionDrop { flat, weight_kg }));
                 }
             }
             RenoAction::Noise { estate, building, db, seconds } => {

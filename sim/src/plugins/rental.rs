@@ -49,7 +49,7 @@ fn convert(
             let usual_gate = (!gates.is_empty()).then(|| gates[rng.random_range(0..gates.len())]);
             commands
                 .spawn((
-                    Resident { pid: pid.take(), age: Age::Adult, flat, estate: h.estate, usual_gate },
+                    Resident { pid: pid.take(), age: Age::Adult, flat, home: h.flat, estate: h.estate, usual_gate },
                     Presence { inside: true, state: State::Normal },
                 ))
                 .id()
@@ -79,7 +79,7 @@ fn seed_group_rentals(
             }
             let n = rng.random_range(cfg.occupants.0..=cfg.occupants.1);
             let new = convert(&mut commands, flat, h, members, n, &mut pid, &reg, &mut rng);
-            let incident = truth.open("group_rental", &reg.estate_ids[ei], h.label.clone(), clock.start, false);
+            let incident = truth.open("group_rental", &reg.estate_ids[ei], h.label(), clock.start, false);
             commands.entity(flat).insert((Members(new), GroupRented { incident }));
         }
     }
@@ -115,7 +115,7 @@ fn new_group_rentals(
             let n = rng.random_range(cfg.occupants.0..=cfg.occupants.1);
             let new = convert(&mut commands, flat, h, members, n, &mut pid, &reg, &mut rng);
             let at = clock.now + rng.random_range(8..20) * 3_600_000;
-            let incident = truth.open("group_rental", &reg.estate_ids[ei], h.label.clone(), at, false);
+            let incident = truth.open("group_rental", &reg.estate_ids[ei], h.label(), at, false);
             commands.entity(flat).insert((Members(new), GroupRented { incident }));
             break;
         }
@@ -146,7 +146,7 @@ fn churn(
             let usual_gate = (!gates.is_empty()).then(|| gates[rng.random_range(0..gates.len())]);
             let newcomer = commands
                 .spawn((
-                    Resident { pid: pid.take(), age: Age::Adult, flat, estate: h.estate, usual_gate },
+                    Resident { pid: pid.take(), age: Age::Adult, flat, home: h.flat, estate: h.estate, usual_gate },
                     Presence { inside: true, state: State::Normal },
                 ))
                 .id();

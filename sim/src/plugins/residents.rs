@@ -5,13 +5,13 @@
 use bevy::prelude::*;
 use rand::Rng as _;
 use rand_distr::{Distribution, Normal};
-use towntwin_core::event::{Data, Direction, DoorOpen, EventType, GatePass, Method};
+use towntwin_core::event::{Data, Direction, DoorOpen, EventType, GatePass, Method, PersonId};
 use towntwin_core::time::{Local, Millis};
 use towntwin_core::town::DeviceKind;
 
 use super::{Feature, day_start};
 use crate::rng::Rng;
-use crate::world::{Age, Agenda, Clock, Dev, Health, Household, Outbox, Params, Presence, Registry, Resident, State, Vulnerable, uniform};
+use crate::world::{Age, Agenda, Clock, Dev, Health, Outbox, Params, Presence, Registry, Resident, State, Vulnerable, uniform};
 
 pub struct ResidentsPlugin;
 
@@ -120,7 +120,6 @@ fn pass_gates(
     reg: Res<Registry>,
     mut agenda: ResMut<Agenda<GateAction>>,
     mut residents: Query<(&Resident, &mut Presence, Option<&Vulnerable>)>,
-    households: Query<&Household>,
     health: Query<&Health>,
     mut outbox: ResMut<Outbox>,
 ) {
@@ -134,19 +133,19 @@ fn pass_gates(
             continue;
         }
         presence.inside = !going_out;
-        let Ok(flat) = households.get(r.flat) else { continue };
+        let flat = r.home;
         let reports = |d: Dev| health.get(reg.entity[d as usize]).is_ok_and(Health::reports);
         if let Some(door) = vulnerable.and_then(|v| v.door)
             && health.get(reg.entity[door as usize]).is_ok_and(Health::senses)
         {
-            outbox.emit(t, door, EventType::DoorOpen, Some(flat.label.clone()), Data::Door(DoorOpen { flat: flat.label.clone() }));
+            outbox.emit(t, door, EventType::DoorOpen, Some(flat), Data::Door(DoorOpen { flat }));
         }
         if let Some(gate) = a.gate
             && a.recognised
             && reports(gate)
         {
-            let data = GatePass { person: format!("P{:07}", r.pid), flat: flat.label.clone(), method: a.method, direction: a.direction };
-            outbox.emit(t, gate, EventType::GatePass, Some(flat.label.clone()), Data::GatePass(data));
+            let data = GatePass { person: PersonId(r.pid), flat, method: a.method, direction: a.direction };
+            outbox.emit(t, gate, EventType::GatePass, Some(flat), Data::GatePass(data));
         }
     }
 }

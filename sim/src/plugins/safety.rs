@@ -4,7 +4,7 @@
 
 use bevy::prelude::*;
 use rand::Rng as _;
-use towntwin_core::event::{Data, ElecAlarm, ElecAlarmKind, EventType, ManholeAlarm, SmokeAlarm};
+use towntwin_core::event::{Data, ElecAlarm, ElecAlarmKind, EventType, FlatRef, ManholeAlarm, SmokeAlarm};
 use towntwin_core::time::MINUTE;
 use towntwin_core::town::DeviceKind;
 
@@ -90,7 +90,7 @@ fn act(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, mut agenda: R
             SafetyAction::Elec { dev, alarm, room } if senses(dev) => {
                 let building = reg.devices[dev as usize].building.unwrap_or(0);
                 let amps = if alarm == ElecAlarmKind::Overload { rng.random_range(32.0..63.0) } else { rng.random_range(0.03..0.3) };
-                let subject = format!("B{building:02}-{room}");
+                let subject = FlatRef { building, room };
                 outbox.emit(t, dev, EventType::ElecAlarm, Some(subject), Data::ElecAlarm(ElecAlarm { building, room, alarm, amps }));
             }
             SafetyAction::Manhole { dev } if senses(dev) => {

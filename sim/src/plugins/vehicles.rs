@@ -145,13 +145,13 @@ fn act(
                 Some(Habit::Upstairs) => {
                     if h.elevators > 0 {
                         let el = rng.random_range(1..=h.elevators);
-                        truth.instant("ebike.elevator", area, h.label.clone(), t, false);
+                        truth.instant("ebike.elevator", area, h.label(), t, false);
                         if let Some(&det) = reg.detector.get(&(h.estate, h.building, el))
                             && senses(det)
                             && rng.random_bool(cfg.detector_recall)
                         {
                             let data = ElevatorEbike { building: h.building, elevator: el, confidence: rng.random_range(0.85..0.99) };
-                            outbox.emit(t, det, EventType::ElevatorEbike, Some(h.label.clone()), Data::ElevatorEbike(data));
+                            outbox.emit(t, det, EventType::ElevatorEbike, Some(h.flat), Data::ElevatorEbike(data));
                             // The car is held; some riders give up and use a pile.
                             at_pile = rng.random_bool(cfg.blocked_to_pile);
                         }
@@ -172,15 +172,15 @@ fn act(
                 Vehicle::Ev => (uniform(&mut rng, (3.0, 8.0)), rng.random_range(8_000..40_000)),
             };
             if health.get(reg.entity[pile as usize]).is_ok_and(Health::reports) {
-                let data = ChargingStart { session: session.clone(), vehicle, flat: h.label.clone() };
-                outbox.emit(t, pile, EventType::ChargingStart, Some(h.label.clone()), Data::ChargingStart(data));
+                let data = ChargingStart { session: session.clone(), vehicle, flat: h.flat };
+                outbox.emit(t, pile, EventType::ChargingStart, Some(h.flat), Data::ChargingStart(data));
             }
             let minutes = (hours * 60.0) as u32;
             later.push((t + minutes as i64 * MINUTE, VehicleAction::End { pile, session, vehicle, wh, minutes }));
         } else {
             // Charging indoors (carried up by stairs or elevator) or from a window by flying wire.
             let kind = if flying { "ebike.flying_wire" } else { "ebike.indoor_charging" };
-            let i = truth.open(kind, area, h.label.clone(), t, false);
+            let i = truth.open(kind, area, h.label(), t, false);
             truth.close(i, t + (uniform(&mut rng, (3.0, 7.0)) * HOUR as f64) as i64);
             let recall = if flying { cfg.signature_recall_flying_wire } else { cfg.signature_recall_indoor };
             if let Some(m) = elec
@@ -188,7 +188,7 @@ fn act(
                 && rng.random_bool(recall)
             {
                 let data = ElecAlarm { building: h.building, room: h.room, alarm: ElecAlarmKind::EbikeCharging, amps: rng.random_range(1.5..3.5) };
-                outbox.emit(t, m, EventType::ElecAlarm, Some(h.label.clone()), Data::ElecAlarm(data));
+                outbox.emit(t, m, EventType::ElecAlarm, Some(h.flat), Data::ElecAlarm(data));
             }
         }
     }

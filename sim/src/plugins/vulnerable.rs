@@ -142,7 +142,7 @@ fn act(
                 if let (Some(door), Ok(flat)) = (v.door, households.get(r.flat))
                     && health.get(reg.entity[door as usize]).is_ok_and(Health::senses)
                 {
-                    outbox.emit(t, door, EventType::DoorOpen, Some(flat.label.clone()), Data::Door(DoorOpen { flat: flat.label.clone() }));
+                    outbox.emit(t, door, EventType::DoorOpen, Some(flat.flat), Data::Door(DoorOpen { flat: flat.flat }));
                 }
             }
             _ => {}
@@ -183,6 +183,6 @@ fn water_readings(
             _ => 0.0,
         };
         let litres = if h.stuck { 0 } else { poisson(&mut rng, mean) };
-        outbox.emit(clock.now, meter, EventType::WaterReading, Some(flat.label.clone()), Data::Water(WaterReading { flat: flat.label.clone(), litres }));
+        outbox.emit(clock.now, meter, EventType::WaterReading, Some(flat.flat), Data::Water(WaterReading { flat: flat.flat, litres }));
     }
 }
