@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::PersonId;
 use crate::load::{DataErrors, Problems, read_ron};
 
 /// The whole town as written in `assets/town.ron`.
@@ -280,6 +281,8 @@ pub enum Vulnerability {
 #[serde(deny_unknown_fields)]
 pub struct Registered {
     pub id: String,
+    /// The face/card id the gates know this resident by.
+    pub person: PersonId,
     pub estate: String,
     pub building: u16,
     pub room: u16,
@@ -444,8 +447,10 @@ impl Town {
                 });
             }
         }
+        let mut persons = HashSet::new();
         for (i, r) in self.register.iter().enumerate() {
             p.check(seen_ids.insert(&r.id), || format!("register[{i}].id"), || format!("duplicate id `{}`", r.id));
+            p.check(persons.insert(r.person), || format!("register[{i}].person"), || format!("person {} is registered twice", r.person));
             match flats_by_estate.get(r.estate.as_str()) {
                 None => p.push(format!("register[{i}].estate"), format!("`{}` is not an estate id", r.estate)),
                 Some(flats) => match flats.get(&(r.building, r.room)) {

@@ -8,6 +8,7 @@
 use rand::Rng as _;
 use rand::seq::SliceRandom;
 use rand_distr::{Distribution, LogNormal};
+use towntwin_core::event::PersonId;
 use towntwin_core::town::{
     Building, Committee, Device, DeviceKind, Estate, EstateKind, Registered, Road, Tenure, Totals, Town, Vulnerability,
 };
@@ -353,6 +354,8 @@ fn make_register(seed: u64, estates: &mut [Estate]) -> Vec<Registered> {
             e.devices.push(Device { id: ds.clone(), kind: DeviceKind::DoorSensor, building: Some(building), elevator: None, room: Some(room) });
             register.push(Registered {
                 id: format!("V{:04}", register.len() + 1),
+                // Registered residents' faces get ids of their own range, P9000001 upwards.
+                person: PersonId(9_000_001 + register.len() as u32),
                 estate: e.id.clone(),
                 building,
                 room,

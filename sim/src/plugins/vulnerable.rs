@@ -45,6 +45,7 @@ fn mark_register(mut commands: Commands, town: Res<TownData>, flats: Res<Flats>,
         let Ok(Members(list)) = members.get(flat) else { continue };
         let Some(&who) = list.first() else { continue };
         if let Ok(mut r) = residents.get_mut(who) {
+            r.pid = entry.person.0;
             r.age = match entry.category {
                 Vulnerability::LoneElderly => Age::Senior,
                 Vulnerability::ChildInDifficulty => Age::Child,
