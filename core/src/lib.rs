@@ -8,3 +8,4 @@ pub mod load;
 pub mod time;
 pub mod town;
 pub mod violations;
+pub mod decode;

@@ -1,0 +1,195 @@
+//! Decoding what arrives from the broker: a CloudEvent whose `type` names one of the town's event types
+//! and whose `source` names a device of the registry. A message that fails is rejected with a reason
+//! code (counted, logged, dead-lettered by the caller), never a panic.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::event::{self, Data, EventType, FlatRef};
+use crate::time::{Millis, parse_rfc3339};
+use crate::town::{DeviceKind, Town};
+
+/// The largest payload accepted; the twin's events are well under 1 KiB.
+pub const MAX_PAYLOAD: usize = 16 * 1024;
+
+/// A decoded device event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: String,
+    pub ty: EventType,
+    pub time: Millis,
+    /// Device index in the registry ([`Devices`]); `None` for the twin's clock.
+    pub device: Option<u32>,
+    pub subject: Option<FlatRef>,
+    pub data: Data,
+}
+
+/// Why a message was refused. `code` is what rejections are counted by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub code: &'static str,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Reject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.detail)
+    }
+}
+
+fn reject(code: &'static str, detail: impl Into<String>) -> Reject {
+    Reject { code, detail: detail.into() }
+}
+
+/// The registry's devices as the core needs them: id -> index, and each device's kind and estate.
+#[derive(Debug, Clone, Default)]
+pub struct Devices {
+    pub index: HashMap<String, u32>,
+    pub list: Vec<DeviceEntry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceEntry {
+    pub id: String,
+    pub kind: DeviceKind,
+    /// Estate index in the town, or `None` for road devices.
+    pub estate: Option<u16>,
+    pub area: String,
+    pub building: Option<u16>,
+}
+
+impl Devices {
+    /// Indexes devices in the same order the twin does: estates' devices, then roads'.
+    pub fn of(town: &Town) -> Devices {
+        let mut d = Devices::default();
+        let estates = town.estates.iter().enumerate().map(|(i, e)| (Some(i as u16), e.id.as_str(), &e.devices));
+        let roads = town.roads.iter().map(|r| (None, r.id.as_str(), &r.devices));
+        for (estate, area, devices) in estates.chain(roads) {
+            for dev in devices {
+                d.index.insert(dev.id.clone(), d.list.len() as u32);
+                d.list.push(DeviceEntry { id: dev.id.clone(), kind: dev.kind, estate, area: area.to_string(), building: dev.building });
+            }
+        }
+        d
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    specversion: Option<&'a str>,
+    id: Option<String>,
+    source: Option<&'a str>,
+    #[serde(rename = "type")]
+    ty: Option<&'a str>,
+    time: Option<&'a str>,
+    subject: Option<&'a str>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// Decodes one message payload against the registry.
+pub fn decode(payload: &[u8], devices: &Devices) -> Result<Event, Reject> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(reject("oversized", format!("{} bytes, at most {MAX_PAYLOAD}", payload.len())));
+    }
+    let env: Envelope = serde_json::from_slice(payload).map_err(|e| {
+        let code = if e.is_data() { "mistyped_field" } else { "malformed_json" };
+        reject(code, e.to_string())
+    })?;
+    if env.specversion != Some("1.0") {
+        return Err(reject("missing_field", "`specversion` must be \"1.0\""));
+    }
+    let id = env.id.filter(|s| !s.is_empty()).ok_or_else(|| reject("missing_field", "`id`"))?;
+    let source = env.source.ok_or_else(|| reject("missing_field", "`source`"))?;
+    let ty_name = env.ty.ok_or_else(|| reject("missing_field", "`type`"))?;
+    let ty = EventType::parse(ty_name).ok_or_else(|| reject("unknown_type", format!("`{ty_name}`")))?;
+    let time = env.time.ok_or_else(|| reject("missing_field", "`time`"))?;
+    let time = parse_rfc3339(time).ok_or_else(|| reject("mistyped_field", format!("`time` {time:?} is not RFC 3339")))?;
+    let device_id = source.rsplit('/').next().unwrap_or_default();
+    let device = if ty == EventType::ClockTick {
+        None
+    } else {
+        Some(*devices.index.get(device_id).ok_or_else(|| reject("unknown_device", format!("`{source}`")))?)
+    };
+    let subject = match env.subject {
+        Some(s) => Some(s.parse::<FlatRef>().map_err(|e| reject("mistyped_field", format!("`subject`: {e}")))?),
+        None => None,
+    };
+    let raw = env.data.ok_or_else(|| reject("missing_field", "`data`"))?;
+    let data = decode_data(ty, raw.get()).map_err(|e| reject("bad_data", format!("{ty_name}: {e}")))?;
+    Ok(Event { id, ty, time, device, subject, data })
+}
+
+fn decode_data(ty: EventType, raw: &str) -> Result<Data, serde_json::Error> {
+    use serde_json::from_str as p;
+    Ok(match ty {
+        EventType::GatePass => Data::GatePass(p(raw)?),
+        EventType::BinDrop => Data::BinDrop(p(raw)?),
+        EventType::BinOverflow | EventType::BinCollected => Data::BinLevel(p(raw)?),
+        EventType::ConstructionDrop => Data::ConstructionDrop(p(raw)?),
+        EventType::NoiseAlarm => Data::Noise(p(raw)?),
+        EventType::ElevatorEbike => Data::ElevatorEbike(p(raw)?),
+        EventType::ChargingStart => Data::ChargingStart(p(raw)?),
+        EventType::ChargingEnd => Data::ChargingEnd(p(raw)?),
+        EventType::ElecAlarm => Data::ElecAlarm(p(raw)?),
+        EventType::SmokeAlarm => Data::Smoke(p(raw)?),
+        EventType::WaterReading => Data::Water(p(raw)?),
+        EventType::DoorOpen => Data::Door(p(raw)?),
+        EventType::FenceViolation => Data::Fence(p::<event::FenceViolation>(raw)?),
+        EventType::ManholeAlarm => Data::Manhole(p(raw)?),
+        EventType::DeviceHeartbeat => Data::Heartbeat(p(raw)?),
+        EventType::DeviceFault => Data::Fault(p(raw)?),
+        EventType::DeviceRecovered => Data::Recovered(p(raw)?),
+        EventType::ClockTick => Data::Tick(p(raw)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Direction, GatePass, Header, Method, PersonId, encode};
+
+    fn devices() -> Devices {
+        let mut d = Devices::default();
+        d.index.insert("E001-gate-01".into(), 0);
+        d.list.push(DeviceEntry { id: "E001-gate-01".into(), kind: DeviceKind::Gate, estate: Some(0), area: "E001".into(), building: None });
+        d
+    }
+
+    fn gate_pass() -> Vec<u8> {
+        let mut out = Vec::new();
+        let flat = FlatRef { building: 3, room: 1102 };
+        let h = Header { id: "E001-gate-01-1", area: "E001", kind: "gate", device: "E001-gate-01", ty: EventType::GatePass, time: 1_000, subject: Some(flat) };
+        encode(&mut out, &h, &Data::GatePass(GatePass { person: PersonId(7), flat, method: Method::Face, direction: Direction::In }));
+        out
+    }
+
+    #[test]
+    fn decodes_what_the_twin_encodes() {
+        let e = decode(&gate_pass(), &devices()).unwrap();
+        assert_eq!((e.ty, e.time, e.device), (EventType::GatePass, 1_000, Some(0)));
+        assert!(matches!(e.data, Data::GatePass(GatePass { person: PersonId(7), .. })));
+    }
+
+    #[test]
+    fn rejects_with_a_reason_for_each_fault() {
+        let d = devices();
+        let good = String::from_utf8(gate_pass()).unwrap();
+        let cases: [(String, &str); 8] = [
+            ("{not json".into(), "malformed_json"),
+            (good.replace("\"specversion\":\"1.0\",", ""), "missing_field"),
+            (good.replace("\"id\":\"E001-gate-01-1\",", "\"id\":7,"), "mistyped_field"),
+            (good.replace("gate.pass\"", "gate.teleport\""), "unknown_type"),
+            (good.replace("/E001-gate-01\"", "/E999-gate-01\""), "unknown_device"),
+            (good.replace("\"direction\":\"in\"", "\"direction\":\"sideways\""), "bad_data"),
+            (good.replace("1970-01-01T00:00:01.000Z", "yesterday"), "mistyped_field"),
+            (format!("{}{}", good, " ".repeat(MAX_PAYLOAD)), "oversized"),
+        ];
+        for (payload, code) in cases {
+            let r = decode(payload.as_bytes(), &d).unwrap_err();
+            assert_eq!(r.code, code, "{payload:.80}: {r}");
+        }
+    }
+}
