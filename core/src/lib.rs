@@ -9,3 +9,4 @@ pub mod time;
 pub mod town;
 pub mod violations;
 pub mod decode;
+pub mod rules;

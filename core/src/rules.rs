@@ -1,0 +1,509 @@
+//! Rules as data (`assets/rules.ron`) and the engine that runs them on event time.
+//!
+//! The engine never reads the wall clock. Its clock is the largest event time it has seen, from device
+//! events and from the twin's `clock.tick`; timers (absence deadlines, overflow durations, device
+//! silence) fire when that clock passes them. Late and out-of-order events: an event older than the
+//! clock still updates state where it is newer than what the state holds (a late gate pass moves a
+//! person's last pass forward only if it is later than the one recorded), and a timer that already fired
+//! is not un-fired: its work order stays, and a later pass re-arms the timer. Events never move the clock
+//! backwards.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::{Devices, Event};
+use crate::event::{Data, ElecAlarmKind, EventType, FlatRef};
+use crate::load::{DataErrors, Problems, read_ron};
+use crate::time::{DAY, HOUR, Local, MINUTE, Millis};
+use crate::town::{DeviceKind, Tenure, Town};
+
+/// Who a work order goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// 居委会: the residents' committee of the estate.
+    Committee,
+    /// 物业: the estate's property manager.
+    Property,
+    /// 城管: city management (law enforcement).
+    CityManagement,
+    /// The platform's device maintenance contractor.
+    Maintenance,
+    /// The town's fire-safety office.
+    FireSafety,
+    /// The town task force (large loop).
+    TaskForce,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSet {
+    pub version: u32,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub id: String,
+    pub title: String,
+    /// The town department's service code, for the medium loop.
+    pub service: String,
+    pub targets: Vec<Role>,
+    pub kind: RuleKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RuleKind {
+    /// A registered vulnerable resident with no gate pass for `hours`; suppressed while the estate's gates
+    /// are silent (a dead gate must not flood the committee).
+    Absence { hours: u32 },
+    /// A flat used by more than `more_than` distinct faces within `window_days`.
+    DistinctFaces { window_days: u32, more_than: u32 },
+    /// At least `households` households drawn at random each day at local `at` (HH:MM), seeded by date and
+    /// rule id so the draw can be audited and replayed.
+    DailySample { households: u32, at: String },
+    /// One order per alarm of `event` (optionally only some codes or alarm kinds, above a confidence).
+    Direct {
+        event: EventType,
+        #[serde(default)]
+        min_confidence: f32,
+        #[serde(default)]
+        codes: Vec<u8>,
+        #[serde(default)]
+        alarms: Vec<ElecAlarmKind>,
+    },
+    /// `start` not followed by `end` on the same device within `minutes`.
+    Duration { start: EventType, end: EventType, minutes: u32 },
+    /// A device heard from no more for `factor` times its heartbeat interval.
+    Silence { factor: f64, mains_minutes: u32, battery_minutes: u32 },
+}
+
+impl RuleSet {
+    pub fn load(file: &Path) -> Result<RuleSet, DataErrors> {
+        let set: RuleSet = read_ron(file)?;
+        set.validate(file)?;
+        Ok(set)
+    }
+
+    pub fn validate(&self, file: &Path) -> Result<(), DataErrors> {
+        let mut p = Problems::new(file);
+        let mut ids = std::collections::HashSet::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let at = |f: &str| format!("rules[{i}].{f}");
+            p.check(!r.id.is_empty() && ids.insert(r.id.as_str()), || at("id"), || format!("rule ids must be unique and non-empty, `{}`", r.id));
+            p.check(!r.targets.is_empty(), || at("targets"), || "expected at least one target role".into());
+            match &r.kind {
+                RuleKind::Absence { hours } => p.check(*hours >= 1, || at("kind.hours"), || "expected at least 1 hour".into()),
+                RuleKind::DistinctFaces { window_days, more_than } => {
+                    p.check(*window_days >= 1, || at("kind.window_days"), || "expected at least 1 day".into());
+                    p.check(*more_than >= 1, || at("kind.more_than"), || "expected at least 1 face".into());
+                }
+                RuleKind::DailySample { households, at: time } => {
+                    p.check(*households >= 1, || at("kind.households"), || "expected at least 1 household".into());
+                    p.check(parse_hhmm(time).is_some(), || at("kind.at"), || format!("`{time}` is not a time HH:MM"));
+                }
+                RuleKind::Direct { event, min_confidence, codes, .. } => {
+                    p.check(*event != EventType::ClockTick && *event != EventType::DeviceHeartbeat, || at("kind.event"), || {
+                        format!("{event:?} is not an alarm")
+                    });
+                    p.check((0.0..=1.0).contains(min_confidence), || at("kind.min_confidence"), || "expected 0..=1".into());
+                    p.check(codes.iter().all(|c| (1..=15).contains(c)), || at("kind.codes"), || "violation codes are 1..=15".into());
+                }
+                RuleKind::Duration { start, end, minutes } => {
+                    p.check(start != end, || at("kind.end"), || "start and end must differ".into());
+                    p.check(*minutes >= 1, || at("kind.minutes"), || "expected at least 1 minute".into());
+                }
+                RuleKind::Silence { factor, mains_minutes, battery_minutes } => {
+                    p.check(*factor >= 1.0, || at("kind.factor"), || "expected a factor of at least 1".into());
+                    p.check(*mains_minutes >= 1 && *battery_minutes >= 1, || at("kind"), || "intervals must be at least 1 minute".into());
+                }
+            }
+        }
+        p.finish()
+    }
+}
+
+/// Minutes after midnight of a local `HH:MM`.
+pub fn parse_hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+/// What a rule decided: open (or count again) a work order keyed by (rule, key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub rule: String,
+    /// Dedup key within the rule: repeats of the same condition share it.
+    pub key: String,
+    pub area: String,
+    pub estate: Option<u16>,
+    pub subject: String,
+    /// Event time of the condition.
+    pub at: Millis,
+    pub detail: String,
+}
+
+/// Timers, ordered by due time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Timer {
+    Absence(u32),
+    Duration(u16, u32),
+    Silence(u32),
+    Sample(u16),
+}
+
+/// Everything the engine remembers; serialisable so it survives a restart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub now: Millis,
+    /// Registered person -> last pass.
+    #[serde(with = "pairs")]
+    last_pass: HashMap<u32, Millis>,
+    /// (estate, flat) -> faces seen with their last time.
+    #[serde(with = "pairs")]
+    faces: HashMap<(u16, FlatRef), Vec<(u32, Millis)>>,
+    /// (rule, device) -> start of an open condition.
+    #[serde(with = "pairs")]
+    open_since: HashMap<(u16, u32), Millis>,
+    /// Device -> last time heard.
+    #[serde(with = "pairs")]
+    heard: HashMap<u32, Millis>,
+    /// Gate -> its outages: when it went silent, and when it was heard again (None while silent).
+    #[serde(with = "pairs")]
+    gate_outages: HashMap<u32, Vec<(Millis, Option<Millis>)>>,
+    timers: BTreeSet<(Millis, Timer)>,
+    /// Rules whose daily sample is armed.
+    #[serde(with = "pairs")]
+    sampled: HashMap<u16, i64>,
+    /// Current due time of each timer that is re-armed often, so re-arming is a removal, not a scan.
+    #[serde(with = "pairs")]
+    silence_due: HashMap<u32, Millis>,
+    #[serde(with = "pairs")]
+    absence_due: HashMap<u32, Millis>,
+}
+
+/// The town facts the rules need.
+#[derive(Debug, Clone)]
+struct Ctx {
+    devices: Devices,
+    estates: Vec<String>,
+    /// Registered person -> (register id, estate).
+    registered: HashMap<u32, (String, u16)>,
+    /// Occupied flats per estate, for the daily sample.
+    flats: Vec<Vec<FlatRef>>,
+    /// Gate devices per estate.
+    gates: Vec<Vec<u32>>,
+}
+
+/// Runs a rule set over decoded events.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub rules: RuleSet,
+    ctx: Ctx,
+    pub state: State,
+}
+
+impl Engine {
+    pub fn new(rules: RuleSet, town: &Town) -> Engine {
+        let estates: Vec<String> = town.estates.iter().map(|e| e.id.clone()).collect();
+        let registered = town
+            .register
+            .iter()
+            .filter_map(|r| estates.iter().position(|e| *e == r.estate).map(|i| (r.person.0, (r.id.clone(), i as u16))))
+            .collect();
+        let flats = town
+            .estates
+            .iter()
+            .map(|e| {
+                e.buildings
+                    .iter()
+                    .flat_map(|b| {
+                        b.parse_flats().unwrap_or_default().into_iter().filter(|f| f.tenure != Tenure::Vacant).map(move |f| FlatRef { building: b.no, room: f.room })
+                    })
+                    .collect()
+            })
+            .collect();
+        let devices = Devices::of(town);
+        let mut gates = vec![Vec::new(); estates.len()];
+        for (i, d) in devices.list.iter().enumerate() {
+            if let (DeviceKind::Gate, Some(e)) = (d.kind, d.estate) {
+                gates[e as usize].push(i as u32);
+            }
+        }
+        Engine { rules, ctx: Ctx { devices, estates, registered, flats, gates }, state: State::default() }
+    }
+
+    pub fn devices(&self) -> &Devices {
+        &self.ctx.devices
+    }
+
+    /// Applies one event; returns what the rules found (timers due by its time included).
+    pub fn apply(&mut self, ev: &Event) -> Vec<Finding> {
+        let mut out = Vec::new();
+        if ev.time > self.state.now {
+            self.advance_to(ev.time, &mut out);
+        }
+        if let Some(d) = ev.device {
+            self.hear(d, ev.time);
+        }
+        for ri in 0..self.rules.rules.len() {
+            self.apply_rule(ri, ev, &mut out);
+        }
+        out
+    }
+
+    /// Moves the event-time clock forward (a clock tick), firing due timers.
+    pub fn advance(&mut self, now: Millis) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.advance_to(now, &mut out);
+        out
+    }
+
+    fn finding(&self, ri: usize, key: String, estate: Option<u16>, area: String, subject: String, at: Millis, detail: String) -> Finding {
+        Finding { rule: self.rules.rules[ri].id.clone(), key, area, estate, subject, at, detail }
+    }
+
+    fn hear(&mut self, d: u32, t: Millis) {
+        let last = self.state.heard.entry(d).or_insert(t);
+        if t > *last {
+            *last = t;
+        }
+        // A gate heard again ends its outage.
+        if let Some(list) = self.state.gate_outages.get_mut(&d)
+            && let Some(last) = list.last_mut()
+            && last.1.is_none()
+            && t >= last.0
+        {
+            last.1 = Some(t);
+        }
+        let silence = self.rules.rules.iter().find_map(|r| match r.kind {
+            RuleKind::Silence { factor, mains_minutes, battery_minutes } => Some((factor, mains_minutes, battery_minutes)),
+            _ => None,
+        });
+        if let (Some((factor, mains, battery)), Some(entry)) = (silence, self.ctx.devices.list.get(d as usize)) {
+            let minutes = if entry.kind.battery_powered() { battery } else { mains };
+            let heard = self.state.heard.get(&d).copied().unwrap_or(t);
+            let due = heard + (minutes as f64 * factor) as Millis * MINUTE;
+            if let Some(old) = self.state.silence_due.insert(d, due) {
+                self.state.timers.remove(&(old, Timer::Silence(d)));
+            }
+            self.state.timers.insert((due, Timer::Silence(d)));
+        }
+    }
+
+    fn apply_rule(&mut self, ri: usize, ev: &Event, out: &mut Vec<Finding>) {
+        let rule = &self.rules.rules[ri];
+        let dev = ev.device.and_then(|d| self.ctx.devices.list.get(d as usize)).cloned();
+        match (&rule.kind, &ev.data) {
+            (RuleKind::Absence { hours }, Data::GatePass(g)) => {
+                if self.ctx.registered.contains_key(&g.person.0) {
+                    let last = self.state.last_pass.entry(g.person.0).or_insert(ev.time);
+                    if ev.time >= *last {
+                        *last = ev.time;
+                        let due = ev.time + *hours as Millis * HOUR;
+                        if let Some(old) = self.state.absence_due.insert(g.person.0, due) {
+                            self.state.timers.remove(&(old, Timer::Absence(g.person.0)));
+                        }
+                        self.state.timers.insert((due, Timer::Absence(g.person.0)));
+                    }
+                }
+            }
+            (RuleKind::DistinctFaces { window_days, more_than }, Data::GatePass(g)) => {
+                let Some(estate) = dev.as_ref().and_then(|d| d.estate) else { return };
+                let window = *window_days as Millis * DAY;
+                let faces = self.state.faces.entry((estate, g.flat)).or_default();
+                match faces.iter_mut().find(|f| f.0 == g.person.0) {
+                    Some(f) => f.1 = f.1.max(ev.time),
+                    None => faces.push((g.person.0, ev.time)),
+                }
+                let now = ev.time.max(self.state.now);
+                faces.retain(|f| f.1 > now - window);
+                if faces.len() > *more_than as usize {
+                    let n = faces.len();
+                    let area = self.ctx.estates[estate as usize].clone();
+                    out.push(self.finding(ri, format!("{area}/{}", g.flat), Some(estate), area, g.flat.to_string(), ev.time, format!("{n} distinct faces in {window_days} days")));
+                }
+            }
+            (RuleKind::Direct { event, min_confidence, codes, alarms }, data) if *event == ev.ty => {
+                let Some(d) = dev else { return };
+                let (ok, key, detail) = match data {
+                    Data::Fence(f) => (
+                        f.confidence >= *min_confidence && (codes.is_empty() || codes.contains(&f.code)),
+                        format!("{}/{}", d.id, f.code),
+                        format!("{} ({:.2})", f.violation, f.confidence),
+                    ),
+                    Data::ElevatorEbike(e) => (e.confidence >= *min_confidence, format!("{}/{}", d.id, ev.subject.map_or(String::new(), |s| s.to_string())), format!("elevator {} ({:.2})", e.elevator, e.confidence)),
+                    Data::ElecAlarm(a) => (alarms.is_empty() || alarms.contains(&a.alarm), format!("{}/B{:02}-{}/{:?}", d.area, a.building, a.room, a.alarm), format!("{:?} {:.1} A", a.alarm, a.amps)),
+                    Data::Smoke(s) => (true, d.id.clone(), format!("obscuration {:.1}%", s.obscuration_pct)),
+                    Data::Manhole(m) => (true, d.id.clone(), format!("tilt {:.0} deg", m.tilt_deg)),
+                    Data::Noise(n) => (true, format!("{}/B{:02}", d.area, n.building), format!("{} dB for {} s", n.db, n.seconds)),
+                    Data::Fault(f) => (true, d.id.clone(), format!("{:?}", f.fault)),
+                    _ => (true, format!("{}/{}", d.id, ev.id), String::new()),
+                };
+                if ok {
+                    let subject = ev.subject.map_or(d.id.clone(), |s| s.to_string());
+                    out.push(self.finding(ri, key, d.estate, d.area.clone(), subject, ev.time, detail));
+                }
+            }
+            (RuleKind::Duration { start, end, minutes }, _) => {
+                let Some(d) = ev.device else { return };
+                if ev.ty == *start {
+                    if !self.state.open_since.contains_key(&(ri as u16, d)) {
+                        self.state.open_since.insert((ri as u16, d), ev.time);
+                        self.state.timers.insert((ev.time + *minutes as Millis * MINUTE, Timer::Duration(ri as u16, d)));
+                    }
+                } else if ev.ty == *end
+                    && let Some(since) = self.state.open_since.remove(&(ri as u16, d))
+                {
+                    self.state.timers.remove(&(since + *minutes as Millis * MINUTE, Timer::Duration(ri as u16, d)));
+                }
+            }
+            (RuleKind::DailySample { at, .. }, _) if !self.state.sampled.contains_key(&(ri as u16)) => {
+                // Armed on the first event at the next `at`; each draw re-arms it for the next day.
+                let ri16 = ri as u16;
+                let base = self.state.now.max(ev.time);
+                let mut due = Local::of(base).midnight() + parse_hhmm(at).unwrap_or(540) as Millis * MINUTE;
+                if due <= base {
+                    due += DAY;
+                }
+                self.state.sampled.insert(ri16, i64::MIN);
+                self.state.timers.insert((due, Timer::Sample(ri16)));
+            }
+            _ => {}
+        }
+    }
+
+    fn advance_to(&mut self, now: Millis, out: &mut Vec<Finding>) {
+        if now <= self.state.now {
+            return;
+        }
+        self.state.now = now;
+        while let Some(&(due, timer)) = self.state.timers.first() {
+            if due > now {
+                break;
+            }
+            self.state.timers.pop_first();
+            self.fire(due, timer, out);
+        }
+    }
+
+    fn fire(&mut self, due: Millis, timer: Timer, out: &mut Vec<Finding>) {
+        match timer {
+            Timer::Absence(person) => {
+                let Some(ri) = self.rules.rules.iter().position(|r| matches!(r.kind, RuleKind::Absence { .. })) else { return };
+                let Some((reg, estate)) = self.ctx.registered.get(&person).cloned() else { return };
+                let last = self.state.last_pass.get(&person).copied().unwrap_or(due);
+                // Suppressed while the estate's gates were silent: the order needs `hours` of absence with
+                // working gates, so a window that overlaps an outage is re-armed from the outage's end.
+                let hours = match self.rules.rules[ri].kind {
+                    RuleKind::Absence { hours } => hours as Millis * HOUR,
+                    _ => 48 * HOUR,
+                };
+                let window_start = due - hours;
+                // Of the estate's gates' outages overlapping the window, the one that ended last (or goes on).
+                let overlapping = self.ctx.gates[estate as usize]
+                    .iter()
+                    .filter_map(|g| self.state.gate_outages.get(g))
+                    .flat_map(|l| l.iter())
+                    .filter(|(from, to)| *from < due && to.is_none_or(|t| t > window_start))
+                    .map(|(_, to)| to.unwrap_or(Millis::MAX))
+                    .max();
+                if let Some(end) = overlapping {
+                    // Still down: look again in an hour; back: a full window from its return.
+                    let next = if end == Millis::MAX { due + HOUR } else { end + hours };
+                    self.state.absence_due.insert(person, next);
+                    self.state.timers.insert((next, Timer::Absence(person)));
+                    return;
+                }
+                let area = self.ctx.estates[estate as usize].clone();
+                let hours = (due - last) / HOUR;
+                out.push(self.finding(ri, reg.clone(), Some(estate), area, reg, due, format!("no gate pass for {hours} h (last {})", crate::time::rfc3339(last))));
+            }
+            Timer::Duration(ri, d) => {
+                let Some(&since) = self.state.open_since.get(&(ri, d)) else { return };
+                let Some(dev) = self.ctx.devices.list.get(d as usize).cloned() else { return };
+                let mins = (due - since) / MINUTE;
+                out.push(self.finding(ri as usize, format!("{}@{since}", dev.id), dev.estate, dev.area, dev.id, due, format!("open for {mins} min")));
+            }
+            Timer::Silence(d) => {
+                let Some(ri) = self.rules.rules.iter().position(|r| matches!(r.kind, RuleKind::Silence { .. })) else { return };
+                let Some(dev) = self.ctx.devices.list.get(d as usize).cloned() else { return };
+                if dev.kind == DeviceKind::Gate {
+                    let list = self.state.gate_outages.entry(d).or_default();
+                    if list.last().is_none_or(|l| l.1.is_some()) {
+                        list.push((self.state.heard.get(&d).copied().unwrap_or(due), None));
+                    }
+                }
+                let last = self.state.heard.get(&d).copied().unwrap_or(due);
+                out.push(self.finding(ri, format!("{}@{last}", dev.id), dev.estate, dev.area, dev.id, due, format!("silent since {}", crate::time::rfc3339(last))));
+            }
+            Timer::Sample(ri) => {
+                let (n, at) = match &self.rules.rules[ri as usize].kind {
+                    RuleKind::DailySample { households, at } => (*households, at.clone()),
+                    _ => return,
+                };
+                let day = Local::of(due).day;
+                self.state.sampled.insert(ri, day);
+                let rule_id = self.rules.rules[ri as usize].id.clone();
+                for (estate, flat) in sample(&self.ctx.flats, &rule_id, day, n as usize) {
+                    let area = self.ctx.estates[estate as usize].clone();
+                    let date = Local::of(due).date_string();
+                    out.push(self.finding(ri as usize, format!("{date}/{area}/{flat}"), Some(estate), area, flat.to_string(), due, format!("renovation spot check drawn for {date}")));
+                }
+                let next = Local::of(due).midnight() + DAY + parse_hhmm(&at).unwrap_or(540) as Millis * MINUTE;
+                self.state.timers.insert((next, Timer::Sample(ri)));
+            }
+        }
+    }
+}
+
+/// The day's draw: `n` distinct occupied flats, seeded by (rule id, local day) only, so anyone can
+/// replay it from the rule and the date.
+pub fn sample(flats: &[Vec<FlatRef>], rule: &str, day: i64, n: usize) -> Vec<(u16, FlatRef)> {
+    let all: Vec<(u16, FlatRef)> = flats.iter().enumerate().flat_map(|(e, l)| l.iter().map(move |f| (e as u16, *f))).collect();
+    if all.is_empty() {
+        return Vec::new();
+    }
+    // SplitMix64 over a seed from the rule and the day: small, portable and documented.
+    let mut x = rule.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) ^ (day as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut chosen = Vec::with_capacity(n);
+    let mut seen = std::collections::HashSet::new();
+    while chosen.len() < n.min(all.len()) {
+        let i = (next() % all.len() as u64) as usize;
+        if seen.insert(i) {
+            chosen.push(all[i]);
+        }
+    }
+    chosen
+}
+
+/// Maps as sorted lists of pairs: JSON object keys must be strings, and sorting keeps snapshots stable.
+mod pairs {
+    use std::collections::HashMap;
+    use std::hash::Hash;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize + Ord + Hash, V: Serialize, S: Serializer>(m: &HashMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
+        let mut v: Vec<(&K, &V)> = m.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, K: Deserialize<'de> + Eq + Hash, V: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<HashMap<K, V>, D::Error> {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
