@@ -10,3 +10,4 @@ pub mod town;
 pub mod violations;
 pub mod decode;
 pub mod rules;
+pub mod orders;

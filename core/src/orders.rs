@@ -1,0 +1,501 @@
+//! Work orders (工单) as the 12345 practice runs them, the three loops, and escalation policies as data.
+//!
+//! States: created -> dispatched -> accepted -> in progress -> resolved -> verified -> closed; an order may be
+//! returned to the dispatcher (with a reason) and dispatched again, reopened after resolution, cancelled as
+//! a duplicate or invalid, escalated to the next loop by its policy's conditions or by an explicit whistle
+//! (居村吹哨). Every transition is an appended [`OrderEvent`] with actor, time and reason; an illegal one is
+//! refused with [`Illegal`]. Deadlines run on event time.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::load::{DataErrors, Problems, read_ron};
+use crate::rules::{Finding, Role, RuleSet};
+use crate::time::{HOUR, MINUTE, Millis};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Created,
+    Dispatched,
+    Accepted,
+    InProgress,
+    Resolved,
+    Verified,
+    Closed,
+    Returned,
+    Cancelled,
+}
+
+impl State {
+    pub fn is_open(self) -> bool {
+        !matches!(self, State::Closed | State::Cancelled)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Dispatched => "dispatched",
+            State::Accepted => "accepted",
+            State::InProgress => "in_progress",
+            State::Resolved => "resolved",
+            State::Verified => "verified",
+            State::Closed => "closed",
+            State::Returned => "returned",
+            State::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The three closed loops (三个闭环).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Loop {
+    /// Inside the estate: committee, property, owners.
+    Small,
+    /// The neighbourhood and the town's functional departments.
+    Medium,
+    /// The town task force, closed on site.
+    Large,
+}
+
+impl Loop {
+    pub fn next(self) -> Option<Loop> {
+        match self {
+            Loop::Small => Some(Loop::Medium),
+            Loop::Medium => Some(Loop::Large),
+            Loop::Large => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum Action {
+    Dispatch,
+    Accept,
+    Start,
+    Resolve,
+    /// Failed on site: the policy may escalate.
+    Fail { reason: String },
+    Verify,
+    Close,
+    Return { reason: String },
+    Reopen { reason: String },
+    Cancel { reason: String },
+    Escalate { reason: String },
+    /// The committee blows the whistle: straight to the policy's whistle loop.
+    Whistle { reason: String },
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Dispatch => "dispatch",
+            Action::Accept => "accept",
+            Action::Start => "start",
+            Action::Resolve => "resolve",
+            Action::Fail { .. } => "fail",
+            Action::Verify => "verify",
+            Action::Close => "close",
+            Action::Return { .. } => "return",
+            Action::Reopen { .. } => "reopen",
+            Action::Cancel { .. } => "cancel",
+            Action::Escalate { .. } => "escalate",
+            Action::Whistle { .. } => "whistle",
+        }
+    }
+    fn reason(&self) -> Option<&str> {
+        match self {
+            Action::Fail { reason }
+            | Action::Return { reason }
+            | Action::Reopen { reason }
+            | Action::Cancel { reason }
+            | Action::Escalate { reason }
+            | Action::Whistle { reason } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// A refused transition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {action} work order {order} in state {state}: {why}")]
+pub struct Illegal {
+    pub order: u64,
+    pub action: &'static str,
+    pub state: &'static str,
+    pub why: String,
+}
+
+/// The state an action leads to from `from`, or why it cannot.
+pub fn next_state(from: State, action: &Action) -> Result<State, String> {
+    use State::*;
+    let to = match (from, action) {
+        (Created | Returned, Action::Dispatch) => Dispatched,
+        (Dispatched, Action::Accept) => Accepted,
+        (Accepted, Action::Start) => InProgress,
+        (InProgress, Action::Resolve) => Resolved,
+        (Resolved, Action::Verify) => Verified,
+        (Verified, Action::Close) => Closed,
+        (Dispatched | Accepted, Action::Return { .. }) => Returned,
+        (Resolved | Verified | Closed, Action::Reopen { .. }) => Dispatched,
+        (Created | Dispatched | Accepted | Returned, Action::Cancel { .. }) => Cancelled,
+        // Escalation re-dispatches to the next loop.
+        (Dispatched | Accepted | InProgress | Returned, Action::Escalate { .. } | Action::Whistle { .. }) => Dispatched,
+        (Accepted | InProgress, Action::Fail { .. }) => Dispatched,
+        (s, a) => {
+            return Err(format!("`{}` is not allowed from `{}`", a.name(), s.as_str()));
+        }
+    };
+    if let Some(r) = action.reason()
+        && r.trim().is_empty()
+    {
+        return Err(format!("`{}` needs a reason", action.name()));
+    }
+    Ok(to)
+}
+
+/// One loop's part of a policy: who takes the order and when it moves up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Level {
+    pub level: Loop,
+    /// Roles that take orders at this loop; an empty list means the rule's own targets.
+    #[serde(default)]
+    pub targets: Vec<Role>,
+    /// Escalate if not accepted within this many minutes of dispatch.
+    pub accept_within_minutes: Option<u32>,
+    /// Escalate if not resolved within this many hours of dispatch.
+    pub resolve_within_hours: Option<u32>,
+    /// Escalate when failed on site.
+    pub escalate_on_fail: bool,
+    /// Escalate when reopened this many times.
+    pub escalate_after_reopens: Option<u32>,
+}
+
+/// An escalation policy: what planners compare.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub name: String,
+    pub version: u32,
+    pub description: String,
+    pub levels: Vec<Level>,
+    /// Where a whistle sends an order.
+    pub whistle_to: Loop,
+}
+
+impl Policy {
+    pub fn load(file: &Path) -> Result<Policy, DataErrors> {
+        let p: Policy = read_ron(file)?;
+        p.validate(file)?;
+        Ok(p)
+    }
+
+    pub fn validate(&self, file: &Path) -> Result<(), DataErrors> {
+        let mut p = Problems::new(file);
+        for want in [Loop::Small, Loop::Medium, Loop::Large] {
+            let n = self.levels.iter().filter(|l| l.level == want).count();
+            p.check(n == 1, || "levels".into(), || format!("expected exactly one {want:?} level, found {n}"));
+        }
+        for (i, l) in self.levels.iter().enumerate() {
+            p.check(l.accept_within_minutes != Some(0), || format!("levels[{i}].accept_within_minutes"), || "expected at least 1".into());
+            p.check(l.resolve_within_hours != Some(0), || format!("levels[{i}].resolve_within_hours"), || "expected at least 1".into());
+            p.check(l.escalate_after_reopens != Some(0), || format!("levels[{i}].escalate_after_reopens"), || "expected at least 1".into());
+        }
+        p.check(self.whistle_to != Loop::Small, || "whistle_to".into(), || "a whistle calls in the departments: Medium or Large".into());
+        p.finish()
+    }
+
+    pub fn level(&self, l: Loop) -> &Level {
+        self.levels.iter().find(|x| x.level == l).unwrap_or(&self.levels[0])
+    }
+}
+
+/// One work order's current state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: u64,
+    pub rule: String,
+    pub key: String,
+    pub area: String,
+    pub estate: Option<u16>,
+    pub subject: String,
+    pub service: String,
+    pub detail: String,
+    pub state: State,
+    pub level: Loop,
+    pub assignee: Vec<Role>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub dispatched_at: Millis,
+    /// Repeats of the same condition: how many times, first and last seen.
+    pub count: u32,
+    pub first_seen: Millis,
+    pub last_seen: Millis,
+    pub reopened: u32,
+    /// The policy this order started under, kept whole so a policy change does not rewrite history.
+    pub policy: Policy,
+}
+
+/// One appended transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    pub order: u64,
+    pub at: Millis,
+    pub actor: String,
+    pub action: String,
+    pub from: Option<State>,
+    pub to: State,
+    pub level: Loop,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum Due {
+    Accept,
+    Resolve,
+}
+
+/// All work orders, with dedup by (rule, key) among open orders and event-time deadlines.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Orders {
+    pub orders: Vec<Order>,
+    #[serde(skip)]
+    open_by_key: HashMap<(String, String), u64>,
+    deadlines: BTreeSet<(Millis, u64, Due)>,
+    /// Transitions not yet taken by the store.
+    #[serde(skip)]
+    pub pending: Vec<OrderEvent>,
+    /// Orders changed since the store last took them.
+    #[serde(skip)]
+    pub dirty: BTreeSet<u64>,
+}
+
+impl Orders {
+    /// Rebuilds the dedup index after loading.
+    pub fn reindex(&mut self) {
+        self.open_by_key = self.orders.iter().filter(|o| o.state.is_open()).map(|o| ((o.rule.clone(), o.key.clone()), o.id)).collect();
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Order> {
+        self.orders.get(id.checked_sub(1)? as usize)
+    }
+
+    /// A finding opens an order, or counts as a repeat of the open one with the same key.
+    pub fn on_finding(&mut self, f: &Finding, rules: &RuleSet, policy: &Policy) -> u64 {
+        if let Some(&id) = self.open_by_key.get(&(f.rule.clone(), f.key.clone())) {
+            let o = &mut self.orders[id as usize - 1];
+            o.count += 1;
+            o.last_seen = o.last_seen.max(f.at);
+            o.first_seen = o.first_seen.min(f.at);
+            self.dirty.insert(id);
+            return id;
+        }
+        let rule = rules.rules.iter().find(|r| r.id == f.rule);
+        let id = self.orders.len() as u64 + 1;
+        let targets = rule.map(|r| r.targets.clone()).unwrap_or_default();
+        self.orders.push(Order {
+            id,
+            rule: f.rule.clone(),
+            key: f.key.clone(),
+            area: f.area.clone(),
+            estate: f.estate,
+            subject: f.subject.clone(),
+            service: rule.map(|r| r.service.clone()).unwrap_or_default(),
+            detail: f.detail.clone(),
+            state: State::Created,
+            level: Loop::Small,
+            assignee: targets,
+            created_at: f.at,
+            updated_at: f.at,
+            dispatched_at: f.at,
+            count: 1,
+            first_seen: f.at,
+            last_seen: f.at,
+            reopened: 0,
+            policy: policy.clone(),
+        });
+        self.open_by_key.insert((f.rule.clone(), f.key.clone()), id);
+        self.log(id, f.at, "system", "create", None, State::Created, None);
+        // Dispatch at once to the small loop's takers.
+        let _ = self.act(id, f.at, "system", Action::Dispatch);
+        id
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log(&mut self, id: u64, at: Millis, actor: &str, action: &str, from: Option<State>, to: State, reason: Option<String>) {
+        let level = self.orders[id as usize - 1].level;
+        self.pending.push(OrderEvent { order: id, at, actor: actor.to_string(), action: action.to_string(), from, to, level, reason });
+        self.dirty.insert(id);
+    }
+
+    /// Applies an action by `actor` at event time `at`.
+    pub fn act(&mut self, id: u64, at: Millis, actor: &str, action: Action) -> Result<State, Illegal> {
+        let Some(o) = id.checked_sub(1).and_then(|i| self.orders.get(i as usize)) else {
+            return Err(Illegal { order: id, action: action.name(), state: "missing", why: "no such work order".into() });
+        };
+        let from = o.state;
+        let to = next_state(from, &action).map_err(|why| Illegal { order: id, action: action.name(), state: from.as_str(), why })?;
+        let policy = o.policy.clone();
+        let mut level = o.level;
+        let mut escalate = matches!(action, Action::Escalate { .. });
+        match &action {
+            Action::Whistle { .. } => level = level.max(policy.whistle_to),
+            Action::Fail { .. } if policy.level(level).escalate_on_fail => escalate = true,
+            _ => {}
+        }
+        if escalate {
+            match level.next() {
+                Some(n) => level = n,
+                None if matches!(action, Action::Escalate { .. }) => {
+                    return Err(Illegal { order: id, action: action.name(), state: from.as_str(), why: "already at the large loop".into() });
+                }
+                None => {}
+            }
+        }
+        let reopened = matches!(action, Action::Reopen { .. });
+        let reason = action.reason().map(str::to_string);
+        {
+            let o = &mut self.orders[id as usize - 1];
+            o.state = to;
+            o.updated_at = at;
+            if reopened {
+                o.reopened += 1;
+                if policy.level(o.level).escalate_after_reopens.is_some_and(|n| o.reopened >= n)
+                    && let Some(n) = o.level.next()
+                {
+                    level = n;
+                }
+            }
+            if level != o.level {
+                o.level = level;
+                let targets = &policy.level(level).targets;
+                if !targets.is_empty() {
+                    o.assignee = targets.clone();
+                }
+            }
+            if to == State::Dispatched {
+                o.dispatched_at = at;
+            }
+        }
+        self.log(id, at, actor, action.name(), Some(from), to, reason);
+        // Deadlines follow the state and loop.
+        self.deadlines.retain(|d| d.1 != id);
+        let o = &self.orders[id as usize - 1];
+        let lvl = policy.level(o.level);
+        match to {
+            State::Dispatched => {
+                if let Some(m) = lvl.accept_within_minutes {
+                    self.deadlines.insert((at + m as Millis * MINUTE, id, Due::Accept));
+                }
+                if let Some(h) = lvl.resolve_within_hours {
+                    self.deadlines.insert((at + h as Millis * HOUR, id, Due::Resolve));
+                }
+            }
+            State::Accepted | State::InProgress => {
+                if let Some(h) = lvl.resolve_within_hours {
+                    self.deadlines.insert((o.dispatched_at + h as Millis * HOUR, id, Due::Resolve));
+                }
+            }
+            _ => {}
+        }
+        if !to.is_open() {
+            self.open_by_key.remove(&(o.rule.clone(), o.key.clone()));
+        }
+        Ok(to)
+    }
+
+    /// Escalates orders whose deadlines passed by event time `now`.
+    pub fn tick(&mut self, now: Millis) {
+        while let Some(&(due, id, what)) = self.deadlines.first() {
+            if due > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            let o = &self.orders[id as usize - 1];
+            let stale = match what {
+                Due::Accept => o.state == State::Dispatched,
+                Due::Resolve => matches!(o.state, State::Dispatched | State::Accepted | State::InProgress),
+            };
+            if stale && o.level.next().is_some() {
+                let reason = match what {
+                    Due::Accept => "not accepted in time",
+                    Due::Resolve => "not resolved in time",
+                };
+                let _ = self.act(id, due, "policy", Action::Escalate { reason: reason.into() });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_legal_transition_and_the_refusal_of_the_rest() {
+        use State::*;
+        let r = || "r".to_string();
+        let actions = [
+            Action::Dispatch,
+            Action::Accept,
+            Action::Start,
+            Action::Resolve,
+            Action::Fail { reason: r() },
+            Action::Verify,
+            Action::Close,
+            Action::Return { reason: r() },
+            Action::Reopen { reason: r() },
+            Action::Cancel { reason: r() },
+            Action::Escalate { reason: r() },
+            Action::Whistle { reason: r() },
+        ];
+        let legal: &[(State, &str, State)] = &[
+            (Created, "dispatch", Dispatched),
+            (Returned, "dispatch", Dispatched),
+            (Dispatched, "accept", Accepted),
+            (Accepted, "start", InProgress),
+            (InProgress, "resolve", Resolved),
+            (Resolved, "verify", Verified),
+            (Verified, "close", Closed),
+            (Dispatched, "return", Returned),
+            (Accepted, "return", Returned),
+            (Resolved, "reopen", Dispatched),
+            (Verified, "reopen", Dispatched),
+            (Closed, "reopen", Dispatched),
+            (Created, "cancel", Cancelled),
+            (Dispatched, "cancel", Cancelled),
+            (Accepted, "cancel", Cancelled),
+            (Returned, "cancel", Cancelled),
+            (Dispatched, "escalate", Dispatched),
+            (Accepted, "escalate", Dispatched),
+            (InProgress, "escalate", Dispatched),
+            (Returned, "escalate", Dispatched),
+            (Dispatched, "whistle", Dispatched),
+            (Accepted, "whistle", Dispatched),
+            (InProgress, "whistle", Dispatched),
+            (Returned, "whistle", Dispatched),
+            (Accepted, "fail", Dispatched),
+            (InProgress, "fail", Dispatched),
+        ];
+        let states = [Created, Dispatched, Accepted, InProgress, Resolved, Verified, Closed, Returned, Cancelled];
+        let mut n_legal = 0;
+        for s in states {
+            for a in &actions {
+                let want = legal.iter().find(|(f, n, _)| *f == s && *n == a.name()).map(|x| x.2);
+                match (next_state(s, a), want) {
+                    (Ok(to), Some(w)) => {
+                        assert_eq!(to, w, "{s:?} {}", a.name());
+                        n_legal += 1;
+                    }
+                    (Err(msg), None) => assert!(msg.contains(a.name()) && msg.contains(s.as_str()), "{msg}"),
+                    (got, want) => panic!("{s:?} {}: got {got:?}, want {want:?}", a.name()),
+                }
+            }
+        }
+        assert_eq!(n_legal, legal.len());
+        assert!(next_state(Dispatched, &Action::Return { reason: " ".into() }).unwrap_err().contains("needs a reason"));
+    }
+}
