@@ -11,3 +11,5 @@ pub mod violations;
 pub mod decode;
 pub mod rules;
 pub mod orders;
+pub mod store;
+pub mod service;

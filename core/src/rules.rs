@@ -347,7 +347,11 @@ impl Engine {
                     _ => (true, format!("{}/{}", d.id, ev.id), String::new()),
                 };
                 if ok {
-                    let subject = ev.subject.map_or(d.id.clone(), |s| s.to_string());
+                    // A fence order is about a camera's view of one kind of violation: its key.
+                    let subject = match data {
+                        Data::Fence(_) => key.clone(),
+                        _ => ev.subject.map_or(d.id.clone(), |s| s.to_string()),
+                    };
                     out.push(self.finding(ri, key, d.estate, d.area.clone(), subject, ev.time, detail));
                 }
             }

@@ -23,3 +23,4 @@ impl std::error::Error for DataFault {}
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     if e.chain().any(|c| c.is::<DataFault>()) { 2 } else { 1 }
 }
+pub mod detect;

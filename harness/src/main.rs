@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use towntwin_core::town::Town;
 use towntwin_harness::mqtt::Mode;
-use towntwin_harness::run::{BrokerChoice, RunOptions, Speed, default_scenario, render, run};
+use towntwin_harness::run::{BrokerChoice, RunOptions, Speed, asset, default_scenario, render, run};
 use towntwin_harness::{DataFault, exit_code};
 
 #[derive(Parser)]
@@ -77,6 +77,18 @@ struct RunArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Run without the rules and work-order core.
+    #[arg(long)]
+    no_core: bool,
+    /// Rule set for the core.
+    #[arg(long, default_value_os_t = asset("assets/rules.ron"))]
+    rules: PathBuf,
+    /// Escalation policy for the core (scenarios/policies/*.ron).
+    #[arg(long, default_value_os_t = asset("scenarios/policies/standard.ron"))]
+    policy: PathBuf,
+    /// The core's SQLite file (default: core.db in the results folder).
+    #[arg(long)]
+    db: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -134,6 +146,10 @@ fn dispatch(cli: Cli) -> Result<()> {
                 validate: a.validate,
                 ceiling: a.ceiling,
                 progress: !a.quiet,
+                core: !a.no_core,
+                rules: a.rules,
+                policy: a.policy,
+                db: a.db,
             };
             let summary = run(&opts)?;
             print!("{}", render(&summary));

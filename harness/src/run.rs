@@ -15,7 +15,10 @@ use towntwin_sim::{Message, Scenario, Stats, Twin, TwinOptions};
 
 use crate::broker::{self, Endpoint};
 use crate::mqtt::{Counters, Mode, Observer, Publisher};
-use crate::{DataFault, ceiling};
+use crate::{DataFault, ceiling, detect};
+use towntwin_core::orders::Policy;
+use towntwin_core::rules::RuleSet;
+use towntwin_core::service::{Core, CoreStats};
 
 /// How fast simulated time runs against the wall clock.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,6 +79,12 @@ pub struct RunOptions {
     /// Measure the broker's raw ceiling for messages of the run's mean size, in the same run.
     pub ceiling: bool,
     pub progress: bool,
+    /// Run the rules and work-order core on the twin's stream (in-process).
+    pub core: bool,
+    pub rules: PathBuf,
+    pub policy: PathBuf,
+    /// The core's SQLite file (default: `core.db` in the results folder).
+    pub db: Option<PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -93,18 +102,27 @@ impl Default for RunOptions {
             validate: false,
             ceiling: false,
             progress: true,
+            core: true,
+            rules: asset("assets/rules.ron"),
+            policy: asset("scenarios/policies/standard.ron"),
+            db: None,
         }
     }
 }
 
-/// `scenarios/baseline.ron` under the current folder, or else in the source tree this binary was built from.
-pub fn default_scenario() -> PathBuf {
-    let here = PathBuf::from("scenarios/baseline.ron");
+/// A file of the source tree: under the current folder, or else where this binary was built from.
+pub fn asset(rel: &str) -> PathBuf {
+    let here = PathBuf::from(rel);
     if here.exists() {
         return here;
     }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/baseline.ron");
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
     if built.exists() { built } else { here }
+}
+
+/// `scenarios/baseline.ron` under the current folder, or else in the source tree this binary was built from.
+pub fn default_scenario() -> PathBuf {
+    asset("scenarios/baseline.ron")
 }
 
 /// What the broker side saw.
@@ -146,6 +164,13 @@ pub struct Summary {
     pub twin_seconds: f64,
     pub network: Option<NetworkReport>,
     pub ceiling: Option<ceiling::Ceiling>,
+    /// The core's results: None when run without it.
+    pub core_mode: Option<String>,
+    pub work_orders_total: u64,
+    pub work_orders_by_rule: BTreeMap<String, u64>,
+    pub work_orders_by_loop: BTreeMap<String, u64>,
+    pub detection: BTreeMap<String, detect::RuleScore>,
+    pub core_stats: Option<CoreStats>,
     pub out_dir: String,
 }
 
@@ -155,6 +180,28 @@ struct TwinReport {
     digest: String,
     incidents: Vec<Incident>,
     busy: Duration,
+    end: i64,
+}
+
+/// The core fed in-process with the twin's messages, tick by tick.
+pub struct InProcessCore {
+    pub core: Core,
+}
+
+impl InProcessCore {
+    pub fn open(opts: &RunOptions, town: &Town, out_dir: &Path) -> Result<InProcessCore> {
+        let rules = RuleSet::load(&opts.rules).map_err(DataFault)?;
+        let policy = Policy::load(&opts.policy).map_err(DataFault)?;
+        let db = opts.db.clone().unwrap_or_else(|| out_dir.join("core.db"));
+        let core = Core::open(rules, policy, town, Some(&db)).with_context(|| format!("cannot open the core's store {}", db.display()))?;
+        Ok(InProcessCore { core })
+    }
+
+    pub fn feed(&mut self, msgs: &[Message]) -> Result<()> {
+        let payloads: Vec<&[u8]> = msgs.iter().map(|m| &m.payload[..]).collect();
+        self.core.ingest(&payloads)?;
+        Ok(())
+    }
 }
 
 /// Loads the scenario (applying `--days`/`--seed`) and its town; data errors become [`DataFault`].
@@ -177,13 +224,24 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
     let (scenario, start, town) = load(opts)?;
     let out_dir = opts.out.clone().unwrap_or_else(|| default_out_dir(&scenario));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create the results folder {}", out_dir.display()))?;
+    let mut core = if opts.core { Some(InProcessCore::open(opts, &town, &out_dir)?) } else { None };
     let wall = Instant::now();
     let total_ticks = scenario.days as u64 * 1440;
     let bar = progress_bar(opts.progress, total_ticks);
 
     let (report, network, ceiling) = match &opts.broker {
         BrokerChoice::None => {
-            let report = twin_loop(&scenario, start, town, opts.threads, &bar, |_| true);
+            let mut failed = None;
+            let report = twin_loop(&scenario, start, town, opts.threads, &bar, |msgs| match core.as_mut().map(|c| c.feed(&msgs)) {
+                Some(Err(e)) => {
+                    failed = Some(e);
+                    false
+                }
+                _ => true,
+            });
+            if let Some(e) = failed {
+                return Err(e.context("the core failed"));
+            }
             (report, None, None)
         }
         choice => {
@@ -196,12 +254,12 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
                 _ => broker::start_embedded()?,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            rt.block_on(networked(opts, &scenario, start, town, &ep, &bar))?
+            rt.block_on(networked(opts, &scenario, start, town, &ep, &bar, core.as_mut()))?
         }
     };
     bar.finish_and_clear();
 
-    let summary = summarise(opts, &scenario, &out_dir, &report, network, ceiling, wall.elapsed());
+    let summary = summarise(opts, &scenario, &out_dir, &report, network, ceiling, core.as_ref().map(|c| &c.core), wall.elapsed());
     write_results(&out_dir, &summary, &report.incidents)?;
     Ok(summary)
 }
@@ -242,7 +300,8 @@ fn twin_loop(scenario: &Scenario, start: i64, town: Town, threads: Option<usize>
             break;
         }
     }
-    TwinReport { stats: twin.stats().clone(), digest: twin.digest(), incidents: twin.truth().incidents.clone(), busy }
+    let end = twin.clock().now + towntwin_sim::world::Clock::TICK;
+    TwinReport { stats: twin.stats().clone(), digest: twin.digest(), incidents: twin.truth().incidents.clone(), busy, end }
 }
 
 async fn networked(
@@ -252,6 +311,7 @@ async fn networked(
     town: Town,
     ep: &Endpoint,
     bar: &ProgressBar,
+    mut core: Option<&mut InProcessCore>,
 ) -> Result<(TwinReport, Option<NetworkReport>, Option<ceiling::Ceiling>)> {
     let observer = if opts.observe { Some(Observer::start(ep, "town/#", opts.validate).await?) } else { None };
     let mut publisher = Publisher::connect(ep, opts.connections, &town, Duration::from_secs(120)).await?;
@@ -267,6 +327,9 @@ async fn networked(
         Speed::Times(x) => Some((tokio::time::Instant::now(), start, x)),
     };
     while let Some(batch) = rx.recv().await {
+        if let Some(c) = core.as_deref_mut() {
+            c.feed(&batch)?;
+        }
         for m in batch {
             if let Some((wall0, sim0, x)) = pace {
                 let due = wall0 + Duration::from_secs_f64(((m.time - sim0).max(0) as f64 / 1000.0) / x);
@@ -320,8 +383,16 @@ fn summarise(
     r: &TwinReport,
     network: Option<NetworkReport>,
     ceiling: Option<ceiling::Ceiling>,
+    core: Option<&Core>,
     wall: Duration,
 ) -> Summary {
+    let orders: &[towntwin_core::orders::Order] = core.map_or(&[], |c| &c.orders.orders);
+    let mut by_rule = BTreeMap::new();
+    let mut by_loop = BTreeMap::new();
+    for o in orders {
+        *by_rule.entry(o.rule.clone()).or_insert(0) += 1;
+        *by_loop.entry(format!("{:?}", o.level)).or_insert(0) += 1;
+    }
     let mut by_kind = BTreeMap::new();
     for i in &r.incidents {
         *by_kind.entry(i.kind.to_string()).or_insert(0) += 1;
@@ -345,6 +416,12 @@ fn summarise(
         twin_seconds: r.busy.as_secs_f64(),
         network,
         ceiling,
+        core_mode: core.map(|_| "in-process".to_string()),
+        work_orders_total: orders.len() as u64,
+        work_orders_by_rule: by_rule,
+        work_orders_by_loop: by_loop,
+        detection: if core.is_some() { detect::score(orders, &r.incidents, r.end) } else { BTreeMap::new() },
+        core_stats: core.map(|c| c.stats.clone()),
         out_dir: out.display().to_string(),
     }
 }
@@ -398,6 +475,37 @@ pub fn render(s: &Summary) -> String {
         );
         if let Some(obs) = n.observed {
             let _ = writeln!(o, "Observer on town/# received {obs} of {} ({} invalid)", n.published, n.observed_invalid.map_or("unchecked".into(), |x| x.to_string()));
+        }
+    }
+    if s.core_mode.is_some() {
+        let _ = writeln!(o, "\nWork orders by rule ({} in all; by loop: {:?})", s.work_orders_total, s.work_orders_by_loop);
+        let _ = writeln!(o, "  {:<24} {:>7} {:>10} {:>9} {:>7} {:>12} {:>12}", "rule", "orders", "incidents", "detected", "recall", "false alarms", "delay p50 m");
+        let mut rules: Vec<&String> = s.work_orders_by_rule.keys().chain(s.detection.keys()).collect();
+        rules.sort();
+        rules.dedup();
+        for r in rules {
+            let n = s.work_orders_by_rule.get(r).copied().unwrap_or(0);
+            match s.detection.get(r) {
+                Some(d) => {
+                    let _ = writeln!(
+                        o,
+                        "  {:<24} {:>7} {:>10} {:>9} {:>7} {:>12} {:>12}",
+                        r,
+                        n,
+                        d.incidents,
+                        d.detected,
+                        d.recall.map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
+                        d.false_alarms,
+                        d.delay_p50_min.map_or("-".into(), |x| format!("{x:.0}"))
+                    );
+                }
+                None => {
+                    let _ = writeln!(o, "  {r:<24} {n:>7}");
+                }
+            }
+        }
+        if let Some(cs) = &s.core_stats {
+            let _ = writeln!(o, "Core: {} events accepted, {} duplicates, rejected {:?}", cs.accepted, cs.duplicates, cs.rejected);
         }
     }
     if let Some(c) = &s.ceiling {

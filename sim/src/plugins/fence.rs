@@ -42,7 +42,7 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, town: Re
                 for _ in 0..poisson(&mut rng, per_hour * v.share * v.profile.weight(hour)) {
                     let t = begin + hour as i64 * HOUR + rng.random_range(0..3_600) * 1_000;
                     let camera = cams[rng.random_range(0..cams.len())];
-                    truth.instant("fence.violation", &road.id, format!("{}:{}", v.code, reg.devices[camera as usize].id), t, false);
+                    truth.instant("fence.violation", &road.id, format!("{}/{}", reg.devices[camera as usize].id, v.code), t, false);
                     agenda.push(t, FenceAction { camera, road: ri, code: v.code, real: true });
                 }
             }

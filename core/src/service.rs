@@ -1,0 +1,196 @@
+//! The core as one object: decode -> dedup -> rules -> work orders -> store, batch by batch. The networked
+//! service feeds it from MQTT; the in-process mode feeds it the twin's messages directly. Both go through
+//! [`Core::ingest`], so both produce the same work orders for the same stream.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::decode::{Event, Reject, decode};
+use crate::event::EventType;
+use crate::orders::{Action, Illegal, OrderEvent, Orders, Policy, State};
+use crate::rules::{Engine, Finding, RuleSet};
+use crate::store::{Store, StoreError};
+use crate::time::Millis;
+use crate::town::Town;
+
+/// Events between engine snapshots; a restart replays at most this many.
+pub const SNAPSHOT_EVERY: u64 = 50_000;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CoreStats {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: BTreeMap<String, u64>,
+    pub findings_by_rule: BTreeMap<String, u64>,
+}
+
+/// What one batch did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Rejected messages with their reasons, for the dead-letter topic.
+    pub rejected: Vec<(usize, Reject)>,
+    /// Work-order transitions committed by this batch, for the orders topic tree.
+    pub transitions: Vec<OrderEvent>,
+    /// Event time of each accepted event that opened or repeated an order (for latency measurements).
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Illegal(#[from] Illegal),
+    #[error("engine snapshot is corrupt: {0}")]
+    Snapshot(String),
+}
+
+pub struct Core {
+    pub engine: Engine,
+    pub orders: Orders,
+    pub policy: Policy,
+    pub stats: CoreStats,
+    store: Option<Store>,
+    /// Ids seen, when there is no store to ask.
+    seen: HashSet<String>,
+    since_snapshot: u64,
+    last_seq: i64,
+}
+
+impl Core {
+    /// A core over `town` with `rules` and `policy`; with a store, state is loaded from it (orders, the
+    /// engine's snapshot, and a replay of the events logged after it).
+    pub fn open(rules: RuleSet, policy: Policy, town: &Town, db: Option<&Path>) -> Result<Core, CoreError> {
+        let mut core = Core {
+            engine: Engine::new(rules, town),
+            orders: Orders::default(),
+            policy,
+            stats: CoreStats::default(),
+            store: None,
+            seen: HashSet::new(),
+            since_snapshot: 0,
+            last_seq: 0,
+        };
+        if let Some(path) = db {
+            let store = Store::open(path)?;
+            let loaded = store.load()?;
+            core.orders.orders = loaded.orders;
+            core.orders.reindex();
+            if let Some((upto, json)) = loaded.snapshot {
+                core.engine.state = serde_json::from_str(&json).map_err(|e| CoreError::Snapshot(e.to_string()))?;
+                core.last_seq = upto;
+            }
+            // Replay rebuilds the engine only: the orders these events led to are already in the store.
+            for (seq, payload) in &loaded.replay {
+                if let Ok(ev) = decode(payload, core.engine.devices()) {
+                    let _ = core.engine.apply(&ev);
+                    if ev.ty == EventType::ClockTick {
+                        let _ = core.engine.advance(ev.time);
+                    }
+                }
+                core.last_seq = *seq;
+                core.since_snapshot += 1;
+            }
+            core.stats.rejected = loaded.rejects.into_iter().collect();
+            core.store = Some(store);
+        }
+        Ok(core)
+    }
+
+    /// Event time as far as the core knows.
+    pub fn now(&self) -> Millis {
+        self.engine.state.now
+    }
+
+    /// Decodes and applies a batch of message payloads, and commits all their effects in one transaction
+    /// before returning: the caller acknowledges the batch only after this returns `Ok`.
+    pub fn ingest(&mut self, payloads: &[&[u8]]) -> Result<Outcome, CoreError> {
+        let mut out = Outcome::default();
+        let mut accepted: Vec<(usize, Event)> = Vec::with_capacity(payloads.len());
+        for (i, p) in payloads.iter().enumerate() {
+            match decode(p, self.engine.devices()) {
+                Ok(ev) => accepted.push((i, ev)),
+                Err(r) => out.rejected.push((i, r)),
+            }
+        }
+        let mut batch = match self.store.as_mut() {
+            Some(s) => Some(s.batch()?),
+            None => None,
+        };
+        for (_, r) in &out.rejected {
+            *self.stats.rejected.entry(r.code.to_string()).or_default() += 1;
+            if let Some(b) = &batch {
+                b.count_reject(r.code)?;
+            }
+        }
+        for (i, ev) in accepted {
+            let fresh = match &batch {
+                Some(b) => b.append_event(&ev.id, ev.time, payloads[i])?.inspect(|seq| self.last_seq = *seq).is_some(),
+                None => self.seen.insert(ev.id.clone()),
+            };
+            if !fresh {
+                self.stats.duplicates += 1;
+                continue;
+            }
+            self.stats.accepted += 1;
+            self.since_snapshot += 1;
+            let mut findings = self.engine.apply(&ev);
+            if ev.ty == EventType::ClockTick {
+                findings.extend(self.engine.advance(ev.time));
+            }
+            for f in findings {
+                *self.stats.findings_by_rule.entry(f.rule.clone()).or_default() += 1;
+                self.orders.on_finding(&f, &self.engine.rules, &self.policy);
+                out.findings.push(f);
+            }
+            self.orders.tick(self.engine.state.now);
+        }
+        let snapshot = self.since_snapshot >= SNAPSHOT_EVERY;
+        if let Some(b) = batch.take() {
+            flush(&self.orders, &b)?;
+            if snapshot {
+                let json = serde_json::to_string(&self.engine.state).map_err(|e| CoreError::Snapshot(e.to_string()))?;
+                b.snapshot(self.last_seq, &json)?;
+            }
+            b.commit()?;
+        }
+        if snapshot {
+            self.since_snapshot = 0;
+        }
+        out.transitions = std::mem::take(&mut self.orders.pending);
+        self.orders.dirty.clear();
+        Ok(out)
+    }
+
+    /// An action from a person (API, responder), at the core's event time; committed before returning.
+    pub fn act(&mut self, id: u64, actor: &str, action: Action) -> Result<(State, Vec<OrderEvent>), CoreError> {
+        let now = self.now();
+        let state = self.orders.act(id, now, actor, action)?;
+        if let Some(store) = self.store.as_mut() {
+            let b = store.batch()?;
+            flush(&self.orders, &b)?;
+            b.commit()?;
+        }
+        self.orders.dirty.clear();
+        Ok((state, std::mem::take(&mut self.orders.pending)))
+    }
+
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+}
+
+/// Writes the orders changed and the transitions appended since the last flush.
+fn flush(orders: &Orders, b: &crate::store::Batch<'_>) -> Result<(), CoreError> {
+    for id in &orders.dirty {
+        if let Some(o) = orders.get(*id) {
+            b.put_order(o)?;
+        }
+    }
+    for e in &orders.pending {
+        b.append_order_event(e)?;
+    }
+    Ok(())
+}

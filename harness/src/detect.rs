@@ -1,0 +1,105 @@
+//! Scoring work orders against the twin's ground truth: per rule, how many real incidents got an order
+//! (recall), how many orders matched no real incident (false alarms), and how long detection took.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use towntwin_core::orders::Order;
+use towntwin_core::time::{HOUR, Millis};
+use towntwin_sim::world::Incident;
+
+/// Which ground-truth kinds each rule is meant to catch, and whether orders match incidents by subject
+/// (flat, device, person, camera/code) or only by estate and time.
+const TARGETS: &[(&str, &[&str], bool)] = &[
+    ("vulnerable-absence", &["vulnerable.emergency"], true),
+    ("group-rental", &["group_rental"], true),
+    ("renovation-sample", &["renovation.illegal"], true),
+    ("renovation-noise", &["renovation.illegal"], false),
+    ("fence-violation", &["fence.violation"], true),
+    ("elevator-ebike", &["ebike.elevator"], true),
+    ("ebike-indoor-charging", &["ebike.indoor_charging", "ebike.flying_wire"], true),
+    ("electrical-fault", &["electrical.fault"], true),
+    ("smoke", &["fire"], false),
+    ("manhole", &["manhole.displaced"], true),
+    ("bin-overflow", &["bin.overflow"], true),
+    ("device-silent", &["device.offline"], true),
+    ("device-fault", &["device.low_battery", "device.stuck"], true),
+];
+
+/// Slack around an incident's span within which an order counts as about it.
+const GRACE: Millis = HOUR;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleScore {
+    pub incidents: u64,
+    pub detected: u64,
+    pub recall: Option<f64>,
+    pub orders: u64,
+    pub false_alarms: u64,
+    /// Detection delay from incident start to the first order about it, in minutes.
+    pub delay_p50_min: Option<f64>,
+    pub delay_p90_min: Option<f64>,
+}
+
+fn overlaps(o: &Order, i: &Incident, run_end: Millis) -> bool {
+    let end = i.end_ms.unwrap_or(run_end);
+    o.first_seen <= end + GRACE && o.last_seen >= i.start_ms - GRACE
+}
+
+fn same_subject(o: &Order, i: &Incident, by_subject: bool) -> bool {
+    o.area == i.area && (!by_subject || o.subject == i.subject)
+}
+
+/// Scores every rule that has orders or target incidents.
+pub fn score(orders: &[Order], incidents: &[Incident], run_end: Millis) -> BTreeMap<String, RuleScore> {
+    let mut out = BTreeMap::new();
+    for (rule, kinds, by_subject) in TARGETS {
+        let real: Vec<&Incident> = incidents.iter().filter(|i| !i.benign && kinds.contains(&i.kind)).collect();
+        let mine: Vec<&Order> = orders.iter().filter(|o| o.rule == *rule).collect();
+        if real.is_empty() && mine.is_empty() {
+            continue;
+        }
+        // Index orders by area for the matching below.
+        let mut by_area: BTreeMap<&str, Vec<&Order>> = BTreeMap::new();
+        for o in &mine {
+            by_area.entry(o.area.as_str()).or_default().push(o);
+        }
+        let mut delays = Vec::new();
+        for i in &real {
+            let first = by_area
+                .get(i.area.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|o| same_subject(o, i, *by_subject) && overlaps(o, i, run_end))
+                .map(|o| o.first_seen)
+                .min();
+            if let Some(t) = first {
+                delays.push((t - i.start_ms).max(0) as f64 / 60_000.0);
+            }
+        }
+        let mut real_by_area: BTreeMap<&str, Vec<&Incident>> = BTreeMap::new();
+        for i in &real {
+            real_by_area.entry(i.area.as_str()).or_default().push(i);
+        }
+        let false_alarms = mine
+            .iter()
+            .filter(|o| !real_by_area.get(o.area.as_str()).into_iter().flatten().any(|i| same_subject(o, i, *by_subject) && overlaps(o, i, run_end)))
+            .count() as u64;
+        delays.sort_by(f64::total_cmp);
+        let pct = |p: f64| (!delays.is_empty()).then(|| delays[((delays.len() - 1) as f64 * p).round() as usize]);
+        let detected = delays.len() as u64;
+        out.insert(
+            rule.to_string(),
+            RuleScore {
+                incidents: real.len() as u64,
+                detected,
+                recall: (!real.is_empty()).then(|| detected as f64 / real.len() as f64),
+                orders: mine.len() as u64,
+                false_alarms,
+                delay_p50_min: pct(0.5),
+                delay_p90_min: pct(0.9),
+            },
+        );
+    }
+    out
+}
