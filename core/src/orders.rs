@@ -274,9 +274,38 @@ pub struct Orders {
 }
 
 impl Orders {
-    /// Rebuilds the dedup index after loading.
+    /// Rebuilds the dedup index and the deadlines after loading: both follow from the orders themselves.
     pub fn reindex(&mut self) {
         self.open_by_key = self.orders.iter().filter(|o| o.state.is_open()).map(|o| ((o.rule.clone(), o.key.clone()), o.id)).collect();
+        self.deadlines.clear();
+        for id in 1..=self.orders.len() as u64 {
+            self.arm(id);
+        }
+    }
+
+    /// Sets an order's deadlines from its state, loop and policy.
+    fn arm(&mut self, id: u64) {
+        self.deadlines.retain(|d| d.1 != id);
+        let o = &self.orders[id as usize - 1];
+        let lvl = o.policy.level(o.level);
+        let (accept, resolve) = (lvl.accept_within_minutes, lvl.resolve_within_hours);
+        let resolve_due = resolve.map(|h| o.dispatched_at + h as Millis * HOUR);
+        match o.state {
+            State::Dispatched => {
+                if let Some(m) = accept {
+                    self.deadlines.insert((o.dispatched_at + m as Millis * MINUTE, id, Due::Accept));
+                }
+                if let Some(t) = resolve_due {
+                    self.deadlines.insert((t, id, Due::Resolve));
+                }
+            }
+            State::Accepted | State::InProgress => {
+                if let Some(t) = resolve_due {
+                    self.deadlines.insert((t, id, Due::Resolve));
+                }
+            }
+            _ => {}
+        }
     }
 
     pub fn get(&self, id: u64) -> Option<&Order> {
@@ -381,26 +410,8 @@ impl Orders {
             }
         }
         self.log(id, at, actor, action.name(), Some(from), to, reason);
-        // Deadlines follow the state and loop.
-        self.deadlines.retain(|d| d.1 != id);
+        self.arm(id);
         let o = &self.orders[id as usize - 1];
-        let lvl = policy.level(o.level);
-        match to {
-            State::Dispatched => {
-                if let Some(m) = lvl.accept_within_minutes {
-                    self.deadlines.insert((at + m as Millis * MINUTE, id, Due::Accept));
-                }
-                if let Some(h) = lvl.resolve_within_hours {
-                    self.deadlines.insert((at + h as Millis * HOUR, id, Due::Resolve));
-                }
-            }
-            State::Accepted | State::InProgress => {
-                if let Some(h) = lvl.resolve_within_hours {
-                    self.deadlines.insert((o.dispatched_at + h as Millis * HOUR, id, Due::Resolve));
-                }
-            }
-            _ => {}
-        }
         if !to.is_open() {
             self.open_by_key.remove(&(o.rule.clone(), o.key.clone()));
         }

@@ -57,6 +57,8 @@ pub struct Core {
     seen: HashSet<String>,
     since_snapshot: u64,
     last_seq: i64,
+    /// Events between engine snapshots ([`SNAPSHOT_EVERY`] unless set).
+    pub snapshot_every: u64,
 }
 
 impl Core {
@@ -72,6 +74,7 @@ impl Core {
             seen: HashSet::new(),
             since_snapshot: 0,
             last_seq: 0,
+            snapshot_every: SNAPSHOT_EVERY,
         };
         if let Some(path) = db {
             let store = Store::open(path)?;
@@ -147,7 +150,7 @@ impl Core {
             }
             self.orders.tick(self.engine.state.now);
         }
-        let snapshot = self.since_snapshot >= SNAPSHOT_EVERY;
+        let snapshot = self.since_snapshot >= self.snapshot_every;
         if let Some(b) = batch.take() {
             flush(&self.orders, &b)?;
             if snapshot {
@@ -175,6 +178,11 @@ impl Core {
         }
         self.orders.dirty.clear();
         Ok((state, std::mem::take(&mut self.orders.pending)))
+    }
+
+    /// Engine snapshots written so far would be replaced by the next; this says whether one exists.
+    pub fn has_snapshot(&self) -> bool {
+        self.last_seq > 0 && self.since_snapshot < self.last_seq as u64
     }
 
     pub fn store(&self) -> Option<&Store> {
