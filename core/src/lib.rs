@@ -13,3 +13,4 @@ pub mod rules;
 pub mod orders;
 pub mod store;
 pub mod service;
+pub mod ingest;

@@ -80,6 +80,9 @@ struct RunArgs {
     /// Run without the rules and work-order core.
     #[arg(long)]
     no_core: bool,
+    /// Feed the core the twin's messages directly instead of over the broker.
+    #[arg(long)]
+    in_process: bool,
     /// Rule set for the core.
     #[arg(long, default_value_os_t = asset("assets/rules.ron"))]
     rules: PathBuf,
@@ -147,6 +150,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 ceiling: a.ceiling,
                 progress: !a.quiet,
                 core: !a.no_core,
+                in_process: a.in_process,
                 rules: a.rules,
                 policy: a.policy,
                 db: a.db,

@@ -18,6 +18,8 @@ use crate::mqtt::{Counters, Mode, Observer, Publisher};
 use crate::{DataFault, ceiling, detect};
 use towntwin_core::orders::Policy;
 use towntwin_core::rules::RuleSet;
+use std::sync::{Arc, Mutex};
+use towntwin_core::ingest::{self, IngestConfig, IngestCounters};
 use towntwin_core::service::{Core, CoreStats};
 
 /// How fast simulated time runs against the wall clock.
@@ -79,8 +81,11 @@ pub struct RunOptions {
     /// Measure the broker's raw ceiling for messages of the run's mean size, in the same run.
     pub ceiling: bool,
     pub progress: bool,
-    /// Run the rules and work-order core on the twin's stream (in-process).
+    /// Run the rules and work-order core on the twin's stream: over MQTT when there is a broker, in-process
+    /// without one (or with `in_process`).
     pub core: bool,
+    /// Feed the core the twin's messages directly, even when a broker carries them.
+    pub in_process: bool,
     pub rules: PathBuf,
     pub policy: PathBuf,
     /// The core's SQLite file (default: `core.db` in the results folder).
@@ -103,6 +108,7 @@ impl Default for RunOptions {
             ceiling: false,
             progress: true,
             core: true,
+            in_process: false,
             rules: asset("assets/rules.ron"),
             policy: asset("scenarios/policies/standard.ron"),
             db: None,
@@ -164,7 +170,7 @@ pub struct Summary {
     pub twin_seconds: f64,
     pub network: Option<NetworkReport>,
     pub ceiling: Option<ceiling::Ceiling>,
-    /// The core's results: None when run without it.
+    /// How the core got the stream (`mqtt`, `in-process`); None when run without it.
     pub core_mode: Option<String>,
     pub work_orders_total: u64,
     pub work_orders_by_rule: BTreeMap<String, u64>,
@@ -225,6 +231,7 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
     let out_dir = opts.out.clone().unwrap_or_else(|| default_out_dir(&scenario));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create the results folder {}", out_dir.display()))?;
     let mut core = if opts.core { Some(InProcessCore::open(opts, &town, &out_dir)?) } else { None };
+    let mut mqtt_core = false;
     let wall = Instant::now();
     let total_ticks = scenario.days as u64 * 1440;
     let bar = progress_bar(opts.progress, total_ticks);
@@ -254,12 +261,21 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
                 _ => broker::start_embedded()?,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            rt.block_on(networked(opts, &scenario, start, town, &ep, &bar, core.as_mut()))?
+            let over_mqtt = core.is_some() && !opts.in_process;
+            let shared = if over_mqtt { core.take().map(|c| Arc::new(Mutex::new(c.core))) } else { None };
+            let result = rt.block_on(networked(opts, &scenario, start, town, &ep, &bar, core.as_mut(), shared.clone()))?;
+            if let Some(arc) = shared {
+                let c = Arc::try_unwrap(arc).map_err(|_| anyhow::anyhow!("the core service did not stop"))?;
+                core = Some(InProcessCore { core: c.into_inner().unwrap_or_else(|e| e.into_inner()) });
+                mqtt_core = true;
+            }
+            result
         }
     };
     bar.finish_and_clear();
 
-    let summary = summarise(opts, &scenario, &out_dir, &report, network, ceiling, core.as_ref().map(|c| &c.core), wall.elapsed());
+    let mode = if mqtt_core { "mqtt" } else { "in-process" };
+    let summary = summarise(opts, &scenario, &out_dir, &report, network, ceiling, core.as_ref().map(|c| (&c.core, mode)), wall.elapsed());
     write_results(&out_dir, &summary, &report.incidents)?;
     Ok(summary)
 }
@@ -312,7 +328,18 @@ async fn networked(
     ep: &Endpoint,
     bar: &ProgressBar,
     mut core: Option<&mut InProcessCore>,
+    service: Option<Arc<Mutex<Core>>>,
 ) -> Result<(TwinReport, Option<NetworkReport>, Option<ceiling::Ceiling>)> {
+    // The core subscribes before the twin publishes, so it misses nothing.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let counters = Arc::new(IngestCounters::default());
+    let ingest = service.clone().map(|c| {
+        let cfg = IngestConfig { client_id: format!("towntwin-core-{}", std::process::id()), ..IngestConfig::new(&ep.host, ep.port) };
+        tokio::spawn(ingest::serve(c, cfg, counters.clone(), stop_rx))
+    });
+    if ingest.is_some() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let observer = if opts.observe { Some(Observer::start(ep, "town/#", opts.validate).await?) } else { None };
     let mut publisher = Publisher::connect(ep, opts.connections, &town, Duration::from_secs(120)).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Message>>(256);
@@ -353,6 +380,33 @@ async fn networked(
     if !all_acked {
         tracing::warn!("not every QoS 1 publish was acknowledged within 120 s");
     }
+    if let (Some(task), Some(core)) = (ingest, &service) {
+        // Wait until the core has taken every QoS 1 event (QoS 0 telemetry may be shed), then for quiet.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        let mut last = u64::MAX;
+        let mut quiet_since = tokio::time::Instant::now();
+        loop {
+            let got = counters.received.load(std::sync::atomic::Ordering::Relaxed);
+            let done = got >= publisher.published;
+            if done || tokio::time::Instant::now() > deadline {
+                break;
+            }
+            if got != last {
+                last = got;
+                quiet_since = tokio::time::Instant::now();
+            } else if quiet_since.elapsed() > Duration::from_secs(5) && got >= publisher.published_qos1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = stop_tx.send(true);
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("core ingest ended with: {e}"),
+            Err(e) => tracing::warn!("core ingest task failed: {e}"),
+        }
+        let _ = core;
+    }
     let net = NetworkReport {
         broker: ep.to_string(),
         connections_mode: opts.connections,
@@ -383,9 +437,11 @@ fn summarise(
     r: &TwinReport,
     network: Option<NetworkReport>,
     ceiling: Option<ceiling::Ceiling>,
-    core: Option<&Core>,
+    core: Option<(&Core, &str)>,
     wall: Duration,
 ) -> Summary {
+    let mode = core.map(|c| c.1.to_string());
+    let core = core.map(|c| c.0);
     let orders: &[towntwin_core::orders::Order] = core.map_or(&[], |c| &c.orders.orders);
     let mut by_rule = BTreeMap::new();
     let mut by_loop = BTreeMap::new();
@@ -416,7 +472,7 @@ fn summarise(
         twin_seconds: r.busy.as_secs_f64(),
         network,
         ceiling,
-        core_mode: core.map(|_| "in-process".to_string()),
+        core_mode: mode,
         work_orders_total: orders.len() as u64,
         work_orders_by_rule: by_rule,
         work_orders_by_loop: by_loop,
@@ -478,7 +534,7 @@ pub fn render(s: &Summary) -> String {
         }
     }
     if s.core_mode.is_some() {
-        let _ = writeln!(o, "\nWork orders by rule ({} in all; by loop: {:?})", s.work_orders_total, s.work_orders_by_loop);
+        let _ = writeln!(o, "\nWork orders by rule ({} in all, core {}; by loop: {:?})", s.work_orders_total, s.core_mode.as_deref().unwrap_or("-"), s.work_orders_by_loop);
         let _ = writeln!(o, "  {:<24} {:>7} {:>10} {:>9} {:>7} {:>12} {:>12}", "rule", "orders", "incidents", "detected", "recall", "false alarms", "delay p50 m");
         let mut rules: Vec<&String> = s.work_orders_by_rule.keys().chain(s.detection.keys()).collect();
         rules.sort();
