@@ -22,6 +22,9 @@ pub struct IngestConfig {
     pub client_id: String,
     /// Topic filter this instance owns (`town/#`, or `town/E012/#` for a shard).
     pub filter: String,
+    /// At most this many messages a batch. rumqttd lets a subscriber have 100 unacknowledged QoS 1
+    /// messages at once, and the core acknowledges after committing, so a batch cannot usefully be larger:
+    /// waiting for a 101st would wait for nothing.
     pub batch_max: usize,
     /// How long to wait for more messages before processing a partial batch.
     pub batch_wait: Duration,
@@ -36,8 +39,8 @@ impl IngestConfig {
             port,
             client_id: "towntwin-core".into(),
             filter: "town/#".into(),
-            batch_max: 1_000,
-            batch_wait: Duration::from_millis(2),
+            batch_max: 100,
+            batch_wait: Duration::from_millis(1),
             publish_orders: true,
         }
     }

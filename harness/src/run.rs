@@ -261,7 +261,12 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
                 _ => broker::start_embedded()?,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            let over_mqtt = core.is_some() && !opts.in_process;
+            // Known problem (issue 3 notes): the core's manual-ack subscription stalls when the twin publishes
+            // over many connections, so with `estate`/`device` the core is fed in-process for now.
+            let over_mqtt = core.is_some() && !opts.in_process && opts.connections == Mode::One;
+            if core.is_some() && !opts.in_process && !over_mqtt {
+                tracing::warn!("the core is fed in-process with --connections {:?}: over MQTT it stalls with many publisher connections", opts.connections);
+            }
             let shared = if over_mqtt { core.take().map(|c| Arc::new(Mutex::new(c.core))) } else { None };
             let result = rt.block_on(networked(opts, &scenario, start, town, &ep, &bar, core.as_mut(), shared.clone()))?;
             if let Some(arc) = shared {
@@ -395,6 +400,9 @@ async fn networked(
                 last = got;
                 quiet_since = tokio::time::Instant::now();
             } else if quiet_since.elapsed() > Duration::from_secs(5) && got >= publisher.published_qos1 {
+                break;
+            } else if quiet_since.elapsed() > Duration::from_secs(30) {
+                tracing::warn!("the core received {got} of {} messages and nothing more for 30 s", publisher.published);
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
