@@ -27,6 +27,27 @@ enum Command {
     /// Check a scenario file.
     #[command(subcommand)]
     Scenario(ScenarioCommand),
+    /// Run the rules and work-order core as a service on a broker, until interrupted.
+    Core {
+        /// Broker to subscribe to, `mqtt://host:port`.
+        #[arg(long)]
+        broker: String,
+        /// The core's SQLite file; state is resumed from it.
+        #[arg(long, default_value = "towntwin-core.db")]
+        db: PathBuf,
+        #[arg(long, default_value_os_t = asset("assets/town.ron"))]
+        town: PathBuf,
+        #[arg(long, default_value_os_t = asset("assets/rules.ron"))]
+        rules: PathBuf,
+        #[arg(long, default_value_os_t = asset("scenarios/policies/standard.ron"))]
+        policy: PathBuf,
+        /// MQTT client id: keep it across restarts so the broker keeps the session.
+        #[arg(long, default_value = "towntwin-core")]
+        client_id: String,
+        /// Topic filter this instance owns.
+        #[arg(long, default_value = "town/#")]
+        filter: String,
+    },
     /// Measure a broker's raw ceiling for messages of a given size.
     Ceiling {
         /// Broker to measure (default: start the embedded one).
@@ -176,6 +197,30 @@ fn dispatch(cli: Cli) -> Result<()> {
             let loaded = towntwin_sim::Scenario::load(&file).map_err(DataFault)?;
             Town::load(&loaded.town_file).map_err(DataFault)?;
             println!("{}: ok ({} day(s) from {}, seed {})", file.display(), loaded.scenario.days, loaded.scenario.start_date, loaded.scenario.seed);
+            Ok(())
+        }
+        Command::Core { broker, db, town, rules, policy, client_id, filter } => {
+            let ep = towntwin_harness::broker::parse_url(&broker)?;
+            towntwin_harness::broker::check_reachable(&ep, std::time::Duration::from_secs(3))?;
+            let town = Town::load(&town).map_err(DataFault)?;
+            let rules = towntwin_core::rules::RuleSet::load(&rules).map_err(DataFault)?;
+            let policy = towntwin_core::orders::Policy::load(&policy).map_err(DataFault)?;
+            let core = towntwin_core::service::Core::open(rules, policy, &town, Some(&db)).with_context(|| format!("cannot open {}", db.display()))?;
+            println!("core: {} orders and event time {} loaded from {}", core.orders.orders.len(), towntwin_core::time::rfc3339(core.now()), db.display());
+            let core = std::sync::Arc::new(std::sync::Mutex::new(core));
+            let cfg = towntwin_core::ingest::IngestConfig { client_id, filter, ..towntwin_core::ingest::IngestConfig::new(&ep.host, ep.port) };
+            let counters = std::sync::Arc::new(towntwin_core::ingest::IngestCounters::default());
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(async {
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                let task = tokio::spawn(towntwin_core::ingest::serve(core.clone(), cfg, counters.clone(), stop_rx));
+                println!("core: subscribed on {ep}");
+                let _ = tokio::signal::ctrl_c().await;
+                let _ = stop_tx.send(true);
+                let _ = task.await;
+            });
+            let c = core.lock().unwrap_or_else(|e| e.into_inner());
+            println!("core: stopped; {} accepted, {} duplicates, rejected {:?}, {} orders", c.stats.accepted, c.stats.duplicates, c.stats.rejected, c.orders.orders.len());
             Ok(())
         }
         Command::Ceiling { broker, messages, size } => {
