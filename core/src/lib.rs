@@ -14,3 +14,4 @@ pub mod orders;
 pub mod store;
 pub mod service;
 pub mod ingest;
+pub mod api;

@@ -47,6 +47,9 @@ enum Command {
         /// Topic filter this instance owns.
         #[arg(long, default_value = "town/#")]
         filter: String,
+        /// Serve the HTTP JSON API on this address, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
     },
     /// Measure a broker's raw ceiling for messages of a given size.
     Ceiling {
@@ -199,7 +202,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("{}: ok ({} day(s) from {}, seed {})", file.display(), loaded.scenario.days, loaded.scenario.start_date, loaded.scenario.seed);
             Ok(())
         }
-        Command::Core { broker, db, town, rules, policy, client_id, filter } => {
+        Command::Core { broker, db, town, rules, policy, client_id, filter, http } => {
             let ep = towntwin_harness::broker::parse_url(&broker)?;
             towntwin_harness::broker::check_reachable(&ep, std::time::Duration::from_secs(3))?;
             let town = Town::load(&town).map_err(DataFault)?;
@@ -208,6 +211,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let core = towntwin_core::service::Core::open(rules, policy, &town, Some(&db)).with_context(|| format!("cannot open {}", db.display()))?;
             println!("core: {} orders and event time {} loaded from {}", core.orders.orders.len(), towntwin_core::time::rfc3339(core.now()), db.display());
             let core = std::sync::Arc::new(std::sync::Mutex::new(core));
+            let api = towntwin_core::api::Api::new(core.clone(), &town);
             let cfg = towntwin_core::ingest::IngestConfig { client_id, filter, ..towntwin_core::ingest::IngestConfig::new(&ep.host, ep.port) };
             let counters = std::sync::Arc::new(towntwin_core::ingest::IngestCounters::default());
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -215,10 +219,20 @@ fn dispatch(cli: Cli) -> Result<()> {
                 let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
                 let task = tokio::spawn(towntwin_core::ingest::serve(core.clone(), cfg, counters.clone(), stop_rx));
                 println!("core: subscribed on {ep}");
+                if let Some(addr) = http {
+                    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+                    println!("core: HTTP API on http://{}", listener.local_addr()?);
+                    tokio::spawn(async move {
+                        if let Err(e) = axum::serve(listener, api.router()).await {
+                            tracing::error!("HTTP API stopped: {e}");
+                        }
+                    });
+                }
                 let _ = tokio::signal::ctrl_c().await;
                 let _ = stop_tx.send(true);
                 let _ = task.await;
-            });
+                Ok::<(), anyhow::Error>(())
+            })?;
             let c = core.lock().unwrap_or_else(|e| e.into_inner());
             println!("core: stopped; {} accepted, {} duplicates, rejected {:?}, {} orders", c.stats.accepted, c.stats.duplicates, c.stats.rejected, c.orders.orders.len());
             Ok(())

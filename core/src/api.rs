@@ -1,0 +1,202 @@
+//! The HTTP JSON API (axum): list and filter work orders, fetch one with its history, act on it.
+//!
+//! Every request names its principal in the `X-Principal` header, bound to a scope in the tree
+//! district > town > committee > estate: `district`, `town`, `committee:C03` or `estate:E012`. A principal
+//! sees and acts only inside its scope: a list is filtered to it; fetching or acting on an order outside it
+//! is 403. Road orders (the fences) belong to the town. Errors are JSON `{"error": "..."}` with 400 (bad
+//! request), 401 (no principal), 403, 404 or 409 (an illegal transition).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use crate::orders::{Action, Loop, Order, OrderEvent};
+use crate::service::{Core, CoreError};
+use crate::time::parse_rfc3339;
+use crate::town::Town;
+
+/// A principal's scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    District,
+    Town,
+    Committee(String),
+    Estate(String),
+}
+
+impl Scope {
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s.split_once(':') {
+            None if s == "district" => Some(Scope::District),
+            None if s == "town" => Some(Scope::Town),
+            Some(("committee", c)) if !c.is_empty() => Some(Scope::Committee(c.to_string())),
+            Some(("estate", e)) if !e.is_empty() => Some(Scope::Estate(e.to_string())),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    pub core: Arc<Mutex<Core>>,
+    /// Estate id -> committee id.
+    committees: Arc<HashMap<String, String>>,
+}
+
+impl Api {
+    pub fn new(core: Arc<Mutex<Core>>, town: &Town) -> Api {
+        let committees = town.estates.iter().map(|e| (e.id.clone(), e.committee.clone())).collect();
+        Api { core, committees: Arc::new(committees) }
+    }
+
+    fn sees(&self, scope: &Scope, o: &Order) -> bool {
+        match scope {
+            Scope::District | Scope::Town => true,
+            Scope::Committee(c) => self.committees.get(&o.area) == Some(c),
+            Scope::Estate(e) => &o.area == e,
+        }
+    }
+
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/orders", get(list))
+            .route("/orders/{id}", get(fetch))
+            .route("/orders/{id}/actions", post(act))
+            .with_state(self)
+    }
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn principal(headers: &HeaderMap) -> Result<(String, Scope), ApiError> {
+    let raw = headers
+        .get("x-principal")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing X-Principal header (district, town, committee:<id> or estate:<id>)".into()))?;
+    let scope = Scope::parse(raw).ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("X-Principal `{raw}`: expected district, town, committee:<id> or estate:<id>")))?;
+    Ok((raw.to_string(), scope))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Filter {
+    state: Option<String>,
+    rule: Option<String>,
+    #[serde(rename = "loop")]
+    level: Option<String>,
+    /// Estate, road or committee id.
+    scope: Option<String>,
+    /// Created at or after / before, RFC 3339.
+    from: Option<String>,
+    to: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Summary<'a> {
+    id: u64,
+    rule: &'a str,
+    area: &'a str,
+    subject: &'a str,
+    state: &'a str,
+    level: Loop,
+    count: u32,
+    created_at: String,
+    updated_at: String,
+}
+
+fn summary(o: &Order) -> Summary<'_> {
+    Summary {
+        id: o.id,
+        rule: &o.rule,
+        area: &o.area,
+        subject: &o.subject,
+        state: o.state.as_str(),
+        level: o.level,
+        count: o.count,
+        created_at: crate::time::rfc3339(o.created_at),
+        updated_at: crate::time::rfc3339(o.updated_at),
+    }
+}
+
+async fn list(State(api): State<Api>, headers: HeaderMap, filter: Result<Query<Filter>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+    let (_, scope) = principal(&headers)?;
+    let Query(f) = filter.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
+        v.as_deref()
+            .map(|s| parse_rfc3339(s).ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("`{name}`: `{s}` is not an RFC 3339 time"))))
+            .transpose()
+    };
+    let (from, to) = (time("from", &f.from)?, time("to", &f.to)?);
+    let level = match f.level.as_deref() {
+        None => None,
+        Some("small") | Some("Small") => Some(Loop::Small),
+        Some("medium") | Some("Medium") => Some(Loop::Medium),
+        Some("large") | Some("Large") => Some(Loop::Large),
+        Some(x) => return Err(ApiError(StatusCode::BAD_REQUEST, format!("`loop`: `{x}` is not small, medium or large"))),
+    };
+    let core = api.core.lock().unwrap_or_else(|e| e.into_inner());
+    let out: Vec<Summary> = core
+        .orders
+        .orders
+        .iter()
+        .filter(|o| api.sees(&scope, o))
+        .filter(|o| f.state.as_deref().is_none_or(|s| o.state.as_str() == s))
+        .filter(|o| f.rule.as_deref().is_none_or(|r| o.rule == r))
+        .filter(|o| level.is_none_or(|l| o.level == l))
+        .filter(|o| f.scope.as_deref().is_none_or(|s| o.area == s || api.committees.get(&o.area).map(String::as_str) == Some(s)))
+        .filter(|o| from.is_none_or(|t| o.created_at >= t) && to.is_none_or(|t| o.created_at < t))
+        .map(summary)
+        .collect();
+    Ok(axum::Json(out).into_response())
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    order: &'a Order,
+    history: Vec<OrderEvent>,
+}
+
+fn find<'a>(core: &'a Core, api: &Api, scope: &Scope, id: u64) -> Result<&'a Order, ApiError> {
+    let o = core.orders.get(id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no work order {id}")))?;
+    if !api.sees(scope, o) {
+        return Err(ApiError(StatusCode::FORBIDDEN, format!("work order {id} is outside your scope")));
+    }
+    Ok(o)
+}
+
+async fn fetch(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u64>) -> Result<Response, ApiError> {
+    let (_, scope) = principal(&headers)?;
+    let core = api.core.lock().unwrap_or_else(|e| e.into_inner());
+    let order = find(&core, &api, &scope, id)?;
+    let history = match core.store() {
+        Some(s) => s.order_events(id).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+        None => Vec::new(),
+    };
+    Ok(axum::Json(Detail { order, history }).into_response())
+}
+
+async fn act(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u64>, body: Result<axum::Json<Action>, axum::extract::rejection::JsonRejection>) -> Result<Response, ApiError> {
+    let (actor, scope) = principal(&headers)?;
+    let axum::Json(action) = body.map_err(|e| {
+        ApiError(StatusCode::BAD_REQUEST, format!("{}; expected e.g. {{\"action\":\"accept\"}} or {{\"action\":\"return\",\"reason\":\"...\"}}", e.body_text()))
+    })?;
+    let mut core = api.core.lock().unwrap_or_else(|e| e.into_inner());
+    find(&core, &api, &scope, id)?;
+    match core.act(id, &actor, action) {
+        Ok((state, transitions)) => Ok(axum::Json(serde_json::json!({ "id": id, "state": state.as_str(), "transitions": transitions })).into_response()),
+        Err(CoreError::Illegal(e)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}

@@ -1,0 +1,90 @@
+//! The HTTP API over real HTTP: listing within scope, fetching with history, acting, and the refusals
+//! (401 without a principal, 403 outside scope, 404, 409 for an illegal transition, 400 for a bad body).
+
+mod common;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use towntwin_core::api::Api;
+use towntwin_core::orders::Policy;
+use towntwin_core::rules::{Finding, RuleSet};
+use towntwin_core::service::Core;
+
+async fn req(addr: std::net::SocketAddr, method: &str, path: &str, principal: Option<&str>, body: Option<&str>) -> (u16, Value) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    if let Some(p) = principal {
+        head.push_str(&format!("X-Principal: {p}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    head.push_str(body);
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status: u16 = out[9..12].parse().unwrap();
+    let json = out.split("\r\n\r\n").nth(1).unwrap_or("");
+    // Chunked or not, the body here is one JSON document: take from its first bracket.
+    let start = json.find(['{', '[']).unwrap_or(0);
+    let end = json.rfind(['}', ']']).map_or(json.len(), |i| i + 1);
+    (status, serde_json::from_str(&json[start..end]).unwrap_or(Value::Null))
+}
+
+fn finding(rule: &str, area: &str, key: &str) -> Finding {
+    Finding { rule: rule.into(), key: key.into(), area: area.into(), estate: None, subject: key.into(), at: 0, detail: String::new() }
+}
+
+#[tokio::test]
+async fn scoped_principals_list_fetch_and_act() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let town = common::town();
+    let rules = RuleSet::load(&root.join("assets/rules.ron")).unwrap();
+    let policy = Policy::load(&root.join("scenarios/policies/standard.ron")).unwrap();
+    let mut core = Core::open(rules.clone(), policy.clone(), &town, Some(&dir.path().join("core.db"))).unwrap();
+    core.orders.on_finding(&finding("elevator-ebike", "E001", "B01-101"), &rules, &policy);
+    core.orders.on_finding(&finding("fence-violation", "R01", "R01-camera-001/5"), &rules, &policy);
+    let core = Arc::new(Mutex::new(core));
+    let app = Api::new(core.clone(), &town).router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    assert_eq!(req(addr, "GET", "/orders", None, None).await.0, 401);
+    assert_eq!(req(addr, "GET", "/orders", Some("mayor"), None).await.0, 400);
+    let (s, all) = req(addr, "GET", "/orders", Some("town"), None).await;
+    assert_eq!((s, all.as_array().unwrap().len()), (200, 2));
+    let (_, mine) = req(addr, "GET", "/orders", Some("committee:C01"), None).await;
+    assert_eq!(mine.as_array().unwrap().len(), 1, "a committee sees its estates, not the roads");
+    assert_eq!(mine[0]["area"], "E001");
+    let (_, none) = req(addr, "GET", "/orders", Some("estate:E002"), None).await;
+    assert_eq!(none.as_array().unwrap().len(), 0);
+
+    assert_eq!(req(addr, "GET", "/orders/1", Some("estate:E002"), None).await.0, 403);
+    assert_eq!(req(addr, "POST", "/orders/1/actions", Some("estate:E002"), Some(r#"{"action":"accept"}"#)).await.0, 403);
+    assert_eq!(req(addr, "GET", "/orders/99", Some("town"), None).await.0, 404);
+    let (s, body) = req(addr, "POST", "/orders/1/actions", Some("estate:E001"), Some(r#"{"action":"teleport"}"#)).await;
+    assert_eq!(s, 400, "{body}");
+    let (s, body) = req(addr, "POST", "/orders/1/actions", Some("estate:E001"), Some(r#"{"action":"accept"}"#)).await;
+    assert_eq!((s, body["state"].as_str()), (200, Some("accepted")), "{body}");
+    let (s, body) = req(addr, "POST", "/orders/1/actions", Some("estate:E001"), Some(r#"{"action":"close"}"#)).await;
+    assert_eq!(s, 409);
+    assert!(body["error"].as_str().unwrap().contains("cannot close work order 1 in state accepted"), "{body}");
+    let (s, body) = req(addr, "POST", "/orders/1/actions", Some("estate:E001"), Some(r#"{"action":"return","reason":""}"#)).await;
+    assert_eq!(s, 409, "a return needs a reason: {body}");
+
+    let (_, one) = req(addr, "GET", "/orders/1", Some("committee:C01"), None).await;
+    let actions: Vec<&str> = one["history"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["create", "dispatch", "accept"]);
+    assert_eq!(one["history"][2]["actor"], "estate:E001");
+    let (_, accepted) = req(addr, "GET", "/orders?state=accepted&rule=elevator-ebike", Some("town"), None).await;
+    assert_eq!(accepted.as_array().unwrap().len(), 1);
+    assert_eq!(req(addr, "GET", "/orders?loop=huge", Some("town"), None).await.0, 400);
+    assert_eq!(req(addr, "GET", "/orders?from=yesterday", Some("town"), None).await.0, 400);
+}
