@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::decode::{Devices, Event};
 use crate::event::{Data, ElecAlarmKind, EventType, FlatRef};
 use crate::load::{DataErrors, Problems, read_ron};
-use crate::time::{DAY, HOUR, Local, MINUTE, Millis};
+use crate::time::{DAY, HOUR, Local, MINUTE, Millis, parse_hhmm};
 use crate::town::{DeviceKind, Tenure, Town};
 
 /// Who a work order goes to.
@@ -125,15 +125,6 @@ impl RuleSet {
     }
 }
 
-/// Minutes after midnight of a local `HH:MM`.
-pub fn parse_hhmm(s: &str) -> Option<u32> {
-    let (h, m) = s.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
-        return None;
-    }
-    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60).then_some(h * 60 + m)
-}
 
 /// What a rule decided: open (or count again) a work order keyed by (rule, key).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -131,6 +131,16 @@ pub fn parse_rfc3339(s: &str) -> Option<Millis> {
     Some(days * DAY + h * HOUR + mi * MINUTE + se * SECOND + frac_ms - offset)
 }
 
+/// Minutes after midnight of a local `HH:MM`.
+pub fn parse_hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
 /// Local (town) calendar facts of an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Local {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use towntwin_core::load::{DataErrors, Problems, read_ron};
-use towntwin_core::time::{Millis, parse_local_date};
+use towntwin_core::time::{Millis, parse_hhmm, parse_local_date};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -452,12 +452,3 @@ impl Scenario {
     }
 }
 
-/// Minutes after midnight of a local `HH:MM`.
-pub fn parse_hhmm(s: &str) -> Option<u32> {
-    let (h, m) = s.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
-        return None;
-    }
-    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60).then_some(h * 60 + m)
-}

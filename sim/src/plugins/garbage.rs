@@ -8,7 +8,7 @@ use towntwin_core::town::{DeviceKind, Tenure};
 
 use super::{Feature, day_start};
 use crate::generate::pick;
-use crate::scenario::parse_hhmm;
+use towntwin_core::time::parse_hhmm;
 use crate::world::{Agenda, Clock, Dev, GroundTruth, Health, Household, Outbox, Params, Registry, at_hours, poisson};
 
 pub struct GarbagePlugin;
