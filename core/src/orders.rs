@@ -283,9 +283,8 @@ impl Orders {
         }
     }
 
-    /// Sets an order's deadlines from its state, loop and policy.
+    /// Sets an order's deadlines from its state, loop and policy (its old ones must be gone).
     fn arm(&mut self, id: u64) {
-        self.deadlines.retain(|d| d.1 != id);
         let o = &self.orders[id as usize - 1];
         let lvl = o.policy.level(o.level);
         let (accept, resolve) = (lvl.accept_within_minutes, lvl.resolve_within_hours);
@@ -410,6 +409,7 @@ impl Orders {
             }
         }
         self.log(id, at, actor, action.name(), Some(from), to, reason);
+        self.deadlines.retain(|d| d.1 != id);
         self.arm(id);
         let o = &self.orders[id as usize - 1];
         if !to.is_open() {

@@ -8,7 +8,6 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::decode::{Event, Reject, decode};
-use crate::event::EventType;
 use crate::orders::{Action, Illegal, OrderEvent, Orders, Policy, State};
 use crate::rules::{Engine, Finding, RuleSet};
 use crate::store::{Store, StoreError};
@@ -59,6 +58,8 @@ pub struct Core {
     last_seq: i64,
     /// Events between engine snapshots ([`SNAPSHOT_EVERY`] unless set).
     pub snapshot_every: u64,
+    /// The event sequence the store's engine snapshot covers, if there is one.
+    snapshot_upto: Option<i64>,
 }
 
 impl Core {
@@ -75,6 +76,7 @@ impl Core {
             since_snapshot: 0,
             last_seq: 0,
             snapshot_every: SNAPSHOT_EVERY,
+            snapshot_upto: None,
         };
         if let Some(path) = db {
             let store = Store::open(path)?;
@@ -84,14 +86,12 @@ impl Core {
             if let Some((upto, json)) = loaded.snapshot {
                 core.engine.state = serde_json::from_str(&json).map_err(|e| CoreError::Snapshot(e.to_string()))?;
                 core.last_seq = upto;
+                core.snapshot_upto = Some(upto);
             }
             // Replay rebuilds the engine only: the orders these events led to are already in the store.
             for (seq, payload) in &loaded.replay {
                 if let Ok(ev) = decode(payload, core.engine.devices()) {
                     let _ = core.engine.apply(&ev);
-                    if ev.ty == EventType::ClockTick {
-                        let _ = core.engine.advance(ev.time);
-                    }
                 }
                 core.last_seq = *seq;
                 core.since_snapshot += 1;
@@ -139,11 +139,8 @@ impl Core {
             }
             self.stats.accepted += 1;
             self.since_snapshot += 1;
-            let mut findings = self.engine.apply(&ev);
-            if ev.ty == EventType::ClockTick {
-                findings.extend(self.engine.advance(ev.time));
-            }
-            for f in findings {
+            // `apply` moves the event-time clock to the event (a clock tick included) and fires due timers.
+            for f in self.engine.apply(&ev) {
                 *self.stats.findings_by_rule.entry(f.rule.clone()).or_default() += 1;
                 self.orders.on_finding(&f, &self.engine.rules, &self.policy);
                 out.findings.push(f);
@@ -156,6 +153,7 @@ impl Core {
             if snapshot {
                 let json = serde_json::to_string(&self.engine.state).map_err(|e| CoreError::Snapshot(e.to_string()))?;
                 b.snapshot(self.last_seq, &json)?;
+                self.snapshot_upto = Some(self.last_seq);
             }
             b.commit()?;
         }
@@ -180,9 +178,9 @@ impl Core {
         Ok((state, std::mem::take(&mut self.orders.pending)))
     }
 
-    /// Engine snapshots written so far would be replaced by the next; this says whether one exists.
+    /// Whether the store holds an engine snapshot (written by this core or loaded from the store).
     pub fn has_snapshot(&self) -> bool {
-        self.last_seq > 0 && self.since_snapshot < self.last_seq as u64
+        self.snapshot_upto.is_some()
     }
 
     pub fn store(&self) -> Option<&Store> {

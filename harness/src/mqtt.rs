@@ -12,6 +12,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::task::JoinHandle;
 use towntwin_core::event::{EventType, TOWN_AREA};
 use towntwin_core::town::Town;
+use towntwin_sim as sim;
 
 use crate::broker::Endpoint;
 
@@ -210,7 +211,6 @@ impl Publisher {
     }
 }
 
-use towntwin_sim as sim;
 
 /// Subscribes to a filter and counts (and optionally validates) what arrives.
 pub struct Observer {

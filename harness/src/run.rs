@@ -385,7 +385,7 @@ async fn networked(
     if !all_acked {
         tracing::warn!("not every QoS 1 publish was acknowledged within 120 s");
     }
-    if let (Some(task), Some(core)) = (ingest, &service) {
+    if let Some(task) = ingest {
         // Wait until the core has taken every QoS 1 event (QoS 0 telemetry may be shed), then for quiet.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
         let mut last = u64::MAX;
@@ -413,7 +413,6 @@ async fn networked(
             Ok(Err(e)) => tracing::warn!("core ingest ended with: {e}"),
             Err(e) => tracing::warn!("core ingest task failed: {e}"),
         }
-        let _ = core;
     }
     let net = NetworkReport {
         broker: ep.to_string(),

@@ -59,6 +59,10 @@ pub fn populate(world: &mut World, town: &Town, start: i64) {
                 online: true,
                 stuck: false,
                 battery,
+                drain_per_day: match battery {
+                    Some(_) => (100.0 / crate::world::uniform(&mut params.rng("devices.battery", idx as u64, 0), dev_cfg.battery_days)) as f32,
+                    None => 0.0,
+                },
                 low_battery: false,
                 // Heartbeats are spread over the interval so the town does not beat in step.
                 next_heartbeat: start + rng.random_range(0..interval_ms / 1000) * 1000,

@@ -123,6 +123,8 @@ pub struct Health {
     pub stuck: bool,
     /// Battery percentage, for battery-powered devices.
     pub battery: Option<f32>,
+    /// Percentage points a day the battery loses (its life drawn once, at set-up).
+    pub drain_per_day: f32,
     pub low_battery: bool,
     pub next_heartbeat: Millis,
     pub down_since: Millis,

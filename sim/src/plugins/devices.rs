@@ -55,12 +55,12 @@ fn plan_day(
         if d.kind.is_sensor() && rng.random_bool(p_stuck) {
             agenda.push(at_hours(&mut rng, begin, 0.0, 24.0), DeviceAction::Stuck { dev: i as Dev, days: uniform(&mut rng, cfg.stuck_days) });
         }
-        // Batteries drain a day's worth; each device's life is drawn from its own stream.
+        // Batteries drain a day's worth.
         if let Ok(mut h) = devices.get_mut(reg.entity[i])
+            && let Some(drain) = h.battery.map(|_| h.drain_per_day)
             && let Some(b) = h.battery.as_mut()
         {
-            let life = uniform(&mut params.rng("devices.battery", i as u64, 0), cfg.battery_days);
-            *b = (*b - (100.0 / life) as f32).max(0.0);
+            *b = (*b - drain).max(0.0);
             if *b < 10.0 && !h.low_battery {
                 h.low_battery = true;
                 let at = clock.now;

@@ -113,7 +113,6 @@ fn act(
     let cfg = &params.scenario.vehicles;
     let mut rng = params.rng("vehicles.act", 0, clock.tick as u32);
     let senses = |d: Dev| health.get(reg.entity[d as usize]).is_ok_and(Health::senses);
-    let mut later = Vec::new();
     for (t, a) in agenda.due(clock.now) {
         // Where the vehicle ends up charging: a pile, or indoors / by flying wire.
         let (flat, vehicle, mut at_pile) = match a {
@@ -176,7 +175,7 @@ fn act(
                 outbox.emit(t, pile, EventType::ChargingStart, Some(h.flat), Data::ChargingStart(data));
             }
             let minutes = (hours * 60.0) as u32;
-            later.push((t + minutes as i64 * MINUTE, VehicleAction::End { pile, session, vehicle, wh, minutes }));
+            agenda.push(t + minutes as i64 * MINUTE, VehicleAction::End { pile, session, vehicle, wh, minutes });
         } else {
             // Charging indoors (carried up by stairs or elevator) or from a window by flying wire.
             let kind = if flying { "ebike.flying_wire" } else { "ebike.indoor_charging" };
@@ -191,8 +190,5 @@ fn act(
                 outbox.emit(t, m, EventType::ElecAlarm, Some(h.flat), Data::ElecAlarm(data));
             }
         }
-    }
-    for (t, a) in later {
-        agenda.push(t, a);
     }
 }
