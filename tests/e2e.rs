@@ -43,8 +43,8 @@ fn assert_delivered(s: &Summary, offline_digest: &str) {
     assert_eq!(s.stream_digest, offline_digest, "the network does not change the stream");
 }
 
-fn offline_digest(dir: &tempfile::TempDir, scenario: &PathBuf) -> String {
-    run(&options(dir, scenario.clone(), BrokerChoice::None, Mode::One, "offline")).unwrap().stream_digest
+fn offline_digest(dir: &tempfile::TempDir, scenario: &std::path::Path) -> String {
+    run(&options(dir, scenario.to_path_buf(), BrokerChoice::None, Mode::One, "offline")).unwrap().stream_digest
 }
 
 #[test]
@@ -66,8 +66,29 @@ fn traffic_reaches_the_embedded_broker_in_each_connection_mode() {
     }
 }
 
+/// Every order (rule, key, created, state, loop) of a run's store, in id order.
+fn orders(db: &std::path::Path) -> Vec<(String, String, i64, String, String)> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut st = c.prepare("SELECT rule, key, created_at, body FROM orders ORDER BY id").unwrap();
+    st.query_map([], |r| {
+        let body: String = r.get(3)?;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, v["state"].to_string(), v["level"].to_string()))
+    })
+    .unwrap()
+    .collect::<Result<Vec<_>, _>>()
+    .unwrap()
+}
+
+/// Every transition (order, time, actor, action, to) of a run's store, in the order they were appended.
+fn history(db: &std::path::Path) -> Vec<(i64, i64, String, String, String)> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut st = c.prepare("SELECT order_id, at, actor, action, to_state FROM order_events ORDER BY seq").unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).unwrap().collect::<Result<Vec<_>, _>>().unwrap()
+}
+
 #[test]
-fn the_core_over_mqtt_finds_the_same_work_orders_as_in_process() {
+fn the_core_over_mqtt_with_responders_over_http_matches_in_process() {
     let (dir, scenario) = fixture(3);
     let mut via_mqtt = options(&dir, scenario.clone(), BrokerChoice::Embedded, Mode::One, "mqtt");
     via_mqtt.validate = false;
@@ -76,15 +97,20 @@ fn the_core_over_mqtt_finds_the_same_work_orders_as_in_process() {
     assert_eq!(a.core_mode.as_deref(), Some("mqtt"));
     assert_eq!(b.core_mode.as_deref(), Some("in-process"));
     assert!(b.work_orders_total > 20, "a day makes orders: {}", b.work_orders_total);
-    assert_eq!(a.work_orders_by_rule, b.work_orders_by_rule);
     assert_eq!(a.core_stats.as_ref().unwrap().accepted, a.events_total, "the core took every event from the broker");
-    // Same orders, one by one (rule, key, first seen), from the two stores.
-    let orders = |tag: &str| {
-        let c = rusqlite::Connection::open(dir.path().join(tag).join("core.db")).unwrap();
-        let mut st = c.prepare("SELECT rule, key, created_at FROM orders ORDER BY id").unwrap();
-        st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))).unwrap().collect::<Result<Vec<_>, _>>().unwrap()
-    };
-    assert_eq!(orders("mqtt"), orders("inproc"));
+    // The responders worked the orders: through the HTTP API in one run, the library in the other.
+    let (ra, rb) = (a.responders.as_ref().unwrap(), b.responders.as_ref().unwrap());
+    assert_eq!((ra.via.as_str(), rb.via.as_str()), ("http", "in-process"));
+    assert!(ra.actions_applied > 50, "responders acted: {}", ra.actions_applied);
+    assert!(b.work_orders_by_state.get("closed").copied().unwrap_or(0) > 10, "orders were closed: {:?}", b.work_orders_by_state);
+    assert_eq!(ra.actions_applied, rb.actions_applied);
+    // The same orders, ending in the same states and loops, with the same histories, action by action.
+    let (da, db) = (dir.path().join("mqtt/core.db"), dir.path().join("inproc/core.db"));
+    assert_eq!(orders(&da), orders(&db));
+    let (ha, hb) = (history(&da), history(&db));
+    assert!(ha.iter().any(|h| h.2.starts_with("estate:") && h.3 == "accept"), "property staff accepted orders");
+    assert!(ha.iter().any(|h| h.2 == "town/dispatcher" && h.3 == "close"), "dispatchers closed orders");
+    assert_eq!(ha, hb);
 }
 
 struct Mosquitto(Child);
@@ -110,7 +136,7 @@ fn traffic_reaches_mosquitto() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\npersistence false\n")).unwrap();
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\npersistence false\n")).unwrap();
     let child = Command::new(exe).arg("-c").arg(&conf).spawn().expect("mosquitto starts");
     let _guard = Mosquitto(child);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -122,6 +148,9 @@ fn traffic_reaches_mosquitto() {
     let digest = offline_digest(&fdir, &scenario);
     let s = run(&options(&fdir, scenario, BrokerChoice::External(format!("mqtt://127.0.0.1:{port}")), Mode::One, "mosq")).unwrap();
     assert_delivered(&s, &digest);
+    // The core and the responders over mosquitto end where the in-process run (made for the digest) ends.
+    assert_eq!(s.core_mode.as_deref(), Some("mqtt"));
+    assert_eq!(history(&fdir.path().join("mosq/core.db")), history(&fdir.path().join("offline/core.db")));
 }
 
 /// The core over a twin stream: restarting it half way (with messages redelivered after the restart, as

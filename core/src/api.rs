@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use crate::orders::{Action, Loop, Order, OrderEvent};
+use crate::ingest::OrdersOut;
 use crate::service::{Core, CoreError};
 use crate::time::parse_rfc3339;
 use crate::town::Town;
@@ -31,7 +32,14 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// `district`, `town`, `committee:<id>` or `estate:<id>`, optionally followed by `/<name>` naming who
+    /// acts (`estate:E012/property`, `town/city-management`): the name goes into the order's history only.
     pub fn parse(s: &str) -> Option<Scope> {
+        let s = match s.split_once('/') {
+            Some((scope, name)) if !name.trim().is_empty() => scope,
+            Some(_) => return None,
+            None => s,
+        };
         match s.split_once(':') {
             None if s == "district" => Some(Scope::District),
             None if s == "town" => Some(Scope::Town),
@@ -47,12 +55,20 @@ pub struct Api {
     pub core: Arc<Mutex<Core>>,
     /// Estate id -> committee id.
     committees: Arc<HashMap<String, String>>,
+    /// Where the transitions made through the API are published (the ingest service's connection).
+    orders_out: Option<OrdersOut>,
 }
 
 impl Api {
     pub fn new(core: Arc<Mutex<Core>>, town: &Town) -> Api {
         let committees = town.estates.iter().map(|e| (e.id.clone(), e.committee.clone())).collect();
-        Api { core, committees: Arc::new(committees) }
+        Api { core, committees: Arc::new(committees), orders_out: None }
+    }
+
+    /// Publishes the transitions made through the API on `orders/...`, on the ingest service's connection.
+    pub fn with_orders_out(mut self, out: OrdersOut) -> Api {
+        self.orders_out = Some(out);
+        self
     }
 
     fn sees(&self, scope: &Scope, o: &Order) -> bool {
@@ -84,8 +100,8 @@ fn principal(headers: &HeaderMap) -> Result<(String, Scope), ApiError> {
     let raw = headers
         .get("x-principal")
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing X-Principal header (district, town, committee:<id> or estate:<id>)".into()))?;
-    let scope = Scope::parse(raw).ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("X-Principal `{raw}`: expected district, town, committee:<id> or estate:<id>")))?;
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing X-Principal header (district, town, committee:<id> or estate:<id>, optionally /<name>)".into()))?;
+    let scope = Scope::parse(raw).ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("X-Principal `{raw}`: expected district, town, committee:<id> or estate:<id>, optionally followed by /<name>")))?;
     Ok((raw.to_string(), scope))
 }
 
@@ -195,7 +211,13 @@ async fn act(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u64>, bo
     let mut core = api.core.lock().unwrap_or_else(|e| e.into_inner());
     find(&core, &api, &scope, id)?;
     match core.act(id, &actor, action) {
-        Ok((state, transitions)) => Ok(axum::Json(serde_json::json!({ "id": id, "state": state.as_str(), "transitions": transitions })).into_response()),
+        Ok((state, transitions)) => {
+            if let Some(out) = &api.orders_out {
+                let notices: Vec<_> = transitions.iter().map(|t| core.orders.notice(t)).collect();
+                out.publish(&notices);
+            }
+            Ok(axum::Json(serde_json::json!({ "id": id, "state": state.as_str(), "transitions": transitions })).into_response())
+        }
         Err(CoreError::Illegal(e)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
         Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Packet, Publish, QoS};
-use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::orders::OrderEvent;
+use crate::orders::{Notice, WATERMARK_TOPIC};
 use crate::service::Core;
+use crate::time::Millis;
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -39,11 +39,19 @@ impl IngestConfig {
             port,
             client_id: "towntwin-core".into(),
             filter: "town/#".into(),
-            batch_max: 100,
+            batch_max: 34,
             batch_wait: Duration::from_millis(1),
             publish_orders: true,
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("MQTT client: {0}")]
+    Client(#[from] rumqttc::ClientError),
+    #[error("a batch could not be committed (not acknowledged; a restart resumes from the store): {0}")]
+    Commit(#[from] crate::service::CoreError),
 }
 
 /// Counters a running service exposes.
@@ -70,18 +78,62 @@ fn options(cfg: &IngestConfig) -> (AsyncClient, EventLoop) {
     (client, el)
 }
 
-#[derive(Serialize)]
-struct Published<'a> {
-    #[serde(flatten)]
-    event: &'a OrderEvent,
-    area: &'a str,
-    rule: &'a str,
+/// Publishes work-order notices and the watermark on the core's own connection, so that everything the core
+/// publishes reaches an `orders/#` subscriber in the order the core committed it. Cheap to clone; the API
+/// holds one to publish the transitions its callers make.
+#[derive(Clone)]
+pub struct OrdersOut {
+    client: AsyncClient,
+}
+
+impl OrdersOut {
+    /// Publishes each notice on `orders/{area}/{id}/{action}` (QoS 1); call it while still holding the core,
+    /// so notices from the API and from ingest cannot overtake each other.
+    pub fn publish(&self, notices: &[Notice]) {
+        for n in notices {
+            let body = serde_json::to_vec(n).unwrap_or_default();
+            if self.client.try_publish(n.topic(), QoS::AtLeastOnce, false, body).is_err() {
+                tracing::warn!("could not queue work-order notice {} {}", n.event.order, n.event.action);
+            }
+        }
+    }
+
+    /// Publishes `{"now": ms}` on [`WATERMARK_TOPIC`].
+    pub fn watermark(&self, now: Millis) {
+        let body = format!("{{\"now\":{now}}}");
+        let _ = self.client.try_publish(WATERMARK_TOPIC, QoS::AtLeastOnce, false, body.into_bytes());
+    }
+}
+
+/// The core's MQTT connection, made but not yet served.
+pub struct Link {
+    client: AsyncClient,
+    el: EventLoop,
+}
+
+impl Link {
+    pub fn new(cfg: &IngestConfig) -> Link {
+        let (client, el) = options(cfg);
+        Link { client, el }
+    }
+
+    /// A handle that publishes on this connection (for the API).
+    pub fn orders_out(&self) -> OrdersOut {
+        OrdersOut { client: self.client.clone() }
+    }
 }
 
 /// Runs until `stop` turns true; each batch is committed through `core` before it is acknowledged.
-pub async fn serve(core: Arc<Mutex<Core>>, cfg: IngestConfig, counters: Arc<IngestCounters>, mut stop: watch::Receiver<bool>) -> Result<(), rumqttc::ClientError> {
+pub async fn serve(core: Arc<Mutex<Core>>, cfg: IngestConfig, counters: Arc<IngestCounters>, stop: watch::Receiver<bool>) -> Result<(), IngestError> {
+    let link = Link::new(&cfg);
+    serve_on(link, core, cfg, counters, stop).await
+}
+
+/// [`serve`] on a link made beforehand (so its [`OrdersOut`] can be handed to the API first).
+pub async fn serve_on(link: Link, core: Arc<Mutex<Core>>, cfg: IngestConfig, counters: Arc<IngestCounters>, mut stop: watch::Receiver<bool>) -> Result<(), IngestError> {
     use std::sync::atomic::Ordering::Relaxed;
-    let (client, mut el) = options(&cfg);
+    let Link { client, mut el } = link;
+    let out = OrdersOut { client: client.clone() };
     client.subscribe(cfg.filter.clone(), QoS::AtLeastOnce).await?;
     let mut batch: Vec<Publish> = Vec::with_capacity(cfg.batch_max);
     loop {
@@ -122,29 +174,25 @@ pub async fn serve(core: Arc<Mutex<Core>>, cfg: IngestConfig, counters: Arc<Inge
         let payloads: Vec<&[u8]> = batch.iter().map(|p| &p.payload[..]).collect();
         let outcome = {
             let mut core = core.lock().unwrap_or_else(|e| e.into_inner());
-            let out = core.ingest(&payloads);
-            out.map(|o| {
-                let areas: Vec<(String, String)> = o
-                    .transitions
-                    .iter()
-                    .map(|t| core.orders.get(t.order).map(|w| (w.area.clone(), w.rule.clone())).unwrap_or_default())
-                    .collect();
-                (o, areas)
+            core.ingest(&payloads).inspect(|o| {
+                // Published while the core is held, so the API's notices cannot overtake these.
+                if cfg.publish_orders {
+                    let notices: Vec<Notice> =
+                        o.transitions.iter().zip(&o.causes).map(|(t, c)| Notice { cause: Some(c.clone()), ..core.orders.notice(t) }).collect();
+                    out.publish(&notices);
+                    if let Some(now) = o.clock {
+                        out.watermark(now);
+                    }
+                }
             })
         };
         match outcome {
-            Ok((o, areas)) => {
+            Ok(o) => {
                 for (i, r) in &o.rejected {
                     tracing::info!("dead letter ({}) from {}: {}", r.code, batch[*i].topic, r.detail);
                     let topic = format!("deadletter/{}/{}", r.code, batch[*i].topic);
                     let _ = client.try_publish(topic, QoS::AtLeastOnce, false, batch[*i].payload.to_vec());
                     counters.dead_lettered.fetch_add(1, Relaxed);
-                }
-                if cfg.publish_orders {
-                    for (t, (area, rule)) in o.transitions.iter().zip(&areas) {
-                        let body = serde_json::to_vec(&Published { event: t, area, rule }).unwrap_or_default();
-                        let _ = client.try_publish(format!("orders/{area}/{}/{}", t.order, t.action), QoS::AtLeastOnce, false, body);
-                    }
                 }
                 // Committed: now the broker may forget them.
                 for p in &batch {
@@ -153,9 +201,11 @@ pub async fn serve(core: Arc<Mutex<Core>>, cfg: IngestConfig, counters: Arc<Inge
                 counters.batches.fetch_add(1, Relaxed);
             }
             Err(e) => {
-                // Not committed, not acknowledged: the broker will redeliver after a reconnect.
+                // Not committed, not acknowledged. The engine may have moved on in memory, so the only safe
+                // course is the one a crash takes: stop, and let a restart rebuild from the store while the
+                // broker redelivers the batch.
                 tracing::error!("core could not commit a batch of {}: {e}", batch.len());
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                return Err(IngestError::Commit(e));
             }
         }
         batch.clear();

@@ -252,6 +252,35 @@ pub struct OrderEvent {
     pub reason: Option<String>,
 }
 
+/// A transition as the core publishes it on `orders/{area}/{id}/{action}`: the event, and the order's
+/// place after it (area, rule, estate, who has it now). The twin's responders take their dispatches from
+/// these; observers get the whole story of an order from them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    #[serde(flatten)]
+    pub event: OrderEvent,
+    pub area: String,
+    pub rule: String,
+    pub estate: Option<u16>,
+    pub assignee: Vec<Role>,
+    /// The id of the event whose arrival caused this transition, when an event did (not an API action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+}
+
+impl Notice {
+    /// The MQTT topic this notice is published on.
+    pub fn topic(&self) -> String {
+        format!("{ORDERS_PREFIX}{}/{}/{}", self.area, self.event.order, self.event.action)
+    }
+}
+
+/// Work-order transitions are published under `orders/{area}/{order id}/{action}`.
+pub const ORDERS_PREFIX: &str = "orders/";
+/// After each batch that carried a clock tick, the core publishes `{"now": <ms>}` here, after the batch's
+/// transitions: everything up to that event time has been committed and published.
+pub const WATERMARK_TOPIC: &str = "orders/watermark";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Due {
     Accept,
@@ -264,6 +293,9 @@ pub struct Orders {
     pub orders: Vec<Order>,
     #[serde(skip)]
     open_by_key: HashMap<(String, String), u64>,
+    /// The last closed order of each key, for the rules' quiet hours.
+    #[serde(skip)]
+    closed_by_key: HashMap<(String, String), u64>,
     deadlines: BTreeSet<(Millis, u64, Due)>,
     /// Transitions not yet taken by the store.
     #[serde(skip)]
@@ -277,6 +309,7 @@ impl Orders {
     /// Rebuilds the dedup index and the deadlines after loading: both follow from the orders themselves.
     pub fn reindex(&mut self) {
         self.open_by_key = self.orders.iter().filter(|o| o.state.is_open()).map(|o| ((o.rule.clone(), o.key.clone()), o.id)).collect();
+        self.closed_by_key = self.orders.iter().filter(|o| o.state == State::Closed).map(|o| ((o.rule.clone(), o.key.clone()), o.id)).collect();
         self.deadlines.clear();
         for id in 1..=self.orders.len() as u64 {
             self.arm(id);
@@ -311,6 +344,19 @@ impl Orders {
         self.orders.get(id.checked_sub(1)? as usize)
     }
 
+    /// `e` with its order's place now (a transition of an order this set does not hold gets empty fields).
+    pub fn notice(&self, e: &OrderEvent) -> Notice {
+        let o = self.get(e.order);
+        Notice {
+            event: e.clone(),
+            area: o.map(|o| o.area.clone()).unwrap_or_default(),
+            rule: o.map(|o| o.rule.clone()).unwrap_or_default(),
+            estate: o.and_then(|o| o.estate),
+            assignee: o.map(|o| o.assignee.clone()).unwrap_or_default(),
+            cause: None,
+        }
+    }
+
     /// A finding opens an order, or counts as a repeat of the open one with the same key.
     pub fn on_finding(&mut self, f: &Finding, rules: &RuleSet, policy: &Policy) -> u64 {
         if let Some(&id) = self.open_by_key.get(&(f.rule.clone(), f.key.clone())) {
@@ -322,6 +368,18 @@ impl Orders {
             return id;
         }
         let rule = rules.rules.iter().find(|r| r.id == f.rule);
+        let quiet = rule.map_or(0, |r| r.quiet_hours) as Millis * HOUR;
+        if quiet > 0
+            && let Some(&id) = self.closed_by_key.get(&(f.rule.clone(), f.key.clone()))
+        {
+            let o = &mut self.orders[id as usize - 1];
+            if o.state == State::Closed && f.at < o.updated_at + quiet {
+                o.count += 1;
+                o.last_seen = o.last_seen.max(f.at);
+                self.dirty.insert(id);
+                return id;
+            }
+        }
         let id = self.orders.len() as u64 + 1;
         let targets = rule.map(|r| r.targets.clone()).unwrap_or_default();
         self.orders.push(Order {
@@ -413,7 +471,16 @@ impl Orders {
         self.arm(id);
         let o = &self.orders[id as usize - 1];
         if !to.is_open() {
-            self.open_by_key.remove(&(o.rule.clone(), o.key.clone()));
+            let key = (o.rule.clone(), o.key.clone());
+            self.open_by_key.remove(&key);
+            if to == State::Closed {
+                self.closed_by_key.insert(key, id);
+            }
+        } else if from == State::Closed {
+            // Reopened: it is the open order of its key again.
+            let key = (o.rule.clone(), o.key.clone());
+            self.closed_by_key.remove(&key);
+            self.open_by_key.entry(key).or_insert(id);
         }
         Ok(to)
     }

@@ -20,7 +20,7 @@ use crate::time::{DAY, HOUR, Local, MINUTE, Millis, parse_hhmm};
 use crate::town::{DeviceKind, Tenure, Town};
 
 /// Who a work order goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Role {
     /// 居委会: the residents' committee of the estate.
     Committee,
@@ -52,6 +52,11 @@ pub struct Rule {
     pub service: String,
     pub targets: Vec<Role>,
     pub kind: RuleKind,
+    /// After an order for a key is closed, repeats of the condition within this many hours are counted on
+    /// it instead of opening a new order (a group rental takes weeks to clear; a closed order must not
+    /// spring back at the next pass through the gate). 0: a repeat after closing opens a new order.
+    #[serde(default)]
+    pub quiet_hours: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -256,6 +261,7 @@ impl Engine {
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn finding(&self, ri: usize, key: String, estate: Option<u16>, area: String, subject: String, at: Millis, detail: String) -> Finding {
         Finding { rule: self.rules.rules[ri].id.clone(), key, area, estate, subject, at, detail }
     }
@@ -292,8 +298,8 @@ impl Engine {
         let rule = &self.rules.rules[ri];
         let dev = ev.device.and_then(|d| self.ctx.devices.list.get(d as usize)).cloned();
         match (&rule.kind, &ev.data) {
-            (RuleKind::Absence { hours }, Data::GatePass(g)) => {
-                if self.ctx.registered.contains_key(&g.person.0) {
+            (RuleKind::Absence { hours }, Data::GatePass(g))
+                if self.ctx.registered.contains_key(&g.person.0) => {
                     let last = self.state.last_pass.entry(g.person.0).or_insert(ev.time);
                     if ev.time >= *last {
                         *last = ev.time;
@@ -304,7 +310,6 @@ impl Engine {
                         self.state.timers.insert((due, Timer::Absence(g.person.0)));
                     }
                 }
-            }
             (RuleKind::DistinctFaces { window_days, more_than }, Data::GatePass(g)) => {
                 let Some(estate) = dev.as_ref().and_then(|d| d.estate) else { return };
                 let window = *window_days as Millis * DAY;
@@ -349,8 +354,8 @@ impl Engine {
             (RuleKind::Duration { start, end, minutes }, _) => {
                 let Some(d) = ev.device else { return };
                 if ev.ty == *start {
-                    if !self.state.open_since.contains_key(&(ri as u16, d)) {
-                        self.state.open_since.insert((ri as u16, d), ev.time);
+                    if let std::collections::hash_map::Entry::Vacant(e) = self.state.open_since.entry((ri as u16, d)) {
+                        e.insert(ev.time);
                         self.state.timers.insert((ev.time + *minutes as Millis * MINUTE, Timer::Duration(ri as u16, d)));
                     }
                 } else if ev.ty == *end

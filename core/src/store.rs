@@ -5,6 +5,7 @@
 //! WAL with `synchronous=NORMAL` is durable against the process being killed (what the core promises);
 //! a power cut may lose the last transactions.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -22,27 +23,67 @@ pub enum StoreError {
 pub struct Store {
     conn: Connection,
     path: String,
+    /// Every logged event id, for dedup: see [`Ids`].
+    ids: Ids,
+    /// Dropped with the store: stops the checkpointer.
+    _checkpointer: Option<Checkpointer>,
+}
+
+/// Copies the WAL into the database from its own thread and connection, once a second, so that neither the
+/// copy nor its fsync ever runs inside a commit of the ingest path (SQLite's automatic checkpoint would run
+/// it there, a stall of tens of milliseconds every few seconds at town rates). PASSIVE checkpoints never
+/// block the writer; the writer rewinds the WAL once a checkpoint has caught up.
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Option<Checkpointer> {
+        let conn = Connection::open(path).ok()?;
+        let (stop, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(std::time::Duration::from_secs(1)) {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!("WAL checkpoint: {e}");
+                    }
+                }
+            })
+            .ok()?;
+        Some(Checkpointer { stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// What a restart loads.
 pub struct Loaded {
     pub orders: Vec<Order>,
-    /// The latest engine snapshot (JSON) and the last event sequence it includes.
-    pub snapshot: Option<(i64, String)>,
+    /// The latest engine snapshot (encoded by the service) and the last event sequence it includes.
+    pub snapshot: Option<(i64, Vec<u8>)>,
     /// Events after the snapshot, in commit order: (seq, payload).
     pub replay: Vec<(i64, Vec<u8>)>,
     pub rejects: Vec<(String, u64)>,
 }
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, time INTEGER NOT NULL, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, time INTEGER NOT NULL, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, rule TEXT NOT NULL, key TEXT NOT NULL, area TEXT NOT NULL,
     state TEXT NOT NULL, level TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS orders_by_state ON orders(state);
 CREATE TABLE IF NOT EXISTS order_events (seq INTEGER PRIMARY KEY, order_id INTEGER NOT NULL, at INTEGER NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, from_state TEXT, to_state TEXT NOT NULL, level TEXT NOT NULL, reason TEXT);
 CREATE INDEX IF NOT EXISTS order_events_by_order ON order_events(order_id);
-CREATE TABLE IF NOT EXISTS snapshots (upto INTEGER PRIMARY KEY, engine TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots (upto INTEGER PRIMARY KEY, engine BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rejects (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 ";
 
@@ -54,12 +95,26 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
         // The event log grows by ~300 MB a town day: a large page cache and memory-mapped reads keep the
-        // id index in memory, and rarer checkpoints copy the WAL in bigger runs.
+        // id index in memory. Checkpoints run on their own thread (see [`Checkpointer`]).
         conn.pragma_update(None, "cache_size", -16_384).map_err(sql)?;
         conn.pragma_update(None, "mmap_size", 1_i64 << 30).map_err(sql)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 8_192).map_err(sql)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
-        Ok(Store { conn, path: p })
+        let checkpointer = Checkpointer::start(path);
+        if checkpointer.is_none() {
+            // Without one, SQLite's own checkpoints keep the WAL bounded, in the commit path.
+            conn.pragma_update(None, "wal_autocheckpoint", 8_192).map_err(sql)?;
+        }
+        let mut ids = Ids::default();
+        {
+            let mut stmt = conn.prepare("SELECT seq, id FROM events").map_err(sql)?;
+            let mut rows = stmt.query([]).map_err(sql)?;
+            while let Some(r) = rows.next().map_err(sql)? {
+                let (seq, id): (i64, String) = (r.get(0).map_err(sql)?, r.get(1).map_err(sql)?);
+                ids.insert(Ids::hash(&id), seq);
+            }
+        }
+        Ok(Store { conn, path: p, ids, _checkpointer: checkpointer })
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -73,9 +128,10 @@ impl Store {
             .iter()
             .map(|b| serde_json::from_str::<Order>(b).map_err(|e| StoreError::Corrupt { path: self.path.clone(), detail: e.to_string() }))
             .collect::<Result<Vec<_>, _>>()?;
-        let snapshot: Option<(i64, String)> = self
+        // Older stores hold JSON text, newer ones a blob: the bytes either way.
+        let snapshot: Option<(i64, Vec<u8>)> = self
             .conn
-            .query_row("SELECT upto, engine FROM snapshots ORDER BY upto DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row("SELECT upto, engine FROM snapshots ORDER BY upto DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get_ref(1)?.as_bytes()?.to_vec())))
             .optional()
             .map_err(|e| self.err(e))?;
         let after = snapshot.as_ref().map_or(0, |s| s.0);
@@ -97,8 +153,9 @@ impl Store {
     /// Starts a transaction for one batch; nothing is visible or durable until [`Batch::commit`].
     pub fn batch(&mut self) -> Result<Batch<'_>, StoreError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|source| StoreError::Sql { path: path.clone(), source })?;
-        Ok(Batch { tx, path })
+        let Store { conn, ids, .. } = self;
+        let tx = conn.transaction().map_err(|source| StoreError::Sql { path: path.clone(), source })?;
+        Ok(Batch { tx: Some(tx), path, ids, added: Vec::new() })
     }
 
     /// Events in the log (for tests and reports).
@@ -144,28 +201,110 @@ impl Store {
     }
 }
 
-/// One batch's writes, in one transaction.
-pub struct Batch<'a> {
-    tx: rusqlite::Transaction<'a>,
-    path: String,
+/// The ids of the logged events, in memory, for dedup without an index on the log: a unique index on the
+/// id text costs a random B-tree page per event in every commit and every checkpoint, which was the largest
+/// cost of ingest. Ids are kept as 64-bit hashes with the sequence of their event; a hash seen before is
+/// checked against the stored id (a primary-key read), so dedup stays exact. Rebuilt from the log on open.
+#[derive(Debug, Default)]
+struct Ids {
+    first: HashMap<u64, i64>,
+    /// Further events whose ids hash alike (almost never).
+    more: HashMap<u64, Vec<i64>>,
 }
 
-impl Batch<'_> {
+impl Ids {
+    fn hash(id: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        id.hash(&mut h);
+        h.finish()
+    }
+
+    fn insert(&mut self, h: u64, seq: i64) {
+        match self.first.entry(h) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(seq);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => self.more.entry(h).or_default().push(seq),
+        }
+    }
+
+    fn remove(&mut self, h: u64, seq: i64) {
+        if let Some(v) = self.more.get_mut(&h) {
+            v.retain(|s| *s != seq);
+            if v.is_empty() {
+                self.more.remove(&h);
+            }
+        }
+        if self.first.get(&h) == Some(&seq) {
+            self.first.remove(&h);
+            if let Some(mut v) = self.more.remove(&h)
+                && let Some(s) = v.pop()
+            {
+                self.first.insert(h, s);
+                if !v.is_empty() {
+                    self.more.insert(h, v);
+                }
+            }
+        }
+    }
+
+    fn candidates(&self, h: u64) -> impl Iterator<Item = i64> + '_ {
+        self.first.get(&h).copied().into_iter().chain(self.more.get(&h).into_iter().flatten().copied())
+    }
+}
+
+/// One batch's writes, in one transaction. Dropped without [`Batch::commit`], it rolls back, ids included.
+pub struct Batch<'a> {
+    /// Always `Some` until [`Batch::commit`] takes it.
+    tx: Option<rusqlite::Transaction<'a>>,
+    path: String,
+    ids: &'a mut Ids,
+    /// Ids this batch added, taken back if it does not commit.
+    added: Vec<(u64, i64)>,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        for (h, seq) in self.added.drain(..) {
+            self.ids.remove(h, seq);
+        }
+    }
+}
+
+impl<'a> Batch<'a> {
+    fn tx(&self) -> &rusqlite::Transaction<'a> {
+        self.tx.as_ref().expect("a batch's transaction is there until commit consumes the batch")
+    }
+
     fn err(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sql { path: self.path.clone(), source }
     }
 
     /// Appends an input event; returns its sequence, or `None` when its id was seen before.
-    pub fn append_event(&self, id: &str, time: i64, payload: &[u8]) -> Result<Option<i64>, StoreError> {
-        let mut stmt = self.tx.prepare_cached("INSERT OR IGNORE INTO events (id, time, payload) VALUES (?1, ?2, ?3)").map_err(|e| self.err(e))?;
-        let n = stmt.execute(params![id, time, payload]).map_err(|e| self.err(e))?;
-        Ok((n == 1).then(|| self.tx.last_insert_rowid()))
+    pub fn append_event(&mut self, id: &str, time: i64, payload: &[u8]) -> Result<Option<i64>, StoreError> {
+        let h = Ids::hash(id);
+        for seq in self.ids.candidates(h).collect::<Vec<_>>() {
+            let mut stmt = self.tx().prepare_cached("SELECT id FROM events WHERE seq = ?1").map_err(|e| self.err(e))?;
+            let stored: Option<String> = stmt.query_row([seq], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
+            if stored.as_deref() == Some(id) {
+                return Ok(None);
+            }
+        }
+        let seq = {
+            let mut stmt = self.tx().prepare_cached("INSERT INTO events (id, time, payload) VALUES (?1, ?2, ?3)").map_err(|e| self.err(e))?;
+            stmt.execute(params![id, time, payload]).map_err(|e| self.err(e))?;
+            self.tx().last_insert_rowid()
+        };
+        self.ids.insert(h, seq);
+        self.added.push((h, seq));
+        Ok(Some(seq))
     }
 
     pub fn put_order(&self, o: &Order) -> Result<(), StoreError> {
         let body = serde_json::to_string(o).map_err(|e| StoreError::Corrupt { path: self.path.clone(), detail: e.to_string() })?;
         let mut stmt = self
-            .tx
+            .tx()
             .prepare_cached(
                 "INSERT INTO orders (id, rule, key, area, state, level, created_at, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT(id) DO UPDATE SET state = excluded.state, level = excluded.level, updated_at = excluded.updated_at, body = excluded.body",
@@ -178,7 +317,7 @@ impl Batch<'_> {
 
     pub fn append_order_event(&self, e: &OrderEvent) -> Result<(), StoreError> {
         let mut stmt = self
-            .tx
+            .tx()
             .prepare_cached("INSERT INTO order_events (order_id, at, actor, action, from_state, to_state, level, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
             .map_err(|e| self.err(e))?;
         stmt.execute(params![e.order as i64, e.at, e.actor, e.action, e.from.as_ref().map(name), name(&e.to), name(&e.level), e.reason])
@@ -187,21 +326,25 @@ impl Batch<'_> {
     }
 
     pub fn count_reject(&self, reason: &str) -> Result<(), StoreError> {
-        self.tx
+        self.tx()
             .execute("INSERT INTO rejects (reason, count) VALUES (?1, 1) ON CONFLICT(reason) DO UPDATE SET count = count + 1", [reason])
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    pub fn snapshot(&self, upto: i64, engine_json: &str) -> Result<(), StoreError> {
-        self.tx.execute("INSERT OR REPLACE INTO snapshots (upto, engine) VALUES (?1, ?2)", params![upto, engine_json]).map_err(|e| self.err(e))?;
-        self.tx.execute("DELETE FROM snapshots WHERE upto < ?1", [upto]).map_err(|e| self.err(e))?;
+    pub fn snapshot(&self, upto: i64, engine: &[u8]) -> Result<(), StoreError> {
+        self.tx().execute("INSERT OR REPLACE INTO snapshots (upto, engine) VALUES (?1, ?2)", params![upto, engine]).map_err(|e| self.err(e))?;
+        self.tx().execute("DELETE FROM snapshots WHERE upto < ?1", [upto]).map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    pub fn commit(self) -> Result<(), StoreError> {
+    pub fn commit(mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
-        self.tx.commit().map_err(|source| StoreError::Sql { path, source })
+        let Some(tx) = self.tx.take() else { return Ok(()) };
+        tx.commit().map_err(|source| StoreError::Sql { path, source })?;
+        // Committed: the ids stay.
+        self.added.clear();
+        Ok(())
     }
 }
 

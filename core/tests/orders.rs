@@ -113,3 +113,28 @@ fn a_broken_policy_names_the_field() {
     let e = p.validate(Path::new("p.ron")).unwrap_err().to_string();
     assert!(e.contains("whistle_to"), "{e}");
 }
+
+#[test]
+fn quiet_hours_count_repeats_on_the_closed_order_until_they_pass() {
+    let (mut o, mut r, p) = (Orders::default(), rules(), policy("standard"));
+    let quiet = r.rules.iter_mut().find(|x| x.id == "elevator-ebike").unwrap();
+    quiet.quiet_hours = 24;
+    assert_eq!(o.on_finding(&finding("k", 0), &r, &p), 1);
+    for (i, a) in [Action::Accept, Action::Start, Action::Resolve, Action::Verify, Action::Close].into_iter().enumerate() {
+        o.act(1, HOUR + i as i64, "property", a).unwrap();
+    }
+    let closed_at = o.get(1).unwrap().updated_at;
+    // Within 24 hours of closing: a repeat on the closed order, which stays closed.
+    assert_eq!(o.on_finding(&finding("k", closed_at + 23 * HOUR), &r, &p), 1);
+    let w = o.get(1).unwrap();
+    assert_eq!((w.count, w.state, w.last_seen), (2, State::Closed, closed_at + 23 * HOUR));
+    // After them: a new order. Reopening the closed one makes it the key's open order again.
+    assert_eq!(o.on_finding(&finding("k", closed_at + 25 * HOUR), &r, &p), 2);
+    assert_eq!(o.on_finding(&finding("j", 0), &r, &p), 3);
+    for (i, a) in [Action::Accept, Action::Start, Action::Resolve, Action::Verify, Action::Close].into_iter().enumerate() {
+        o.act(3, HOUR + i as i64, "property", a).unwrap();
+    }
+    o.act(3, 2 * HOUR, "town/dispatcher", Action::Reopen { reason: "still there".into() }).unwrap();
+    assert_eq!(o.on_finding(&finding("j", 3 * HOUR), &r, &p), 3);
+    assert_eq!(o.get(3).unwrap().count, 2);
+}

@@ -17,7 +17,7 @@ fn town_day(c: &mut Criterion) {
     for threads in [1usize, 2] {
         group.bench_function(format!("build_and_run_one_day_threads_{threads}"), |b| {
             b.iter(|| {
-                let mut twin = Twin::new(&loaded.scenario, loaded.start, town.clone(), TwinOptions { threads: Some(threads), deny_ambiguity: false });
+                let mut twin = Twin::new(&loaded.scenario, loaded.start, town.clone(), TwinOptions { threads: Some(threads), ..TwinOptions::default() });
                 let mut events = 0usize;
                 twin.run(|m| events += m.len());
                 assert!(events > 800_000);

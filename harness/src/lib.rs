@@ -1,10 +1,12 @@
 //! towntwin-harness: the `towntwin` command line's library. It embeds the broker, runs the twin against
 //! it, measures what crosses the network and writes results. `main.rs` only parses arguments.
 
+pub mod bench_ingest;
 pub mod broker;
 pub mod ceiling;
 pub mod cloudevents;
 pub mod mqtt;
+pub mod responders;
 pub mod run;
 
 /// A bad input file (scenario, town): reported with its place and mapped to exit code 2.

@@ -51,6 +51,31 @@ enum Command {
         #[arg(long)]
         http: Option<std::net::SocketAddr>,
     },
+    /// Benchmark the core's ingest through a broker at steady open-loop rates: events/s sustained and
+    /// event -> work-order latency (HdrHistogram p50/p90/p99/max) at each rate.
+    BenchIngest {
+        /// Broker (default: start the embedded one).
+        #[arg(long)]
+        broker: Option<String>,
+        /// Offered rates in events per second, comma-separated, run in order.
+        #[arg(long, value_delimiter = ',', default_values_t = [5_000u32, 10_000, 15_000, 20_000, 25_000, 30_000])]
+        rates: Vec<u32>,
+        /// Seconds at each rate.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// p99 latency a rate must keep to hold, in milliseconds.
+        #[arg(long, default_value_t = 50.0)]
+        p99_ms: f64,
+        #[arg(long, default_value_os_t = default_scenario())]
+        scenario: PathBuf,
+        #[arg(long, default_value_os_t = asset("assets/rules.ron"))]
+        rules: PathBuf,
+        #[arg(long, default_value_os_t = asset("scenarios/policies/standard.ron"))]
+        policy: PathBuf,
+        /// Results folder (default: results/bench-ingest-<unix time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Measure a broker's raw ceiling for messages of a given size.
     Ceiling {
         /// Broker to measure (default: start the embedded one).
@@ -211,13 +236,14 @@ fn dispatch(cli: Cli) -> Result<()> {
             let core = towntwin_core::service::Core::open(rules, policy, &town, Some(&db)).with_context(|| format!("cannot open {}", db.display()))?;
             println!("core: {} orders and event time {} loaded from {}", core.orders.orders.len(), towntwin_core::time::rfc3339(core.now()), db.display());
             let core = std::sync::Arc::new(std::sync::Mutex::new(core));
-            let api = towntwin_core::api::Api::new(core.clone(), &town);
             let cfg = towntwin_core::ingest::IngestConfig { client_id, filter, ..towntwin_core::ingest::IngestConfig::new(&ep.host, ep.port) };
             let counters = std::sync::Arc::new(towntwin_core::ingest::IngestCounters::default());
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(async {
                 let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-                let task = tokio::spawn(towntwin_core::ingest::serve(core.clone(), cfg, counters.clone(), stop_rx));
+                let link = towntwin_core::ingest::Link::new(&cfg);
+                let api = towntwin_core::api::Api::new(core.clone(), &town).with_orders_out(link.orders_out());
+                let mut task = tokio::spawn(towntwin_core::ingest::serve_on(link, core.clone(), cfg, counters.clone(), stop_rx));
                 println!("core: subscribed on {ep}");
                 if let Some(addr) = http {
                     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -228,13 +254,34 @@ fn dispatch(cli: Cli) -> Result<()> {
                         }
                     });
                 }
-                let _ = tokio::signal::ctrl_c().await;
-                let _ = stop_tx.send(true);
-                let _ = task.await;
-                Ok::<(), anyhow::Error>(())
+                let ended = tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {
+                        let _ = stop_tx.send(true);
+                        (&mut task).await
+                    }
+                    r = &mut task => r,
+                };
+                match ended {
+                    Ok(Ok(())) => Ok::<(), anyhow::Error>(()),
+                    Ok(Err(e)) => Err(anyhow::Error::new(e).context("the core stopped")),
+                    Err(e) => Err(anyhow::anyhow!("the core's ingest task failed: {e}")),
+                }
             })?;
             let c = core.lock().unwrap_or_else(|e| e.into_inner());
             println!("core: stopped; {} accepted, {} duplicates, rejected {:?}, {} orders", c.stats.accepted, c.stats.duplicates, c.stats.rejected, c.orders.orders.len());
+            Ok(())
+        }
+        Command::BenchIngest { broker, rates, seconds, p99_ms, scenario, rules, policy, out } => {
+            if rates.is_empty() || rates.contains(&0) || !(seconds > 0.0 && seconds <= 600.0) {
+                anyhow::bail!("--rates needs positive events/s and --seconds 0 < s <= 600");
+            }
+            let broker = match broker {
+                Some(url) => BrokerChoice::External(url),
+                None => BrokerChoice::Embedded,
+            };
+            let run = RunOptions { scenario, broker, rules, policy, out, ..RunOptions::default() };
+            let report = towntwin_harness::bench_ingest::bench(&towntwin_harness::bench_ingest::BenchOptions { run, rates, seconds, p99_target_ms: p99_ms })?;
+            print!("{}", towntwin_harness::bench_ingest::render(&report));
             Ok(())
         }
         Command::Ceiling { broker, messages, size } => {

@@ -20,7 +20,11 @@ use towntwin_core::orders::Policy;
 use towntwin_core::rules::RuleSet;
 use std::sync::{Arc, Mutex};
 use towntwin_core::ingest::{self, IngestConfig, IngestCounters};
-use towntwin_core::service::{Core, CoreStats};
+use towntwin_core::orders::Notice;
+use towntwin_core::service::{Core, CoreError, CoreStats};
+use towntwin_sim::plugins::responders::{Act, ResponderStats};
+
+use crate::responders::{HttpActor, OrdersWatch, ResponderReport};
 
 /// How fast simulated time runs against the wall clock.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -175,9 +179,37 @@ pub struct Summary {
     pub work_orders_total: u64,
     pub work_orders_by_rule: BTreeMap<String, u64>,
     pub work_orders_by_loop: BTreeMap<String, u64>,
+    pub work_orders_by_state: BTreeMap<String, u64>,
+    /// Hours from creation to closing, over the orders closed in the run.
+    pub close_hours: Option<Closure>,
+    pub responders: Option<ResponderReport>,
     pub detection: BTreeMap<String, detect::RuleScore>,
     pub core_stats: Option<CoreStats>,
     pub out_dir: String,
+}
+
+/// How long closed orders took, creation to closing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Closure {
+    pub closed: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub max: f64,
+}
+
+fn closure(orders: &[towntwin_core::orders::Order]) -> Option<Closure> {
+    let mut h: Vec<f64> = orders
+        .iter()
+        .filter(|o| o.state == towntwin_core::orders::State::Closed)
+        .map(|o| (o.updated_at - o.created_at) as f64 / towntwin_core::time::HOUR as f64)
+        .collect();
+    if h.is_empty() {
+        return None;
+    }
+    h.sort_by(f64::total_cmp);
+    let q = |p: f64| h[((h.len() - 1) as f64 * p).round() as usize];
+    Some(Closure { closed: h.len() as u64, mean: h.iter().sum::<f64>() / h.len() as f64, p50: q(0.5), p90: q(0.9), max: h[h.len() - 1] })
 }
 
 /// What the twin thread hands back when it ends.
@@ -187,11 +219,15 @@ struct TwinReport {
     incidents: Vec<Incident>,
     busy: Duration,
     end: i64,
+    responders: ResponderStats,
 }
 
 /// The core fed in-process with the twin's messages, tick by tick.
 pub struct InProcessCore {
     pub core: Core,
+    /// Responders' actions the core applied, and refused.
+    pub applied: u64,
+    pub refused: u64,
 }
 
 impl InProcessCore {
@@ -200,13 +236,26 @@ impl InProcessCore {
         let policy = Policy::load(&opts.policy).map_err(DataFault)?;
         let db = opts.db.clone().unwrap_or_else(|| out_dir.join("core.db"));
         let core = Core::open(rules, policy, town, Some(&db)).with_context(|| format!("cannot open the core's store {}", db.display()))?;
-        Ok(InProcessCore { core })
+        Ok(InProcessCore { core, applied: 0, refused: 0 })
     }
 
-    pub fn feed(&mut self, msgs: &[Message]) -> Result<()> {
+    /// One tick: the responders' actions first (the core's event time is the tick's start), then the
+    /// tick's events; returns the notices they caused, as the networked core would publish them.
+    pub fn tick(&mut self, acts: Vec<Act>, msgs: &[Message]) -> Result<Vec<Notice>> {
+        let mut transitions = Vec::new();
+        for a in acts {
+            match self.core.act(a.order, &a.principal, a.action) {
+                Ok((_, t)) => {
+                    self.applied += 1;
+                    transitions.extend(t);
+                }
+                Err(CoreError::Illegal(_)) => self.refused += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
         let payloads: Vec<&[u8]> = msgs.iter().map(|m| &m.payload[..]).collect();
-        self.core.ingest(&payloads)?;
-        Ok(())
+        transitions.extend(self.core.ingest(&payloads)?.transitions);
+        Ok(transitions.iter().map(|t| self.core.orders.notice(t)).collect())
     }
 }
 
@@ -239,12 +288,13 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
     let (report, network, ceiling) = match &opts.broker {
         BrokerChoice::None => {
             let mut failed = None;
-            let report = twin_loop(&scenario, start, town, opts.threads, &bar, |msgs| match core.as_mut().map(|c| c.feed(&msgs)) {
+            let report = twin_loop(&scenario, start, town, opts.threads, &bar, |msgs, acts| match core.as_mut().map(|c| c.tick(acts, &msgs)) {
                 Some(Err(e)) => {
                     failed = Some(e);
-                    false
+                    None
                 }
-                _ => true,
+                Some(Ok(notices)) => Some(notices),
+                None => Some(Vec::new()),
             });
             if let Some(e) = failed {
                 return Err(e.context("the core failed"));
@@ -268,19 +318,22 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
                 tracing::warn!("the core is fed in-process with --connections {:?}: over MQTT it stalls with many publisher connections", opts.connections);
             }
             let shared = if over_mqtt { core.take().map(|c| Arc::new(Mutex::new(c.core))) } else { None };
-            let result = rt.block_on(networked(opts, &scenario, start, town, &ep, &bar, core.as_mut(), shared.clone()))?;
+            let (report, net, ceiling, acted) = rt.block_on(networked(opts, &scenario, start, town, &ep, &bar, core.as_mut(), shared.clone()))?;
+            // The API's server task may still hold the core for a moment after its graceful shutdown.
+            rt.shutdown_timeout(Duration::from_secs(5));
             if let Some(arc) = shared {
                 let c = Arc::try_unwrap(arc).map_err(|_| anyhow::anyhow!("the core service did not stop"))?;
-                core = Some(InProcessCore { core: c.into_inner().unwrap_or_else(|e| e.into_inner()) });
+                let (applied, refused) = acted.unwrap_or_default();
+                core = Some(InProcessCore { core: c.into_inner().unwrap_or_else(|e| e.into_inner()), applied, refused });
                 mqtt_core = true;
             }
-            result
+            (report, net, ceiling)
         }
     };
     bar.finish_and_clear();
 
     let mode = if mqtt_core { "mqtt" } else { "in-process" };
-    let summary = summarise(opts, &scenario, &out_dir, &report, network, ceiling, core.as_ref().map(|c| (&c.core, mode)), wall.elapsed());
+    let summary = summarise(opts, &scenario, &out_dir, &report, network, ceiling, core.as_ref().map(|c| (c, mode)), wall.elapsed());
     write_results(&out_dir, &summary, &report.incidents)?;
     Ok(summary)
 }
@@ -303,10 +356,17 @@ fn progress_bar(show: bool, total: u64) -> ProgressBar {
     bar
 }
 
-/// Steps the twin to the end on this thread, passing each tick's messages to `sink` (which returns
-/// false to stop early).
-fn twin_loop(scenario: &Scenario, start: i64, town: Town, threads: Option<usize>, bar: &ProgressBar, mut sink: impl FnMut(Vec<Message>) -> bool) -> TwinReport {
-    let mut twin = Twin::new(scenario, start, town, TwinOptions { threads, deny_ambiguity: false });
+/// Steps the twin to the end on this thread, passing each tick's messages and responders' actions to
+/// `sink`, which returns the notices for the responders' next tick (`None` stops the run).
+fn twin_loop(
+    scenario: &Scenario,
+    start: i64,
+    town: Town,
+    threads: Option<usize>,
+    bar: &ProgressBar,
+    mut sink: impl FnMut(Vec<Message>, Vec<Act>) -> Option<Vec<Notice>>,
+) -> TwinReport {
+    let mut twin = Twin::new(scenario, start, town, TwinOptions { threads, ..TwinOptions::default() });
     let mut busy = Duration::ZERO;
     loop {
         let t0 = Instant::now();
@@ -317,14 +377,27 @@ fn twin_loop(scenario: &Scenario, start: i64, town: Town, threads: Option<usize>
             bar.set_position(done);
             bar.set_message(towntwin_core::time::rfc3339(twin.clock().now)[..16].replace('T', " "));
         }
-        if !sink(msgs) || twin.finished() {
+        let acts = twin.take_acts();
+        match sink(msgs, acts) {
+            Some(notices) => twin.deliver(notices),
+            None => break,
+        }
+        if twin.finished() {
             break;
         }
     }
     let end = twin.clock().now + towntwin_sim::world::Clock::TICK;
-    TwinReport { stats: twin.stats().clone(), digest: twin.digest(), incidents: twin.truth().incidents.clone(), busy, end }
+    TwinReport {
+        stats: twin.stats().clone(),
+        digest: twin.digest(),
+        incidents: twin.truth().incidents.clone(),
+        busy,
+        end,
+        responders: twin.responder_stats().clone(),
+    }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn networked(
     opts: &RunOptions,
     scenario: &Scenario,
@@ -334,34 +407,60 @@ async fn networked(
     bar: &ProgressBar,
     mut core: Option<&mut InProcessCore>,
     service: Option<Arc<Mutex<Core>>>,
-) -> Result<(TwinReport, Option<NetworkReport>, Option<ceiling::Ceiling>)> {
+) -> Result<(TwinReport, Option<NetworkReport>, Option<ceiling::Ceiling>, Option<(u64, u64)>)> {
     // The core subscribes before the twin publishes, so it misses nothing.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let counters = Arc::new(IngestCounters::default());
-    let ingest = service.clone().map(|c| {
-        let cfg = IngestConfig { client_id: format!("towntwin-core-{}", std::process::id()), ..IngestConfig::new(&ep.host, ep.port) };
-        tokio::spawn(ingest::serve(c, cfg, counters.clone(), stop_rx))
-    });
+    let mut actor = None;
+    let ingest = match service.clone() {
+        Some(c) => {
+            let cfg = IngestConfig { client_id: format!("towntwin-core-{}", std::process::id()), ..IngestConfig::new(&ep.host, ep.port) };
+            let link = ingest::Link::new(&cfg);
+            // The core's HTTP API, for the responders (and anyone else) while the run lasts.
+            let api = towntwin_core::api::Api::new(c.clone(), &town).with_orders_out(link.orders_out());
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.context("cannot open a port for the core's HTTP API")?;
+            let addr = listener.local_addr()?;
+            tracing::info!("core HTTP API on http://{addr}");
+            let mut stop_api = stop_rx.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, api.router()).with_graceful_shutdown(async move { while stop_api.changed().await.is_ok() && !*stop_api.borrow() {} }).await;
+            });
+            actor = Some(HttpActor::new(addr)?);
+            Some(tokio::spawn(ingest::serve_on(link, c, cfg, counters.clone(), stop_rx)))
+        }
+        None => None,
+    };
     if ingest.is_some() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Lockstep with the core when responders work its orders: each minute waits for the last one's notices.
+    let lockstep = scenario.responders.enabled && (core.is_some() || service.is_some());
+    let mut watch = if lockstep && service.is_some() { Some(OrdersWatch::start(ep).await?) } else { None };
     let observer = if opts.observe { Some(Observer::start(ep, "town/#", opts.validate).await?) } else { None };
     let mut publisher = Publisher::connect(ep, opts.connections, &town, Duration::from_secs(120)).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Message>>(256);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<Message>, Vec<Act>)>(if lockstep { 1 } else { 256 });
+    let (reply_tx, reply_rx) = std::sync::mpsc::channel::<Vec<Notice>>();
     let (scenario_c, threads, bar_c) = (scenario.clone(), opts.threads, bar.clone());
-    let twin = std::thread::Builder::new()
-        .name("twin".into())
-        .spawn(move || twin_loop(&scenario_c, start, town, threads, &bar_c, |msgs| tx.blocking_send(msgs).is_ok()))?;
+    let twin = std::thread::Builder::new().name("twin".into()).spawn(move || {
+        twin_loop(&scenario_c, start, town, threads, &bar_c, |msgs, acts| {
+            tx.blocking_send((msgs, acts)).ok()?;
+            if lockstep { reply_rx.recv().ok() } else { Some(Vec::new()) }
+        })
+    })?;
 
     let publish_started = Instant::now();
     let pace = match opts.speed {
         Speed::Max => None,
         Speed::Times(x) => Some((tokio::time::Instant::now(), start, x)),
     };
-    while let Some(batch) = rx.recv().await {
+    while let Some((batch, acts)) = rx.recv().await {
+        let mut notices = Vec::new();
         if let Some(c) = core.as_deref_mut() {
-            c.feed(&batch)?;
+            notices = c.tick(acts, &batch)?;
+        } else if let Some(a) = actor.as_mut() {
+            a.apply(acts).await?;
         }
+        let closing = batch.iter().rev().find(|m| m.ty == EventType::ClockTick).map(|m| m.time);
         for m in batch {
             if let Some((wall0, sim0, x)) = pace {
                 let due = wall0 + Duration::from_secs_f64(((m.time - sim0).max(0) as f64 / 1000.0) / x);
@@ -369,6 +468,18 @@ async fn networked(
             }
             publisher.publish(m).await?;
         }
+        if lockstep {
+            if let (Some(w), Some(t)) = (watch.as_mut(), closing) {
+                notices = w.until(t, Duration::from_secs(120)).await?;
+            }
+            if reply_tx.send(notices).is_err() {
+                break;
+            }
+        }
+    }
+    drop(reply_tx);
+    if let Some(w) = watch {
+        w.close().await;
     }
     let report = twin.join().map_err(|_| anyhow::anyhow!("the twin thread panicked"))?;
     let all_acked = publisher.flush(Duration::from_secs(120)).await;
@@ -434,9 +545,11 @@ async fn networked(
     } else {
         None
     };
-    Ok((report, Some(net), ceiling))
+    let acted = actor.map(|a| (a.applied, a.refused));
+    Ok((report, Some(net), ceiling, acted))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn summarise(
     opts: &RunOptions,
     s: &Scenario,
@@ -444,15 +557,23 @@ fn summarise(
     r: &TwinReport,
     network: Option<NetworkReport>,
     ceiling: Option<ceiling::Ceiling>,
-    core: Option<(&Core, &str)>,
+    core: Option<(&InProcessCore, &str)>,
     wall: Duration,
 ) -> Summary {
     let mode = core.map(|c| c.1.to_string());
-    let core = core.map(|c| c.0);
+    let responders = core.filter(|_| s.responders.enabled).map(|(c, m)| ResponderReport {
+        via: if m == "mqtt" { "http".into() } else { "in-process".into() },
+        actions_applied: c.applied,
+        actions_refused: c.refused,
+        stats: r.responders.clone(),
+    });
+    let core = core.map(|c| &c.0.core);
     let orders: &[towntwin_core::orders::Order] = core.map_or(&[], |c| &c.orders.orders);
     let mut by_rule = BTreeMap::new();
     let mut by_loop = BTreeMap::new();
+    let mut by_state = BTreeMap::new();
     for o in orders {
+        *by_state.entry(o.state.as_str().to_string()).or_insert(0) += 1;
         *by_rule.entry(o.rule.clone()).or_insert(0) += 1;
         *by_loop.entry(format!("{:?}", o.level)).or_insert(0) += 1;
     }
@@ -483,6 +604,9 @@ fn summarise(
         work_orders_total: orders.len() as u64,
         work_orders_by_rule: by_rule,
         work_orders_by_loop: by_loop,
+        work_orders_by_state: by_state,
+        close_hours: closure(orders),
+        responders,
         detection: if core.is_some() { detect::score(orders, &r.incidents, r.end) } else { BTreeMap::new() },
         core_stats: core.map(|c| c.stats.clone()),
         out_dir: out.display().to_string(),
@@ -565,6 +689,26 @@ pub fn render(s: &Summary) -> String {
                 None => {
                     let _ = writeln!(o, "  {r:<24} {n:>7}");
                 }
+            }
+        }
+        if !s.work_orders_by_state.is_empty() {
+            let _ = writeln!(o, "Work orders by state at the end: {:?}", s.work_orders_by_state);
+        }
+        if let Some(c) = &s.close_hours {
+            let _ = writeln!(o, "Closed {}: hours from creation to closing mean {:.1}, p50 {:.1}, p90 {:.1}, max {:.1}", c.closed, c.mean, c.p50, c.p90, c.max);
+        }
+        if let Some(r) = &s.responders {
+            let _ = writeln!(o, "\nResponders (actions via {}: {} applied, {} refused by the core)", r.via, r.actions_applied, r.actions_refused);
+            let _ = writeln!(o, "  {:<16} {:>10} {:>9} {:>9} {:>7} {:>10} {:>11} {:>10}", "crew", "dispatched", "accepted", "resolved", "failed", "withdrawn", "wait mean m", "max queue");
+            for (name, c) in &r.stats.by_crew {
+                if name == "dispatcher" {
+                    continue;
+                }
+                let wait = if c.accepted > 0 { format!("{:.0}", c.wait_minutes as f64 / c.accepted as f64) } else { "-".into() };
+                let _ = writeln!(o, "  {:<16} {:>10} {:>9} {:>9} {:>7} {:>10} {:>11} {:>10}", name, c.dispatched, c.accepted, c.resolved, c.failed, c.withdrawn, wait, c.max_queue);
+            }
+            if let Some(d) = r.stats.by_crew.get("dispatcher") {
+                let _ = writeln!(o, "  dispatchers: {} verified and closed, {} reopened", d.verified, d.reopened);
             }
         }
         if let Some(cs) = &s.core_stats {

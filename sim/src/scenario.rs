@@ -36,6 +36,8 @@ pub struct Scenario {
     pub safety: Safety,
     #[serde(default)]
     pub devices: Devices,
+    #[serde(default)]
+    pub responders: Responders,
 }
 
 /// Mean outings a day by age band; each outing is an out pass and an in pass.
@@ -308,6 +310,92 @@ impl Default for Devices {
     }
 }
 
+/// One kind of responder: how many, when on duty, and how long each step of a work order takes them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Crew {
+    /// Staff who take work orders, per unit of the crew's scope (see [`Responders`]).
+    pub headcount: u32,
+    /// Local hours on duty (`("08:30", "17:30")`); `None` means round the clock. Off duty, nobody accepts
+    /// new orders; work already started is finished.
+    pub on_duty: Option<(String, String)>,
+    /// Minutes from dispatch until a free member of the crew notices the order (uniform range).
+    pub notice_minutes: (f64, f64),
+    /// Minutes from accepting to arriving on site.
+    pub travel_minutes: (f64, f64),
+    /// Minutes on site until resolved (or failed).
+    pub work_minutes: (f64, f64),
+    /// Share of orders that fail on site (the policy may escalate them).
+    pub fail_share: f64,
+}
+
+/// The people who work the core's orders: committee cadres (per committee), property staff (per estate), the
+/// town departments and the task force (town-wide), and the dispatchers who verify a resolution with the
+/// resident and close the order, or reopen it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Responders {
+    /// False: nobody acts on the orders (they escalate on their deadlines).
+    pub enabled: bool,
+    /// Headcount per neighbourhood committee.
+    pub committee: Crew,
+    /// Headcount per estate.
+    pub property: Crew,
+    /// The town's city-management (城管) squads.
+    pub city_management: Crew,
+    /// The device maintenance contractor.
+    pub maintenance: Crew,
+    /// The town's fire-safety office.
+    pub fire_safety: Crew,
+    /// The town task force.
+    pub task_force: Crew,
+    /// Minutes from resolution until the dispatcher has checked with the resident.
+    pub verify_minutes: (f64, f64),
+    /// Share of resolutions the resident disputes: the order is reopened instead of verified.
+    pub reopen_share: f64,
+}
+
+fn crew(headcount: u32, on_duty: Option<(&str, &str)>, notice: (f64, f64), travel: (f64, f64), work: (f64, f64), fail_share: f64) -> Crew {
+    Crew {
+        headcount,
+        on_duty: on_duty.map(|(a, b)| (a.to_string(), b.to_string())),
+        notice_minutes: notice,
+        travel_minutes: travel,
+        work_minutes: work,
+        fail_share,
+    }
+}
+
+impl Default for Responders {
+    fn default() -> Self {
+        Responders {
+            enabled: true,
+            committee: crew(2, Some(("08:30", "17:30")), (5.0, 45.0), (5.0, 20.0), (15.0, 60.0), 0.05),
+            property: crew(2, None, (5.0, 30.0), (3.0, 10.0), (15.0, 60.0), 0.08),
+            city_management: crew(80, Some(("07:00", "22:00")), (5.0, 30.0), (5.0, 15.0), (5.0, 15.0), 0.1),
+            maintenance: crew(6, Some(("08:00", "18:00")), (30.0, 120.0), (20.0, 60.0), (30.0, 120.0), 0.1),
+            fire_safety: crew(4, None, (2.0, 10.0), (5.0, 15.0), (20.0, 60.0), 0.05),
+            task_force: crew(8, None, (5.0, 20.0), (10.0, 30.0), (30.0, 120.0), 0.0),
+            verify_minutes: (30.0, 240.0),
+            reopen_share: 0.05,
+        }
+    }
+}
+
+impl Responders {
+    /// Each crew with its field name.
+    pub fn crews(&self) -> [(&'static str, &Crew); 6] {
+        [
+            ("committee", &self.committee),
+            ("property", &self.property),
+            ("city_management", &self.city_management),
+            ("maintenance", &self.maintenance),
+            ("fire_safety", &self.fire_safety),
+            ("task_force", &self.task_force),
+        ]
+    }
+}
+
 /// A scenario with its file's place, ready to run.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -447,6 +535,22 @@ impl Scenario {
         range(&mut p, "devices.stuck_days", d.stuck_days);
         range(&mut p, "devices.battery_days", d.battery_days);
         range(&mut p, "devices.battery_replace_days", d.battery_replace_days);
+        let r = &self.responders;
+        for (n, c) in r.crews() {
+            p.check((1..=10_000).contains(&c.headcount), || format!("responders.{n}.headcount"), || format!("expected 1..=10000 staff, got {}", c.headcount));
+            if let Some((a, b)) = &c.on_duty {
+                for (end, v) in [("0", a), ("1", b)] {
+                    p.check(parse_hhmm(v).is_some(), || format!("responders.{n}.on_duty.{end}"), || format!("`{v}` is not a time HH:MM"));
+                }
+                p.check(a != b, || format!("responders.{n}.on_duty"), || "start and end are the same: use None for round the clock".into());
+            }
+            range(&mut p, &format!("responders.{n}.notice_minutes"), c.notice_minutes);
+            range(&mut p, &format!("responders.{n}.travel_minutes"), c.travel_minutes);
+            range(&mut p, &format!("responders.{n}.work_minutes"), c.work_minutes);
+            prob(&mut p, &format!("responders.{n}.fail_share"), c.fail_share);
+        }
+        range(&mut p, "responders.verify_minutes", r.verify_minutes);
+        prob(&mut p, "responders.reopen_share", r.reopen_share);
         p.finish()?;
         Ok(start)
     }

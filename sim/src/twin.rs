@@ -9,7 +9,9 @@ use towntwin_core::time::Millis;
 use towntwin_core::town::Town;
 
 use crate::plugins::emit::{Emitted, Message, Stats, StreamDigest};
-use crate::plugins::{FeatureOrderPlugin, clock, devices, emit, fence, garbage, renovation, rental, residents, safety, vehicles, vulnerable};
+use crate::plugins::responders::{Act, Acts, Inbox, ResponderStats};
+use towntwin_core::orders::Notice;
+use crate::plugins::{FeatureOrderPlugin, clock, devices, emit, fence, garbage, renovation, rental, residents, responders, safety, vehicles, vulnerable};
 use crate::scenario::Scenario;
 use crate::world::{Clock, GroundTruth, Outbox, Params, TownData};
 
@@ -22,7 +24,13 @@ pub struct TwinOptions {
     pub threads: Option<usize>,
     /// Make the build of the schedule fail on ambiguous system order (used by tests).
     pub deny_ambiguity: bool,
+    /// Spawn and despawn unrelated entities before the town, so that tests can check that nothing the twin
+    /// produces depends on the ECS's storage order.
+    pub perturb_storage: bool,
 }
+
+#[derive(Component)]
+struct Unrelated(#[allow(dead_code)] u32);
 
 pub struct Twin {
     app: App,
@@ -36,6 +44,7 @@ impl Plugin for TownPlugins {
         app.add_plugins((
             FeatureOrderPlugin,
             clock::ClockPlugin,
+            responders::RespondersPlugin,
             rental::RentalPlugin,
             residents::ResidentsPlugin,
             vulnerable::VulnerablePlugin,
@@ -73,6 +82,13 @@ impl Twin {
             .insert_resource(Clock::new(start, scenario.days))
             .init_resource::<Outbox>()
             .init_resource::<GroundTruth>();
+        if opts.perturb_storage {
+            let w = app.world_mut();
+            let ids: Vec<Entity> = (0..1_000).map(|i| if i % 3 == 0 { w.spawn(Unrelated(i)).id() } else { w.spawn_empty().id() }).collect();
+            for e in ids.into_iter().step_by(2) {
+                w.despawn(e);
+            }
+        }
         crate::setup::populate(app.world_mut(), &town, start);
         app.insert_resource(TownData(town));
         app.add_plugins(TownPlugins);
@@ -85,6 +101,20 @@ impl Twin {
     pub fn step(&mut self) -> Vec<Message> {
         self.app.update();
         std::mem::take(&mut self.app.world_mut().resource_mut::<Emitted>().0)
+    }
+
+    /// Hands the responders the core's notices; they act on them from the next tick.
+    pub fn deliver(&mut self, notices: Vec<Notice>) {
+        self.app.world_mut().resource_mut::<Inbox>().0.extend(notices);
+    }
+
+    /// The responders' actions of the last tick, for the harness to apply to the core (in order).
+    pub fn take_acts(&mut self) -> Vec<Act> {
+        std::mem::take(&mut self.app.world_mut().resource_mut::<Acts>().0)
+    }
+
+    pub fn responder_stats(&self) -> &ResponderStats {
+        self.app.world().resource::<ResponderStats>()
     }
 
     /// True once the last tick of the scenario has run.

@@ -167,6 +167,11 @@ pub struct Household {
 }
 
 impl Household {
+    /// A key that orders households the same way in every run, whatever the ECS's storage order.
+    pub fn key(&self) -> u64 {
+        flat_key(self.estate, self.flat)
+    }
+
     /// The flat as ground truth names it.
     pub fn label(&self) -> String {
         self.flat.to_string()
@@ -211,6 +216,20 @@ pub struct Vulnerable {
     pub water: Option<Dev>,
     pub door: Option<Dev>,
     pub incident: Option<usize>,
+}
+
+/// A flat's stable key: estate, building, room.
+pub fn flat_key(estate: u16, flat: FlatRef) -> u64 {
+    ((estate as u64) << 32) | ((flat.building as u64) << 16) | flat.room as u64
+}
+
+/// A query's items in the order of a stable key. Queries iterate in storage order, which follows the
+/// ECS's internals (spawn and archetype history, resources stored as entities); a system that draws from
+/// one random stream across entities, or whose order shows in the event stream, iterates through this.
+pub fn in_order<T, K: Ord>(items: impl IntoIterator<Item = T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut v: Vec<T> = items.into_iter().collect();
+    v.sort_by_key(|x| key(x));
+    v
 }
 
 /// Actions scheduled for a future instant, bucketed by minute so each tick takes only what is due.

@@ -1,4 +1,6 @@
 //! The simulated clock: advances one minute a tick and publishes `clock.tick`, which drives the core's timers.
+//! Tick `n` is stamped `start + n minutes` and closes minute `n - 1`: it is the last message of its tick, so
+//! a core that has it has had everything before it.
 
 use bevy::prelude::*;
 use towntwin_core::event::{Data, EventType, Tick};
@@ -16,6 +18,6 @@ impl Plugin for ClockPlugin {
 
 fn advance_clock(mut clock: ResMut<Clock>, mut outbox: ResMut<Outbox>) {
     clock.advance();
-    let tick = clock.tick;
-    outbox.emit(clock.now, CLOCK_DEVICE, EventType::ClockTick, None, Data::Tick(Tick { tick }));
+    let tick = clock.tick + 1;
+    outbox.emit(clock.now + Clock::TICK, CLOCK_DEVICE, EventType::ClockTick, None, Data::Tick(Tick { tick }));
 }

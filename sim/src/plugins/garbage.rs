@@ -9,7 +9,7 @@ use towntwin_core::town::{DeviceKind, Tenure};
 use super::{Feature, day_start};
 use crate::generate::pick;
 use towntwin_core::time::parse_hhmm;
-use crate::world::{Agenda, Clock, Dev, GroundTruth, Health, Household, Outbox, Params, Registry, at_hours, poisson};
+use crate::world::{Agenda, Clock, Dev, GroundTruth, Health, Household, Outbox, Params, Registry, at_hours, in_order, poisson};
 
 pub struct GarbagePlugin;
 
@@ -46,7 +46,7 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, househol
     let cfg = &params.scenario.garbage;
     let begin = clock.day_begin();
     let mut rngs: Vec<_> = (0..reg.estate_ids.len()).map(|e| params.rng("garbage.drops", e as u64, clock.day)).collect();
-    for (flat, h) in &households {
+    for (flat, h) in in_order(households, |x| x.1.key()) {
         let Some(bin) = h.bin else { continue };
         let rng = &mut rngs[h.estate as usize];
         let missort = match h.tenure {

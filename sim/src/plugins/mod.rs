@@ -12,6 +12,7 @@ pub mod garbage;
 pub mod renovation;
 pub mod rental;
 pub mod residents;
+pub mod responders;
 pub mod safety;
 pub mod vehicles;
 pub mod vulnerable;
@@ -20,6 +21,7 @@ pub mod vulnerable;
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Feature {
     Clock,
+    Responders,
     Rental,
     Residents,
     Vulnerable,
@@ -38,8 +40,8 @@ pub struct FeatureOrderPlugin;
 impl Plugin for FeatureOrderPlugin {
     fn build(&self, app: &mut App) {
         use Feature::*;
-        app.configure_sets(Startup, (Clock, Rental, Residents, Vulnerable, Garbage, Renovation, Vehicles, Fence, Safety, Devices, Emit).chain());
-        app.configure_sets(Update, (Clock, Rental, Residents, Vulnerable, Garbage, Renovation, Vehicles, Fence, Safety, Devices, Emit).chain());
+        app.configure_sets(Startup, (Clock, Responders, Rental, Residents, Vulnerable, Garbage, Renovation, Vehicles, Fence, Safety, Devices, Emit).chain());
+        app.configure_sets(Update, (Clock, Responders, Rental, Residents, Vulnerable, Garbage, Renovation, Vehicles, Fence, Safety, Devices, Emit).chain());
     }
 }
 

@@ -10,7 +10,7 @@ use towntwin_core::town::DeviceKind;
 
 use super::{Feature, day_start};
 use crate::setup::Flats;
-use crate::world::{Agenda, Clock, Dev, GroundTruth, Health, Household, Outbox, Params, Registry, at_hours, poisson, uniform};
+use crate::world::{Agenda, Clock, Dev, GroundTruth, Health, Household, Outbox, Params, Registry, at_hours, poisson, flat_key, in_order, uniform};
 
 pub struct RenovationPlugin;
 
@@ -39,6 +39,7 @@ pub enum RenoAction {
     Noise { estate: u16, building: u16, db: u16, seconds: u32 },
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start(commands: &mut Commands, truth: &mut GroundTruth, reg: &Registry, params: &Params, rng: &mut crate::rng::Rng, h: &Household, at: Millis, days_left: f64) {
     let legal = !rng.random_bool(params.scenario.renovation.illegal_share);
     let kind = if legal { "renovation.legal" } else { "renovation.illegal" };
@@ -114,7 +115,7 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, works: Query<&Renovation>, m
     let begin = clock.day_begin();
     let weekend = Local::of(clock.now).is_weekend();
     let mut rng = params.rng("renovation.day", 0, clock.day);
-    for r in &works {
+    for r in in_order(works, |r| flat_key(r.estate, r.flat)) {
         if r.until <= begin {
             continue;
         }

@@ -133,8 +133,10 @@ fn churn(
 ) {
     let cfg = &params.scenario.group_rental;
     let gates_of = |e: u16| reg.of(e, towntwin_core::town::DeviceKind::Gate);
-    for (flat, h, mut members) in &mut flats {
-        let mut rng = params.rng("rental.churn", flat.to_bits(), clock.day);
+    let mut flats: Vec<_> = flats.iter_mut().collect();
+    flats.sort_by_key(|x| x.1.key());
+    for (flat, h, mut members) in flats {
+        let mut rng = params.rng("rental.churn", h.key(), clock.day);
         for _ in 0..poisson(&mut rng, cfg.churn_per_week / 7.0) {
             if members.0.is_empty() {
                 break;

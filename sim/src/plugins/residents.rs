@@ -11,7 +11,7 @@ use towntwin_core::town::DeviceKind;
 
 use super::{Feature, day_start};
 use crate::rng::Rng;
-use crate::world::{Age, Agenda, Clock, Dev, Health, Outbox, Params, Presence, Registry, Resident, State, Vulnerable, uniform};
+use crate::world::{Age, Agenda, Clock, Dev, Health, Outbox, Params, Presence, Registry, Resident, State, Vulnerable, in_order, uniform};
 
 pub struct ResidentsPlugin;
 
@@ -83,7 +83,7 @@ fn plan_outings(
     let weekend = Local::of(clock.now).is_weekend();
     let begin = clock.day_begin();
     let mut rngs: Vec<Rng> = (0..reg.estate_ids.len()).map(|e| params.rng("residents.routine", e as u64, clock.day)).collect();
-    for (who, r, presence, vulnerable) in &residents {
+    for (who, r, presence, vulnerable) in in_order(residents, |x| x.1.pid) {
         if presence.state != State::Normal {
             continue;
         }

@@ -11,7 +11,7 @@ use towntwin_core::town::DeviceKind;
 use super::{Feature, day_start};
 use crate::generate::pick;
 use crate::setup::Flats;
-use crate::world::{Agenda, Clock, Dev, GroundTruth, Health, Household, Outbox, Params, Registry, at_hours, poisson, uniform};
+use crate::world::{Agenda, Clock, Dev, GroundTruth, Health, Household, Outbox, Params, Registry, at_hours, poisson, in_order, uniform};
 
 pub struct VehiclesPlugin;
 
@@ -75,13 +75,13 @@ fn plan_day(
     let cfg = &params.scenario.vehicles;
     let begin = clock.day_begin();
     let mut rngs: Vec<_> = (0..reg.estate_ids.len()).map(|e| params.rng("vehicles.day", e as u64, clock.day)).collect();
-    for (flat, h) in &ebikes {
+    for (flat, h) in in_order(ebikes, |x| x.1.key()) {
         let rng = &mut rngs[h.estate as usize];
         if rng.random_bool(1.0 / cfg.ebike_charge_every_days) {
             agenda.push(at_hours(rng, begin, 17.5, 23.0), VehicleAction::Ebike { flat });
         }
     }
-    for (flat, h) in &evs {
+    for (flat, h) in in_order(evs, |x| x.1.key()) {
         let rng = &mut rngs[h.estate as usize];
         if rng.random_bool(1.0 / cfg.ev_charge_every_days) {
             let t = if rng.random_bool(0.7) { at_hours(rng, begin, 18.0, 23.0) } else { at_hours(rng, begin, 9.0, 17.0) };

@@ -13,7 +13,7 @@ use super::{Feature, day_start};
 use crate::setup::{Flats, Members};
 use crate::world::{
     Age, Agenda, Clock, GroundTruth, Health, Household, Outbox, Params, Presence, Registry, Resident, State, TownData, Vulnerable,
-    at_hours, poisson, uniform,
+    at_hours, in_order, poisson, uniform,
 };
 
 pub struct VulnerablePlugin;
@@ -66,7 +66,7 @@ fn plan_day(
 ) {
     let cfg = &params.scenario.vulnerable;
     let begin = clock.day_begin();
-    for (who, v, p) in &people {
+    for (who, v, p) in in_order(people, |x| x.1.reg) {
         let mut rng = params.rng("vulnerable.day", v.reg as u64, clock.day);
         if p.state != State::Normal {
             continue;
@@ -167,7 +167,7 @@ fn water_readings(
     let cfg = &params.scenario.vulnerable;
     let hour = Local::of(clock.now - 1).hour;
     let waking = (7..22).contains(&hour);
-    for (r, p, v) in &people {
+    for (r, p, v) in in_order(people, |x| x.2.reg) {
         let Some(meter) = v.water else { continue };
         let Ok(h) = health.get(reg.entity[meter as usize]) else { continue };
         let Ok(flat) = households.get(r.flat) else { continue };

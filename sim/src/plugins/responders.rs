@@ -1,0 +1,321 @@
+//! Responders: the people who work the core's orders. Committee cadres (a crew per neighbourhood
+//! committee), property staff (a crew per estate), the town's city-management squads, the maintenance
+//! contractor, the fire-safety office and the task force (town-wide crews), and the dispatchers who verify a
+//! resolution with the resident and close the order or reopen it.
+//!
+//! They learn of orders only from the core's notices (the harness delivers them to [`Inbox`] before each
+//! tick) and act only through the core's interfaces: each tick's actions are left in [`Acts`] for the
+//! harness, which applies them through the HTTP API or, in-process, through the core library. A crew takes
+//! an order once a member is free and on duty and has noticed it, travels, works, and resolves or fails on
+//! site; a re-dispatch (escalation, failure, reopening) takes the order away from whoever had it.
+//!
+//! Every draw comes from a stream keyed by order and dispatch, so what a responder does to one order never
+//! depends on the order in which others arrive. Actions are stamped with the tick's start, which is the
+//! core's event time when the harness applies them (it has just had the clock tick closing the last minute).
+
+use std::collections::{BTreeMap, HashMap};
+
+use bevy::prelude::*;
+use rand::Rng as _;
+use serde::Serialize;
+use towntwin_core::orders::{Action, Notice, State};
+use towntwin_core::rules::Role;
+use towntwin_core::time::{Local, MINUTE, Millis, parse_hhmm};
+
+use super::Feature;
+use crate::scenario::{Crew, Responders};
+use crate::world::{Agenda, Clock, Params, TownData, uniform};
+
+pub struct RespondersPlugin;
+
+impl Plugin for RespondersPlugin {
+    fn build(&self, app: &mut App) {
+        let committee_of = {
+            let town = &app.world().resource::<TownData>().0;
+            town.estates.iter().map(|e| (e.id.clone(), e.committee.clone())).collect()
+        };
+        app.init_resource::<Inbox>()
+            .init_resource::<Acts>()
+            .init_resource::<ResponderStats>()
+            .init_resource::<Agenda<Job>>()
+            .insert_resource(Desk { committee_of, ..Desk::default() })
+            .add_systems(Update, respond.in_set(Feature::Responders));
+    }
+}
+
+/// Notices from the core, delivered by the harness before a tick.
+#[derive(Resource, Debug, Default)]
+pub struct Inbox(pub Vec<Notice>);
+
+/// One action a responder takes, for the harness to apply.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Act {
+    pub at: Millis,
+    pub order: u64,
+    /// The acting principal, as the API takes it (`estate:E012/property`, `town/task-force`, ...).
+    pub principal: String,
+    pub action: Action,
+}
+
+/// This tick's actions, taken by the harness after the tick.
+#[derive(Resource, Debug, Default)]
+pub struct Acts(pub Vec<Act>);
+
+/// Counts per crew (and `dispatcher`), for the run's summary.
+#[derive(Resource, Debug, Clone, Default, Serialize)]
+pub struct ResponderStats {
+    pub by_crew: BTreeMap<String, CrewStats>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CrewStats {
+    /// Dispatches that reached the crew.
+    pub dispatched: u64,
+    pub accepted: u64,
+    pub resolved: u64,
+    pub failed: u64,
+    /// Dispatches taken away before the crew finished (escalated, cancelled, re-dispatched).
+    pub withdrawn: u64,
+    /// Minutes from dispatch to acceptance, summed over accepted orders (mean = this / accepted).
+    pub wait_minutes: u64,
+    /// The longest queue the crew (any one of its units) had.
+    pub max_queue: u64,
+    pub verified: u64,
+    pub reopened: u64,
+}
+
+/// A crew, by role and the unit it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Unit {
+    Committee(String),
+    Estate(String),
+    Town,
+}
+
+#[derive(Debug)]
+struct Team {
+    free: u32,
+    /// Waiting orders by when they are noticed: (ready at, order) -> (dispatch number, dispatched at).
+    queue: BTreeMap<(Millis, u64), (u32, Millis)>,
+}
+
+/// Who holds an order now.
+#[derive(Debug, Clone)]
+struct Held {
+    team: (Role, Unit),
+    /// Queued (and when it becomes ready), or being worked by a member.
+    queued_ready: Option<Millis>,
+}
+
+#[derive(Resource, Debug, Default)]
+struct Desk {
+    committee_of: HashMap<String, String>,
+    teams: BTreeMap<(Role, Unit), Team>,
+    held: HashMap<u64, Held>,
+    /// Dispatch number per order: scheduled steps of an older dispatch are void.
+    dispatch: HashMap<u64, u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Job {
+    order: u64,
+    dispatch: u32,
+    step: Step,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Start,
+    Finish,
+    Verify,
+}
+
+fn crew_of(r: &Responders, role: Role) -> (&'static str, &Crew) {
+    match role {
+        Role::Committee => ("committee", &r.committee),
+        Role::Property => ("property", &r.property),
+        Role::CityManagement => ("city_management", &r.city_management),
+        Role::Maintenance => ("maintenance", &r.maintenance),
+        Role::FireSafety => ("fire_safety", &r.fire_safety),
+        Role::TaskForce => ("task_force", &r.task_force),
+    }
+}
+
+fn principal(role: Role, unit: &Unit) -> String {
+    let name = match role {
+        Role::Committee => "cadre",
+        Role::Property => "property",
+        Role::CityManagement => "city-management",
+        Role::Maintenance => "maintenance",
+        Role::FireSafety => "fire-safety",
+        Role::TaskForce => "task-force",
+    };
+    match unit {
+        Unit::Committee(c) => format!("committee:{c}/{name}"),
+        Unit::Estate(e) => format!("estate:{e}/{name}"),
+        Unit::Town => format!("town/{name}"),
+    }
+}
+
+fn on_duty(crew: &Crew, now: Millis) -> bool {
+    let Some((a, b)) = &crew.on_duty else { return true };
+    let (Some(a), Some(b)) = (parse_hhmm(a), parse_hhmm(b)) else { return true };
+    let l = Local::of(now);
+    let m = l.hour * 60 + l.minute;
+    if a < b { (a..b).contains(&m) } else { m >= a || m < b }
+}
+
+fn minutes(rng: &mut crate::rng::Rng, range: (f64, f64)) -> Millis {
+    (uniform(rng, range) * MINUTE as f64).round().max(0.0) as Millis
+}
+
+impl Desk {
+    /// The crew an order goes to: its first assignee, at its estate (or committee) when it has one.
+    fn team_for(&self, n: &Notice) -> Option<(Role, Unit)> {
+        let role = *n.assignee.first()?;
+        let estate = self.committee_of.contains_key(&n.area);
+        let unit = match role {
+            Role::Committee if estate => Unit::Committee(self.committee_of[&n.area].clone()),
+            Role::Property if estate => Unit::Estate(n.area.clone()),
+            _ => Unit::Town,
+        };
+        Some((role, unit))
+    }
+
+    /// Takes an order away from whoever holds it; true if a member was working it.
+    fn release(&mut self, order: u64) -> Option<(Role, bool)> {
+        let held = self.held.remove(&order)?;
+        let team = self.teams.get_mut(&held.team)?;
+        match held.queued_ready {
+            Some(ready) => {
+                team.queue.remove(&(ready, order));
+            }
+            None => team.free += 1,
+        }
+        Some((held.team.0, held.queued_ready.is_none()))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    clock: Res<Clock>,
+    params: Res<Params>,
+    mut inbox: ResMut<Inbox>,
+    mut acts: ResMut<Acts>,
+    mut desk: ResMut<Desk>,
+    mut agenda: ResMut<Agenda<Job>>,
+    mut stats: ResMut<ResponderStats>,
+) {
+    let cfg = &params.scenario.responders;
+    let now = clock.now;
+    // The last notice of each order says where it stands; orders in id order.
+    let latest: BTreeMap<u64, Notice> = std::mem::take(&mut inbox.0).into_iter().map(|n| (n.event.order, n)).collect();
+    if !cfg.enabled {
+        return;
+    }
+    let desk = &mut *desk;
+    for (order, n) in latest {
+        match n.event.to {
+            State::Dispatched => {
+                if let Some((role, true)) = desk.release(order) {
+                    stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default().withdrawn += 1;
+                }
+                let d = desk.dispatch.entry(order).or_insert(0);
+                *d += 1;
+                let d = *d;
+                let Some(key) = desk.team_for(&n) else { continue };
+                let (name, crew) = crew_of(cfg, key.0);
+                let headcount = crew.headcount;
+                let mut rng = params.rng("responders.notice", order, d);
+                let ready = n.event.at.max(now) + minutes(&mut rng, crew.notice_minutes);
+                let team = desk.teams.entry(key.clone()).or_insert_with(|| Team { free: headcount, queue: BTreeMap::new() });
+                team.queue.insert((ready, order), (d, n.event.at));
+                let s = stats.by_crew.entry(name.into()).or_default();
+                s.dispatched += 1;
+                s.max_queue = s.max_queue.max(team.queue.len() as u64);
+                desk.held.insert(order, Held { team: key, queued_ready: Some(ready) });
+            }
+            State::Resolved => {
+                desk.release(order);
+                let d = desk.dispatch.get(&order).copied().unwrap_or(0);
+                let mut rng = params.rng("responders.verify", order, d);
+                agenda.push(now + minutes(&mut rng, cfg.verify_minutes), Job { order, dispatch: d, step: Step::Verify });
+            }
+            State::Closed | State::Cancelled | State::Returned => {
+                if let Some((role, true)) = desk.release(order) {
+                    stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default().withdrawn += 1;
+                }
+                *desk.dispatch.entry(order).or_insert(0) += 1;
+            }
+            // Accepted, in progress, verified: the responders' own doing (or a trainee's, whom they leave be).
+            _ => {}
+        }
+    }
+    // Steps of work under way.
+    for (_, job) in agenda.due(now) {
+        if desk.dispatch.get(&job.order) != Some(&job.dispatch) {
+            continue;
+        }
+        let held = desk.held.get(&job.order).cloned();
+        match job.step {
+            Step::Start | Step::Finish => {
+                let Some(Held { team, queued_ready: None }) = held else { continue };
+                let (name, crew) = crew_of(cfg, team.0);
+                let who = principal(team.0, &team.1);
+                if let Step::Start = job.step {
+                    acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Start });
+                    let mut rng = params.rng("responders.work", job.order, job.dispatch);
+                    agenda.push(now + minutes(&mut rng, crew.work_minutes), Job { step: Step::Finish, ..job });
+                    continue;
+                }
+                let mut rng = params.rng("responders.outcome", job.order, job.dispatch);
+                let s = stats.by_crew.entry(name.into()).or_default();
+                let action = if rng.random_bool(crew.fail_share) {
+                    s.failed += 1;
+                    Action::Fail { reason: "could not be fixed on site".into() }
+                } else {
+                    s.resolved += 1;
+                    Action::Resolve
+                };
+                acts.0.push(Act { at: now, order: job.order, principal: who, action });
+                desk.release(job.order);
+            }
+            Step::Verify => {
+                let mut rng = params.rng("responders.reopen", job.order, job.dispatch);
+                let s = stats.by_crew.entry("dispatcher".into()).or_default();
+                let who = "town/dispatcher".to_string();
+                if rng.random_bool(cfg.reopen_share) {
+                    s.reopened += 1;
+                    acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Reopen { reason: "the resident reports the problem persists".into() } });
+                } else {
+                    s.verified += 1;
+                    acts.0.push(Act { at: now, order: job.order, principal: who.clone(), action: Action::Verify });
+                    acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Close });
+                }
+            }
+        }
+    }
+    // Free members on duty take the orders they have noticed, oldest notice first.
+    for (key, team) in desk.teams.iter_mut() {
+        let (name, crew) = crew_of(cfg, key.0);
+        if team.free == 0 || team.queue.is_empty() || !on_duty(crew, now) {
+            continue;
+        }
+        while team.free > 0 {
+            let Some(entry) = team.queue.first_entry() else { break };
+            let &(ready, order) = entry.key();
+            if ready > now {
+                break;
+            }
+            let (d, dispatched_at) = entry.remove();
+            team.free -= 1;
+            desk.held.insert(order, Held { team: key.clone(), queued_ready: None });
+            acts.0.push(Act { at: now, order, principal: principal(key.0, &key.1), action: Action::Accept });
+            let s = stats.by_crew.entry(name.into()).or_default();
+            s.accepted += 1;
+            s.wait_minutes += ((now - dispatched_at).max(0) / MINUTE) as u64;
+            let mut rng = params.rng("responders.travel", order, d);
+            agenda.push(now + minutes(&mut rng, crew.travel_minutes), Job { order, dispatch: d, step: Step::Start });
+        }
+    }
+}
