@@ -83,7 +83,9 @@ fn options(cfg: &IngestConfig) -> (AsyncClient, EventLoop) {
 /// holds one to publish the transitions its callers make.
 #[derive(Clone)]
 pub struct OrdersOut {
-    client: AsyncClient,
+    /// To the task that publishes them in order, waiting for room on the connection: a burst of notices
+    /// (an escalation storm) can neither be dropped nor crowd out the acknowledgements.
+    tx: tokio::sync::mpsc::UnboundedSender<(String, Vec<u8>)>,
 }
 
 impl OrdersOut {
@@ -92,8 +94,8 @@ impl OrdersOut {
     pub fn publish(&self, notices: &[Notice]) {
         for n in notices {
             let body = serde_json::to_vec(n).unwrap_or_default();
-            if self.client.try_publish(n.topic(), QoS::AtLeastOnce, false, body).is_err() {
-                tracing::warn!("could not queue work-order notice {} {}", n.event.order, n.event.action);
+            if self.tx.send((n.topic(), body)).is_err() {
+                tracing::warn!("the core's connection is closed: work-order notice {} {} not published", n.event.order, n.event.action);
             }
         }
     }
@@ -101,7 +103,7 @@ impl OrdersOut {
     /// Publishes `{"now": ms}` on [`WATERMARK_TOPIC`].
     pub fn watermark(&self, now: Millis) {
         let body = format!("{{\"now\":{now}}}");
-        let _ = self.client.try_publish(WATERMARK_TOPIC, QoS::AtLeastOnce, false, body.into_bytes());
+        let _ = self.tx.send((WATERMARK_TOPIC.to_string(), body.into_bytes()));
     }
 }
 
@@ -109,17 +111,20 @@ impl OrdersOut {
 pub struct Link {
     client: AsyncClient,
     el: EventLoop,
+    out: OrdersOut,
+    out_rx: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
 }
 
 impl Link {
     pub fn new(cfg: &IngestConfig) -> Link {
         let (client, el) = options(cfg);
-        Link { client, el }
+        let (tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+        Link { client, el, out: OrdersOut { tx }, out_rx }
     }
 
     /// A handle that publishes on this connection (for the API).
     pub fn orders_out(&self) -> OrdersOut {
-        OrdersOut { client: self.client.clone() }
+        self.out.clone()
     }
 }
 
@@ -132,42 +137,65 @@ pub async fn serve(core: Arc<Mutex<Core>>, cfg: IngestConfig, counters: Arc<Inge
 /// [`serve`] on a link made beforehand (so its [`OrdersOut`] can be handed to the API first).
 pub async fn serve_on(link: Link, core: Arc<Mutex<Core>>, cfg: IngestConfig, counters: Arc<IngestCounters>, mut stop: watch::Receiver<bool>) -> Result<(), IngestError> {
     use std::sync::atomic::Ordering::Relaxed;
-    let Link { client, mut el } = link;
-    let out = OrdersOut { client: client.clone() };
+    let Link { client, mut el, out, mut out_rx } = link;
+    let publisher = {
+        let client = client.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            while let Some((topic, body)) = out_rx.recv().await {
+                if client.publish(topic, QoS::AtLeastOnce, false, body).await.is_err() {
+                    break;
+                }
+            }
+        }))
+    };
     client.subscribe(cfg.filter.clone(), QoS::AtLeastOnce).await?;
-    let mut batch: Vec<Publish> = Vec::with_capacity(cfg.batch_max);
-    loop {
-        // Wait for the first message of a batch (or the stop signal).
-        if batch.is_empty() {
-            tokio::select! {
-                _ = stop.changed() => if *stop.borrow() { break },
-                ev = el.poll() => match ev {
-                    Ok(Event::Incoming(Packet::Publish(p))) => batch.push(p),
+    // The connection is polled on its own task, so acknowledging and publishing (which wait for room on
+    // the connection) never wait on the loop that would make that room.
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Publish>(10_000);
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let network = {
+        let (client, filter, closing) = (client.clone(), cfg.filter.clone(), closing.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if in_tx.send(p).await.is_err() {
+                            break;
+                        }
+                    }
                     Ok(Event::Incoming(Packet::ConnAck(c))) if !c.session_present => {
                         // A new session: (re)subscribe so the broker knows the filter.
-                        let _ = client.try_subscribe(cfg.filter.clone(), QoS::AtLeastOnce);
+                        let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
                     }
                     Ok(_) => {}
+                    Err(rumqttc::ConnectionError::RequestsDone) => break,
+                    Err(_) if closing.load(Relaxed) => break,
                     Err(e) => {
                         tracing::warn!("core ingest connection: {e}");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
-                },
+                }
             }
-            if batch.is_empty() {
-                continue;
-            }
+        }))
+    };
+    let mut batch: Vec<Publish> = Vec::with_capacity(cfg.batch_max);
+    loop {
+        // Wait for the first message of a batch (or the stop signal).
+        tokio::select! {
+            _ = stop.changed() => if *stop.borrow() { break },
+            p = in_rx.recv() => match p {
+                Some(p) => batch.push(p),
+                None => break,
+            },
+        }
+        if batch.is_empty() {
+            continue;
         }
         // Take what else is already there, briefly.
         while batch.len() < cfg.batch_max {
-            match tokio::time::timeout(cfg.batch_wait, el.poll()).await {
-                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => batch.push(p),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!("core ingest connection: {e}");
-                    break;
-                }
-                Err(_) => break,
+            match tokio::time::timeout(cfg.batch_wait, in_rx.recv()).await {
+                Ok(Some(p)) => batch.push(p),
+                Ok(None) | Err(_) => break,
             }
         }
         counters.received.fetch_add(batch.len() as u64, Relaxed);
@@ -196,7 +224,7 @@ pub async fn serve_on(link: Link, core: Arc<Mutex<Core>>, cfg: IngestConfig, cou
                 }
                 // Committed: now the broker may forget them.
                 for p in &batch {
-                    let _ = client.try_ack(p);
+                    client.ack(p).await?;
                 }
                 counters.batches.fetch_add(1, Relaxed);
             }
@@ -210,11 +238,33 @@ pub async fn serve_on(link: Link, core: Arc<Mutex<Core>>, cfg: IngestConfig, cou
         }
         batch.clear();
     }
+    // Let the last notices go out, then disconnect.
+    drop(out);
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        while !publisher.0.is_finished() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    drop(publisher);
+    closing.store(true, Relaxed);
     let _ = client.disconnect().await;
     // Let the disconnect and the last acks go out.
     let _ = tokio::time::timeout(Duration::from_millis(200), async {
-        while el.poll().await.is_ok() {}
+        while !network.0.is_finished() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     })
     .await;
+    drop(network);
     Ok(())
+}
+
+/// A task that ends with its owner, on every way out of [`serve_on`].
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -89,7 +89,6 @@ pub fn start_embedded() -> Result<Endpoint> {
     // Ask the OS for a free port, then hand it to rumqttd (which binds by address, not by listener).
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("cannot find a free loopback port")?.port();
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
-    let port = start_front(listen)?;
     let mut broker = Broker::new(embedded_config(listen));
     std::thread::Builder::new()
         .name("rumqttd".into())
@@ -99,8 +98,9 @@ pub fn start_embedded() -> Result<Endpoint> {
             }
         })
         .context("cannot start the embedded broker thread")?;
-    let ep = Endpoint { host: "127.0.0.1".into(), port, embedded: true };
-    check_reachable(&ep, Duration::from_secs(10)).context("the embedded broker did not start")?;
+    check_reachable(&Endpoint { host: "127.0.0.1".into(), port, embedded: true }, Duration::from_secs(10)).context("the embedded broker did not start")?;
+    let ep = Endpoint { host: "127.0.0.1".into(), port: start_front(listen)?, embedded: true };
+    check_reachable(&ep, Duration::from_secs(10)).context("the embedded broker's front did not start")?;
     Ok(ep)
 }
 

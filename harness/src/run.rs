@@ -311,11 +311,16 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
                 _ => broker::start_embedded()?,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            // Known problem (issue 3 notes): the core's manual-ack subscription stalls when the twin publishes
-            // over many connections, so with `estate`/`device` the core is fed in-process for now.
+            // Over many publisher connections a broker keeps each connection's order but not the order
+            // between them: the clock tick closing a minute can reach the core before that minute's events
+            // from other connections, so the lockstep with the responders (and the work orders) would depend
+            // on timing. With `estate`/`device` the core is fed in-process, in the twin's order.
             let over_mqtt = core.is_some() && !opts.in_process && opts.connections == Mode::One;
             if core.is_some() && !opts.in_process && !over_mqtt {
-                tracing::warn!("the core is fed in-process with --connections {:?}: over MQTT it stalls with many publisher connections", opts.connections);
+                tracing::warn!(
+                    "the core is fed in-process with --connections {:?}: across many connections the broker does not keep the twin's order",
+                    opts.connections
+                );
             }
             let shared = if over_mqtt { core.take().map(|c| Arc::new(Mutex::new(c.core))) } else { None };
             let (report, net, ceiling, acted) = rt.block_on(networked(opts, &scenario, start, town, &ep, &bar, core.as_mut(), shared.clone()))?;
