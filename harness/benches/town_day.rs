@@ -10,7 +10,8 @@ use towntwin_sim::{Scenario, Twin, TwinOptions};
 
 fn town_day(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let loaded = Scenario::load(&root.join("scenarios/baseline.ron")).expect("baseline scenario");
+    let mut loaded = Scenario::load(&root.join("scenarios/baseline.ron")).expect("baseline scenario");
+    loaded.scenario.days = 1;
     let town = Town::load(&loaded.town_file).expect("town");
     let mut group = c.benchmark_group("town_day");
     group.sample_size(10);
