@@ -331,9 +331,10 @@ pub struct Crew {
 
 /// The people who work the core's orders: committee cadres (per committee), property staff (per estate), the
 /// town departments and the task force (town-wide), and the dispatchers who verify a resolution with the
-/// resident and close the order, or reopen it.
+/// resident and close the order, or reopen it. A what-if file may give any field of any crew alone
+/// (`responders: (city_management: (headcount: 40))`): the rest keep that crew's baseline values.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(from = "RespondersPatch")]
 pub struct Responders {
     /// False: nobody acts on the orders (they escalate on their deadlines).
     pub enabled: bool,
@@ -353,6 +354,77 @@ pub struct Responders {
     pub verify_minutes: (f64, f64),
     /// Share of resolutions the resident disputes: the order is reopened instead of verified.
     pub reopen_share: f64,
+}
+
+/// A field a patch was given, written plainly in the file (`headcount: 40`, `on_duty: None`).
+fn given<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// What a scenario file says of one crew: any of its fields.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CrewPatch {
+    #[serde(deserialize_with = "given")]
+    headcount: Option<u32>,
+    #[serde(deserialize_with = "given")]
+    on_duty: Option<Option<(String, String)>>,
+    #[serde(deserialize_with = "given")]
+    notice_minutes: Option<(f64, f64)>,
+    #[serde(deserialize_with = "given")]
+    travel_minutes: Option<(f64, f64)>,
+    #[serde(deserialize_with = "given")]
+    work_minutes: Option<(f64, f64)>,
+    #[serde(deserialize_with = "given")]
+    fail_share: Option<f64>,
+}
+
+impl CrewPatch {
+    fn over(self, base: Crew) -> Crew {
+        Crew {
+            headcount: self.headcount.unwrap_or(base.headcount),
+            on_duty: self.on_duty.unwrap_or(base.on_duty),
+            notice_minutes: self.notice_minutes.unwrap_or(base.notice_minutes),
+            travel_minutes: self.travel_minutes.unwrap_or(base.travel_minutes),
+            work_minutes: self.work_minutes.unwrap_or(base.work_minutes),
+            fail_share: self.fail_share.unwrap_or(base.fail_share),
+        }
+    }
+}
+
+/// What a scenario file says of the responders: any of their fields, each over the baseline.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RespondersPatch {
+    #[serde(deserialize_with = "given")]
+    enabled: Option<bool>,
+    committee: CrewPatch,
+    property: CrewPatch,
+    city_management: CrewPatch,
+    maintenance: CrewPatch,
+    fire_safety: CrewPatch,
+    task_force: CrewPatch,
+    #[serde(deserialize_with = "given")]
+    verify_minutes: Option<(f64, f64)>,
+    #[serde(deserialize_with = "given")]
+    reopen_share: Option<f64>,
+}
+
+impl From<RespondersPatch> for Responders {
+    fn from(p: RespondersPatch) -> Responders {
+        let d = Responders::default();
+        Responders {
+            enabled: p.enabled.unwrap_or(d.enabled),
+            committee: p.committee.over(d.committee),
+            property: p.property.over(d.property),
+            city_management: p.city_management.over(d.city_management),
+            maintenance: p.maintenance.over(d.maintenance),
+            fire_safety: p.fire_safety.over(d.fire_safety),
+            task_force: p.task_force.over(d.task_force),
+            verify_minutes: p.verify_minutes.unwrap_or(d.verify_minutes),
+            reopen_share: p.reopen_share.unwrap_or(d.reopen_share),
+        }
+    }
 }
 
 fn crew(headcount: u32, on_duty: Option<(&str, &str)>, notice: (f64, f64), travel: (f64, f64), work: (f64, f64), fail_share: f64) -> Crew {

@@ -166,4 +166,19 @@ fn scenario_errors_name_the_place_and_what_was_expected() {
     let e = s.validate(f).unwrap_err().to_string();
     assert!(e.contains("garbage.missort_owner") && e.contains("probability"), "{e}");
     assert!(e.contains("start_date") && e.contains("not a real date"), "{e}");
+    let e = parse_ron::<Scenario>(f, "(name: \"x\", seed: 1, start_date: \"2026-03-02\", days: 1, town: \"t\", responders: (task_force: (headcount: 2, colour: 1)))").unwrap_err();
+    assert!(e.to_string().contains("colour") && e.to_string().contains("responders.task_force"), "{e}");
+}
+
+#[test]
+fn a_what_if_file_changes_one_field_of_one_crew() {
+    use towntwin_sim::scenario::Responders;
+    let f = Path::new("what-if.ron");
+    let s = parse_ron::<Scenario>(f, "(name: \"x\", seed: 1, start_date: \"2026-03-02\", days: 1, town: \"t\", responders: (city_management: (headcount: 40), committee: (on_duty: None)))").unwrap();
+    let d = Responders::default();
+    assert_eq!(s.responders.city_management.headcount, 40);
+    assert_eq!(s.responders.city_management.work_minutes, d.city_management.work_minutes);
+    assert_eq!(s.responders.committee.on_duty, None, "None states round the clock, it does not mean `not given`");
+    assert_eq!(s.responders.committee.headcount, d.committee.headcount);
+    assert_eq!(s.responders.task_force, d.task_force);
 }
