@@ -90,8 +90,8 @@ impl Core {
             let loaded = store.load()?;
             core.orders.orders = loaded.orders;
             core.orders.reindex();
-            if let Some((upto, json)) = loaded.snapshot {
-                core.engine.state = decode_snapshot(&json)?;
+            if let Some((upto, bytes)) = loaded.snapshot {
+                core.engine.state = decode_snapshot(&bytes)?;
                 core.last_seq = upto;
                 core.snapshot_upto = Some(upto);
             }

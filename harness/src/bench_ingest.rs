@@ -10,7 +10,6 @@
 //! of the step's end, nothing was lost, and the p99 latency is within the target.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,12 +22,12 @@ use towntwin_core::ingest::{self, IngestConfig, IngestCounters};
 use towntwin_core::orders::{Notice, Policy};
 use towntwin_core::rules::RuleSet;
 use towntwin_core::service::Core;
-use towntwin_sim::{Message, Twin, TwinOptions};
+use towntwin_core::town::Town;
+use towntwin_sim::{Message, Scenario, Twin, TwinOptions};
 
 use crate::DataFault;
-use crate::broker;
 use crate::mqtt::{Mode, Publisher};
-use crate::run::{BrokerChoice, RunOptions, load};
+use crate::run::{RunOptions, load, stamped_dir};
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -86,50 +85,33 @@ fn event_id(payload: &[u8]) -> Option<&str> {
     std::str::from_utf8(&payload[at..at + len]).ok()
 }
 
-/// Generates at least `n` messages of the scenario's traffic (as many whole days as that takes).
-fn generate(opts: &RunOptions, n: u64) -> Result<Vec<Message>> {
-    let (mut scenario, start, town) = load(opts)?;
+/// At least `n` messages of the scenario's traffic from its start (ten years at most), minute by minute.
+fn generate(scenario: &Scenario, start: i64, town: &Town, n: usize) -> Vec<Message> {
+    let mut scenario = scenario.clone();
     scenario.responders.enabled = false;
-    scenario.days = 1;
-    let per_day = {
-        let mut t = Twin::new(&scenario, start, town.clone(), TwinOptions::default());
-        let mut msgs = Vec::with_capacity(900_000);
-        t.run(|m| msgs.extend_from_slice(m));
-        if msgs.len() as u64 >= n {
-            return Ok(msgs);
-        }
-        msgs.len() as u64
-    };
-    scenario.days = n.div_ceil(per_day.max(1)) as u32;
-    let mut t = Twin::new(&scenario, start, town, TwinOptions::default());
-    let mut msgs = Vec::with_capacity(n as usize + 1_000);
-    t.run(|m| msgs.extend_from_slice(m));
-    Ok(msgs)
+    scenario.days = 3_660;
+    let mut t = Twin::new(&scenario, start, town.clone(), TwinOptions::default());
+    let mut msgs = Vec::with_capacity(n + 2_000);
+    while msgs.len() < n && !t.finished() {
+        msgs.extend(t.step());
+    }
+    msgs
 }
 
 pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
-    let needed: u64 = opts.rates.iter().map(|r| (*r as f64 * opts.seconds).ceil() as u64).sum();
+    // Every input file, then the broker, before anything is generated or written.
+    let (scenario, start, town) = load(&opts.run)?;
+    let rules = RuleSet::load(&opts.run.rules).map_err(DataFault)?;
+    let policy = Policy::load(&opts.run.policy).map_err(DataFault)?;
+    let ep = opts.run.broker.endpoint()?.ok_or_else(|| anyhow!("bench-ingest measures through a broker: it cannot run without one"))?;
+    let needed: usize = opts.rates.iter().map(|r| (*r as f64 * opts.seconds).ceil() as usize).sum();
     eprintln!("generating {needed} events of traffic ...");
-    let msgs = generate(&opts.run, needed)?;
+    let msgs = generate(&scenario, start, &town, needed);
     let ids: HashMap<String, usize> = msgs.iter().enumerate().filter_map(|(i, m)| Some((event_id(&m.payload)?.to_string(), i))).collect();
-    let (scenario, _, town) = load(&opts.run)?;
-    let out = opts.run.out.clone().unwrap_or_else(|| {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        PathBuf::from("results").join(format!("bench-ingest-{stamp}"))
-    });
+    let out = opts.run.out.clone().unwrap_or_else(|| stamped_dir("bench-ingest"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let db = out.join("core.db");
     let _ = std::fs::remove_file(&db);
-    let ep = match &opts.run.broker {
-        BrokerChoice::External(url) => {
-            let ep = broker::parse_url(url)?;
-            broker::check_reachable(&ep, Duration::from_secs(3))?;
-            ep
-        }
-        _ => broker::start_embedded()?,
-    };
-    let rules = RuleSet::load(&opts.run.rules).map_err(DataFault)?;
-    let policy = Policy::load(&opts.run.policy).map_err(DataFault)?;
     let core = Arc::new(Mutex::new(Core::open(rules, policy, &town, Some(&db))?));
 
     // The core as a service, on its own thread and runtime.

@@ -35,6 +35,13 @@ pub fn parse_url(url: &str) -> Result<Endpoint> {
     Ok(Endpoint { host: host.to_string(), port, embedded: false })
 }
 
+/// The external broker at `url`, once it accepts connections (within 3 s).
+pub fn reach(url: &str) -> Result<Endpoint> {
+    let ep = parse_url(url)?;
+    check_reachable(&ep, Duration::from_secs(3))?;
+    Ok(ep)
+}
+
 /// Checks that a broker accepts TCP connections at `ep`, within `timeout`.
 pub fn check_reachable(ep: &Endpoint, timeout: Duration) -> Result<()> {
     let addrs: Vec<SocketAddr> =

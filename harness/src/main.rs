@@ -228,8 +228,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Core { broker, db, town, rules, policy, client_id, filter, http } => {
-            let ep = towntwin_harness::broker::parse_url(&broker)?;
-            towntwin_harness::broker::check_reachable(&ep, std::time::Duration::from_secs(3))?;
+            let ep = towntwin_harness::broker::reach(&broker)?;
             let town = Town::load(&town).map_err(DataFault)?;
             let rules = towntwin_core::rules::RuleSet::load(&rules).map_err(DataFault)?;
             let policy = towntwin_core::orders::Policy::load(&policy).map_err(DataFault)?;
@@ -286,11 +285,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Ceiling { broker, messages, size } => {
             let ep = match broker {
-                Some(url) => {
-                    let ep = towntwin_harness::broker::parse_url(&url)?;
-                    towntwin_harness::broker::check_reachable(&ep, std::time::Duration::from_secs(3))?;
-                    ep
-                }
+                Some(url) => towntwin_harness::broker::reach(&url)?,
                 None => towntwin_harness::broker::start_embedded()?,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

@@ -68,6 +68,17 @@ pub enum BrokerChoice {
     None,
 }
 
+impl BrokerChoice {
+    /// Where to connect: the external broker once it answers, the embedded one once started, or none.
+    pub fn endpoint(&self) -> Result<Option<Endpoint>> {
+        Ok(match self {
+            BrokerChoice::Embedded => Some(broker::start_embedded()?),
+            BrokerChoice::External(url) => Some(broker::reach(url)?),
+            BrokerChoice::None => None,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub scenario: PathBuf,
@@ -277,7 +288,9 @@ pub fn load(opts: &RunOptions) -> Result<(Scenario, i64, Town)> {
 /// Runs a scenario end to end and writes its results.
 pub fn run(opts: &RunOptions) -> Result<Summary> {
     let (scenario, start, town) = load(opts)?;
-    let out_dir = opts.out.clone().unwrap_or_else(|| default_out_dir(&scenario));
+    // The broker before the results folder: a run that cannot start leaves nothing behind.
+    let ep = opts.broker.endpoint()?;
+    let out_dir = opts.out.clone().unwrap_or_else(|| stamped_dir(&format!("{}-{}", scenario.name, scenario.seed)));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create the results folder {}", out_dir.display()))?;
     let mut core = if opts.core { Some(InProcessCore::open(opts, &town, &out_dir)?) } else { None };
     let mut mqtt_core = false;
@@ -285,8 +298,8 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
     let total_ticks = scenario.days as u64 * 1440;
     let bar = progress_bar(opts.progress, total_ticks);
 
-    let (report, network, ceiling) = match &opts.broker {
-        BrokerChoice::None => {
+    let (report, network, ceiling) = match ep {
+        None => {
             let mut failed = None;
             let report = twin_loop(&scenario, start, town, opts.threads, &bar, |msgs, acts| match core.as_mut().map(|c| c.tick(acts, &msgs)) {
                 Some(Err(e)) => {
@@ -301,15 +314,7 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
             }
             (report, None, None)
         }
-        choice => {
-            let ep = match choice {
-                BrokerChoice::External(url) => {
-                    let ep = broker::parse_url(url)?;
-                    broker::check_reachable(&ep, Duration::from_secs(3))?;
-                    ep
-                }
-                _ => broker::start_embedded()?,
-            };
+        Some(ep) => {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             // Over many publisher connections a broker keeps each connection's order but not the order
             // between them: the clock tick closing a minute can reach the core before that minute's events
@@ -343,10 +348,11 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
     Ok(summary)
 }
 
-fn default_out_dir(s: &Scenario) -> PathBuf {
+/// `results/<name>-<unix time>`: the default results folder of a run or a benchmark.
+pub fn stamped_dir(name: &str) -> PathBuf {
     // The wall clock only names the folder; it decides nothing in the run.
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    PathBuf::from("results").join(format!("{}-{}-{}", s.name, s.seed, stamp))
+    PathBuf::from("results").join(format!("{name}-{stamp}"))
 }
 
 fn progress_bar(show: bool, total: u64) -> ProgressBar {

@@ -66,10 +66,12 @@ fn town_with_a_broken_reference_exits_2_naming_the_field() {
 
 #[test]
 fn unreachable_broker_is_reported_and_exits_non_zero() {
-    let (_dir, scenario) = fixture();
-    let (code, _, err) = run_with(&["run", "-q", "--scenario", path(&scenario), "--broker", "mqtt://127.0.0.1:1"]);
+    let (dir, scenario) = fixture();
+    let out = dir.path().join("out");
+    let (code, _, err) = run_with(&["run", "-q", "--scenario", path(&scenario), "--broker", "mqtt://127.0.0.1:1", "--out", path(&out)]);
     assert_ne!(code, 0);
     assert!(err.contains("cannot reach the MQTT broker"), "{err}");
+    assert!(!out.exists(), "a run that cannot start leaves no results folder behind");
 }
 
 #[test]

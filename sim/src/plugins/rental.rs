@@ -7,7 +7,7 @@ use towntwin_core::town::Tenure;
 
 use super::{Feature, day_start};
 use crate::setup::{Flats, Members, NextPid};
-use crate::world::{Age, Clock, GroundTruth, Household, Params, Presence, Registry, Resident, State, Vulnerable, poisson};
+use crate::world::{Age, Clock, GroundTruth, Household, Params, Presence, Registry, Resident, State, Vulnerable, in_order, poisson};
 
 pub struct RentalPlugin;
 
@@ -133,9 +133,7 @@ fn churn(
 ) {
     let cfg = &params.scenario.group_rental;
     let gates_of = |e: u16| reg.of(e, towntwin_core::town::DeviceKind::Gate);
-    let mut flats: Vec<_> = flats.iter_mut().collect();
-    flats.sort_by_key(|x| x.1.key());
-    for (flat, h, mut members) in flats {
+    for (flat, h, mut members) in in_order(flats.iter_mut(), |x| x.1.key()) {
         let mut rng = params.rng("rental.churn", h.key(), clock.day);
         for _ in 0..poisson(&mut rng, cfg.churn_per_week / 7.0) {
             if members.0.is_empty() {
