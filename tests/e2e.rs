@@ -1,10 +1,10 @@
 //! End to end: twin -> real MQTT broker -> a subscriber. The embedded rumqttd always; mosquitto when it is
 //! installed (CI installs it and sets CI=true, which makes it required).
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
 
 use towntwin_harness::mqtt::Mode;
 use towntwin_harness::run::{BrokerChoice, RunOptions, Summary, run};
@@ -20,15 +20,7 @@ fn fixture(estates: usize) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn options(dir: &tempfile::TempDir, scenario: PathBuf, broker: BrokerChoice, mode: Mode, tag: &str) -> RunOptions {
-    RunOptions {
-        scenario,
-        broker,
-        connections: mode,
-        out: Some(dir.path().join(tag)),
-        validate: true,
-        progress: false,
-        ..RunOptions::default()
-    }
+    RunOptions { scenario, broker, connections: mode, out: Some(dir.path().join(tag)), validate: true, progress: false, ..RunOptions::default() }
 }
 
 /// Everything published arrived, every QoS 1 publish was acknowledged, every payload is a valid CloudEvent,
@@ -136,14 +128,21 @@ fn traffic_reaches_mosquitto() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\npersistence false\n")).unwrap();
-    let child = Command::new(exe).arg("-c").arg(&conf).spawn().expect("mosquitto starts");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\npersistence false\n"))
+        .unwrap();
+    let mut child = Command::new(exe).arg("-c").arg(&conf).stderr(Stdio::piped()).spawn().expect("mosquitto starts");
+    // mosquitto logs "... running" to stderr once its listeners are open: wait for that line, then keep
+    // draining its log so that it never blocks on a full pipe.
+    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
     let _guard = Mosquitto(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
+    loop {
+        let line = log.next().expect("mosquitto exited before it was running").unwrap();
+        assert!(!line.contains("Error"), "mosquitto: {line}");
+        if line.contains(" running") {
+            break;
+        }
     }
+    std::thread::spawn(move || log.for_each(drop));
     let (fdir, scenario) = fixture(2);
     let digest = offline_digest(&fdir, &scenario);
     let s = run(&options(&fdir, scenario, BrokerChoice::External(format!("mqtt://127.0.0.1:{port}")), Mode::One, "mosq")).unwrap();
@@ -198,7 +197,8 @@ fn core_restart_mid_stream_loses_and_duplicates_nothing() {
     assert!(second.stats.duplicates > before, "redelivered events are recognised as duplicates");
     feed(&mut second, &ticks[half..]);
 
-    let key = |c: &Core| c.orders.orders.iter().map(|o| (o.rule.clone(), o.key.clone(), o.state, o.level, o.count, o.first_seen, o.last_seen)).collect::<Vec<_>>();
+    let key =
+        |c: &Core| c.orders.orders.iter().map(|o| (o.rule.clone(), o.key.clone(), o.state, o.level, o.count, o.first_seen, o.last_seen)).collect::<Vec<_>>();
     assert!(whole.orders.orders.len() > 50, "a town's three days make orders: {}", whole.orders.orders.len());
     let (a, b) = (key(&whole), key(&second));
     assert_eq!(a.len(), b.len(), "as many orders with and without a restart");

@@ -1,13 +1,14 @@
 //! The HTTP JSON API (axum): list and filter work orders, fetch one with its history, act on it.
 //!
 //! Every request names its principal in the `X-Principal` header, bound to a scope in the tree
-//! district > town > committee > estate: `district`, `town`, `committee:C03` or `estate:E012`. A principal
+//! district > town > committee > estate: `district`, `town`, `committee:C03` or `estate:E012`, optionally
+//! followed by `/name` (parsed by [`towntwin_contracts::principal::Principal`]). A principal
 //! sees and acts only inside its scope: a list is filtered to it; fetching or acting on an order outside it
 //! is 403. Road orders (the fences) belong to the town. Errors are JSON `{"error": "..."}` with 400 (bad
 //! request), 401 (no principal), 403, 404 or 409 (an illegal transition).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -16,39 +17,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use crate::orders::{Action, Loop, Order, OrderEvent};
 use crate::ingest::OrdersOut;
+use crate::orders::{Action, Loop, Order, OrderEvent};
+use crate::principal::{Principal, Scope};
 use crate::service::{Core, CoreError};
 use crate::time::parse_rfc3339;
 use crate::town::Town;
-
-/// A principal's scope.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    District,
-    Town,
-    Committee(String),
-    Estate(String),
-}
-
-impl Scope {
-    /// `district`, `town`, `committee:<id>` or `estate:<id>`, optionally followed by `/<name>` naming who
-    /// acts (`estate:E012/property`, `town/city-management`): the name goes into the order's history only.
-    pub fn parse(s: &str) -> Option<Scope> {
-        let s = match s.split_once('/') {
-            Some((scope, name)) if !name.trim().is_empty() => scope,
-            Some(_) => return None,
-            None => s,
-        };
-        match s.split_once(':') {
-            None if s == "district" => Some(Scope::District),
-            None if s == "town" => Some(Scope::Town),
-            Some(("committee", c)) if !c.is_empty() => Some(Scope::Committee(c.to_string())),
-            Some(("estate", e)) if !e.is_empty() => Some(Scope::Estate(e.to_string())),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Clone)]
 pub struct Api {
@@ -57,12 +31,32 @@ pub struct Api {
     committees: Arc<HashMap<String, String>>,
     /// Where the transitions made through the API are published (the ingest service's connection).
     orders_out: Option<OrdersOut>,
+    /// Stops the service when the core's lock is found poisoned.
+    stop: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Api {
     pub fn new(core: Arc<Mutex<Core>>, town: &Town) -> Api {
         let committees = town.estates.iter().map(|e| (e.id.clone(), e.committee.clone())).collect();
-        Api { core, committees: Arc::new(committees), orders_out: None }
+        Api { core, committees: Arc::new(committees), orders_out: None, stop: None }
+    }
+
+    /// Stops the service (through this signal) if a request finds the core's lock poisoned.
+    pub fn with_stop(mut self, stop: tokio::sync::watch::Sender<bool>) -> Api {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// The core, or 503 if a panic poisoned its lock: its state in memory can no longer be trusted, so the
+    /// service is told to stop (a restart rebuilds the core from its store).
+    fn lock(&self) -> Result<MutexGuard<'_, Core>, ApiError> {
+        self.core.lock().map_err(|_| {
+            tracing::error!("the core's lock is poisoned: stopping the service");
+            if let Some(stop) = &self.stop {
+                stop.send_replace(true);
+            }
+            ApiError(StatusCode::SERVICE_UNAVAILABLE, "the core stopped after an internal failure; it must be restarted".into())
+        })
     }
 
     /// Publishes the transitions made through the API on `orders/...`, on the ingest service's connection.
@@ -80,11 +74,7 @@ impl Api {
     }
 
     pub fn router(self) -> Router {
-        Router::new()
-            .route("/orders", get(list))
-            .route("/orders/{id}", get(fetch))
-            .route("/orders/{id}/actions", post(act))
-            .with_state(self)
+        Router::new().route("/orders", get(list)).route("/orders/{id}", get(fetch)).route("/orders/{id}/actions", post(act)).with_state(self)
     }
 }
 
@@ -96,13 +86,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn principal(headers: &HeaderMap) -> Result<(String, Scope), ApiError> {
-    let raw = headers
-        .get("x-principal")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing X-Principal header (district, town, committee:<id> or estate:<id>, optionally /<name>)".into()))?;
-    let scope = Scope::parse(raw).ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("X-Principal `{raw}`: expected district, town, committee:<id> or estate:<id>, optionally followed by /<name>")))?;
-    Ok((raw.to_string(), scope))
+fn principal(headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let raw = headers.get("x-principal").ok_or_else(|| {
+        ApiError(StatusCode::UNAUTHORIZED, "missing X-Principal header (district, town, committee:<id> or estate:<id>, optionally /<name>)".into())
+    })?;
+    let raw = raw.to_str().map_err(|_| ApiError(StatusCode::BAD_REQUEST, "X-Principal must be ASCII".into()))?;
+    raw.parse::<Principal>().map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("X-Principal: {e}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,13 +135,15 @@ fn summary(o: &Order) -> Summary<'_> {
     }
 }
 
-async fn list(State(api): State<Api>, headers: HeaderMap, filter: Result<Query<Filter>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
-    let (_, scope) = principal(&headers)?;
+async fn list(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    filter: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let scope = principal(&headers)?.scope;
     let Query(f) = filter.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
-        v.as_deref()
-            .map(|s| parse_rfc3339(s).ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("`{name}`: `{s}` is not an RFC 3339 time"))))
-            .transpose()
+        v.as_deref().map(|s| parse_rfc3339(s).ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("`{name}`: `{s}` is not an RFC 3339 time")))).transpose()
     };
     let (from, to) = (time("from", &f.from)?, time("to", &f.to)?);
     let level = match f.level.as_deref() {
@@ -162,7 +153,7 @@ async fn list(State(api): State<Api>, headers: HeaderMap, filter: Result<Query<F
         Some("large") | Some("Large") => Some(Loop::Large),
         Some(x) => return Err(ApiError(StatusCode::BAD_REQUEST, format!("`loop`: `{x}` is not small, medium or large"))),
     };
-    let core = api.core.lock().unwrap_or_else(|e| e.into_inner());
+    let core = api.lock()?;
     let out: Vec<Summary> = core
         .orders
         .orders
@@ -193,8 +184,8 @@ fn find<'a>(core: &'a Core, api: &Api, scope: &Scope, id: u64) -> Result<&'a Ord
 }
 
 async fn fetch(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u64>) -> Result<Response, ApiError> {
-    let (_, scope) = principal(&headers)?;
-    let core = api.core.lock().unwrap_or_else(|e| e.into_inner());
+    let scope = principal(&headers)?.scope;
+    let core = api.lock()?;
     let order = find(&core, &api, &scope, id)?;
     let history = match core.store() {
         Some(s) => s.order_events(id).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
@@ -203,14 +194,19 @@ async fn fetch(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u64>) 
     Ok(axum::Json(Detail { order, history }).into_response())
 }
 
-async fn act(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u64>, body: Result<axum::Json<Action>, axum::extract::rejection::JsonRejection>) -> Result<Response, ApiError> {
-    let (actor, scope) = principal(&headers)?;
+async fn act(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+    body: Result<axum::Json<Action>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let principal = principal(&headers)?;
     let axum::Json(action) = body.map_err(|e| {
         ApiError(StatusCode::BAD_REQUEST, format!("{}; expected e.g. {{\"action\":\"accept\"}} or {{\"action\":\"return\",\"reason\":\"...\"}}", e.body_text()))
     })?;
-    let mut core = api.core.lock().unwrap_or_else(|e| e.into_inner());
-    find(&core, &api, &scope, id)?;
-    match core.act(id, &actor, action) {
+    let mut core = api.lock()?;
+    find(&core, &api, &principal.scope, id)?;
+    match core.act(id, &principal.to_string(), action) {
         Ok((state, transitions)) => {
             if let Some(out) = &api.orders_out {
                 let notices: Vec<_> = transitions.iter().map(|t| core.orders.notice(t)).collect();

@@ -108,11 +108,8 @@ pub fn decode(payload: &[u8], devices: &Devices) -> Result<Event, Reject> {
     let time = env.time.ok_or_else(|| reject("missing_field", "`time`"))?;
     let time = parse_rfc3339(time).ok_or_else(|| reject("mistyped_field", format!("`time` {time:?} is not RFC 3339")))?;
     let device_id = source.rsplit('/').next().unwrap_or_default();
-    let device = if ty == EventType::ClockTick {
-        None
-    } else {
-        Some(*devices.index.get(device_id).ok_or_else(|| reject("unknown_device", format!("`{source}`")))?)
-    };
+    let device =
+        if ty == EventType::ClockTick { None } else { Some(*devices.index.get(device_id).ok_or_else(|| reject("unknown_device", format!("`{source}`")))?) };
     let subject = match env.subject {
         Some(s) => Some(s.parse::<FlatRef>().map_err(|e| reject("mistyped_field", format!("`subject`: {e}")))?),
         None => None,

@@ -53,6 +53,8 @@ pub enum IngestError {
     Client(#[from] rumqttc::ClientError),
     #[error("a batch could not be committed (not acknowledged; a restart resumes from the store): {0}")]
     Commit(#[from] crate::service::CoreError),
+    #[error("the core's lock was poisoned by a panic; stopped so that a restart rebuilds it from the store")]
+    Poisoned,
 }
 
 /// Counters a running service exposes.
@@ -87,26 +89,50 @@ pub struct OrdersOut {
     /// To the task that publishes them in order, waiting for room on the connection: a burst of notices
     /// (an escalation storm) can neither be dropped nor crowd out the acknowledgements.
     tx: tokio::sync::mpsc::UnboundedSender<(String, Vec<u8>)>,
+    /// The same notices for listeners in this process.
+    feed: tokio::sync::broadcast::Sender<Notice>,
+    /// Notices that could not be encoded (none expected: counted so that a test can say so).
+    pub unencodable: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl OrdersOut {
     /// Publishes each notice on `orders/{area}/{id}/{action}` (QoS 1); call it while still holding the core,
-    /// so notices from the API and from ingest cannot overtake each other.
+    /// so notices from the API and from ingest cannot overtake each other. A notice that cannot be encoded is
+    /// not sent with an empty body: it is logged and counted, and the rest go out.
     pub fn publish(&self, notices: &[Notice]) {
         for n in notices {
-            let body = serde_json::to_vec(n).unwrap_or_default();
+            let body = match serde_json::to_vec(n) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.unencodable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!("work-order notice {} {} cannot be encoded, not published: {e}", n.event.order, n.event.action);
+                    continue;
+                }
+            };
             if self.tx.send((n.topic(), body)).is_err() {
                 tracing::warn!("the core's connection is closed: work-order notice {} {} not published", n.event.order, n.event.action);
             }
+            // In-process listeners (tests, benchmarks) get the same notices; none listening is fine.
+            let _ = self.feed.send(n.clone());
         }
     }
 
     /// Publishes `{"now": ms}` on [`WATERMARK_TOPIC`].
     pub fn watermark(&self, now: Millis) {
         let body = format!("{{\"now\":{now}}}");
-        let _ = self.tx.send((WATERMARK_TOPIC.to_string(), body.into_bytes()));
+        if self.tx.send((WATERMARK_TOPIC.to_string(), body.into_bytes())).is_err() {
+            tracing::warn!("the core's connection is closed: watermark not published");
+        }
+    }
+
+    /// The notices as they are published, for listeners in this process (lagging ones lose the oldest).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+        self.feed.subscribe()
     }
 }
+
+/// How many notices an in-process listener may fall behind before it loses the oldest.
+const FEED_CAPACITY: usize = 1 << 16;
 
 /// The core's MQTT connection, made but not yet served.
 pub struct Link {
@@ -120,7 +146,8 @@ impl Link {
     pub fn new(cfg: &IngestConfig) -> Link {
         let (client, el) = options(cfg);
         let (tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
-        Link { client, el, out: OrdersOut { tx }, out_rx }
+        let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
+        Link { client, el, out: OrdersOut { tx, feed, unencodable: Arc::default() }, out_rx }
     }
 
     /// A handle that publishes on this connection (for the API).
@@ -129,17 +156,35 @@ impl Link {
     }
 }
 
-/// Runs until `stop` turns true; each batch is committed through `core` before it is acknowledged.
-pub async fn serve(core: Arc<Mutex<Core>>, cfg: IngestConfig, counters: Arc<IngestCounters>, stop: watch::Receiver<bool>) -> Result<(), IngestError> {
-    let link = Link::new(&cfg);
-    serve_on(link, core, cfg, counters, stop).await
+/// What a running ingest reports as it goes: counters, and the received count as a signal to wait on.
+#[derive(Debug)]
+pub struct Progress {
+    pub counters: Arc<IngestCounters>,
+    /// The number of messages received so far, updated after each batch is committed and acknowledged.
+    pub received: watch::Sender<u64>,
 }
 
-/// [`serve`] on a link made beforehand (so its [`OrdersOut`] can be handed to the API first).
-pub async fn serve_on(link: Link, core: Arc<Mutex<Core>>, cfg: IngestConfig, counters: Arc<IngestCounters>, mut stop: watch::Receiver<bool>) -> Result<(), IngestError> {
+impl Default for Progress {
+    fn default() -> Self {
+        Progress { counters: Arc::default(), received: watch::channel(0).0 }
+    }
+}
+
+/// Runs until `stop` turns true; each batch is committed through `core` before it is acknowledged.
+/// `subscribed` is told once the broker has acknowledged the subscription (its SUBACK), so that a caller
+/// can hold back publishing until the core is listening.
+pub async fn serve_on(
+    link: Link,
+    core: Arc<Mutex<Core>>,
+    cfg: IngestConfig,
+    progress: Arc<Progress>,
+    mut stop: watch::Receiver<bool>,
+    subscribed: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), IngestError> {
     use std::sync::atomic::Ordering::Relaxed;
+    let counters = &progress.counters;
     let Link { client, mut el, out, mut out_rx } = link;
-    let publisher = {
+    let mut publisher = {
         let client = client.clone();
         AbortOnDrop(tokio::spawn(async move {
             while let Some((topic, body)) = out_rx.recv().await {
@@ -154,8 +199,9 @@ pub async fn serve_on(link: Link, core: Arc<Mutex<Core>>, cfg: IngestConfig, cou
     // the connection) never wait on the loop that would make that room.
     let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Publish>(10_000);
     let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let network = {
+    let mut network = {
         let (client, filter, closing) = (client.clone(), cfg.filter.clone(), closing.clone());
+        let mut subscribed = Some(subscribed);
         AbortOnDrop(tokio::spawn(async move {
             loop {
                 match el.poll().await {
@@ -164,15 +210,23 @@ pub async fn serve_on(link: Link, core: Arc<Mutex<Core>>, cfg: IngestConfig, cou
                             break;
                         }
                     }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(s) = subscribed.take() {
+                            let _ = s.send(());
+                        }
+                    }
                     Ok(Event::Incoming(Packet::ConnAck(c))) if !c.session_present => {
                         // A new session: (re)subscribe so the broker knows the filter.
-                        let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                        if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                            tracing::warn!("core ingest: cannot resubscribe to {filter}: {e}");
+                        }
                     }
                     Ok(_) => {}
                     Err(rumqttc::ConnectionError::RequestsDone) => break,
                     Err(_) if closing.load(Relaxed) => break,
                     Err(e) => {
                         tracing::warn!("core ingest connection: {e}");
+                        // Back-off before reconnecting, so a broker that is down is not hammered.
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
@@ -180,13 +234,14 @@ pub async fn serve_on(link: Link, core: Arc<Mutex<Core>>, cfg: IngestConfig, cou
         }))
     };
     let mut batch: Vec<Publish> = Vec::with_capacity(cfg.batch_max);
-    loop {
+    let mut received = 0u64;
+    let result: Result<(), IngestError> = loop {
         // Wait for the first message of a batch (or the stop signal).
         tokio::select! {
-            _ = stop.changed() => if *stop.borrow() { break },
+            _ = stop.changed() => if *stop.borrow() { break Ok(()) },
             p = in_rx.recv() => match p {
                 Some(p) => batch.push(p),
-                None => break,
+                None => break Ok(()),
             },
         }
         if batch.is_empty() {
@@ -202,7 +257,9 @@ pub async fn serve_on(link: Link, core: Arc<Mutex<Core>>, cfg: IngestConfig, cou
         counters.received.fetch_add(batch.len() as u64, Relaxed);
         let payloads: Vec<&[u8]> = batch.iter().map(|p| &p.payload[..]).collect();
         let outcome = {
-            let mut core = core.lock().unwrap_or_else(|e| e.into_inner());
+            // A poisoned lock means a thread panicked while it held the core: its state in memory can no
+            // longer be trusted, so the service stops and a restart rebuilds it from the store.
+            let Ok(mut core) = core.lock() else { break Err(IngestError::Poisoned) };
             core.ingest(&payloads).inspect(|o| {
                 // Published while the core is held, so the API's notices cannot overtake these.
                 if cfg.publish_orders {
@@ -220,46 +277,48 @@ pub async fn serve_on(link: Link, core: Arc<Mutex<Core>>, cfg: IngestConfig, cou
                 for (i, r) in &o.rejected {
                     tracing::info!("dead letter ({}) from {}: {}", r.code, batch[*i].topic, r.detail);
                     let topic = format!("deadletter/{}/{}", r.code, batch[*i].topic);
-                    let _ = client.try_publish(topic, QoS::AtLeastOnce, false, batch[*i].payload.to_vec());
+                    if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, batch[*i].payload.to_vec()) {
+                        tracing::warn!("dead letter from {} not published: {e}", batch[*i].topic);
+                    }
                     counters.dead_lettered.fetch_add(1, Relaxed);
                 }
                 // Committed: now the broker may forget them.
+                let mut acked = Ok(());
                 for p in &batch {
-                    client.ack(p).await?;
+                    acked = client.ack(p).await;
+                    if acked.is_err() {
+                        break;
+                    }
+                }
+                if let Err(e) = acked {
+                    break Err(e.into());
                 }
                 counters.batches.fetch_add(1, Relaxed);
+                received += batch.len() as u64;
+                progress.received.send_replace(received);
             }
             Err(e) => {
                 // Not committed, not acknowledged. The engine may have moved on in memory, so the only safe
                 // course is the one a crash takes: stop, and let a restart rebuild from the store while the
                 // broker redelivers the batch.
                 tracing::error!("core could not commit a batch of {}: {e}", batch.len());
-                return Err(IngestError::Commit(e));
+                break Err(IngestError::Commit(e));
             }
         }
         batch.clear();
-    }
-    // Let the last notices go out, then disconnect.
+    };
+    // Let the last notices go out (the publisher ends when its queue is empty and closed), then disconnect
+    // and let the disconnect and the last acks go out; each step bounded, so a dead broker cannot hold us.
     drop(out);
-    let _ = tokio::time::timeout(Duration::from_millis(200), async {
-        while !publisher.0.is_finished() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    drop(publisher);
+    let _ = tokio::time::timeout(SHUTDOWN_STEP, &mut publisher.0).await;
     closing.store(true, Relaxed);
     let _ = client.disconnect().await;
-    // Let the disconnect and the last acks go out.
-    let _ = tokio::time::timeout(Duration::from_millis(200), async {
-        while !network.0.is_finished() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    drop(network);
-    Ok(())
+    let _ = tokio::time::timeout(SHUTDOWN_STEP, &mut network.0).await;
+    result
 }
+
+/// How long each step of a shutdown may take.
+const SHUTDOWN_STEP: Duration = Duration::from_millis(500);
 
 /// A task that ends with its owner, on every way out of [`serve_on`].
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -1,17 +1,16 @@
-//! towntwin-core: the platform side of the twin. Today it holds the contracts the twin and the core share:
-//! the town registry ([`town`]), the event envelope and topic scheme ([`event`]), event time ([`time`]),
-//! the road-violation catalogue ([`violations`]) and RON loading with located errors ([`load`]).
-//! The rules and work-order service builds on these (issue 3). This crate never depends on bevy.
+//! towntwin-core: the platform's rules and work-order core. Decoding ([`decode`]), the rules engine
+//! ([`rules`]), work orders and escalation policies ([`orders`]), the SQLite store ([`store`]), the core as
+//! one object ([`service`]), its MQTT ingest ([`ingest`]), its HTTP API ([`api`]) and the one way to start
+//! it as a service ([`server`]). The contracts it shares with the twin live in `towntwin-contracts` and are
+//! re-exported here under their own names. This crate never depends on bevy.
 
-pub mod event;
-pub mod load;
-pub mod time;
-pub mod town;
-pub mod violations;
-pub mod decode;
-pub mod rules;
-pub mod orders;
-pub mod store;
-pub mod service;
-pub mod ingest;
+pub use towntwin_contracts::{event, load, principal, time, town, truth, violations};
+
 pub mod api;
+pub mod decode;
+pub mod ingest;
+pub mod orders;
+pub mod rules;
+pub mod server;
+pub mod service;
+pub mod store;

@@ -12,111 +12,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::load::{DataErrors, Problems, read_ron};
-use crate::rules::{Finding, Role, RuleSet};
+use crate::rules::{Finding, RuleSet};
 use crate::time::{HOUR, MINUTE, Millis};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Created,
-    Dispatched,
-    Accepted,
-    InProgress,
-    Resolved,
-    Verified,
-    Closed,
-    Returned,
-    Cancelled,
-}
-
-impl State {
-    pub fn is_open(self) -> bool {
-        !matches!(self, State::Closed | State::Cancelled)
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Created => "created",
-            State::Dispatched => "dispatched",
-            State::Accepted => "accepted",
-            State::InProgress => "in_progress",
-            State::Resolved => "resolved",
-            State::Verified => "verified",
-            State::Closed => "closed",
-            State::Returned => "returned",
-            State::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// The three closed loops (三个闭环).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Loop {
-    /// Inside the estate: committee, property, owners.
-    Small,
-    /// The neighbourhood and the town's functional departments.
-    Medium,
-    /// The town task force, closed on site.
-    Large,
-}
-
-impl Loop {
-    pub fn next(self) -> Option<Loop> {
-        match self {
-            Loop::Small => Some(Loop::Medium),
-            Loop::Medium => Some(Loop::Large),
-            Loop::Large => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "action")]
-pub enum Action {
-    Dispatch,
-    Accept,
-    Start,
-    Resolve,
-    /// Failed on site: the policy may escalate.
-    Fail { reason: String },
-    Verify,
-    Close,
-    Return { reason: String },
-    Reopen { reason: String },
-    Cancel { reason: String },
-    Escalate { reason: String },
-    /// The committee blows the whistle: straight to the policy's whistle loop.
-    Whistle { reason: String },
-}
-
-impl Action {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Action::Dispatch => "dispatch",
-            Action::Accept => "accept",
-            Action::Start => "start",
-            Action::Resolve => "resolve",
-            Action::Fail { .. } => "fail",
-            Action::Verify => "verify",
-            Action::Close => "close",
-            Action::Return { .. } => "return",
-            Action::Reopen { .. } => "reopen",
-            Action::Cancel { .. } => "cancel",
-            Action::Escalate { .. } => "escalate",
-            Action::Whistle { .. } => "whistle",
-        }
-    }
-    fn reason(&self) -> Option<&str> {
-        match self {
-            Action::Fail { reason }
-            | Action::Return { reason }
-            | Action::Reopen { reason }
-            | Action::Cancel { reason }
-            | Action::Escalate { reason }
-            | Action::Whistle { reason } => Some(reason),
-            _ => None,
-        }
-    }
-}
+pub use towntwin_contracts::orders::{Action, Loop, Notice, ORDERS_PREFIX, OrderEvent, Role, State, WATERMARK_TOPIC};
 
 /// A refused transition.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -239,48 +137,6 @@ pub struct Order {
     pub policy: Policy,
 }
 
-/// One appended transition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderEvent {
-    pub order: u64,
-    pub at: Millis,
-    pub actor: String,
-    pub action: String,
-    pub from: Option<State>,
-    pub to: State,
-    pub level: Loop,
-    pub reason: Option<String>,
-}
-
-/// A transition as the core publishes it on `orders/{area}/{id}/{action}`: the event, and the order's
-/// place after it (area, rule, estate, who has it now). The twin's responders take their dispatches from
-/// these; observers get the whole story of an order from them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Notice {
-    #[serde(flatten)]
-    pub event: OrderEvent,
-    pub area: String,
-    pub rule: String,
-    pub estate: Option<u16>,
-    pub assignee: Vec<Role>,
-    /// The id of the event whose arrival caused this transition, when an event did (not an API action).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<String>,
-}
-
-impl Notice {
-    /// The MQTT topic this notice is published on.
-    pub fn topic(&self) -> String {
-        format!("{ORDERS_PREFIX}{}/{}/{}", self.area, self.event.order, self.event.action)
-    }
-}
-
-/// Work-order transitions are published under `orders/{area}/{order id}/{action}`.
-pub const ORDERS_PREFIX: &str = "orders/";
-/// After each batch that carried a clock tick, the core publishes `{"now": <ms>}` here, after the batch's
-/// transitions: everything up to that event time has been committed and published.
-pub const WATERMARK_TOPIC: &str = "orders/watermark";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Due {
     Accept,
@@ -357,15 +213,16 @@ impl Orders {
         }
     }
 
-    /// A finding opens an order, or counts as a repeat of the open one with the same key.
-    pub fn on_finding(&mut self, f: &Finding, rules: &RuleSet, policy: &Policy) -> u64 {
+    /// A finding opens an order, or counts as a repeat of the open one with the same key. The dispatch of a
+    /// new order is always legal; if the state machine ever refused it, that is returned, not dropped.
+    pub fn on_finding(&mut self, f: &Finding, rules: &RuleSet, policy: &Policy) -> Result<u64, Illegal> {
         if let Some(&id) = self.open_by_key.get(&(f.rule.clone(), f.key.clone())) {
             let o = &mut self.orders[id as usize - 1];
             o.count += 1;
             o.last_seen = o.last_seen.max(f.at);
             o.first_seen = o.first_seen.min(f.at);
             self.dirty.insert(id);
-            return id;
+            return Ok(id);
         }
         let rule = rules.rules.iter().find(|r| r.id == f.rule);
         let quiet = rule.map_or(0, |r| r.quiet_hours) as Millis * HOUR;
@@ -377,7 +234,7 @@ impl Orders {
                 o.count += 1;
                 o.last_seen = o.last_seen.max(f.at);
                 self.dirty.insert(id);
-                return id;
+                return Ok(id);
             }
         }
         let id = self.orders.len() as u64 + 1;
@@ -406,8 +263,8 @@ impl Orders {
         self.open_by_key.insert((f.rule.clone(), f.key.clone()), id);
         self.log(id, f.at, "system", "create", None, State::Created, None);
         // Dispatch at once to the small loop's takers.
-        let _ = self.act(id, f.at, "system", Action::Dispatch);
-        id
+        self.act(id, f.at, "system", Action::Dispatch)?;
+        Ok(id)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -485,8 +342,9 @@ impl Orders {
         Ok(to)
     }
 
-    /// Escalates orders whose deadlines passed by event time `now`.
-    pub fn tick(&mut self, now: Millis) {
+    /// Escalates orders whose deadlines passed by event time `now`. Only orders the policy can still move
+    /// up are escalated, so a refusal is a defect: it is returned, not dropped.
+    pub fn tick(&mut self, now: Millis) -> Result<(), Illegal> {
         while let Some(&(due, id, what)) = self.deadlines.first() {
             if due > now {
                 break;
@@ -502,9 +360,10 @@ impl Orders {
                     Due::Accept => "not accepted in time",
                     Due::Resolve => "not resolved in time",
                 };
-                let _ = self.act(id, due, "policy", Action::Escalate { reason: reason.into() });
+                self.act(id, due, "policy", Action::Escalate { reason: reason.into() })?;
             }
         }
+        Ok(())
     }
 }
 

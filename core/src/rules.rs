@@ -16,25 +16,11 @@ use serde::{Deserialize, Serialize};
 use crate::decode::{Devices, Event};
 use crate::event::{Data, ElecAlarmKind, EventType, FlatRef};
 use crate::load::{DataErrors, Problems, read_ron};
-use crate::time::{DAY, HOUR, Local, MINUTE, Millis, parse_hhmm};
+use crate::time::{DAY, HOUR, HhMm, Local, MINUTE, Millis};
 use crate::town::{DeviceKind, Tenure, Town};
+use crate::truth::Detects;
 
-/// Who a work order goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Role {
-    /// 居委会: the residents' committee of the estate.
-    Committee,
-    /// 物业: the estate's property manager.
-    Property,
-    /// 城管: city management (law enforcement).
-    CityManagement,
-    /// The platform's device maintenance contractor.
-    Maintenance,
-    /// The town's fire-safety office.
-    FireSafety,
-    /// The town task force (large loop).
-    TaskForce,
-}
+pub use towntwin_contracts::orders::Role;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +43,9 @@ pub struct Rule {
     /// spring back at the next pass through the gate). 0: a repeat after closing opens a new order.
     #[serde(default)]
     pub quiet_hours: u32,
+    /// The ground-truth incident kinds this rule is meant to catch, for scoring a run (none: not scored).
+    #[serde(default)]
+    pub detects: Detects,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,7 +57,7 @@ pub enum RuleKind {
     DistinctFaces { window_days: u32, more_than: u32 },
     /// At least `households` households drawn at random each day at local `at` (HH:MM), seeded by date and
     /// rule id so the draw can be audited and replayed.
-    DailySample { households: u32, at: String },
+    DailySample { households: u32, at: HhMm },
     /// One order per alarm of `event` (optionally only some codes or alarm kinds, above a confidence).
     Direct {
         event: EventType,
@@ -105,14 +94,15 @@ impl RuleSet {
                     p.check(*window_days >= 1, || at("kind.window_days"), || "expected at least 1 day".into());
                     p.check(*more_than >= 1, || at("kind.more_than"), || "expected at least 1 face".into());
                 }
-                RuleKind::DailySample { households, at: time } => {
+                RuleKind::DailySample { households, .. } => {
                     p.check(*households >= 1, || at("kind.households"), || "expected at least 1 household".into());
-                    p.check(parse_hhmm(time).is_some(), || at("kind.at"), || format!("`{time}` is not a time HH:MM"));
                 }
                 RuleKind::Direct { event, min_confidence, codes, .. } => {
-                    p.check(*event != EventType::ClockTick && *event != EventType::DeviceHeartbeat, || at("kind.event"), || {
-                        format!("{event:?} is not an alarm")
-                    });
+                    p.check(
+                        *event != EventType::ClockTick && *event != EventType::DeviceHeartbeat,
+                        || at("kind.event"),
+                        || format!("{event:?} is not an alarm"),
+                    );
                     p.check((0.0..=1.0).contains(min_confidence), || at("kind.min_confidence"), || "expected 0..=1".into());
                     p.check(codes.iter().all(|c| (1..=15).contains(c)), || at("kind.codes"), || "violation codes are 1..=15".into());
                 }
@@ -129,7 +119,6 @@ impl RuleSet {
         p.finish()
     }
 }
-
 
 /// What a rule decided: open (or count again) a work order keyed by (rule, key).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,20 +197,15 @@ pub struct Engine {
 impl Engine {
     pub fn new(rules: RuleSet, town: &Town) -> Engine {
         let estates: Vec<String> = town.estates.iter().map(|e| e.id.clone()).collect();
-        let registered = town
-            .register
-            .iter()
-            .filter_map(|r| estates.iter().position(|e| *e == r.estate).map(|i| (r.person.0, (r.id.clone(), i as u16))))
-            .collect();
+        let registered =
+            town.register.iter().filter_map(|r| estates.iter().position(|e| *e == r.estate).map(|i| (r.person.0, (r.id.clone(), i as u16)))).collect();
         let flats = town
             .estates
             .iter()
             .map(|e| {
                 e.buildings
                     .iter()
-                    .flat_map(|b| {
-                        b.parse_flats().unwrap_or_default().into_iter().filter(|f| f.tenure != Tenure::Vacant).map(move |f| FlatRef { building: b.no, room: f.room })
-                    })
+                    .flat_map(|b| b.rooms().filter(|f| f.tenure != Tenure::Vacant).map(move |f| FlatRef { building: b.no, room: f.room }))
                     .collect()
             })
             .collect();
@@ -298,18 +282,17 @@ impl Engine {
         let rule = &self.rules.rules[ri];
         let dev = ev.device.and_then(|d| self.ctx.devices.list.get(d as usize)).cloned();
         match (&rule.kind, &ev.data) {
-            (RuleKind::Absence { hours }, Data::GatePass(g))
-                if self.ctx.registered.contains_key(&g.person.0) => {
-                    let last = self.state.last_pass.entry(g.person.0).or_insert(ev.time);
-                    if ev.time >= *last {
-                        *last = ev.time;
-                        let due = ev.time + *hours as Millis * HOUR;
-                        if let Some(old) = self.state.absence_due.insert(g.person.0, due) {
-                            self.state.timers.remove(&(old, Timer::Absence(g.person.0)));
-                        }
-                        self.state.timers.insert((due, Timer::Absence(g.person.0)));
+            (RuleKind::Absence { hours }, Data::GatePass(g)) if self.ctx.registered.contains_key(&g.person.0) => {
+                let last = self.state.last_pass.entry(g.person.0).or_insert(ev.time);
+                if ev.time >= *last {
+                    *last = ev.time;
+                    let due = ev.time + *hours as Millis * HOUR;
+                    if let Some(old) = self.state.absence_due.insert(g.person.0, due) {
+                        self.state.timers.remove(&(old, Timer::Absence(g.person.0)));
                     }
+                    self.state.timers.insert((due, Timer::Absence(g.person.0)));
                 }
+            }
             (RuleKind::DistinctFaces { window_days, more_than }, Data::GatePass(g)) => {
                 let Some(estate) = dev.as_ref().and_then(|d| d.estate) else { return };
                 let window = *window_days as Millis * DAY;
@@ -323,7 +306,15 @@ impl Engine {
                 if faces.len() > *more_than as usize {
                     let n = faces.len();
                     let area = self.ctx.estates[estate as usize].clone();
-                    out.push(self.finding(ri, format!("{area}/{}", g.flat), Some(estate), area, g.flat.to_string(), ev.time, format!("{n} distinct faces in {window_days} days")));
+                    out.push(self.finding(
+                        ri,
+                        format!("{area}/{}", g.flat),
+                        Some(estate),
+                        area,
+                        g.flat.to_string(),
+                        ev.time,
+                        format!("{n} distinct faces in {window_days} days"),
+                    ));
                 }
             }
             (RuleKind::Direct { event, min_confidence, codes, alarms }, data) if *event == ev.ty => {
@@ -334,8 +325,16 @@ impl Engine {
                         format!("{}/{}", d.id, f.code),
                         format!("{} ({:.2})", f.violation, f.confidence),
                     ),
-                    Data::ElevatorEbike(e) => (e.confidence >= *min_confidence, format!("{}/{}", d.id, ev.subject.map_or(String::new(), |s| s.to_string())), format!("elevator {} ({:.2})", e.elevator, e.confidence)),
-                    Data::ElecAlarm(a) => (alarms.is_empty() || alarms.contains(&a.alarm), format!("{}/B{:02}-{}/{:?}", d.area, a.building, a.room, a.alarm), format!("{:?} {:.1} A", a.alarm, a.amps)),
+                    Data::ElevatorEbike(e) => (
+                        e.confidence >= *min_confidence,
+                        format!("{}/{}", d.id, ev.subject.map_or(String::new(), |s| s.to_string())),
+                        format!("elevator {} ({:.2})", e.elevator, e.confidence),
+                    ),
+                    Data::ElecAlarm(a) => (
+                        alarms.is_empty() || alarms.contains(&a.alarm),
+                        format!("{}/B{:02}-{}/{:?}", d.area, a.building, a.room, a.alarm),
+                        format!("{:?} {:.1} A", a.alarm, a.amps),
+                    ),
                     Data::Smoke(s) => (true, d.id.clone(), format!("obscuration {:.1}%", s.obscuration_pct)),
                     Data::Manhole(m) => (true, d.id.clone(), format!("tilt {:.0} deg", m.tilt_deg)),
                     Data::Noise(n) => (true, format!("{}/B{:02}", d.area, n.building), format!("{} dB for {} s", n.db, n.seconds)),
@@ -368,7 +367,7 @@ impl Engine {
                 // Armed on the first event at the next `at`; each draw re-arms it for the next day.
                 let ri16 = ri as u16;
                 let base = self.state.now.max(ev.time);
-                let mut due = Local::of(base).midnight() + parse_hhmm(at).unwrap_or(540) as Millis * MINUTE;
+                let mut due = Local::of(base).midnight() + at.millis();
                 if due <= base {
                     due += DAY;
                 }
@@ -423,7 +422,15 @@ impl Engine {
                 }
                 let area = self.ctx.estates[estate as usize].clone();
                 let hours = (due - last) / HOUR;
-                out.push(self.finding(ri, reg.clone(), Some(estate), area, reg, due, format!("no gate pass for {hours} h (last {})", crate::time::rfc3339(last))));
+                out.push(self.finding(
+                    ri,
+                    reg.clone(),
+                    Some(estate),
+                    area,
+                    reg,
+                    due,
+                    format!("no gate pass for {hours} h (last {})", crate::time::rfc3339(last)),
+                ));
             }
             Timer::Duration(ri, d) => {
                 let Some(&since) = self.state.open_since.get(&(ri, d)) else { return };
@@ -441,11 +448,19 @@ impl Engine {
                     }
                 }
                 let last = self.state.heard.get(&d).copied().unwrap_or(due);
-                out.push(self.finding(ri, format!("{}@{last}", dev.id), dev.estate, dev.area, dev.id, due, format!("silent since {}", crate::time::rfc3339(last))));
+                out.push(self.finding(
+                    ri,
+                    format!("{}@{last}", dev.id),
+                    dev.estate,
+                    dev.area,
+                    dev.id,
+                    due,
+                    format!("silent since {}", crate::time::rfc3339(last)),
+                ));
             }
             Timer::Sample(ri) => {
                 let (n, at) = match &self.rules.rules[ri as usize].kind {
-                    RuleKind::DailySample { households, at } => (*households, at.clone()),
+                    RuleKind::DailySample { households, at } => (*households, *at),
                     _ => return,
                 };
                 let day = Local::of(due).day;
@@ -454,9 +469,17 @@ impl Engine {
                 for (estate, flat) in sample(&self.ctx.flats, &rule_id, day, n as usize) {
                     let area = self.ctx.estates[estate as usize].clone();
                     let date = Local::of(due).date_string();
-                    out.push(self.finding(ri as usize, format!("{date}/{area}/{flat}"), Some(estate), area, flat.to_string(), due, format!("renovation spot check drawn for {date}")));
+                    out.push(self.finding(
+                        ri as usize,
+                        format!("{date}/{area}/{flat}"),
+                        Some(estate),
+                        area,
+                        flat.to_string(),
+                        due,
+                        format!("renovation spot check drawn for {date}"),
+                    ));
                 }
-                let next = Local::of(due).midnight() + DAY + parse_hhmm(&at).unwrap_or(540) as Millis * MINUTE;
+                let next = Local::of(due).midnight() + DAY + at.millis();
                 self.state.timers.insert((next, Timer::Sample(ri)));
             }
         }
@@ -471,7 +494,8 @@ pub fn sample(flats: &[Vec<FlatRef>], rule: &str, day: i64, n: usize) -> Vec<(u1
         return Vec::new();
     }
     // SplitMix64 over a seed from the rule and the day: small, portable and documented.
-    let mut x = rule.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) ^ (day as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut x =
+        rule.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) ^ (day as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut next = || {
         x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = x;
@@ -505,5 +529,22 @@ mod pairs {
 
     pub fn deserialize<'de, K: Deserialize<'de> + Eq + Hash, V: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<HashMap<K, V>, D::Error> {
         Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daily_sample_time_is_read_once_and_a_bad_one_is_a_located_error() {
+        let text =
+            "(version: 1, rules: [(id: \"s\", title: \"t\", service: \"housing\", targets: [Property],\n kind: DailySample(households: 20, at: \"09:00\"))])";
+        let set: RuleSet = crate::load::parse_ron(Path::new("rules.ron"), text).unwrap();
+        assert!(matches!(set.rules[0].kind, RuleKind::DailySample { at, .. } if at.minutes() == 9 * 60));
+        let e = crate::load::parse_ron::<RuleSet>(Path::new("rules.ron"), &text.replace("09:00", "25:00")).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.field.as_deref().is_some_and(|f| f.starts_with("rules[0].kind") && f.ends_with(".at")), "{e}");
+        assert!(e.message.contains("`25:00` is not a time HH:MM"), "{e}");
     }
 }

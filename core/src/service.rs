@@ -154,10 +154,10 @@ impl Core {
             // `apply` moves the event-time clock to the event (a clock tick included) and fires due timers.
             for f in self.engine.apply(&ev) {
                 *self.stats.findings_by_rule.entry(f.rule.clone()).or_default() += 1;
-                self.orders.on_finding(&f, &self.engine.rules, &self.policy);
+                self.orders.on_finding(&f, &self.engine.rules, &self.policy)?;
                 out.findings.push(f);
             }
-            self.orders.tick(self.engine.state.now);
+            self.orders.tick(self.engine.state.now)?;
             out.causes.resize(out.causes.len() + self.orders.pending.len() - before, ev.id.clone());
             if tick {
                 out.clock = Some(self.engine.state.now);
@@ -205,15 +205,17 @@ impl Core {
 
 /// Engine snapshots are postcard (compact and fast: the town's engine state is about 2 MB this way against
 /// 7 MB of JSON) behind this tag; an untagged snapshot is the JSON older stores hold.
-const SNAPSHOT_TAG: &[u8] = b"towntwin-engine-postcard-1\n";
+pub const SNAPSHOT_TAG: &[u8] = b"towntwin-engine-postcard-1\n";
 
-fn encode_snapshot(state: &crate::rules::State) -> Result<Vec<u8>, CoreError> {
+/// The engine state as the store keeps it.
+pub fn encode_snapshot(state: &crate::rules::State) -> Result<Vec<u8>, CoreError> {
     let mut out = SNAPSHOT_TAG.to_vec();
     out.extend(postcard::to_stdvec(state).map_err(|e| CoreError::Snapshot(e.to_string()))?);
     Ok(out)
 }
 
-fn decode_snapshot(bytes: &[u8]) -> Result<crate::rules::State, CoreError> {
+/// An engine state from the store (postcard, or the JSON of older stores).
+pub fn decode_snapshot(bytes: &[u8]) -> Result<crate::rules::State, CoreError> {
     match bytes.strip_prefix(SNAPSHOT_TAG) {
         Some(body) => postcard::from_bytes(body).map_err(|e| CoreError::Snapshot(e.to_string())),
         None => serde_json::from_slice(bytes).map_err(|e| CoreError::Snapshot(e.to_string())),

@@ -136,11 +136,8 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let after = snapshot.as_ref().map_or(0, |s| s.0);
         let mut stmt = self.conn.prepare("SELECT seq, payload FROM events WHERE seq > ?1 ORDER BY seq").map_err(|e| self.err(e))?;
-        let replay = stmt
-            .query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
+        let replay =
+            stmt.query_map([after], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))?;
         let mut stmt = self.conn.prepare("SELECT reason, count FROM rejects").map_err(|e| self.err(e))?;
         let rejects = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
@@ -318,7 +315,9 @@ impl<'a> Batch<'a> {
     pub fn append_order_event(&self, e: &OrderEvent) -> Result<(), StoreError> {
         let mut stmt = self
             .tx()
-            .prepare_cached("INSERT INTO order_events (order_id, at, actor, action, from_state, to_state, level, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+            .prepare_cached(
+                "INSERT INTO order_events (order_id, at, actor, action, from_state, to_state, level, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
             .map_err(|e| self.err(e))?;
         stmt.execute(params![e.order as i64, e.at, e.actor, e.action, e.from.as_ref().map(name), name(&e.to), name(&e.level), e.reason])
             .map_err(|e| self.err(e))?;

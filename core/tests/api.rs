@@ -48,8 +48,8 @@ async fn scoped_principals_list_fetch_and_act() {
     let rules = RuleSet::load(&root.join("assets/rules.ron")).unwrap();
     let policy = Policy::load(&root.join("scenarios/policies/standard.ron")).unwrap();
     let mut core = Core::open(rules.clone(), policy.clone(), &town, Some(&dir.path().join("core.db"))).unwrap();
-    core.orders.on_finding(&finding("elevator-ebike", "E001", "B01-101"), &rules, &policy);
-    core.orders.on_finding(&finding("fence-violation", "R01", "R01-camera-001/5"), &rules, &policy);
+    core.orders.on_finding(&finding("elevator-ebike", "E001", "B01-101"), &rules, &policy).unwrap();
+    core.orders.on_finding(&finding("fence-violation", "R01", "R01-camera-001/5"), &rules, &policy).unwrap();
     let core = Arc::new(Mutex::new(core));
     let app = Api::new(core.clone(), &town).router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -140,7 +140,7 @@ fn daily_sample_draws_twenty_households_at_nine_seeded_by_date() {
     assert_eq!(day2.len(), 20);
     assert_ne!(day1, day2);
     // The draw is a function of rule and date: replayable by anyone.
-    let flats = vec![town().estates[0].buildings.iter().flat_map(|b| b.parse_flats().unwrap().into_iter().map(move |f| FlatRef { building: b.no, room: f.room })).collect::<Vec<_>>()];
+    let flats = vec![town().estates[0].buildings.iter().flat_map(|b| b.rooms().map(move |f| FlatRef { building: b.no, room: f.room })).collect::<Vec<_>>()];
     let day = towntwin_core::time::Local::of(b.t0).day;
     let replay: Vec<String> = sample(&flats, "renovation-sample", day, 20).iter().map(|(_, f)| f.to_string()).collect();
     assert_eq!(replay, day1);
@@ -175,9 +175,11 @@ fn engine_state_survives_a_round_trip_and_keeps_its_timers() {
     let mut b = Bench::new();
     b.pass(VULNERABLE, FLAT, HOUR);
     b.beat("E001-gate-01", HOUR);
-    let json = serde_json::to_string(&b.engine.state).unwrap();
+    // The format the store writes (postcard behind a tag), not another one.
+    let bytes = towntwin_core::service::encode_snapshot(&b.engine.state).unwrap();
+    assert!(bytes.starts_with(towntwin_core::service::SNAPSHOT_TAG));
     let mut restored = Engine::new(rules(), &town());
-    restored.state = serde_json::from_str(&json).unwrap();
+    restored.state = towntwin_core::service::decode_snapshot(&bytes).unwrap();
     assert_eq!(restored.state, b.engine.state);
     // Keep the restored engine's gates alive, as the twin would.
     let mut r = Bench { engine: restored, devices: b.devices, t0: b.t0, n: b.n, broken: Vec::new(), beaten_to: b.beaten_to };

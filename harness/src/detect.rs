@@ -5,26 +5,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use towntwin_core::orders::Order;
-use towntwin_core::time::{HOUR, Millis};
+use towntwin_core::rules::RuleSet;
+use towntwin_core::time::{HOUR, MINUTE, Millis};
+use towntwin_core::truth::MatchBy;
 use towntwin_sim::world::Incident;
 
-/// Which ground-truth kinds each rule is meant to catch, and whether orders match incidents by subject
-/// (flat, device, person, camera/code) or only by estate and time.
-const TARGETS: &[(&str, &[&str], bool)] = &[
-    ("vulnerable-absence", &["vulnerable.emergency"], true),
-    ("group-rental", &["group_rental"], true),
-    ("renovation-sample", &["renovation.illegal"], true),
-    ("renovation-noise", &["renovation.illegal"], false),
-    ("fence-violation", &["fence.violation"], true),
-    ("elevator-ebike", &["ebike.elevator"], true),
-    ("ebike-indoor-charging", &["ebike.indoor_charging", "ebike.flying_wire"], true),
-    ("electrical-fault", &["electrical.fault"], true),
-    ("smoke", &["fire"], false),
-    ("manhole", &["manhole.displaced"], true),
-    ("bin-overflow", &["bin.overflow"], true),
-    ("device-silent", &["device.offline"], true),
-    ("device-fault", &["device.low_battery", "device.stuck"], true),
-];
+use crate::percentiles::Recorder;
 
 /// Slack around an incident's span within which an order counts as about it.
 const GRACE: Millis = HOUR;
@@ -50,12 +36,17 @@ fn same_subject(o: &Order, i: &Incident, by_subject: bool) -> bool {
     o.area == i.area && (!by_subject || o.subject == i.subject)
 }
 
-/// Scores every rule that has orders or target incidents.
-pub fn score(orders: &[Order], incidents: &[Incident], run_end: Millis) -> BTreeMap<String, RuleScore> {
+/// Scores every rule of `rules` that says what it detects and has orders or target incidents.
+pub fn score(rules: &RuleSet, orders: &[Order], incidents: &[Incident], run_end: Millis) -> BTreeMap<String, RuleScore> {
     let mut out = BTreeMap::new();
-    for (rule, kinds, by_subject) in TARGETS {
-        let real: Vec<&Incident> = incidents.iter().filter(|i| !i.benign && kinds.contains(&i.kind)).collect();
-        let mine: Vec<&Order> = orders.iter().filter(|o| o.rule == *rule).collect();
+    for rule in &rules.rules {
+        let detects = &rule.detects;
+        if detects.kinds.is_empty() {
+            continue;
+        }
+        let by_subject = &(detects.by == MatchBy::Subject);
+        let real: Vec<&Incident> = incidents.iter().filter(|i| !i.benign && detects.kinds.contains(&i.kind)).collect();
+        let mine: Vec<&Order> = orders.iter().filter(|o| o.rule == rule.id).collect();
         if real.is_empty() && mine.is_empty() {
             continue;
         }
@@ -64,7 +55,7 @@ pub fn score(orders: &[Order], incidents: &[Incident], run_end: Millis) -> BTree
         for o in &mine {
             by_area.entry(o.area.as_str()).or_default().push(o);
         }
-        let mut delays = Vec::new();
+        let mut delays = Recorder::new();
         for i in &real {
             let first = by_area
                 .get(i.area.as_str())
@@ -74,7 +65,7 @@ pub fn score(orders: &[Order], incidents: &[Incident], run_end: Millis) -> BTree
                 .map(|o| o.first_seen)
                 .min();
             if let Some(t) = first {
-                delays.push((t - i.start_ms).max(0) as f64 / 60_000.0);
+                delays.record(t - i.start_ms);
             }
         }
         let mut real_by_area: BTreeMap<&str, Vec<&Incident>> = BTreeMap::new();
@@ -85,19 +76,18 @@ pub fn score(orders: &[Order], incidents: &[Incident], run_end: Millis) -> BTree
             .iter()
             .filter(|o| !real_by_area.get(o.area.as_str()).into_iter().flatten().any(|i| same_subject(o, i, *by_subject) && overlaps(o, i, run_end)))
             .count() as u64;
-        delays.sort_by(f64::total_cmp);
-        let pct = |p: f64| (!delays.is_empty()).then(|| delays[((delays.len() - 1) as f64 * p).round() as usize]);
-        let detected = delays.len() as u64;
+        let delay = delays.summary(MINUTE as f64);
+        let detected = delays.len();
         out.insert(
-            rule.to_string(),
+            rule.id.clone(),
             RuleScore {
                 incidents: real.len() as u64,
                 detected,
                 recall: (!real.is_empty()).then(|| detected as f64 / real.len() as f64),
                 orders: mine.len() as u64,
                 false_alarms,
-                delay_p50_min: pct(0.5),
-                delay_p90_min: pct(0.9),
+                delay_p50_min: delay.map(|d| d.p50),
+                delay_p90_min: delay.map(|d| d.p90),
             },
         );
     }

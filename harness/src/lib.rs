@@ -1,15 +1,18 @@
 //! towntwin-harness: the `towntwin` command line's library. It embeds the broker, runs the twin against
-//! it, measures what crosses the network and writes results. `main.rs` only parses arguments.
+//! it and the core, measures what crosses the network and writes results. `main.rs` only parses arguments.
 
 pub mod bench_ingest;
 pub mod broker;
 pub mod ceiling;
 pub mod cloudevents;
+pub mod core_link;
+pub mod detect;
 pub mod mqtt;
+pub mod percentiles;
 pub mod responders;
 pub mod run;
 
-/// A bad input file (scenario, town): reported with its place and mapped to exit code 2.
+/// A bad input file (scenario, town, rules, policy): reported with its place and mapped to exit code 2.
 #[derive(Debug)]
 pub struct DataFault(pub towntwin_core::load::DataErrors);
 
@@ -21,8 +24,13 @@ impl std::fmt::Display for DataFault {
 
 impl std::error::Error for DataFault {}
 
-/// Exit code for an error: 2 for bad input files, 1 for everything else.
+/// A request the command refuses as given (a results folder that holds a run, say): exit code 2, with
+/// what to do instead.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageFault(pub String);
+
+/// Exit code for an error: 2 for bad input files and refused requests, 1 for everything else.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    if e.chain().any(|c| c.is::<DataFault>()) { 2 } else { 1 }
+    if e.chain().any(|c| c.is::<DataFault>() || c.is::<UsageFault>()) { 2 } else { 1 }
 }
-pub mod detect;

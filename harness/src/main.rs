@@ -5,6 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use towntwin_core::ingest::IngestConfig;
+use towntwin_core::orders::Policy;
+use towntwin_core::rules::RuleSet;
+use towntwin_core::server::{self, CoreConfig};
+use towntwin_core::time::rfc3339;
 use towntwin_core::town::Town;
 use towntwin_harness::mqtt::Mode;
 use towntwin_harness::run::{BrokerChoice, RunOptions, Speed, asset, default_scenario, render, run};
@@ -213,7 +218,15 @@ fn dispatch(cli: Cli) -> Result<()> {
             town.validate(&out).map_err(DataFault).context("the generator made an invalid town")?;
             std::fs::write(&out, towntwin_sim::generate::to_ron(&town)).with_context(|| format!("cannot write {}", out.display()))?;
             let c = town.census();
-            println!("wrote {}: {} estates, {} residents, {} gates, {} sensors, {} cameras", out.display(), c.estates, c.residents, c.gates, c.sensors, c.cameras);
+            println!(
+                "wrote {}: {} estates, {} residents, {} gates, {} sensors, {} cameras",
+                out.display(),
+                c.estates,
+                c.residents,
+                c.gates,
+                c.sensors,
+                c.cameras
+            );
             Ok(())
         }
         Command::Town(TownCommand::Check { file }) => {
@@ -230,44 +243,35 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Core { broker, db, town, rules, policy, client_id, filter, http } => {
             let ep = towntwin_harness::broker::reach(&broker)?;
             let town = Town::load(&town).map_err(DataFault)?;
-            let rules = towntwin_core::rules::RuleSet::load(&rules).map_err(DataFault)?;
-            let policy = towntwin_core::orders::Policy::load(&policy).map_err(DataFault)?;
-            let core = towntwin_core::service::Core::open(rules, policy, &town, Some(&db)).with_context(|| format!("cannot open {}", db.display()))?;
-            println!("core: {} orders and event time {} loaded from {}", core.orders.orders.len(), towntwin_core::time::rfc3339(core.now()), db.display());
-            let core = std::sync::Arc::new(std::sync::Mutex::new(core));
-            let cfg = towntwin_core::ingest::IngestConfig { client_id, filter, ..towntwin_core::ingest::IngestConfig::new(&ep.host, ep.port) };
-            let counters = std::sync::Arc::new(towntwin_core::ingest::IngestCounters::default());
+            let rules = RuleSet::load(&rules).map_err(DataFault)?;
+            let policy = Policy::load(&policy).map_err(DataFault)?;
+            let mut cfg = CoreConfig::new(town, rules, policy, Some(db.clone()), IngestConfig { client_id, filter, ..IngestConfig::new(&ep.host, ep.port) });
+            cfg.http = http;
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            rt.block_on(async {
-                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-                let link = towntwin_core::ingest::Link::new(&cfg);
-                let api = towntwin_core::api::Api::new(core.clone(), &town).with_orders_out(link.orders_out());
-                let mut task = tokio::spawn(towntwin_core::ingest::serve_on(link, core.clone(), cfg, counters.clone(), stop_rx));
+            let core = rt.block_on(async {
+                let mut handle = server::start(cfg).await?;
+                {
+                    let c = handle.core().lock().map_err(|_| anyhow::anyhow!("the core's lock was poisoned"))?;
+                    println!("core: {} orders and event time {} loaded from {}", c.orders.orders.len(), rfc3339(c.now()), db.display());
+                }
+                // Printed once the broker has acknowledged the subscription: a publisher may start now.
                 println!("core: subscribed on {ep}");
-                if let Some(addr) = http {
-                    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-                    println!("core: HTTP API on http://{}", listener.local_addr()?);
-                    tokio::spawn(async move {
-                        if let Err(e) = axum::serve(listener, api.router()).await {
-                            tracing::error!("HTTP API stopped: {e}");
-                        }
-                    });
+                if let Some(addr) = handle.http_addr() {
+                    println!("core: HTTP API on http://{addr}");
                 }
-                let ended = tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {
-                        let _ = stop_tx.send(true);
-                        (&mut task).await
-                    }
-                    r = &mut task => r,
-                };
-                match ended {
-                    Ok(Ok(())) => Ok::<(), anyhow::Error>(()),
-                    Ok(Err(e)) => Err(anyhow::Error::new(e).context("the core stopped")),
-                    Err(e) => Err(anyhow::anyhow!("the core's ingest task failed: {e}")),
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    r = handle.stopped() => r.context("the core stopped")?,
                 }
+                handle.shutdown().await.context("the core did not stop cleanly")
             })?;
-            let c = core.lock().unwrap_or_else(|e| e.into_inner());
-            println!("core: stopped; {} accepted, {} duplicates, rejected {:?}, {} orders", c.stats.accepted, c.stats.duplicates, c.stats.rejected, c.orders.orders.len());
+            println!(
+                "core: stopped; {} accepted, {} duplicates, rejected {:?}, {} orders",
+                core.stats.accepted,
+                core.stats.duplicates,
+                core.stats.rejected,
+                core.orders.orders.len()
+            );
             Ok(())
         }
         Command::BenchIngest { broker, rates, seconds, p99_ms, scenario, rules, policy, out } => {
@@ -290,7 +294,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             };
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             let c = rt.block_on(towntwin_harness::ceiling::measure(&ep, messages, size))?;
-            println!("{ep}: {} x {} B QoS 0: published {:.0}/s, delivered {} in {:.2} s = {:.0} msg/s", c.messages, c.payload_bytes, c.published_per_second, c.delivered, c.seconds, c.delivered_per_second);
+            println!(
+                "{ep}: {} x {} B QoS 0: published {:.0}/s, delivered {} in {:.2} s = {:.0} msg/s",
+                c.messages, c.payload_bytes, c.published_per_second, c.delivered, c.seconds, c.delivered_per_second
+            );
             Ok(())
         }
     }

@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use towntwin_core::event::{EventType, TOWN_AREA};
 use towntwin_core::town::Town;
@@ -28,23 +29,56 @@ pub enum Mode {
     Device,
 }
 
-/// Counters shared with the event-loop tasks.
+/// Counters shared with the event-loop tasks, and a signal that one of them moved: waiting code waits on
+/// the signal (with a deadline), never on a timer.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub connected: AtomicU64,
+    pub subscribed: AtomicU64,
     pub pubacks: AtomicU64,
     pub errors: AtomicU64,
     pub received: AtomicU64,
     pub received_by_type: Vec<AtomicU64>,
     pub invalid: AtomicU64,
+    changed: Notify,
 }
 
 impl Counters {
     fn new() -> Arc<Counters> {
         Arc::new(Counters { received_by_type: EventType::ALL.iter().map(|_| AtomicU64::new(0)).collect(), ..Default::default() })
     }
+
     pub fn get(a: &AtomicU64) -> u64 {
         a.load(Ordering::Relaxed)
+    }
+
+    pub fn pubacks(&self) -> u64 {
+        Counters::get(&self.pubacks)
+    }
+
+    pub fn invalid(&self) -> u64 {
+        Counters::get(&self.invalid)
+    }
+
+    fn bump(&self, a: &AtomicU64) {
+        a.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until `done` holds, or `deadline`; returns whether it holds.
+    pub async fn wait_until(&self, deadline: Instant, done: impl Fn(&Counters) -> bool) -> bool {
+        loop {
+            // Registered before the check, so a change between the check and the wait is not missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if done(self) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline.into(), changed).await.is_err() {
+                return done(self);
+            }
+        }
     }
 }
 
@@ -69,22 +103,39 @@ fn network(el: &mut EventLoop) {
     el.set_network_options(n);
 }
 
-/// Polls an event loop until aborted, counting connections, acks and errors; optionally counting and
-/// checking received publishes.
-fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>) -> JoinHandle<()> {
+/// An event loop's task, and the flag that tells it a disconnect is on purpose.
+struct Polled {
+    task: JoinHandle<()>,
+    closing: Arc<AtomicBool>,
+}
+
+impl Polled {
+    /// Disconnects `client` and waits (briefly) for the loop to see it out, so the DISCONNECT is sent.
+    async fn close(self, client: &AsyncClient) {
+        self.closing.store(true, Ordering::Relaxed);
+        let _ = client.try_disconnect();
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_millis(500), &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
+/// Polls an event loop until it is closed, counting connections, acks and errors; optionally counting
+/// and checking received publishes.
+fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>) -> Polled {
     network(&mut el);
-    tokio::spawn(async move {
+    let closing = Arc::new(AtomicBool::new(false));
+    let closed = closing.clone();
+    let task = tokio::spawn(async move {
         loop {
             match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    counters.connected.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
-                    counters.pubacks.fetch_add(1, Ordering::Relaxed);
-                }
+                Ok(Event::Incoming(Packet::ConnAck(_))) => counters.bump(&counters.connected),
+                Ok(Event::Incoming(Packet::SubAck(_))) => counters.bump(&counters.subscribed),
+                Ok(Event::Incoming(Packet::PubAck(_))) => counters.bump(&counters.pubacks),
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) if closed.load(Ordering::Relaxed) => break,
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if let Some(check) = validate {
-                        counters.received.fetch_add(1, Ordering::Relaxed);
                         let ty = p.topic.rsplit('/').next().and_then(EventType::parse);
                         if let Some(ty) = ty {
                             counters.received_by_type[ty as usize].fetch_add(1, Ordering::Relaxed);
@@ -92,16 +143,20 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
                         if check && (ty.is_none() || crate::cloudevents::check(&p.payload).is_err()) {
                             counters.invalid.fetch_add(1, Ordering::Relaxed);
                         }
+                        counters.bump(&counters.received);
                     }
                 }
                 Ok(_) => {}
+                Err(_) if closed.load(Ordering::Relaxed) => break,
                 Err(_) => {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    counters.bump(&counters.errors);
+                    // Back-off before the event loop reconnects, so a broker that is down is not hammered.
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
-    })
+    });
+    Polled { task, closing }
 }
 
 /// Publishes the twin's messages over one or many connections.
@@ -109,7 +164,7 @@ pub struct Publisher {
     clients: Vec<AsyncClient>,
     route: HashMap<String, usize>,
     mode: Mode,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Vec<Polled>,
     pub counters: Arc<Counters>,
     pub published: u64,
     pub published_qos1: u64,
@@ -150,16 +205,12 @@ impl Publisher {
             route.insert(k, i);
         }
         let n = clients.len() as u64;
-        let deadline = Instant::now() + timeout;
-        while Counters::get(&counters.connected) < n {
-            if Instant::now() > deadline {
-                let got = Counters::get(&counters.connected);
-                for t in &tasks {
-                    t.abort();
-                }
-                bail!("only {got} of {n} connections to {ep} were accepted within {timeout:?}");
+        if !counters.wait_until(Instant::now() + timeout, |c| Counters::get(&c.connected) >= n).await {
+            let got = Counters::get(&counters.connected);
+            for t in &tasks {
+                t.task.abort();
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            bail!("only {got} of {n} connections to {ep} were accepted within {timeout:?}");
         }
         Ok(Publisher { clients, route, mode, tasks, counters, published: 0, published_qos1: 0, connect_time: started.elapsed() })
     }
@@ -190,52 +241,36 @@ impl Publisher {
 
     /// Waits until every QoS 1 publish is acknowledged (at most `timeout`); returns whether all were.
     pub async fn flush(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Counters::get(&self.counters.pubacks) < self.published_qos1 {
-            if Instant::now() > deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        true
+        let want = self.published_qos1;
+        self.counters.wait_until(Instant::now() + timeout, |c| c.pubacks() >= want).await
     }
 
     pub async fn close(self) {
-        for c in &self.clients {
-            let _ = c.try_disconnect();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        for t in self.tasks {
-            t.abort();
+        for (c, t) in self.clients.iter().zip(self.tasks) {
+            t.close(c).await;
         }
     }
 }
-
 
 /// Subscribes to a filter and counts (and optionally validates) what arrives.
 pub struct Observer {
     client: AsyncClient,
-    task: JoinHandle<()>,
+    task: Polled,
     pub counters: Arc<Counters>,
 }
 
 impl Observer {
+    /// Connects and subscribes; returns once the broker has acknowledged the subscription (its SUBACK).
     pub async fn start(ep: &Endpoint, filter: &str, validate: bool) -> Result<Observer> {
         let counters = Counters::new();
         let id = format!("towntwin-observer-{}-{}", std::process::id(), filter.len());
         let (client, el) = AsyncClient::new(options(&id, ep, 1_000, 1_000), 1_000);
         let task = spawn_loop(el, counters.clone(), Some(validate));
         client.subscribe(filter, QoS::AtLeastOnce).await?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Counters::get(&counters.connected) == 0 {
-            if Instant::now() > deadline {
-                task.abort();
-                bail!("the observer could not connect to {ep}");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if !counters.wait_until(Instant::now() + Duration::from_secs(10), |c| Counters::get(&c.subscribed) > 0).await {
+            task.task.abort();
+            bail!("the observer's subscription to {filter} on {ep} was not acknowledged within 10 s");
         }
-        // SUBACK follows CONNACK on the same connection; give the broker a moment to register the filter.
-        tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(Observer { client, task, counters })
     }
 
@@ -243,29 +278,21 @@ impl Observer {
         Counters::get(&self.counters.received)
     }
 
-    /// Waits until `expected` messages arrived, or nothing arrived for `quiet`; returns the count.
+    /// Waits until `expected` messages arrived, or nothing arrived for `quiet`, or `limit`; returns the count.
     pub async fn wait_for(&self, expected: u64, quiet: Duration, limit: Duration) -> u64 {
         let deadline = Instant::now() + limit;
-        let mut last = self.received();
-        let mut last_change = Instant::now();
         loop {
+            let before = self.received();
+            let until = deadline.min(Instant::now() + quiet);
+            let done = self.counters.wait_until(until, |c| Counters::get(&c.received) >= expected || Counters::get(&c.received) != before).await;
             let now = self.received();
-            if now >= expected || Instant::now() > deadline {
+            if now >= expected || !done || Instant::now() >= deadline {
                 return now;
             }
-            if now != last {
-                last = now;
-                last_change = Instant::now();
-            } else if last_change.elapsed() > quiet {
-                return now;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     pub async fn close(self) {
-        let _ = self.client.try_disconnect();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        self.task.abort();
+        self.task.close(&self.client).await;
     }
 }

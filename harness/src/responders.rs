@@ -70,12 +70,15 @@ impl OrdersWatch {
                                 .map(FromCore::Watermark)
                                 .ok_or_else(|| format!("bad watermark {:?}", String::from_utf8_lossy(&p.payload)))
                         } else {
-                            serde_json::from_slice::<Notice>(&p.payload).map(|n| FromCore::Notice(Box::new(n))).map_err(|e| format!("bad notice on {}: {e}", p.topic))
+                            serde_json::from_slice::<Notice>(&p.payload)
+                                .map(|n| FromCore::Notice(Box::new(n)))
+                                .map_err(|e| format!("bad notice on {}: {e}", p.topic))
                         };
                         if tx.send(msg).is_err() {
                             break;
                         }
                     }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
                     Ok(_) => {}
                     Err(e) => {
                         let _ = tx.send(Err(format!("orders subscription: {e}")));
@@ -109,10 +112,13 @@ impl OrdersWatch {
         }
     }
 
+    /// Disconnects, and waits (briefly) for the subscription's loop to see the DISCONNECT out.
     pub async fn close(self) {
         let _ = self.client.try_disconnect();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        self.task.abort();
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_millis(500), &mut task).await.is_err() {
+            task.abort();
+        }
     }
 }
 
@@ -133,7 +139,8 @@ impl HttpActor {
     pub async fn apply(&mut self, acts: Vec<Act>) -> Result<()> {
         for a in acts {
             let url = format!("{}/orders/{}/actions", self.base, a.order);
-            let res = self.client.post(&url).header("X-Principal", &a.principal).json(&a.action).send().await.with_context(|| format!("POST {url}"))?;
+            let res =
+                self.client.post(&url).header("X-Principal", a.principal.to_string()).json(&a.action).send().await.with_context(|| format!("POST {url}"))?;
             match res.status().as_u16() {
                 200 => self.applied += 1,
                 // The order moved on (escalated by a deadline, say) since the notice the responder acted on.

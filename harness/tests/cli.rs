@@ -90,3 +90,26 @@ fn offline_run_writes_summary_and_ground_truth() {
     let truth = std::fs::read_to_string(out.join("ground_truth.jsonl")).unwrap();
     assert_eq!(truth.lines().count() as u64, v["ground_truth_incidents"].as_u64().unwrap());
 }
+
+#[test]
+fn a_second_run_into_the_same_folder_is_refused_and_the_first_is_kept() {
+    let (dir, scenario) = fixture();
+    let out = dir.path().join("out");
+    let (code, first_stdout, err) = run_with(&["run", "--broker", "none", "-q", "--scenario", path(&scenario), "--out", path(&out)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(first_stdout.contains("Work orders by rule"), "{first_stdout}");
+    let summary = std::fs::read(out.join("summary.json")).unwrap();
+    let store = std::fs::read(out.join("core.db")).unwrap();
+    // Same folder, another seed: it must not report the first run's work orders as its own.
+    let (code, stdout, err) = run_with(&["run", "--broker", "none", "-q", "--seed", "6", "--scenario", path(&scenario), "--out", path(&out)]);
+    assert_eq!(code, 2, "refused as a usage error: {err}");
+    assert!(err.contains("already holds a run") && err.contains("--out"), "says why and what to do: {err}");
+    assert!(!stdout.contains("Work orders"), "reports no results: {stdout}");
+    assert_eq!(std::fs::read(out.join("summary.json")).unwrap(), summary, "the first run's summary is untouched");
+    assert_eq!(std::fs::read(out.join("core.db")).unwrap(), store, "the first run's store is untouched");
+    // A store left behind without a summary (a run killed before its end) is refused too.
+    std::fs::remove_file(out.join("summary.json")).unwrap();
+    let (code, _, err) = run_with(&["run", "--broker", "none", "-q", "--scenario", path(&scenario), "--out", path(&out)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("core.db") && err.contains("already exists"), "{err}");
+}

@@ -5,12 +5,14 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::{AsyncClient, MqttOptions, QoS};
+use towntwin_core::event::EventType;
 use towntwin_core::orders::Policy;
 use towntwin_core::rules::RuleSet;
 use towntwin_core::service::Core;
+use towntwin_harness::responders::OrdersWatch;
 use towntwin_sim::generate::{small, to_ron};
 use towntwin_sim::{Scenario, Twin, TwinOptions};
 
@@ -38,21 +40,18 @@ fn start_core(port: u16, dir: &Path) -> Killed {
         .expect("towntwin core starts");
     let out = child.stdout.take().unwrap();
     let mut lines = BufReader::new(out).lines();
+    // The core says "subscribed" once the broker has acknowledged its subscription: publishing may start.
     loop {
         let line = lines.next().expect("core prints its state").unwrap();
         if line.contains("subscribed") {
             break;
         }
     }
-    // Let the subscription reach the broker.
-    std::thread::sleep(Duration::from_millis(500));
     Killed(child)
 }
 
 fn logged(dir: &Path) -> i64 {
-    rusqlite::Connection::open(dir.join("core.db"))
-        .and_then(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)))
-        .unwrap_or(0)
+    rusqlite::Connection::open(dir.join("core.db")).and_then(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))).unwrap_or(0)
 }
 
 #[test]
@@ -64,7 +63,18 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     scenario.days = 2;
     let start = towntwin_core::time::parse_local_date(&scenario.start_date).unwrap();
     let mut msgs: Vec<(String, Vec<u8>)> = Vec::new();
-    Twin::new(&scenario, start, town.clone(), TwinOptions::default()).run(|m| msgs.extend(m.iter().map(|m| (m.topic().to_string(), m.payload.to_vec()))));
+    // The event time of each clock tick, by its index in the stream: the core's watermark reports them.
+    let mut ticks: Vec<(usize, i64)> = Vec::new();
+    Twin::new(&scenario, start, town.clone(), TwinOptions::default()).run(|m| {
+        for m in m {
+            if m.ty == EventType::ClockTick {
+                ticks.push((msgs.len(), m.time));
+            }
+            msgs.push((m.topic().to_string(), m.payload.to_vec()));
+        }
+    });
+    // The last clock tick at or before message `i`.
+    let tick_before = |i: usize| ticks.iter().rev().find(|t| t.0 <= i).map(|t| t.1).unwrap();
 
     let ep = towntwin_harness::broker::start_embedded().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -85,27 +95,25 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     };
     let n = msgs.len();
     let (a, b) = (n * 2 / 5, n * 3 / 5);
+    assert_eq!(ticks.last().map(|t| t.0), Some(n - 1), "the stream ends with a clock tick");
+    // The core's notices and watermarks, on a subscription of our own that outlives the core's restarts.
+    let mut watch = rt.block_on(OrdersWatch::start(&ep)).unwrap();
 
     let core = start_core(ep.port, dir.path());
     publish(&msgs[..a]);
-    // Kill it while it is still working through the stream.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while logged(dir.path()) < (a / 4) as i64 {
-        assert!(Instant::now() < deadline, "the core is not taking the stream");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Kill it while it is still working through the stream: once its watermark passes a tenth of it.
+    rt.block_on(watch.until(tick_before(a / 4), Duration::from_secs(60))).expect("the core takes the stream");
     drop(core); // SIGKILL
     let at_kill = logged(dir.path());
     publish(&msgs[a..b]); // while the core is down
     let core = start_core(ep.port, dir.path());
     publish(&msgs[b..]);
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while logged(dir.path()) < n as i64 {
-        assert!(Instant::now() < deadline, "only {} of {n} events logged after the restart", logged(dir.path()));
-        std::thread::sleep(Duration::from_millis(100));
+    // The last message is a clock tick: its watermark means every event before it is committed.
+    if let Err(e) = rt.block_on(watch.until(tick_before(n - 1), Duration::from_secs(240))) {
+        panic!("the core did not finish the stream after the restart ({} of {n} logged): {e}", logged(dir.path()));
     }
-    std::thread::sleep(Duration::from_millis(500));
     drop(core);
+    rt.block_on(watch.close());
     task.abort();
     assert!(at_kill > 0 && at_kill < n as i64, "killed mid-stream ({at_kill} of {n})");
 

@@ -8,10 +8,8 @@
 use rand::Rng as _;
 use rand::seq::SliceRandom;
 use rand_distr::{Distribution, LogNormal};
-use towntwin_core::event::PersonId;
-use towntwin_core::town::{
-    Building, Committee, Device, DeviceKind, Estate, EstateKind, Registered, Road, Tenure, Totals, Town, Vulnerability,
-};
+use towntwin_contracts::event::PersonId;
+use towntwin_contracts::town::{Building, Committee, Device, DeviceKind, Estate, EstateKind, Registered, Road, Tenure, Totals, Town, Vulnerability};
 
 use crate::rng::stream;
 
@@ -48,8 +46,8 @@ const ROADS: [(&str, f32, f32); 14] = [
 ];
 
 const NAME_HEADS: [&str; 24] = [
-    "Gao", "Hang", "Xin", "He", "Yun", "Ju", "Feng", "Dong", "Jing", "Hua", "Lin", "Yang", "Qing", "An", "Kang", "Fu",
-    "Rui", "Jin", "Mei", "Song", "Zhu", "Lan", "Ning", "Tai",
+    "Gao", "Hang", "Xin", "He", "Yun", "Ju", "Feng", "Dong", "Jing", "Hua", "Lin", "Yang", "Qing", "An", "Kang", "Fu", "Rui", "Jin", "Mei", "Song", "Zhu",
+    "Lan", "Ning", "Tai",
 ];
 const NAME_TAILS: [&str; 7] = ["Jiayuan", "Xincun", "Huayuan", "Mingyuan", "Yayuan", "Lijing", "Yuan"];
 
@@ -139,15 +137,7 @@ pub fn generate(seed: u64) -> Town {
     let register = make_register(seed, &mut estates);
     let roads = make_roads(totals.cameras);
 
-    Town {
-        name: "Gaohang, Pudong, Shanghai".into(),
-        generator_seed: seed,
-        declared: totals,
-        committees,
-        estates,
-        roads,
-        register,
-    }
+    Town { name: "Gaohang, Pudong, Shanghai".into(), generator_seed: seed, declared: totals, committees, estates, roads, register }
 }
 
 fn make_buildings(rng: &mut crate::rng::Rng, kind: EstateKind, target_flats: u32) -> Vec<Building> {
@@ -200,7 +190,8 @@ fn make_buildings(rng: &mut crate::rng::Rng, kind: EstateKind, target_flats: u32
             s.push(tenure.letter());
             s.push(char::from(b'0' + size as u8));
         }
-        out.push(Building { no: out.len() as u16 + 1, floors, flats_per_floor: per_floor, elevators, flats: s });
+        let parsed = s.parse().expect("the generator writes only valid flat tokens");
+        out.push(Building { no: out.len() as u16 + 1, floors, flats_per_floor: per_floor, elevators, flats: parsed });
         flats += n;
     }
     out
@@ -261,10 +252,7 @@ pub fn apportion(total: u32, weights: &[f64], min: u32, cap: Option<&[u32]>) -> 
 }
 
 fn place_devices(seed: u64, estates: &mut [Estate], totals: Totals) {
-    let households: Vec<f64> = estates
-        .iter()
-        .map(|e| e.buildings.iter().flat_map(|b| b.parse_flats().unwrap_or_default()).filter(|f| f.household > 0).count() as f64)
-        .collect();
+    let households: Vec<f64> = estates.iter().map(|e| e.buildings.iter().flat_map(|b| b.flats.iter()).filter(|f| f.household > 0).count() as f64).collect();
     let buildings: Vec<f64> = estates.iter().map(|e| e.buildings.len() as f64).collect();
     let elevators: Vec<u32> = estates.iter().map(|e| e.buildings.iter().map(|b| b.elevators as u32).sum()).collect();
     let ones = vec![1.0; estates.len()];
@@ -292,9 +280,7 @@ fn place_devices(seed: u64, estates: &mut [Estate], totals: Totals) {
         for (ei, (e, n)) in estates.iter_mut().zip(&counts).enumerate() {
             let mut rng = stream(seed, kind.slug(), ei as u64);
             let slots: Vec<(u16, Option<u8>)> = match kind {
-                DeviceKind::EbikeDetector => {
-                    e.buildings.iter().flat_map(|b| (1..=b.elevators).map(move |l| (b.no, Some(l)))).collect()
-                }
+                DeviceKind::EbikeDetector => e.buildings.iter().flat_map(|b| (1..=b.elevators).map(move |l| (b.no, Some(l)))).collect(),
                 _ => e.buildings.iter().map(|b| (b.no, None)).collect(),
             };
             for j in 0..*n as usize {
@@ -319,7 +305,7 @@ fn make_register(seed: u64, estates: &mut [Estate]) -> Vec<Registered> {
     let w: Vec<f64> = estates
         .iter()
         .map(|e| {
-            let hh = e.buildings.iter().flat_map(|b| b.parse_flats().unwrap_or_default()).filter(|f| f.household > 0).count() as f64;
+            let hh = e.buildings.iter().flat_map(|b| b.flats.iter()).filter(|f| f.household > 0).count() as f64;
             let age = (2026.0 - e.built as f64).max(1.0);
             let kind = if e.kind == EstateKind::Resettlement { 1.3 } else { 0.8 };
             hh * kind * (0.5 + age / 20.0)
@@ -330,12 +316,7 @@ fn make_register(seed: u64, estates: &mut [Estate]) -> Vec<Registered> {
     for (ei, e) in estates.iter_mut().enumerate() {
         let mut rng = stream(seed, "town.register", ei as u64);
         // Candidates: occupied flats; lone elderly live alone, others in any household.
-        let flats: Vec<(u16, u16, u8)> = e
-            .buildings
-            .iter()
-            .flat_map(|b| b.parse_flats().unwrap_or_default().into_iter().map(move |f| (b.no, f.room, f.household)))
-            .filter(|f| f.2 > 0)
-            .collect();
+        let flats: Vec<(u16, u16, u8)> = e.buildings.iter().flat_map(|b| b.rooms().map(move |f| (b.no, f.room, f.household))).filter(|f| f.2 > 0).collect();
         let mut singles: Vec<&(u16, u16, u8)> = flats.iter().filter(|f| f.2 == 1).collect();
         let mut families: Vec<&(u16, u16, u8)> = flats.iter().filter(|f| f.2 > 1).collect();
         singles.shuffle(&mut rng);

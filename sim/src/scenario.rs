@@ -4,8 +4,47 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use towntwin_core::load::{DataErrors, Problems, read_ron};
-use towntwin_core::time::{Millis, parse_hhmm, parse_local_date};
+use towntwin_contracts::load::{DataErrors, Problems, read_ron};
+use towntwin_contracts::time::{HhMm, Millis, parse_local_date};
+
+/// A probability or a share, in 0..=1. A scenario file writes it as a bare number; anything outside
+/// 0..=1 (or NaN) is refused when the file is read, with the field's place.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
+#[serde(transparent)]
+pub struct Probability(f64);
+
+impl Probability {
+    pub const ZERO: Probability = Probability(0.0);
+
+    /// `p`, if it is in 0..=1.
+    pub fn new(p: f64) -> Result<Probability, String> {
+        if (0.0..=1.0).contains(&p) { Ok(Probability(p)) } else { Err(format!("expected a probability in 0..=1, got {p}")) }
+    }
+
+    pub const fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Probability {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Probability, D::Error> {
+        Probability::new(f64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A probability for the built-in defaults, which are in range.
+const fn prob(v: f64) -> Probability {
+    assert!(v >= 0.0 && v <= 1.0, "a built-in probability out of 0..=1");
+    Probability(v)
+}
+
+/// A local time for the built-in defaults.
+const fn hm(h: u16, m: u16) -> HhMm {
+    match HhMm::new(h, m) {
+        Some(t) => t,
+        None => panic!("a built-in time out of range"),
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -40,36 +79,36 @@ pub struct Scenario {
     pub responders: Responders,
 }
 
-/// Mean outings a day by age band; each outing is an out pass and an in pass.
+/// One value per age band: mean outings a day (each outing an out pass and an in pass), or shares.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ByAge {
-    pub child: f64,
-    pub adult: f64,
-    pub senior: f64,
+pub struct ByAge<T = f64> {
+    pub child: T,
+    pub adult: T,
+    pub senior: T,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Residents {
     /// Shares of children, working-age adults and seniors (60+).
-    pub age_mix: ByAge,
+    pub age_mix: ByAge<Probability>,
     pub outings_weekday: ByAge,
     pub outings_weekend: ByAge,
     /// Share of passes by card rather than face.
-    pub card_share: f64,
+    pub card_share: Probability,
     /// Share of passes with no recognition at all (walking through behind a neighbour).
-    pub tailgate_share: f64,
+    pub tailgate_share: Probability,
 }
 
 impl Default for Residents {
     fn default() -> Self {
         Residents {
-            age_mix: ByAge { child: 0.15, adult: 0.60, senior: 0.25 },
+            age_mix: ByAge { child: prob(0.15), adult: prob(0.60), senior: prob(0.25) },
             outings_weekday: ByAge { child: 1.0, adult: 1.4, senior: 1.2 },
             outings_weekend: ByAge { child: 1.1, adult: 1.2, senior: 1.0 },
-            card_share: 0.08,
-            tailgate_share: 0.04,
+            card_share: prob(0.08),
+            tailgate_share: prob(0.04),
         }
     }
 }
@@ -78,7 +117,7 @@ impl Default for Residents {
 #[serde(deny_unknown_fields, default)]
 pub struct VulnerableResidents {
     /// Probability that a registered resident goes out at all on a given day.
-    pub outing_prob: f64,
+    pub outing_prob: Probability,
     /// Real emergencies at home (illness, a fall) per registered resident per year.
     pub emergencies_per_year: f64,
     /// When nobody acts, hours until family or a neighbour finds the resident (uniform range).
@@ -97,7 +136,7 @@ pub struct VulnerableResidents {
 impl Default for VulnerableResidents {
     fn default() -> Self {
         VulnerableResidents {
-            outing_prob: 0.85,
+            outing_prob: prob(0.85),
             emergencies_per_year: 0.3,
             found_after_hours: (12.0, 96.0),
             hospital_days: (2.0, 10.0),
@@ -114,35 +153,35 @@ impl Default for VulnerableResidents {
 pub struct Garbage {
     pub drops_per_household_day: f64,
     /// Share of drops in the morning window (06:30-09:00); the rest fall in the evening (18:00-21:00).
-    pub morning_share: f64,
+    pub morning_share: Probability,
     /// Probability a drop is wrongly sorted, by tenure.
-    pub missort_owner: f64,
-    pub missort_tenant: f64,
-    pub missort_unregistered: f64,
+    pub missort_owner: Probability,
+    pub missort_tenant: Probability,
+    pub missort_unregistered: Probability,
     /// Probability the kiosk's camera flags a wrong sort; and flags a right one wrongly.
-    pub missort_recall: f64,
-    pub missort_false_flag: f64,
+    pub missort_recall: Probability,
+    pub missort_false_flag: Probability,
     /// Drops a kiosk holds before it overflows.
     pub bin_capacity_drops: u32,
     /// Collection times, local `HH:MM`.
-    pub collections: Vec<String>,
+    pub collections: Vec<HhMm>,
     /// Probability a scheduled collection is missed.
-    pub collection_miss_prob: f64,
+    pub collection_miss_prob: Probability,
 }
 
 impl Default for Garbage {
     fn default() -> Self {
         Garbage {
             drops_per_household_day: 1.1,
-            morning_share: 0.55,
-            missort_owner: 0.04,
-            missort_tenant: 0.10,
-            missort_unregistered: 0.18,
-            missort_recall: 0.85,
-            missort_false_flag: 0.01,
+            morning_share: prob(0.55),
+            missort_owner: prob(0.04),
+            missort_tenant: prob(0.10),
+            missort_unregistered: prob(0.18),
+            missort_recall: prob(0.85),
+            missort_false_flag: prob(0.01),
             bin_capacity_drops: 80,
-            collections: vec!["09:30".into(), "21:30".into()],
-            collection_miss_prob: 0.03,
+            collections: vec![hm(9, 30), hm(21, 30)],
+            collection_miss_prob: prob(0.03),
         }
     }
 }
@@ -152,28 +191,28 @@ impl Default for Garbage {
 pub struct Renovation {
     pub starts_per_1000_flats_year: f64,
     /// Share of renovations that are illegal (undeclared, or structural changes).
-    pub illegal_share: f64,
+    pub illegal_share: Probability,
     pub duration_days: (f64, f64),
     pub waste_drops_per_week: f64,
     pub noise_episodes_per_workday: f64,
     /// Share of noise episodes in forbidden hours (weekends, 12:00-14:00, after 18:00), legal and illegal.
-    pub forbidden_hours_share_legal: f64,
-    pub forbidden_hours_share_illegal: f64,
+    pub forbidden_hours_share_legal: Probability,
+    pub forbidden_hours_share_illegal: Probability,
     /// Probability a building's noise monitor, where there is one, hears an episode.
-    pub noise_recall: f64,
+    pub noise_recall: Probability,
 }
 
 impl Default for Renovation {
     fn default() -> Self {
         Renovation {
             starts_per_1000_flats_year: 35.0,
-            illegal_share: 0.3,
+            illegal_share: prob(0.3),
             duration_days: (30.0, 90.0),
             waste_drops_per_week: 3.0,
             noise_episodes_per_workday: 2.0,
-            forbidden_hours_share_legal: 0.03,
-            forbidden_hours_share_illegal: 0.35,
-            noise_recall: 0.7,
+            forbidden_hours_share_legal: prob(0.03),
+            forbidden_hours_share_illegal: prob(0.35),
+            noise_recall: prob(0.7),
         }
     }
 }
@@ -182,7 +221,7 @@ impl Default for Renovation {
 #[serde(deny_unknown_fields, default)]
 pub struct GroupRental {
     /// Share of rented flats (registered or not) that are group-rented at the start.
-    pub share_of_rented: f64,
+    pub share_of_rented: Probability,
     /// New group rentals a week, town-wide.
     pub new_per_week: f64,
     /// Occupants of a group-rented flat (uniform integer range).
@@ -193,46 +232,46 @@ pub struct GroupRental {
 
 impl Default for GroupRental {
     fn default() -> Self {
-        GroupRental { share_of_rented: 0.006, new_per_week: 1.0, occupants: (7, 14), churn_per_week: 1.0 }
+        GroupRental { share_of_rented: prob(0.006), new_per_week: 1.0, occupants: (7, 14), churn_per_week: 1.0 }
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Vehicles {
-    pub ebike_household_share: f64,
-    pub ev_household_share: f64,
+    pub ebike_household_share: Probability,
+    pub ev_household_share: Probability,
     pub ebike_charge_every_days: f64,
     pub ev_charge_every_days: f64,
     /// Habits of e-bike households: charge at a pile, carry it upstairs, or hang a flying wire.
-    pub ebike_pile: f64,
-    pub ebike_upstairs: f64,
-    pub ebike_flying_wire: f64,
+    pub ebike_pile: Probability,
+    pub ebike_upstairs: Probability,
+    pub ebike_flying_wire: Probability,
     /// Elevator detector recall, and false detections (strollers, wheelchairs) per detector a day.
-    pub detector_recall: f64,
+    pub detector_recall: Probability,
     pub detector_false_per_day: f64,
     /// Share of blocked riders who then go to a pile (the rest take the stairs).
-    pub blocked_to_pile: f64,
+    pub blocked_to_pile: Probability,
     /// Electrical-fire monitor recall for an e-bike charging signature indoors, and by flying wire.
-    pub signature_recall_indoor: f64,
-    pub signature_recall_flying_wire: f64,
+    pub signature_recall_indoor: Probability,
+    pub signature_recall_flying_wire: Probability,
 }
 
 impl Default for Vehicles {
     fn default() -> Self {
         Vehicles {
-            ebike_household_share: 0.45,
-            ev_household_share: 0.10,
+            ebike_household_share: prob(0.45),
+            ev_household_share: prob(0.10),
             ebike_charge_every_days: 2.0,
             ev_charge_every_days: 3.0,
-            ebike_pile: 0.94,
-            ebike_upstairs: 0.05,
-            ebike_flying_wire: 0.01,
-            detector_recall: 0.95,
+            ebike_pile: prob(0.94),
+            ebike_upstairs: prob(0.05),
+            ebike_flying_wire: prob(0.01),
+            detector_recall: prob(0.95),
             detector_false_per_day: 0.01,
-            blocked_to_pile: 0.6,
-            signature_recall_indoor: 0.8,
-            signature_recall_flying_wire: 0.6,
+            blocked_to_pile: prob(0.6),
+            signature_recall_indoor: prob(0.8),
+            signature_recall_flying_wire: prob(0.6),
         }
     }
 }
@@ -242,13 +281,13 @@ impl Default for Vehicles {
 pub struct Fence {
     /// Real violations per camera a day on a road of traffic 1.0.
     pub violations_per_camera_day: f64,
-    pub recall: f64,
+    pub recall: Probability,
     pub false_per_camera_day: f64,
 }
 
 impl Default for Fence {
     fn default() -> Self {
-        Fence { violations_per_camera_day: 3.0, recall: 0.9, false_per_camera_day: 0.15 }
+        Fence { violations_per_camera_day: 3.0, recall: prob(0.9), false_per_camera_day: 0.15 }
     }
 }
 
@@ -262,7 +301,7 @@ pub struct Safety {
     pub electrical_faults_per_monitor_year: f64,
     /// Manhole-cover alarms per sensor a year, and the share that are real displacements.
     pub manhole_alarms_per_sensor_year: f64,
-    pub manhole_real_share: f64,
+    pub manhole_real_share: Probability,
 }
 
 impl Default for Safety {
@@ -272,7 +311,7 @@ impl Default for Safety {
             smoke_nuisance_per_detector_year: 0.5,
             electrical_faults_per_monitor_year: 2.0,
             manhole_alarms_per_sensor_year: 1.0,
-            manhole_real_share: 0.9,
+            manhole_real_share: prob(0.9),
         }
     }
 }
@@ -288,7 +327,7 @@ pub struct Devices {
     pub stuck_per_sensor_year: f64,
     pub stuck_days: (f64, f64),
     /// Probability a stuck sensor's self-test notices and reports it.
-    pub stuck_self_report: f64,
+    pub stuck_self_report: Probability,
     /// Battery life in days (uniform range), and days until a low battery is replaced.
     pub battery_days: (f64, f64),
     pub battery_replace_days: (f64, f64),
@@ -303,7 +342,7 @@ impl Default for Devices {
             offline_hours: (1.0, 36.0),
             stuck_per_sensor_year: 0.2,
             stuck_days: (2.0, 10.0),
-            stuck_self_report: 0.5,
+            stuck_self_report: prob(0.5),
             battery_days: (400.0, 1500.0),
             battery_replace_days: (2.0, 10.0),
         }
@@ -318,7 +357,7 @@ pub struct Crew {
     pub headcount: u32,
     /// Local hours on duty (`("08:30", "17:30")`); `None` means round the clock. Off duty, nobody accepts
     /// new orders; work already started is finished.
-    pub on_duty: Option<(String, String)>,
+    pub on_duty: Option<(HhMm, HhMm)>,
     /// Minutes from dispatch until a free member of the crew notices the order (uniform range).
     pub notice_minutes: (f64, f64),
     /// Minutes from accepting to arriving on site.
@@ -326,7 +365,7 @@ pub struct Crew {
     /// Minutes on site until resolved (or failed).
     pub work_minutes: (f64, f64),
     /// Share of orders that fail on site (the policy may escalate them).
-    pub fail_share: f64,
+    pub fail_share: Probability,
 }
 
 /// The people who work the core's orders: committee cadres (per committee), property staff (per estate), the
@@ -353,7 +392,7 @@ pub struct Responders {
     /// Minutes from resolution until the dispatcher has checked with the resident.
     pub verify_minutes: (f64, f64),
     /// Share of resolutions the resident disputes: the order is reopened instead of verified.
-    pub reopen_share: f64,
+    pub reopen_share: Probability,
 }
 
 /// A field a patch was given, written plainly in the file (`headcount: 40`, `on_duty: None`).
@@ -368,7 +407,7 @@ struct CrewPatch {
     #[serde(deserialize_with = "given")]
     headcount: Option<u32>,
     #[serde(deserialize_with = "given")]
-    on_duty: Option<Option<(String, String)>>,
+    on_duty: Option<Option<(HhMm, HhMm)>>,
     #[serde(deserialize_with = "given")]
     notice_minutes: Option<(f64, f64)>,
     #[serde(deserialize_with = "given")]
@@ -376,7 +415,7 @@ struct CrewPatch {
     #[serde(deserialize_with = "given")]
     work_minutes: Option<(f64, f64)>,
     #[serde(deserialize_with = "given")]
-    fail_share: Option<f64>,
+    fail_share: Option<Probability>,
 }
 
 impl CrewPatch {
@@ -407,7 +446,7 @@ struct RespondersPatch {
     #[serde(deserialize_with = "given")]
     verify_minutes: Option<(f64, f64)>,
     #[serde(deserialize_with = "given")]
-    reopen_share: Option<f64>,
+    reopen_share: Option<Probability>,
 }
 
 impl From<RespondersPatch> for Responders {
@@ -427,29 +466,22 @@ impl From<RespondersPatch> for Responders {
     }
 }
 
-fn crew(headcount: u32, on_duty: Option<(&str, &str)>, notice: (f64, f64), travel: (f64, f64), work: (f64, f64), fail_share: f64) -> Crew {
-    Crew {
-        headcount,
-        on_duty: on_duty.map(|(a, b)| (a.to_string(), b.to_string())),
-        notice_minutes: notice,
-        travel_minutes: travel,
-        work_minutes: work,
-        fail_share,
-    }
+fn crew(headcount: u32, on_duty: Option<(HhMm, HhMm)>, notice: (f64, f64), travel: (f64, f64), work: (f64, f64), fail_share: f64) -> Crew {
+    Crew { headcount, on_duty, notice_minutes: notice, travel_minutes: travel, work_minutes: work, fail_share: prob(fail_share) }
 }
 
 impl Default for Responders {
     fn default() -> Self {
         Responders {
             enabled: true,
-            committee: crew(2, Some(("08:30", "17:30")), (5.0, 45.0), (5.0, 20.0), (15.0, 60.0), 0.05),
+            committee: crew(2, Some((hm(8, 30), hm(17, 30))), (5.0, 45.0), (5.0, 20.0), (15.0, 60.0), 0.05),
             property: crew(2, None, (5.0, 30.0), (3.0, 10.0), (15.0, 60.0), 0.08),
-            city_management: crew(80, Some(("07:00", "22:00")), (5.0, 30.0), (5.0, 15.0), (5.0, 15.0), 0.1),
-            maintenance: crew(6, Some(("08:00", "18:00")), (30.0, 120.0), (20.0, 60.0), (30.0, 120.0), 0.1),
+            city_management: crew(80, Some((hm(7, 0), hm(22, 0))), (5.0, 30.0), (5.0, 15.0), (5.0, 15.0), 0.1),
+            maintenance: crew(6, Some((hm(8, 0), hm(18, 0))), (30.0, 120.0), (20.0, 60.0), (30.0, 120.0), 0.1),
             fire_safety: crew(4, None, (2.0, 10.0), (5.0, 15.0), (20.0, 60.0), 0.05),
             task_force: crew(8, None, (5.0, 20.0), (10.0, 30.0), (30.0, 120.0), 0.0),
             verify_minutes: (30.0, 240.0),
-            reopen_share: 0.05,
+            reopen_share: prob(0.05),
         }
     }
 }
@@ -486,7 +518,9 @@ impl Scenario {
         Ok(Loaded { scenario, file: file.to_path_buf(), town_file, start })
     }
 
-    /// Checks every value's range; returns the start instant.
+    /// Checks what the types do not: the start date, ranges of rates, counts and durations, shares that must
+    /// sum to 1, shifts that start when they end. (Probabilities and `HH:MM` times are checked as the file is
+    /// read.) Returns the start instant.
     pub fn validate(&self, file: &Path) -> Result<Millis, DataErrors> {
         let mut p = Problems::new(file);
         let start = match parse_local_date(&self.start_date) {
@@ -497,34 +531,25 @@ impl Scenario {
             }
         };
         p.check(self.days >= 1 && self.days <= 3660, || "days".into(), || format!("expected 1..=3660 days, got {}", self.days));
-        let prob = |p: &mut Problems, field: &str, v: f64| {
-            p.check((0.0..=1.0).contains(&v), || field.to_string(), || format!("expected a probability in 0..=1, got {v}"));
-        };
         let rate = |p: &mut Problems, field: &str, v: f64| {
             p.check(v.is_finite() && v >= 0.0, || field.to_string(), || format!("expected a rate >= 0, got {v}"));
         };
         let range = |p: &mut Problems, field: &str, (a, b): (f64, f64)| {
-            p.check(a.is_finite() && b.is_finite() && a > 0.0 && a <= b, || field.to_string(), || {
-                format!("expected a range (low, high) with 0 < low <= high, got ({a}, {b})")
-            });
+            p.check(
+                a.is_finite() && b.is_finite() && a > 0.0 && a <= b,
+                || field.to_string(),
+                || format!("expected a range (low, high) with 0 < low <= high, got ({a}, {b})"),
+            );
         };
         let r = &self.residents;
-        for (n, v) in [("child", r.age_mix.child), ("adult", r.age_mix.adult), ("senior", r.age_mix.senior)] {
-            prob(&mut p, &format!("residents.age_mix.{n}"), v);
-        }
-        let mix = r.age_mix.child + r.age_mix.adult + r.age_mix.senior;
+        let mix = r.age_mix.child.get() + r.age_mix.adult.get() + r.age_mix.senior.get();
         p.check((mix - 1.0).abs() < 1e-6, || "residents.age_mix".into(), || format!("shares must sum to 1, they sum to {mix}"));
         for (sec, by) in [("outings_weekday", r.outings_weekday), ("outings_weekend", r.outings_weekend)] {
             for (n, v) in [("child", by.child), ("adult", by.adult), ("senior", by.senior)] {
-                p.check(v.is_finite() && (0.0..=10.0).contains(&v), || format!("residents.{sec}.{n}"), || {
-                    format!("expected 0..=10 outings a day, got {v}")
-                });
+                p.check(v.is_finite() && (0.0..=10.0).contains(&v), || format!("residents.{sec}.{n}"), || format!("expected 0..=10 outings a day, got {v}"));
             }
         }
-        prob(&mut p, "residents.card_share", r.card_share);
-        prob(&mut p, "residents.tailgate_share", r.tailgate_share);
         let v = &self.vulnerable;
-        prob(&mut p, "vulnerable.outing_prob", v.outing_prob);
         rate(&mut p, "vulnerable.emergencies_per_year", v.emergencies_per_year);
         rate(&mut p, "vulnerable.trips_per_year", v.trips_per_year);
         rate(&mut p, "vulnerable.door_opens_per_day", v.door_opens_per_day);
@@ -534,75 +559,44 @@ impl Scenario {
         range(&mut p, "vulnerable.trip_days", v.trip_days);
         let g = &self.garbage;
         rate(&mut p, "garbage.drops_per_household_day", g.drops_per_household_day);
-        for (n, x) in [
-            ("morning_share", g.morning_share),
-            ("missort_owner", g.missort_owner),
-            ("missort_tenant", g.missort_tenant),
-            ("missort_unregistered", g.missort_unregistered),
-            ("missort_recall", g.missort_recall),
-            ("missort_false_flag", g.missort_false_flag),
-            ("collection_miss_prob", g.collection_miss_prob),
-        ] {
-            prob(&mut p, &format!("garbage.{n}"), x);
-        }
         p.check(g.bin_capacity_drops >= 1, || "garbage.bin_capacity_drops".into(), || "expected at least 1".into());
-        for (i, c) in g.collections.iter().enumerate() {
-            p.check(parse_hhmm(c).is_some(), || format!("garbage.collections[{i}]"), || format!("`{c}` is not a time HH:MM"));
-        }
         let rn = &self.renovation;
         rate(&mut p, "renovation.starts_per_1000_flats_year", rn.starts_per_1000_flats_year);
-        prob(&mut p, "renovation.illegal_share", rn.illegal_share);
         range(&mut p, "renovation.duration_days", rn.duration_days);
         rate(&mut p, "renovation.waste_drops_per_week", rn.waste_drops_per_week);
         rate(&mut p, "renovation.noise_episodes_per_workday", rn.noise_episodes_per_workday);
-        prob(&mut p, "renovation.forbidden_hours_share_legal", rn.forbidden_hours_share_legal);
-        prob(&mut p, "renovation.forbidden_hours_share_illegal", rn.forbidden_hours_share_illegal);
-        prob(&mut p, "renovation.noise_recall", rn.noise_recall);
         let gr = &self.group_rental;
-        prob(&mut p, "group_rental.share_of_rented", gr.share_of_rented);
         rate(&mut p, "group_rental.new_per_week", gr.new_per_week);
         rate(&mut p, "group_rental.churn_per_week", gr.churn_per_week);
-        p.check(gr.occupants.0 >= 2 && gr.occupants.0 <= gr.occupants.1 && gr.occupants.1 <= 60, || "group_rental.occupants".into(), || {
-            format!("expected (low, high) with 2 <= low <= high <= 60, got {:?}", gr.occupants)
-        });
+        p.check(
+            gr.occupants.0 >= 2 && gr.occupants.0 <= gr.occupants.1 && gr.occupants.1 <= 60,
+            || "group_rental.occupants".into(),
+            || format!("expected (low, high) with 2 <= low <= high <= 60, got {:?}", gr.occupants),
+        );
         let ve = &self.vehicles;
-        for (n, x) in [
-            ("ebike_household_share", ve.ebike_household_share),
-            ("ev_household_share", ve.ev_household_share),
-            ("ebike_pile", ve.ebike_pile),
-            ("ebike_upstairs", ve.ebike_upstairs),
-            ("ebike_flying_wire", ve.ebike_flying_wire),
-            ("detector_recall", ve.detector_recall),
-            ("blocked_to_pile", ve.blocked_to_pile),
-            ("signature_recall_indoor", ve.signature_recall_indoor),
-            ("signature_recall_flying_wire", ve.signature_recall_flying_wire),
-        ] {
-            prob(&mut p, &format!("vehicles.{n}"), x);
-        }
-        let habits = ve.ebike_pile + ve.ebike_upstairs + ve.ebike_flying_wire;
-        p.check((habits - 1.0).abs() < 1e-6, || "vehicles.ebike_pile".into(), || {
-            format!("ebike_pile + ebike_upstairs + ebike_flying_wire must sum to 1, they sum to {habits}")
-        });
+        let habits = ve.ebike_pile.get() + ve.ebike_upstairs.get() + ve.ebike_flying_wire.get();
+        p.check(
+            (habits - 1.0).abs() < 1e-6,
+            || "vehicles.ebike_pile".into(),
+            || format!("ebike_pile + ebike_upstairs + ebike_flying_wire must sum to 1, they sum to {habits}"),
+        );
         for (n, x) in [("ebike_charge_every_days", ve.ebike_charge_every_days), ("ev_charge_every_days", ve.ev_charge_every_days)] {
             p.check(x.is_finite() && x >= 1.0, || format!("vehicles.{n}"), || format!("expected at least 1 day, got {x}"));
         }
         rate(&mut p, "vehicles.detector_false_per_day", ve.detector_false_per_day);
         rate(&mut p, "fence.violations_per_camera_day", self.fence.violations_per_camera_day);
-        prob(&mut p, "fence.recall", self.fence.recall);
         rate(&mut p, "fence.false_per_camera_day", self.fence.false_per_camera_day);
         let s = &self.safety;
         rate(&mut p, "safety.fires_per_building_year", s.fires_per_building_year);
         rate(&mut p, "safety.smoke_nuisance_per_detector_year", s.smoke_nuisance_per_detector_year);
         rate(&mut p, "safety.electrical_faults_per_monitor_year", s.electrical_faults_per_monitor_year);
         rate(&mut p, "safety.manhole_alarms_per_sensor_year", s.manhole_alarms_per_sensor_year);
-        prob(&mut p, "safety.manhole_real_share", s.manhole_real_share);
         let d = &self.devices;
         for (n, m) in [("heartbeat_minutes_mains", d.heartbeat_minutes_mains), ("heartbeat_minutes_battery", d.heartbeat_minutes_battery)] {
             p.check((1..=1440).contains(&m), || format!("devices.{n}"), || format!("expected 1..=1440 minutes, got {m}"));
         }
         rate(&mut p, "devices.offline_per_device_year", d.offline_per_device_year);
         rate(&mut p, "devices.stuck_per_sensor_year", d.stuck_per_sensor_year);
-        prob(&mut p, "devices.stuck_self_report", d.stuck_self_report);
         range(&mut p, "devices.offline_hours", d.offline_hours);
         range(&mut p, "devices.stuck_days", d.stuck_days);
         range(&mut p, "devices.battery_days", d.battery_days);
@@ -610,21 +604,15 @@ impl Scenario {
         let r = &self.responders;
         for (n, c) in r.crews() {
             p.check((1..=10_000).contains(&c.headcount), || format!("responders.{n}.headcount"), || format!("expected 1..=10000 staff, got {}", c.headcount));
-            if let Some((a, b)) = &c.on_duty {
-                for (end, v) in [("0", a), ("1", b)] {
-                    p.check(parse_hhmm(v).is_some(), || format!("responders.{n}.on_duty.{end}"), || format!("`{v}` is not a time HH:MM"));
-                }
+            if let Some((a, b)) = c.on_duty {
                 p.check(a != b, || format!("responders.{n}.on_duty"), || "start and end are the same: use None for round the clock".into());
             }
             range(&mut p, &format!("responders.{n}.notice_minutes"), c.notice_minutes);
             range(&mut p, &format!("responders.{n}.travel_minutes"), c.travel_minutes);
             range(&mut p, &format!("responders.{n}.work_minutes"), c.work_minutes);
-            prob(&mut p, &format!("responders.{n}.fail_share"), c.fail_share);
         }
         range(&mut p, "responders.verify_minutes", r.verify_minutes);
-        prob(&mut p, "responders.reopen_share", r.reopen_share);
         p.finish()?;
         Ok(start)
     }
 }
-

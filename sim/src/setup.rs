@@ -5,12 +5,12 @@ use std::collections::HashMap;
 
 use bevy::prelude::*;
 use rand::Rng as _;
-use towntwin_core::event::FlatRef;
-use towntwin_core::town::{DeviceKind, Town};
+use towntwin_contracts::event::FlatRef;
+use towntwin_contracts::town::{DeviceKind, Town};
 
 use crate::generate::pick;
 use crate::rng::stream;
-use crate::world::{Age, DeviceInfo, Dev, Health, Household, Params, Presence, Registry, Resident, State};
+use crate::world::{Age, Dev, DeviceInfo, Health, Household, Params, Presence, Registry, Resident, State};
 
 /// Household entities of each estate, and the household entity of each (estate, building, room).
 #[derive(Resource, Debug, Default)]
@@ -95,11 +95,7 @@ pub fn populate(world: &mut World, town: &Town, start: i64) {
             });
         }
     }
-    reg.cameras_by_road = town
-        .roads
-        .iter()
-        .map(|r| r.devices.iter().filter_map(|d| reg.by_id.get(&d.id).copied()).collect())
-        .collect();
+    reg.cameras_by_road = town.roads.iter().map(|r| r.devices.iter().filter_map(|d| reg.by_id.get(&d.id).copied()).collect()).collect();
     reg.estate_ids = town.estates.iter().map(|e| e.id.clone()).collect();
     reg.buildings = town.estates.iter().map(|e| e.buildings.iter().map(|b| (b.no, b.floors, b.elevators)).collect()).collect();
 
@@ -114,7 +110,7 @@ pub fn populate(world: &mut World, town: &Town, start: i64) {
         let mut estate_flats = Vec::new();
         let mut n_household = 0usize;
         for b in &e.buildings {
-            for f in b.parse_flats().unwrap_or_default() {
+            for f in b.rooms() {
                 if f.household == 0 {
                     continue;
                 }
@@ -138,7 +134,7 @@ pub fn populate(world: &mut World, town: &Town, start: i64) {
                     let age = if f.household == 1 {
                         if rng.random_bool(0.45) { Age::Senior } else { Age::Adult }
                     } else {
-                        [Age::Child, Age::Adult, Age::Senior][pick(&mut rng, &[mix.child, mix.adult, mix.senior])]
+                        [Age::Child, Age::Adult, Age::Senior][pick(&mut rng, &[mix.child.get(), mix.adult.get(), mix.senior.get()])]
                     };
                     let usual_gate = (!gates.is_empty()).then(|| gates[rng.random_range(0..gates.len())]);
                     let r = world

@@ -5,15 +5,15 @@
 use bevy::app::{TaskPoolOptions, TaskPoolPlugin};
 use bevy::ecs::schedule::{LogLevel, ScheduleBuildSettings, SingleThreadedExecutor};
 use bevy::prelude::*;
-use towntwin_core::time::Millis;
-use towntwin_core::town::Town;
+use towntwin_contracts::time::Millis;
+use towntwin_contracts::town::Town;
 
 use crate::plugins::emit::{Emitted, Message, Stats, StreamDigest};
 use crate::plugins::responders::{Act, Acts, Inbox, ResponderStats};
-use towntwin_core::orders::Notice;
 use crate::plugins::{FeatureOrderPlugin, clock, devices, emit, fence, garbage, renovation, rental, residents, responders, safety, vehicles, vulnerable};
 use crate::scenario::Scenario;
 use crate::world::{Clock, GroundTruth, Outbox, Params, TownData};
+use towntwin_contracts::orders::Notice;
 
 /// Options that change how the twin runs, never what it produces.
 #[derive(Debug, Clone, Default)]

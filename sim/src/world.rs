@@ -3,11 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use serde::Serialize;
-use towntwin_core::event::{Data, EventType, FlatRef};
-use towntwin_core::time::{DAY, MINUTE, Millis, rfc3339};
-use towntwin_core::town::{DeviceKind, Tenure, Town};
+use towntwin_contracts::event::{Data, EventType, FlatRef};
+use towntwin_contracts::time::{DAY, MINUTE, Millis, rfc3339};
+use towntwin_contracts::town::{DeviceKind, Tenure, Town};
+use towntwin_contracts::truth::IncidentKind;
 
 use crate::rng::{Rng, pair, stream};
 use crate::scenario::Scenario;
@@ -24,6 +26,21 @@ impl Params {
     pub fn rng(&self, purpose: &str, id: u64, day: u32) -> Rng {
         stream(self.seed, purpose, pair(id, day as u64))
     }
+}
+
+/// What most systems read: the clock, the scenario being run and the device registry.
+#[derive(SystemParam)]
+pub struct Ctx<'w> {
+    pub clock: Res<'w, Clock>,
+    pub params: Res<'w, Params>,
+    pub reg: Res<'w, Registry>,
+}
+
+/// What systems record: the incidents that really happen, and the events devices send about them.
+#[derive(SystemParam)]
+pub struct Record<'w> {
+    pub truth: ResMut<'w, GroundTruth>,
+    pub outbox: ResMut<'w, Outbox>,
 }
 
 /// Simulated time. One `App::update` is one tick of one simulated minute, covering `[now, now + 1 min)`.
@@ -296,7 +313,7 @@ impl Outbox {
 #[derive(Debug, Clone, Serialize)]
 pub struct Incident {
     pub id: String,
-    pub kind: &'static str,
+    pub kind: IncidentKind,
     pub area: String,
     pub subject: String,
     pub start: String,
@@ -312,7 +329,7 @@ pub struct GroundTruth {
 }
 
 impl GroundTruth {
-    pub fn open(&mut self, kind: &'static str, area: &str, subject: String, start: Millis, benign: bool) -> usize {
+    pub fn open(&mut self, kind: IncidentKind, area: &str, subject: String, start: Millis, benign: bool) -> usize {
         let n = self.incidents.len();
         self.incidents.push(Incident {
             id: format!("GT-{:06}", n + 1),
@@ -328,7 +345,7 @@ impl GroundTruth {
     }
 
     /// An incident that is over as soon as it happens (a violation, a wrong sort).
-    pub fn instant(&mut self, kind: &'static str, area: &str, subject: String, at: Millis, benign: bool) -> usize {
+    pub fn instant(&mut self, kind: IncidentKind, area: &str, subject: String, at: Millis, benign: bool) -> usize {
         let i = self.open(kind, area, subject, at, benign);
         self.incidents[i].end_ms = Some(at);
         i

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use towntwin_core::orders::{Loop, Notice, OrderEvent, State};
-use towntwin_core::rules::Role;
-use towntwin_core::time::{HOUR, MINUTE, Millis, parse_local_date};
-use towntwin_core::town::Town;
+use towntwin_contracts::orders::{Loop, Notice, OrderEvent, Role, State};
+use towntwin_contracts::time::{HOUR, MINUTE, Millis, parse_local_date};
+use towntwin_contracts::town::Town;
 use towntwin_sim::generate::small;
 use towntwin_sim::plugins::responders::Act;
+use towntwin_sim::scenario::Probability;
 use towntwin_sim::{Scenario, Twin, TwinOptions};
 
 fn scenario() -> Scenario {
@@ -51,7 +51,7 @@ impl Drive {
     }
 
     fn of(&self, order: u64) -> Vec<(Millis, String, &'static str)> {
-        self.acts.iter().filter(|a| a.order == order).map(|a| (a.at - self.start, a.principal.clone(), a.action.name())).collect()
+        self.acts.iter().filter(|a| a.order == order).map(|a| (a.at - self.start, a.principal.to_string(), a.action.name())).collect()
     }
 }
 
@@ -91,7 +91,7 @@ fn property_staff_accept_travel_and_finish_then_dispatchers_verify() {
 fn a_redispatch_takes_the_order_away_and_headcount_queues_the_rest() {
     let mut s = scenario();
     s.responders.property.headcount = 1;
-    s.responders.property.fail_share = 0.0;
+    s.responders.property.fail_share = Probability::ZERO;
     s.responders.property.work_minutes = (200.0, 200.0);
     let town = small(3, 1, 1);
     let estate = town.estates[0].id.clone();
@@ -100,7 +100,10 @@ fn a_redispatch_takes_the_order_away_and_headcount_queues_the_rest() {
     d.run(vec![], t);
     // Two orders for one member of staff: the second waits for the first to be resolved.
     d.run(
-        vec![notice(1, t, State::Dispatched, Loop::Small, &estate, &[Role::Property]), notice(2, t, State::Dispatched, Loop::Small, &estate, &[Role::Property])],
+        vec![
+            notice(1, t, State::Dispatched, Loop::Small, &estate, &[Role::Property]),
+            notice(2, t, State::Dispatched, Loop::Small, &estate, &[Role::Property]),
+        ],
         t + 5 * HOUR,
     );
     let (one, two) = (d.of(1), d.of(2));

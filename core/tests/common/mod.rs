@@ -10,7 +10,7 @@ fn dev(id: &str, kind: DeviceKind, building: Option<u16>, room: Option<u16>) -> 
 
 /// One estate of two buildings, two gates, one kiosk, one registered resident; one road with a camera.
 pub fn town() -> Town {
-    let flats = |n: usize| vec!["O2"; n].join(" ");
+    let flats = |n: usize| vec!["O2"; n].join(" ").parse().expect("valid flat tokens");
     let estate = Estate {
         id: "E001".into(),
         name: "Test".into(),
@@ -30,7 +30,8 @@ pub fn town() -> Town {
             dev("E001-door-001", DeviceKind::DoorSensor, Some(1), Some(101)),
         ],
     };
-    let road = Road { id: "R01".into(), name: "Road".into(), length_km: 1.0, traffic: 1.0, devices: vec![dev("R01-camera-001", DeviceKind::Camera, None, None)] };
+    let road =
+        Road { id: "R01".into(), name: "Road".into(), length_km: 1.0, traffic: 1.0, devices: vec![dev("R01-camera-001", DeviceKind::Camera, None, None)] };
     let register = vec![Registered {
         id: "V0001".into(),
         person: PersonId(9_000_001),
@@ -51,4 +52,3 @@ pub fn town() -> Town {
         register,
     }
 }
-

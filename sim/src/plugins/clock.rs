@@ -3,7 +3,7 @@
 //! a core that has it has had everything before it.
 
 use bevy::prelude::*;
-use towntwin_core::event::{Data, EventType, Tick};
+use towntwin_contracts::event::{Data, EventType, Tick};
 
 use super::Feature;
 use crate::world::{CLOCK_DEVICE, Clock, Outbox};

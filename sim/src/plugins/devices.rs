@@ -3,11 +3,12 @@
 
 use bevy::prelude::*;
 use rand::Rng as _;
-use towntwin_core::event::{Data, EventType, Fault, FaultKind, Heartbeat, Recovered};
-use towntwin_core::time::{DAY, HOUR, MINUTE, Millis};
+use towntwin_contracts::event::{Data, EventType, Fault, FaultKind, Heartbeat, Recovered};
+use towntwin_contracts::time::{DAY, HOUR, MINUTE, Millis};
+use towntwin_contracts::truth::IncidentKind;
 
 use super::{Feature, day_start};
-use crate::world::{Agenda, Clock, Dev, GroundTruth, Health, Outbox, Params, Registry, at_hours, uniform};
+use crate::world::{Agenda, Clock, Ctx, Dev, Health, Outbox, Params, Record, Registry, at_hours, uniform};
 
 pub struct DevicesPlugin;
 
@@ -33,16 +34,9 @@ pub enum DeviceAction {
 #[derive(Component, Debug, Clone)]
 pub struct StuckIncident(pub usize);
 
-#[allow(clippy::too_many_arguments)]
-fn plan_day(
-    clock: Res<Clock>,
-    params: Res<Params>,
-    reg: Res<Registry>,
-    mut agenda: ResMut<Agenda<DeviceAction>>,
-    mut devices: Query<&mut Health>,
-    mut truth: ResMut<GroundTruth>,
-    mut outbox: ResMut<Outbox>,
-) {
+fn plan_day(ctx: Ctx, mut agenda: ResMut<Agenda<DeviceAction>>, mut devices: Query<&mut Health>, mut rec: Record) {
+    let Ctx { clock, params, reg } = &ctx;
+    let Record { truth, outbox } = &mut rec;
     let cfg = &params.scenario.devices;
     let begin = clock.day_begin();
     let mut rng = params.rng("devices.day", 0, clock.day);
@@ -66,7 +60,7 @@ fn plan_day(
                 let at = clock.now;
                 let replace = uniform(&mut rng, cfg.battery_replace_days);
                 agenda.push(at + (replace * DAY as f64) as Millis, DeviceAction::ReplaceBattery { dev: i as Dev });
-                h.battery_incident = Some(truth.open("device.low_battery", &d.area, d.id.clone(), at, false));
+                h.battery_incident = Some(truth.open(IncidentKind::DeviceLowBattery, &d.area, d.id.clone(), at, false));
                 if h.online {
                     outbox.emit(at, i as Dev, EventType::DeviceFault, None, Data::Fault(Fault { fault: FaultKind::LowBattery }));
                 }
@@ -75,18 +69,16 @@ fn plan_day(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn act(
     mut commands: Commands,
-    clock: Res<Clock>,
-    params: Res<Params>,
-    reg: Res<Registry>,
+    ctx: Ctx,
     mut agenda: ResMut<Agenda<DeviceAction>>,
     mut devices: Query<&mut Health>,
     stuck: Query<&StuckIncident>,
-    mut truth: ResMut<GroundTruth>,
-    mut outbox: ResMut<Outbox>,
+    mut rec: Record,
 ) {
+    let Ctx { clock, params, reg } = &ctx;
+    let Record { truth, outbox } = &mut rec;
     let mut rng = params.rng("devices.act", 0, clock.tick as u32);
     for (t, a) in agenda.due(clock.now) {
         match a {
@@ -100,7 +92,7 @@ fn act(
                 h.until = t + (hours * HOUR as f64) as Millis;
                 agenda.push(h.until, DeviceAction::Online { dev });
                 let d = &reg.devices[dev as usize];
-                h.incident = Some(truth.open("device.offline", &d.area, d.id.clone(), t, false));
+                h.incident = Some(truth.open(IncidentKind::DeviceOffline, &d.area, d.id.clone(), t, false));
             }
             DeviceAction::Online { dev } => {
                 let Ok(mut h) = devices.get_mut(reg.entity[dev as usize]) else { continue };
@@ -139,10 +131,10 @@ fn act(
                 }
                 h.stuck = true;
                 let d = &reg.devices[dev as usize];
-                let i = truth.open("device.stuck", &d.area, d.id.clone(), t, false);
+                let i = truth.open(IncidentKind::DeviceStuck, &d.area, d.id.clone(), t, false);
                 commands.entity(entity).insert(StuckIncident(i));
                 agenda.push(t + (days * DAY as f64) as Millis, DeviceAction::Unstuck { dev });
-                if h.online && rng.random_bool(params.scenario.devices.stuck_self_report) {
+                if h.online && rng.random_bool(params.scenario.devices.stuck_self_report.get()) {
                     outbox.emit(t, dev, EventType::DeviceFault, None, Data::Fault(Fault { fault: FaultKind::Stuck }));
                 }
             }

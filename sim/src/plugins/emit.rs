@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use bevy::prelude::*;
 use bevy::tasks::{ComputeTaskPool, TaskPool};
-use towntwin_core::event::{EventType, Header, TOWN_AREA, encode};
-use towntwin_core::time::Local;
+use towntwin_contracts::event::{EventType, Header, TOWN_AREA, encode};
+use towntwin_contracts::time::Local;
 
 use super::Feature;
 use crate::world::{CLOCK_DEVICE, Outbox, Pending, Registry};
@@ -16,10 +16,7 @@ pub struct EmitPlugin;
 
 impl Plugin for EmitPlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<Emitted>()
-            .init_resource::<Stats>()
-            .init_resource::<StreamDigest>()
-            .add_systems(Update, encode_tick.in_set(Feature::Emit));
+        app.init_resource::<Emitted>().init_resource::<Stats>().init_resource::<StreamDigest>().add_systems(Update, encode_tick.in_set(Feature::Emit));
     }
 }
 

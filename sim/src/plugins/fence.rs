@@ -3,9 +3,10 @@
 
 use bevy::prelude::*;
 use rand::Rng as _;
-use towntwin_core::event::{Data, EventType, FenceViolation};
-use towntwin_core::time::HOUR;
-use towntwin_core::violations::VIOLATIONS;
+use towntwin_contracts::event::{Data, EventType, FenceViolation};
+use towntwin_contracts::time::HOUR;
+use towntwin_contracts::truth::IncidentKind;
+use towntwin_contracts::violations::VIOLATIONS;
 
 use super::{Feature, day_start};
 use crate::world::{Agenda, Clock, Dev, GroundTruth, Health, Outbox, Params, Registry, TownData, poisson};
@@ -14,8 +15,7 @@ pub struct FencePlugin;
 
 impl Plugin for FencePlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<Agenda<FenceAction>>()
-            .add_systems(Update, (plan_day.run_if(day_start), act).chain().in_set(Feature::Fence));
+        app.init_resource::<Agenda<FenceAction>>().add_systems(Update, (plan_day.run_if(day_start), act).chain().in_set(Feature::Fence));
     }
 }
 
@@ -27,7 +27,14 @@ pub struct FenceAction {
     pub real: bool,
 }
 
-fn plan_day(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, town: Res<TownData>, mut agenda: ResMut<Agenda<FenceAction>>, mut truth: ResMut<GroundTruth>) {
+fn plan_day(
+    clock: Res<Clock>,
+    params: Res<Params>,
+    reg: Res<Registry>,
+    town: Res<TownData>,
+    mut agenda: ResMut<Agenda<FenceAction>>,
+    mut truth: ResMut<GroundTruth>,
+) {
     let cfg = &params.scenario.fence;
     let begin = clock.day_begin();
     for (ri, road) in town.0.roads.iter().enumerate() {
@@ -42,7 +49,7 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, town: Re
                 for _ in 0..poisson(&mut rng, per_hour * v.share * v.profile.weight(hour)) {
                     let t = begin + hour as i64 * HOUR + rng.random_range(0..3_600) * 1_000;
                     let camera = cams[rng.random_range(0..cams.len())];
-                    truth.instant("fence.violation", &road.id, format!("{}/{}", reg.devices[camera as usize].id, v.code), t, false);
+                    truth.instant(IncidentKind::FenceViolation, &road.id, format!("{}/{}", reg.devices[camera as usize].id, v.code), t, false);
                     agenda.push(t, FenceAction { camera, road: ri, code: v.code, real: true });
                 }
             }
@@ -56,8 +63,16 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, town: Re
     }
 }
 
-fn act(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, town: Res<TownData>, mut agenda: ResMut<Agenda<FenceAction>>, health: Query<&Health>, mut outbox: ResMut<Outbox>) {
-    let recall = params.scenario.fence.recall;
+fn act(
+    clock: Res<Clock>,
+    params: Res<Params>,
+    reg: Res<Registry>,
+    town: Res<TownData>,
+    mut agenda: ResMut<Agenda<FenceAction>>,
+    health: Query<&Health>,
+    mut outbox: ResMut<Outbox>,
+) {
+    let recall = params.scenario.fence.recall.get();
     let mut rng = params.rng("fence.act", 0, clock.tick as u32);
     for (t, a) in agenda.due(clock.now) {
         if !health.get(reg.entity[a.camera as usize]).is_ok_and(Health::senses) {

@@ -3,13 +3,13 @@
 
 use bevy::prelude::*;
 use rand::Rng as _;
-use towntwin_core::event::{BinDrop, BinLevel, Data, EventType, WasteCategory};
-use towntwin_core::town::{DeviceKind, Tenure};
+use towntwin_contracts::event::{BinDrop, BinLevel, Data, EventType, WasteCategory};
+use towntwin_contracts::town::{DeviceKind, Tenure};
+use towntwin_contracts::truth::IncidentKind;
 
 use super::{Feature, day_start};
 use crate::generate::pick;
-use towntwin_core::time::parse_hhmm;
-use crate::world::{Agenda, Clock, Dev, GroundTruth, Health, Household, Outbox, Params, Registry, at_hours, in_order, poisson};
+use crate::world::{Agenda, Clock, Ctx, Dev, Health, Household, Params, Record, Registry, at_hours, in_order, poisson};
 
 pub struct GarbagePlugin;
 
@@ -50,45 +50,36 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, househol
         let Some(bin) = h.bin else { continue };
         let rng = &mut rngs[h.estate as usize];
         let missort = match h.tenure {
-            Tenure::Owner | Tenure::Vacant => cfg.missort_owner,
-            Tenure::RegisteredTenant => cfg.missort_tenant,
-            Tenure::UnregisteredOccupant => cfg.missort_unregistered,
+            Tenure::Owner | Tenure::Vacant => cfg.missort_owner.get(),
+            Tenure::RegisteredTenant => cfg.missort_tenant.get(),
+            Tenure::UnregisteredOccupant => cfg.missort_unregistered.get(),
         };
         // Bigger households drop a little more often.
         let mean = cfg.drops_per_household_day * (0.8 + 0.1 * h.size.min(6) as f64);
         for _ in 0..poisson(rng, mean) {
-            let t = if rng.random_bool(cfg.morning_share) { at_hours(rng, begin, 6.5, 9.0) } else { at_hours(rng, begin, 18.0, 21.0) };
-            let category = [WasteCategory::Residual, WasteCategory::Kitchen, WasteCategory::Recyclable, WasteCategory::Hazardous]
-                [pick(rng, &[0.45, 0.40, 0.13, 0.02])];
+            let t = if rng.random_bool(cfg.morning_share.get()) { at_hours(rng, begin, 6.5, 9.0) } else { at_hours(rng, begin, 18.0, 21.0) };
+            let category =
+                [WasteCategory::Residual, WasteCategory::Kitchen, WasteCategory::Recyclable, WasteCategory::Hazardous][pick(rng, &[0.45, 0.40, 0.13, 0.02])];
             let weight_g = rng.random_range(200..2_500);
             agenda.push(t, BinAction::Drop { flat, bin, category, weight_g, missorted: rng.random_bool(missort) });
         }
     }
     let mut rng = params.rng("garbage.collect", 0, clock.day);
-    let times: Vec<u32> = cfg.collections.iter().filter_map(|c| parse_hhmm(c)).collect();
     for (i, d) in reg.devices.iter().enumerate() {
         if d.kind != DeviceKind::SortingBin {
             continue;
         }
-        for &m in &times {
-            if !rng.random_bool(cfg.collection_miss_prob) {
-                agenda.push(begin + m as i64 * 60_000 + rng.random_range(0..900) * 1_000, BinAction::Collect { bin: i as Dev });
+        for at in &cfg.collections {
+            if !rng.random_bool(cfg.collection_miss_prob.get()) {
+                agenda.push(begin + at.millis() + rng.random_range(0..900) * 1_000, BinAction::Collect { bin: i as Dev });
             }
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn act(
-    clock: Res<Clock>,
-    params: Res<Params>,
-    reg: Res<Registry>,
-    mut agenda: ResMut<Agenda<BinAction>>,
-    households: Query<&Household>,
-    mut bins: Query<(&Health, &mut BinState)>,
-    mut truth: ResMut<GroundTruth>,
-    mut outbox: ResMut<Outbox>,
-) {
+fn act(ctx: Ctx, mut agenda: ResMut<Agenda<BinAction>>, households: Query<&Household>, mut bins: Query<(&Health, &mut BinState)>, mut rec: Record) {
+    let Ctx { clock, params, reg } = &ctx;
+    let Record { truth, outbox } = &mut rec;
     let cfg = &params.scenario.garbage;
     let cap = cfg.bin_capacity_drops.max(1);
     let mut rng = params.rng("garbage.act", 0, clock.tick as u32);
@@ -101,9 +92,9 @@ fn act(
                 state.drops += 1;
                 let fill_pct = (state.drops * 100 / cap) as u16;
                 if missorted {
-                    truth.instant("garbage.missort", area, h.label(), t, false);
+                    truth.instant(IncidentKind::GarbageMissort, area, h.label(), t, false);
                 }
-                let flagged = if missorted { rng.random_bool(cfg.missort_recall) } else { rng.random_bool(cfg.missort_false_flag) };
+                let flagged = if missorted { rng.random_bool(cfg.missort_recall.get()) } else { rng.random_bool(cfg.missort_false_flag.get()) };
                 if health.reports() {
                     // A stuck kiosk's level sensor keeps saying it is empty.
                     let shown = if health.stuck { 0 } else { fill_pct };
@@ -111,7 +102,7 @@ fn act(
                     outbox.emit(t, bin, EventType::BinDrop, Some(h.flat), Data::BinDrop(data));
                 }
                 if state.drops == cap + 1 {
-                    state.overflow = Some(truth.open("bin.overflow", area, reg.devices[bin as usize].id.clone(), t, false));
+                    state.overflow = Some(truth.open(IncidentKind::BinOverflow, area, reg.devices[bin as usize].id.clone(), t, false));
                     if health.senses() {
                         outbox.emit(t, bin, EventType::BinOverflow, None, Data::BinLevel(BinLevel { fill_pct }));
                     }

@@ -4,13 +4,14 @@
 
 use bevy::prelude::*;
 use rand::Rng as _;
-use towntwin_core::event::{ConstructionDrop, Data, EventType, FlatRef, NoiseAlarm};
-use towntwin_core::time::{DAY, Local, Millis};
-use towntwin_core::town::DeviceKind;
+use towntwin_contracts::event::{ConstructionDrop, Data, EventType, FlatRef, NoiseAlarm};
+use towntwin_contracts::time::{DAY, Local, Millis};
+use towntwin_contracts::town::DeviceKind;
+use towntwin_contracts::truth::IncidentKind;
 
 use super::{Feature, day_start};
 use crate::setup::Flats;
-use crate::world::{Agenda, Clock, Dev, GroundTruth, Health, Household, Outbox, Params, Registry, at_hours, poisson, flat_key, in_order, uniform};
+use crate::world::{Agenda, Clock, Ctx, Dev, GroundTruth, Health, Household, Outbox, Params, Registry, at_hours, flat_key, in_order, poisson, uniform};
 
 pub struct RenovationPlugin;
 
@@ -39,31 +40,17 @@ pub enum RenoAction {
     Noise { estate: u16, building: u16, db: u16, seconds: u32 },
 }
 
-#[allow(clippy::too_many_arguments)]
-fn start(commands: &mut Commands, truth: &mut GroundTruth, reg: &Registry, params: &Params, rng: &mut crate::rng::Rng, h: &Household, at: Millis, days_left: f64) {
-    let legal = !rng.random_bool(params.scenario.renovation.illegal_share);
-    let kind = if legal { "renovation.legal" } else { "renovation.illegal" };
+fn start(commands: &mut Commands, truth: &mut GroundTruth, ctx: &Ctx, rng: &mut crate::rng::Rng, h: &Household, at: Millis, days_left: f64) {
+    let Ctx { params, reg, .. } = ctx;
+    let legal = !rng.random_bool(params.scenario.renovation.illegal_share.get());
+    let kind = if legal { IncidentKind::RenovationLegal } else { IncidentKind::RenovationIllegal };
     let incident = truth.open(kind, &reg.estate_ids[h.estate as usize], h.label(), at, legal);
-    commands.spawn(Renovation {
-        estate: h.estate,
-        building: h.building,
-        flat: h.flat,
-        legal,
-        until: at + (days_left * DAY as f64) as Millis,
-        incident,
-    });
+    commands.spawn(Renovation { estate: h.estate, building: h.building, flat: h.flat, legal, until: at + (days_left * DAY as f64) as Millis, incident });
 }
 
 /// Renovations already under way when the run starts: the steady state of starts times durations.
-fn seed_renovations(
-    mut commands: Commands,
-    clock: Res<Clock>,
-    params: Res<Params>,
-    reg: Res<Registry>,
-    flats: Res<Flats>,
-    households: Query<&Household>,
-    mut truth: ResMut<GroundTruth>,
-) {
+fn seed_renovations(mut commands: Commands, ctx: Ctx, flats: Res<Flats>, households: Query<&Household>, mut truth: ResMut<GroundTruth>) {
+    let Ctx { clock, params, .. } = &ctx;
     let cfg = &params.scenario.renovation;
     let mean_days = (cfg.duration_days.0 + cfg.duration_days.1) / 2.0;
     let p_active = (cfg.starts_per_1000_flats_year / 1000.0 / 365.0 * mean_days).min(1.0);
@@ -75,23 +62,21 @@ fn seed_renovations(
                 let total = uniform(&mut rng, cfg.duration_days);
                 let done = rng.random_range(0.0..total);
                 let began = clock.start - (done * DAY as f64) as Millis;
-                start(&mut commands, &mut truth, &reg, &params, &mut rng, h, began, total);
+                start(&mut commands, &mut truth, &ctx, &mut rng, h, began, total);
             }
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn end_and_start(
     mut commands: Commands,
-    clock: Res<Clock>,
-    params: Res<Params>,
-    reg: Res<Registry>,
+    ctx: Ctx,
     flats: Res<Flats>,
     households: Query<&Household>,
     works: Query<(Entity, &Renovation)>,
     mut truth: ResMut<GroundTruth>,
 ) {
+    let Ctx { clock, params, .. } = &ctx;
     for (e, r) in &works {
         if r.until <= clock.now {
             truth.close(r.incident, r.until);
@@ -105,7 +90,7 @@ fn end_and_start(
             let Ok(h) = households.get(list[rng.random_range(0..list.len())]) else { continue };
             let at = at_hours(&mut rng, clock.day_begin(), 8.0, 12.0);
             let days = uniform(&mut rng, cfg.duration_days);
-            start(&mut commands, &mut truth, &reg, &params, &mut rng, h, at, days);
+            start(&mut commands, &mut truth, &ctx, &mut rng, h, at, days);
         }
     }
 }
@@ -125,7 +110,7 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, works: Query<&Renovation>, m
         }
         // Legal works keep to workday hours; illegal ones spill into weekends and forbidden hours.
         let episodes = if weekend && r.legal { 0.1 } else { 1.0 } * cfg.noise_episodes_per_workday;
-        let forbidden_share = if r.legal { cfg.forbidden_hours_share_legal } else { cfg.forbidden_hours_share_illegal };
+        let forbidden_share = if r.legal { cfg.forbidden_hours_share_legal } else { cfg.forbidden_hours_share_illegal }.get();
         for _ in 0..poisson(&mut rng, episodes) {
             let t = if weekend || rng.random_bool(forbidden_share) {
                 match rng.random_range(0..3) {
@@ -144,15 +129,8 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, works: Query<&Renovation>, m
     }
 }
 
-fn act(
-    clock: Res<Clock>,
-    params: Res<Params>,
-    reg: Res<Registry>,
-    mut agenda: ResMut<Agenda<RenoAction>>,
-    health: Query<&Health>,
-    mut outbox: ResMut<Outbox>,
-) {
-    let recall = params.scenario.renovation.noise_recall;
+fn act(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, mut agenda: ResMut<Agenda<RenoAction>>, health: Query<&Health>, mut outbox: ResMut<Outbox>) {
+    let recall = params.scenario.renovation.noise_recall.get();
     let mut rng = params.rng("renovation.act", 0, clock.tick as u32);
     let senses = |d: Dev| health.get(reg.entity[d as usize]).is_ok_and(Health::senses);
     for (t, a) in agenda.due(clock.now) {

@@ -1,13 +1,15 @@
 //! Group-rented flats (群租): a rented flat let by the bed to many occupants, whose faces, registered to
 //! the flat at the gates, keep changing. Too many distinct faces for one flat is the signal.
 
+use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use rand::Rng as _;
-use towntwin_core::town::Tenure;
+use towntwin_contracts::town::Tenure;
+use towntwin_contracts::truth::IncidentKind;
 
 use super::{Feature, day_start};
 use crate::setup::{Flats, Members, NextPid};
-use crate::world::{Age, Clock, GroundTruth, Household, Params, Presence, Registry, Resident, State, Vulnerable, in_order, poisson};
+use crate::world::{Age, Clock, Ctx, GroundTruth, Household, Params, Presence, Registry, Resident, State, Vulnerable, in_order, poisson};
 
 pub struct RentalPlugin;
 
@@ -28,75 +30,63 @@ fn is_rented(h: &Household) -> bool {
     matches!(h.tenure, Tenure::RegisteredTenant | Tenure::UnregisteredOccupant)
 }
 
-/// Replaces a flat's household with `n` bed-space tenants.
-#[allow(clippy::too_many_arguments)]
-fn convert(
-    commands: &mut Commands,
-    flat: Entity,
-    h: &Household,
-    members: &Members,
-    n: u32,
-    pid: &mut NextPid,
-    reg: &Registry,
-    rng: &mut crate::rng::Rng,
-) -> Vec<Entity> {
-    for m in &members.0 {
-        commands.entity(*m).despawn();
-    }
-    let gates = reg.of(h.estate, towntwin_core::town::DeviceKind::Gate);
-    (0..n)
-        .map(|_| {
-            let usual_gate = (!gates.is_empty()).then(|| gates[rng.random_range(0..gates.len())]);
-            commands
-                .spawn((
-                    Resident { pid: pid.take(), age: Age::Adult, flat, home: h.flat, estate: h.estate, usual_gate },
-                    Presence { inside: true, state: State::Normal },
-                ))
-                .id()
-        })
-        .collect()
+/// What letting flats by the bed changes: residents replaced (newcomers get new person ids), and the ground
+/// truth of each group rental.
+#[derive(SystemParam)]
+struct Letting<'w, 's> {
+    commands: Commands<'w, 's>,
+    pid: ResMut<'w, NextPid>,
+    truth: ResMut<'w, GroundTruth>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn seed_group_rentals(
-    mut commands: Commands,
-    clock: Res<Clock>,
-    params: Res<Params>,
-    reg: Res<Registry>,
-    flats: Res<Flats>,
-    mut pid: ResMut<NextPid>,
-    households: Query<(&Household, &Members)>,
-    registered: Query<(), With<Vulnerable>>,
-    mut truth: ResMut<GroundTruth>,
-) {
+impl Letting<'_, '_> {
+    /// Replaces a flat's household with `n` bed-space tenants.
+    fn convert(&mut self, reg: &Registry, flat: Entity, h: &Household, members: &Members, n: u32, rng: &mut crate::rng::Rng) -> Vec<Entity> {
+        let Letting { commands, pid, .. } = self;
+        for m in &members.0 {
+            commands.entity(*m).despawn();
+        }
+        let gates = reg.of(h.estate, towntwin_contracts::town::DeviceKind::Gate);
+        (0..n)
+            .map(|_| {
+                let usual_gate = (!gates.is_empty()).then(|| gates[rng.random_range(0..gates.len())]);
+                commands
+                    .spawn((
+                        Resident { pid: pid.take(), age: Age::Adult, flat, home: h.flat, estate: h.estate, usual_gate },
+                        Presence { inside: true, state: State::Normal },
+                    ))
+                    .id()
+            })
+            .collect()
+    }
+}
+
+fn seed_group_rentals(ctx: Ctx, flats: Res<Flats>, households: Query<(&Household, &Members)>, registered: Query<(), With<Vulnerable>>, mut letting: Letting) {
+    let Ctx { clock, params, reg } = &ctx;
     let cfg = &params.scenario.group_rental;
     for (ei, list) in flats.by_estate.iter().enumerate() {
         let mut rng = params.rng("rental.seed", ei as u64, 0);
         for &flat in list {
             let Ok((h, members)) = households.get(flat) else { continue };
-            if !is_rented(h) || members.0.iter().any(|m| registered.contains(*m)) || !rng.random_bool(cfg.share_of_rented) {
+            if !is_rented(h) || members.0.iter().any(|m| registered.contains(*m)) || !rng.random_bool(cfg.share_of_rented.get()) {
                 continue;
             }
             let n = rng.random_range(cfg.occupants.0..=cfg.occupants.1);
-            let new = convert(&mut commands, flat, h, members, n, &mut pid, &reg, &mut rng);
-            let incident = truth.open("group_rental", &reg.estate_ids[ei], h.label(), clock.start, false);
-            commands.entity(flat).insert((Members(new), GroupRented { incident }));
+            let new = letting.convert(reg, flat, h, members, n, &mut rng);
+            let incident = letting.truth.open(IncidentKind::GroupRental, &reg.estate_ids[ei], h.label(), clock.start, false);
+            letting.commands.entity(flat).insert((Members(new), GroupRented { incident }));
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn new_group_rentals(
-    mut commands: Commands,
-    clock: Res<Clock>,
-    params: Res<Params>,
-    reg: Res<Registry>,
+    ctx: Ctx,
     flats: Res<Flats>,
-    mut pid: ResMut<NextPid>,
     households: Query<(&Household, &Members), Without<GroupRented>>,
     registered: Query<(), With<Vulnerable>>,
-    mut truth: ResMut<GroundTruth>,
+    mut letting: Letting,
 ) {
+    let Ctx { clock, params, reg } = &ctx;
     let cfg = &params.scenario.group_rental;
     let mut rng = params.rng("rental.new", 0, clock.day);
     for _ in 0..poisson(&mut rng, cfg.new_per_week / 7.0) {
@@ -113,10 +103,10 @@ fn new_group_rentals(
                 continue;
             }
             let n = rng.random_range(cfg.occupants.0..=cfg.occupants.1);
-            let new = convert(&mut commands, flat, h, members, n, &mut pid, &reg, &mut rng);
+            let new = letting.convert(reg, flat, h, members, n, &mut rng);
             let at = clock.now + rng.random_range(8..20) * 3_600_000;
-            let incident = truth.open("group_rental", &reg.estate_ids[ei], h.label(), at, false);
-            commands.entity(flat).insert((Members(new), GroupRented { incident }));
+            let incident = letting.truth.open(IncidentKind::GroupRental, &reg.estate_ids[ei], h.label(), at, false);
+            letting.commands.entity(flat).insert((Members(new), GroupRented { incident }));
             break;
         }
     }
@@ -132,7 +122,7 @@ fn churn(
     mut flats: Query<(Entity, &Household, &mut Members), With<GroupRented>>,
 ) {
     let cfg = &params.scenario.group_rental;
-    let gates_of = |e: u16| reg.of(e, towntwin_core::town::DeviceKind::Gate);
+    let gates_of = |e: u16| reg.of(e, towntwin_contracts::town::DeviceKind::Gate);
     for (flat, h, mut members) in in_order(flats.iter_mut(), |x| x.1.key()) {
         let mut rng = params.rng("rental.churn", h.key(), clock.day);
         for _ in 0..poisson(&mut rng, cfg.churn_per_week / 7.0) {

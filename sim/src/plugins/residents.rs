@@ -5,9 +5,9 @@
 use bevy::prelude::*;
 use rand::Rng as _;
 use rand_distr::{Distribution, Normal};
-use towntwin_core::event::{Data, Direction, DoorOpen, EventType, GatePass, Method, PersonId};
-use towntwin_core::time::{Local, Millis};
-use towntwin_core::town::DeviceKind;
+use towntwin_contracts::event::{Data, Direction, DoorOpen, EventType, GatePass, Method, PersonId};
+use towntwin_contracts::time::{Local, Millis};
+use towntwin_contracts::town::DeviceKind;
 
 use super::{Feature, day_start};
 use crate::rng::Rng;
@@ -17,8 +17,7 @@ pub struct ResidentsPlugin;
 
 impl Plugin for ResidentsPlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<Agenda<GateAction>>()
-            .add_systems(Update, (plan_outings.run_if(day_start), pass_gates).chain().in_set(Feature::Residents));
+        app.init_resource::<Agenda<GateAction>>().add_systems(Update, (plan_outings.run_if(day_start), pass_gates).chain().in_set(Feature::Residents));
     }
 }
 
@@ -41,8 +40,8 @@ impl GateAction {
         let cfg = &params.scenario.residents;
         let gates = reg.of(r.estate, DeviceKind::Gate);
         let gate = if rng.random_bool(0.75) || gates.is_empty() { r.usual_gate } else { Some(gates[rng.random_range(0..gates.len())]) };
-        let method = if rng.random_bool(cfg.card_share) { Method::Card } else { Method::Face };
-        GateAction { who, gate, direction, method, recognised: !rng.random_bool(cfg.tailgate_share), forced }
+        let method = if rng.random_bool(cfg.card_share.get()) { Method::Card } else { Method::Face };
+        GateAction { who, gate, direction, method, recognised: !rng.random_bool(cfg.tailgate_share.get()), forced }
     }
 }
 
@@ -89,7 +88,7 @@ fn plan_outings(
         }
         let rng = &mut rngs[r.estate as usize];
         let outings = if vulnerable.is_some() {
-            rng.random_bool(params.scenario.vulnerable.outing_prob) as u32
+            rng.random_bool(params.scenario.vulnerable.outing_prob.get()) as u32
         } else {
             let by = if weekend { cfg.outings_weekend } else { cfg.outings_weekday };
             let mean = match r.age {

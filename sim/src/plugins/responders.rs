@@ -18,9 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 use bevy::prelude::*;
 use rand::Rng as _;
 use serde::Serialize;
-use towntwin_core::orders::{Action, Notice, State};
-use towntwin_core::rules::Role;
-use towntwin_core::time::{Local, MINUTE, Millis, parse_hhmm};
+use towntwin_contracts::orders::{Action, Notice, Role, State};
+use towntwin_contracts::principal::Principal;
+use towntwin_contracts::time::{Local, MINUTE, Millis};
 
 use super::Feature;
 use crate::scenario::{Crew, Responders};
@@ -53,7 +53,7 @@ pub struct Act {
     pub at: Millis,
     pub order: u64,
     /// The acting principal, as the API takes it (`estate:E012/property`, `town/task-force`, ...).
-    pub principal: String,
+    pub principal: Principal,
     pub action: Action,
 }
 
@@ -141,7 +141,7 @@ fn crew_of(r: &Responders, role: Role) -> (&'static str, &Crew) {
     }
 }
 
-fn principal(role: Role, unit: &Unit) -> String {
+fn principal(role: Role, unit: &Unit) -> Principal {
     let name = match role {
         Role::Committee => "cadre",
         Role::Property => "property",
@@ -151,15 +151,15 @@ fn principal(role: Role, unit: &Unit) -> String {
         Role::TaskForce => "task-force",
     };
     match unit {
-        Unit::Committee(c) => format!("committee:{c}/{name}"),
-        Unit::Estate(e) => format!("estate:{e}/{name}"),
-        Unit::Town => format!("town/{name}"),
+        Unit::Committee(c) => Principal::committee(c, name),
+        Unit::Estate(e) => Principal::estate(e, name),
+        Unit::Town => Principal::town(name),
     }
 }
 
 fn on_duty(crew: &Crew, now: Millis) -> bool {
-    let Some((a, b)) = &crew.on_duty else { return true };
-    let (Some(a), Some(b)) = (parse_hhmm(a), parse_hhmm(b)) else { return true };
+    let Some((a, b)) = crew.on_duty else { return true };
+    let (a, b) = (a.minutes(), b.minutes());
     let l = Local::of(now);
     let m = l.hour * 60 + l.minute;
     if a < b { (a..b).contains(&m) } else { m >= a || m < b }
@@ -196,7 +196,6 @@ impl Desk {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn respond(
     clock: Res<Clock>,
     params: Res<Params>,
@@ -270,7 +269,7 @@ fn respond(
                 }
                 let mut rng = params.rng("responders.outcome", job.order, job.dispatch);
                 let s = stats.by_crew.entry(name.into()).or_default();
-                let action = if rng.random_bool(crew.fail_share) {
+                let action = if rng.random_bool(crew.fail_share.get()) {
                     s.failed += 1;
                     Action::Fail { reason: "could not be fixed on site".into() }
                 } else {
@@ -283,10 +282,15 @@ fn respond(
             Step::Verify => {
                 let mut rng = params.rng("responders.reopen", job.order, job.dispatch);
                 let s = stats.by_crew.entry("dispatcher".into()).or_default();
-                let who = "town/dispatcher".to_string();
-                if rng.random_bool(cfg.reopen_share) {
+                let who = Principal::town("dispatcher");
+                if rng.random_bool(cfg.reopen_share.get()) {
                     s.reopened += 1;
-                    acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Reopen { reason: "the resident reports the problem persists".into() } });
+                    acts.0.push(Act {
+                        at: now,
+                        order: job.order,
+                        principal: who,
+                        action: Action::Reopen { reason: "the resident reports the problem persists".into() },
+                    });
                 } else {
                     s.verified += 1;
                     acts.0.push(Act { at: now, order: job.order, principal: who.clone(), action: Action::Verify });

@@ -4,9 +4,10 @@
 
 use bevy::prelude::*;
 use rand::Rng as _;
-use towntwin_core::event::{Data, ElecAlarm, ElecAlarmKind, EventType, FlatRef, ManholeAlarm, SmokeAlarm};
-use towntwin_core::time::MINUTE;
-use towntwin_core::town::DeviceKind;
+use towntwin_contracts::event::{Data, ElecAlarm, ElecAlarmKind, EventType, FlatRef, ManholeAlarm, SmokeAlarm};
+use towntwin_contracts::time::MINUTE;
+use towntwin_contracts::town::DeviceKind;
+use towntwin_contracts::truth::IncidentKind;
 
 use super::{Feature, day_start};
 use crate::world::{Agenda, Clock, Dev, GroundTruth, Health, Outbox, Params, Registry, at_hours, poisson};
@@ -15,8 +16,7 @@ pub struct SafetyPlugin;
 
 impl Plugin for SafetyPlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<Agenda<SafetyAction>>()
-            .add_systems(Update, (plan_day.run_if(day_start), act).chain().in_set(Feature::Safety));
+        app.init_resource::<Agenda<SafetyAction>>().add_systems(Update, (plan_day.run_if(day_start), act).chain().in_set(Feature::Safety));
     }
 }
 
@@ -37,7 +37,7 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, mut agen
             for _ in 0..poisson(&mut rng, cfg.fires_per_building_year / 365.0) {
                 let t = at_hours(&mut rng, begin, 0.0, 24.0);
                 let room = rng.random_range(1..=floors.max(1)) as u16 * 100 + 1;
-                truth.instant("fire", area, format!("B{no:02}-{room}"), t, false);
+                truth.instant(IncidentKind::Fire, area, format!("B{no:02}-{room}"), t, false);
                 for &d in reg.in_building(ei as u16, no, DeviceKind::Smoke) {
                     let delay = rng.random_range(1..6) * MINUTE;
                     agenda.push(t + delay, SafetyAction::Smoke { dev: d, obscuration_pct: rng.random_range(8.0..30.0) });
@@ -60,15 +60,15 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, mut agen
                     let alarm = if rng.random_bool(0.6) { ElecAlarmKind::ResidualCurrent } else { ElecAlarmKind::Overload };
                     let floors = reg.buildings[d.estate as usize].iter().find(|b| Some(b.0) == d.building).map_or(1, |b| b.1);
                     let room = rng.random_range(1..=floors.max(1)) as u16 * 100 + rng.random_range(1..=2);
-                    truth.instant("electrical.fault", &d.area, format!("B{:02}-{room}", d.building.unwrap_or(0)), t, false);
+                    truth.instant(IncidentKind::ElectricalFault, &d.area, format!("B{:02}-{room}", d.building.unwrap_or(0)), t, false);
                     agenda.push(t, SafetyAction::Elec { dev, alarm, room });
                 }
             }
             DeviceKind::Manhole => {
                 for _ in 0..poisson(&mut rng, cfg.manhole_alarms_per_sensor_year / 365.0) {
                     let t = at_hours(&mut rng, begin, 0.0, 24.0);
-                    if rng.random_bool(cfg.manhole_real_share) {
-                        truth.instant("manhole.displaced", &d.area, d.id.clone(), t, false);
+                    if rng.random_bool(cfg.manhole_real_share.get()) {
+                        truth.instant(IncidentKind::ManholeDisplaced, &d.area, d.id.clone(), t, false);
                     }
                     agenda.push(t, SafetyAction::Manhole { dev });
                 }
@@ -78,7 +78,14 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, mut agen
     }
 }
 
-fn act(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, mut agenda: ResMut<Agenda<SafetyAction>>, health: Query<&Health>, mut outbox: ResMut<Outbox>) {
+fn act(
+    clock: Res<Clock>,
+    params: Res<Params>,
+    reg: Res<Registry>,
+    mut agenda: ResMut<Agenda<SafetyAction>>,
+    health: Query<&Health>,
+    mut outbox: ResMut<Outbox>,
+) {
     let mut rng = params.rng("safety.act", 0, clock.tick as u32);
     let senses = |d: Dev| health.get(reg.entity[d as usize]).is_ok_and(Health::senses);
     for (t, a) in agenda.due(clock.now) {

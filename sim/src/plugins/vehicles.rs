@@ -4,14 +4,15 @@
 
 use bevy::prelude::*;
 use rand::Rng as _;
-use towntwin_core::event::{ChargingEnd, ChargingStart, Data, ElecAlarm, ElecAlarmKind, ElevatorEbike, EventType, Vehicle};
-use towntwin_core::time::{HOUR, MINUTE};
-use towntwin_core::town::DeviceKind;
+use towntwin_contracts::event::{ChargingEnd, ChargingStart, Data, ElecAlarm, ElecAlarmKind, ElevatorEbike, EventType, Vehicle};
+use towntwin_contracts::time::{HOUR, MINUTE};
+use towntwin_contracts::town::DeviceKind;
+use towntwin_contracts::truth::IncidentKind;
 
 use super::{Feature, day_start};
 use crate::generate::pick;
 use crate::setup::Flats;
-use crate::world::{Agenda, Clock, Dev, GroundTruth, Health, Household, Outbox, Params, Registry, at_hours, poisson, in_order, uniform};
+use crate::world::{Agenda, Clock, Ctx, Dev, Health, Household, Params, Record, Registry, at_hours, in_order, poisson, uniform};
 
 pub struct VehiclesPlugin;
 
@@ -53,11 +54,12 @@ fn assign_vehicles(mut commands: Commands, params: Res<Params>, flats: Res<Flats
     for (ei, list) in flats.by_estate.iter().enumerate() {
         let mut rng = params.rng("vehicles.own", ei as u64, 0);
         for &flat in list {
-            if rng.random_bool(cfg.ebike_household_share) {
-                let habit = [Habit::Pile, Habit::Upstairs, Habit::FlyingWire][pick(&mut rng, &[cfg.ebike_pile, cfg.ebike_upstairs, cfg.ebike_flying_wire])];
+            if rng.random_bool(cfg.ebike_household_share.get()) {
+                let habit = [Habit::Pile, Habit::Upstairs, Habit::FlyingWire]
+                    [pick(&mut rng, &[cfg.ebike_pile.get(), cfg.ebike_upstairs.get(), cfg.ebike_flying_wire.get()])];
                 commands.entity(flat).insert(Ebike(habit));
             }
-            if rng.random_bool(cfg.ev_household_share) {
+            if rng.random_bool(cfg.ev_household_share.get()) {
                 commands.entity(flat).insert(Ev);
             }
         }
@@ -98,18 +100,16 @@ fn plan_day(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn act(
-    clock: Res<Clock>,
-    params: Res<Params>,
-    reg: Res<Registry>,
+    ctx: Ctx,
     mut agenda: ResMut<Agenda<VehicleAction>>,
     mut sessions: ResMut<Sessions>,
     households: Query<(&Household, Option<&Ebike>)>,
     health: Query<&Health>,
-    mut truth: ResMut<GroundTruth>,
-    mut outbox: ResMut<Outbox>,
+    mut rec: Record,
 ) {
+    let Ctx { clock, params, reg } = &ctx;
+    let Record { truth, outbox } = &mut rec;
     let cfg = &params.scenario.vehicles;
     let mut rng = params.rng("vehicles.act", 0, clock.tick as u32);
     let senses = |d: Dev| health.get(reg.entity[d as usize]).is_ok_and(Health::senses);
@@ -144,15 +144,15 @@ fn act(
                 Some(Habit::Upstairs) => {
                     if h.elevators > 0 {
                         let el = rng.random_range(1..=h.elevators);
-                        truth.instant("ebike.elevator", area, h.label(), t, false);
+                        truth.instant(IncidentKind::EbikeElevator, area, h.label(), t, false);
                         if let Some(&det) = reg.detector.get(&(h.estate, h.building, el))
                             && senses(det)
-                            && rng.random_bool(cfg.detector_recall)
+                            && rng.random_bool(cfg.detector_recall.get())
                         {
                             let data = ElevatorEbike { building: h.building, elevator: el, confidence: rng.random_range(0.85..0.99) };
                             outbox.emit(t, det, EventType::ElevatorEbike, Some(h.flat), Data::ElevatorEbike(data));
                             // The car is held; some riders give up and use a pile.
-                            at_pile = rng.random_bool(cfg.blocked_to_pile);
+                            at_pile = rng.random_bool(cfg.blocked_to_pile.get());
                         }
                     }
                 }
@@ -178,10 +178,10 @@ fn act(
             agenda.push(t + minutes as i64 * MINUTE, VehicleAction::End { pile, session, vehicle, wh, minutes });
         } else {
             // Charging indoors (carried up by stairs or elevator) or from a window by flying wire.
-            let kind = if flying { "ebike.flying_wire" } else { "ebike.indoor_charging" };
+            let kind = if flying { IncidentKind::EbikeFlyingWire } else { IncidentKind::EbikeIndoorCharging };
             let i = truth.open(kind, area, h.label(), t, false);
             truth.close(i, t + (uniform(&mut rng, (3.0, 7.0)) * HOUR as f64) as i64);
-            let recall = if flying { cfg.signature_recall_flying_wire } else { cfg.signature_recall_indoor };
+            let recall = if flying { cfg.signature_recall_flying_wire } else { cfg.signature_recall_indoor }.get();
             if let Some(m) = elec
                 && senses(m)
                 && rng.random_bool(recall)

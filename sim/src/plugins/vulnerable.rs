@@ -2,18 +2,20 @@
 //! home (they stop passing gates, their water use stops) and benign absences (a trip to family, which also
 //! stops gate passes and water). Both must exist, or a 48-hour absence rule cannot be judged.
 
+use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use rand::Rng as _;
-use towntwin_core::event::{Data, Direction, DoorOpen, EventType, WaterReading};
-use towntwin_core::time::{DAY, HOUR, Local, Millis};
-use towntwin_core::town::Vulnerability;
+use towntwin_contracts::event::{Data, Direction, DoorOpen, EventType, WaterReading};
+use towntwin_contracts::time::{DAY, HOUR, Local, Millis};
+use towntwin_contracts::town::Vulnerability;
+use towntwin_contracts::truth::IncidentKind;
 
 use super::residents::GateAction;
 use super::{Feature, day_start};
 use crate::setup::{Flats, Members};
 use crate::world::{
-    Age, Agenda, Clock, GroundTruth, Health, Household, Outbox, Params, Presence, Registry, Resident, State, TownData, Vulnerable,
-    at_hours, in_order, poisson, uniform,
+    Age, Agenda, Clock, Ctx, Health, Household, Outbox, Params, Presence, Record, Registry, Resident, State, TownData, Vulnerable, at_hours, in_order, poisson,
+    uniform,
 };
 
 pub struct VulnerablePlugin;
@@ -37,7 +39,14 @@ pub enum VulnAction {
 }
 
 /// Marks one member of each registered flat as the registered resident.
-fn mark_register(mut commands: Commands, town: Res<TownData>, flats: Res<Flats>, reg: Res<Registry>, members: Query<&Members>, mut residents: Query<&mut Resident>) {
+fn mark_register(
+    mut commands: Commands,
+    town: Res<TownData>,
+    flats: Res<Flats>,
+    reg: Res<Registry>,
+    members: Query<&Members>,
+    mut residents: Query<&mut Resident>,
+) {
     let estate_index = |id: &str| reg.estate_ids.iter().position(|e| e == id);
     for (i, entry) in town.0.register.iter().enumerate() {
         let Some(e) = estate_index(&entry.estate) else { continue };
@@ -58,12 +67,7 @@ fn mark_register(mut commands: Commands, town: Res<TownData>, flats: Res<Flats>,
     }
 }
 
-fn plan_day(
-    clock: Res<Clock>,
-    params: Res<Params>,
-    people: Query<(Entity, &Vulnerable, &Presence)>,
-    mut agenda: ResMut<Agenda<VulnAction>>,
-) {
+fn plan_day(clock: Res<Clock>, params: Res<Params>, people: Query<(Entity, &Vulnerable, &Presence)>, mut agenda: ResMut<Agenda<VulnAction>>) {
     let cfg = &params.scenario.vulnerable;
     let begin = clock.day_begin();
     for (who, v, p) in in_order(people, |x| x.1.reg) {
@@ -82,24 +86,34 @@ fn plan_day(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where registered residents' actions are scheduled: their own agenda, and the gates' for the passes they make.
+#[derive(SystemParam)]
+struct Plans<'w> {
+    own: ResMut<'w, Agenda<VulnAction>>,
+    gates: ResMut<'w, Agenda<GateAction>>,
+}
+
 fn act(
-    clock: Res<Clock>,
-    params: Res<Params>,
-    reg: Res<Registry>,
+    ctx: Ctx,
     town: Res<TownData>,
-    mut agenda: ResMut<Agenda<VulnAction>>,
-    mut gates: ResMut<Agenda<GateAction>>,
+    mut plans: Plans,
     mut people: Query<(&Resident, &mut Presence, &mut Vulnerable)>,
     households: Query<&Household>,
     health: Query<&Health>,
-    mut truth: ResMut<GroundTruth>,
-    mut outbox: ResMut<Outbox>,
+    mut rec: Record,
 ) {
+    let Ctx { clock, params, reg } = &ctx;
+    let Plans { own: agenda, gates } = &mut plans;
+    let Record { truth, outbox } = &mut rec;
     let cfg = &params.scenario.vulnerable;
     for (t, a) in agenda.due(clock.now) {
         let who = match a {
-            VulnAction::Emergency(w) | VulnAction::Found(w) | VulnAction::Discharged(w) | VulnAction::TripStart(w) | VulnAction::TripEnd(w) | VulnAction::Door(w) => w,
+            VulnAction::Emergency(w)
+            | VulnAction::Found(w)
+            | VulnAction::Discharged(w)
+            | VulnAction::TripStart(w)
+            | VulnAction::TripEnd(w)
+            | VulnAction::Door(w) => w,
         };
         let Ok((r, mut p, mut v)) = people.get_mut(who) else { continue };
         let entry = &town.0.register[v.reg];
@@ -107,7 +121,7 @@ fn act(
         match a {
             VulnAction::Emergency(_) if p.state == State::Normal && p.inside => {
                 p.state = State::Emergency;
-                v.incident = Some(truth.open("vulnerable.emergency", &entry.estate, entry.id.clone(), t, false));
+                v.incident = Some(truth.open(IncidentKind::VulnerableEmergency, &entry.estate, entry.id.clone(), t, false));
                 let after = uniform(&mut rng, cfg.found_after_hours);
                 agenda.push(t + (after * HOUR as f64) as Millis, VulnAction::Found(who));
             }
@@ -123,12 +137,12 @@ fn act(
             }
             VulnAction::Discharged(_) if p.state == State::Hospital => {
                 p.state = State::Normal;
-                gates.push(t, GateAction::draw(&mut rng, &params, &reg, r, who, Direction::In, true));
+                gates.push(t, GateAction::draw(&mut rng, params, reg, r, who, Direction::In, true));
             }
             VulnAction::TripStart(_) if p.state == State::Normal && p.inside => {
                 p.state = State::Trip;
-                v.incident = Some(truth.open("vulnerable.trip", &entry.estate, entry.id.clone(), t, true));
-                gates.push(t, GateAction::draw(&mut rng, &params, &reg, r, who, Direction::Out, true));
+                v.incident = Some(truth.open(IncidentKind::VulnerableTrip, &entry.estate, entry.id.clone(), t, true));
+                gates.push(t, GateAction::draw(&mut rng, params, reg, r, who, Direction::Out, true));
                 let days = uniform(&mut rng, cfg.trip_days);
                 agenda.push(t + (days * DAY as f64) as Millis, VulnAction::TripEnd(who));
             }
@@ -137,7 +151,7 @@ fn act(
                 if let Some(i) = v.incident.take() {
                     truth.close(i, t);
                 }
-                gates.push(t, GateAction::draw(&mut rng, &params, &reg, r, who, Direction::In, true));
+                gates.push(t, GateAction::draw(&mut rng, params, reg, r, who, Direction::In, true));
             }
             VulnAction::Door(_) if p.state == State::Normal && p.inside => {
                 if let (Some(door), Ok(flat)) = (v.door, households.get(r.flat))

@@ -47,8 +47,7 @@ impl DataError {
 
 /// Reads and parses a RON file into `T`, mapping every failure to a [`DataError`].
 pub fn read_ron<T: DeserializeOwned>(file: &Path) -> Result<T, DataError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| DataError::file(file, format!("cannot read file: {e}")))?;
+    let text = std::fs::read_to_string(file).map_err(|e| DataError::file(file, format!("cannot read file: {e}")))?;
     parse_ron(file, &text)
 }
 
@@ -67,13 +66,7 @@ pub fn parse_ron<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Data
 
 fn spanned(file: &Path, path: Option<String>, e: ron::error::SpannedError) -> DataError {
     let field = path.filter(|p| !p.is_empty() && p != ".");
-    DataError {
-        file: file.to_path_buf(),
-        line: Some(e.span.start.line),
-        col: Some(e.span.start.col),
-        field,
-        message: e.code.to_string(),
-    }
+    DataError { file: file.to_path_buf(), line: Some(e.span.start.line), col: Some(e.span.start.col), field, message: e.code.to_string() }
 }
 
 /// Collects validation errors so that a file reports all of its problems at once, not one per run.

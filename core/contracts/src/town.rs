@@ -41,15 +41,8 @@ pub struct Totals {
 
 impl Totals {
     /// The figures the source gives for Gaohang.
-    pub const GAOHANG: Totals = Totals {
-        estates: 82,
-        committees: 39,
-        residents: 200_000,
-        gates: 583,
-        sensors: 8_113,
-        cameras: 1_053,
-        min_resettlement_share: 0.70,
-    };
+    pub const GAOHANG: Totals =
+        Totals { estates: 82, committees: 39, residents: 200_000, gates: 583, sensors: 8_113, cameras: 1_053, min_resettlement_share: 0.70 };
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -91,7 +84,8 @@ pub struct Building {
     pub floors: u8,
     pub flats_per_floor: u8,
     pub elevators: u8,
-    pub flats: String,
+    /// Parsed when the file is read; loading checks that there are `floors x flats_per_floor` of them.
+    pub flats: Flats,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
@@ -122,7 +116,84 @@ impl Tenure {
     }
 }
 
-/// One flat as parsed from a building's `flats` string.
+/// Who lives in one flat: a `flats` token such as `O3` (owner-occupied, three people) or `V0` (vacant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occupancy {
+    pub tenure: Tenure,
+    pub household: u8,
+}
+
+/// A building's flats in file order (floor by floor from the first), parsed once when the town is read from
+/// its text form `"O3 R2 U4 V0 ..."`, which is also how it is written back. A bad token is refused there,
+/// with the file, line and field; nothing downstream parses the text again. Made only by parsing, so every
+/// household size is one digit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Flats(Vec<Occupancy>);
+
+impl Flats {
+    pub fn as_slice(&self) -> &[Occupancy] {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Flats {
+    type Target = [Occupancy];
+    fn deref(&self) -> &[Occupancy] {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Flats {
+    type Err = String;
+    /// Errors say which token is wrong and what was expected.
+    fn from_str(s: &str) -> Result<Flats, String> {
+        let mut out = Vec::with_capacity(s.len() / 3 + 1);
+        for (i, tok) in s.split_whitespace().enumerate() {
+            let mut chars = tok.chars();
+            let (Some(t), Some(d), None) = (chars.next(), chars.next(), chars.next()) else {
+                return Err(format!("flat token {} `{tok}`: expected a tenure letter (O, R, U, V) and one digit", i + 1));
+            };
+            let tenure = Tenure::from_letter(t).ok_or_else(|| format!("flat token {} `{tok}`: tenure `{t}` is not one of O, R, U, V", i + 1))?;
+            let household = d.to_digit(10).ok_or_else(|| format!("flat token {} `{tok}`: household size `{d}` is not a digit", i + 1))? as u8;
+            if (tenure == Tenure::Vacant) != (household == 0) {
+                return Err(format!("flat token {} `{tok}`: a vacant flat has 0 people and an occupied one at least 1", i + 1));
+            }
+            out.push(Occupancy { tenure, household });
+        }
+        Ok(Flats(out))
+    }
+}
+
+impl TryFrom<String> for Flats {
+    type Error = String;
+    fn try_from(s: String) -> Result<Flats, String> {
+        s.parse()
+    }
+}
+
+impl std::fmt::Display for Flats {
+    /// The text form: tokens separated by single spaces.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        for (i, o) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_char(' ')?;
+            }
+            f.write_char(o.tenure.letter())?;
+            f.write_char(char::from(b'0' + o.household))?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Flats> for String {
+    fn from(f: Flats) -> String {
+        f.to_string()
+    }
+}
+
+/// One flat of a building, with its room number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flat {
     /// Room number as residents say it: floor * 100 + position (1102 = 11th floor, 2nd flat).
@@ -132,36 +203,14 @@ pub struct Flat {
 }
 
 impl Building {
-    /// Parses the `flats` string. Errors say which token is wrong and what was expected.
-    pub fn parse_flats(&self) -> Result<Vec<Flat>, String> {
-        let expected = self.floors as usize * self.flats_per_floor as usize;
-        let mut out = Vec::with_capacity(expected);
-        for (i, tok) in self.flats.split_whitespace().enumerate() {
-            let mut chars = tok.chars();
-            let (Some(t), Some(d), None) = (chars.next(), chars.next(), chars.next()) else {
-                return Err(format!("flat token {} `{tok}`: expected a tenure letter (O, R, U, V) and one digit", i + 1));
-            };
-            let tenure = Tenure::from_letter(t)
-                .ok_or_else(|| format!("flat token {} `{tok}`: tenure `{t}` is not one of O, R, U, V", i + 1))?;
-            let household = d
-                .to_digit(10)
-                .ok_or_else(|| format!("flat token {} `{tok}`: household size `{d}` is not a digit", i + 1))? as u8;
-            if (tenure == Tenure::Vacant) != (household == 0) {
-                return Err(format!("flat token {} `{tok}`: a vacant flat has 0 people and an occupied one at least 1", i + 1));
-            }
-            let floor = i / self.flats_per_floor.max(1) as usize + 1;
-            let pos = i % self.flats_per_floor.max(1) as usize + 1;
-            out.push(Flat { room: (floor * 100 + pos) as u16, tenure, household });
-        }
-        if out.len() != expected {
-            return Err(format!(
-                "{} flat tokens, expected floors x flats_per_floor = {} x {} = {expected}",
-                out.len(),
-                self.floors,
-                self.flats_per_floor
-            ));
-        }
-        Ok(out)
+    /// Every flat with its room number, floor by floor. A loaded town has `floors x flats_per_floor` of
+    /// them ([`Town::validate`] checks it).
+    pub fn rooms(&self) -> impl ExactSizeIterator<Item = Flat> + '_ {
+        let per_floor = self.flats_per_floor.max(1) as usize;
+        self.flats.iter().enumerate().map(move |(i, o)| {
+            let (floor, pos) = (i / per_floor + 1, i % per_floor + 1);
+            Flat { room: (floor * 100 + pos) as u16, tenure: o.tenure, household: o.household }
+        })
     }
 }
 
@@ -235,10 +284,7 @@ impl DeviceKind {
 
     /// Battery-powered devices report rarely and can run low.
     pub fn battery_powered(self) -> bool {
-        matches!(
-            self,
-            DeviceKind::Smoke | DeviceKind::WaterMeter | DeviceKind::DoorSensor | DeviceKind::Noise | DeviceKind::Manhole
-        )
+        matches!(self, DeviceKind::Smoke | DeviceKind::WaterMeter | DeviceKind::DoorSensor | DeviceKind::Noise | DeviceKind::Manhole)
     }
 }
 
@@ -317,7 +363,7 @@ impl Town {
         Ok(town)
     }
 
-    /// Counts what the town holds. Unparseable flat strings count as empty (validation reports them).
+    /// Counts what the town holds.
     pub fn census(&self) -> Census {
         let mut c = Census {
             estates: self.estates.len() as u32,
@@ -333,7 +379,7 @@ impl Town {
             for b in &e.buildings {
                 c.buildings += 1;
                 c.elevators += b.elevators as u32;
-                for f in b.parse_flats().unwrap_or_default() {
+                for f in b.flats.iter() {
                     c.flats += 1;
                     if f.household > 0 {
                         c.households += 1;
@@ -376,46 +422,41 @@ impl Town {
             let mut flats = HashMap::new();
             let mut building_nos = HashSet::new();
             for (bi, b) in e.buildings.iter().enumerate() {
-                p.check(building_nos.insert(b.no), || format!("estates[{ei}].buildings[{bi}].no"), || {
-                    format!("duplicate building number {}", b.no)
-                });
+                p.check(building_nos.insert(b.no), || format!("estates[{ei}].buildings[{bi}].no"), || format!("duplicate building number {}", b.no));
                 p.check(b.floors >= 1, || format!("estates[{ei}].buildings[{bi}].floors"), || "expected at least 1 floor".into());
-                p.check(b.flats_per_floor >= 1, || format!("estates[{ei}].buildings[{bi}].flats_per_floor"), || {
-                    "expected at least 1 flat per floor".into()
-                });
-                p.check(b.floors <= 7 || b.elevators >= 1, || format!("estates[{ei}].buildings[{bi}].elevators"), || {
-                    format!("a building of {} floors needs at least 1 elevator", b.floors)
-                });
-                match b.parse_flats() {
-                    Ok(list) => {
-                        for f in list {
-                            flats.insert((b.no, f.room), f);
-                        }
-                    }
-                    Err(msg) => p.push(format!("estates[{ei}].buildings[{bi}].flats"), msg),
+                p.check(b.flats_per_floor >= 1, || format!("estates[{ei}].buildings[{bi}].flats_per_floor"), || "expected at least 1 flat per floor".into());
+                p.check(
+                    b.floors <= 7 || b.elevators >= 1,
+                    || format!("estates[{ei}].buildings[{bi}].elevators"),
+                    || format!("a building of {} floors needs at least 1 elevator", b.floors),
+                );
+                let expected = b.floors as usize * b.flats_per_floor as usize;
+                p.check(
+                    b.flats.len() == expected,
+                    || format!("estates[{ei}].buildings[{bi}].flats"),
+                    || format!("{} flat tokens, expected floors x flats_per_floor = {} x {} = {expected}", b.flats.len(), b.floors, b.flats_per_floor),
+                );
+                for f in b.rooms() {
+                    flats.insert((b.no, f.room), f);
                 }
             }
             for (di, dev) in e.devices.iter().enumerate() {
                 let at = || format!("estates[{ei}].devices[{di}]");
-                p.check(devices_by_id.insert(&dev.id, (&e.id, dev)).is_none(), || format!("{}.id", at()), || {
-                    format!("duplicate device id `{}`", dev.id)
-                });
-                p.check(dev.kind != DeviceKind::Camera, || format!("{}.kind", at()), || {
-                    "cameras belong to roads, not estates".into()
-                });
+                p.check(devices_by_id.insert(&dev.id, (&e.id, dev)).is_none(), || format!("{}.id", at()), || format!("duplicate device id `{}`", dev.id));
+                p.check(dev.kind != DeviceKind::Camera, || format!("{}.kind", at()), || "cameras belong to roads, not estates".into());
                 if let Some(bno) = dev.building {
                     match e.buildings.iter().find(|b| b.no == bno) {
                         None => p.push(format!("{}.building", at()), format!("estate `{}` has no building {bno}", e.id)),
                         Some(b) => {
                             if let Some(el) = dev.elevator {
-                                p.check(el >= 1 && el <= b.elevators, || format!("{}.elevator", at()), || {
-                                    format!("building {bno} has elevators 1..={}, not {el}", b.elevators)
-                                });
+                                p.check(
+                                    el >= 1 && el <= b.elevators,
+                                    || format!("{}.elevator", at()),
+                                    || format!("building {bno} has elevators 1..={}, not {el}", b.elevators),
+                                );
                             }
                             if let Some(room) = dev.room {
-                                p.check(flats.contains_key(&(bno, room)), || format!("{}.room", at()), || {
-                                    format!("building {bno} has no room {room}")
-                                });
+                                p.check(flats.contains_key(&(bno, room)), || format!("{}.room", at()), || format!("building {bno} has no room {room}"));
                             }
                         }
                     }
@@ -424,27 +465,29 @@ impl Town {
                     dev.kind,
                     DeviceKind::EbikeDetector | DeviceKind::ElecFire | DeviceKind::WaterMeter | DeviceKind::DoorSensor | DeviceKind::Noise | DeviceKind::Smoke
                 );
-                p.check(!needs_building || dev.building.is_some(), || format!("{}.building", at()), || {
-                    format!("a {:?} must name its building", dev.kind)
-                });
-                p.check(dev.kind != DeviceKind::EbikeDetector || dev.elevator.is_some(), || format!("{}.elevator", at()), || {
-                    "an EbikeDetector must name its elevator".into()
-                });
+                p.check(!needs_building || dev.building.is_some(), || format!("{}.building", at()), || format!("a {:?} must name its building", dev.kind));
+                p.check(
+                    dev.kind != DeviceKind::EbikeDetector || dev.elevator.is_some(),
+                    || format!("{}.elevator", at()),
+                    || "an EbikeDetector must name its elevator".into(),
+                );
             }
             flats_by_estate.insert(&e.id, flats);
         }
         for (ri, r) in self.roads.iter().enumerate() {
             p.check(seen_ids.insert(&r.id), || format!("roads[{ri}].id"), || format!("duplicate id `{}`", r.id));
-            p.check(r.length_km > 0.0 && r.traffic > 0.0, || format!("roads[{ri}]"), || {
-                "expected positive length_km and traffic".into()
-            });
+            p.check(r.length_km > 0.0 && r.traffic > 0.0, || format!("roads[{ri}]"), || "expected positive length_km and traffic".into());
             for (di, dev) in r.devices.iter().enumerate() {
-                p.check(devices_by_id.insert(&dev.id, (&r.id, dev)).is_none(), || format!("roads[{ri}].devices[{di}].id"), || {
-                    format!("duplicate device id `{}`", dev.id)
-                });
-                p.check(dev.kind == DeviceKind::Camera, || format!("roads[{ri}].devices[{di}].kind"), || {
-                    format!("roads hold cameras only, found {:?}", dev.kind)
-                });
+                p.check(
+                    devices_by_id.insert(&dev.id, (&r.id, dev)).is_none(),
+                    || format!("roads[{ri}].devices[{di}].id"),
+                    || format!("duplicate device id `{}`", dev.id),
+                );
+                p.check(
+                    dev.kind == DeviceKind::Camera,
+                    || format!("roads[{ri}].devices[{di}].kind"),
+                    || format!("roads hold cameras only, found {:?}", dev.kind),
+                );
             }
         }
         let mut persons = HashSet::new();
@@ -454,18 +497,11 @@ impl Town {
             match flats_by_estate.get(r.estate.as_str()) {
                 None => p.push(format!("register[{i}].estate"), format!("`{}` is not an estate id", r.estate)),
                 Some(flats) => match flats.get(&(r.building, r.room)) {
-                    None => p.push(
-                        format!("register[{i}].room"),
-                        format!("estate `{}` has no building {} room {}", r.estate, r.building, r.room),
-                    ),
-                    Some(f) => p.check(f.household > 0, || format!("register[{i}].room"), || {
-                        format!("building {} room {} is vacant", r.building, r.room)
-                    }),
+                    None => p.push(format!("register[{i}].room"), format!("estate `{}` has no building {} room {}", r.estate, r.building, r.room)),
+                    Some(f) => p.check(f.household > 0, || format!("register[{i}].room"), || format!("building {} room {} is vacant", r.building, r.room)),
                 },
             }
-            for (field, id, kind) in
-                [("water_meter", &r.water_meter, DeviceKind::WaterMeter), ("door_sensor", &r.door_sensor, DeviceKind::DoorSensor)]
-            {
+            for (field, id, kind) in [("water_meter", &r.water_meter, DeviceKind::WaterMeter), ("door_sensor", &r.door_sensor, DeviceKind::DoorSensor)] {
                 match devices_by_id.get(id.as_str()) {
                     Some((estate, dev)) if *estate == r.estate && dev.kind == kind && dev.room == Some(r.room) && dev.building == Some(r.building) => {}
                     Some(_) => p.push(
@@ -488,13 +524,43 @@ impl Town {
         total(&mut p, "cameras", c.cameras, d.cameras);
         let lo = (d.residents as f64 * 0.95) as u32;
         let hi = (d.residents as f64 * 1.05) as u32;
-        p.check((lo..=hi).contains(&c.residents), || "declared.residents".into(), || {
-            format!("the flats hold {} residents, expected within 5% of {}", c.residents, d.residents)
-        });
+        p.check(
+            (lo..=hi).contains(&c.residents),
+            || "declared.residents".into(),
+            || format!("the flats hold {} residents, expected within 5% of {}", c.residents, d.residents),
+        );
         let share = if c.estates == 0 { 0.0 } else { c.resettlement_estates as f32 / c.estates as f32 };
-        p.check(share >= d.min_resettlement_share, || "declared.min_resettlement_share".into(), || {
-            format!("{:.1}% of estates are resettlement estates, expected at least {:.1}%", share * 100.0, d.min_resettlement_share * 100.0)
-        });
+        p.check(
+            share >= d.min_resettlement_share,
+            || "declared.min_resettlement_share".into(),
+            || format!("{:.1}% of estates are resettlement estates, expected at least {:.1}%", share * 100.0, d.min_resettlement_share * 100.0),
+        );
         p.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::parse_ron;
+
+    #[test]
+    fn flats_are_parsed_when_read_and_written_back_as_read() {
+        let b: Building = parse_ron(Path::new("x.ron"), r#"(no: 1, floors: 2, flats_per_floor: 2, elevators: 0, flats: "O3 V0 R1 U2")"#).unwrap();
+        let rooms: Vec<(u16, Tenure, u8)> = b.rooms().map(|f| (f.room, f.tenure, f.household)).collect();
+        assert_eq!(rooms, [(101, Tenure::Owner, 3), (102, Tenure::Vacant, 0), (201, Tenure::RegisteredTenant, 1), (202, Tenure::UnregisteredOccupant, 2)]);
+        assert_eq!(b.flats.len(), 4);
+        assert_eq!(b.flats.to_string(), "O3 V0 R1 U2");
+        assert_eq!(ron::to_string(&b.flats).unwrap(), r#""O3 V0 R1 U2""#);
+    }
+
+    #[test]
+    fn a_bad_flat_token_is_a_located_load_error() {
+        for (flats, says) in [("O3 X1", "tenure `X`"), ("O3 V2", "vacant flat"), ("O3 R", "one digit"), ("O3 Rx", "not a digit")] {
+            let text = format!("(no: 1, floors: 1, flats_per_floor: 2, elevators: 0,\n flats: \"{flats}\")");
+            let e = parse_ron::<Building>(Path::new("x.ron"), &text).unwrap_err();
+            assert_eq!((e.field.as_deref(), e.line), (Some("flats"), Some(2)), "{e}");
+            assert!(e.message.contains("flat token 2") && e.message.contains(says), "{e}");
+        }
     }
 }

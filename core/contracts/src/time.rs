@@ -131,14 +131,60 @@ pub fn parse_rfc3339(s: &str) -> Option<Millis> {
     Some(days * DAY + h * HOUR + mi * MINUTE + se * SECOND + frac_ms - offset)
 }
 
-/// Minutes after midnight of a local `HH:MM`.
-pub fn parse_hhmm(s: &str) -> Option<u32> {
-    let (h, m) = s.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
-        return None;
+/// A local time of day, `HH:MM` (00:00 to 23:59), held as minutes after local midnight. Data files write it
+/// as the string `"HH:MM"`; anything else is refused when the file is read, so a loaded value is always a
+/// real time and nothing downstream parses it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HhMm(u16);
+
+impl HhMm {
+    /// `h:m`, or `None` unless `h < 24` and `m < 60`.
+    pub const fn new(h: u16, m: u16) -> Option<HhMm> {
+        if h < 24 && m < 60 { Some(HhMm(h * 60 + m)) } else { None }
     }
-    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
-    (h < 24 && m < 60).then_some(h * 60 + m)
+
+    /// Minutes after local midnight, 0..1440.
+    pub const fn minutes(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// Milliseconds after local midnight.
+    pub const fn millis(self) -> Millis {
+        self.0 as Millis * MINUTE
+    }
+}
+
+impl std::fmt::Display for HhMm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:02}:{:02}", self.0 / 60, self.0 % 60)
+    }
+}
+
+impl std::str::FromStr for HhMm {
+    type Err = String;
+    /// Exactly two digits, a colon, two digits.
+    fn from_str(s: &str) -> Result<HhMm, String> {
+        let bad = || format!("`{s}` is not a time HH:MM");
+        let b = s.as_bytes();
+        if b.len() != 5 || b[2] != b':' || ![b[0], b[1], b[3], b[4]].iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        let d = |i: usize| (b[i] - b'0') as u16;
+        HhMm::new(d(0) * 10 + d(1), d(3) * 10 + d(4)).ok_or_else(bad)
+    }
+}
+
+impl serde::Serialize for HhMm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HhMm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<HhMm, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Local (town) calendar facts of an instant.
@@ -206,5 +252,23 @@ mod tests {
         assert_eq!(parse_rfc3339("2026-03-02T08:00:00+08:00"), parse_rfc3339("2026-03-02T00:00:00Z"));
         assert_eq!(parse_rfc3339("2026-03-02T08:00:00"), None);
         assert_eq!(parse_rfc3339("2026-13-02T08:00:00Z"), None);
+    }
+
+    #[test]
+    fn hhmm_reads_and_writes_two_digit_times_only() {
+        assert_eq!("09:30".parse::<HhMm>().map(HhMm::minutes), Ok(570));
+        assert_eq!("00:00".parse::<HhMm>().map(HhMm::minutes), Ok(0));
+        assert_eq!("23:59".parse::<HhMm>().map(HhMm::minutes), Ok(1439));
+        for bad in ["24:00", "25:00", "12:60", "9:30", "09:3", "0930", "09-30", "+9:30", " 9:30", "09:30 ", "ab:cd", ""] {
+            assert_eq!(bad.parse::<HhMm>(), Err(format!("`{bad}` is not a time HH:MM")), "{bad:?}");
+        }
+        let t = HhMm::new(7, 5).unwrap();
+        assert_eq!(t.to_string(), "07:05");
+        assert_eq!(t.millis(), 7 * HOUR + 5 * MINUTE);
+        assert_eq!(HhMm::new(24, 0), None);
+        let e = crate::load::parse_ron::<Vec<HhMm>>(std::path::Path::new("x.ron"), "[\"08:00\", \"25:00\"]").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("[1]"), "{e}");
+        assert!(e.to_string().contains("`25:00` is not a time HH:MM"), "{e}");
+        assert_eq!(ron::to_string(&t).unwrap(), "\"07:05\"");
     }
 }

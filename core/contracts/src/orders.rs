@@ -1,0 +1,183 @@
+//! The work-order wire types: what the core publishes about an order (a [`Notice`] on
+//! `orders/{area}/{id}/{action}`), what a person may do to one ([`Action`]), its states and loops, and the
+//! roles that take orders. The twin's responders read notices and send actions; the core's state machine
+//! and its store live in `towntwin-core`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Millis;
+
+/// Who a work order goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Role {
+    /// 居委会: the residents' committee of the estate.
+    Committee,
+    /// 物业: the estate's property manager.
+    Property,
+    /// 城管: city management (law enforcement).
+    CityManagement,
+    /// The platform's device maintenance contractor.
+    Maintenance,
+    /// The town's fire-safety office.
+    FireSafety,
+    /// The town task force (large loop).
+    TaskForce,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Created,
+    Dispatched,
+    Accepted,
+    InProgress,
+    Resolved,
+    Verified,
+    Closed,
+    Returned,
+    Cancelled,
+}
+
+impl State {
+    pub fn is_open(self) -> bool {
+        !matches!(self, State::Closed | State::Cancelled)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Dispatched => "dispatched",
+            State::Accepted => "accepted",
+            State::InProgress => "in_progress",
+            State::Resolved => "resolved",
+            State::Verified => "verified",
+            State::Closed => "closed",
+            State::Returned => "returned",
+            State::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The three closed loops (三个闭环).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Loop {
+    /// Inside the estate: committee, property, owners.
+    Small,
+    /// The neighbourhood and the town's functional departments.
+    Medium,
+    /// The town task force, closed on site.
+    Large,
+}
+
+impl Loop {
+    pub fn next(self) -> Option<Loop> {
+        match self {
+            Loop::Small => Some(Loop::Medium),
+            Loop::Medium => Some(Loop::Large),
+            Loop::Large => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum Action {
+    Dispatch,
+    Accept,
+    Start,
+    Resolve,
+    /// Failed on site: the policy may escalate.
+    Fail {
+        reason: String,
+    },
+    Verify,
+    Close,
+    Return {
+        reason: String,
+    },
+    Reopen {
+        reason: String,
+    },
+    Cancel {
+        reason: String,
+    },
+    Escalate {
+        reason: String,
+    },
+    /// The committee blows the whistle: straight to the policy's whistle loop.
+    Whistle {
+        reason: String,
+    },
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Dispatch => "dispatch",
+            Action::Accept => "accept",
+            Action::Start => "start",
+            Action::Resolve => "resolve",
+            Action::Fail { .. } => "fail",
+            Action::Verify => "verify",
+            Action::Close => "close",
+            Action::Return { .. } => "return",
+            Action::Reopen { .. } => "reopen",
+            Action::Cancel { .. } => "cancel",
+            Action::Escalate { .. } => "escalate",
+            Action::Whistle { .. } => "whistle",
+        }
+    }
+    /// The reason an action carries, if its kind takes one.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Action::Fail { reason }
+            | Action::Return { reason }
+            | Action::Reopen { reason }
+            | Action::Cancel { reason }
+            | Action::Escalate { reason }
+            | Action::Whistle { reason } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// One appended transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    pub order: u64,
+    pub at: Millis,
+    pub actor: String,
+    pub action: String,
+    pub from: Option<State>,
+    pub to: State,
+    pub level: Loop,
+    pub reason: Option<String>,
+}
+
+/// A transition as the core publishes it on `orders/{area}/{id}/{action}`: the event, and the order's
+/// place after it (area, rule, estate, who has it now). The twin's responders take their dispatches from
+/// these; observers get the whole story of an order from them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    #[serde(flatten)]
+    pub event: OrderEvent,
+    pub area: String,
+    pub rule: String,
+    pub estate: Option<u16>,
+    pub assignee: Vec<Role>,
+    /// The id of the event whose arrival caused this transition, when an event did (not an API action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+}
+
+impl Notice {
+    /// The MQTT topic this notice is published on.
+    pub fn topic(&self) -> String {
+        format!("{ORDERS_PREFIX}{}/{}/{}", self.area, self.event.order, self.event.action)
+    }
+}
+
+/// Work-order transitions are published under `orders/{area}/{order id}/{action}`.
+pub const ORDERS_PREFIX: &str = "orders/";
+/// After each batch that carried a clock tick, the core publishes `{"now": <ms>}` here, after the batch's
+/// transitions: everything up to that event time has been committed and published.
+pub const WATERMARK_TOPIC: &str = "orders/watermark";

@@ -1,0 +1,203 @@
+//! The one way to start the core as a service: a [`CoreConfig`] in, a [`CoreHandle`] out.
+//!
+//! [`start`] opens the store (resuming from it), binds the HTTP API if asked, connects to the broker and
+//! returns only once the broker has acknowledged the core's subscription and the API's listener is bound:
+//! whoever publishes after `start` returns is heard, and no caller needs a timer to know it is ready. The handle
+//! owns the service's tasks: it gives the API's address, the stream of work-order notices as they are
+//! published, progress to wait on, and [`CoreHandle::shutdown`], which stops ingest and the API and hands
+//! back the core. `towntwin core`, `towntwin run`, `towntwin bench-ingest` and the tests all start the core
+//! through here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::api::Api;
+use crate::ingest::{IngestConfig, IngestCounters, IngestError, Link, OrdersOut, Progress, serve_on};
+use crate::orders::{Notice, Policy};
+use crate::rules::RuleSet;
+use crate::service::{Core, CoreError};
+use crate::town::Town;
+
+/// Everything the core needs to run as a service.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub town: Town,
+    pub rules: RuleSet,
+    pub policy: Policy,
+    /// The SQLite store; the core resumes from it. `None` keeps everything in memory (tests only: a
+    /// restart then loses everything).
+    pub db: Option<PathBuf>,
+    /// Broker, client id, topic filter and batching.
+    pub ingest: IngestConfig,
+    /// Serve the HTTP API on this address (port 0 picks a free one; [`CoreHandle::http_addr`] says which).
+    pub http: Option<SocketAddr>,
+    /// How long to wait for the broker to acknowledge the subscription.
+    pub subscribe_timeout: Duration,
+}
+
+impl CoreConfig {
+    pub fn new(town: Town, rules: RuleSet, policy: Policy, db: Option<PathBuf>, ingest: IngestConfig) -> CoreConfig {
+        CoreConfig { town, rules, policy, db, ingest, http: None, subscribe_timeout: Duration::from_secs(30) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the core's store {path}: {source}")]
+    Open { path: String, source: CoreError },
+    #[error("cannot serve the HTTP API on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("the broker at {broker} did not acknowledge the core's subscription to {filter} within {secs} s")]
+    NotSubscribed { broker: String, filter: String, secs: u64 },
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("the core's {0} task failed: {1}")]
+    Task(&'static str, String),
+    #[error("the core is still held by another task after the service stopped")]
+    StillHeld,
+    #[error("the core's lock was poisoned by a panic")]
+    Poisoned,
+}
+
+/// A running core service.
+pub struct CoreHandle {
+    core: Arc<Mutex<Core>>,
+    progress: Arc<Progress>,
+    out: OrdersOut,
+    http_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    /// `None` once [`CoreHandle::stopped`] has reaped it.
+    ingest: Option<JoinHandle<Result<(), IngestError>>>,
+    http: Option<JoinHandle<()>>,
+}
+
+/// Opens the store, binds the API, subscribes, and returns once the service is listening on both.
+pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
+    let CoreConfig { town, rules, policy, db, ingest: icfg, http, subscribe_timeout } = cfg;
+    let core = Core::open(rules, policy, &town, db.as_deref())
+        .map_err(|source| ServerError::Open { path: db.as_ref().map_or_else(|| "(in memory)".into(), |p| p.display().to_string()), source })?;
+    let core = Arc::new(Mutex::new(core));
+    let (stop, stop_rx) = watch::channel(false);
+    let link = Link::new(&icfg);
+    let out = link.orders_out();
+
+    // The API's listener is bound before anything else can fail late, so its address is known and taken.
+    let listener = match http {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Listen { addr, source })?),
+        None => None,
+    };
+    let http_addr = match &listener {
+        Some(l) => Some(l.local_addr().map_err(|source| ServerError::Listen { addr: http.unwrap_or(([127, 0, 0, 1], 0).into()), source })?),
+        None => None,
+    };
+
+    let progress = Arc::new(Progress::default());
+    let (subscribed_tx, subscribed_rx) = oneshot::channel();
+    let (broker, filter) = (format!("mqtt://{}:{}", icfg.host, icfg.port), icfg.filter.clone());
+    let mut ingest = tokio::spawn(serve_on(link, core.clone(), icfg, progress.clone(), stop_rx.clone(), subscribed_tx));
+    tokio::select! {
+        r = tokio::time::timeout(subscribe_timeout, subscribed_rx) => match r {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => {
+                stop.send_replace(true);
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut ingest).await;
+                ingest.abort();
+                return Err(ServerError::NotSubscribed { broker, filter, secs: subscribe_timeout.as_secs() });
+            }
+        },
+        r = &mut ingest => {
+            return Err(match r {
+                Ok(Ok(())) => ServerError::NotSubscribed { broker, filter, secs: subscribe_timeout.as_secs() },
+                Ok(Err(e)) => ServerError::Ingest(e),
+                Err(e) => ServerError::Task("ingest", e.to_string()),
+            });
+        }
+    }
+
+    let http = listener.map(|listener| {
+        let api = Api::new(core.clone(), &town).with_orders_out(out.clone()).with_stop(stop.clone());
+        let mut stop_api = stop_rx.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                while !*stop_api.borrow_and_update() {
+                    if stop_api.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            if let Err(e) = axum::serve(listener, api.router()).with_graceful_shutdown(stopped).await {
+                tracing::error!("the core's HTTP API stopped: {e}");
+            }
+        })
+    });
+    Ok(CoreHandle { core, progress, out, http_addr, stop, ingest: Some(ingest), http })
+}
+
+impl CoreHandle {
+    /// Where the HTTP API listens, if it was asked for.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The work-order notices as the core publishes them (from ingest and from the API), in order.
+    pub fn orders(&self) -> broadcast::Receiver<Notice> {
+        self.out.subscribe()
+    }
+
+    pub fn counters(&self) -> &IngestCounters {
+        &self.progress.counters
+    }
+
+    /// The number of messages taken (committed and acknowledged) so far, as a signal to wait on.
+    pub fn received(&self) -> watch::Receiver<u64> {
+        self.progress.received.subscribe()
+    }
+
+    /// The core itself, for reading its state while it runs.
+    pub fn core(&self) -> &Arc<Mutex<Core>> {
+        &self.core
+    }
+
+    /// Waits until the service stops (by itself on an error, or after [`CoreHandle::request_stop`]).
+    pub async fn stopped(&mut self) -> Result<(), ServerError> {
+        let Some(ingest) = self.ingest.as_mut() else { return Ok(()) };
+        let r = match ingest.await {
+            Ok(r) => r.map_err(ServerError::from),
+            Err(e) => Err(ServerError::Task("ingest", e.to_string())),
+        };
+        self.ingest = None;
+        r
+    }
+
+    /// Asks the service to stop without waiting (for a signal handler).
+    pub fn request_stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Stops ingest (the batch in hand is committed and acknowledged first) and the API, and returns the
+    /// core with everything it committed.
+    pub async fn shutdown(self) -> Result<Core, ServerError> {
+        let CoreHandle { core, stop, ingest, http, .. } = self;
+        stop.send_replace(true);
+        let ended = match ingest {
+            Some(task) => match task.await {
+                Ok(r) => r.map_err(ServerError::from),
+                Err(e) => Err(ServerError::Task("ingest", e.to_string())),
+            },
+            // Already reaped by `stopped`, which reported its result.
+            None => Ok(()),
+        };
+        if let Some(h) = http {
+            // Graceful: requests in flight finish, then the server drops its hold on the core.
+            h.await.map_err(|e| ServerError::Task("HTTP API", e.to_string()))?;
+        }
+        ended?;
+        let core = Arc::try_unwrap(core).map_err(|_| ServerError::StillHeld)?;
+        core.into_inner().map_err(|_| ServerError::Poisoned)
+    }
+}

@@ -1,0 +1,135 @@
+//! What a run is asked to do: the scenario and overrides, the broker, the core's inputs, and where results go.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::broker::{self, Endpoint};
+use crate::mqtt::Mode;
+
+/// How fast simulated time runs against the wall clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// As fast as the machine goes.
+    Max,
+    /// A multiple of real time: 1 for drills, 60, 3600, ...
+    Times(f64),
+}
+
+impl std::str::FromStr for Speed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "max" {
+            return Ok(Speed::Max);
+        }
+        match s.parse::<f64>() {
+            Ok(x) if x.is_finite() && x > 0.0 => Ok(Speed::Times(x)),
+            _ => Err(format!("`{s}` is not a speed: expected `max` or a positive multiple of real time such as 1, 60 or 3600")),
+        }
+    }
+}
+
+impl std::fmt::Display for Speed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Speed::Max => f.write_str("max"),
+            Speed::Times(x) => write!(f, "{x}x"),
+        }
+    }
+}
+
+/// Which broker a run talks to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerChoice {
+    /// Start rumqttd in this process.
+    Embedded,
+    /// An external broker, `mqtt://host:port`.
+    External(String),
+    /// No network at all: generate, encode and digest only.
+    None,
+}
+
+impl BrokerChoice {
+    /// Where to connect: the external broker once it answers, the embedded one once started, or none.
+    pub fn endpoint(&self) -> Result<Option<Endpoint>> {
+        Ok(match self {
+            BrokerChoice::Embedded => Some(broker::start_embedded()?),
+            BrokerChoice::External(url) => Some(broker::reach(url)?),
+            BrokerChoice::None => None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub scenario: PathBuf,
+    pub days: Option<u32>,
+    pub seed: Option<u64>,
+    pub speed: Speed,
+    pub broker: BrokerChoice,
+    pub connections: Mode,
+    pub out: Option<PathBuf>,
+    pub threads: Option<usize>,
+    /// Subscribe to `town/#` and count what the broker delivers.
+    pub observe: bool,
+    /// Check every delivered payload is a valid CloudEvent (costs CPU on the observer).
+    pub validate: bool,
+    /// Measure the broker's raw ceiling for messages of the run's mean size, in the same run.
+    pub ceiling: bool,
+    pub progress: bool,
+    /// Run the rules and work-order core on the twin's stream: over MQTT when there is a broker, in-process
+    /// without one (or with `in_process`).
+    pub core: bool,
+    /// Feed the core the twin's messages directly, even when a broker carries them.
+    pub in_process: bool,
+    pub rules: PathBuf,
+    pub policy: PathBuf,
+    /// The core's SQLite file (default: `core.db` in the results folder).
+    pub db: Option<PathBuf>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            scenario: default_scenario(),
+            days: None,
+            seed: None,
+            speed: Speed::Max,
+            broker: BrokerChoice::Embedded,
+            connections: Mode::One,
+            out: None,
+            threads: None,
+            observe: true,
+            validate: false,
+            ceiling: false,
+            progress: true,
+            core: true,
+            in_process: false,
+            rules: asset("assets/rules.ron"),
+            policy: asset("scenarios/policies/standard.ron"),
+            db: None,
+        }
+    }
+}
+
+/// A file of the source tree: under the current folder, or else where this binary was built from.
+pub fn asset(rel: &str) -> PathBuf {
+    let here = PathBuf::from(rel);
+    if here.exists() {
+        return here;
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
+    if built.exists() { built } else { here }
+}
+
+/// `scenarios/baseline.ron` under the current folder, or else in the source tree this binary was built from.
+pub fn default_scenario() -> PathBuf {
+    asset("scenarios/baseline.ron")
+}
+
+/// `results/<name>-<unix time>`: the default results folder of a run or a benchmark.
+pub fn stamped_dir(name: &str) -> PathBuf {
+    // The wall clock only names the folder; it decides nothing in the run.
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    PathBuf::from("results").join(format!("{name}-{stamp}"))
+}
