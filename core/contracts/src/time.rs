@@ -92,43 +92,10 @@ pub fn rfc3339(t: Millis) -> String {
     s
 }
 
-/// Parses the RFC 3339 forms this project writes and common variants (`Z` or `+hh:mm`, optional fraction).
+/// Parses an RFC 3339 timestamp (`Z` or `+hh:mm`, any fraction, truncated to milliseconds) with chrono's
+/// parser; `None` for anything else, including a time with no offset.
 pub fn parse_rfc3339(s: &str) -> Option<Millis> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse::<i64>().ok() };
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y as i32, mo as u32) as i64 || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut frac_ms = 0i64;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        let digits = &s[start..i.min(start + 3)];
-        frac_ms = digits.parse::<i64>().ok()? * 10i64.pow(3 - digits.len() as u32);
-    }
-    let offset = match b.get(i)? {
-        b'Z' | b'z' if i + 1 == b.len() => 0,
-        c @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
-            let oh = num(i + 1..i + 3)?;
-            let om = num(i + 4..i + 6)?;
-            let o = (oh * 60 + om) * MINUTE;
-            if *c == b'+' { o } else { -o }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y as i32, mo as u32, d as u32);
-    Some(days * DAY + h * HOUR + mi * MINUTE + se * SECOND + frac_ms - offset)
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
 }
 
 /// A local time of day, `HH:MM` (00:00 to 23:59), held as minutes after local midnight. Data files write it
@@ -252,6 +219,9 @@ mod tests {
         assert_eq!(parse_rfc3339("2026-03-02T08:00:00+08:00"), parse_rfc3339("2026-03-02T00:00:00Z"));
         assert_eq!(parse_rfc3339("2026-03-02T08:00:00"), None);
         assert_eq!(parse_rfc3339("2026-13-02T08:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2026-02-30T08:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2026-03-02T00:00:00.123456Z"), Some(parse_rfc3339("2026-03-02T00:00:00Z").unwrap() + 123));
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
     }
 
     #[test]
