@@ -1,11 +1,9 @@
 //! End to end: twin -> real MQTT broker -> a subscriber. The embedded rumqttd always; mosquitto when it is
 //! installed (CI installs it and sets CI=true, which makes it required).
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 
+use towntwin_harness::mosquitto::Mosquitto;
 use towntwin_harness::mqtt::Mode;
 use towntwin_harness::run::{BrokerChoice, RunOptions, Summary, run};
 use towntwin_sim::generate::{small, to_ron};
@@ -105,44 +103,16 @@ fn the_core_over_mqtt_with_responders_over_http_matches_in_process() {
     assert_eq!(ha, hb);
 }
 
-struct Mosquitto(Child);
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn mosquitto_path() -> Option<PathBuf> {
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"].iter().map(PathBuf::from).find(|p| p.exists())
-}
-
 #[test]
 fn traffic_reaches_mosquitto() {
-    let Some(exe) = mosquitto_path() else {
+    if Mosquitto::find().is_none() {
         assert!(std::env::var("CI").is_err(), "CI must install mosquitto (apt-get install -y mosquitto)");
         eprintln!("mosquitto is not installed here: skipping (CI installs it and requires this test)");
         return;
-    };
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\npersistence false\n"))
-        .unwrap();
-    let mut child = Command::new(exe).arg("-c").arg(&conf).stderr(Stdio::piped()).spawn().expect("mosquitto starts");
-    // mosquitto logs "... running" to stderr once its listeners are open: wait for that line, then keep
-    // draining its log so that it never blocks on a full pipe.
-    let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
-    let _guard = Mosquitto(child);
-    loop {
-        let line = log.next().expect("mosquitto exited before it was running").unwrap();
-        assert!(!line.contains("Error"), "mosquitto: {line}");
-        if line.contains(" running") {
-            break;
-        }
     }
-    std::thread::spawn(move || log.for_each(drop));
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path(), "").unwrap();
+    let port = mosquitto.port;
     let (fdir, scenario) = fixture(2);
     let digest = offline_digest(&fdir, &scenario);
     let s = run(&options(&fdir, scenario, BrokerChoice::External(format!("mqtt://127.0.0.1:{port}")), Mode::One, "mosq")).unwrap();

@@ -194,10 +194,27 @@ pub async fn serve_on(
             }
         }))
     };
+    // Acknowledgements go out on their own task: it may wait for room in the client's request channel, and
+    // neither the batch loop nor the connection's poll loop may ever wait on that (see below).
+    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel::<Publish>();
+    let mut acker = {
+        let client = client.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            while let Some(p) = ack_rx.recv().await {
+                if client.ack(&p).await.is_err() {
+                    break;
+                }
+            }
+        }))
+    };
     client.subscribe(cfg.filter.clone(), QoS::AtLeastOnce).await?;
-    // The connection is polled on its own task, so acknowledging and publishing (which wait for room on
-    // the connection) never wait on the loop that would make that room.
-    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Publish>(10_000);
+    // The connection is polled on its own task, which never waits on anything but the connection: incoming
+    // messages go into an unbounded queue. rumqttc takes one outgoing request (an ack, a notice) per turn
+    // of its loop while it reads up to nine packets, so a poll task that waited for room in a bounded queue
+    // (while the batch loop waited for room in the request channel to acknowledge) stalled for good with a
+    // backlog: the deadlock of issue 8. How much can queue here is bounded by the broker's window of
+    // unacknowledged messages for this client (rumqttd: 100; mosquitto: `max_inflight_messages`).
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::unbounded_channel::<Publish>();
     let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut network = {
         let (client, filter, closing) = (client.clone(), cfg.filter.clone(), closing.clone());
@@ -206,7 +223,7 @@ pub async fn serve_on(
             loop {
                 match el.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if in_tx.send(p).await.is_err() {
+                        if in_tx.send(p).is_err() {
                             break;
                         }
                     }
@@ -282,16 +299,11 @@ pub async fn serve_on(
                     }
                     counters.dead_lettered.fetch_add(1, Relaxed);
                 }
-                // Committed: now the broker may forget them.
-                let mut acked = Ok(());
+                // Committed: now the broker may forget them (the payloads are not needed for that).
                 for p in &batch {
-                    acked = client.ack(p).await;
-                    if acked.is_err() {
+                    if ack_tx.send(Publish { payload: Default::default(), ..p.clone() }).is_err() {
                         break;
                     }
-                }
-                if let Err(e) = acked {
-                    break Err(e.into());
                 }
                 counters.batches.fetch_add(1, Relaxed);
                 received += batch.len() as u64;
@@ -310,7 +322,9 @@ pub async fn serve_on(
     // Let the last notices go out (the publisher ends when its queue is empty and closed), then disconnect
     // and let the disconnect and the last acks go out; each step bounded, so a dead broker cannot hold us.
     drop(out);
+    drop(ack_tx);
     let _ = tokio::time::timeout(SHUTDOWN_STEP, &mut publisher.0).await;
+    let _ = tokio::time::timeout(SHUTDOWN_STEP, &mut acker.0).await;
     closing.store(true, Relaxed);
     let _ = client.disconnect().await;
     let _ = tokio::time::timeout(SHUTDOWN_STEP, &mut network.0).await;

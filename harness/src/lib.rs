@@ -7,6 +7,7 @@ pub mod ceiling;
 pub mod cloudevents;
 pub mod core_link;
 pub mod detect;
+pub mod mosquitto;
 pub mod mqtt;
 pub mod percentiles;
 pub mod responders;

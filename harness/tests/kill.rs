@@ -2,79 +2,24 @@
 //! and timer is still there, nothing is duplicated, and the stream completes with the same work orders as an
 //! uninterrupted in-process run over the same messages.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::Duration;
 
+use common::{logged, root, start_core, stream, tick_before};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
-use towntwin_core::event::EventType;
 use towntwin_core::orders::Policy;
 use towntwin_core::rules::RuleSet;
 use towntwin_core::service::Core;
 use towntwin_harness::responders::OrdersWatch;
 use towntwin_sim::generate::{small, to_ron};
-use towntwin_sim::{Scenario, Twin, TwinOptions};
-
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_core(port: u16, dir: &Path) -> Killed {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_towntwin"))
-        .args(["core", "--broker", &format!("mqtt://127.0.0.1:{port}"), "--client-id", "kill-test"])
-        .arg("--db")
-        .arg(dir.join("core.db"))
-        .arg("--town")
-        .arg(dir.join("town.ron"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("towntwin core starts");
-    let out = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(out).lines();
-    // The core says "subscribed" once the broker has acknowledged its subscription: publishing may start.
-    loop {
-        let line = lines.next().expect("core prints its state").unwrap();
-        if line.contains("subscribed") {
-            break;
-        }
-    }
-    Killed(child)
-}
-
-fn logged(dir: &Path) -> i64 {
-    rusqlite::Connection::open(dir.join("core.db")).and_then(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))).unwrap_or(0)
-}
 
 #[test]
 fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let town = small(6, 2, 1);
     std::fs::write(dir.path().join("town.ron"), to_ron(&town)).unwrap();
-    let mut scenario = Scenario::load(&root().join("scenarios/baseline.ron")).unwrap().scenario;
-    scenario.days = 2;
-    let start = towntwin_core::time::parse_local_date(&scenario.start_date).unwrap();
-    let mut msgs: Vec<(String, Vec<u8>)> = Vec::new();
-    // The event time of each clock tick, by its index in the stream: the core's watermark reports them.
-    let mut ticks: Vec<(usize, i64)> = Vec::new();
-    Twin::new(&scenario, start, town.clone(), TwinOptions::default()).run(|m| {
-        for m in m {
-            if m.ty == EventType::ClockTick {
-                ticks.push((msgs.len(), m.time));
-            }
-            msgs.push((m.topic().to_string(), m.payload.to_vec()));
-        }
-    });
-    // The last clock tick at or before message `i`.
-    let tick_before = |i: usize| ticks.iter().rev().find(|t| t.0 <= i).map(|t| t.1).unwrap();
+    let (msgs, ticks) = stream(&town, 2);
 
     let ep = towntwin_harness::broker::start_embedded().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -85,11 +30,11 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
         let task = tokio::spawn(async move { while el.poll().await.is_ok() {} });
         (client, task)
     });
-    let publish = |range: &[(String, Vec<u8>)]| {
+    let publish = |range: &[towntwin_sim::Message]| {
         rt.block_on(async {
-            for (t, p) in range {
+            for m in range {
                 // All QoS 1: the broker keeps them for the core's session while it is down.
-                client.publish(t.clone(), QoS::AtLeastOnce, false, p.clone()).await.unwrap();
+                client.publish_bytes(m.topic().to_string(), QoS::AtLeastOnce, false, m.payload.clone()).await.unwrap();
             }
         })
     };
@@ -99,17 +44,17 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     // The core's notices and watermarks, on a subscription of our own that outlives the core's restarts.
     let mut watch = rt.block_on(OrdersWatch::start(&ep)).unwrap();
 
-    let core = start_core(ep.port, dir.path());
+    let core = start_core(ep.port, dir.path(), "kill-test");
     publish(&msgs[..a]);
     // Kill it while it is still working through the stream: once its watermark passes a tenth of it.
-    rt.block_on(watch.until(tick_before(a / 4), Duration::from_secs(60))).expect("the core takes the stream");
+    rt.block_on(watch.until(tick_before(&ticks, a / 4), Duration::from_secs(60))).expect("the core takes the stream");
     drop(core); // SIGKILL
     let at_kill = logged(dir.path());
     publish(&msgs[a..b]); // while the core is down
-    let core = start_core(ep.port, dir.path());
+    let core = start_core(ep.port, dir.path(), "kill-test");
     publish(&msgs[b..]);
     // The last message is a clock tick: its watermark means every event before it is committed.
-    if let Err(e) = rt.block_on(watch.until(tick_before(n - 1), Duration::from_secs(240))) {
+    if let Err(e) = rt.block_on(watch.until(tick_before(&ticks, n - 1), Duration::from_secs(240))) {
         panic!("the core did not finish the stream after the restart ({} of {n} logged): {e}", logged(dir.path()));
     }
     drop(core);
@@ -122,7 +67,7 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     let policy = Policy::load(&root().join("scenarios/policies/standard.ron")).unwrap();
     let mut reference = Core::open(rules, policy, &town, None).unwrap();
     for chunk in msgs.chunks(100) {
-        let refs: Vec<&[u8]> = chunk.iter().map(|m| m.1.as_slice()).collect();
+        let refs: Vec<&[u8]> = chunk.iter().map(|m| &m.payload[..]).collect();
         reference.ingest(&refs).unwrap();
     }
     let db = rusqlite::Connection::open(dir.path().join("core.db")).unwrap();
