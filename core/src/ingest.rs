@@ -232,7 +232,15 @@ pub async fn serve_on(
                             let _ = s.send(());
                         }
                     }
-                    Ok(Event::Incoming(Packet::ConnAck(c))) if !c.session_present => {
+                    Ok(Event::Incoming(Packet::ConnAck(c))) if c.session_present => {
+                        // A resumed session already holds the subscription, and the broker sends what it
+                        // queued for it at once: the SUBACK of our (repeated) subscribe would come only
+                        // behind that whole backlog, so the resumed session is the sign of readiness.
+                        if let Some(s) = subscribed.take() {
+                            let _ = s.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         // A new session: (re)subscribe so the broker knows the filter.
                         if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
                             tracing::warn!("core ingest: cannot resubscribe to {filter}: {e}");

@@ -1,7 +1,9 @@
 //! The one way to start the core as a service: a [`CoreConfig`] in, a [`CoreHandle`] out.
 //!
 //! [`start`] opens the store (resuming from it), binds the HTTP API if asked, connects to the broker and
-//! returns only once the broker has acknowledged the core's subscription and the API's listener is bound:
+//! returns only once the broker has acknowledged the core's subscription (or resumed the core's persistent
+//! session, which holds it: the SUBACK would then come only behind everything the broker queued for the
+//! core while it was down) and the API's listener is bound:
 //! whoever publishes after `start` returns is heard, and no caller needs a timer to know it is ready. The handle
 //! owns the service's tasks: it gives the API's address, the stream of work-order notices as they are
 //! published, progress to wait on, and [`CoreHandle::shutdown`], which stops ingest and the API and hands
@@ -76,7 +78,8 @@ pub struct CoreHandle {
     http: Option<JoinHandle<()>>,
 }
 
-/// Opens the store, binds the API, subscribes, and returns once the service is listening on both.
+/// Opens the store, binds the API, subscribes, and returns once the service is listening on both (a
+/// resumed session counts as subscribed).
 pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
     let CoreConfig { town, rules, policy, db, ingest: icfg, http, subscribe_timeout } = cfg;
     let core = Core::open(rules, policy, &town, db.as_deref())

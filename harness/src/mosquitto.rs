@@ -34,7 +34,9 @@ impl Mosquitto {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\npersistence false\n{extra}\n"),
+            // `user root`: run as root (as CI does), mosquitto would otherwise drop to the `mosquitto` user and
+            // could not write its persistence file in a folder of ours.
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\nmax_inflight_messages 0\npersistence false\n{extra}\n"),
         )?;
         let child = spawn(&exe, &conf)?;
         Ok(Mosquitto { child, port, exe, conf })
