@@ -74,7 +74,12 @@ impl Api {
     }
 
     pub fn router(self) -> Router {
-        Router::new().route("/orders", get(list)).route("/orders/{id}", get(fetch)).route("/orders/{id}/actions", post(act)).with_state(self)
+        Router::new()
+            .route("/orders", get(list))
+            .route("/orders/{id}", get(fetch))
+            .route("/orders/{id}/actions", post(act))
+            .layer(axum::extract::DefaultBodyLimit::max(crate::limits::API_MAX_BODY))
+            .with_state(self)
     }
 }
 
@@ -201,9 +206,19 @@ async fn act(
     body: Result<axum::Json<Action>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let principal = principal(&headers)?;
+    // A body over the limit keeps its 413; any other refusal is a 400 that says what was expected.
     let axum::Json(action) = body.map_err(|e| {
-        ApiError(StatusCode::BAD_REQUEST, format!("{}; expected e.g. {{\"action\":\"accept\"}} or {{\"action\":\"return\",\"reason\":\"...\"}}", e.body_text()))
+        let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { e.status() } else { StatusCode::BAD_REQUEST };
+        ApiError(status, format!("{}; expected e.g. {{\"action\":\"accept\"}} or {{\"action\":\"return\",\"reason\":\"...\"}}", e.body_text()))
     })?;
+    if let Some(r) = action.reason()
+        && r.chars().count() > crate::limits::MAX_REASON_CHARS
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("`reason` is {} characters long: at most {}", r.chars().count(), crate::limits::MAX_REASON_CHARS),
+        ));
+    }
     let mut core = api.lock()?;
     find(&core, &api, &principal.scope, id)?;
     match core.act(id, &principal.to_string(), action) {

@@ -12,7 +12,7 @@ use crate::time::{Millis, parse_rfc3339};
 use crate::town::{DeviceKind, Town};
 
 /// The largest payload accepted; the twin's events are well under 1 KiB.
-pub const MAX_PAYLOAD: usize = 16 * 1024;
+pub const MAX_PAYLOAD: usize = crate::limits::MAX_EVENT_BYTES;
 
 /// A decoded device event.
 #[derive(Debug, Clone, PartialEq)]

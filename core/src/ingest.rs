@@ -70,7 +70,7 @@ fn options(cfg: &IngestConfig) -> (AsyncClient, EventLoop) {
     o.set_keep_alive(Duration::from_secs(60))
         .set_clean_session(false)
         .set_manual_acks(true)
-        .set_max_packet_size(1 << 20, 1 << 20)
+        .set_max_packet_size(crate::limits::CLIENT_MAX_PACKET, crate::limits::CLIENT_MAX_PACKET)
         .set_inflight(1_000)
         .set_request_channel_capacity(50_000);
     let (client, mut el) = AsyncClient::new(o, 50_000);
@@ -302,7 +302,13 @@ pub async fn serve_on(
                 for (i, r) in &o.rejected {
                     tracing::info!("dead letter ({}) from {}: {}", r.code, batch[*i].topic, r.detail);
                     let topic = format!("deadletter/{}/{}", r.code, batch[*i].topic);
-                    if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, batch[*i].payload.to_vec()) {
+                    // An oversized message is dead-lettered as a stub: its size and why, not itself.
+                    let body = if batch[*i].payload.len() > crate::limits::MAX_EVENT_BYTES {
+                        serde_json::json!({ "reason": r.code, "detail": r.detail, "bytes": batch[*i].payload.len() }).to_string().into_bytes()
+                    } else {
+                        batch[*i].payload.to_vec()
+                    };
+                    if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, body) {
                         tracing::warn!("dead letter from {} not published: {e}", batch[*i].topic);
                     }
                     counters.dead_lettered.fetch_add(1, Relaxed);

@@ -4,7 +4,7 @@
 //! it as a service ([`server`]). The contracts it shares with the twin live in `towntwin-contracts` and are
 //! re-exported here under their own names. This crate never depends on bevy.
 
-pub use towntwin_contracts::{event, load, principal, time, town, truth, violations};
+pub use towntwin_contracts::{event, limits, load, principal, time, town, truth, violations};
 
 pub mod api;
 pub mod decode;

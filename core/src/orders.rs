@@ -152,7 +152,11 @@ pub struct Orders {
     /// The last closed order of each key, for the rules' quiet hours.
     #[serde(skip)]
     closed_by_key: HashMap<(String, String), u64>,
+    /// Deadlines by due time; with `armed`, an action finds its order's deadlines in log n.
     deadlines: BTreeSet<(Millis, u64, Due)>,
+    /// Each order's armed deadlines (at most one of each kind), the keys of its entries in `deadlines`.
+    #[serde(skip)]
+    armed: HashMap<u64, Vec<(Millis, Due)>>,
     /// Transitions not yet taken by the store.
     #[serde(skip)]
     pub pending: Vec<OrderEvent>,
@@ -167,6 +171,7 @@ impl Orders {
         self.open_by_key = self.orders.iter().filter(|o| o.state.is_open()).map(|o| ((o.rule.clone(), o.key.clone()), o.id)).collect();
         self.closed_by_key = self.orders.iter().filter(|o| o.state == State::Closed).map(|o| ((o.rule.clone(), o.key.clone()), o.id)).collect();
         self.deadlines.clear();
+        self.armed.clear();
         for id in 1..=self.orders.len() as u64 {
             self.arm(id);
         }
@@ -178,21 +183,36 @@ impl Orders {
         let lvl = o.policy.level(o.level);
         let (accept, resolve) = (lvl.accept_within_minutes, lvl.resolve_within_hours);
         let resolve_due = resolve.map(|h| o.dispatched_at + h as Millis * HOUR);
+        let mut due = Vec::new();
         match o.state {
             State::Dispatched => {
                 if let Some(m) = accept {
-                    self.deadlines.insert((o.dispatched_at + m as Millis * MINUTE, id, Due::Accept));
+                    due.push((o.dispatched_at + m as Millis * MINUTE, Due::Accept));
                 }
                 if let Some(t) = resolve_due {
-                    self.deadlines.insert((t, id, Due::Resolve));
+                    due.push((t, Due::Resolve));
                 }
             }
             State::Accepted | State::InProgress => {
                 if let Some(t) = resolve_due {
-                    self.deadlines.insert((t, id, Due::Resolve));
+                    due.push((t, Due::Resolve));
                 }
             }
             _ => {}
+        }
+        if due.is_empty() {
+            return;
+        }
+        for &(t, what) in &due {
+            self.deadlines.insert((t, id, what));
+        }
+        self.armed.insert(id, due);
+    }
+
+    /// Removes an order's deadlines: log n per deadline, not a scan of all of them.
+    fn disarm(&mut self, id: u64) {
+        for (t, what) in self.armed.remove(&id).unwrap_or_default() {
+            self.deadlines.remove(&(t, id, what));
         }
     }
 
@@ -324,7 +344,7 @@ impl Orders {
             }
         }
         self.log(id, at, actor, action.name(), Some(from), to, reason);
-        self.deadlines.retain(|d| d.1 != id);
+        self.disarm(id);
         self.arm(id);
         let o = &self.orders[id as usize - 1];
         if !to.is_open() {
@@ -350,6 +370,12 @@ impl Orders {
                 break;
             }
             self.deadlines.pop_first();
+            if let Some(list) = self.armed.get_mut(&id) {
+                list.retain(|d| *d != (due, what));
+                if list.is_empty() {
+                    self.armed.remove(&id);
+                }
+            }
             let o = &self.orders[id as usize - 1];
             let stale = match what {
                 Due::Accept => o.state == State::Dispatched,

@@ -1,8 +1,8 @@
 //! Rules as data (`assets/rules.ron`) and the engine that runs them on event time.
 //!
-//! The engine never reads the wall clock. Its clock is the largest event time it has seen, from device
-//! events and from the twin's `clock.tick`; timers (absence deadlines, overflow durations, device
-//! silence) fire when that clock passes them. Late and out-of-order events: an event older than the
+//! The engine never reads the wall clock. Its clock is the twin's `clock.tick` (the newest one seen): no
+//! device's event moves it, and the core refuses events outside [`TimeWindow`] around it before they get
+//! here. Timers (absence deadlines, overflow durations, device silence) fire when a tick passes them. Late and out-of-order events: an event older than the
 //! clock still updates state where it is newer than what the state holds (a late gate pass moves a
 //! person's last pass forward only if it is later than the one recorded), and a timer that already fired
 //! is not un-fired: its work order stays, and a later pass re-arms the timer. Events never move the clock
@@ -26,7 +26,52 @@ pub use towntwin_contracts::orders::Role;
 #[serde(deny_unknown_fields)]
 pub struct RuleSet {
     pub version: u32,
+    /// The event times the core accepts around its clock.
+    #[serde(default)]
+    pub window: TimeWindow,
     pub rules: Vec<Rule>,
+}
+
+/// How far from the core's clock an event's time may be. The clock moves only with the twin's
+/// `clock.tick`; an event outside the window is rejected (`out_of_window`, dead-lettered), never applied:
+/// one device stamped in 2099 or 1970 cannot move the clock, fire every timer or open orders in the past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeWindow {
+    /// Ahead of the clock: a device's event stamped within this many minutes after the last tick (the
+    /// minute in progress, and clock skew). A tick may move the clock at most this far at once.
+    pub ahead_minutes: u32,
+    /// Behind the clock: late events up to this many hours old still update state.
+    pub behind_hours: u32,
+}
+
+impl Default for TimeWindow {
+    fn default() -> Self {
+        TimeWindow { ahead_minutes: 10, behind_hours: 24 }
+    }
+}
+
+impl TimeWindow {
+    /// Why `t` is outside the window around `now`, if it is; any time is accepted before the first tick
+    /// (`now` = 0: the clock is not set).
+    pub fn check(&self, now: Millis, t: Millis) -> Option<String> {
+        if now == 0 {
+            return None;
+        }
+        let (ahead, behind) = (self.ahead_minutes as Millis * MINUTE, self.behind_hours as Millis * HOUR);
+        if t > now + ahead {
+            Some(format!(
+                "event time {} is more than {} min ahead of the core's clock {}",
+                crate::time::rfc3339(t),
+                self.ahead_minutes,
+                crate::time::rfc3339(now)
+            ))
+        } else if t < now - behind {
+            Some(format!("event time {} is more than {} h behind the core's clock {}", crate::time::rfc3339(t), self.behind_hours, crate::time::rfc3339(now)))
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +128,12 @@ impl RuleSet {
 
     pub fn validate(&self, file: &Path) -> Result<(), DataErrors> {
         let mut p = Problems::new(file);
+        p.check(
+            self.window.ahead_minutes >= 1,
+            || "window.ahead_minutes".into(),
+            || "expected at least 1 minute: a tick must be able to move the clock".into(),
+        );
+        p.check(self.window.behind_hours >= 1, || "window.behind_hours".into(), || "expected at least 1 hour".into());
         let mut ids = std::collections::HashSet::new();
         for (i, r) in self.rules.iter().enumerate() {
             let at = |f: &str| format!("rules[{i}].{f}");
@@ -223,10 +274,12 @@ impl Engine {
         &self.ctx.devices
     }
 
-    /// Applies one event; returns what the rules found (timers due by its time included).
+    /// Applies one event; returns what the rules found (with a clock tick, the timers due by its time).
+    /// Only the twin's `clock.tick` moves the clock: a device's event updates state at its own time, and
+    /// its timers fire at the next tick that passes them.
     pub fn apply(&mut self, ev: &Event) -> Vec<Finding> {
         let mut out = Vec::new();
-        if ev.time > self.state.now {
+        if ev.ty == EventType::ClockTick && ev.time > self.state.now {
             self.advance_to(ev.time, &mut out);
         }
         if let Some(d) = ev.device {

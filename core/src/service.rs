@@ -119,9 +119,19 @@ impl Core {
     pub fn ingest(&mut self, payloads: &[&[u8]]) -> Result<Outcome, CoreError> {
         let mut out = Outcome::default();
         let mut accepted: Vec<(usize, Event)> = Vec::with_capacity(payloads.len());
+        // The window is checked against the clock as it moves through the batch (only ticks move it).
+        let mut clock = self.engine.state.now;
         for (i, p) in payloads.iter().enumerate() {
             match decode(p, self.engine.devices()) {
-                Ok(ev) => accepted.push((i, ev)),
+                Ok(ev) => match self.engine.rules.window.check(clock, ev.time) {
+                    None => {
+                        if ev.ty == EventType::ClockTick {
+                            clock = clock.max(ev.time);
+                        }
+                        accepted.push((i, ev));
+                    }
+                    Some(detail) => out.rejected.push((i, Reject { code: "out_of_window", detail })),
+                },
                 Err(r) => out.rejected.push((i, r)),
             }
         }

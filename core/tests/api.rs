@@ -86,5 +86,14 @@ async fn scoped_principals_list_fetch_and_act() {
     let (_, accepted) = req(addr, "GET", "/orders?state=accepted&rule=elevator-ebike", Some("town"), None).await;
     assert_eq!(accepted.as_array().unwrap().len(), 1);
     assert_eq!(req(addr, "GET", "/orders?loop=huge", Some("town"), None).await.0, 400);
+    // Sizes: a reason over the limit is refused with what the limit is; a body over the limit is 413.
+    let long = format!(r#"{{"action":"return","reason":"{}"}}"#, "x".repeat(towntwin_core::limits::MAX_REASON_CHARS + 1));
+    let (s, body) = req(addr, "POST", "/orders/1/actions", Some("estate:E001"), Some(&long)).await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("at most"), "{body}");
+    let huge = format!(r#"{{"action":"return","reason":"{}"}}"#, "x".repeat(64 * 1024));
+    assert_eq!(req(addr, "POST", "/orders/1/actions", Some("estate:E001"), Some(&huge)).await.0, 413);
+    // A principal that is not one is refused before anything else: nothing is stored under it.
+    assert_eq!(req(addr, "GET", "/orders", Some("district/<script>"), None).await.0, 400);
     assert_eq!(req(addr, "GET", "/orders?from=yesterday", Some("town"), None).await.0, 400);
 }

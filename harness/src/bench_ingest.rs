@@ -149,7 +149,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
         // The notices and watermarks, stamped on arrival.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<FromCore>();
         let mut o = MqttOptions::new(format!("towntwin-bench-orders-{}", std::process::id()), ep.host.clone(), ep.port);
-        o.set_keep_alive(Duration::from_secs(60)).set_max_packet_size(1 << 20, 1 << 20);
+        o.set_keep_alive(Duration::from_secs(60)).set_max_packet_size(towntwin_core::limits::CLIENT_MAX_PACKET, towntwin_core::limits::CLIENT_MAX_PACKET);
         let (client, mut el) = AsyncClient::new(o, 1_000);
         let mut n = rumqttc::NetworkOptions::new();
         n.set_tcp_nodelay(true);

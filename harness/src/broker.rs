@@ -68,7 +68,7 @@ pub fn check_reachable(ep: &Endpoint, timeout: Duration) -> Result<()> {
 pub fn embedded_config(listen: SocketAddr) -> Config {
     let connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
-        max_payload_size: 1 << 20,
+        max_payload_size: towntwin_core::limits::BROKER_MAX_PAYLOAD,
         max_inflight_count: 1_000,
         auth: None,
         external_auth: None,

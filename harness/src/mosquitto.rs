@@ -36,7 +36,10 @@ impl Mosquitto {
             &conf,
             // `user root`: run as root (as CI does), mosquitto would otherwise drop to the `mosquitto` user and
             // could not write its persistence file in a folder of ours.
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\nmax_inflight_messages 0\npersistence false\n{extra}\n"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmessage_size_limit {}\nmax_queued_messages 0\nmax_inflight_messages 0\npersistence false\n{extra}\n",
+                towntwin_core::limits::BROKER_MAX_PAYLOAD
+            ),
         )?;
         let child = spawn(&exe, &conf)?;
         Ok(Mosquitto { child, port, exe, conf })

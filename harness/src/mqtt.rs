@@ -89,7 +89,7 @@ fn qos(q: u8) -> QoS {
 fn options(id: &str, ep: &Endpoint, inflight: u16, capacity: usize) -> MqttOptions {
     let mut o = MqttOptions::new(id, ep.host.clone(), ep.port);
     o.set_keep_alive(Duration::from_secs(60))
-        .set_max_packet_size(1 << 20, 1 << 20)
+        .set_max_packet_size(towntwin_core::limits::CLIENT_MAX_PACKET, towntwin_core::limits::CLIENT_MAX_PACKET)
         .set_inflight(inflight)
         .set_request_channel_capacity(capacity)
         .set_clean_session(true);

@@ -45,7 +45,9 @@ pub struct OrdersWatch {
 impl OrdersWatch {
     pub async fn start(ep: &Endpoint) -> Result<OrdersWatch> {
         let mut o = MqttOptions::new(format!("towntwin-responders-{}", std::process::id()), ep.host.clone(), ep.port);
-        o.set_keep_alive(Duration::from_secs(60)).set_max_packet_size(1 << 20, 1 << 20).set_clean_session(true);
+        o.set_keep_alive(Duration::from_secs(60))
+            .set_max_packet_size(towntwin_core::limits::CLIENT_MAX_PACKET, towntwin_core::limits::CLIENT_MAX_PACKET)
+            .set_clean_session(true);
         let (client, mut el) = AsyncClient::new(o, 1_000);
         // Acknowledgements go out at once: the core's watermark must not wait behind Nagle's algorithm.
         let mut n = rumqttc::NetworkOptions::new();

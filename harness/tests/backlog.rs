@@ -107,3 +107,47 @@ fn a_broker_restart_mid_burst_is_ridden_out() {
     }
     assert_eq!(logged(dir.path()), n as i64, "every event logged exactly once across the restart");
 }
+
+#[test]
+fn oversized_messages_through_mosquitto_are_refused_once_and_ingest_goes_on() {
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    use towntwin_core::limits::{BROKER_MAX_PAYLOAD, CLIENT_MAX_PACKET};
+    if !have_mosquitto() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), "").unwrap();
+    let ep = broker.endpoint();
+    let town = small(8, 2, 1);
+    std::fs::write(dir.path().join("town.ron"), to_ron(&town)).unwrap();
+    let (msgs, ticks) = stream(&town, 1);
+    let n = msgs.len();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut watch = rt.block_on(OrdersWatch::start(&ep)).unwrap();
+    let core = start_core(ep.port, dir.path(), "oversize-test");
+    rt.block_on(async {
+        let mut o = MqttOptions::new("oversize-publisher", ep.host.clone(), ep.port);
+        o.set_max_packet_size(CLIENT_MAX_PACKET, 4 << 20).set_inflight(100);
+        let (client, mut el) = AsyncClient::new(o, 100);
+        let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+        let topic = "town/E001/gate/E001-gate-01/gate.pass";
+        // At the limit: delivered in an MQTT packet larger than 1 MiB, which the core's client must read
+        // (a client limit of 1 MiB refused it, dropped the connection and was sent it again, forever).
+        client.publish(topic, QoS::AtLeastOnce, false, vec![b' '; BROKER_MAX_PAYLOAD]).await.unwrap();
+        // Over mosquitto's message_size_limit: the broker refuses it (and may drop this publisher).
+        client.publish(topic, QoS::AtLeastOnce, false, vec![b' '; 2 * BROKER_MAX_PAYLOAD]).await.unwrap();
+        let _ = client.disconnect().await;
+        let _ = pump.await;
+    });
+    rt.block_on(publish_all(&ep, &town, &msgs));
+    let drained = rt.block_on(watch.until(tick_before(&ticks, n - 1), Duration::from_secs(120)));
+    drop(core);
+    rt.block_on(watch.close());
+    if let Err(e) = drained {
+        panic!("the core did not take the stream after the oversized messages ({} of {n} logged): {e}", logged(dir.path()));
+    }
+    assert_eq!(logged(dir.path()), n as i64, "every event after them logged once");
+    let c = rusqlite::Connection::open(dir.path().join("core.db")).unwrap();
+    let oversized: i64 = c.query_row("SELECT count FROM rejects WHERE reason = 'oversized'", [], |r| r.get(0)).unwrap_or(0);
+    assert_eq!(oversized, 1, "the message at the limit was rejected once, not redelivered");
+}

@@ -100,3 +100,71 @@ fn a_broker_that_never_acknowledges_is_an_error_in_bounded_time() {
     assert!(t0.elapsed() < Duration::from_secs(10), "bounded by the subscribe timeout: {:?}", t0.elapsed());
     drop(silent);
 }
+
+#[test]
+fn an_oversized_message_is_dead_lettered_once_and_ingest_goes_on() {
+    use towntwin_core::limits::{BROKER_MAX_PAYLOAD, CLIENT_MAX_PACKET};
+    let dir = tempfile::tempdir().unwrap();
+    let town = small(6, 1, 1);
+    let mut scenario = Scenario::load(&root().join("scenarios/baseline.ron")).unwrap().scenario;
+    scenario.days = 1;
+    scenario.responders.enabled = false;
+    let start = towntwin_core::time::parse_local_date(&scenario.start_date).unwrap();
+    let mut twin = Twin::new(&scenario, start, town.clone(), TwinOptions::default());
+    let mut msgs = Vec::new();
+    while msgs.len() < 500 {
+        msgs.extend(twin.step().into_iter().map(|m| (m.topic().to_string(), m.payload.clone())));
+    }
+    let n = msgs.len() as u64;
+
+    let ep = towntwin_harness::broker::start_embedded().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (rules, policy) = inputs();
+        let cfg = CoreConfig::new(town, rules, policy, Some(dir.path().join("core.db")), IngestConfig::new(&ep.host, ep.port));
+        let handle = server::start(cfg).await.unwrap();
+        let mut received = handle.received();
+        // Someone listening to the dead letters.
+        let mut o = MqttOptions::new("server-test-deadletters", ep.host.clone(), ep.port);
+        o.set_max_packet_size(CLIENT_MAX_PACKET, CLIENT_MAX_PACKET);
+        let (watcher, mut wel) = AsyncClient::new(o, 100);
+        watcher.subscribe("deadletter/#", QoS::AtLeastOnce).await.unwrap();
+        let (dl_tx, mut dl_rx) = tokio::sync::mpsc::unbounded_channel();
+        let wpump = tokio::spawn(async move {
+            while let Ok(ev) = wel.poll().await {
+                match ev {
+                    rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
+                        let _ = dl_tx.send(None);
+                    }
+                    rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
+                        let _ = dl_tx.send(Some((p.topic.clone(), p.payload.len(), String::from_utf8_lossy(&p.payload).into_owned())));
+                    }
+                    _ => {}
+                }
+            }
+        });
+        assert_eq!(dl_rx.recv().await, Some(None), "subscribed to the dead letters");
+
+        let mut o = MqttOptions::new("server-test-oversize", ep.host.clone(), ep.port);
+        o.set_max_packet_size(CLIENT_MAX_PACKET, CLIENT_MAX_PACKET).set_inflight(100);
+        let (client, mut el) = AsyncClient::new(o, 10_000);
+        let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+        // Nearly as large as rumqttd carries (its limit is on the whole packet): far over an event's limit.
+        let big = vec![b' '; BROKER_MAX_PAYLOAD - 1024];
+        client.publish("town/E001/gate/E001-gate-01/gate.pass", QoS::AtLeastOnce, false, big).await.unwrap();
+        for (t, p) in &msgs {
+            client.publish_bytes(t.clone(), QoS::AtLeastOnce, false, p.clone()).await.unwrap();
+        }
+        let taken = tokio::time::timeout(Duration::from_secs(60), received.wait_for(|&got| got > n)).await.is_ok();
+        assert!(taken, "the core took the oversized message and the stream after it ({} of {} taken)", *received.borrow(), n + 1);
+        let (topic, size, body) = tokio::time::timeout(Duration::from_secs(10), dl_rx.recv()).await.expect("a dead letter").unwrap().unwrap();
+        assert_eq!(topic, "deadletter/oversized/town/E001/gate/E001-gate-01/gate.pass");
+        assert!(size < 1_000 && body.contains("\"bytes\""), "a stub, not the message itself: {size} bytes, {body}");
+
+        let core = handle.shutdown().await.unwrap();
+        assert_eq!(core.stats.rejected.get("oversized"), Some(&1), "rejected once, not redelivered: {:?}", core.stats.rejected);
+        assert_eq!(core.stats.accepted, n, "every event after it was taken");
+        pump.abort();
+        wpump.abort();
+    });
+}

@@ -7,6 +7,7 @@
 //! core, so that nothing but this crate is shared between the two.
 
 pub mod event;
+pub mod limits;
 pub mod load;
 pub mod orders;
 pub mod principal;

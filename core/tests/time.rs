@@ -1,0 +1,74 @@
+//! Event-time discipline through the core's front door (`Core::ingest`, as the MQTT service calls it):
+//! one device's event stamped far ahead or far behind is rejected with its own reason, counted, and moves
+//! nothing; only the twin's clock tick moves the clock, and at most by the window at once.
+
+use std::path::Path;
+
+use towntwin_core::event::{Data, EventType, Header, Heartbeat, Tick, encode};
+use towntwin_core::orders::Policy;
+use towntwin_core::rules::RuleSet;
+use towntwin_core::service::Core;
+use towntwin_core::time::{DAY, HOUR, MINUTE, Millis, parse_local_date, parse_rfc3339};
+mod common;
+
+fn core() -> Core {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rules = RuleSet::load(&root.join("assets/rules.ron")).unwrap();
+    let policy = Policy::load(&root.join("scenarios/policies/standard.ron")).unwrap();
+    Core::open(rules, policy, &common::town(), None).unwrap()
+}
+
+fn heartbeat(id: &str, device: &str, t: Millis) -> Vec<u8> {
+    let mut out = Vec::new();
+    let h = Header { id, area: "E001", kind: "gate", device, ty: EventType::DeviceHeartbeat, time: t, subject: None };
+    encode(&mut out, &h, &Data::Heartbeat(Heartbeat { battery_pct: None, rssi_dbm: -70 }));
+    out
+}
+
+fn tick(id: &str, t: Millis) -> Vec<u8> {
+    let mut out = Vec::new();
+    let h = Header { id, area: "_town", kind: "clock", device: "twin", ty: EventType::ClockTick, time: t, subject: None };
+    encode(&mut out, &h, &Data::Tick(Tick { tick: 1 }));
+    out
+}
+
+#[test]
+fn a_device_stamped_far_ahead_or_behind_is_rejected_and_moves_nothing() {
+    let t0 = parse_local_date("2026-03-02").unwrap() + 8 * HOUR;
+    let mut c = core();
+    c.ingest(&[&heartbeat("h0", "E001-gate-01", t0 - MINUTE), &tick("t0", t0)]).unwrap();
+    assert_eq!(c.now(), t0);
+
+    let y2099 = parse_rfc3339("2099-01-01T00:00:00Z").unwrap();
+    let cases: [(&str, Millis); 4] = [("2099", y2099), ("three days ahead", t0 + 3 * DAY), ("1970", 1_000), ("two days behind", t0 - 2 * DAY)];
+    for (i, (what, t)) in cases.iter().enumerate() {
+        let out = c.ingest(&[&heartbeat(&format!("bad{i}"), "E001-gate-02", *t)]).unwrap();
+        assert_eq!(out.rejected.len(), 1, "{what}: rejected");
+        assert_eq!(out.rejected[0].1.code, "out_of_window", "{what}: its own reason");
+        assert!(out.transitions.is_empty(), "{what}: no order");
+        assert_eq!(c.now(), t0, "{what}: the clock did not move");
+    }
+    assert_eq!(c.stats.rejected.get("out_of_window"), Some(&4));
+    // A forged tick far ahead is refused too; the next real tick moves the clock as usual.
+    let out = c.ingest(&[&tick("forged", t0 + 3 * DAY)]).unwrap();
+    assert_eq!(out.rejected.len(), 1);
+    assert_eq!(c.now(), t0);
+    // Within the window, a device's event is taken at its own time but does not move the clock: its
+    // timers fire when a tick passes them.
+    let out = c.ingest(&[&heartbeat("ok", "E001-gate-02", t0 + 5 * MINUTE)]).unwrap();
+    assert!(out.rejected.is_empty());
+    assert_eq!(c.now(), t0, "only a tick moves the clock");
+    c.ingest(&[&tick("t1", t0 + MINUTE)]).unwrap();
+    assert_eq!(c.now(), t0 + MINUTE);
+    assert!(c.orders.orders.is_empty(), "no device-silent storm, no order from the bad events: {:?}", c.orders.orders.first());
+}
+
+#[test]
+fn a_window_of_zero_is_refused_where_the_file_says_it() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/rules.ron")).unwrap();
+    let bad = text.replacen("ahead_minutes: 10", "ahead_minutes: 0", 1);
+    assert_ne!(bad, text);
+    let set: RuleSet = towntwin_core::load::parse_ron(Path::new("rules.ron"), &bad).unwrap();
+    let e = set.validate(Path::new("rules.ron")).unwrap_err().to_string();
+    assert!(e.contains("window.ahead_minutes"), "{e}");
+}
