@@ -18,6 +18,8 @@ pub const MAX_PAYLOAD: usize = crate::limits::MAX_EVENT_BYTES;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub id: String,
+    /// The CloudEvents `source`: with `id`, what makes an event unique (the dedup key).
+    pub source: String,
     pub ty: EventType,
     pub time: Millis,
     /// Device index in the registry ([`Devices`]); `None` for the twin's clock.
@@ -116,7 +118,24 @@ pub fn decode(payload: &[u8], devices: &Devices) -> Result<Event, Reject> {
     };
     let raw = env.data.ok_or_else(|| reject("missing_field", "`data`"))?;
     let data = decode_data(ty, raw.get()).map_err(|e| reject("bad_data", format!("{ty_name}: {e}")))?;
-    Ok(Event { id, ty, time, device, subject, data })
+    Ok(Event { id, source: source.to_string(), ty, time, device, subject, data })
+}
+
+/// [`decode`], and the MQTT topic it came on must be the one its `source` and `type` publish to
+/// (`town/{area}/{kind}/{device}/{type}`): a publisher cannot post one device's event under another's topic.
+pub fn decode_on(topic: &str, payload: &[u8], devices: &Devices) -> Result<Event, Reject> {
+    let ev = decode(payload, devices)?;
+    let mut parts = topic.split('/');
+    let (Some("town"), Some(_area), Some(_kind), Some(device), Some(ty), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(reject("topic_mismatch", format!("topic `{topic}` is not town/{{area}}/{{kind}}/{{device}}/{{type}}")));
+    };
+    let source_device = ev.source.rsplit('/').next().unwrap_or_default();
+    if device != source_device || ty != ev.ty.as_str() {
+        return Err(reject("topic_mismatch", format!("topic `{topic}` does not match source `{}` and type `{}`", ev.source, ev.ty)));
+    }
+    Ok(ev)
 }
 
 fn decode_data(ty: EventType, raw: &str) -> Result<Data, serde_json::Error> {

@@ -281,11 +281,12 @@ pub async fn serve_on(
         }
         counters.received.fetch_add(batch.len() as u64, Relaxed);
         let payloads: Vec<&[u8]> = batch.iter().map(|p| &p.payload[..]).collect();
+        let topics: Vec<&str> = batch.iter().map(|p| p.topic.as_str()).collect();
         let outcome = {
             // A poisoned lock means a thread panicked while it held the core: its state in memory can no
             // longer be trusted, so the service stops and a restart rebuilds it from the store.
             let Ok(mut core) = core.lock() else { break Err(IngestError::Poisoned) };
-            core.ingest(&payloads).inspect(|o| {
+            core.ingest_on(&topics, &payloads).inspect(|o| {
                 // Published while the core is held, so the API's notices cannot overtake these.
                 if cfg.publish_orders {
                     let notices: Vec<Notice> =

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::decode::{Event, Reject, decode};
+use crate::decode::{Event, Reject, decode, decode_on};
 use crate::event::EventType;
 use crate::orders::{Action, Illegal, OrderEvent, Orders, Policy, State};
 use crate::rules::{Engine, Finding, RuleSet};
@@ -117,12 +117,26 @@ impl Core {
     /// Decodes and applies a batch of message payloads, and commits all their effects in one transaction
     /// before returning: the caller acknowledges the batch only after this returns `Ok`.
     pub fn ingest(&mut self, payloads: &[&[u8]]) -> Result<Outcome, CoreError> {
+        self.ingest_from(payloads, None)
+    }
+
+    /// [`Core::ingest`] of messages with the topics they came on: each topic must match its event's source
+    /// and type (`topic_mismatch` otherwise).
+    pub fn ingest_on(&mut self, topics: &[&str], payloads: &[&[u8]]) -> Result<Outcome, CoreError> {
+        self.ingest_from(payloads, Some(topics))
+    }
+
+    fn ingest_from(&mut self, payloads: &[&[u8]], topics: Option<&[&str]>) -> Result<Outcome, CoreError> {
         let mut out = Outcome::default();
         let mut accepted: Vec<(usize, Event)> = Vec::with_capacity(payloads.len());
         // The window is checked against the clock as it moves through the batch (only ticks move it).
         let mut clock = self.engine.state.now;
         for (i, p) in payloads.iter().enumerate() {
-            match decode(p, self.engine.devices()) {
+            let decoded = match topics.and_then(|t| t.get(i)) {
+                Some(topic) => decode_on(topic, p, self.engine.devices()),
+                None => decode(p, self.engine.devices()),
+            };
+            match decoded {
                 Ok(ev) => match self.engine.rules.window.check(clock, ev.time) {
                     None => {
                         if ev.ty == EventType::ClockTick {
@@ -147,9 +161,11 @@ impl Core {
         }
         for (i, ev) in accepted {
             let tick = ev.ty == EventType::ClockTick;
+            // Unique as CloudEvents define it: source and id together (two devices may use the same id).
+            let key = format!("{} {}", ev.source, ev.id);
             let fresh = match &mut batch {
-                Some(b) => b.append_event(&ev.id, ev.time, payloads[i])?.inspect(|seq| self.last_seq = *seq).is_some(),
-                None => self.seen.insert(ev.id.clone()),
+                Some(b) => b.append_event(&key, ev.time, payloads[i])?.inspect(|seq| self.last_seq = *seq).is_some(),
+                None => self.seen.insert(key),
             };
             if !fresh {
                 self.stats.duplicates += 1;

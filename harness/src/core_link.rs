@@ -94,7 +94,8 @@ impl CoreLink for InProcess {
 
     async fn events(&mut self, msgs: &[Message]) -> Result<()> {
         let payloads: Vec<&[u8]> = msgs.iter().map(|m| &m.payload[..]).collect();
-        let outcome = self.core.ingest(&payloads).context("the core failed")?;
+        let topics: Vec<&str> = msgs.iter().map(|m| m.topic()).collect();
+        let outcome = self.core.ingest_on(&topics, &payloads).context("the core failed")?;
         self.pending.extend(outcome.transitions.iter().map(|t| self.core.orders.notice(t)));
         Ok(())
     }

@@ -1,6 +1,7 @@
-//! Event-time discipline through the core's front door (`Core::ingest`, as the MQTT service calls it):
-//! one device's event stamped far ahead or far behind is rejected with its own reason, counted, and moves
-//! nothing; only the twin's clock tick moves the clock, and at most by the window at once.
+//! Hostile input through the core's front door (`Core::ingest_on`, as the MQTT service calls it).
+//! Event time: one device's event stamped far ahead or far behind is rejected with its own reason,
+//! counted, and moves nothing; only the twin's clock tick moves the clock, and at most by the window at
+//! once. Identity: dedup is on source and id together, and a topic must match its event's source.
 
 use std::path::Path;
 
@@ -16,6 +17,14 @@ fn core() -> Core {
     let rules = RuleSet::load(&root.join("assets/rules.ron")).unwrap();
     let policy = Policy::load(&root.join("scenarios/policies/standard.ron")).unwrap();
     Core::open(rules, policy, &common::town(), None).unwrap()
+}
+
+fn alarm(id: &str, device: &str, camera_code: u8, t: Millis) -> (String, Vec<u8>) {
+    use towntwin_core::event::FenceViolation;
+    let mut out = Vec::new();
+    let h = Header { id, area: "R01", kind: "camera", device, ty: EventType::FenceViolation, time: t, subject: None };
+    encode(&mut out, &h, &Data::Fence(FenceViolation { road: "R01".into(), code: camera_code, violation: "v".into(), confidence: 0.95 }));
+    (format!("town/R01/camera/{device}/fence.violation"), out)
 }
 
 fn heartbeat(id: &str, device: &str, t: Millis) -> Vec<u8> {
@@ -71,4 +80,29 @@ fn a_window_of_zero_is_refused_where_the_file_says_it() {
     let set: RuleSet = towntwin_core::load::parse_ron(Path::new("rules.ron"), &bad).unwrap();
     let e = set.validate(Path::new("rules.ron")).unwrap_err().to_string();
     assert!(e.contains("window.ahead_minutes"), "{e}");
+}
+
+#[test]
+fn dedup_is_on_source_and_id_and_a_topic_must_match_its_source() {
+    let t0 = parse_local_date("2026-03-02").unwrap() + 8 * HOUR;
+    let mut c = core();
+    c.ingest(&[&tick("t0", t0)]).unwrap();
+    // Two sources may use the same id: both are events. The same source and id again is a duplicate.
+    let (ta, a) = alarm("same-id", "R01-camera-001", 3, t0 + 1_000);
+    let hb = heartbeat("same-id", "E001-gate-01", t0 + 2_000);
+    let out = c.ingest_on(&[&ta, "town/E001/gate/E001-gate-01/device.heartbeat"], &[&a, &hb]).unwrap();
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected.iter().map(|r| r.1.to_string()).collect::<Vec<_>>());
+    assert_eq!((c.stats.accepted, c.stats.duplicates), (3, 0), "one id, two sources: two events");
+    assert_eq!(c.orders.orders.len(), 1, "the camera's alarm opened its order");
+    c.ingest_on(&[&ta], &[&a]).unwrap();
+    assert_eq!(c.stats.duplicates, 1, "the same source and id again is a duplicate");
+    // One device's event on another device's topic, or under another type, is refused.
+    let (_, forged) = alarm("forged-1", "R01-camera-001", 4, t0 + 3_000);
+    let out = c.ingest_on(&["town/E001/gate/E001-gate-01/fence.violation"], &[&forged]).unwrap();
+    assert_eq!(out.rejected[0].1.code, "topic_mismatch");
+    let out = c.ingest_on(&["town/R01/camera/R01-camera-001/smoke.alarm"], &[&forged]).unwrap();
+    assert_eq!(out.rejected[0].1.code, "topic_mismatch");
+    let out = c.ingest_on(&["elsewhere"], &[&forged]).unwrap();
+    assert_eq!(out.rejected[0].1.code, "topic_mismatch");
+    assert_eq!(c.orders.orders.len(), 1, "no order from a forged topic");
 }
