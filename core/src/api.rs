@@ -1,8 +1,8 @@
 //! The HTTP JSON API (axum): list and filter work orders, fetch one with its history, act on it.
 //!
-//! Every request names its principal in the `X-Principal` header, bound to a scope in the tree
-//! district > town > committee > estate: `district`, `town`, `committee:C03` or `estate:E012`, optionally
-//! followed by `/name` (parsed by [`towntwin_contracts::principal::Principal`]). A principal
+//! Every request carries a token (`Authorization: Bearer ...`, see [`crate::auth`]) issued for a principal
+//! bound to a scope in the tree district > town > committee > estate: `district`, `town`, `committee:C03`
+//! or `estate:E012`, optionally followed by `/name` (parsed by [`towntwin_contracts::principal::Principal`]). A principal
 //! sees and acts only inside its scope: a list is filtered to it; fetching or acting on an order outside it
 //! is 403. Road orders (the fences) belong to the town. Errors are JSON `{"error": "..."}` with 400 (bad
 //! request), 401 (no principal), 403, 404 or 409 (an illegal transition).
@@ -91,12 +91,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn principal(headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let raw = headers.get("x-principal").ok_or_else(|| {
-        ApiError(StatusCode::UNAUTHORIZED, "missing X-Principal header (district, town, committee:<id> or estate:<id>, optionally /<name>)".into())
-    })?;
-    let raw = raw.to_str().map_err(|_| ApiError(StatusCode::BAD_REQUEST, "X-Principal must be ASCII".into()))?;
-    raw.parse::<Principal>().map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("X-Principal: {e}")))
+/// The caller, from `Authorization: Bearer <token>`: 401 without one or with one this core did not issue.
+/// An `X-Principal` header proves nothing and is ignored.
+fn principal(api: &Api, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let unauthorized = |why: &str| {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            format!("{why}: send Authorization: Bearer <token> (issue one with `towntwin core token issue --principal <scope>`)"),
+        )
+    };
+    let raw = headers.get("authorization").ok_or_else(|| unauthorized("no token"))?;
+    let token =
+        raw.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty()).ok_or_else(|| unauthorized("not a bearer token"))?;
+    let core = api.lock()?;
+    core.principal_of(token).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?.ok_or_else(|| unauthorized("unknown token"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,7 +153,7 @@ async fn list(
     headers: HeaderMap,
     filter: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let scope = principal(&headers)?.scope;
+    let scope = principal(&api, &headers)?.scope;
     let Query(f) = filter.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
         v.as_deref().map(|s| parse_rfc3339(s).ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("`{name}`: `{s}` is not an RFC 3339 time")))).transpose()
@@ -189,7 +197,7 @@ fn find<'a>(core: &'a Core, api: &Api, scope: &Scope, id: u64) -> Result<&'a Ord
 }
 
 async fn fetch(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u64>) -> Result<Response, ApiError> {
-    let scope = principal(&headers)?.scope;
+    let scope = principal(&api, &headers)?.scope;
     let core = api.lock()?;
     let order = find(&core, &api, &scope, id)?;
     let history = match core.store() {
@@ -205,7 +213,7 @@ async fn act(
     Path(id): Path<u64>,
     body: Result<axum::Json<Action>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let principal = principal(&headers)?;
+    let principal = principal(&api, &headers)?;
     // A body over the limit keeps its 413; any other refusal is a 400 that says what was expected.
     let axum::Json(action) = body.map_err(|e| {
         let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { e.status() } else { StatusCode::BAD_REQUEST };

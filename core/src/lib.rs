@@ -7,6 +7,7 @@
 pub use towntwin_contracts::{event, limits, load, principal, time, town, truth, violations};
 
 pub mod api;
+pub mod auth;
 pub mod decode;
 pub mod ingest;
 pub mod orders;

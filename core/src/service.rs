@@ -2,7 +2,7 @@
 //! service feeds it from MQTT; the in-process mode feeds it the twin's messages directly. Both go through
 //! [`Core::ingest`], so both produce the same work orders for the same stream.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::decode::{Event, Reject, decode, decode_on};
 use crate::event::EventType;
 use crate::orders::{Action, Illegal, OrderEvent, Orders, Policy, State};
+use crate::principal::Principal;
 use crate::rules::{Engine, Finding, RuleSet};
 use crate::store::{Store, StoreError};
 use crate::time::Millis;
@@ -61,6 +62,8 @@ pub struct Core {
     store: Option<Store>,
     /// Ids seen, when there is no store to ask.
     seen: HashSet<String>,
+    /// Token hashes, when there is no store to keep them.
+    tokens: HashMap<String, Principal>,
     since_snapshot: u64,
     last_seq: i64,
     /// Events between engine snapshots ([`SNAPSHOT_EVERY`] unless set).
@@ -80,6 +83,7 @@ impl Core {
             stats: CoreStats::default(),
             store: None,
             seen: HashSet::new(),
+            tokens: HashMap::new(),
             since_snapshot: 0,
             last_seq: 0,
             snapshot_every: SNAPSHOT_EVERY,
@@ -217,6 +221,29 @@ impl Core {
         }
         self.orders.dirty.clear();
         Ok((state, std::mem::take(&mut self.orders.pending)))
+    }
+
+    /// Issues an API token for `principal`: kept as its hash (in the store, or in memory without one), and
+    /// returned once.
+    pub fn issue_token(&mut self, principal: &Principal) -> Result<String, CoreError> {
+        let token = crate::auth::new_token();
+        let hash = crate::auth::hash(&token);
+        match &self.store {
+            Some(s) => s.put_token(&hash, &principal.to_string())?,
+            None => {
+                self.tokens.insert(hash, principal.clone());
+            }
+        }
+        Ok(token)
+    }
+
+    /// The principal a token was issued for, if it is a token of this core.
+    pub fn principal_of(&self, token: &str) -> Result<Option<Principal>, CoreError> {
+        let hash = crate::auth::hash(token);
+        match &self.store {
+            Some(s) => Ok(s.token(&hash)?.and_then(|p| p.parse().ok())),
+            None => Ok(self.tokens.get(&hash).cloned()),
+        }
     }
 
     /// Whether the store holds an engine snapshot (written by this core or loaded from the store).

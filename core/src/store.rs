@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS order_events (seq INTEGER PRIMARY KEY, order_id INTEG
 CREATE INDEX IF NOT EXISTS order_events_by_order ON order_events(order_id);
 CREATE TABLE IF NOT EXISTS snapshots (upto INTEGER PRIMARY KEY, engine BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rejects (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, principal TEXT NOT NULL);
 ";
 
 impl Store {
@@ -94,6 +95,8 @@ impl Store {
         let conn = Connection::open(path).map_err(sql)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        // Another process may write briefly (`towntwin core token issue`): wait for it rather than fail.
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
         // The event log grows by ~300 MB a town day: a large page cache and memory-mapped reads keep the
         // id index in memory. Checkpoints run on their own thread (see [`Checkpointer`]).
         conn.pragma_update(None, "cache_size", -16_384).map_err(sql)?;
@@ -148,6 +151,17 @@ impl Store {
     }
 
     /// Starts a transaction for one batch; nothing is visible or durable until [`Batch::commit`].
+    /// Keeps a token's hash for `principal` (committed at once).
+    pub fn put_token(&self, hash: &str, principal: &str) -> Result<(), StoreError> {
+        self.conn.execute("INSERT INTO tokens (hash, principal) VALUES (?1, ?2)", params![hash, principal]).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The principal a token's hash was issued for (tokens issued by another process included).
+    pub fn token(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        self.conn.query_row("SELECT principal FROM tokens WHERE hash = ?1", [hash], |r| r.get(0)).optional().map_err(|e| self.err(e))
+    }
+
     pub fn batch(&mut self) -> Result<Batch<'_>, StoreError> {
         let path = self.path.clone();
         let Store { conn, ids, .. } = self;

@@ -17,7 +17,7 @@ async fn req(addr: std::net::SocketAddr, method: &str, path: &str, principal: Op
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
     if let Some(p) = principal {
-        head.push_str(&format!("X-Principal: {p}\r\n"));
+        head.push_str(&format!("Authorization: Bearer {p}\r\n"));
     }
     let body = body.unwrap_or("");
     if !body.is_empty() {
@@ -50,6 +50,12 @@ async fn scoped_principals_list_fetch_and_act() {
     let mut core = Core::open(rules.clone(), policy.clone(), &town, Some(&dir.path().join("core.db"))).unwrap();
     core.orders.on_finding(&finding("elevator-ebike", "E001", "B01-101"), &rules, &policy).unwrap();
     core.orders.on_finding(&finding("fence-violation", "R01", "R01-camera-001/5"), &rules, &policy).unwrap();
+    // Tokens as an operator issues them; the API knows callers by their tokens only.
+    let mut tokens = std::collections::HashMap::new();
+    for p in ["town", "committee:C01", "estate:E001", "estate:E002"] {
+        tokens.insert(p, core.issue_token(&p.parse().unwrap()).unwrap());
+    }
+    let tok = |p: &str| tokens[p].clone();
     let core = Arc::new(Mutex::new(core));
     let app = Api::new(core.clone(), &town).router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -57,43 +63,49 @@ async fn scoped_principals_list_fetch_and_act() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     assert_eq!(req(addr, "GET", "/orders", None, None).await.0, 401);
-    assert_eq!(req(addr, "GET", "/orders", Some("mayor"), None).await.0, 400);
-    let (s, all) = req(addr, "GET", "/orders", Some("town"), None).await;
+    assert_eq!(req(addr, "GET", "/orders", Some("not-a-token-of-this-core"), None).await.0, 401);
+    // Naming a principal proves nothing: without a token it is 401.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /orders HTTP/1.1\r\nHost: x\r\nX-Principal: district\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    let (s, all) = req(addr, "GET", "/orders", Some(tok("town").as_str()), None).await;
     assert_eq!((s, all.as_array().unwrap().len()), (200, 2));
-    let (_, mine) = req(addr, "GET", "/orders", Some("committee:C01"), None).await;
+    let (_, mine) = req(addr, "GET", "/orders", Some(tok("committee:C01").as_str()), None).await;
     assert_eq!(mine.as_array().unwrap().len(), 1, "a committee sees its estates, not the roads");
     assert_eq!(mine[0]["area"], "E001");
-    let (_, none) = req(addr, "GET", "/orders", Some("estate:E002"), None).await;
+    let (_, none) = req(addr, "GET", "/orders", Some(tok("estate:E002").as_str()), None).await;
     assert_eq!(none.as_array().unwrap().len(), 0);
 
-    assert_eq!(req(addr, "GET", "/orders/1", Some("estate:E002"), None).await.0, 403);
-    assert_eq!(req(addr, "POST", "/orders/1/actions", Some("estate:E002"), Some(r#"{"action":"accept"}"#)).await.0, 403);
-    assert_eq!(req(addr, "GET", "/orders/99", Some("town"), None).await.0, 404);
-    let (s, body) = req(addr, "POST", "/orders/1/actions", Some("estate:E001"), Some(r#"{"action":"teleport"}"#)).await;
+    assert_eq!(req(addr, "GET", "/orders/1", Some(tok("estate:E002").as_str()), None).await.0, 403);
+    assert_eq!(req(addr, "POST", "/orders/1/actions", Some(tok("estate:E002").as_str()), Some(r#"{"action":"accept"}"#)).await.0, 403);
+    assert_eq!(req(addr, "GET", "/orders/99", Some(tok("town").as_str()), None).await.0, 404);
+    let (s, body) = req(addr, "POST", "/orders/1/actions", Some(tok("estate:E001").as_str()), Some(r#"{"action":"teleport"}"#)).await;
     assert_eq!(s, 400, "{body}");
-    let (s, body) = req(addr, "POST", "/orders/1/actions", Some("estate:E001"), Some(r#"{"action":"accept"}"#)).await;
+    let (s, body) = req(addr, "POST", "/orders/1/actions", Some(tok("estate:E001").as_str()), Some(r#"{"action":"accept"}"#)).await;
     assert_eq!((s, body["state"].as_str()), (200, Some("accepted")), "{body}");
-    let (s, body) = req(addr, "POST", "/orders/1/actions", Some("estate:E001"), Some(r#"{"action":"close"}"#)).await;
+    let (s, body) = req(addr, "POST", "/orders/1/actions", Some(tok("estate:E001").as_str()), Some(r#"{"action":"close"}"#)).await;
     assert_eq!(s, 409);
     assert!(body["error"].as_str().unwrap().contains("cannot close work order 1 in state accepted"), "{body}");
-    let (s, body) = req(addr, "POST", "/orders/1/actions", Some("estate:E001"), Some(r#"{"action":"return","reason":""}"#)).await;
+    let (s, body) = req(addr, "POST", "/orders/1/actions", Some(tok("estate:E001").as_str()), Some(r#"{"action":"return","reason":""}"#)).await;
     assert_eq!(s, 409, "a return needs a reason: {body}");
 
-    let (_, one) = req(addr, "GET", "/orders/1", Some("committee:C01"), None).await;
+    let (_, one) = req(addr, "GET", "/orders/1", Some(tok("committee:C01").as_str()), None).await;
     let actions: Vec<&str> = one["history"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["create", "dispatch", "accept"]);
     assert_eq!(one["history"][2]["actor"], "estate:E001");
-    let (_, accepted) = req(addr, "GET", "/orders?state=accepted&rule=elevator-ebike", Some("town"), None).await;
+    let (_, accepted) = req(addr, "GET", "/orders?state=accepted&rule=elevator-ebike", Some(tok("town").as_str()), None).await;
     assert_eq!(accepted.as_array().unwrap().len(), 1);
-    assert_eq!(req(addr, "GET", "/orders?loop=huge", Some("town"), None).await.0, 400);
+    assert_eq!(req(addr, "GET", "/orders?loop=huge", Some(tok("town").as_str()), None).await.0, 400);
     // Sizes: a reason over the limit is refused with what the limit is; a body over the limit is 413.
     let long = format!(r#"{{"action":"return","reason":"{}"}}"#, "x".repeat(towntwin_core::limits::MAX_REASON_CHARS + 1));
-    let (s, body) = req(addr, "POST", "/orders/1/actions", Some("estate:E001"), Some(&long)).await;
+    let (s, body) = req(addr, "POST", "/orders/1/actions", Some(tok("estate:E001").as_str()), Some(&long)).await;
     assert_eq!(s, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("at most"), "{body}");
     let huge = format!(r#"{{"action":"return","reason":"{}"}}"#, "x".repeat(64 * 1024));
-    assert_eq!(req(addr, "POST", "/orders/1/actions", Some("estate:E001"), Some(&huge)).await.0, 413);
-    // A principal that is not one is refused before anything else: nothing is stored under it.
-    assert_eq!(req(addr, "GET", "/orders", Some("district/<script>"), None).await.0, 400);
-    assert_eq!(req(addr, "GET", "/orders?from=yesterday", Some("town"), None).await.0, 400);
+    assert_eq!(req(addr, "POST", "/orders/1/actions", Some(tok("estate:E001").as_str()), Some(&huge)).await.0, 413);
+    // A principal that is not one cannot even be given a token.
+    assert!("district/<script>".parse::<towntwin_core::principal::Principal>().is_err());
+    assert_eq!(req(addr, "GET", "/orders?from=yesterday", Some(tok("town").as_str()), None).await.0, 400);
 }

@@ -129,7 +129,7 @@ impl OverNetwork {
         let handle = server::start(cfg).await.context("the core could not start")?;
         let addr = handle.http_addr().ok_or_else(|| anyhow!("the core's HTTP API did not start"))?;
         tracing::info!("core HTTP API on http://{addr}");
-        let actor = HttpActor::new(addr)?;
+        let actor = HttpActor::new(addr, handle.core().clone())?;
         let watch = if lockstep { Some(OrdersWatch::start(ep).await?) } else { None };
         Ok(OverNetwork { handle, actor, watch })
     }
@@ -177,7 +177,10 @@ impl CoreLink for OverNetwork {
                 }
             }
         }
+        // The actor holds the core (to issue tokens): let go of it before the service hands the core back.
+        let (applied, refused) = (actor.applied, actor.refused);
+        drop(actor);
         let core = handle.shutdown().await.context("the core service did not stop cleanly")?;
-        Ok(Some(CoreOutcome { core, mode: "mqtt", actions_via: "http", applied: actor.applied, refused: actor.refused }))
+        Ok(Some(CoreOutcome { core, mode: "mqtt", actions_via: "http", applied, refused }))
     }
 }

@@ -13,7 +13,7 @@ use towntwin_core::time::rfc3339;
 use towntwin_core::town::Town;
 use towntwin_harness::mqtt::Mode;
 use towntwin_harness::run::{BrokerChoice, RunOptions, Speed, asset, default_scenario, render, run};
-use towntwin_harness::{DataFault, exit_code};
+use towntwin_harness::{DataFault, UsageFault, exit_code};
 
 #[derive(Parser)]
 #[command(name = "towntwin", version, about = "A digital twin of Gaohang town's smart-community platform")]
@@ -32,29 +32,13 @@ enum Command {
     /// Check a scenario file.
     #[command(subcommand)]
     Scenario(ScenarioCommand),
-    /// Run the rules and work-order core as a service on a broker, until interrupted.
+    /// Run the rules and work-order core as a service on a broker, until interrupted; or manage its tokens.
+    #[command(args_conflicts_with_subcommands = true)]
     Core {
-        /// Broker to subscribe to, `mqtt://host:port`.
-        #[arg(long)]
-        broker: String,
-        /// The core's SQLite file; state is resumed from it.
-        #[arg(long, default_value = "towntwin-core.db")]
-        db: PathBuf,
-        #[arg(long, default_value_os_t = asset("assets/town.ron"))]
-        town: PathBuf,
-        #[arg(long, default_value_os_t = asset("assets/rules.ron"))]
-        rules: PathBuf,
-        #[arg(long, default_value_os_t = asset("scenarios/policies/standard.ron"))]
-        policy: PathBuf,
-        /// MQTT client id: keep it across restarts so the broker keeps the session.
-        #[arg(long, default_value = "towntwin-core")]
-        client_id: String,
-        /// Topic filter this instance owns.
-        #[arg(long, default_value = "town/#")]
-        filter: String,
-        /// Serve the HTTP JSON API on this address, e.g. 127.0.0.1:8080.
-        #[arg(long)]
-        http: Option<std::net::SocketAddr>,
+        #[command(subcommand)]
+        action: Option<CoreAction>,
+        #[command(flatten)]
+        serve: CoreArgs,
     },
     /// Benchmark the core's ingest through a broker at steady open-loop rates: events/s sustained and
     /// event -> work-order latency (HdrHistogram p50/p90/p99/max) at each rate.
@@ -90,6 +74,51 @@ enum Command {
         messages: u64,
         #[arg(long, default_value_t = 400)]
         size: usize,
+    },
+}
+
+#[derive(clap::Args)]
+struct CoreArgs {
+    /// Broker to subscribe to, `mqtt://host:port`.
+    #[arg(long)]
+    broker: Option<String>,
+    /// The core's SQLite file; state is resumed from it.
+    #[arg(long, default_value = "towntwin-core.db")]
+    db: PathBuf,
+    #[arg(long, default_value_os_t = asset("assets/town.ron"))]
+    town: PathBuf,
+    #[arg(long, default_value_os_t = asset("assets/rules.ron"))]
+    rules: PathBuf,
+    #[arg(long, default_value_os_t = asset("scenarios/policies/standard.ron"))]
+    policy: PathBuf,
+    /// MQTT client id: keep it across restarts so the broker keeps the session.
+    #[arg(long, default_value = "towntwin-core")]
+    client_id: String,
+    /// Topic filter this instance owns.
+    #[arg(long, default_value = "town/#")]
+    filter: String,
+    /// Serve the HTTP JSON API on this address, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum CoreAction {
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issue a token for a principal into the core's store (it may be running); prints the token once.
+    Issue {
+        /// `district`, `town`, `committee:C05`, `estate:E012`, optionally `/name`.
+        #[arg(long)]
+        principal: String,
+        /// The core's SQLite file.
+        #[arg(long, default_value = "towntwin-core.db")]
+        db: PathBuf,
     },
 }
 
@@ -240,7 +269,15 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("{}: ok ({} day(s) from {}, seed {})", file.display(), loaded.scenario.days, loaded.scenario.start_date, loaded.scenario.seed);
             Ok(())
         }
-        Command::Core { broker, db, town, rules, policy, client_id, filter, http } => {
+        Command::Core { action: Some(CoreAction::Token(TokenCommand::Issue { principal, db })), .. } => {
+            let principal: towntwin_core::principal::Principal = principal.parse().map_err(|e| UsageFault(format!("--principal: {e}")))?;
+            let token = towntwin_core::auth::issue_into(&db, &principal).with_context(|| format!("cannot issue a token into {}", db.display()))?;
+            eprintln!("token for {principal} (shown once; the store keeps only its hash):");
+            println!("{token}");
+            Ok(())
+        }
+        Command::Core { action: None, serve: CoreArgs { broker, db, town, rules, policy, client_id, filter, http } } => {
+            let broker = broker.ok_or_else(|| UsageFault("`towntwin core` serves on a broker: give --broker mqtt://host:port".into()))?;
             let ep = towntwin_harness::broker::reach(&broker)?;
             let town = Town::load(&town).map_err(DataFault)?;
             let rules = RuleSet::load(&rules).map_err(DataFault)?;

@@ -5,7 +5,9 @@
 //! minute caused has arrived on the same ordered subscription. So the responders see exactly what they would
 //! see with the core in-process, and the two modes produce the same work orders and histories.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -14,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use towntwin_core::orders::{Notice, WATERMARK_TOPIC};
+use towntwin_core::service::Core;
 use towntwin_core::time::{Millis, rfc3339};
 use towntwin_sim::plugins::responders::{Act, ResponderStats};
 
@@ -124,25 +127,44 @@ impl OrdersWatch {
     }
 }
 
-/// Applies responders' actions through the core's HTTP API, one request each, in order.
+/// Applies responders' actions through the core's HTTP API, one request each, in order, each responder with
+/// its own token. Tokens are issued as an operator issues them (`towntwin core token issue`): through the
+/// core, the first time a principal acts.
 pub struct HttpActor {
     client: reqwest::Client,
     base: String,
+    core: Arc<Mutex<Core>>,
+    tokens: HashMap<String, String>,
     pub applied: u64,
     pub refused: u64,
 }
 
 impl HttpActor {
-    pub fn new(addr: SocketAddr) -> Result<HttpActor> {
+    pub fn new(addr: SocketAddr, core: Arc<Mutex<Core>>) -> Result<HttpActor> {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().context("cannot build the HTTP client")?;
-        Ok(HttpActor { client, base: format!("http://{addr}"), applied: 0, refused: 0 })
+        Ok(HttpActor { client, base: format!("http://{addr}"), core, tokens: HashMap::new(), applied: 0, refused: 0 })
+    }
+
+    fn token(&mut self, principal: &towntwin_core::principal::Principal) -> Result<String> {
+        let key = principal.to_string();
+        if let Some(t) = self.tokens.get(&key) {
+            return Ok(t.clone());
+        }
+        let token = self
+            .core
+            .lock()
+            .map_err(|_| anyhow!("the core's lock is poisoned"))?
+            .issue_token(principal)
+            .with_context(|| format!("cannot issue a token for {key}"))?;
+        self.tokens.insert(key, token.clone());
+        Ok(token)
     }
 
     pub async fn apply(&mut self, acts: Vec<Act>) -> Result<()> {
         for a in acts {
             let url = format!("{}/orders/{}/actions", self.base, a.order);
-            let res =
-                self.client.post(&url).header("X-Principal", a.principal.to_string()).json(&a.action).send().await.with_context(|| format!("POST {url}"))?;
+            let token = self.token(&a.principal)?;
+            let res = self.client.post(&url).bearer_auth(token).json(&a.action).send().await.with_context(|| format!("POST {url}"))?;
             match res.status().as_u16() {
                 200 => self.applied += 1,
                 // The order moved on (escalated by a deadline, say) since the notice the responder acted on.

@@ -113,3 +113,21 @@ fn a_second_run_into_the_same_folder_is_refused_and_the_first_is_kept() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("core.db") && err.contains("already exists"), "{err}");
 }
+
+#[test]
+fn a_token_is_issued_for_a_principal_and_kept_only_as_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("core.db");
+    let (code, stdout, err) = run_with(&["core", "token", "issue", "--principal", "committee:C05", "--db", path(&db)]);
+    assert_eq!(code, 0, "{err}");
+    let token = stdout.trim();
+    assert_eq!(token.len(), 64, "{stdout}");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let (hash, principal): (String, String) = c.query_row("SELECT hash, principal FROM tokens", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!(principal, "committee:C05");
+    assert_ne!(hash, token, "the store keeps a hash, not the token");
+    assert_eq!(hash, towntwin_core::auth::hash(token));
+    let (code, _, err) = run_with(&["core", "token", "issue", "--principal", "district/<script>", "--db", path(&db)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("expected district"), "{err}");
+}

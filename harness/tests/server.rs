@@ -23,9 +23,9 @@ fn inputs() -> (RuleSet, Policy) {
     (RuleSet::load(&root().join("assets/rules.ron")).unwrap(), Policy::load(&root().join("scenarios/policies/standard.ron")).unwrap())
 }
 
-async fn get(addr: std::net::SocketAddr, path: &str, principal: &str) -> String {
+async fn get(addr: std::net::SocketAddr, path: &str, token: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-Principal: {principal}\r\nConnection: close\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
@@ -65,11 +65,12 @@ fn start_is_ready_when_it_returns_and_shutdown_returns_what_was_committed() {
         }
         tokio::time::timeout(Duration::from_secs(120), received.wait_for(|&got| got >= n)).await.expect("the core takes the whole stream").unwrap();
 
-        // The API answers on the address the handle gives, with the principal contract.
-        let listed = get(addr, "/orders", "town").await;
+        // The API answers on the address the handle gives, to a token the core issued and to no other.
+        let token = handle.core().lock().unwrap().issue_token(&"town".parse().unwrap()).unwrap();
+        let listed = get(addr, "/orders", &token).await;
         assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
-        let refused = get(addr, "/orders", "district/<script>").await;
-        assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+        let refused = get(addr, "/orders", "forged").await;
+        assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
 
         let core = handle.shutdown().await.unwrap();
         assert_eq!(core.stats.accepted, n, "every event committed once");
