@@ -123,14 +123,27 @@ impl Polled {
 
 /// Polls an event loop until it is closed, counting connections, acks and errors; optionally counting
 /// and checking received publishes.
-fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>) -> Polled {
+/// With `resubscribe`, a subscriber's client and filter: after a reconnect to a broker that kept no
+/// session for it (a restarted broker), the filter is subscribed again.
+fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>, resubscribe: Option<(AsyncClient, String)>) -> Polled {
     network(&mut el);
     let closing = Arc::new(AtomicBool::new(false));
     let closed = closing.clone();
     let task = tokio::spawn(async move {
         loop {
             match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => counters.bump(&counters.connected),
+                Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                    // The first connection's subscription is made by whoever started this loop.
+                    let again = Counters::get(&counters.connected) > 0;
+                    if again
+                        && !c.session_present
+                        && let Some((client, filter)) = &resubscribe
+                        && let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce)
+                    {
+                        tracing::warn!("cannot subscribe to {filter} again after a reconnect: {e}");
+                    }
+                    counters.bump(&counters.connected);
+                }
                 Ok(Event::Incoming(Packet::SubAck(_))) => counters.bump(&counters.subscribed),
                 Ok(Event::Incoming(Packet::PubAck(_))) => counters.bump(&counters.pubacks),
                 Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) if closed.load(Ordering::Relaxed) => break,
@@ -200,7 +213,7 @@ impl Publisher {
         let pid = std::process::id();
         for (i, k) in keys.into_iter().enumerate() {
             let (client, el) = AsyncClient::new(options(&format!("towntwin-{pid}-{k}"), ep, inflight, capacity), capacity);
-            tasks.push(spawn_loop(el, counters.clone(), None));
+            tasks.push(spawn_loop(el, counters.clone(), None, None));
             clients.push(client);
             route.insert(k, i);
         }
@@ -265,7 +278,7 @@ impl Observer {
         let counters = Counters::new();
         let id = format!("towntwin-observer-{}-{}", std::process::id(), filter.len());
         let (client, el) = AsyncClient::new(options(&id, ep, 1_000, 1_000), 1_000);
-        let task = spawn_loop(el, counters.clone(), Some(validate));
+        let task = spawn_loop(el, counters.clone(), Some(validate), Some((client.clone(), filter.to_string())));
         client.subscribe(filter, QoS::AtLeastOnce).await?;
         if !counters.wait_until(Instant::now() + Duration::from_secs(10), |c| Counters::get(&c.subscribed) > 0).await {
             task.task.abort();

@@ -151,3 +151,37 @@ fn oversized_messages_through_mosquitto_are_refused_once_and_ingest_goes_on() {
     let oversized: i64 = c.query_row("SELECT count FROM rejects WHERE reason = 'oversized'", [], |r| r.get(0)).unwrap_or(0);
     assert_eq!(oversized, 1, "the message at the limit was rejected once, not redelivered");
 }
+
+#[test]
+fn the_observer_subscribes_again_after_the_broker_restarts() {
+    use towntwin_harness::mqtt::{Counters, Observer};
+    if !have_mosquitto() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start(dir.path(), "").unwrap();
+    let ep = broker.endpoint();
+    let town = small(8, 1, 1);
+    let (msgs, _) = stream(&town, 1);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let observer = rt.block_on(Observer::start(&ep, "town/#", false)).unwrap();
+    // Abruptly: the broker forgets every session and subscription.
+    broker.restart().unwrap();
+    rt.block_on(async {
+        let back = observer
+            .counters
+            .wait_until(std::time::Instant::now() + Duration::from_secs(30), |c| Counters::get(&c.connected) >= 2 && Counters::get(&c.subscribed) >= 2)
+            .await;
+        assert!(
+            back,
+            "the observer reconnected and subscribed again (connected {}, subscribed {})",
+            Counters::get(&observer.counters.connected),
+            Counters::get(&observer.counters.subscribed)
+        );
+        let part = &msgs[..1_000];
+        publish_all(&ep, &town, part).await;
+        let got = observer.wait_for(part.len() as u64, Duration::from_secs(3), Duration::from_secs(30)).await;
+        assert_eq!(got, part.len() as u64, "everything published after the restart was observed");
+    });
+    rt.block_on(observer.close());
+}
