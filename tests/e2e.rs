@@ -105,9 +105,7 @@ fn the_core_over_mqtt_with_responders_over_http_matches_in_process() {
 
 #[test]
 fn traffic_reaches_mosquitto() {
-    if Mosquitto::find().is_none() {
-        assert!(std::env::var("CI").is_err(), "CI must install mosquitto (apt-get install -y mosquitto)");
-        eprintln!("mosquitto is not installed here: skipping (CI installs it and requires this test)");
+    if !Mosquitto::available_for_test() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -91,20 +91,17 @@ pub struct OrdersOut {
     tx: tokio::sync::mpsc::UnboundedSender<(String, Vec<u8>)>,
     /// The same notices for listeners in this process.
     feed: tokio::sync::broadcast::Sender<Notice>,
-    /// Notices that could not be encoded (none expected: counted so that a test can say so).
-    pub unencodable: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl OrdersOut {
     /// Publishes each notice on `orders/{area}/{id}/{action}` (QoS 1); call it while still holding the core,
     /// so notices from the API and from ingest cannot overtake each other. A notice that cannot be encoded is
-    /// not sent with an empty body: it is logged and counted, and the rest go out.
+    /// not sent with an empty body: it is logged, and the rest go out.
     pub fn publish(&self, notices: &[Notice]) {
         for n in notices {
             let body = match serde_json::to_vec(n) {
                 Ok(b) => b,
                 Err(e) => {
-                    self.unencodable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::error!("work-order notice {} {} cannot be encoded, not published: {e}", n.event.order, n.event.action);
                     continue;
                 }
@@ -147,7 +144,7 @@ impl Link {
         let (client, el) = options(cfg);
         let (tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
         let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
-        Link { client, el, out: OrdersOut { tx, feed, unencodable: Arc::default() }, out_rx }
+        Link { client, el, out: OrdersOut { tx, feed }, out_rx }
     }
 
     /// A handle that publishes on this connection (for the API).
@@ -227,15 +224,10 @@ pub async fn serve_on(
                             break;
                         }
                     }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(s) = subscribed.take() {
-                            let _ = s.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::ConnAck(c))) if c.session_present => {
-                        // A resumed session already holds the subscription, and the broker sends what it
-                        // queued for it at once: the SUBACK of our (repeated) subscribe would come only
-                        // behind that whole backlog, so the resumed session is the sign of readiness.
+                    // Ready: the broker acknowledged the subscription, or resumed a session that holds it. (The
+                    // broker sends what it queued for a resumed session at once: the SUBACK of our repeated
+                    // subscribe would come only behind that whole backlog.)
+                    Ok(Event::Incoming(Packet::SubAck(_) | Packet::ConnAck(rumqttc::ConnAck { session_present: true, .. }))) => {
                         if let Some(s) = subscribed.take() {
                             let _ = s.send(());
                         }

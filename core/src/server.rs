@@ -94,9 +94,9 @@ pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Listen { addr, source })?),
         None => None,
     };
-    let http_addr = match &listener {
-        Some(l) => Some(l.local_addr().map_err(|source| ServerError::Listen { addr: http.unwrap_or(([127, 0, 0, 1], 0).into()), source })?),
-        None => None,
+    let http_addr = match (&listener, http) {
+        (Some(l), Some(addr)) => Some(l.local_addr().map_err(|source| ServerError::Listen { addr, source })?),
+        _ => None,
     };
 
     let progress = Arc::new(Progress::default());
@@ -127,11 +127,8 @@ pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
         let mut stop_api = stop_rx.clone();
         tokio::spawn(async move {
             let stopped = async move {
-                while !*stop_api.borrow_and_update() {
-                    if stop_api.changed().await.is_err() {
-                        break;
-                    }
-                }
+                // Stops when told to, or when the service (the sender) is gone.
+                let _ = stop_api.wait_for(|&stop| stop).await;
             };
             if let Err(e) = axum::serve(listener, api.router()).with_graceful_shutdown(stopped).await {
                 tracing::error!("the core's HTTP API stopped: {e}");

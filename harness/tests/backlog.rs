@@ -18,16 +18,6 @@ use towntwin_harness::mqtt::{Mode, Publisher};
 use towntwin_harness::responders::OrdersWatch;
 use towntwin_sim::generate::{small, to_ron};
 
-/// Whether mosquitto is here; in CI it must be.
-fn have_mosquitto() -> bool {
-    if Mosquitto::find().is_some() {
-        return true;
-    }
-    assert!(std::env::var("CI").is_err(), "CI must install mosquitto (apt-get install -y mosquitto)");
-    eprintln!("mosquitto is not installed here: skipping (CI installs it and requires this test)");
-    false
-}
-
 /// Publishes `msgs` at QoS 1 (so the broker queues them for the core's session) and waits for every PUBACK.
 async fn publish_all(ep: &towntwin_harness::broker::Endpoint, town: &towntwin_core::town::Town, msgs: &[towntwin_sim::Message]) {
     let mut p = Publisher::connect(ep, Mode::One, town, Duration::from_secs(30)).await.unwrap();
@@ -42,7 +32,7 @@ async fn publish_all(ep: &towntwin_harness::broker::Endpoint, town: &towntwin_co
 
 #[test]
 fn a_backlog_of_hundreds_of_thousands_queued_in_mosquitto_drains_after_a_restart() {
-    if !have_mosquitto() {
+    if !Mosquitto::available_for_test() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -74,7 +64,7 @@ fn a_backlog_of_hundreds_of_thousands_queued_in_mosquitto_drains_after_a_restart
 
 #[test]
 fn a_broker_restart_mid_burst_is_ridden_out() {
-    if !have_mosquitto() {
+    if !Mosquitto::available_for_test() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -112,7 +102,7 @@ fn a_broker_restart_mid_burst_is_ridden_out() {
 fn oversized_messages_through_mosquitto_are_refused_once_and_ingest_goes_on() {
     use rumqttc::{AsyncClient, MqttOptions, QoS};
     use towntwin_core::limits::{BROKER_MAX_PAYLOAD, CLIENT_MAX_PACKET};
-    if !have_mosquitto() {
+    if !Mosquitto::available_for_test() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -155,7 +145,7 @@ fn oversized_messages_through_mosquitto_are_refused_once_and_ingest_goes_on() {
 #[test]
 fn the_observer_subscribes_again_after_the_broker_restarts() {
     use towntwin_harness::mqtt::{Counters, Observer};
-    if !have_mosquitto() {
+    if !Mosquitto::available_for_test() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -3,8 +3,11 @@
 //! its notices stream and its HTTP API are live; shutdown hands back the core with everything committed.
 //! A broker that never answers is an error within the configured time, not a hang.
 
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
+
+use common::{root, stream};
 
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,10 +17,6 @@ use towntwin_core::rules::RuleSet;
 use towntwin_core::server::{self, CoreConfig, ServerError};
 use towntwin_sim::generate::small;
 use towntwin_sim::{Scenario, Twin, TwinOptions};
-
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
 
 fn inputs() -> (RuleSet, Policy) {
     (RuleSet::load(&root().join("assets/rules.ron")).unwrap(), Policy::load(&root().join("scenarios/policies/standard.ron")).unwrap())
@@ -36,12 +35,7 @@ async fn get(addr: std::net::SocketAddr, path: &str, token: &str) -> String {
 fn start_is_ready_when_it_returns_and_shutdown_returns_what_was_committed() {
     let dir = tempfile::tempdir().unwrap();
     let town = small(6, 2, 1);
-    let mut scenario = Scenario::load(&root().join("scenarios/baseline.ron")).unwrap().scenario;
-    scenario.days = 1;
-    scenario.responders.enabled = false;
-    let start = towntwin_core::time::parse_local_date(&scenario.start_date).unwrap();
-    let mut msgs = Vec::new();
-    Twin::new(&scenario, start, town.clone(), TwinOptions::default()).run(|m| msgs.extend(m.iter().map(|m| (m.topic().to_string(), m.payload.clone()))));
+    let (msgs, _) = stream(&town, 1);
     let n = msgs.len() as u64;
 
     let ep = towntwin_harness::broker::start_embedded().unwrap();
@@ -60,8 +54,8 @@ fn start_is_ready_when_it_returns_and_shutdown_returns_what_was_committed() {
         o.set_max_packet_size(1 << 20, 1 << 20).set_inflight(100);
         let (client, mut el) = AsyncClient::new(o, 10_000);
         let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
-        for (t, p) in &msgs {
-            client.publish_bytes(t.clone(), QoS::AtLeastOnce, false, p.clone()).await.unwrap();
+        for m in &msgs {
+            client.publish_bytes(m.topic().to_string(), QoS::AtLeastOnce, false, m.payload.clone()).await.unwrap();
         }
         tokio::time::timeout(Duration::from_secs(120), received.wait_for(|&got| got >= n)).await.expect("the core takes the whole stream").unwrap();
 
