@@ -4,7 +4,9 @@
 //! bound to a scope in the tree district > town > committee > estate: `district`, `town`, `committee:C03`
 //! or `estate:E012`, optionally followed by `/name` (parsed by [`towntwin_contracts::principal::Principal`]). A principal
 //! sees and acts only inside its scope: a list is filtered to it; fetching or acting on an order outside it
-//! is 403. Road orders (the fences) belong to the town. Errors are JSON `{"error": "..."}` with 400 (bad
+//! is 403. Road orders (the fences) belong to the town. Every action and every refusal to an authenticated
+//! caller (403, 404, 409) is recorded in the audit log ([`crate::audit`]); a request without a valid token
+//! (401) is logged by `tracing` only, so anonymous traffic cannot grow the audit log. Errors are JSON `{"error": "..."}` with 400 (bad
 //! request), 401 (no principal), 403, 404 or 409 (an illegal transition).
 
 use std::collections::HashMap;
@@ -104,7 +106,10 @@ fn principal(api: &Api, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let token =
         raw.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty()).ok_or_else(|| unauthorized("not a bearer token"))?;
     let core = api.lock()?;
-    core.principal_of(token).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?.ok_or_else(|| unauthorized("unknown token"))
+    core.principal_of(token).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?.ok_or_else(|| {
+        tracing::warn!("API: a request with a token this core did not issue (401)");
+        unauthorized("unknown token")
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,9 +202,12 @@ fn find<'a>(core: &'a Core, api: &Api, scope: &Scope, id: u64) -> Result<&'a Ord
 }
 
 async fn fetch(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u64>) -> Result<Response, ApiError> {
-    let scope = principal(&api, &headers)?.scope;
-    let core = api.lock()?;
-    let order = find(&core, &api, &scope, id)?;
+    let principal = principal(&api, &headers)?;
+    let mut core = api.lock()?;
+    if let Err(e) = find(&core, &api, &principal.scope, id) {
+        return Err(audited(&mut core, &principal, "view", id, e));
+    }
+    let order = find(&core, &api, &principal.scope, id)?;
     let history = match core.store() {
         Some(s) => s.order_events(id).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
         None => Vec::new(),
@@ -228,7 +236,10 @@ async fn act(
         ));
     }
     let mut core = api.lock()?;
-    find(&core, &api, &principal.scope, id)?;
+    if let Err(e) = find(&core, &api, &principal.scope, id) {
+        return Err(audited(&mut core, &principal, action.name(), id, e));
+    }
+    let name = action.name();
     match core.act(id, &principal.to_string(), action) {
         Ok((state, transitions)) => {
             if let Some(out) = &api.orders_out {
@@ -237,7 +248,18 @@ async fn act(
             }
             Ok(axum::Json(serde_json::json!({ "id": id, "state": state.as_str(), "transitions": transitions })).into_response())
         }
-        Err(CoreError::Illegal(e)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
+        Err(CoreError::Illegal(e)) => Err(audited(&mut core, &principal, name, id, ApiError(StatusCode::CONFLICT, e.to_string()))),
         Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+/// Records a refusal to an authenticated caller in the audit log (outside its scope: 403; illegal: 409;
+/// a missing order: 404) and returns it. If the audit log cannot be written, the caller gets a 500: no
+/// refusal goes unrecorded.
+fn audited(core: &mut Core, principal: &Principal, what: &str, id: u64, refusal: ApiError) -> ApiError {
+    let outcome = format!("refused {}: {}", refusal.0.as_u16(), refusal.1);
+    match core.audit_refusal(principal, what, &format!("order {id}"), &outcome) {
+        Ok(()) => refusal,
+        Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("the audit log could not be written: {e}")),
     }
 }

@@ -228,13 +228,33 @@ impl Core {
     pub fn issue_token(&mut self, principal: &Principal) -> Result<String, CoreError> {
         let token = crate::auth::new_token();
         let hash = crate::auth::hash(&token);
-        match &self.store {
-            Some(s) => s.put_token(&hash, &principal.to_string())?,
+        let now = self.now();
+        match &mut self.store {
+            Some(s) => s.put_token(&hash, &principal.to_string(), &crate::auth::issue_entry(now, "core", principal))?,
             None => {
                 self.tokens.insert(hash, principal.clone());
             }
         }
         Ok(token)
+    }
+
+    /// Records in the audit log an action the API refused to `actor` (outside its scope, or illegal in the
+    /// order's state). Without a store there is no audit log, and nothing is recorded.
+    pub fn audit_refusal(&mut self, actor: &Principal, what: &str, target: &str, outcome: &str) -> Result<(), CoreError> {
+        let entry = crate::audit::Entry {
+            at: self.now(),
+            actor: actor.to_string(),
+            scope: actor.scope.to_string(),
+            what: what.to_string(),
+            target: target.to_string(),
+            outcome: outcome.to_string(),
+        };
+        if let Some(store) = self.store.as_mut() {
+            let b = store.batch()?;
+            b.audit(&entry)?;
+            b.commit()?;
+        }
+        Ok(())
     }
 
     /// The principal a token was issued for, if it is a token of this core.
@@ -284,6 +304,20 @@ fn flush(orders: &Orders, b: &crate::store::Batch<'_>) -> Result<(), CoreError> 
     }
     for e in &orders.pending {
         b.append_order_event(e)?;
+        b.audit(&transition_entry(e))?;
     }
     Ok(())
+}
+
+/// A transition as the audit log records it.
+fn transition_entry(e: &OrderEvent) -> crate::audit::Entry {
+    let from = e.from.map_or("-", |f| f.as_str());
+    let mut outcome = format!("{from} -> {} ({})", e.to.as_str(), e.level.as_str());
+    if let Some(r) = &e.reason {
+        outcome.push_str("; reason: ");
+        outcome.push_str(r);
+    }
+    // The core's own decisions: opening and dispatching ("system"), escalating at a deadline ("policy").
+    let scope = if matches!(e.actor.as_str(), "system" | "policy") { crate::audit::SYSTEM.to_string() } else { crate::audit::Entry::scope_of(&e.actor) };
+    crate::audit::Entry { at: e.at, actor: e.actor.clone(), scope, what: e.action.clone(), target: format!("order {}", e.order), outcome }
 }

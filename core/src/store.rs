@@ -103,6 +103,7 @@ impl Store {
         conn.pragma_update(None, "mmap_size", 1_i64 << 30).map_err(sql)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
+        conn.execute_batch(crate::audit::SCHEMA).map_err(sql)?;
         let checkpointer = Checkpointer::start(path);
         if checkpointer.is_none() {
             // Without one, SQLite's own checkpoints keep the WAL bounded, in the commit path.
@@ -150,11 +151,12 @@ impl Store {
         Ok(Loaded { orders, snapshot, replay, rejects })
     }
 
-    /// Starts a transaction for one batch; nothing is visible or durable until [`Batch::commit`].
-    /// Keeps a token's hash for `principal` (committed at once).
-    pub fn put_token(&self, hash: &str, principal: &str) -> Result<(), StoreError> {
-        self.conn.execute("INSERT INTO tokens (hash, principal) VALUES (?1, ?2)", params![hash, principal]).map_err(|e| self.err(e))?;
-        Ok(())
+    /// Keeps a token's hash for `principal`, with its audit entry (committed at once).
+    pub fn put_token(&mut self, hash: &str, principal: &str, audit: &crate::audit::Entry) -> Result<(), StoreError> {
+        let b = self.batch()?;
+        b.tx().execute("INSERT INTO tokens (hash, principal) VALUES (?1, ?2)", params![hash, principal]).map_err(|e| b.err(e))?;
+        b.audit(audit)?;
+        b.commit()
     }
 
     /// The principal a token's hash was issued for (tokens issued by another process included).
@@ -162,11 +164,24 @@ impl Store {
         self.conn.query_row("SELECT principal FROM tokens WHERE hash = ?1", [hash], |r| r.get(0)).optional().map_err(|e| self.err(e))
     }
 
+    /// Starts a transaction for one batch; nothing is visible or durable until [`Batch::commit`]. It takes
+    /// the write lock at once (`IMMEDIATE`), so the audit chain's head it reads stays the head until it
+    /// commits, whatever other process writes to the store.
     pub fn batch(&mut self) -> Result<Batch<'_>, StoreError> {
         let path = self.path.clone();
         let Store { conn, ids, .. } = self;
-        let tx = conn.transaction().map_err(|source| StoreError::Sql { path: path.clone(), source })?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
         Ok(Batch { tx: Some(tx), path, ids, added: Vec::new() })
+    }
+
+    /// The audit log's chain, checked (see [`crate::audit::verify`]).
+    pub fn verify_audit(&self, head: Option<&str>) -> Result<crate::audit::Verified, crate::audit::Broken> {
+        crate::audit::verify(&self.conn, head)
+    }
+
+    /// The audit log's entries in order.
+    pub fn audit_entries(&self) -> Result<Vec<crate::audit::Stored>, StoreError> {
+        crate::audit::entries(&self.conn).map_err(|e| self.err(e))
     }
 
     /// Events in the log (for tests and reports).
@@ -335,6 +350,12 @@ impl<'a> Batch<'a> {
             .map_err(|e| self.err(e))?;
         stmt.execute(params![e.order as i64, e.at, e.actor, e.action, e.from.as_ref().map(name), name(&e.to), name(&e.level), e.reason])
             .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Appends an audit entry (see [`crate::audit`]) in this batch's transaction.
+    pub fn audit(&self, e: &crate::audit::Entry) -> Result<(), StoreError> {
+        crate::audit::append(self.tx(), e).map_err(|e| self.err(e))?;
         Ok(())
     }
 

@@ -108,4 +108,22 @@ async fn scoped_principals_list_fetch_and_act() {
     // A principal that is not one cannot even be given a token.
     assert!("district/<script>".parse::<towntwin_core::principal::Principal>().is_err());
     assert_eq!(req(addr, "GET", "/orders?from=yesterday", Some(tok("town").as_str()), None).await.0, 400);
+
+    // The audit log holds the tokens, every transition, and every refusal to a caller it knows, chained.
+    let core = core.lock().unwrap();
+    let store = core.store().unwrap();
+    let audit = store.audit_entries().unwrap();
+    let line = |e: &towntwin_core::audit::Entry| format!("{} {} {} {} {}", e.actor, e.scope, e.what, e.target, e.outcome);
+    let lines: Vec<String> = audit.iter().map(|s| line(&s.entry)).collect();
+    let has = |needle: &str| lines.iter().any(|l| l.starts_with(needle));
+    assert_eq!(lines.iter().filter(|l| l.contains("token.issue")).count(), 4, "{lines:#?}");
+    assert!(has("system system create order 1 - -> created (small)"), "{lines:#?}");
+    assert!(has("estate:E001 estate:E001 accept order 1 dispatched -> accepted (small)"), "{lines:#?}");
+    assert!(has("estate:E002 estate:E002 view order 1 refused 403"), "{lines:#?}");
+    assert!(has("estate:E002 estate:E002 accept order 1 refused 403"), "{lines:#?}");
+    assert!(has("town town view order 99 refused 404"), "{lines:#?}");
+    assert!(has("estate:E001 estate:E001 close order 1 refused 409: cannot close work order 1 in state accepted"), "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.contains("teleport")), "a body that is not an action is a 400, not an audited action");
+    let v = store.verify_audit(None).unwrap();
+    assert_eq!(v.entries as usize, audit.len());
 }

@@ -107,6 +107,31 @@ enum CoreAction {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The audit log (every transition, refusal and token, hash-chained).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain; prints its length and head (record the head to detect a cut at the
+    /// end later). Exit 1 and the first broken entry if it was changed, removed or inserted into.
+    Verify {
+        /// The core's SQLite file.
+        #[arg(long, default_value = "towntwin-core.db")]
+        db: PathBuf,
+        /// A head printed by an earlier verify: the log must still contain it.
+        #[arg(long)]
+        head: Option<String>,
+    },
+    /// Print the last entries, one per line.
+    Show {
+        #[arg(long, default_value = "towntwin-core.db")]
+        db: PathBuf,
+        /// How many entries from the end.
+        #[arg(long, default_value_t = 20)]
+        tail: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -276,6 +301,21 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Core { action: Some(CoreAction::Audit(AuditCommand::Verify { db, head })), .. } => {
+            let conn = open_existing(&db)?;
+            let v = towntwin_core::audit::verify(&conn, head.as_deref()).with_context(|| format!("{}: the audit log is broken", db.display()))?;
+            println!("{}: audit log intact: {} entries, head {}", db.display(), v.entries, v.head);
+            Ok(())
+        }
+        Command::Core { action: Some(CoreAction::Audit(AuditCommand::Show { db, tail })), .. } => {
+            let conn = open_existing(&db)?;
+            let all = towntwin_core::audit::entries(&conn).with_context(|| format!("cannot read the audit log of {}", db.display()))?;
+            for s in &all[all.len().saturating_sub(tail)..] {
+                let e = &s.entry;
+                println!("{:>8} {} {:<28} {:<16} {:<14} {:<12} {}", s.seq, rfc3339(e.at), e.actor, e.scope, e.what, e.target, e.outcome);
+            }
+            Ok(())
+        }
         Command::Core { action: None, serve: CoreArgs { broker, db, town, rules, policy, client_id, filter, http } } => {
             let broker = broker.ok_or_else(|| UsageFault("`towntwin core` serves on a broker: give --broker mqtt://host:port".into()))?;
             let ep = towntwin_harness::broker::reach(&broker)?;
@@ -338,4 +378,12 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A store that must already exist (read-only: checking never creates or changes one).
+fn open_existing(db: &std::path::Path) -> Result<towntwin_core::audit::Connection> {
+    if !db.is_file() {
+        return Err(UsageFault(format!("{}: no such store (give the core's SQLite file with --db)", db.display())).into());
+    }
+    towntwin_core::audit::open_read_only(db).with_context(|| format!("cannot open {}", db.display()))
 }

@@ -131,3 +131,41 @@ fn a_token_is_issued_for_a_principal_and_kept_only_as_its_hash() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("expected district"), "{err}");
 }
+
+#[test]
+fn the_audit_log_verifies_and_a_changed_removed_or_cut_entry_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("core.db");
+    let (code, _, err) = run_with(&["core", "audit", "verify", "--db", path(&db)]);
+    assert_eq!(code, 2, "a missing store is a usage error, not an empty log: {err}");
+    assert!(!db.exists(), "verifying never creates a store");
+    for p in ["town", "committee:C01", "estate:E001/li", "estate:E002"] {
+        assert_eq!(run_with(&["core", "token", "issue", "--principal", p, "--db", path(&db)]).0, 0);
+    }
+    let (code, out, err) = run_with(&["core", "audit", "verify", "--db", path(&db)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("audit log intact: 4 entries"), "{out}");
+    let head = out.trim().rsplit(' ').next().unwrap().to_string();
+    let (_, shown, _) = run_with(&["core", "audit", "show", "--db", path(&db), "--tail", "1"]);
+    assert!(shown.contains("token.issue") && shown.contains("estate:E002"), "{shown}");
+
+    let c = rusqlite::Connection::open(&db).unwrap();
+    assert!(c.execute("UPDATE audit SET target = 'district' WHERE seq = 2", []).is_err(), "the triggers refuse changes");
+    // Someone who goes around the triggers is found by the chain.
+    c.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;").unwrap();
+    c.execute("UPDATE audit SET target = 'district' WHERE seq = 2", []).unwrap();
+    let (code, _, err) = run_with(&["core", "audit", "verify", "--db", path(&db)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("audit entry 2: its contents do not match its hash"), "{err}");
+    c.execute("UPDATE audit SET target = 'committee:C01' WHERE seq = 2", []).unwrap();
+    assert_eq!(run_with(&["core", "audit", "verify", "--db", path(&db)]).0, 0, "restored, it verifies again");
+    c.execute("DELETE FROM audit WHERE seq = 3", []).unwrap();
+    let (code, _, err) = run_with(&["core", "audit", "verify", "--db", path(&db)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("audit entries 3..=3 are missing"), "{err}");
+    c.execute("DELETE FROM audit WHERE seq = 4", []).unwrap();
+    assert_eq!(run_with(&["core", "audit", "verify", "--db", path(&db)]).0, 0, "a cut at the end alone leaves a valid chain");
+    let (code, _, err) = run_with(&["core", "audit", "verify", "--db", path(&db), "--head", &head]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not contain the head"), "{err}");
+}

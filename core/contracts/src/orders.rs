@@ -69,6 +69,14 @@ pub enum Loop {
 }
 
 impl Loop {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Loop::Small => "small",
+            Loop::Medium => "medium",
+            Loop::Large => "large",
+        }
+    }
+
     pub fn next(self) -> Option<Loop> {
         match self {
             Loop::Small => Some(Loop::Medium),
