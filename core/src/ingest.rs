@@ -31,6 +31,9 @@ pub struct IngestConfig {
     pub batch_wait: Duration,
     /// Whether to publish work-order transitions on `orders/...`.
     pub publish_orders: bool,
+    /// Username and password for the broker (`towntwin town credentials` writes the core's); None:
+    /// anonymous.
+    pub login: Option<(String, String)>,
 }
 
 impl IngestConfig {
@@ -43,6 +46,7 @@ impl IngestConfig {
             batch_max: 34,
             batch_wait: Duration::from_millis(1),
             publish_orders: true,
+            login: None,
         }
     }
 }
@@ -67,6 +71,9 @@ pub struct IngestCounters {
 
 fn options(cfg: &IngestConfig) -> (AsyncClient, EventLoop) {
     let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+    if let Some((user, password)) = &cfg.login {
+        o.set_credentials(user, password);
+    }
     o.set_keep_alive(Duration::from_secs(60))
         .set_clean_session(false)
         .set_manual_acks(true)
@@ -211,7 +218,9 @@ pub async fn serve_on(
     // (while the batch loop waited for room in the request channel to acknowledge) stalled for good with a
     // backlog: the deadlock of issue 8. How much can queue here is bounded by the broker's window of
     // unacknowledged messages for this client (rumqttd: 100; mosquitto: `max_inflight_messages`).
-    let (in_tx, mut in_rx) = tokio::sync::mpsc::unbounded_channel::<Publish>();
+    // Each CONNACK is queued too, in order with the messages: from there on the core may have missed QoS 0
+    // messages ([`Core::feed_broke`]).
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::unbounded_channel::<Option<Publish>>();
     let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut network = {
         let (client, filter, closing) = (client.clone(), cfg.filter.clone(), closing.clone());
@@ -220,19 +229,30 @@ pub async fn serve_on(
             loop {
                 match el.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if in_tx.send(p).is_err() {
+                        if in_tx.send(Some(p)).is_err() {
                             break;
                         }
                     }
                     // Ready: the broker acknowledged the subscription, or resumed a session that holds it. (The
                     // broker sends what it queued for a resumed session at once: the SUBACK of our repeated
                     // subscribe would come only behind that whole backlog.)
-                    Ok(Event::Incoming(Packet::SubAck(_) | Packet::ConnAck(rumqttc::ConnAck { session_present: true, .. }))) => {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
                         if let Some(s) = subscribed.take() {
                             let _ = s.send(());
                         }
                     }
+                    Ok(Event::Incoming(Packet::ConnAck(rumqttc::ConnAck { session_present: true, .. }))) => {
+                        if let Some(s) = subscribed.take() {
+                            let _ = s.send(());
+                        }
+                        if in_tx.send(None).is_err() {
+                            break;
+                        }
+                    }
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if in_tx.send(None).is_err() {
+                            break;
+                        }
                         // A new session: (re)subscribe so the broker knows the filter.
                         if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
                             tracing::warn!("core ingest: cannot resubscribe to {filter}: {e}");
@@ -252,33 +272,50 @@ pub async fn serve_on(
     };
     let mut batch: Vec<Publish> = Vec::with_capacity(cfg.batch_max);
     let mut received = 0u64;
+    // A reconnect seen while a batch was being gathered: handled once that batch is committed.
+    let mut reconnected = false;
     let result: Result<(), IngestError> = loop {
         // Wait for the first message of a batch (or the stop signal).
+        let mut broke = false;
         tokio::select! {
             _ = stop.changed() => if *stop.borrow() { break Ok(()) },
             p = in_rx.recv() => match p {
-                Some(p) => batch.push(p),
+                Some(Some(p)) => batch.push(p),
+                Some(None) => broke = true,
                 None => break Ok(()),
             },
+        }
+        if broke {
+            // A (re)connect: what follows may come after a gap; recorded before any of it is ingested.
+            let Ok(mut core) = core.lock() else { break Err(IngestError::Poisoned) };
+            if let Err(e) = core.feed_broke() {
+                break Err(IngestError::Commit(e));
+            }
+            continue;
         }
         if batch.is_empty() {
             continue;
         }
-        // Take what else is already there, briefly.
+        // Take what else is already there, briefly (up to a reconnect, which starts the next batch).
         while batch.len() < cfg.batch_max {
             match tokio::time::timeout(cfg.batch_wait, in_rx.recv()).await {
-                Ok(Some(p)) => batch.push(p),
+                Ok(Some(Some(p))) => batch.push(p),
+                Ok(Some(None)) => {
+                    reconnected = true;
+                    break;
+                }
                 Ok(None) | Err(_) => break,
             }
         }
         counters.received.fetch_add(batch.len() as u64, Relaxed);
         let payloads: Vec<&[u8]> = batch.iter().map(|p| &p.payload[..]).collect();
         let topics: Vec<&str> = batch.iter().map(|p| p.topic.as_str()).collect();
+        let qos0: Vec<bool> = batch.iter().map(|p| p.qos == QoS::AtMostOnce).collect();
         let outcome = {
             // A poisoned lock means a thread panicked while it held the core: its state in memory can no
             // longer be trusted, so the service stops and a restart rebuilds it from the store.
             let Ok(mut core) = core.lock() else { break Err(IngestError::Poisoned) };
-            core.ingest_on(&topics, &payloads).inspect(|o| {
+            core.ingest_delivered(&topics, &payloads, &qos0).inspect(|o| {
                 // Published while the core is held, so the API's notices cannot overtake these.
                 if cfg.publish_orders {
                     let notices: Vec<Notice> =
@@ -325,6 +362,12 @@ pub async fn serve_on(
             }
         }
         batch.clear();
+        if std::mem::take(&mut reconnected) {
+            let Ok(mut core) = core.lock() else { break Err(IngestError::Poisoned) };
+            if let Err(e) = core.feed_broke() {
+                break Err(IngestError::Commit(e));
+            }
+        }
     };
     // Let the last notices go out (the publisher ends when its queue is empty and closed), then disconnect
     // and let the disconnect and the last acks go out; each step bounded, so a dead broker cannot hold us.

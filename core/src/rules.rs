@@ -237,12 +237,31 @@ struct Ctx {
     gates: Vec<Vec<u32>>,
 }
 
+/// How long after the core's feed broke, in event time, a silence is still put down to the core's own
+/// blindness while no live message has come in (see [`Engine::blind`]).
+pub const BLIND_OPEN_LIMIT: Millis = 24 * HOUR;
+
+/// What a blind span means for a silence that is due.
+enum Blindness {
+    /// Not blind over the silence.
+    No,
+    /// Blind over part of it: look again then.
+    LookAgain(Millis),
+    /// Still blind since then, for longer than [`BLIND_OPEN_LIMIT`]: fire, and say so.
+    Unsure(Millis),
+}
+
 /// Runs a rule set over decoded events.
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub rules: RuleSet,
     ctx: Ctx,
     pub state: State,
+    /// When the core itself was not listening, in event time: from its clock when its feed broke (a
+    /// restart, a lost connection) to the first live message after (None while it is still blind).
+    /// QoS 0 messages of that time (heartbeats) were dropped by the broker, not by the devices, so a
+    /// silence that overlaps such a span is counted again from its end. Kept by the service in its store.
+    pub blind: Vec<(Millis, Option<Millis>)>,
 }
 
 impl Engine {
@@ -267,7 +286,7 @@ impl Engine {
                 gates[e as usize].push(i as u32);
             }
         }
-        Engine { rules, ctx: Ctx { devices, estates, registered, flats, gates }, state: State::default() }
+        Engine { rules, ctx: Ctx { devices, estates, registered, flats, gates }, state: State::default(), blind: Vec::new() }
     }
 
     pub fn devices(&self) -> &Devices {
@@ -303,6 +322,39 @@ impl Engine {
         Finding { rule: self.rules.rules[ri].id.clone(), key, area, estate, subject, at, detail }
     }
 
+    /// The core stopped listening at its clock's time (if it has one and is not blind already).
+    /// Returns the span's start when a new span was opened.
+    pub fn blind_from_now(&mut self) -> Option<Millis> {
+        let now = self.state.now;
+        if now == 0 || self.blind.last().is_some_and(|b| b.1.is_none()) {
+            return None;
+        }
+        self.blind.push((now, None));
+        Some(now)
+    }
+
+    /// A live message at `t` ends the open blind span, if any. Returns the span when one was closed.
+    pub fn live_at(&mut self, t: Millis) -> Option<(Millis, Millis)> {
+        let last = self.blind.last_mut()?;
+        if last.1.is_some() {
+            return None;
+        }
+        let until = t.max(last.0);
+        last.1 = Some(until);
+        Some((last.0, until))
+    }
+
+    /// How long device `d` may stay silent before the silence rule fires, if there is such a rule.
+    fn silence_after(&self, d: u32) -> Option<Millis> {
+        let (factor, mains, battery) = self.rules.rules.iter().find_map(|r| match r.kind {
+            RuleKind::Silence { factor, mains_minutes, battery_minutes } => Some((factor, mains_minutes, battery_minutes)),
+            _ => None,
+        })?;
+        let entry = self.ctx.devices.list.get(d as usize)?;
+        let minutes = if entry.kind.battery_powered() { battery } else { mains };
+        Some((minutes as f64 * factor) as Millis * MINUTE)
+    }
+
     fn hear(&mut self, d: u32, t: Millis) {
         let last = self.state.heard.entry(d).or_insert(t);
         if t > *last {
@@ -316,18 +368,30 @@ impl Engine {
         {
             last.1 = Some(t);
         }
-        let silence = self.rules.rules.iter().find_map(|r| match r.kind {
-            RuleKind::Silence { factor, mains_minutes, battery_minutes } => Some((factor, mains_minutes, battery_minutes)),
-            _ => None,
-        });
-        if let (Some((factor, mains, battery)), Some(entry)) = (silence, self.ctx.devices.list.get(d as usize)) {
-            let minutes = if entry.kind.battery_powered() { battery } else { mains };
+        if let Some(after) = self.silence_after(d) {
             let heard = self.state.heard.get(&d).copied().unwrap_or(t);
-            let due = heard + (minutes as f64 * factor) as Millis * MINUTE;
-            if let Some(old) = self.state.silence_due.insert(d, due) {
-                self.state.timers.remove(&(old, Timer::Silence(d)));
-            }
-            self.state.timers.insert((due, Timer::Silence(d)));
+            self.arm_silence(d, heard + after);
+        }
+    }
+
+    fn arm_silence(&mut self, d: u32, due: Millis) {
+        if let Some(old) = self.state.silence_due.insert(d, due) {
+            self.state.timers.remove(&(old, Timer::Silence(d)));
+        }
+        self.state.timers.insert((due, Timer::Silence(d)));
+    }
+
+    /// Whether device `d`'s silence up to `due` may be the core's own blindness. With a closed span, the
+    /// silence is counted again from its end. With one still open (no live message yet), the check steps on
+    /// for up to [`BLIND_OPEN_LIMIT`] after the span began; past that the order is opened and says so.
+    fn blind_recheck(&self, d: u32, due: Millis) -> Blindness {
+        let (Some(last), Some(after)) = (self.state.heard.get(&d).copied(), self.silence_after(d)) else { return Blindness::No };
+        let Some(&(from, until)) = self.blind.iter().rev().find(|(from, until)| *from < due && until.is_none_or(|u| u > last)) else { return Blindness::No };
+        match until {
+            Some(until) if until + after > due => Blindness::LookAgain(until + after),
+            Some(_) => Blindness::No,
+            None if due < from + BLIND_OPEN_LIMIT => Blindness::LookAgain(due + after),
+            None => Blindness::Unsure(from),
         }
     }
 
@@ -494,6 +558,18 @@ impl Engine {
             Timer::Silence(d) => {
                 let Some(ri) = self.rules.rules.iter().position(|r| matches!(r.kind, RuleKind::Silence { .. })) else { return };
                 let Some(dev) = self.ctx.devices.list.get(d as usize).cloned() else { return };
+                let mut note = String::new();
+                match self.blind_recheck(d, due) {
+                    Blindness::LookAgain(again) => {
+                        self.arm_silence(d, again);
+                        return;
+                    }
+                    Blindness::Unsure(from) => {
+                        note =
+                            format!("; the core has heard no live (QoS 0) message since its feed broke at {}, so it may be its own", crate::time::rfc3339(from))
+                    }
+                    Blindness::No => {}
+                }
                 if dev.kind == DeviceKind::Gate {
                     let list = self.state.gate_outages.entry(d).or_default();
                     if list.last().is_none_or(|l| l.1.is_some()) {
@@ -508,7 +584,7 @@ impl Engine {
                     dev.area,
                     dev.id,
                     due,
-                    format!("silent since {}", crate::time::rfc3339(last)),
+                    format!("silent since {}{note}", crate::time::rfc3339(last)),
                 ));
             }
             Timer::Sample(ri) => {

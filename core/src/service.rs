@@ -70,6 +70,8 @@ pub struct Core {
     pub snapshot_every: u64,
     /// The event sequence the store's engine snapshot covers, if there is one.
     snapshot_upto: Option<i64>,
+    /// Whether any message ever came at QoS 0 (else a broken feed cannot have lost any).
+    qos0_seen: bool,
 }
 
 impl Core {
@@ -88,6 +90,7 @@ impl Core {
             last_seq: 0,
             snapshot_every: SNAPSHOT_EVERY,
             snapshot_upto: None,
+            qos0_seen: false,
         };
         if let Some(path) = db {
             let store = Store::open(path)?;
@@ -108,6 +111,8 @@ impl Core {
                 core.since_snapshot += 1;
             }
             core.stats.rejected = loaded.rejects.into_iter().collect();
+            core.engine.blind = loaded.blind;
+            core.qos0_seen = loaded.qos0_seen;
             core.store = Some(store);
         }
         Ok(core)
@@ -130,7 +135,38 @@ impl Core {
         self.ingest_from(payloads, Some(topics))
     }
 
+    /// [`Core::ingest_on`] of messages as a broker delivered them, with whether each came at QoS 0: after
+    /// [`Core::feed_broke`], the first accepted QoS 0 message is live traffic again (a broker drops QoS 0
+    /// for a client that is away, and sends what it queued at QoS 1 first), which ends the blind span.
+    pub fn ingest_delivered(&mut self, topics: &[&str], payloads: &[&[u8]], qos0: &[bool]) -> Result<Outcome, CoreError> {
+        self.ingest_from_qos(payloads, Some(topics), Some(qos0))
+    }
+
+    /// The core's feed broke or is starting (a restart, a reconnect): messages sent at QoS 0 from its clock's
+    /// time until the next live one were lost to it, so the silence rule must not count them as a device's
+    /// silence (see [`crate::rules::Engine::blind`]). Recorded in the store. A core that never had a QoS 0
+    /// message cannot have lost one, and records nothing.
+    pub fn feed_broke(&mut self) -> Result<(), CoreError> {
+        if !self.qos0_seen {
+            // Everything comes at QoS 1 and the broker keeps it: nothing can have been lost.
+            return Ok(());
+        }
+        if let Some(from) = self.engine.blind_from_now() {
+            tracing::info!("core: not listening from event time {}", crate::time::rfc3339(from));
+            if let Some(store) = self.store.as_mut() {
+                let b = store.batch()?;
+                b.blind_span(from, None)?;
+                b.commit()?;
+            }
+        }
+        Ok(())
+    }
+
     fn ingest_from(&mut self, payloads: &[&[u8]], topics: Option<&[&str]>) -> Result<Outcome, CoreError> {
+        self.ingest_from_qos(payloads, topics, None)
+    }
+
+    fn ingest_from_qos(&mut self, payloads: &[&[u8]], topics: Option<&[&str]>, qos0: Option<&[bool]>) -> Result<Outcome, CoreError> {
         let mut out = Outcome::default();
         let mut accepted: Vec<(usize, Event)> = Vec::with_capacity(payloads.len());
         // The window is checked against the clock as it moves through the batch (only ticks move it).
@@ -180,6 +216,19 @@ impl Core {
             }
             self.stats.accepted += 1;
             self.since_snapshot += 1;
+            let live = qos0.and_then(|q| q.get(i)) == Some(&true);
+            if live && !self.qos0_seen {
+                self.qos0_seen = true;
+                if let Some(b) = &batch {
+                    b.qos0_seen()?;
+                }
+            }
+            if live && let Some((from, until)) = self.engine.live_at(ev.time) {
+                tracing::info!("core: listening again from event time {} (blind since {})", crate::time::rfc3339(until), crate::time::rfc3339(from));
+                if let Some(b) = &batch {
+                    b.blind_span(from, Some(until))?;
+                }
+            }
             let before = self.orders.pending.len();
             // `apply` moves the event-time clock to the event (a clock tick included) and fires due timers.
             for f in self.engine.apply(&ev) {

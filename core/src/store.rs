@@ -73,6 +73,10 @@ pub struct Loaded {
     /// Events after the snapshot, in commit order: (seq, payload).
     pub replay: Vec<(i64, Vec<u8>)>,
     pub rejects: Vec<(String, u64)>,
+    /// When the core was not listening (see [`crate::rules::Engine::blind`]).
+    pub blind: Vec<(i64, Option<i64>)>,
+    /// Whether a message ever came at QoS 0.
+    pub qos0_seen: bool,
 }
 
 const SCHEMA: &str = "
@@ -86,6 +90,8 @@ CREATE INDEX IF NOT EXISTS order_events_by_order ON order_events(order_id);
 CREATE TABLE IF NOT EXISTS snapshots (upto INTEGER PRIMARY KEY, engine BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rejects (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, principal TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blind_spans (from_ms INTEGER PRIMARY KEY, until_ms INTEGER);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
 
 impl Store {
@@ -148,7 +154,11 @@ impl Store {
             .map_err(|e| self.err(e))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.err(e))?;
-        Ok(Loaded { orders, snapshot, replay, rejects })
+        let mut stmt = self.conn.prepare("SELECT from_ms, until_ms FROM blind_spans ORDER BY from_ms").map_err(|e| self.err(e))?;
+        let blind = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))?;
+        let qos0_seen =
+            self.conn.query_row("SELECT value FROM meta WHERE key = 'qos0_seen'", [], |r| r.get::<_, i64>(0)).optional().map_err(|e| self.err(e))?;
+        Ok(Loaded { orders, snapshot, replay, rejects, blind, qos0_seen: qos0_seen == Some(1) })
     }
 
     /// Keeps a token's hash for `principal`, with its audit entry (committed at once).
@@ -356,6 +366,23 @@ impl<'a> Batch<'a> {
     /// Appends an audit entry (see [`crate::audit`]) in this batch's transaction.
     pub fn audit(&self, e: &crate::audit::Entry) -> Result<(), StoreError> {
         crate::audit::append(self.tx(), e).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records a blind span's start, or its end.
+    pub fn blind_span(&self, from: i64, until: Option<i64>) -> Result<(), StoreError> {
+        self.tx()
+            .execute(
+                "INSERT INTO blind_spans (from_ms, until_ms) VALUES (?1, ?2) ON CONFLICT(from_ms) DO UPDATE SET until_ms = excluded.until_ms",
+                params![from, until],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records that a message came at QoS 0.
+    pub fn qos0_seen(&self) -> Result<(), StoreError> {
+        self.tx().execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('qos0_seen', 1)", []).map_err(|e| self.err(e))?;
         Ok(())
     }
 

@@ -14,6 +14,33 @@ pub struct Endpoint {
     pub port: u16,
     /// True when this process started the broker.
     pub embedded: bool,
+    /// Logins for the broker's users (`towntwin town credentials`); None: connect anonymously.
+    pub credentials: Option<std::sync::Arc<crate::credentials::Credentials>>,
+}
+
+impl Endpoint {
+    /// Connects as `user` when this endpoint has credentials.
+    pub fn login_as(&self, o: &mut rumqttc::MqttOptions, user: &str) -> anyhow::Result<()> {
+        if let Some(c) = &self.credentials {
+            let (u, p) = c.login(user).ok_or_else(|| anyhow::anyhow!("the credentials file has no user `{user}`"))?;
+            o.set_credentials(u, p);
+        }
+        Ok(())
+    }
+
+    /// The login of `user`, if this endpoint has credentials (for clients built elsewhere, like the core's).
+    pub fn login(&self, user: &str) -> anyhow::Result<Option<(String, String)>> {
+        match &self.credentials {
+            Some(c) => c.login(user).map(Some).ok_or_else(|| anyhow::anyhow!("the credentials file has no user `{user}`")),
+            None => Ok(None),
+        }
+    }
+
+    /// The same endpoint, connecting with these credentials.
+    pub fn with_credentials(mut self, c: crate::credentials::Credentials) -> Endpoint {
+        self.credentials = Some(std::sync::Arc::new(c));
+        self
+    }
 }
 
 impl std::fmt::Display for Endpoint {
@@ -32,7 +59,7 @@ pub fn parse_url(url: &str) -> Result<Endpoint> {
         Some((h, p)) => (h, p.parse::<u16>().with_context(|| format!("`{p}` in `{url}` is not a port number"))?),
         None => (rest, 1883),
     };
-    Ok(Endpoint { host: host.to_string(), port, embedded: false })
+    Ok(Endpoint { host: host.to_string(), port, embedded: false, credentials: None })
 }
 
 /// The external broker at `url`, once it accepts connections (within 3 s).
@@ -106,8 +133,9 @@ pub fn start_embedded() -> Result<Endpoint> {
             }
         })
         .context("cannot start the embedded broker thread")?;
-    check_reachable(&Endpoint { host: "127.0.0.1".into(), port, embedded: true }, Duration::from_secs(10)).context("the embedded broker did not start")?;
-    let ep = Endpoint { host: "127.0.0.1".into(), port: start_front(listen)?, embedded: true };
+    check_reachable(&Endpoint { host: "127.0.0.1".into(), port, embedded: true, credentials: None }, Duration::from_secs(10))
+        .context("the embedded broker did not start")?;
+    let ep = Endpoint { host: "127.0.0.1".into(), port: start_front(listen)?, embedded: true, credentials: None };
     check_reachable(&ep, Duration::from_secs(10)).context("the embedded broker's front did not start")?;
     Ok(ep)
 }
@@ -193,7 +221,7 @@ mod tests {
 
     #[test]
     fn parses_broker_urls() {
-        assert_eq!(parse_url("mqtt://localhost:1884").unwrap(), Endpoint { host: "localhost".into(), port: 1884, embedded: false });
+        assert_eq!(parse_url("mqtt://localhost:1884").unwrap(), Endpoint { host: "localhost".into(), port: 1884, embedded: false, credentials: None });
         assert_eq!(parse_url("127.0.0.1").unwrap().port, 1883);
         assert!(parse_url("mqtt://h:notaport").is_err());
         assert!(parse_url("http://h:1/x").is_err());

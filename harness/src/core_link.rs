@@ -124,7 +124,11 @@ impl OverNetwork {
     /// Starts the core on `ep` (subscribed before this returns, so it misses nothing the twin publishes)
     /// with its API on a free loopback port; with `lockstep`, also watches `orders/#`.
     pub async fn start(mut cfg: CoreConfig, ep: &Endpoint, lockstep: bool) -> Result<OverNetwork> {
-        cfg.ingest = IngestConfig { client_id: format!("towntwin-core-{}", std::process::id()), ..IngestConfig::new(&ep.host, ep.port) };
+        cfg.ingest = IngestConfig {
+            client_id: format!("towntwin-core-{}", std::process::id()),
+            login: ep.login(crate::credentials::CORE)?,
+            ..IngestConfig::new(&ep.host, ep.port)
+        };
         cfg.http = Some(([127, 0, 0, 1], 0).into());
         let handle = server::start(cfg).await.context("the core could not start")?;
         let addr = handle.http_addr().ok_or_else(|| anyhow!("the core's HTTP API did not start"))?;

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod ceiling;
 pub mod cloudevents;
 pub mod core_link;
+pub mod credentials;
 pub mod detect;
 pub mod mosquitto;
 pub mod mqtt;

@@ -100,6 +100,10 @@ struct CoreArgs {
     /// Serve the HTTP JSON API on this address, e.g. 127.0.0.1:8080.
     #[arg(long)]
     http: Option<std::net::SocketAddr>,
+    /// Log in to the broker as user `core` with the credentials `towntwin town credentials` wrote (the folder
+    /// or its credentials.csv).
+    #[arg(long)]
+    credentials: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -200,6 +204,10 @@ struct RunArgs {
     /// The core's SQLite file (default: core.db in the results folder).
     #[arg(long)]
     db: Option<PathBuf>,
+    /// Log every client in to the broker as its own user (devices, gateways, the clock, the core, the
+    /// observers) with the credentials `towntwin town credentials` wrote. Needs --broker.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -209,6 +217,15 @@ enum TownCommand {
         #[arg(long, default_value_t = 20240913)]
         seed: u64,
         #[arg(long, default_value = "assets/town.ron")]
+        out: PathBuf,
+    },
+    /// Write broker credentials for the town: a mosquitto password file and ACL (each device may publish
+    /// only under its own topic), and credentials.csv for the twin and the core.
+    Credentials {
+        #[arg(long, default_value = "assets/town.ron")]
+        town: PathBuf,
+        /// An empty or new folder.
+        #[arg(long)]
         out: PathBuf,
     },
     /// Load and validate a town file and print its census.
@@ -262,9 +279,20 @@ fn dispatch(cli: Cli) -> Result<()> {
                 rules: a.rules,
                 policy: a.policy,
                 db: a.db,
+                credentials: a.credentials,
             };
             let summary = run(&opts)?;
             print!("{}", render(&summary));
+            if let Some(n) = &summary.network
+                && n.qos1_unacknowledged > 0
+            {
+                anyhow::bail!(
+                    "{} of {} QoS 1 messages were never acknowledged by the broker {} (the summary is written)",
+                    n.qos1_unacknowledged,
+                    n.published_qos1,
+                    n.broker
+                );
+            }
             Ok(())
         }
         Command::Town(TownCommand::Generate { seed, out }) => {
@@ -280,6 +308,18 @@ fn dispatch(cli: Cli) -> Result<()> {
                 c.gates,
                 c.sensors,
                 c.cameras
+            );
+            Ok(())
+        }
+        Command::Town(TownCommand::Credentials { town, out }) => {
+            let town = Town::load(&town).map_err(DataFault)?;
+            let w = towntwin_harness::credentials::write(&town, &out)?;
+            println!(
+                "wrote {} users: {} (mosquitto password_file), {} (acl_file), {} (for the clients; keep it secret)",
+                w.users,
+                w.passwd.display(),
+                w.acl.display(),
+                w.credentials.display()
             );
             Ok(())
         }
@@ -316,13 +356,22 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Core { action: None, serve: CoreArgs { broker, db, town, rules, policy, client_id, filter, http } } => {
+        Command::Core { action: None, serve: CoreArgs { broker, db, town, rules, policy, client_id, filter, http, credentials } } => {
             let broker = broker.ok_or_else(|| UsageFault("`towntwin core` serves on a broker: give --broker mqtt://host:port".into()))?;
             let ep = towntwin_harness::broker::reach(&broker)?;
+            let login = match &credentials {
+                Some(p) => Some(
+                    towntwin_harness::credentials::Credentials::load(p)?
+                        .login(towntwin_harness::credentials::CORE)
+                        .ok_or_else(|| UsageFault(format!("{}: no user `core`", p.display())))?,
+                ),
+                None => None,
+            };
             let town = Town::load(&town).map_err(DataFault)?;
             let rules = RuleSet::load(&rules).map_err(DataFault)?;
             let policy = Policy::load(&policy).map_err(DataFault)?;
-            let mut cfg = CoreConfig::new(town, rules, policy, Some(db.clone()), IngestConfig { client_id, filter, ..IngestConfig::new(&ep.host, ep.port) });
+            let mut cfg =
+                CoreConfig::new(town, rules, policy, Some(db.clone()), IngestConfig { client_id, filter, login, ..IngestConfig::new(&ep.host, ep.port) });
             cfg.http = http;
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             let core = rt.block_on(async {

@@ -48,7 +48,7 @@ impl Mosquitto {
             // `user root`: run as root (as CI does), mosquitto would otherwise drop to the `mosquitto` user and
             // could not write its persistence file in a folder of ours.
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmessage_size_limit {}\nmax_queued_messages 0\nmax_inflight_messages 0\npersistence false\n{extra}\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nmessage_size_limit {}\nmax_queued_messages 0\nmax_inflight_messages 0\npersistence false\nset_tcp_nodelay true\n{extra}\n",
                 towntwin_core::limits::BROKER_MAX_PAYLOAD
             ),
         )?;
@@ -57,7 +57,7 @@ impl Mosquitto {
     }
 
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint { host: "127.0.0.1".into(), port: self.port, embedded: false }
+        Endpoint { host: "127.0.0.1".into(), port: self.port, embedded: false, credentials: None }
     }
 
     /// Kills it (SIGKILL: every session and queued message it held in memory is gone) and starts it again

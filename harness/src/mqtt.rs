@@ -40,6 +40,13 @@ pub struct Counters {
     pub received: AtomicU64,
     pub received_by_type: Vec<AtomicU64>,
     pub invalid: AtomicU64,
+    /// Connections the broker refused (a login it does not accept, say).
+    pub refused: AtomicU64,
+    /// Requests carried over a reconnect and sent again (see [`spawn_loop`]).
+    pub resent: AtomicU64,
+    /// QoS 1 publishes handed to the connection and not yet acknowledged, summed over the connections
+    /// (the client's in-flight window and what it holds for the next connection).
+    pub outstanding: AtomicU64,
     changed: Notify,
 }
 
@@ -86,14 +93,15 @@ fn qos(q: u8) -> QoS {
     if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }
 }
 
-fn options(id: &str, ep: &Endpoint, inflight: u16, capacity: usize) -> MqttOptions {
+fn options(id: &str, user: &str, ep: &Endpoint, inflight: u16, capacity: usize) -> Result<MqttOptions> {
     let mut o = MqttOptions::new(id, ep.host.clone(), ep.port);
+    ep.login_as(&mut o, user)?;
     o.set_keep_alive(Duration::from_secs(60))
         .set_max_packet_size(towntwin_core::limits::CLIENT_MAX_PACKET, towntwin_core::limits::CLIENT_MAX_PACKET)
         .set_inflight(inflight)
         .set_request_channel_capacity(capacity)
         .set_clean_session(true);
-    o
+    Ok(o)
 }
 
 fn network(el: &mut EventLoop) {
@@ -101,6 +109,11 @@ fn network(el: &mut EventLoop) {
     n.set_tcp_nodelay(true);
     n.set_connection_timeout(30);
     el.set_network_options(n);
+}
+
+/// QoS 1 publishes among requests.
+fn qos1_in(requests: &std::collections::VecDeque<rumqttc::Request>) -> u64 {
+    requests.iter().filter(|r| matches!(r, rumqttc::Request::Publish(p) if p.qos != QoS::AtMostOnce)).count() as u64
 }
 
 /// An event loop's task, and the flag that tells it a disconnect is on purpose.
@@ -130,9 +143,32 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
     let closing = Arc::new(AtomicBool::new(false));
     let closed = closing.clone();
     let task = tokio::spawn(async move {
+        // What the client had not yet had acknowledged when its connection broke: rumqttc moves it into
+        // `pending` and, if the next CONNACK says the broker kept no session (a restarted broker, a clean
+        // session), clears it: the in-flight publishes and every request still queued in its channel would
+        // be lost without a word. Taken out here and put back after the CONNACK, it is sent again either way
+        // (at least once: the core drops what it already has by source and id).
+        let mut carried: std::collections::VecDeque<rumqttc::Request> = std::collections::VecDeque::new();
+        let mut outstanding = 0u64;
         loop {
-            match el.poll().await {
+            let polled = el.poll().await;
+            let now_outstanding = el.state.inflight() as u64 + qos1_in(&el.pending) + qos1_in(&carried);
+            if now_outstanding != outstanding {
+                if now_outstanding > outstanding {
+                    counters.outstanding.fetch_add(now_outstanding - outstanding, Ordering::Relaxed);
+                } else {
+                    counters.outstanding.fetch_sub(outstanding - now_outstanding, Ordering::Relaxed);
+                }
+                outstanding = now_outstanding;
+            }
+            match polled {
                 Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                    if !carried.is_empty() {
+                        counters.resent.fetch_add(carried.len() as u64, Ordering::Relaxed);
+                        tracing::info!("sending {} requests again after a reconnect (session kept: {})", carried.len(), c.session_present);
+                        carried.extend(std::mem::take(&mut el.pending));
+                        el.pending = std::mem::take(&mut carried);
+                    }
                     // The first connection's subscription is made by whoever started this loop.
                     let again = Counters::get(&counters.connected) > 0;
                     if again
@@ -161,7 +197,12 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
                 }
                 Ok(_) => {}
                 Err(_) if closed.load(Ordering::Relaxed) => break,
-                Err(_) => {
+                Err(e) => {
+                    if let rumqttc::ConnectionError::ConnectionRefused(code) = e {
+                        tracing::warn!("the broker refused a connection: {code:?}");
+                        counters.bump(&counters.refused);
+                    }
+                    carried.extend(std::mem::take(&mut el.pending));
                     counters.bump(&counters.errors);
                     // Back-off before the event loop reconnects, so a broker that is down is not hammered.
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -212,16 +253,30 @@ impl Publisher {
         let mut route = HashMap::with_capacity(keys.len());
         let pid = std::process::id();
         for (i, k) in keys.into_iter().enumerate() {
-            let (client, el) = AsyncClient::new(options(&format!("towntwin-{pid}-{k}"), ep, inflight, capacity), capacity);
+            use crate::credentials::{CLOCK, GATEWAY, gateway_of};
+            // Who this connection logs in as (with credentials): the gateway, an area's gateway or the
+            // device itself; the clock on its own.
+            let user = match mode {
+                Mode::One => GATEWAY.to_string(),
+                Mode::Estate if k == TOWN_AREA => CLOCK.to_string(),
+                Mode::Estate => gateway_of(&k),
+                Mode::Device if k == "twin" => CLOCK.to_string(),
+                Mode::Device => k.clone(),
+            };
+            let (client, el) = AsyncClient::new(options(&format!("towntwin-{pid}-{k}"), &user, ep, inflight, capacity)?, capacity);
             tasks.push(spawn_loop(el, counters.clone(), None, None));
             clients.push(client);
             route.insert(k, i);
         }
         let n = clients.len() as u64;
-        if !counters.wait_until(Instant::now() + timeout, |c| Counters::get(&c.connected) >= n).await {
-            let got = Counters::get(&counters.connected);
+        counters.wait_until(Instant::now() + timeout, |c| Counters::get(&c.connected) >= n || Counters::get(&c.refused) > 0).await;
+        let (got, refused) = (Counters::get(&counters.connected), Counters::get(&counters.refused));
+        if got < n {
             for t in &tasks {
                 t.task.abort();
+            }
+            if refused > 0 {
+                bail!("{ep} refused {refused} of {n} connections (not authorised: check --credentials against the broker's password file)");
             }
             bail!("only {got} of {n} connections to {ep} were accepted within {timeout:?}");
         }
@@ -252,10 +307,13 @@ impl Publisher {
         Ok(())
     }
 
-    /// Waits until every QoS 1 publish is acknowledged (at most `timeout`); returns whether all were.
-    pub async fn flush(&self, timeout: Duration) -> bool {
+    /// Waits until every QoS 1 publish is acknowledged (at most `timeout`): as many acknowledgements as
+    /// publishes, and none outstanding on any connection (an acknowledgement lost with a connection makes
+    /// the publish be sent, and acknowledged, again). Returns how many were not acknowledged.
+    pub async fn flush(&self, timeout: Duration) -> u64 {
         let want = self.published_qos1;
-        self.counters.wait_until(Instant::now() + timeout, |c| c.pubacks() >= want).await
+        self.counters.wait_until(Instant::now() + timeout, |c| c.pubacks() >= want && Counters::get(&c.outstanding) == 0).await;
+        want.saturating_sub(self.counters.pubacks()).max(Counters::get(&self.counters.outstanding))
     }
 
     pub async fn close(self) {
@@ -277,11 +335,16 @@ impl Observer {
     pub async fn start(ep: &Endpoint, filter: &str, validate: bool) -> Result<Observer> {
         let counters = Counters::new();
         let id = format!("towntwin-observer-{}-{}", std::process::id(), filter.len());
-        let (client, el) = AsyncClient::new(options(&id, ep, 1_000, 1_000), 1_000);
+        let (client, el) = AsyncClient::new(options(&id, crate::credentials::OBSERVER, ep, 1_000, 1_000)?, 1_000);
         let task = spawn_loop(el, counters.clone(), Some(validate), Some((client.clone(), filter.to_string())));
         client.subscribe(filter, QoS::AtLeastOnce).await?;
-        if !counters.wait_until(Instant::now() + Duration::from_secs(10), |c| Counters::get(&c.subscribed) > 0).await {
+        if !counters.wait_until(Instant::now() + Duration::from_secs(10), |c| Counters::get(&c.subscribed) > 0 || Counters::get(&c.refused) > 0).await
+            || Counters::get(&counters.refused) > 0
+        {
             task.task.abort();
+            if Counters::get(&counters.refused) > 0 {
+                bail!("{ep} refused the observer's connection (not authorised: check --credentials)");
+            }
             bail!("the observer's subscription to {filter} on {ep} was not acknowledged within 10 s");
         }
         Ok(Observer { client, task, counters })

@@ -48,6 +48,7 @@ pub struct OrdersWatch {
 impl OrdersWatch {
     pub async fn start(ep: &Endpoint) -> Result<OrdersWatch> {
         let mut o = MqttOptions::new(format!("towntwin-responders-{}", std::process::id()), ep.host.clone(), ep.port);
+        ep.login_as(&mut o, crate::credentials::OBSERVER)?;
         o.set_keep_alive(Duration::from_secs(60))
             .set_max_packet_size(towntwin_core::limits::CLIENT_MAX_PACKET, towntwin_core::limits::CLIENT_MAX_PACKET)
             .set_clean_session(true);

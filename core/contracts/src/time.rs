@@ -92,10 +92,17 @@ pub fn rfc3339(t: Millis) -> String {
     s
 }
 
+/// The first instant RFC 3339 can write in UTC, 0000-01-01T00:00:00.000Z.
+pub const RFC3339_MIN: Millis = -62_167_219_200_000;
+/// The last instant RFC 3339 can write in UTC, 9999-12-31T23:59:59.999Z.
+pub const RFC3339_MAX: Millis = 253_402_300_799_999;
+
 /// Parses an RFC 3339 timestamp (`Z` or `+hh:mm`, any fraction, truncated to milliseconds) with chrono's
-/// parser; `None` for anything else, including a time with no offset.
+/// parser; `None` for anything else, including a time with no offset, and a time whose offset puts it
+/// outside the years 0000 to 9999 in UTC (`0000-01-01T00:00:00+01:00` is in the year -1), which
+/// [`write_rfc3339`] could not write back: every time this accepts is written back as the same instant.
 pub fn parse_rfc3339(s: &str) -> Option<Millis> {
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis()).filter(|t| (RFC3339_MIN..=RFC3339_MAX).contains(t))
 }
 
 /// A local time of day, `HH:MM` (00:00 to 23:59), held as minutes after local midnight. Data files write it
@@ -222,6 +229,22 @@ mod tests {
         assert_eq!(parse_rfc3339("2026-02-30T08:00:00Z"), None);
         assert_eq!(parse_rfc3339("2026-03-02T00:00:00.123456Z"), Some(parse_rfc3339("2026-03-02T00:00:00Z").unwrap() + 123));
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+    }
+
+    #[test]
+    fn a_time_outside_the_years_rfc3339_writes_is_refused() {
+        // Found with the round-trip check of the decode_event fuzz target (core/fuzz): an offset took a
+        // four-digit year's time into the year -1 or 10000 in UTC, and write_rfc3339 wrote the year -1 as 9999.
+        assert_eq!(parse_rfc3339("0000-01-01T00:00:00+01:00"), None);
+        assert_eq!(parse_rfc3339("9999-12-31T23:30:00-01:00"), None);
+        assert_eq!(days_from_civil(0, 1, 1) * DAY, RFC3339_MIN);
+        assert_eq!(days_from_civil(10_000, 1, 1) * DAY - 1, RFC3339_MAX);
+        assert_eq!(rfc3339(RFC3339_MIN), "0000-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(RFC3339_MAX), "9999-12-31T23:59:59.999Z");
+        for s in ["0000-01-01T00:00:00Z", "0000-01-01T01:00:00+01:00", "9999-12-31T23:59:59.999Z", "9999-12-31T22:59:59.999-01:00"] {
+            let t = parse_rfc3339(s).unwrap_or_else(|| panic!("{s}"));
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t), "{s}");
+        }
     }
 
     #[test]

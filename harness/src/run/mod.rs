@@ -25,7 +25,7 @@ pub use self::options::{BrokerChoice, RunOptions, Speed, asset, default_scenario
 pub use self::summary::{NetworkReport, Summary, render};
 use crate::broker::Endpoint;
 use crate::core_link::{CoreLink, InProcess, NoCore, OverNetwork};
-use crate::mqtt::{Mode, Observer, Publisher};
+use crate::mqtt::{Counters, Mode, Observer, Publisher};
 use crate::{DataFault, UsageFault, ceiling};
 
 /// What the twin thread hands back when it ends.
@@ -61,7 +61,7 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
     let db = opts.db.clone().unwrap_or_else(|| out_dir.join("core.db"));
     refuse_earlier_run(&out_dir, opts.core.then_some(db.as_path()))?;
     // The broker before the results folder: a run that cannot start leaves nothing behind.
-    let ep = opts.broker.endpoint()?;
+    let ep = opts.broker.endpoint_with(opts.credentials.as_deref())?;
     std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create the results folder {}", out_dir.display()))?;
     let wall = Instant::now();
     let bar = progress_bar(opts.progress, scenario.days as u64 * 1440);
@@ -78,7 +78,11 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
         // With `estate`/`device` the core is fed in-process, in the twin's order.
         match &ep {
             Some(ep) if !opts.in_process && opts.connections == Mode::One => {
-                let cfg = CoreConfig::new(town.clone(), rules, policy, Some(db.clone()), towntwin_core::ingest::IngestConfig::new(&ep.host, ep.port));
+                let ingest = towntwin_core::ingest::IngestConfig {
+                    login: ep.login(crate::credentials::CORE)?,
+                    ..towntwin_core::ingest::IngestConfig::new(&ep.host, ep.port)
+                };
+                let cfg = CoreConfig::new(town.clone(), rules, policy, Some(db.clone()), ingest);
                 let core = OverNetwork::start(cfg, ep, lockstep).await?;
                 drive(opts, &scenario, start, town, Some(ep), &bar, core, lockstep).await
             }
@@ -274,7 +278,7 @@ async fn drive<C: CoreLink>(
         return Ok(Ended { twin: report, network: None, ceiling: None, core });
     };
     let ep = ep.ok_or_else(|| anyhow!("a publisher without a broker"))?;
-    let all_acked = publisher.flush(Duration::from_secs(120)).await;
+    let unacknowledged = publisher.flush(Duration::from_secs(120)).await;
     let publish_seconds = publish_started.elapsed().as_secs_f64();
     let (observed, invalid) = match observer {
         Some(o) => {
@@ -285,8 +289,8 @@ async fn drive<C: CoreLink>(
         }
         None => (None, None),
     };
-    if !all_acked {
-        tracing::warn!("not every QoS 1 publish was acknowledged within 120 s");
+    if unacknowledged > 0 {
+        tracing::warn!("{unacknowledged} QoS 1 publishes were not acknowledged within 120 s");
     }
     let core = core.finish(publisher.published, publisher.published_qos1).await?;
     let network = NetworkReport {
@@ -297,6 +301,9 @@ async fn drive<C: CoreLink>(
         published: publisher.published,
         published_qos1: publisher.published_qos1,
         qos1_acknowledged: publisher.counters.pubacks(),
+        qos1_unacknowledged: unacknowledged,
+        resent_after_reconnect: Counters::get(&publisher.counters.resent),
+        reconnects: Counters::get(&publisher.counters.connected).saturating_sub(publisher.connections() as u64),
         observed,
         observed_invalid: invalid,
         publish_seconds,

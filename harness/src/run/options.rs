@@ -52,9 +52,31 @@ pub enum BrokerChoice {
 impl BrokerChoice {
     /// Where to connect: the external broker once it answers, the embedded one once started, or none.
     pub fn endpoint(&self) -> Result<Option<Endpoint>> {
+        self.endpoint_with(None)
+    }
+
+    /// [`BrokerChoice::endpoint`], logging in with the credentials in `credentials` (a folder written by
+    /// `towntwin town credentials`, or its `credentials.csv`): external brokers only.
+    pub fn endpoint_with(&self, credentials: Option<&Path>) -> Result<Option<Endpoint>> {
+        let creds = match credentials {
+            None => None,
+            Some(_) if *self != BrokerChoice::None && !matches!(self, BrokerChoice::External(_)) => {
+                return Err(crate::UsageFault(
+                    "--credentials needs --broker mqtt://...: the embedded broker has no logins or per-topic ACL (use mosquitto with the files `towntwin town credentials` writes)".into(),
+                )
+                .into());
+            }
+            Some(p) => Some(crate::credentials::Credentials::load(p)?),
+        };
         Ok(match self {
             BrokerChoice::Embedded => Some(broker::start_embedded()?),
-            BrokerChoice::External(url) => Some(broker::reach(url)?),
+            BrokerChoice::External(url) => {
+                let ep = broker::reach(url)?;
+                Some(match creds {
+                    Some(c) => ep.with_credentials(c),
+                    None => ep,
+                })
+            }
             BrokerChoice::None => None,
         })
     }
@@ -86,6 +108,9 @@ pub struct RunOptions {
     pub policy: PathBuf,
     /// The core's SQLite file (default: `core.db` in the results folder).
     pub db: Option<PathBuf>,
+    /// Broker logins (`towntwin town credentials`): every client logs in as its own user. External
+    /// brokers only (the embedded one has no per-topic ACL).
+    pub credentials: Option<PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -108,6 +133,7 @@ impl Default for RunOptions {
             rules: asset("assets/rules.ron"),
             policy: asset("scenarios/policies/standard.ron"),
             db: None,
+            credentials: None,
         }
     }
 }

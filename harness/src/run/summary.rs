@@ -30,6 +30,12 @@ pub struct NetworkReport {
     pub published: u64,
     pub published_qos1: u64,
     pub qos1_acknowledged: u64,
+    /// QoS 1 publishes the broker never acknowledged (the run exits non-zero when this is not 0).
+    pub qos1_unacknowledged: u64,
+    /// Requests sent again after a reconnect (unacknowledged or still queued when a connection broke).
+    pub resent_after_reconnect: u64,
+    /// Connections made again after one broke.
+    pub reconnects: u64,
     /// Delivered to the `town/#` observer (None when not observing).
     pub observed: Option<u64>,
     pub observed_invalid: Option<u64>,
@@ -192,6 +198,12 @@ pub fn render(s: &Summary) -> String {
             "Broker {} over {} connection(s) ({:?} mode, connected in {:.2} s): published {}, QoS 1 acknowledged {}/{}, {:.0} events/s",
             n.broker, n.connections, n.connections_mode, n.connect_seconds, n.published, n.qos1_acknowledged, n.published_qos1, n.events_per_second
         );
+        if n.reconnects > 0 || n.resent_after_reconnect > 0 {
+            let _ = writeln!(o, "Reconnected {} time(s); {} request(s) sent again after a reconnect", n.reconnects, n.resent_after_reconnect);
+        }
+        if n.qos1_unacknowledged > 0 {
+            let _ = writeln!(o, "NOT ACKNOWLEDGED by the broker: {} QoS 1 publish(es)", n.qos1_unacknowledged);
+        }
         if let Some(obs) = n.observed {
             let _ = writeln!(
                 o,
