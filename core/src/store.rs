@@ -184,6 +184,14 @@ impl Store {
         Ok(Batch { tx: Some(tx), path, ids, added: Vec::new() })
     }
 
+    /// Caps the store at `extra` more pages than it has now (SQLite's `max_page_count`): from there every
+    /// write fails as a full disk does. For fault tests; returns the cap.
+    pub fn limit_pages(&self, extra: i64) -> Result<i64, StoreError> {
+        let now: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        let cap: i64 = self.conn.query_row(&format!("PRAGMA max_page_count = {}", now + extra.max(0)), [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        Ok(cap)
+    }
+
     /// The audit log's chain, checked (see [`crate::audit::verify`]).
     pub fn verify_audit(&self, head: Option<&str>) -> Result<crate::audit::Verified, crate::audit::Broken> {
         crate::audit::verify(&self.conn, head)
