@@ -211,3 +211,39 @@ fn a_consumer_that_stops_reading_does_not_hold_the_core_up() {
     assert_eq!(head[9] & 0xf0, 0x30, "then a PUBLISH of a notice");
     eprintln!("{n} events through the core in {secs:.1} s with a consumer of its notices that never reads");
 }
+
+/// A broker that accepts the connection and never acknowledges a publish: the publisher's flush reports
+/// every QoS 1 message as unacknowledged (a run then exits 1 saying how many), instead of hiding them.
+#[test]
+fn publishes_a_broker_never_acknowledged_are_counted_not_hidden() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use towntwin_harness::mqtt::{Mode, Publisher};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let town = small(3, 1, 1);
+    let (msgs, _) = stream(&town, 1);
+    let unacknowledged = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 1 << 16];
+                    if !matches!(s.read(&mut buf).await, Ok(n) if n > 0) || s.write_all(&[0x20, 0x02, 0x00, 0x00]).await.is_err() {
+                        return;
+                    }
+                    // Swallow everything, acknowledge nothing.
+                    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        });
+        let ep = towntwin_harness::broker::reach(&format!("mqtt://127.0.0.1:{port}")).unwrap();
+        let mut p = Publisher::connect(&ep, Mode::One, &town, Duration::from_secs(10)).await.unwrap();
+        for m in msgs.iter().filter(|m| m.qos == 1).take(50) {
+            p.publish(m.clone()).await.unwrap();
+        }
+        let left = p.flush(Duration::from_secs(1)).await;
+        p.close().await;
+        left
+    });
+    assert_eq!(unacknowledged, 50);
+}
