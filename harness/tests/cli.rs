@@ -54,6 +54,29 @@ fn scenario_unknown_field_and_impossible_value_exit_2() {
 }
 
 #[test]
+fn a_distribution_with_impossible_parameters_or_a_negative_cost_exits_2_naming_the_field() {
+    let (dir, _) = fixture();
+    let bad = dir.path().join("bad.ron");
+    let head = "(name: \"t\", seed: 5, start_date: \"2026-03-02\", days: 1, town: \"town.ron\"";
+    std::fs::write(&bad, format!("{head}, responders: (committee: (work_minutes: Exponential(mean: 0.0), cost_per_hour: -5.0)))")).unwrap();
+    let (code, _, err) = run_with(&["scenario", "check", path(&bad)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("responders.committee.work_minutes") && err.contains("mean > 0"), "{err}");
+    assert!(err.contains("responders.committee.cost_per_hour"), "{err}");
+    std::fs::write(&bad, format!("{head}, responders: (verify_minutes: Triangular(min: 5.0, mode: 1.0, max: 9.0)))")).unwrap();
+    let (code, _, err) = run_with(&["scenario", "check", path(&bad)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("responders.verify_minutes") && err.contains("min <= mode <= max"), "{err}");
+    std::fs::write(&bad, format!("{head}, responders: (property: (travel_minutes: Gamma(2.0))))")).unwrap();
+    let (code, _, err) = run_with(&["scenario", "check", path(&bad)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("Gamma") && err.contains("Exponential"), "an unknown kind names the ones there are: {err}");
+    std::fs::write(&bad, format!("{head}, responders: (property: (travel_minutes: LogNormal(mean: 10.0, sd: 4.0))))")).unwrap();
+    let (code, _, err) = run_with(&["scenario", "check", path(&bad)]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
 fn town_with_a_broken_reference_exits_2_naming_the_field() {
     let (dir, scenario) = fixture();
     let town = dir.path().join("town.ron");

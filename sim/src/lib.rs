@@ -2,6 +2,7 @@
 //! produces the town's device traffic as encoded CloudEvents. It has no network code: the harness
 //! carries what it produces to a broker.
 
+pub mod dist;
 pub mod generate;
 pub mod plugins;
 pub mod rng;

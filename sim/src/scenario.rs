@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::dist::Dist;
 use serde::{Deserialize, Serialize};
 use towntwin_contracts::load::{DataErrors, Problems, read_ron};
 use towntwin_contracts::time::{HhMm, Millis, parse_local_date};
@@ -358,14 +359,16 @@ pub struct Crew {
     /// Local hours on duty (`("08:30", "17:30")`); `None` means round the clock. Off duty, nobody accepts
     /// new orders; work already started is finished.
     pub on_duty: Option<(HhMm, HhMm)>,
-    /// Minutes from dispatch until a free member of the crew notices the order (uniform range).
-    pub notice_minutes: (f64, f64),
+    /// Minutes from dispatch until a free member of the crew notices the order (a [`Dist`]).
+    pub notice_minutes: Dist,
     /// Minutes from accepting to arriving on site.
-    pub travel_minutes: (f64, f64),
+    pub travel_minutes: Dist,
     /// Minutes on site until resolved (or failed).
-    pub work_minutes: (f64, f64),
+    pub work_minutes: Dist,
     /// Share of orders that fail on site (the policy may escalate them).
     pub fail_share: Probability,
+    /// What an hour of one member's time costs (yuan), on duty whether busy or not.
+    pub cost_per_hour: f64,
 }
 
 /// The people who work the core's orders: committee cadres (per committee), property staff (per estate), the
@@ -390,7 +393,7 @@ pub struct Responders {
     /// The town task force.
     pub task_force: Crew,
     /// Minutes from resolution until the dispatcher has checked with the resident.
-    pub verify_minutes: (f64, f64),
+    pub verify_minutes: Dist,
     /// Share of resolutions the resident disputes: the order is reopened instead of verified.
     pub reopen_share: Probability,
 }
@@ -409,13 +412,15 @@ struct CrewPatch {
     #[serde(deserialize_with = "given")]
     on_duty: Option<Option<(HhMm, HhMm)>>,
     #[serde(deserialize_with = "given")]
-    notice_minutes: Option<(f64, f64)>,
+    notice_minutes: Option<Dist>,
     #[serde(deserialize_with = "given")]
-    travel_minutes: Option<(f64, f64)>,
+    travel_minutes: Option<Dist>,
     #[serde(deserialize_with = "given")]
-    work_minutes: Option<(f64, f64)>,
+    work_minutes: Option<Dist>,
     #[serde(deserialize_with = "given")]
     fail_share: Option<Probability>,
+    #[serde(deserialize_with = "given")]
+    cost_per_hour: Option<f64>,
 }
 
 impl CrewPatch {
@@ -427,6 +432,7 @@ impl CrewPatch {
             travel_minutes: self.travel_minutes.unwrap_or(base.travel_minutes),
             work_minutes: self.work_minutes.unwrap_or(base.work_minutes),
             fail_share: self.fail_share.unwrap_or(base.fail_share),
+            cost_per_hour: self.cost_per_hour.unwrap_or(base.cost_per_hour),
         }
     }
 }
@@ -444,7 +450,7 @@ struct RespondersPatch {
     fire_safety: CrewPatch,
     task_force: CrewPatch,
     #[serde(deserialize_with = "given")]
-    verify_minutes: Option<(f64, f64)>,
+    verify_minutes: Option<Dist>,
     #[serde(deserialize_with = "given")]
     reopen_share: Option<Probability>,
 }
@@ -466,21 +472,22 @@ impl From<RespondersPatch> for Responders {
     }
 }
 
-fn crew(headcount: u32, on_duty: Option<(HhMm, HhMm)>, notice: (f64, f64), travel: (f64, f64), work: (f64, f64), fail_share: f64) -> Crew {
-    Crew { headcount, on_duty, notice_minutes: notice, travel_minutes: travel, work_minutes: work, fail_share: prob(fail_share) }
+fn crew(headcount: u32, on_duty: Option<(HhMm, HhMm)>, notice: (f64, f64), travel: (f64, f64), work: (f64, f64), fail_share: f64, cost_per_hour: f64) -> Crew {
+    let u = |(lo, hi): (f64, f64)| Dist::Uniform(lo, hi);
+    Crew { headcount, on_duty, notice_minutes: u(notice), travel_minutes: u(travel), work_minutes: u(work), fail_share: prob(fail_share), cost_per_hour }
 }
 
 impl Default for Responders {
     fn default() -> Self {
         Responders {
             enabled: true,
-            committee: crew(2, Some((hm(8, 30), hm(17, 30))), (5.0, 45.0), (5.0, 20.0), (15.0, 60.0), 0.05),
-            property: crew(2, None, (5.0, 30.0), (3.0, 10.0), (15.0, 60.0), 0.08),
-            city_management: crew(80, Some((hm(7, 0), hm(22, 0))), (5.0, 30.0), (5.0, 15.0), (5.0, 15.0), 0.1),
-            maintenance: crew(6, Some((hm(8, 0), hm(18, 0))), (30.0, 120.0), (20.0, 60.0), (30.0, 120.0), 0.1),
-            fire_safety: crew(4, None, (2.0, 10.0), (5.0, 15.0), (20.0, 60.0), 0.05),
-            task_force: crew(8, None, (5.0, 20.0), (10.0, 30.0), (30.0, 120.0), 0.0),
-            verify_minutes: (30.0, 240.0),
+            committee: crew(2, Some((hm(8, 30), hm(17, 30))), (5.0, 45.0), (5.0, 20.0), (15.0, 60.0), 0.05, 55.0),
+            property: crew(2, None, (5.0, 30.0), (3.0, 10.0), (15.0, 60.0), 0.08, 40.0),
+            city_management: crew(80, Some((hm(7, 0), hm(22, 0))), (5.0, 30.0), (5.0, 15.0), (5.0, 15.0), 0.1, 65.0),
+            maintenance: crew(6, Some((hm(8, 0), hm(18, 0))), (30.0, 120.0), (20.0, 60.0), (30.0, 120.0), 0.1, 80.0),
+            fire_safety: crew(4, None, (2.0, 10.0), (5.0, 15.0), (20.0, 60.0), 0.05, 70.0),
+            task_force: crew(8, None, (5.0, 20.0), (10.0, 30.0), (30.0, 120.0), 0.0, 90.0),
+            verify_minutes: Dist::Uniform(30.0, 240.0),
             reopen_share: prob(0.05),
         }
     }
@@ -607,11 +614,20 @@ impl Scenario {
             if let Some((a, b)) = c.on_duty {
                 p.check(a != b, || format!("responders.{n}.on_duty"), || "start and end are the same: use None for round the clock".into());
             }
-            range(&mut p, &format!("responders.{n}.notice_minutes"), c.notice_minutes);
-            range(&mut p, &format!("responders.{n}.travel_minutes"), c.travel_minutes);
-            range(&mut p, &format!("responders.{n}.work_minutes"), c.work_minutes);
+            p.check(
+                c.cost_per_hour.is_finite() && c.cost_per_hour >= 0.0,
+                || format!("responders.{n}.cost_per_hour"),
+                || format!("expected yuan per hour >= 0, got {}", c.cost_per_hour),
+            );
+            for (f, d) in [("notice_minutes", &c.notice_minutes), ("travel_minutes", &c.travel_minutes), ("work_minutes", &c.work_minutes)] {
+                if let Err(e) = d.check() {
+                    p.push(format!("responders.{n}.{f}"), e);
+                }
+            }
         }
-        range(&mut p, "responders.verify_minutes", r.verify_minutes);
+        if let Err(e) = r.verify_minutes.check() {
+            p.push("responders.verify_minutes", e);
+        }
         p.finish()?;
         Ok(start)
     }

@@ -6,6 +6,7 @@ use std::path::Path;
 use towntwin_contracts::orders::{Loop, Notice, OrderEvent, Role, State};
 use towntwin_contracts::time::{HOUR, MINUTE, Millis, parse_local_date};
 use towntwin_contracts::town::Town;
+use towntwin_sim::dist::Dist;
 use towntwin_sim::generate::small;
 use towntwin_sim::plugins::responders::Act;
 use towntwin_sim::scenario::Probability;
@@ -72,10 +73,13 @@ fn property_staff_accept_travel_and_finish_then_dispatchers_verify() {
     assert!(acts.iter().all(|a| a.1 == who), "{acts:?}");
     let c = &s.responders.property;
     let (accept, start, done) = (acts[0].0 - 10 * HOUR, acts[1].0 - acts[0].0, acts[2].0 - acts[1].0);
-    let within = |v: Millis, (lo, hi): (f64, f64)| v >= (lo * MINUTE as f64) as Millis - MINUTE && v <= (hi * MINUTE as f64) as Millis + MINUTE;
-    assert!(within(accept, c.notice_minutes), "noticed after {} min", accept / MINUTE);
-    assert!(within(start, c.travel_minutes), "travelled {} min", start / MINUTE);
-    assert!(within(done, c.work_minutes), "worked {} min", done / MINUTE);
+    let within = |v: Millis, d: &Dist| {
+        let Dist::Uniform(lo, hi) = *d else { panic!("the baseline's times are uniform ranges: {d:?}") };
+        v >= (lo * MINUTE as f64) as Millis - MINUTE && v <= (hi * MINUTE as f64) as Millis + MINUTE
+    };
+    assert!(within(accept, &c.notice_minutes), "noticed after {} min", accept / MINUTE);
+    assert!(within(start, &c.travel_minutes), "travelled {} min", start / MINUTE);
+    assert!(within(done, &c.work_minutes), "worked {} min", done / MINUTE);
     // The core reports it resolved: a dispatcher verifies and closes (or reopens) it.
     let now = d.twin.clock().now + MINUTE;
     d.run(vec![notice(1, now, State::Resolved, Loop::Small, &estate, &[Role::Property])], now + 6 * HOUR);
@@ -92,7 +96,7 @@ fn a_redispatch_takes_the_order_away_and_headcount_queues_the_rest() {
     let mut s = scenario();
     s.responders.property.headcount = 1;
     s.responders.property.fail_share = Probability::ZERO;
-    s.responders.property.work_minutes = (200.0, 200.0);
+    s.responders.property.work_minutes = Dist::Fixed(200.0);
     let town = small(3, 1, 1);
     let estate = town.estates[0].id.clone();
     let mut d = Drive::new(&s, town);

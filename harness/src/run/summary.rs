@@ -257,18 +257,31 @@ pub fn render(s: &Summary) -> String {
             let _ = writeln!(o, "\nResponders (actions via {}: {} applied, {} refused by the core)", r.via, r.actions_applied, r.actions_refused);
             let _ = writeln!(
                 o,
-                "  {:<16} {:>10} {:>9} {:>9} {:>7} {:>10} {:>11} {:>10}",
-                "crew", "dispatched", "accepted", "resolved", "failed", "withdrawn", "wait mean m", "max queue"
+                "  {:<16} {:>10} {:>9} {:>9} {:>7} {:>10} {:>11} {:>10} {:>8} {:>6} {:>10}",
+                "crew", "dispatched", "accepted", "resolved", "failed", "withdrawn", "wait mean m", "max queue", "staff h", "busy", "cost yuan"
             );
             for (name, c) in &r.stats.by_crew {
                 if name == "dispatcher" {
                     continue;
                 }
                 let wait = if c.accepted > 0 { format!("{:.0}", c.wait_minutes as f64 / c.accepted as f64) } else { "-".into() };
+                // Utilisation: member-minutes on orders over member-minutes on duty (work finished off duty
+                // counts as busy, so a crew that works late can pass 100%).
+                let busy = if c.duty_minutes > 0 { format!("{:.0}%", 100.0 * c.busy_minutes as f64 / c.duty_minutes as f64) } else { "-".into() };
                 let _ = writeln!(
                     o,
-                    "  {:<16} {:>10} {:>9} {:>9} {:>7} {:>10} {:>11} {:>10}",
-                    name, c.dispatched, c.accepted, c.resolved, c.failed, c.withdrawn, wait, c.max_queue
+                    "  {:<16} {:>10} {:>9} {:>9} {:>7} {:>10} {:>11} {:>10} {:>8.0} {:>6} {:>10.0}",
+                    name,
+                    c.dispatched,
+                    c.accepted,
+                    c.resolved,
+                    c.failed,
+                    c.withdrawn,
+                    wait,
+                    c.max_queue,
+                    c.duty_minutes as f64 / 60.0,
+                    busy,
+                    c.cost_yuan
                 );
             }
             if let Some(d) = r.stats.by_crew.get("dispatcher") {

@@ -24,21 +24,25 @@ use towntwin_contracts::time::{Local, MINUTE, Millis};
 
 use super::Feature;
 use crate::scenario::{Crew, Responders};
-use crate::world::{Agenda, Clock, Params, TownData, uniform};
+use crate::world::{Agenda, Clock, Params, TownData};
 
 pub struct RespondersPlugin;
 
 impl Plugin for RespondersPlugin {
     fn build(&self, app: &mut App) {
-        let committee_of = {
+        let (committee_of, units) = {
             let town = &app.world().resource::<TownData>().0;
-            town.estates.iter().map(|e| (e.id.clone(), e.committee.clone())).collect()
+            let committee_of: HashMap<String, String> = town.estates.iter().map(|e| (e.id.clone(), e.committee.clone())).collect();
+            let committees = committee_of.values().collect::<std::collections::BTreeSet<_>>().len() as u64;
+            // Crews of one unit each: a committee's cadres, an estate's property staff, the town's departments.
+            let units = [committees, town.estates.len() as u64, 1, 1, 1, 1];
+            (committee_of, units)
         };
         app.init_resource::<Inbox>()
             .init_resource::<Acts>()
             .init_resource::<ResponderStats>()
             .init_resource::<Agenda<Job>>()
-            .insert_resource(Desk { committee_of, ..Desk::default() })
+            .insert_resource(Desk { committee_of, units, ..Desk::default() })
             .add_systems(Update, respond.in_set(Feature::Responders));
     }
 }
@@ -80,6 +84,12 @@ pub struct CrewStats {
     pub wait_minutes: u64,
     /// The longest queue the crew (any one of its units) had.
     pub max_queue: u64,
+    /// Member-minutes spent on orders (from accepting to resolving, failing or losing the order).
+    pub busy_minutes: u64,
+    /// Member-minutes on duty (paid), all units of the crew together.
+    pub duty_minutes: u64,
+    /// What the duty minutes cost at the crew's `cost_per_hour` (yuan).
+    pub cost_yuan: f64,
     pub verified: u64,
     pub reopened: u64,
 }
@@ -105,11 +115,15 @@ struct Held {
     team: (Role, Unit),
     /// Queued (and when it becomes ready), or being worked by a member.
     queued_ready: Option<Millis>,
+    /// When a member took it (accepted), while one works it.
+    taken_at: Millis,
 }
 
 #[derive(Resource, Debug, Default)]
 struct Desk {
     committee_of: HashMap<String, String>,
+    /// How many units each crew of [`Responders::crews`] has (committees, estates, 1 for the town's).
+    units: [u64; 6],
     teams: BTreeMap<(Role, Unit), Team>,
     held: HashMap<u64, Held>,
     /// Dispatch number per order: scheduled steps of an older dispatch are void.
@@ -165,8 +179,8 @@ fn on_duty(crew: &Crew, now: Millis) -> bool {
     if a < b { (a..b).contains(&m) } else { m >= a || m < b }
 }
 
-fn minutes(rng: &mut crate::rng::Rng, range: (f64, f64)) -> Millis {
-    (uniform(rng, range) * MINUTE as f64).round().max(0.0) as Millis
+fn minutes(rng: &mut crate::rng::Rng, dist: &crate::dist::Dist) -> Millis {
+    (dist.sample(rng) * MINUTE as f64).round().max(0.0) as Millis
 }
 
 impl Desk {
@@ -183,16 +197,21 @@ impl Desk {
     }
 
     /// Takes an order away from whoever holds it; true if a member was working it.
-    fn release(&mut self, order: u64) -> Option<(Role, bool)> {
+    /// Takes `order` from whoever holds it at `now`; returns their role, whether a member was working it,
+    /// and for how many minutes.
+    fn release(&mut self, order: u64, now: Millis) -> Option<(Role, bool, u64)> {
         let held = self.held.remove(&order)?;
         let team = self.teams.get_mut(&held.team)?;
         match held.queued_ready {
             Some(ready) => {
                 team.queue.remove(&(ready, order));
+                Some((held.team.0, false, 0))
             }
-            None => team.free += 1,
+            None => {
+                team.free += 1;
+                Some((held.team.0, true, ((now - held.taken_at).max(0) / MINUTE) as u64))
+            }
         }
-        Some((held.team.0, held.queued_ready.is_none()))
     }
 }
 
@@ -213,11 +232,24 @@ fn respond(
         return;
     }
     let desk = &mut *desk;
+    // Paid time: every member of every unit on duty this minute (a tick is a minute).
+    if cfg.enabled && now > 0 {
+        for ((name, crew), units) in cfg.crews().into_iter().zip(desk.units) {
+            if on_duty(crew, now) {
+                let members = units * crew.headcount as u64;
+                let s = stats.by_crew.entry(name.into()).or_default();
+                s.duty_minutes += members;
+                s.cost_yuan += members as f64 * crew.cost_per_hour / 60.0;
+            }
+        }
+    }
     for (order, n) in latest {
         match n.event.to {
             State::Dispatched => {
-                if let Some((role, true)) = desk.release(order) {
-                    stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default().withdrawn += 1;
+                if let Some((role, true, busy)) = desk.release(order, now) {
+                    let s = stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default();
+                    s.withdrawn += 1;
+                    s.busy_minutes += busy;
                 }
                 let d = desk.dispatch.entry(order).or_insert(0);
                 *d += 1;
@@ -226,23 +258,28 @@ fn respond(
                 let (name, crew) = crew_of(cfg, key.0);
                 let headcount = crew.headcount;
                 let mut rng = params.rng("responders.notice", order, d);
-                let ready = n.event.at.max(now) + minutes(&mut rng, crew.notice_minutes);
+                let ready = n.event.at.max(now) + minutes(&mut rng, &crew.notice_minutes);
                 let team = desk.teams.entry(key.clone()).or_insert_with(|| Team { free: headcount, queue: BTreeMap::new() });
                 team.queue.insert((ready, order), (d, n.event.at));
                 let s = stats.by_crew.entry(name.into()).or_default();
                 s.dispatched += 1;
                 s.max_queue = s.max_queue.max(team.queue.len() as u64);
-                desk.held.insert(order, Held { team: key, queued_ready: Some(ready) });
+                desk.held.insert(order, Held { team: key, queued_ready: Some(ready), taken_at: 0 });
             }
             State::Resolved => {
-                desk.release(order);
+                // Resolved by someone else (a trainee, the API): whoever held it is free again.
+                if let Some((role, true, busy)) = desk.release(order, now) {
+                    stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default().busy_minutes += busy;
+                }
                 let d = desk.dispatch.get(&order).copied().unwrap_or(0);
                 let mut rng = params.rng("responders.verify", order, d);
-                agenda.push(now + minutes(&mut rng, cfg.verify_minutes), Job { order, dispatch: d, step: Step::Verify });
+                agenda.push(now + minutes(&mut rng, &cfg.verify_minutes), Job { order, dispatch: d, step: Step::Verify });
             }
             State::Closed | State::Cancelled | State::Returned => {
-                if let Some((role, true)) = desk.release(order) {
-                    stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default().withdrawn += 1;
+                if let Some((role, true, busy)) = desk.release(order, now) {
+                    let s = stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default();
+                    s.withdrawn += 1;
+                    s.busy_minutes += busy;
                 }
                 *desk.dispatch.entry(order).or_insert(0) += 1;
             }
@@ -258,13 +295,13 @@ fn respond(
         let held = desk.held.get(&job.order).cloned();
         match job.step {
             Step::Start | Step::Finish => {
-                let Some(Held { team, queued_ready: None }) = held else { continue };
+                let Some(Held { team, queued_ready: None, .. }) = held else { continue };
                 let (name, crew) = crew_of(cfg, team.0);
                 let who = principal(team.0, &team.1);
                 if let Step::Start = job.step {
                     acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Start });
                     let mut rng = params.rng("responders.work", job.order, job.dispatch);
-                    agenda.push(now + minutes(&mut rng, crew.work_minutes), Job { step: Step::Finish, ..job });
+                    agenda.push(now + minutes(&mut rng, &crew.work_minutes), Job { step: Step::Finish, ..job });
                     continue;
                 }
                 let mut rng = params.rng("responders.outcome", job.order, job.dispatch);
@@ -277,7 +314,9 @@ fn respond(
                     Action::Resolve
                 };
                 acts.0.push(Act { at: now, order: job.order, principal: who, action });
-                desk.release(job.order);
+                if let Some((_, true, busy)) = desk.release(job.order, now) {
+                    stats.by_crew.entry(name.into()).or_default().busy_minutes += busy;
+                }
             }
             Step::Verify => {
                 let mut rng = params.rng("responders.reopen", job.order, job.dispatch);
@@ -313,13 +352,13 @@ fn respond(
             }
             let (d, dispatched_at) = entry.remove();
             team.free -= 1;
-            desk.held.insert(order, Held { team: key.clone(), queued_ready: None });
+            desk.held.insert(order, Held { team: key.clone(), queued_ready: None, taken_at: now });
             acts.0.push(Act { at: now, order, principal: principal(key.0, &key.1), action: Action::Accept });
             let s = stats.by_crew.entry(name.into()).or_default();
             s.accepted += 1;
             s.wait_minutes += ((now - dispatched_at).max(0) / MINUTE) as u64;
             let mut rng = params.rng("responders.travel", order, d);
-            agenda.push(now + minutes(&mut rng, crew.travel_minutes), Job { order, dispatch: d, step: Step::Start });
+            agenda.push(now + minutes(&mut rng, &crew.travel_minutes), Job { order, dispatch: d, step: Step::Start });
         }
     }
 }
