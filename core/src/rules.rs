@@ -162,8 +162,14 @@ impl RuleSet {
                     p.check(*minutes >= 1, || at("kind.minutes"), || "expected at least 1 minute".into());
                 }
                 RuleKind::Silence { factor, mains_minutes, battery_minutes } => {
-                    p.check(*factor >= 1.0, || at("kind.factor"), || "expected a factor of at least 1".into());
-                    p.check(*mains_minutes >= 1 && *battery_minutes >= 1, || at("kind"), || "intervals must be at least 1 minute".into());
+                    // Bounded, so a deadline (factor x interval) always fits in event time (found by fuzzing:
+                    // `inf` and `1e20` passed and overflowed the deadline).
+                    p.check((1.0..=1000.0).contains(factor), || at("kind.factor"), || format!("expected a factor from 1 to 1000, got {factor}"));
+                    p.check(
+                        (1..=43_200).contains(mains_minutes) && (1..=43_200).contains(battery_minutes),
+                        || at("kind"),
+                        || "heartbeat intervals must be 1 to 43,200 minutes (30 days)".into(),
+                    );
                 }
             }
         }
@@ -352,7 +358,7 @@ impl Engine {
         })?;
         let entry = self.ctx.devices.list.get(d as usize)?;
         let minutes = if entry.kind.battery_powered() { battery } else { mains };
-        Some((minutes as f64 * factor) as Millis * MINUTE)
+        Some(((minutes as f64 * factor) as Millis).saturating_mul(MINUTE))
     }
 
     fn hear(&mut self, d: u32, t: Millis) {
@@ -592,6 +598,17 @@ impl Engine {
                     RuleKind::DailySample { households, at } => (*households, *at),
                     _ => return,
                 };
+                // The next draw is the first `at` after the clock, not the day after this one: a timer armed
+                // by an event stamped long before the first tick would otherwise catch up one draw a day,
+                // decades of them (found by fuzzing: a 1970 heartbeat then a 2026 tick, 23 s and 1 GB).
+                let now = self.state.now.max(due);
+                let today = Local::of(now).midnight() + at.millis();
+                let next = if today > now { today } else { today + DAY };
+                self.state.timers.insert((next, Timer::Sample(ri)));
+                if due + DAY <= now {
+                    // A day long gone: nobody can check those flats on that day any more.
+                    return;
+                }
                 let day = Local::of(due).day;
                 self.state.sampled.insert(ri, day);
                 let rule_id = self.rules.rules[ri as usize].id.clone();
@@ -608,8 +625,6 @@ impl Engine {
                         format!("renovation spot check drawn for {date}"),
                     ));
                 }
-                let next = Local::of(due).midnight() + DAY + at.millis();
-                self.state.timers.insert((next, Timer::Sample(ri)));
             }
         }
     }

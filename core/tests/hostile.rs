@@ -106,3 +106,40 @@ fn dedup_is_on_source_and_id_and_a_topic_must_match_its_source() {
     assert_eq!(out.rejected[0].1.code, "topic_mismatch");
     assert_eq!(c.orders.orders.len(), 1, "no order from a forged topic");
 }
+
+/// Found by fuzzing (core/fuzz, decode_event): before the first tick any event time is taken, and the first
+/// event armed the daily sample at its own time; a heartbeat stamped 1970 then a 2026 tick made the timer
+/// catch up one draw a day, 20 orders for each of 20,000 days (23 s, 1 GB). Now a draw for a day long gone
+/// is skipped and the next is armed after the clock.
+#[test]
+fn an_event_stamped_decades_before_the_first_tick_does_not_replay_decades_of_daily_samples() {
+    let t0 = parse_local_date("2026-03-02").unwrap() + 9 * HOUR + 30 * MINUTE;
+    let mut c = core();
+    c.ingest(&[&heartbeat("h1970", "E001-gate-01", parse_rfc3339("1970-01-02T00:00:00Z").unwrap())]).unwrap();
+    c.ingest(&[&tick("t0", t0)]).unwrap();
+    let samples = c.orders.orders.iter().filter(|o| o.rule == "renovation-sample").count();
+    assert_eq!(samples, 0, "no draw for a day long gone");
+    // The next draw is at the next 09:00 after the clock, and it is one day's draw.
+    let next = parse_local_date("2026-03-03").unwrap() + 9 * HOUR;
+    for (i, t) in (t0 + MINUTE..=next).step_by(MINUTE as usize).enumerate() {
+        c.ingest(&[&tick(&format!("t{}", i + 1), t)]).unwrap();
+    }
+    let samples = c.orders.orders.iter().filter(|o| o.rule == "renovation-sample").count();
+    assert!((1..=20).contains(&samples), "{samples}");
+}
+
+/// Found by fuzzing (core/fuzz, load_ron): a silence factor of `inf` or `1e20` passed validation and the
+/// silence deadline overflowed.
+#[test]
+fn a_silence_factor_out_of_bounds_is_refused_where_the_file_says_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("assets/rules.ron")).unwrap();
+    assert!(text.contains("factor: 3.0"));
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["inf", "1e20", "0.5"] {
+        let f = dir.path().join("rules.ron");
+        std::fs::write(&f, text.replace("factor: 3.0", &format!("factor: {bad}"))).unwrap();
+        let err = RuleSet::load(&f).unwrap_err().to_string();
+        assert!(err.contains("kind.factor") && err.contains("from 1 to 1000"), "{bad}: {err}");
+    }
+}

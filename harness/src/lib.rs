@@ -13,6 +13,7 @@ pub mod mqtt;
 pub mod percentiles;
 pub mod responders;
 pub mod run;
+pub mod stats;
 
 /// A bad input file (scenario, town, rules, policy): reported with its place and mapped to exit code 2.
 #[derive(Debug)]
