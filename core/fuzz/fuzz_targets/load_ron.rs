@@ -25,7 +25,7 @@ use towntwin_core::event::{
     Data, Direction, ElecAlarm, ElecAlarmKind, EventType, FenceViolation, FlatRef, GatePass, Heartbeat, Method, PersonId, SmokeAlarm, Tick,
 };
 use towntwin_core::orders::{Action, Orders, Policy};
-use towntwin_core::rules::{Engine, Finding, RuleKind, RuleSet};
+use towntwin_core::rules::{Engine, Finding, RuleSet};
 use towntwin_core::time::{DAY, HOUR, MINUTE, Millis};
 use towntwin_core::town::Town;
 use towntwin_fuzz as fx;
