@@ -27,16 +27,18 @@ pub const TOKENS_TABLE: &str = "CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRI
 
 /// Issues a token for `principal` into the store at `db` (created if need be), beside a core that may be
 /// running on it; returns the token, which is shown once and never stored.
-/// The token is recorded in the audit log with `at` = the newest event time in the store (0 in a new one).
+/// The token is recorded in the audit log with `at` = the newest logged event's time (0 in a new store).
 pub fn issue_into(db: &Path, principal: &crate::principal::Principal) -> Result<String, rusqlite::Error> {
     let mut conn = rusqlite::Connection::open(db)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.execute_batch(TOKENS_TABLE)?;
     conn.execute_batch(crate::audit::SCHEMA)?;
+    // The newest event's time, read by its key before the write lock is taken (a scan of the event log,
+    // hundreds of megabytes, under the lock would keep the running core from committing).
+    let has_events: bool = conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'", [], |r| r.get::<_, i64>(0))? > 0;
+    let at: i64 = if has_events { conn.query_row("SELECT COALESCE((SELECT time FROM events ORDER BY seq DESC LIMIT 1), 0)", [], |r| r.get(0))? } else { 0 };
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let has_events: bool = tx.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'", [], |r| r.get::<_, i64>(0))? > 0;
-    let at: i64 = if has_events { tx.query_row("SELECT COALESCE(MAX(time), 0) FROM events", [], |r| r.get(0))? } else { 0 };
     let token = new_token();
     tx.execute("INSERT INTO tokens (hash, principal) VALUES (?1, ?2)", rusqlite::params![hash(&token), principal.to_string()])?;
     crate::audit::append(&tx, &issue_entry(at, "cli", principal))?;

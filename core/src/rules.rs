@@ -603,12 +603,15 @@ impl Engine {
                 // decades of them (found by fuzzing: a 1970 heartbeat then a 2026 tick, 23 s and 1 GB).
                 let now = self.state.now.max(due);
                 let today = Local::of(now).midnight() + at.millis();
-                let next = if today > now { today } else { today + DAY };
-                self.state.timers.insert((next, Timer::Sample(ri)));
                 if due + DAY <= now {
-                    // A day long gone: nobody can check those flats on that day any more.
+                    // A day long gone: nobody can check those flats on that day any more. The latest draw at
+                    // or before the clock is still due: armed there, it fires in this same advance.
+                    let latest = if today <= now { today } else { today - DAY };
+                    self.state.timers.insert((latest.max(due + 1), Timer::Sample(ri)));
                     return;
                 }
+                let next = if today > now { today } else { today + DAY };
+                self.state.timers.insert((next, Timer::Sample(ri)));
                 let day = Local::of(due).day;
                 self.state.sampled.insert(ri, day);
                 let rule_id = self.rules.rules[ri as usize].id.clone();

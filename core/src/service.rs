@@ -102,6 +102,8 @@ impl Core {
                 core.last_seq = upto;
                 core.snapshot_upto = Some(upto);
             }
+            // Blind spans before the replay, so that silences re-armed live are re-armed the same way here.
+            core.engine.blind = loaded.blind.clone();
             // Replay rebuilds the engine only: the orders these events led to are already in the store.
             for (seq, payload) in &loaded.replay {
                 if let Ok(ev) = decode(payload, core.engine.devices()) {
@@ -111,7 +113,6 @@ impl Core {
                 core.since_snapshot += 1;
             }
             core.stats.rejected = loaded.rejects.into_iter().collect();
-            core.engine.blind = loaded.blind;
             core.qos0_seen = loaded.qos0_seen;
             core.store = Some(store);
         }

@@ -149,10 +149,15 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
         // be lost without a word. Taken out here and put back after the CONNACK, it is sent again either way
         // (at least once: the core drops what it already has by source and id).
         let mut carried: std::collections::VecDeque<rumqttc::Request> = std::collections::VecDeque::new();
+        // rumqttc sends its `pending` list without regard to its in-flight window, and a packet id that is
+        // still in use goes to a single collision slot (a second one overwrites it): so no more than the
+        // window is handed back at once, and the rest follows one for each acknowledgement.
+        let mut overflow: std::collections::VecDeque<rumqttc::Request> = std::collections::VecDeque::new();
+        let window = el.mqtt_options.inflight() as usize;
         let mut outstanding = 0u64;
         loop {
             let polled = el.poll().await;
-            let now_outstanding = el.state.inflight() as u64 + qos1_in(&el.pending) + qos1_in(&carried);
+            let now_outstanding = el.state.inflight() as u64 + qos1_in(&el.pending) + qos1_in(&carried) + qos1_in(&overflow);
             if now_outstanding != outstanding {
                 if now_outstanding > outstanding {
                     counters.outstanding.fetch_add(now_outstanding - outstanding, Ordering::Relaxed);
@@ -163,11 +168,23 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
             }
             match polled {
                 Ok(Event::Incoming(Packet::ConnAck(c))) => {
-                    if !carried.is_empty() {
+                    if !carried.is_empty() || !overflow.is_empty() {
                         counters.resent.fetch_add(carried.len() as u64, Ordering::Relaxed);
                         tracing::info!("sending {} requests again after a reconnect (session kept: {})", carried.len(), c.session_present);
                         carried.extend(std::mem::take(&mut el.pending));
+                        carried.extend(std::mem::take(&mut overflow));
+                        for r in carried.iter_mut() {
+                            // A new session: the old packet ids mean nothing to the broker; fresh ones are
+                            // given in order, so none collides with another.
+                            if let rumqttc::Request::Publish(p) = r
+                                && !c.session_present
+                            {
+                                p.pkid = 0;
+                            }
+                        }
+                        let rest = carried.split_off(carried.len().min(window));
                         el.pending = std::mem::take(&mut carried);
+                        overflow = rest;
                     }
                     // The first connection's subscription is made by whoever started this loop.
                     let again = Counters::get(&counters.connected) > 0;
@@ -181,7 +198,12 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
                     counters.bump(&counters.connected);
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => counters.bump(&counters.subscribed),
-                Ok(Event::Incoming(Packet::PubAck(_))) => counters.bump(&counters.pubacks),
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    if let Some(r) = overflow.pop_front() {
+                        el.pending.push_back(r);
+                    }
+                    counters.bump(&counters.pubacks)
+                }
                 Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) if closed.load(Ordering::Relaxed) => break,
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if let Some(check) = validate {

@@ -74,3 +74,39 @@ fn heartbeats_lost_while_the_core_was_away_open_no_device_silent_orders() {
     let first = core.orders.orders.iter().filter(|o| o.rule == "device-silent" && o.detail.contains("may be its own")).map(|o| o.created_at).min().unwrap();
     assert!(first >= from + towntwin_core::rules::BLIND_OPEN_LIMIT, "not before the limit");
 }
+
+/// A restart in the middle of the outage: the engine is rebuilt by replaying the events logged since its
+/// last snapshot, with the blind spans from the store, so silences are re-armed as they were live and the
+/// same device-silent orders come out as with every heartbeat.
+#[test]
+fn a_restart_during_the_outage_replays_with_the_blind_span() {
+    let town = small(12, 8, 1);
+    let (msgs, ticks) = stream(&town, 2);
+    let start = ticks.iter().find(|t| t.1 >= ticks[0].1 + 10 * 3_600_000).unwrap();
+    let end = ticks.iter().find(|t| t.1 >= start.1 + 6 * 3_600_000).unwrap();
+    let gap = (start.0, end.0);
+    let (_, control) = feed(&msgs, &town, (0, 0), false, None);
+    let silent = |c: &Core| c.orders.orders.iter().filter(|o| o.rule == "device-silent").count();
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("core.db");
+    // Up to the middle of the outage, then the process dies (dropped without anything more).
+    let mid = (gap.0 + gap.1) / 2;
+    let (_, first) = feed(&msgs[..mid], &town, gap, true, Some(&db));
+    drop(first);
+    // Restarted: it opens its store and, as ingest does on connecting, notes its feed broke (the span is
+    // still open, so nothing new), then takes the rest of the stream as the broker delivers it.
+    let rules = RuleSet::load(&root().join("assets/rules.ron")).unwrap();
+    let policy = Policy::load(&root().join("scenarios/policies/standard.ron")).unwrap();
+    let mut core = Core::open(rules, policy, &town, Some(&db)).unwrap();
+    core.feed_broke().unwrap();
+    let rest: Vec<(usize, &towntwin_sim::Message)> = msgs.iter().enumerate().skip(mid).filter(|(i, m)| !(*i < gap.1 && m.qos == 0)).collect();
+    for chunk in rest.chunks(34) {
+        let topics: Vec<&str> = chunk.iter().map(|(_, m)| m.topic()).collect();
+        let payloads: Vec<&[u8]> = chunk.iter().map(|(_, m)| &m.payload[..]).collect();
+        let qos0: Vec<bool> = chunk.iter().map(|(_, m)| m.qos == 0).collect();
+        core.ingest_delivered(&topics, &payloads, &qos0).unwrap();
+    }
+    assert_eq!(core.engine.blind.len(), 1, "{:?}", core.engine.blind);
+    assert_eq!(silent(&core), silent(&control), "the same device-silent orders as with every heartbeat");
+}

@@ -84,7 +84,8 @@ pub struct CrewStats {
     pub wait_minutes: u64,
     /// The longest queue the crew (any one of its units) had.
     pub max_queue: u64,
-    /// Member-minutes spent on orders (from accepting to resolving, failing or losing the order).
+    /// Member-minutes spent on orders (from accepting to resolving, failing or losing the order), counted a
+    /// minute at a time, so work still under way at the end counts too.
     pub busy_minutes: u64,
     /// Member-minutes on duty (paid), all units of the crew together.
     pub duty_minutes: u64,
@@ -115,8 +116,6 @@ struct Held {
     team: (Role, Unit),
     /// Queued (and when it becomes ready), or being worked by a member.
     queued_ready: Option<Millis>,
-    /// When a member took it (accepted), while one works it.
-    taken_at: Millis,
 }
 
 #[derive(Resource, Debug, Default)]
@@ -197,21 +196,17 @@ impl Desk {
     }
 
     /// Takes an order away from whoever holds it; true if a member was working it.
-    /// Takes `order` from whoever holds it at `now`; returns their role, whether a member was working it,
-    /// and for how many minutes.
-    fn release(&mut self, order: u64, now: Millis) -> Option<(Role, bool, u64)> {
+    /// Takes `order` from whoever holds it; returns their role and whether a member was working it.
+    fn release(&mut self, order: u64) -> Option<(Role, bool)> {
         let held = self.held.remove(&order)?;
         let team = self.teams.get_mut(&held.team)?;
         match held.queued_ready {
             Some(ready) => {
                 team.queue.remove(&(ready, order));
-                Some((held.team.0, false, 0))
             }
-            None => {
-                team.free += 1;
-                Some((held.team.0, true, ((now - held.taken_at).max(0) / MINUTE) as u64))
-            }
+            None => team.free += 1,
         }
+        Some((held.team.0, held.queued_ready.is_none()))
     }
 }
 
@@ -232,24 +227,28 @@ fn respond(
         return;
     }
     let desk = &mut *desk;
-    // Paid time: every member of every unit on duty this minute (a tick is a minute).
-    if cfg.enabled && now > 0 {
-        for ((name, crew), units) in cfg.crews().into_iter().zip(desk.units) {
-            if on_duty(crew, now) {
-                let members = units * crew.headcount as u64;
-                let s = stats.by_crew.entry(name.into()).or_default();
-                s.duty_minutes += members;
-                s.cost_yuan += members as f64 * crew.cost_per_hour / 60.0;
-            }
+    // Paid time: every member of every unit on duty this minute (a tick is a minute); busy time: every
+    // member working an order this minute, on duty or finishing after hours (so busy can pass 100%).
+    for ((name, crew), units) in cfg.crews().into_iter().zip(desk.units) {
+        if on_duty(crew, now) {
+            let members = units * crew.headcount as u64;
+            let s = stats.by_crew.entry(name.into()).or_default();
+            s.duty_minutes += members;
+            s.cost_yuan += members as f64 * crew.cost_per_hour / 60.0;
+        }
+    }
+    for (key, team) in &desk.teams {
+        let (name, crew) = crew_of(cfg, key.0);
+        let busy = crew.headcount.saturating_sub(team.free) as u64;
+        if busy > 0 {
+            stats.by_crew.entry(name.into()).or_default().busy_minutes += busy;
         }
     }
     for (order, n) in latest {
         match n.event.to {
             State::Dispatched => {
-                if let Some((role, true, busy)) = desk.release(order, now) {
-                    let s = stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default();
-                    s.withdrawn += 1;
-                    s.busy_minutes += busy;
+                if let Some((role, true)) = desk.release(order) {
+                    stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default().withdrawn += 1;
                 }
                 let d = desk.dispatch.entry(order).or_insert(0);
                 *d += 1;
@@ -264,22 +263,18 @@ fn respond(
                 let s = stats.by_crew.entry(name.into()).or_default();
                 s.dispatched += 1;
                 s.max_queue = s.max_queue.max(team.queue.len() as u64);
-                desk.held.insert(order, Held { team: key, queued_ready: Some(ready), taken_at: 0 });
+                desk.held.insert(order, Held { team: key, queued_ready: Some(ready) });
             }
             State::Resolved => {
-                // Resolved by someone else (a trainee, the API): whoever held it is free again.
-                if let Some((role, true, busy)) = desk.release(order, now) {
-                    stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default().busy_minutes += busy;
-                }
+                // Resolved by someone else (a trainee, the API), or by the crew: whoever held it is free again.
+                desk.release(order);
                 let d = desk.dispatch.get(&order).copied().unwrap_or(0);
                 let mut rng = params.rng("responders.verify", order, d);
                 agenda.push(now + minutes(&mut rng, &cfg.verify_minutes), Job { order, dispatch: d, step: Step::Verify });
             }
             State::Closed | State::Cancelled | State::Returned => {
-                if let Some((role, true, busy)) = desk.release(order, now) {
-                    let s = stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default();
-                    s.withdrawn += 1;
-                    s.busy_minutes += busy;
+                if let Some((role, true)) = desk.release(order) {
+                    stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default().withdrawn += 1;
                 }
                 *desk.dispatch.entry(order).or_insert(0) += 1;
             }
@@ -295,7 +290,7 @@ fn respond(
         let held = desk.held.get(&job.order).cloned();
         match job.step {
             Step::Start | Step::Finish => {
-                let Some(Held { team, queued_ready: None, .. }) = held else { continue };
+                let Some(Held { team, queued_ready: None }) = held else { continue };
                 let (name, crew) = crew_of(cfg, team.0);
                 let who = principal(team.0, &team.1);
                 if let Step::Start = job.step {
@@ -314,9 +309,7 @@ fn respond(
                     Action::Resolve
                 };
                 acts.0.push(Act { at: now, order: job.order, principal: who, action });
-                if let Some((_, true, busy)) = desk.release(job.order, now) {
-                    stats.by_crew.entry(name.into()).or_default().busy_minutes += busy;
-                }
+                desk.release(job.order);
             }
             Step::Verify => {
                 let mut rng = params.rng("responders.reopen", job.order, job.dispatch);
@@ -352,7 +345,7 @@ fn respond(
             }
             let (d, dispatched_at) = entry.remove();
             team.free -= 1;
-            desk.held.insert(order, Held { team: key.clone(), queued_ready: None, taken_at: now });
+            desk.held.insert(order, Held { team: key.clone(), queued_ready: None });
             acts.0.push(Act { at: now, order, principal: principal(key.0, &key.1), action: Action::Accept });
             let s = stats.by_crew.entry(name.into()).or_default();
             s.accepted += 1;
