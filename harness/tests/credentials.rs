@@ -34,7 +34,14 @@ async fn publish_as(port: u16, login: Option<(String, String)>, topic: &str, pay
                 return true;
             }
             Ok(Ok(_)) => {}
-            Ok(Err(_)) | Err(_) => return false,
+            Ok(Err(e)) => {
+                eprintln!("publish_as: {e}");
+                return false;
+            }
+            Err(_) => {
+                eprintln!("publish_as: no PUBACK within 10 s");
+                return false;
+            }
         }
     }
 }
@@ -98,8 +105,10 @@ fn devices_log_in_with_generated_credentials_and_publish_only_under_their_own_to
 
         assert!(!publish_as(broker.port, None, a.topic(), &a.payload).await, "anonymous clients are refused");
         assert!(!publish_as(broker.port, Some((da.clone(), "wrong".into())), a.topic(), &a.payload).await, "a wrong password is refused");
-        // Device a publishes device b's event under b's topic: accepted as a packet, never delivered.
-        assert!(publish_as(broker.port, logins.login(&da), b.topic(), &b.payload).await);
+        // Device a publishes device b's event under b's topic: never delivered. (Debian's mosquitto 2.0.11
+        // answers a denied QoS 1 publish from an MQTT 3.1.1 client with a PUBACK carrying reason 135, which
+        // 3.1.1 does not have, and then often drops the connection: either way is a refusal.)
+        let _ = publish_as(broker.port, logins.login(&da), b.topic(), &b.payload).await;
         // Device a's own event gets through, and it is the only thing that does.
         assert!(publish_as(broker.port, logins.login(&da), a.topic(), &a.payload).await);
         let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
