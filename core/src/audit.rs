@@ -131,34 +131,35 @@ pub enum Broken {
     Sql(#[from] rusqlite::Error),
 }
 
+const SELECT_ALL: &str = "SELECT seq, at, recorded_at, actor, scope, what, target, outcome, prev, hash FROM audit ORDER BY seq";
+
+/// A row of [`SELECT_ALL`].
+fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+    Ok(Stored {
+        seq: r.get(0)?,
+        entry: Entry { at: r.get(1)?, actor: r.get(3)?, scope: r.get(4)?, what: r.get(5)?, target: r.get(6)?, outcome: r.get(7)? },
+        recorded_at: r.get(2)?,
+        prev: r.get(8)?,
+        hash: r.get(9)?,
+    })
+}
+
 /// Every entry, in order.
 pub fn entries(conn: &Connection) -> rusqlite::Result<Vec<Stored>> {
-    let mut stmt = conn.prepare("SELECT seq, at, recorded_at, actor, scope, what, target, outcome, prev, hash FROM audit ORDER BY seq")?;
-    stmt.query_map([], |r| {
-        Ok(Stored {
-            seq: r.get(0)?,
-            entry: Entry { at: r.get(1)?, actor: r.get(3)?, scope: r.get(4)?, what: r.get(5)?, target: r.get(6)?, outcome: r.get(7)? },
-            recorded_at: r.get(2)?,
-            prev: r.get(8)?,
-            hash: r.get(9)?,
-        })
-    })?
-    .collect()
+    conn.prepare(SELECT_ALL)?.query_map([], stored)?.collect()
 }
 
 /// Walks the chain from its first entry: every entry must be numbered after the one before, name that
 /// one's hash as `prev`, and hash to its own `hash`. With `head`, the chain must also contain that hash (a
 /// head recorded earlier, so a cut at the end is found too).
 pub fn verify(conn: &Connection, head: Option<&str>) -> Result<Verified, Broken> {
-    let mut stmt = conn.prepare("SELECT seq, at, recorded_at, actor, scope, what, target, outcome, prev, hash FROM audit ORDER BY seq")?;
+    let mut stmt = conn.prepare(SELECT_ALL)?;
     let mut rows = stmt.query([])?;
     let (mut last_seq, mut last_hash) = (0i64, GENESIS.to_string());
     let mut head_seen = head.is_none();
     let mut n = 0u64;
     while let Some(r) = rows.next()? {
-        let seq: i64 = r.get(0)?;
-        let e = Entry { at: r.get(1)?, actor: r.get(3)?, scope: r.get(4)?, what: r.get(5)?, target: r.get(6)?, outcome: r.get(7)? };
-        let (recorded_at, prev, hash): (i64, String, String) = (r.get(2)?, r.get(8)?, r.get(9)?);
+        let Stored { seq, recorded_at, entry: e, prev, hash } = stored(r)?;
         if seq > last_seq + 1 && prev == last_hash {
             // Renumbered to close a gap is caught by the hash (seq is hashed); a plain gap is a removal.
             return Err(Broken::Changed { seq });

@@ -127,20 +127,20 @@ impl Core {
     /// Decodes and applies a batch of message payloads, and commits all their effects in one transaction
     /// before returning: the caller acknowledges the batch only after this returns `Ok`.
     pub fn ingest(&mut self, payloads: &[&[u8]]) -> Result<Outcome, CoreError> {
-        self.ingest_from(payloads, None)
+        self.ingest_from(payloads, None, None)
     }
 
     /// [`Core::ingest`] of messages with the topics they came on: each topic must match its event's source
     /// and type (`topic_mismatch` otherwise).
     pub fn ingest_on(&mut self, topics: &[&str], payloads: &[&[u8]]) -> Result<Outcome, CoreError> {
-        self.ingest_from(payloads, Some(topics))
+        self.ingest_from(payloads, Some(topics), None)
     }
 
     /// [`Core::ingest_on`] of messages as a broker delivered them, with whether each came at QoS 0: after
     /// [`Core::feed_broke`], the first accepted QoS 0 message is live traffic again (a broker drops QoS 0
     /// for a client that is away, and sends what it queued at QoS 1 first), which ends the blind span.
     pub fn ingest_delivered(&mut self, topics: &[&str], payloads: &[&[u8]], qos0: &[bool]) -> Result<Outcome, CoreError> {
-        self.ingest_from_qos(payloads, Some(topics), Some(qos0))
+        self.ingest_from(payloads, Some(topics), Some(qos0))
     }
 
     /// The core's feed broke or is starting (a restart, a reconnect): messages sent at QoS 0 from its clock's
@@ -163,11 +163,7 @@ impl Core {
         Ok(())
     }
 
-    fn ingest_from(&mut self, payloads: &[&[u8]], topics: Option<&[&str]>) -> Result<Outcome, CoreError> {
-        self.ingest_from_qos(payloads, topics, None)
-    }
-
-    fn ingest_from_qos(&mut self, payloads: &[&[u8]], topics: Option<&[&str]>, qos0: Option<&[bool]>) -> Result<Outcome, CoreError> {
+    fn ingest_from(&mut self, payloads: &[&[u8]], topics: Option<&[&str]>, qos0: Option<&[bool]>) -> Result<Outcome, CoreError> {
         let mut out = Outcome::default();
         let mut accepted: Vec<(usize, Event)> = Vec::with_capacity(payloads.len());
         // The window is checked against the clock as it moves through the batch (only ticks move it).

@@ -12,35 +12,55 @@ use towntwin_core::rules::RuleSet;
 use towntwin_core::service::Core;
 use towntwin_sim::generate::small;
 
-/// Feeds `msgs` in batches as a broker delivers them; from message `gap.0` to `gap.1` the core is away
-/// (QoS 0 dropped), and with `mark` it is told its feed broke when it comes back. Returns device-silent
-/// findings and the core.
-fn feed(msgs: &[towntwin_sim::Message], town: &towntwin_core::town::Town, gap: (usize, usize), mark: bool, db: Option<&std::path::Path>) -> (u64, Core) {
+fn open(town: &towntwin_core::town::Town, db: Option<&std::path::Path>) -> Core {
     let rules = RuleSet::load(&root().join("assets/rules.ron")).unwrap();
     let policy = Policy::load(&root().join("scenarios/policies/standard.ron")).unwrap();
-    let mut core = Core::open(rules, policy, town, db).unwrap();
-    let delivered: Vec<(usize, &towntwin_sim::Message)> = msgs.iter().enumerate().filter(|(i, m)| !(gap.0 <= *i && *i < gap.1 && m.qos == 0)).collect();
-    let mut back = false;
-    for chunk in delivered.chunks(34) {
-        if mark && !back && chunk[0].0 >= gap.0 {
-            core.feed_broke().unwrap();
-            back = true;
-        }
+    Core::open(rules, policy, town, db).unwrap()
+}
+
+/// Delivers `msgs` (with their indices) to `core` in batches as a broker would, each with its QoS.
+fn deliver(core: &mut Core, msgs: &[(usize, &towntwin_sim::Message)], mut before: impl FnMut(&mut Core, usize)) {
+    for chunk in msgs.chunks(34) {
+        before(core, chunk[0].0);
         let topics: Vec<&str> = chunk.iter().map(|(_, m)| m.topic()).collect();
         let payloads: Vec<&[u8]> = chunk.iter().map(|(_, m)| &m.payload[..]).collect();
         let qos0: Vec<bool> = chunk.iter().map(|(_, m)| m.qos == 0).collect();
         core.ingest_delivered(&topics, &payloads, &qos0).unwrap();
     }
+}
+
+/// `msgs` as a broker delivers them when the core is away from message `gap.0` to `gap.1`: QoS 0 dropped.
+fn delivered(msgs: &[towntwin_sim::Message], gap: (usize, usize)) -> Vec<(usize, &towntwin_sim::Message)> {
+    msgs.iter().enumerate().filter(|(i, m)| !(gap.0 <= *i && *i < gap.1 && m.qos == 0)).collect()
+}
+
+/// Feeds `msgs` in batches as a broker delivers them; from message `gap.0` to `gap.1` the core is away
+/// (QoS 0 dropped), and with `mark` it is told its feed broke when it comes back. Returns device-silent
+/// findings and the core.
+fn feed(msgs: &[towntwin_sim::Message], town: &towntwin_core::town::Town, gap: (usize, usize), mark: bool, db: Option<&std::path::Path>) -> (u64, Core) {
+    let mut core = open(town, db);
+    let mut back = false;
+    deliver(&mut core, &delivered(msgs, gap), |core, first| {
+        if mark && !back && first >= gap.0 {
+            core.feed_broke().unwrap();
+            back = true;
+        }
+    });
     (core.stats.findings_by_rule.get("device-silent").copied().unwrap_or(0), core)
+}
+
+/// Six hours away, from the first tick after 10:00 on day one: the indices of the first and last tick.
+fn outage(ticks: &[(usize, i64)]) -> ((usize, i64), (usize, i64)) {
+    let start = *ticks.iter().find(|t| t.1 >= ticks[0].1 + 10 * 3_600_000).unwrap();
+    let end = *ticks.iter().find(|t| t.1 >= start.1 + 6 * 3_600_000).unwrap();
+    (start, end)
 }
 
 #[test]
 fn heartbeats_lost_while_the_core_was_away_open_no_device_silent_orders() {
     let town = small(12, 8, 1);
     let (msgs, ticks) = stream(&town, 2);
-    // Away from the first tick after 10:00 on day one for six hours of event time.
-    let start = ticks.iter().find(|t| t.1 >= ticks[0].1 + 10 * 3_600_000).unwrap();
-    let end = ticks.iter().find(|t| t.1 >= start.1 + 6 * 3_600_000).unwrap();
+    let (start, end) = outage(&ticks);
     let gap = (start.0, end.0);
     let dropped = msgs[gap.0..gap.1].iter().filter(|m| m.qos == 0).count();
     assert!(dropped > 1_000, "the outage drops heartbeats: {dropped}");
@@ -59,9 +79,7 @@ fn heartbeats_lost_while_the_core_was_away_open_no_device_silent_orders() {
     assert!(until.is_some_and(|u| u >= end.1 - 60_000), "the span ends at the first live message after the outage: {until:?} vs {}", end.1);
     drop(core);
     // The span is in the store: a restarted core knows it too.
-    let rules = RuleSet::load(&root().join("assets/rules.ron")).unwrap();
-    let policy = Policy::load(&root().join("scenarios/policies/standard.ron")).unwrap();
-    let again = Core::open(rules, policy, &town, Some(&db)).unwrap();
+    let again = open(&town, Some(&db));
     assert_eq!(again.engine.blind, vec![(from, until)]);
     eprintln!("device-silent findings: {control} with every heartbeat, {unmarked} blind, {marked} knowing it was blind ({dropped} heartbeats dropped)");
 
@@ -82,8 +100,7 @@ fn heartbeats_lost_while_the_core_was_away_open_no_device_silent_orders() {
 fn a_restart_during_the_outage_replays_with_the_blind_span() {
     let town = small(12, 8, 1);
     let (msgs, ticks) = stream(&town, 2);
-    let start = ticks.iter().find(|t| t.1 >= ticks[0].1 + 10 * 3_600_000).unwrap();
-    let end = ticks.iter().find(|t| t.1 >= start.1 + 6 * 3_600_000).unwrap();
+    let (start, end) = outage(&ticks);
     let gap = (start.0, end.0);
     let (_, control) = feed(&msgs, &town, (0, 0), false, None);
     let silent = |c: &Core| c.orders.orders.iter().filter(|o| o.rule == "device-silent").count();
@@ -96,17 +113,10 @@ fn a_restart_during_the_outage_replays_with_the_blind_span() {
     drop(first);
     // Restarted: it opens its store and, as ingest does on connecting, notes its feed broke (the span is
     // still open, so nothing new), then takes the rest of the stream as the broker delivers it.
-    let rules = RuleSet::load(&root().join("assets/rules.ron")).unwrap();
-    let policy = Policy::load(&root().join("scenarios/policies/standard.ron")).unwrap();
-    let mut core = Core::open(rules, policy, &town, Some(&db)).unwrap();
+    let mut core = open(&town, Some(&db));
     core.feed_broke().unwrap();
-    let rest: Vec<(usize, &towntwin_sim::Message)> = msgs.iter().enumerate().skip(mid).filter(|(i, m)| !(*i < gap.1 && m.qos == 0)).collect();
-    for chunk in rest.chunks(34) {
-        let topics: Vec<&str> = chunk.iter().map(|(_, m)| m.topic()).collect();
-        let payloads: Vec<&[u8]> = chunk.iter().map(|(_, m)| &m.payload[..]).collect();
-        let qos0: Vec<bool> = chunk.iter().map(|(_, m)| m.qos == 0).collect();
-        core.ingest_delivered(&topics, &payloads, &qos0).unwrap();
-    }
+    let all = delivered(&msgs, gap);
+    deliver(&mut core, &all[all.partition_point(|(i, _)| *i < mid)..], |_, _| {});
     assert_eq!(core.engine.blind.len(), 1, "{:?}", core.engine.blind);
     assert_eq!(silent(&core), silent(&control), "the same device-silent orders as with every heartbeat");
 }

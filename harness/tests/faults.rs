@@ -7,14 +7,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{logged, root, start_core, stream, tick_before};
+use common::{logged, reference, root, start_core, stored_orders, stream, tick_before};
 use rand::{Rng, SeedableRng};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use towntwin_core::ingest::IngestConfig;
 use towntwin_core::orders::Policy;
 use towntwin_core::rules::RuleSet;
 use towntwin_core::server::{self, CoreConfig};
-use towntwin_core::service::Core;
 use towntwin_harness::responders::OrdersWatch;
 use towntwin_sim::generate::{small, to_ron};
 
@@ -36,23 +35,6 @@ fn pour(rt: &tokio::runtime::Runtime, ep: &towntwin_harness::broker::Endpoint, i
         let _ = client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(30), pump).await;
     })
-}
-
-/// The work orders an uninterrupted in-process core makes of `msgs`: (rule, key, created_at).
-fn reference(town: &towntwin_core::town::Town, msgs: &[towntwin_sim::Message]) -> Vec<(String, String, i64)> {
-    let (rules, policy) = inputs();
-    let mut core = Core::open(rules, policy, town, None).unwrap();
-    for chunk in msgs.chunks(100) {
-        let refs: Vec<&[u8]> = chunk.iter().map(|m| &m.payload[..]).collect();
-        core.ingest(&refs).unwrap();
-    }
-    core.orders.orders.iter().map(|o| (o.rule.clone(), o.key.clone(), o.created_at)).collect()
-}
-
-fn stored_orders(dir: &std::path::Path) -> Vec<(String, String, i64)> {
-    let db = rusqlite::Connection::open(dir.join("core.db")).unwrap();
-    let mut st = db.prepare("SELECT rule, key, created_at FROM orders ORDER BY id").unwrap();
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap()
 }
 
 #[test]

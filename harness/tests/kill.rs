@@ -6,11 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{logged, root, start_core, stream, tick_before};
+use common::{logged, reference, start_core, stored_orders, stream, tick_before};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
-use towntwin_core::orders::Policy;
-use towntwin_core::rules::RuleSet;
-use towntwin_core::service::Core;
 use towntwin_harness::responders::OrdersWatch;
 use towntwin_sim::generate::{small, to_ron};
 
@@ -63,19 +60,9 @@ fn sigkill_mid_stream_loses_and_duplicates_nothing() {
     assert!(at_kill > 0 && at_kill < n as i64, "killed mid-stream ({at_kill} of {n})");
 
     // The reference: the same messages in the same order, in-process, no kill.
-    let rules = RuleSet::load(&root().join("assets/rules.ron")).unwrap();
-    let policy = Policy::load(&root().join("scenarios/policies/standard.ron")).unwrap();
-    let mut reference = Core::open(rules, policy, &town, None).unwrap();
-    for chunk in msgs.chunks(100) {
-        let refs: Vec<&[u8]> = chunk.iter().map(|m| &m.payload[..]).collect();
-        reference.ingest(&refs).unwrap();
-    }
-    let db = rusqlite::Connection::open(dir.path().join("core.db")).unwrap();
-    let events: i64 = db.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
-    assert_eq!(events, n as i64, "every event logged exactly once");
-    let mut st = db.prepare("SELECT rule, key, created_at FROM orders ORDER BY id").unwrap();
-    let got: Vec<(String, String, i64)> = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap();
-    let want: Vec<(String, String, i64)> = reference.orders.orders.iter().map(|o| (o.rule.clone(), o.key.clone(), o.created_at)).collect();
+    assert_eq!(logged(dir.path()), n as i64, "every event logged exactly once");
+    let got = stored_orders(dir.path());
+    let want = reference(&town, &msgs);
     assert!(want.len() > 20, "the stream makes orders: {}", want.len());
     assert_eq!(got.len(), want.len(), "no order lost or duplicated");
     assert_eq!(got, want);

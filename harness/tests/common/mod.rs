@@ -76,3 +76,22 @@ pub fn stream(town: &Town, days: u32) -> (Vec<Message>, Vec<(usize, i64)>) {
 pub fn tick_before(ticks: &[(usize, i64)], i: usize) -> i64 {
     ticks.iter().rev().find(|t| t.0 <= i).map(|t| t.1).unwrap()
 }
+
+/// The work orders an uninterrupted in-process core makes of `msgs`: (rule, key, created_at).
+pub fn reference(town: &Town, msgs: &[Message]) -> Vec<(String, String, i64)> {
+    let rules = towntwin_core::rules::RuleSet::load(&root().join("assets/rules.ron")).unwrap();
+    let policy = towntwin_core::orders::Policy::load(&root().join("scenarios/policies/standard.ron")).unwrap();
+    let mut core = towntwin_core::service::Core::open(rules, policy, town, None).unwrap();
+    for chunk in msgs.chunks(100) {
+        let refs: Vec<&[u8]> = chunk.iter().map(|m| &m.payload[..]).collect();
+        core.ingest(&refs).unwrap();
+    }
+    core.orders.orders.iter().map(|o| (o.rule.clone(), o.key.clone(), o.created_at)).collect()
+}
+
+/// The work orders in the core's store in `dir`: (rule, key, created_at).
+pub fn stored_orders(dir: &Path) -> Vec<(String, String, i64)> {
+    let db = rusqlite::Connection::open(dir.join("core.db")).unwrap();
+    let mut st = db.prepare("SELECT rule, key, created_at FROM orders ORDER BY id").unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap()
+}
