@@ -3,6 +3,8 @@
 //! [`Core::ingest`], so both produce the same work orders for the same stream.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::rules::TimeWindow;
 use std::path::Path;
 
 use serde::Serialize;
@@ -60,8 +62,8 @@ pub struct Core {
     pub policy: Policy,
     pub stats: CoreStats,
     store: Option<Store>,
-    /// Ids seen, when there is no store to ask.
-    seen: HashSet<String>,
+    /// Ids seen, when there is no store to ask (only those a duplicate could still be accepted with).
+    seen: RecentIds,
     /// Token hashes, when there is no store to keep them.
     tokens: HashMap<String, Principal>,
     since_snapshot: u64,
@@ -84,7 +86,7 @@ impl Core {
             policy,
             stats: CoreStats::default(),
             store: None,
-            seen: HashSet::new(),
+            seen: RecentIds::default(),
             tokens: HashMap::new(),
             since_snapshot: 0,
             last_seq: 0,
@@ -202,7 +204,7 @@ impl Core {
             let key = format!("{} {}", ev.source, ev.id);
             let fresh = match &mut batch {
                 Some(b) => b.append_event(&key, ev.time, payloads[i])?.inspect(|seq| self.last_seq = *seq).is_some(),
-                None => self.seen.insert(key),
+                None => self.seen.insert(key, self.engine.state.now, &self.engine.rules.window),
             };
             if !fresh {
                 self.stats.duplicates += 1;
@@ -322,6 +324,35 @@ impl Core {
     }
 }
 
+/// The ids a store-less core has accepted, for dedup, kept only as long as a duplicate could still get
+/// through the time window: an event more than `behind_hours` older than the clock is refused as
+/// `out_of_window` anyway. Two generations, rotated when the clock has moved a whole window (plus its
+/// `ahead` part) since the last rotation, so an id is kept at least that long after it was accepted and
+/// memory stays bounded over runs of many days (an experiment's core has no store).
+#[derive(Debug, Default)]
+struct RecentIds {
+    current: HashSet<String>,
+    previous: HashSet<String>,
+    rotated_at: Millis,
+}
+
+impl RecentIds {
+    /// Whether `key` is new; `now` is the core's clock when it arrives.
+    fn insert(&mut self, key: String, now: Millis, window: &TimeWindow) -> bool {
+        let span = window.behind_hours as Millis * crate::time::HOUR + (window.ahead_minutes as Millis + 1) * crate::time::MINUTE;
+        if now - self.rotated_at > span {
+            self.previous = std::mem::take(&mut self.current);
+            self.rotated_at = now;
+        }
+        !self.previous.contains(&key) && self.current.insert(key)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
 /// Engine snapshots are postcard (compact and fast: the town's engine state is about 2 MB this way against
 /// 7 MB of JSON) behind this tag; an untagged snapshot is the JSON older stores hold.
 pub const SNAPSHOT_TAG: &[u8] = b"towntwin-engine-postcard-1\n";
@@ -366,4 +397,31 @@ fn transition_entry(e: &OrderEvent) -> crate::audit::Entry {
     // The core's own decisions: opening and dispatching ("system"), escalating at a deadline ("policy").
     let scope = if matches!(e.actor.as_str(), "system" | "policy") { crate::audit::SYSTEM.to_string() } else { crate::audit::Entry::scope_of(&e.actor) };
     crate::audit::Entry { at: e.at, actor: e.actor.clone(), scope, what: e.action.clone(), target: format!("order {}", e.order), outcome }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::{HOUR, MINUTE};
+
+    #[test]
+    fn recent_ids_keep_an_id_as_long_as_the_window_could_let_a_duplicate_in() {
+        let w = TimeWindow { ahead_minutes: 10, behind_hours: 24 };
+        let mut ids = RecentIds::default();
+        let t0 = 1_000 * HOUR;
+        assert!(ids.insert("a".into(), t0, &w));
+        // Through several rotations, until the window has passed it for good.
+        let mut now = t0;
+        while now <= t0 + 24 * HOUR + 10 * MINUTE {
+            assert!(!ids.insert("a".into(), now, &w), "a duplicate at {} h after was taken as new", (now - t0) / HOUR);
+            assert!(ids.insert(format!("b{now}"), now, &w));
+            now += 10 * MINUTE;
+        }
+        // Two generations at most: what was accepted more than two windows ago is gone.
+        for k in 0..400 {
+            ids.insert(format!("c{k}"), now + k * 10 * MINUTE, &w);
+        }
+        assert!(ids.len() <= 2 * (24 * 6 + 2) + 2, "{} ids kept", ids.len());
+        assert!(ids.insert("a".into(), now + 400 * 10 * MINUTE, &w), "an id long out of the window is forgotten");
+    }
 }

@@ -8,6 +8,7 @@ pub mod cloudevents;
 pub mod core_link;
 pub mod credentials;
 pub mod detect;
+pub mod experiment;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod percentiles;

@@ -65,6 +65,16 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run a planners' experiment (scenarios/experiments/*.ron): replications of each variant on common
+    /// random numbers, on all cores, then KPIs with 95% intervals, paired differences, validity checks,
+    /// plots and report.html in the results folder. A folder holding the same plan resumes.
+    #[command(args_conflicts_with_subcommands = true)]
+    Experiment {
+        #[command(subcommand)]
+        action: Option<ExperimentAction>,
+        #[command(flatten)]
+        run: ExperimentArgs,
+    },
     /// Measure a broker's raw ceiling for messages of a given size.
     Ceiling {
         /// Broker to measure (default: start the embedded one).
@@ -74,6 +84,38 @@ enum Command {
         messages: u64,
         #[arg(long, default_value_t = 400)]
         size: usize,
+    },
+}
+
+#[derive(clap::Args)]
+struct ExperimentArgs {
+    /// The experiment file.
+    file: Option<PathBuf>,
+    /// Results folder (default: results/experiments/<name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replications run at once (default: the machine's cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Run only the slice i of n of the replications (k % n == i - 1), e.g. for a batch array job; join the
+    /// slices with `towntwin experiment merge`.
+    #[arg(long, value_parser = towntwin_harness::experiment::parse_shard)]
+    shard: Option<(u32, u32)>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum ExperimentAction {
+    /// Join the replications of shards (or interrupted runs) of one experiment and write its report.
+    Merge {
+        /// Results folders of the shards.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Folder for the merged results and report.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -413,6 +455,33 @@ fn dispatch(cli: Cli) -> Result<()> {
             print!("{}", towntwin_harness::bench_ingest::render(&report));
             Ok(())
         }
+        Command::Experiment { action: Some(ExperimentAction::Merge { dirs, out }), .. } => {
+            let summary = towntwin_harness::experiment::merge(&dirs, &out)?;
+            print!("{}", towntwin_harness::experiment::render(&summary, &out));
+            checks_pass(&summary)
+        }
+        Command::Experiment { action: None, run: ExperimentArgs { file, out, jobs, shard, quiet } } => {
+            let file = file.ok_or_else(|| UsageFault("give the experiment file, e.g. `towntwin experiment scenarios/experiments/loops.ron`".into()))?;
+            let opts = towntwin_harness::experiment::Options { file, out, jobs, shard, progress: !quiet };
+            let done = towntwin_harness::experiment::run(&opts)?;
+            match &done.summary {
+                Some(s) => {
+                    print!("{}", towntwin_harness::experiment::render(s, &done.out));
+                    println!("ran {} replication(s) ({} resumed) in {:.0} s", done.ran, done.resumed, done.wall_seconds);
+                    checks_pass(s)
+                }
+                None => {
+                    println!(
+                        "shard done: {} replication(s) ({} resumed) in {:.0} s into {}; join the shards with `towntwin experiment merge DIRS... --out DIR`",
+                        done.ran,
+                        done.resumed,
+                        done.wall_seconds,
+                        done.out.display()
+                    );
+                    Ok(())
+                }
+            }
+        }
         Command::Ceiling { broker, messages, size } => {
             let ep = match broker {
                 Some(url) => towntwin_harness::broker::reach(&url)?,
@@ -427,6 +496,16 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// An experiment whose validity checks failed exits 1 (after writing its report, which says which).
+fn checks_pass(s: &towntwin_harness::experiment::analyse::Summary) -> Result<()> {
+    let failed = s.failed_checks();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = failed.iter().map(|c| format!("{} ({}): {}", c.name, c.variant, c.detail)).collect();
+    anyhow::bail!("{} validity check(s) failed (the report says so too):\n  {}", failed.len(), list.join("\n  "))
 }
 
 /// A store that must already exist (read-only: checking never creates or changes one).

@@ -505,6 +505,19 @@ impl Responders {
             ("task_force", &self.task_force),
         ]
     }
+
+    /// The crew of that field name, to change (an experiment's staffing variant).
+    pub fn crew_mut(&mut self, name: &str) -> Option<&mut Crew> {
+        Some(match name {
+            "committee" => &mut self.committee,
+            "property" => &mut self.property,
+            "city_management" => &mut self.city_management,
+            "maintenance" => &mut self.maintenance,
+            "fire_safety" => &mut self.fire_safety,
+            "task_force" => &mut self.task_force,
+            _ => return None,
+        })
+    }
 }
 
 /// A scenario with its file's place, ready to run.

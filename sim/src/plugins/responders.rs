@@ -71,7 +71,7 @@ pub struct ResponderStats {
     pub by_crew: BTreeMap<String, CrewStats>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct CrewStats {
     /// Dispatches that reached the crew.
     pub dispatched: u64,
@@ -93,6 +93,46 @@ pub struct CrewStats {
     pub cost_yuan: f64,
     pub verified: u64,
     pub reopened: u64,
+    /// The crew's waiting line (dispatched, not yet accepted), for Little's law: orders that joined it,
+    /// orders that left it (accepted or taken away), the minutes those spent in it, and its length summed
+    /// over every minute (its area). A tick counts an order from the minute it joined to the minute it left.
+    pub queue_joined: u64,
+    pub queue_left: u64,
+    pub queue_left_minutes: u64,
+    pub queue_area_minutes: u64,
+}
+
+impl CrewStats {
+    /// What was counted after `earlier` (a copy of these counts taken then), for a measured window after a
+    /// warm-up. `max_queue` stays the whole run's.
+    pub fn since(&self, earlier: &CrewStats) -> CrewStats {
+        CrewStats {
+            dispatched: self.dispatched - earlier.dispatched,
+            accepted: self.accepted - earlier.accepted,
+            resolved: self.resolved - earlier.resolved,
+            failed: self.failed - earlier.failed,
+            withdrawn: self.withdrawn - earlier.withdrawn,
+            wait_minutes: self.wait_minutes - earlier.wait_minutes,
+            max_queue: self.max_queue,
+            busy_minutes: self.busy_minutes - earlier.busy_minutes,
+            duty_minutes: self.duty_minutes - earlier.duty_minutes,
+            cost_yuan: self.cost_yuan - earlier.cost_yuan,
+            verified: self.verified - earlier.verified,
+            reopened: self.reopened - earlier.reopened,
+            queue_joined: self.queue_joined - earlier.queue_joined,
+            queue_left: self.queue_left - earlier.queue_left,
+            queue_left_minutes: self.queue_left_minutes - earlier.queue_left_minutes,
+            queue_area_minutes: self.queue_area_minutes - earlier.queue_area_minutes,
+        }
+    }
+}
+
+impl ResponderStats {
+    /// Every crew's [`CrewStats::since`] `earlier`.
+    pub fn since(&self, earlier: &ResponderStats) -> ResponderStats {
+        let by_crew = self.by_crew.iter().map(|(k, v)| (k.clone(), v.since(earlier.by_crew.get(k).unwrap_or(&CrewStats::default())))).collect();
+        ResponderStats { by_crew }
+    }
 }
 
 /// A crew, by role and the unit it serves.
@@ -106,8 +146,9 @@ enum Unit {
 #[derive(Debug)]
 struct Team {
     free: u32,
-    /// Waiting orders by when they are noticed: (ready at, order) -> (dispatch number, dispatched at).
-    queue: BTreeMap<(Millis, u64), (u32, Millis)>,
+    /// Waiting orders by when they are noticed: (ready at, order) -> (dispatch number, dispatched at, the
+    /// tick it joined the queue).
+    queue: BTreeMap<(Millis, u64), (u32, Millis, Millis)>,
 }
 
 /// Who holds an order now.
@@ -195,18 +236,19 @@ impl Desk {
         Some((role, unit))
     }
 
-    /// Takes an order away from whoever holds it; true if a member was working it.
-    /// Takes `order` from whoever holds it; returns their role and whether a member was working it.
-    fn release(&mut self, order: u64) -> Option<(Role, bool)> {
+    /// Takes `order` from whoever holds it; returns their role, whether a member was working it, and, if it
+    /// was still waiting in the queue, since which tick.
+    fn release(&mut self, order: u64) -> Option<(Role, bool, Option<Millis>)> {
         let held = self.held.remove(&order)?;
         let team = self.teams.get_mut(&held.team)?;
+        let mut joined = None;
         match held.queued_ready {
             Some(ready) => {
-                team.queue.remove(&(ready, order));
+                joined = team.queue.remove(&(ready, order)).map(|(_, _, j)| j);
             }
             None => team.free += 1,
         }
-        Some((held.team.0, held.queued_ready.is_none()))
+        Some((held.team.0, held.queued_ready.is_none(), joined))
     }
 }
 
@@ -247,9 +289,7 @@ fn respond(
     for (order, n) in latest {
         match n.event.to {
             State::Dispatched => {
-                if let Some((role, true)) = desk.release(order) {
-                    stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default().withdrawn += 1;
-                }
+                withdraw(desk.release(order), cfg, now, &mut stats);
                 let d = desk.dispatch.entry(order).or_insert(0);
                 *d += 1;
                 let d = *d;
@@ -259,23 +299,22 @@ fn respond(
                 let mut rng = params.rng("responders.notice", order, d);
                 let ready = n.event.at.max(now) + minutes(&mut rng, &crew.notice_minutes);
                 let team = desk.teams.entry(key.clone()).or_insert_with(|| Team { free: headcount, queue: BTreeMap::new() });
-                team.queue.insert((ready, order), (d, n.event.at));
+                team.queue.insert((ready, order), (d, n.event.at, now));
                 let s = stats.by_crew.entry(name.into()).or_default();
                 s.dispatched += 1;
+                s.queue_joined += 1;
                 s.max_queue = s.max_queue.max(team.queue.len() as u64);
                 desk.held.insert(order, Held { team: key, queued_ready: Some(ready) });
             }
             State::Resolved => {
                 // Resolved by someone else (a trainee, the API), or by the crew: whoever held it is free again.
-                desk.release(order);
+                withdraw(desk.release(order), cfg, now, &mut stats);
                 let d = desk.dispatch.get(&order).copied().unwrap_or(0);
                 let mut rng = params.rng("responders.verify", order, d);
                 agenda.push(now + minutes(&mut rng, &cfg.verify_minutes), Job { order, dispatch: d, step: Step::Verify });
             }
             State::Closed | State::Cancelled | State::Returned => {
-                if let Some((role, true)) = desk.release(order) {
-                    stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default().withdrawn += 1;
-                }
+                withdraw(desk.release(order), cfg, now, &mut stats);
                 *desk.dispatch.entry(order).or_insert(0) += 1;
             }
             // Accepted, in progress, verified: the responders' own doing (or a trainee's, whom they leave be).
@@ -343,15 +382,37 @@ fn respond(
             if ready > now {
                 break;
             }
-            let (d, dispatched_at) = entry.remove();
+            let (d, dispatched_at, joined) = entry.remove();
             team.free -= 1;
             desk.held.insert(order, Held { team: key.clone(), queued_ready: None });
             acts.0.push(Act { at: now, order, principal: principal(key.0, &key.1), action: Action::Accept });
             let s = stats.by_crew.entry(name.into()).or_default();
             s.accepted += 1;
             s.wait_minutes += ((now - dispatched_at).max(0) / MINUTE) as u64;
+            s.queue_left += 1;
+            s.queue_left_minutes += ((now - joined) / MINUTE) as u64;
             let mut rng = params.rng("responders.travel", order, d);
             agenda.push(now + minutes(&mut rng, &crew.travel_minutes), Job { order, dispatch: d, step: Step::Start });
         }
+    }
+    // The waiting lines' area: every order still queued at the end of this minute.
+    for (key, team) in &desk.teams {
+        if !team.queue.is_empty() {
+            stats.by_crew.entry(crew_of(cfg, key.0).0.into()).or_default().queue_area_minutes += team.queue.len() as u64;
+        }
+    }
+}
+
+/// Counts an order taken from a crew ([`Desk::release`]): a withdrawal if a member was working it, and a
+/// departure from the waiting line if it was still queued.
+fn withdraw(released: Option<(Role, bool, Option<Millis>)>, cfg: &Responders, now: Millis, stats: &mut ResponderStats) {
+    let Some((role, working, joined)) = released else { return };
+    let s = stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default();
+    if working {
+        s.withdrawn += 1;
+    }
+    if let Some(j) = joined {
+        s.queue_left += 1;
+        s.queue_left_minutes += ((now - j) / MINUTE) as u64;
     }
 }
