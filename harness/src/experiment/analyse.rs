@@ -107,7 +107,9 @@ pub fn analyse(record: &PlanRecord, reps: &[Replication]) -> Summary {
     ordered.extend(names.iter().filter(|n| !HEADLINE.contains(&n.as_str())));
     let mut kpis = Vec::new();
     for name in ordered {
-        let values = |v: &str| -> BTreeMap<u32, f64> { by_variant.get(v).map(|m| m.iter().filter_map(|(k, r)| Some((*k, *r.kpis.get(name)?))).collect()).unwrap_or_default() };
+        let values = |v: &str| -> BTreeMap<u32, f64> {
+            by_variant.get(v).map(|m| m.iter().filter_map(|(k, r)| Some((*k, *r.kpis.get(name)?))).collect()).unwrap_or_default()
+        };
         let reference_values = values(&reference);
         let mut row = KpiRow { name: name.clone(), what: describe(name), by_variant: BTreeMap::new(), difference: BTreeMap::new() };
         for v in &record.variants {
@@ -142,7 +144,12 @@ pub fn analyse(record: &PlanRecord, reps: &[Replication]) -> Summary {
         let broken: Vec<String> = rs
             .values()
             .filter(|r| !r.checks.conservation_holds)
-            .map(|r| format!("replication {}: created {} != closed {} + cancelled {} + open {:?}", r.k, r.checks.created, r.checks.closed, r.checks.cancelled, r.checks.open_by_state))
+            .map(|r| {
+                format!(
+                    "replication {}: created {} != closed {} + cancelled {} + open {:?}",
+                    r.k, r.checks.created, r.checks.closed, r.checks.cancelled, r.checks.open_by_state
+                )
+            })
             .collect();
         checks.push(Check {
             name: "conservation".into(),

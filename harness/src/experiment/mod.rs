@@ -157,7 +157,11 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<analyse::Summary> {
             let key = (rep.variant.clone(), rep.k);
             match reps.get(&key) {
                 Some(old) if old.kpis != rep.kpis => {
-                    return Err(anyhow!("replication {} of variant {} differs between the folders (the same seed must give the same result)", rep.k, rep.variant));
+                    return Err(anyhow!(
+                        "replication {} of variant {} differs between the folders (the same seed must give the same result)",
+                        rep.k,
+                        rep.variant
+                    ));
                 }
                 _ => {
                     reps.insert(key, rep);

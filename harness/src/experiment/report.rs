@@ -80,7 +80,14 @@ fn color(i: usize) -> RGBColor {
 }
 
 /// Draws `f` once into a PNG and once into an SVG named `name` in `dir`.
-fn both(dir: &Path, name: &str, size: (u32, u32), title: &str, f: impl Fn(&DrawingArea<BitMapBackend, Shift>) -> Result<()> + Copy, g: impl Fn(&DrawingArea<SVGBackend, Shift>) -> Result<()>) -> Result<Drawn> {
+fn both(
+    dir: &Path,
+    name: &str,
+    size: (u32, u32),
+    title: &str,
+    f: impl Fn(&DrawingArea<BitMapBackend, Shift>) -> Result<()> + Copy,
+    g: impl Fn(&DrawingArea<SVGBackend, Shift>) -> Result<()>,
+) -> Result<Drawn> {
     let png = dir.join(format!("{name}.png"));
     let svg = dir.join(format!("{name}.svg"));
     {
@@ -221,7 +228,14 @@ fn backlog_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, 
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(e)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(e)?;
     Ok(())
 }
 
@@ -247,14 +261,29 @@ fn cdf_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, cdfs: &[CdfPanel]
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         }
         if !lines.is_empty() {
-            chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 12)).draw().map_err(e)?;
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 12))
+                .draw()
+                .map_err(e)?;
         }
     }
     Ok(())
 }
 
-fn bars_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, ylabel: &str, cats: &[String], series: &[(String, Vec<Option<Interval>>)]) -> Result<()> {
-    let y_max = series.iter().flat_map(|(_, xs)| xs.iter().flatten().map(|i| if i.half_width.is_nan() { i.mean } else { i.high() })).fold(0.0, f64::max).max(1e-9) * 1.1;
+fn bars_plot<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    ylabel: &str,
+    cats: &[String],
+    series: &[(String, Vec<Option<Interval>>)],
+) -> Result<()> {
+    let y_max =
+        series.iter().flat_map(|(_, xs)| xs.iter().flatten().map(|i| if i.half_width.is_nan() { i.mean } else { i.high() })).fold(0.0, f64::max).max(1e-9)
+            * 1.1;
     let n = cats.len() as f64;
     let per = series.len().max(1) as f64;
     let cats_owned: Vec<String> = cats.to_vec();
@@ -291,13 +320,18 @@ fn bars_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, yla
             }
             if !i.half_width.is_nan() {
                 let xm = x0 + w * 0.45;
-                chart
-                    .draw_series(std::iter::once(PathElement::new(vec![(xm, i.low().max(0.0)), (xm, i.high())], BLACK.stroke_width(1))))
-                    .map_err(e)?;
+                chart.draw_series(std::iter::once(PathElement::new(vec![(xm, i.low().max(0.0)), (xm, i.high())], BLACK.stroke_width(1)))).map_err(e)?;
             }
         }
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 12)).draw().map_err(e)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12))
+        .draw()
+        .map_err(e)?;
     Ok(())
 }
 
@@ -399,14 +433,23 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th
         if !v.description.is_empty() {
             let _ = write!(what, ": {}", esc(&v.description));
         }
-        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td style=\"text-align:left\">{what}</td></tr>", esc(&v.name), s.replications.get(&v.name).copied().unwrap_or(0));
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td style=\"text-align:left\">{what}</td></tr>",
+            esc(&v.name),
+            s.replications.get(&v.name).copied().unwrap_or(0)
+        );
     }
     h.push_str("</table>");
     let failed = s.failed_checks();
     let _ = write!(
         h,
         "<h2>Validity checks</h2><p>{}</p><table><tr><th>check</th><th>variant</th><th>result</th><th>detail</th></tr>",
-        if failed.is_empty() { "All checks pass.".to_string() } else { format!("<b>{} check(s) FAILED</b>: read the results with that in mind.", failed.len()) }
+        if failed.is_empty() {
+            "All checks pass.".to_string()
+        } else {
+            format!("<b>{} check(s) FAILED</b>: read the results with that in mind.", failed.len())
+        }
     );
     for c in &s.checks {
         let _ = write!(

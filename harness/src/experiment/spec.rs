@@ -118,7 +118,9 @@ impl Plan {
         );
         p.check(spec.sla_hours >= 1, || "sla_hours".into(), || "expected at least 1 hour".into());
         match spec.replications {
-            Replications::Fixed(n) => p.check((2..=10_000).contains(&n), || "replications".into(), || format!("expected 2..=10000 replications (an interval needs two), got {n}")),
+            Replications::Fixed(n) => {
+                p.check((2..=10_000).contains(&n), || "replications".into(), || format!("expected 2..=10000 replications (an interval needs two), got {n}"))
+            }
             Replications::Precision { relative_half_width: r, min, max } => {
                 p.check(
                     r.is_finite() && r > 0.0 && r < 1.0,
@@ -141,7 +143,11 @@ impl Plan {
                     || format!("variants[{i}].staff.{crew}"),
                     || format!("unknown crew; expected one of {} or \"all\"", CREWS.join(", ")),
                 );
-                p.check(f.is_finite() && *f > 0.0 && *f <= 100.0, || format!("variants[{i}].staff.{crew}"), || format!("expected a multiplier 0 < x <= 100, got {f}"));
+                p.check(
+                    f.is_finite() && *f > 0.0 && *f <= 100.0,
+                    || format!("variants[{i}].staff.{crew}"),
+                    || format!("expected a multiplier 0 < x <= 100, got {f}"),
+                );
             }
         }
         p.finish()?;
@@ -209,15 +215,7 @@ impl Plan {
                 }));
                 continue;
             }
-            variants.push(Resolved {
-                name: v.name.clone(),
-                description: v.description.clone(),
-                start: loaded.start,
-                scenario,
-                town,
-                rules,
-                policy,
-            });
+            variants.push(Resolved { name: v.name.clone(), description: v.description.clone(), start: loaded.start, scenario, town, rules, policy });
         }
         if !errors.is_empty() {
             return Err(DataErrors(errors));
