@@ -50,6 +50,8 @@ fn reject(code: &'static str, detail: impl Into<String>) -> Reject {
 pub struct Devices {
     pub index: HashMap<String, u32>,
     pub list: Vec<DeviceEntry>,
+    /// The town's estate ids (the areas a hotline call may come from).
+    pub estates: std::collections::HashSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,7 +67,7 @@ pub struct DeviceEntry {
 impl Devices {
     /// Indexes devices in the same order the twin does: estates' devices, then roads'.
     pub fn of(town: &Town) -> Devices {
-        let mut d = Devices::default();
+        let mut d = Devices { estates: town.estates.iter().map(|e| e.id.clone()).collect(), ..Devices::default() };
         let estates = town.estates.iter().enumerate().map(|(i, e)| (Some(i as u16), e.id.as_str(), &e.devices));
         let roads = town.roads.iter().map(|r| (None, r.id.as_str(), &r.devices));
         for (estate, area, devices) in estates.chain(roads) {
@@ -110,8 +112,20 @@ pub fn decode(payload: &[u8], devices: &Devices) -> Result<Event, Reject> {
     let time = env.time.ok_or_else(|| reject("missing_field", "`time`"))?;
     let time = parse_rfc3339(time).ok_or_else(|| reject("mistyped_field", format!("`time` {time:?} is not RFC 3339")))?;
     let device_id = source.rsplit('/').next().unwrap_or_default();
-    let device =
-        if ty == EventType::ClockTick { None } else { Some(*devices.index.get(device_id).ok_or_else(|| reject("unknown_device", format!("`{source}`")))?) };
+    let device = match ty {
+        EventType::ClockTick => None,
+        // The hotline is no device of the registry: its source must be an estate's 12345 line.
+        EventType::HotlineCall => {
+            let estate = hotline_area(source).ok_or_else(|| {
+                reject("unknown_device", format!("`{source}` is not {}/{{estate}}/{}/{}", event::SOURCE_PREFIX, event::HOTLINE_KIND, event::HOTLINE_DEVICE))
+            })?;
+            if !devices.estates.contains(estate) {
+                return Err(reject("unknown_device", format!("`{source}`: no estate `{estate}`")));
+            }
+            None
+        }
+        _ => Some(*devices.index.get(device_id).ok_or_else(|| reject("unknown_device", format!("`{source}`")))?),
+    };
     let subject = match env.subject {
         Some(s) => Some(s.parse::<FlatRef>().map_err(|e| reject("mistyped_field", format!("`subject`: {e}")))?),
         None => None,
@@ -138,6 +152,13 @@ pub fn decode_on(topic: &str, payload: &[u8], devices: &Devices) -> Result<Event
     Ok(ev)
 }
 
+/// The estate of a hotline call's source `/gaohang/{estate}/hotline/12345`.
+pub fn hotline_area(source: &str) -> Option<&str> {
+    let rest = source.strip_prefix(event::SOURCE_PREFIX)?.strip_prefix('/')?;
+    let (area, line) = rest.split_once('/')?;
+    (line == format!("{}/{}", event::HOTLINE_KIND, event::HOTLINE_DEVICE)).then_some(area)
+}
+
 fn decode_data(ty: EventType, raw: &str) -> Result<Data, serde_json::Error> {
     use serde_json::from_str as p;
     Ok(match ty {
@@ -158,6 +179,7 @@ fn decode_data(ty: EventType, raw: &str) -> Result<Data, serde_json::Error> {
         EventType::DeviceHeartbeat => Data::Heartbeat(p(raw)?),
         EventType::DeviceFault => Data::Fault(p(raw)?),
         EventType::DeviceRecovered => Data::Recovered(p(raw)?),
+        EventType::HotlineCall => Data::Hotline(p(raw)?),
         EventType::ClockTick => Data::Tick(p(raw)?),
     })
 }

@@ -12,8 +12,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::load::{DataErrors, Problems, read_ron};
-use crate::rules::{Finding, RuleSet};
+use crate::rules::{Finding, RuleKind, RuleSet};
 use crate::time::{HOUR, MINUTE, Millis};
+use crate::truth::{IncidentKind, MatchBy};
 pub use towntwin_contracts::orders::{Action, Loop, Notice, ORDERS_PREFIX, OrderEvent, Role, State, WATERMARK_TOPIC};
 
 /// A refused transition.
@@ -133,6 +134,9 @@ pub struct Order {
     pub first_seen: Millis,
     pub last_seen: Millis,
     pub reopened: u32,
+    /// Residents' calls to the 12345 hotline attached to this order (counted in `count` too).
+    #[serde(default)]
+    pub calls: u32,
     /// The policy this order started under, kept whole so a policy change does not rewrite history.
     pub policy: Policy,
 }
@@ -227,6 +231,7 @@ impl Orders {
             event: e.clone(),
             area: o.map(|o| o.area.clone()).unwrap_or_default(),
             rule: o.map(|o| o.rule.clone()).unwrap_or_default(),
+            subject: o.map(|o| o.subject.clone()).unwrap_or_default(),
             estate: o.and_then(|o| o.estate),
             assignee: o.map(|o| o.assignee.clone()).unwrap_or_default(),
             cause: None,
@@ -278,6 +283,7 @@ impl Orders {
             first_seen: f.at,
             last_seen: f.at,
             reopened: 0,
+            calls: 0,
             policy: policy.clone(),
         });
         self.open_by_key.insert((f.rule.clone(), f.key.clone()), id);
@@ -285,6 +291,34 @@ impl Orders {
         // Dispatch at once to the small loop's takers.
         self.act(id, f.at, "system", Action::Dispatch)?;
         Ok(id)
+    }
+
+    /// A 12345 call about `category` (the finding of a hotline rule) joins the open order of a rule that
+    /// detects that kind of problem at the same place: the same area, and the same subject for a rule that
+    /// names one. Returns the order it joined (the oldest, if several), or `None` when there is none and the
+    /// call makes its own hotline order.
+    pub fn attach_call(&mut self, f: &Finding, category: IncidentKind, rules: &RuleSet) -> Option<u64> {
+        let detecting: Vec<(&str, bool)> = rules
+            .rules
+            .iter()
+            .filter(|r| !matches!(r.kind, RuleKind::Hotline) && r.detects.kinds.contains(&category))
+            .map(|r| (r.id.as_str(), r.detects.by == MatchBy::Subject))
+            .collect();
+        let id = self
+            .open_by_key
+            .values()
+            .copied()
+            .filter(|id| {
+                let o = &self.orders[*id as usize - 1];
+                o.area == f.area && detecting.iter().any(|(rule, by_subject)| o.rule == *rule && (!by_subject || o.subject == f.subject))
+            })
+            .min()?;
+        let o = &mut self.orders[id as usize - 1];
+        o.calls += 1;
+        o.count += 1;
+        o.last_seen = o.last_seen.max(f.at);
+        self.dirty.insert(id);
+        Some(id)
     }
 
     #[allow(clippy::too_many_arguments)]

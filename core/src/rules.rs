@@ -117,6 +117,10 @@ pub enum RuleKind {
     Duration { start: EventType, end: EventType, minutes: u32 },
     /// A device heard from no more for `factor` times its heartbeat interval.
     Silence { factor: f64, mains_minutes: u32, battery_minutes: u32 },
+    /// A resident's call to the 12345 hotline (`hotline.call`). The core attaches it to the open order of a
+    /// rule that detects the call's category for the same place (the same subject, for a rule that names
+    /// one); otherwise it opens (or repeats) an order of this rule keyed by estate, category and subject.
+    Hotline,
 }
 
 impl RuleSet {
@@ -170,6 +174,10 @@ impl RuleSet {
                         || at("kind"),
                         || "heartbeat intervals must be 1 to 43,200 minutes (30 days)".into(),
                     );
+                }
+                RuleKind::Hotline => {
+                    let n = self.rules.iter().filter(|r| matches!(r.kind, RuleKind::Hotline)).count();
+                    p.check(n == 1, || at("kind"), || format!("at most one Hotline rule (calls would open an order for each), found {n}"));
                 }
             }
         }
@@ -439,6 +447,20 @@ impl Engine {
                         format!("{n} distinct faces in {window_days} days"),
                     ));
                 }
+            }
+            (RuleKind::Hotline, Data::Hotline(call)) => {
+                let Some(area) = crate::decode::hotline_area(&ev.source) else { return };
+                let estate = self.ctx.estates.iter().position(|e| e == area).map(|i| i as u16);
+                let (area, about) = (area.to_string(), call.about.clone());
+                out.push(self.finding(
+                    ri,
+                    format!("{area}/{}/{about}", call.category),
+                    estate,
+                    area,
+                    about,
+                    ev.time,
+                    format!("a resident called 12345 about {}", call.category),
+                ));
             }
             (RuleKind::Direct { event, min_confidence, codes, alarms }, data) if *event == ev.ty => {
                 let Some(d) = dev else { return };

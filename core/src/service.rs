@@ -230,9 +230,17 @@ impl Core {
             }
             let before = self.orders.pending.len();
             // `apply` moves the event-time clock to the event (a clock tick included) and fires due timers.
+            let call = match &ev.data {
+                crate::event::Data::Hotline(c) => Some(c.category),
+                _ => None,
+            };
             for f in self.engine.apply(&ev) {
                 *self.stats.findings_by_rule.entry(f.rule.clone()).or_default() += 1;
-                self.orders.on_finding(&f, &self.engine.rules, &self.policy)?;
+                // A 12345 call about a problem the platform already has an order for joins that order.
+                let joined = call.and_then(|c| self.orders.attach_call(&f, c, &self.engine.rules));
+                if joined.is_none() {
+                    self.orders.on_finding(&f, &self.engine.rules, &self.policy)?;
+                }
                 out.findings.push(f);
             }
             self.orders.tick(self.engine.state.now)?;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use base64::Engine as _;
 use rand::RngCore as _;
-use towntwin_core::event::TOWN_AREA;
+use towntwin_core::event::{HOTLINE_DEVICE, HOTLINE_KIND, TOWN_AREA};
 use towntwin_core::town::Town;
 
 use crate::UsageFault;
@@ -31,6 +31,9 @@ pub const CORE: &str = "core";
 pub const GATEWAY: &str = "twin-gateway";
 /// The town clock (in estate and device modes).
 pub const CLOCK: &str = "twin-clock";
+/// The 12345 hotline's line into the platform (in device mode; an estate's gateway carries its calls in
+/// estate mode).
+pub const HOTLINE: &str = "twin-hotline";
 /// The twin's observers and responders: read everything the core and the devices say.
 pub const OBSERVER: &str = "twin-observer";
 
@@ -53,6 +56,7 @@ pub fn users(town: &Town) -> Vec<User> {
         user(CORE, &["orders/#".into(), "deadletter/#".into()], &["town/#"]),
         user(GATEWAY, &["town/#".into()], &[]),
         user(CLOCK, &[format!("town/{TOWN_AREA}/#")], &[]),
+        user(HOTLINE, &[format!("town/+/{HOTLINE_KIND}/{HOTLINE_DEVICE}/hotline.call")], &[]),
         user(OBSERVER, &[], &["town/#", "orders/#", "deadletter/#"]),
     ];
     let areas = town.estates.iter().map(|e| (e.id.as_str(), &e.devices)).chain(town.roads.iter().map(|r| (r.id.as_str(), &r.devices)));
@@ -185,7 +189,10 @@ mod tests {
         let town = towntwin_sim::generate::small(3, 2, 1);
         let users = users(&town);
         let devices = town.estates.iter().map(|e| e.devices.len()).sum::<usize>() + town.roads.iter().map(|r| r.devices.len()).sum::<usize>();
-        assert_eq!(users.len(), 4 + town.estates.len() + town.roads.len() + devices);
+        assert_eq!(users.len(), 5 + town.estates.len() + town.roads.len() + devices);
+        // The 12345 line may post calls for any estate, and nothing else.
+        let hotline = users.iter().find(|u| u.name == HOTLINE).unwrap();
+        assert_eq!(hotline.write, ["town/+/hotline/12345/hotline.call"]);
         let d = &town.estates[0].devices[0];
         let u = users.iter().find(|u| u.name == d.id).unwrap();
         assert_eq!(u.write, [format!("town/{}/{}/{}/+", town.estates[0].id, d.kind.slug(), d.id)]);

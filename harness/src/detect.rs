@@ -93,3 +93,11 @@ pub fn score(rules: &RuleSet, orders: &[Order], incidents: &[Incident], run_end:
     }
     out
 }
+
+/// What each rule's orders are about, for the twin's responders: a resolution of an order can then end
+/// the incident it was about in the town (see `towntwin_sim::scenario::Response`).
+pub fn rule_targets(rules: &RuleSet) -> towntwin_sim::plugins::responders::RuleTargets {
+    towntwin_sim::plugins::responders::RuleTargets(
+        rules.rules.iter().map(|r| (r.id.clone(), (r.detects.kinds.clone(), r.detects.by == MatchBy::Subject))).collect(),
+    )
+}

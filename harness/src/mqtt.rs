@@ -260,7 +260,7 @@ impl Publisher {
                 .flat_map(|e| &e.devices)
                 .chain(town.roads.iter().flat_map(|r| &r.devices))
                 .map(|d| d.id.clone())
-                .chain(["twin".to_string()])
+                .chain(["twin".to_string(), towntwin_core::event::HOTLINE_DEVICE.to_string()])
                 .collect(),
         };
         let (inflight, capacity) = match mode {
@@ -283,6 +283,7 @@ impl Publisher {
                 Mode::Estate if k == TOWN_AREA => CLOCK.to_string(),
                 Mode::Estate => gateway_of(&k),
                 Mode::Device if k == "twin" => CLOCK.to_string(),
+                Mode::Device if k == towntwin_core::event::HOTLINE_DEVICE => crate::credentials::HOTLINE.to_string(),
                 Mode::Device => k.clone(),
             };
             let (client, el) = AsyncClient::new(options(&format!("towntwin-{pid}-{k}"), &user, ep, inflight, capacity)?, capacity);

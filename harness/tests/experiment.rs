@@ -70,16 +70,25 @@ fn common_random_numbers_shards_merged_equal_one_run_and_a_killed_run_resumes() 
     let html = std::fs::read_to_string(whole.join("report.html")).unwrap();
     assert!(html.contains("data:image/png;base64,") && !html.contains("src=\"http"), "the report must carry its plots inline");
 
-    // Common random numbers: replication k has one seed and the same incidents in every variant, while the
-    // policies make the orders differ; another k has other incidents.
+    // Common random numbers: replication k has one seed and the same incidents in every variant until a
+    // response changes the town, while the policies make the orders differ; another k has other incidents.
     let reps = reps_of(&whole);
     assert_eq!(reps.len(), 4);
     let (a0, b0, a1, b1) = (&reps[0], &reps[1], &reps[2], &reps[3]);
     assert_eq!((a0.k, b0.k, a1.k, b1.k), (0, 0, 1, 1));
     assert_eq!(a0.seed, b0.seed);
-    assert_eq!(a0.incidents_digest, b0.incidents_digest, "the variants of replication 0 saw different incidents");
-    assert_eq!(a1.incidents_digest, b1.incidents_digest);
-    assert_ne!(a0.incidents_digest, a1.incidents_digest, "two replications saw the same incidents");
+    let start = towntwin_core::time::parse_local_date("2026-03-02").unwrap();
+    for (a, b) in [(a0, b0), (a1, b1)] {
+        let first = a.first_answer_ms.min(b.first_answer_ms).expect("responses ended incidents");
+        // Hour h's digest covers what was created by the end of hour h; before the first answer the two
+        // towns are the same.
+        let same = ((first - start) / towntwin_core::time::HOUR) as usize;
+        assert!(same >= 2, "the first answer came at hour {same}");
+        assert_eq!(a.incidents_digest_hourly[..same], b.incidents_digest_hourly[..same], "replication {}: the variants saw different incidents", a.k);
+        // After it the policies' different response times end incidents at different times.
+        assert_ne!(a.kpis["harm_hours_per_day"], b.kpis["harm_hours_per_day"], "the responses of two policies changed nothing in the town");
+    }
+    assert_ne!(a0.incidents_digest_hourly[0], a1.incidents_digest_hourly[0], "two replications saw the same incidents");
     assert_ne!(a0.kpis.get("escalations_per_day/medium"), b0.kpis.get("escalations_per_day/medium"), "the policies made no difference at all");
     for r in &reps {
         assert!(r.checks.conservation_holds, "{}: {:?}", r.variant, r.checks);
@@ -114,7 +123,7 @@ fn common_random_numbers_shards_merged_equal_one_run_and_a_killed_run_resumes() 
     // Shards of different plans are not merged.
     let s3 = tmp.path().join("s3");
     run(&opts(&other, &s3, Some((1, 2)))).unwrap();
-    let err = merge(&[s1, s3], &tmp.path().join("mixed")).err().expect("shards of two plans must not merge");
+    let err = merge(&[s1, s3], &tmp.path().join("mixed")).expect_err("shards of two plans must not merge");
     assert_eq!(towntwin_harness::exit_code(&err), 2, "{err:#}");
 }
 

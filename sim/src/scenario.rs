@@ -1,12 +1,14 @@
 //! Scenarios: what a run simulates (town, dates, seed) and every behavioural rate, as RON.
 //! Every section has built-in baseline defaults, so a what-if file states only what it changes.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::dist::Dist;
 use serde::{Deserialize, Serialize};
 use towntwin_contracts::load::{DataErrors, Problems, read_ron};
 use towntwin_contracts::time::{HhMm, Millis, parse_local_date};
+use towntwin_contracts::truth::IncidentKind;
 
 /// A probability or a share, in 0..=1. A scenario file writes it as a bare number; anything outside
 /// 0..=1 (or NaN) is refused when the file is read, with the field's place.
@@ -78,6 +80,10 @@ pub struct Scenario {
     pub devices: Devices,
     #[serde(default)]
     pub responders: Responders,
+    #[serde(default)]
+    pub response: Response,
+    #[serde(default)]
+    pub hotline: Hotline,
 }
 
 /// One value per age band: mean outings a day (each outing an out pass and an in pass), or shares.
@@ -520,6 +526,104 @@ impl Responders {
     }
 }
 
+/// What a resolved work order does in the town: per incident kind, how likely the visit ends the incident
+/// (the group rental is cleared, the illegal works stop, the lone elderly resident is found, the kiosk is
+/// emptied, the device is repaired, the e-bike is charged at a pile from now on); otherwise the occupants
+/// were only warned or the fix did not hold, and the incident goes on until a later order or its own end.
+/// A kind not listed is not changed by any response. The twin's devices see the change (faces, noise and
+/// indoor charging stop, passes resume) and the ground truth records that the response ended it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Response {
+    pub effects: BTreeMap<IncidentKind, Effect>,
+}
+
+/// One incident kind's answer to a resolution.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Effect {
+    /// Probability that the resolution ends the incident.
+    pub ends: Probability,
+    /// For habits (e-bike charging indoors or by flying wire, e-bikes in the elevator): days until the
+    /// household goes back to it after the response ended it (a [`Dist`]); `None`: never.
+    #[serde(default)]
+    pub resumes_after_days: Option<Dist>,
+}
+
+/// Residents and the 12345 citizens' hotline: per incident kind, the share of incidents someone calls about
+/// at all, how long after the start the first call comes (their patience, a [`Dist`] in hours), and how
+/// often they call again while it goes on (`None`: once). A call made after the incident ended is not
+/// made. Kinds not listed are never called about (a fire goes to 119, a dead sensor to nobody).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hotline {
+    pub patience: BTreeMap<IncidentKind, Patience>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Patience {
+    pub call_share: Probability,
+    pub first_call_hours: Dist,
+    #[serde(default)]
+    pub again_after_hours: Option<Dist>,
+}
+
+impl Default for Hotline {
+    fn default() -> Self {
+        let p = |share: f64, mean: f64, sd: f64, again: Option<Dist>| Patience {
+            call_share: prob(share),
+            first_call_hours: Dist::LogNormal { mean, sd },
+            again_after_hours: again,
+        };
+        Hotline {
+            patience: BTreeMap::from([
+                (IncidentKind::GroupRental, p(0.5, 96.0, 72.0, Some(Dist::LogNormal { mean: 168.0, sd: 96.0 }))),
+                (IncidentKind::RenovationIllegal, p(0.4, 48.0, 36.0, Some(Dist::LogNormal { mean: 96.0, sd: 48.0 }))),
+                (IncidentKind::EbikeFlyingWire, p(0.2, 2.0, 1.5, None)),
+                (IncidentKind::BinOverflow, p(0.2, 5.0, 4.0, None)),
+                (IncidentKind::VulnerableEmergency, p(0.3, 30.0, 18.0, None)),
+            ]),
+        }
+    }
+}
+
+/// The kinds a response can end in the twin, and of those the habits that can resume.
+pub const ANSWERABLE: [IncidentKind; 10] = [
+    IncidentKind::GroupRental,
+    IncidentKind::RenovationIllegal,
+    IncidentKind::VulnerableEmergency,
+    IncidentKind::BinOverflow,
+    IncidentKind::DeviceOffline,
+    IncidentKind::DeviceStuck,
+    IncidentKind::DeviceLowBattery,
+    IncidentKind::EbikeIndoorCharging,
+    IncidentKind::EbikeFlyingWire,
+    IncidentKind::EbikeElevator,
+];
+pub const HABITS: [IncidentKind; 3] = [IncidentKind::EbikeIndoorCharging, IncidentKind::EbikeFlyingWire, IncidentKind::EbikeElevator];
+
+impl Default for Response {
+    fn default() -> Self {
+        let e = |ends: f64, resumes: Option<Dist>| Effect { ends: prob(ends), resumes_after_days: resumes };
+        let relapse = || Some(Dist::LogNormal { mean: 30.0, sd: 20.0 });
+        Response {
+            effects: BTreeMap::from([
+                (IncidentKind::GroupRental, e(0.6, None)),
+                (IncidentKind::RenovationIllegal, e(0.8, None)),
+                (IncidentKind::VulnerableEmergency, e(1.0, None)),
+                (IncidentKind::BinOverflow, e(1.0, None)),
+                (IncidentKind::DeviceOffline, e(0.9, None)),
+                (IncidentKind::DeviceStuck, e(0.9, None)),
+                (IncidentKind::DeviceLowBattery, e(1.0, None)),
+                (IncidentKind::EbikeIndoorCharging, e(0.7, relapse())),
+                (IncidentKind::EbikeFlyingWire, e(0.7, relapse())),
+                (IncidentKind::EbikeElevator, e(0.5, relapse())),
+            ]),
+        }
+    }
+}
+
 /// A scenario with its file's place, ready to run.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -640,6 +744,38 @@ impl Scenario {
         }
         if let Err(e) = r.verify_minutes.check() {
             p.push("responders.verify_minutes", e);
+        }
+        for (kind, pt) in &self.hotline.patience {
+            for (f, d) in [("first_call_hours", Some(&pt.first_call_hours)), ("again_after_hours", pt.again_after_hours.as_ref())] {
+                if let Some(d) = d
+                    && let Err(msg) = d.check()
+                {
+                    p.push(format!("hotline.patience.{kind}.{f}"), msg);
+                }
+            }
+            if let Some(again) = &pt.again_after_hours {
+                p.check(
+                    again.mean() >= 0.1,
+                    || format!("hotline.patience.{kind}.again_after_hours"),
+                    || "expected a mean of at least 0.1 hours between calls".into(),
+                );
+            }
+        }
+        for (kind, e) in &self.response.effects {
+            p.check(
+                ANSWERABLE.contains(kind),
+                || format!("response.effects.{kind}"),
+                || {
+                    let names: Vec<&str> = ANSWERABLE.iter().map(|k| k.as_str()).collect();
+                    format!("no response can end a {kind} in the twin; kinds a response can end: {}", names.join(", "))
+                },
+            );
+            if let Some(d) = &e.resumes_after_days {
+                p.check(HABITS.contains(kind), || format!("response.effects.{kind}.resumes_after_days"), || "only habits (the e-bike kinds) resume".into());
+                if let Err(msg) = d.check() {
+                    p.push(format!("response.effects.{kind}.resumes_after_days"), msg);
+                }
+            }
         }
         p.finish()?;
         Ok(start)

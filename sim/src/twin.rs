@@ -9,8 +9,10 @@ use towntwin_contracts::time::Millis;
 use towntwin_contracts::town::Town;
 
 use crate::plugins::emit::{Emitted, Message, Stats, StreamDigest};
-use crate::plugins::responders::{Act, Acts, Inbox, ResponderStats};
-use crate::plugins::{FeatureOrderPlugin, clock, devices, emit, fence, garbage, renovation, rental, residents, responders, safety, vehicles, vulnerable};
+use crate::plugins::responders::{Act, Acts, Inbox, ResponderStats, RuleTargets};
+use crate::plugins::{
+    FeatureOrderPlugin, clock, devices, emit, fence, garbage, hotline, renovation, rental, residents, responders, safety, vehicles, vulnerable,
+};
 use crate::scenario::Scenario;
 use crate::world::{Clock, GroundTruth, Outbox, Params, TownData};
 use towntwin_contracts::orders::Notice;
@@ -54,6 +56,7 @@ impl Plugin for TownPlugins {
             fence::FencePlugin,
             safety::SafetyPlugin,
             devices::DevicesPlugin,
+            hotline::HotlinePlugin,
             emit::EmitPlugin,
         ));
     }
@@ -111,6 +114,12 @@ impl Twin {
     /// The responders' actions of the last tick, for the harness to apply to the core (in order).
     pub fn take_acts(&mut self) -> Vec<Act> {
         std::mem::take(&mut self.app.world_mut().resource_mut::<Acts>().0)
+    }
+
+    /// Tells the responders what each rule's orders are about, so that a resolution can end the incident it
+    /// was about (see [`crate::scenario::Response`]).
+    pub fn set_rule_targets(&mut self, targets: RuleTargets) {
+        self.app.world_mut().insert_resource(targets);
     }
 
     pub fn responder_stats(&self) -> &ResponderStats {

@@ -1,7 +1,7 @@
 //! Components and resources every plugin shares: the clock, the device registry and device health,
 //! households and residents, the agenda of scheduled actions, the outbox of events and the ground truth.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
@@ -104,6 +104,8 @@ pub struct DeviceInfo {
 pub type Dev = u32;
 /// The pseudo-device of the twin's own clock.
 pub const CLOCK_DEVICE: Dev = u32::MAX;
+/// The 12345 hotline's pseudo-devices, one per estate: `HOTLINE_BASE + estate index`.
+pub const HOTLINE_BASE: Dev = 0xFFFF_0000;
 
 /// Device registry and lookups by place.
 #[derive(Resource, Debug, Default)]
@@ -320,12 +322,24 @@ pub struct Incident {
     pub start_ms: Millis,
     pub end_ms: Option<Millis>,
     pub benign: bool,
+    /// How it ended: `response` (a resolved work order ended it, see [`Incident::order`]) or `itself` (it
+    /// ran its course); absent while it goes on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<&'static str>,
+    /// The work order whose resolution ended it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<u64>,
+    /// When residents called the 12345 hotline about it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<Millis>,
 }
 
-/// Every incident of the run.
+/// Every incident of the run, and an index of those still going on by area and kind (for matching the
+/// work orders responders resolve to what they were about).
 #[derive(Resource, Debug, Default)]
 pub struct GroundTruth {
     pub incidents: Vec<Incident>,
+    open: HashMap<(String, IncidentKind), BTreeSet<usize>>,
 }
 
 impl GroundTruth {
@@ -340,23 +354,47 @@ impl GroundTruth {
             start_ms: start,
             end_ms: None,
             benign,
+            ended_by: None,
+            order: None,
+            calls: Vec::new(),
         });
+        self.open.entry((area.to_string(), kind)).or_default().insert(n);
         n
     }
 
     /// An incident that is over as soon as it happens (a violation, a wrong sort).
     pub fn instant(&mut self, kind: IncidentKind, area: &str, subject: String, at: Millis, benign: bool) -> usize {
         let i = self.open(kind, area, subject, at, benign);
-        self.incidents[i].end_ms = Some(at);
+        self.close(i, at);
         i
     }
 
+    /// The incident ran its course (or is known now to end at `at`).
     pub fn close(&mut self, i: usize, at: Millis) {
-        if let Some(inc) = self.incidents.get_mut(i)
-            && inc.end_ms.is_none()
-        {
-            inc.end_ms = Some(at);
+        self.end(i, at, "itself", None);
+    }
+
+    /// A responder's resolution of `order` ended the incident at `at`.
+    pub fn end_by_response(&mut self, i: usize, at: Millis, order: u64) {
+        self.end(i, at, "response", Some(order));
+    }
+
+    fn end(&mut self, i: usize, at: Millis, by: &'static str, order: Option<u64>) {
+        let Some(inc) = self.incidents.get_mut(i) else { return };
+        if inc.end_ms.is_some() {
+            return;
         }
+        inc.end_ms = Some(at);
+        inc.ended_by = Some(by);
+        inc.order = order;
+        if let Some(set) = self.open.get_mut(&(inc.area.clone(), inc.kind)) {
+            set.remove(&i);
+        }
+    }
+
+    /// Incidents of `kind` in `area` still going on, oldest first.
+    pub fn open_in(&self, area: &str, kind: IncidentKind) -> impl Iterator<Item = usize> + '_ {
+        self.open.get(&(area.to_string(), kind)).into_iter().flatten().copied()
     }
 }
 

@@ -24,6 +24,7 @@ fn notice(order: u64, at: Millis, to: State, level: Loop, area: &str, assignee: 
         event: OrderEvent { order, at, actor: "system".into(), action: "dispatch".into(), from: None, to, level, reason: None },
         area: area.into(),
         rule: "test".into(),
+        subject: String::new(),
         estate: None,
         assignee: assignee.to_vec(),
         cause: None,

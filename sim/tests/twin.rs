@@ -89,6 +89,8 @@ fn the_baseline_file_states_the_built_in_defaults() {
     assert_eq!(s.safety, Safety::default());
     assert_eq!(s.devices, Devices::default());
     assert_eq!(s.responders, Responders::default());
+    assert_eq!(s.response, Response::default());
+    assert_eq!(s.hotline, Hotline::default());
 }
 
 #[test]

@@ -31,6 +31,7 @@ pub enum EventType {
     DeviceHeartbeat,
     DeviceFault,
     DeviceRecovered,
+    HotlineCall,
     ClockTick,
 }
 
@@ -46,7 +47,7 @@ pub enum Class {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 19] = [
+    pub const ALL: [EventType; 20] = [
         EventType::GatePass,
         EventType::BinDrop,
         EventType::BinOverflow,
@@ -65,6 +66,7 @@ impl EventType {
         EventType::DeviceHeartbeat,
         EventType::DeviceFault,
         EventType::DeviceRecovered,
+        EventType::HotlineCall,
         EventType::ClockTick,
     ];
 
@@ -89,6 +91,7 @@ impl EventType {
             EventType::DeviceHeartbeat => "device.heartbeat",
             EventType::DeviceFault => "device.fault",
             EventType::DeviceRecovered => "device.recovered",
+            EventType::HotlineCall => "hotline.call",
             EventType::ClockTick => "clock.tick",
         }
     }
@@ -106,7 +109,8 @@ impl EventType {
             | EventType::SmokeAlarm
             | EventType::FenceViolation
             | EventType::ManholeAlarm
-            | EventType::DeviceFault => Class::Alarm,
+            | EventType::DeviceFault
+            | EventType::HotlineCall => Class::Alarm,
             EventType::DeviceHeartbeat | EventType::WaterReading => Class::Telemetry,
             // The clock tick drives the core's timers; it is cheap (one a simulated minute) and worth delivering.
             _ => Class::Activity,
@@ -130,6 +134,10 @@ impl std::fmt::Display for EventType {
 
 /// The area segment used for town-wide messages (the clock tick).
 pub const TOWN_AREA: &str = "_town";
+/// The `kind` and `device` segments of the 12345 citizens' hotline, which files residents' calls about an
+/// estate's problem as `town/{estate}/hotline/12345/hotline.call`.
+pub const HOTLINE_KIND: &str = "hotline";
+pub const HOTLINE_DEVICE: &str = "12345";
 /// The CloudEvents `source` prefix of every device.
 pub const SOURCE_PREFIX: &str = "/gaohang";
 
@@ -288,7 +296,18 @@ pub enum Data {
     Heartbeat(Heartbeat),
     Fault(Fault),
     Recovered(Recovered),
+    Hotline(HotlineCall),
     Tick(Tick),
+}
+
+/// `hotline.call`: a resident's call to the 12345 citizens' hotline, as its operator files it: what kind of
+/// problem (`category`, an incident kind such as `group_rental`) and what it is about within the estate of
+/// the event's source (`about`: a flat `B03-1102`, a device id, or empty when the caller could not say).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotlineCall {
+    pub category: crate::truth::IncidentKind,
+    pub about: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

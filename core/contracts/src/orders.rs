@@ -170,6 +170,9 @@ pub struct Notice {
     pub event: OrderEvent,
     pub area: String,
     pub rule: String,
+    /// What the order is about within its area (a flat, a device), as the rule keys it.
+    #[serde(default)]
+    pub subject: String,
     pub estate: Option<u16>,
     pub assignee: Vec<Role>,
     /// The id of the event whose arrival caused this transition, when an event did (not an API action).

@@ -12,7 +12,8 @@ use super::replicate::Replication;
 use crate::stats::{Interval, mser5, paired_difference};
 
 /// The KPIs a precision target applies to, and the report leads with.
-pub const HEADLINE: [&str; 5] = ["close_hours_rmst72", "closed_within_sla", "backlog_mean", "cost_yuan_per_day", "harm_hours_per_day"];
+pub const HEADLINE: [&str; 7] =
+    ["close_hours_rmst72", "closed_within_sla", "backlog_mean", "cost_yuan_per_day", "harm_hours_per_day", "hotline_calls_per_week", "solved_before_any_call"];
 
 /// Little's law may miss by the orders queued across the window's edges; more than this is a defect.
 pub const LITTLE_TOLERANCE: f64 = 0.05;
@@ -87,6 +88,11 @@ pub fn describe(name: &str) -> String {
         "recall" => "share of real incidents that got an order",
         "false_alarms_per_day" => "orders matching no real incident, per day",
         "detection_delay_p50_min" => "median minutes from incident start to its first order",
+        "hotline_calls_per_week" => "residents' calls to the 12345 hotline per week",
+        "solved_before_any_call" => "share of incidents a response ended before anyone called 12345 (未呼先应)",
+        "called_about_share" => "share of incidents (of kinds residents call about) someone called 12345 about",
+        "call_to_end_hours_rmst72" => "hours from the first 12345 call to the problem's end, Kaplan-Meier restricted to 72 h (接诉即办)",
+        "ended_by_response" => "share of incidents that a response ended (not by themselves, not still going on)",
         _ => "",
     };
     match of {

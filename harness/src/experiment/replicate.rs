@@ -45,9 +45,12 @@ pub struct Replication {
     /// The crews' counts over the window.
     pub crews: BTreeMap<String, CrewStats>,
     pub checks: Checks,
-    /// BLAKE3 of the ground-truth incidents' ids, kinds, places and starts: the same in every variant of a
-    /// replication while responses do not change the town (common random numbers).
-    pub incidents_digest: String,
+    /// BLAKE3 of the ground-truth incidents' ids, kinds, places and starts as they were created, at the
+    /// end of every hour of the run: the same in every variant of a replication until a response changes
+    /// the town (common random numbers).
+    pub incidents_digest_hourly: Vec<String>,
+    /// When a response first ended an incident.
+    pub first_answer_ms: Option<Millis>,
     pub events: u64,
     pub wall_seconds: f64,
 }
@@ -108,11 +111,13 @@ fn run(plan: &Plan, vi: usize, k: u32, db: Option<&Path>) -> Result<(Replication
     scenario.seed = plan.seed_of(k);
     let mut core = Core::open(v.rules.clone(), v.policy.clone(), &v.town, db).with_context(|| format!("variant {}: the core could not open", v.name))?;
     let mut twin = Twin::new(&scenario, v.start, (*v.town).clone(), TwinOptions { threads: Some(1), ..TwinOptions::default() });
+    twin.set_rule_targets(detect::rule_targets(&v.rules));
     let window = plan.window_start(v);
     let mut history: Vec<OrderEvent> = Vec::new();
     let mut backlog_hourly = Vec::with_capacity(scenario.days as usize * 24);
     let mut at_window: Option<ResponderStats> = None;
     let mut events = 0u64;
+    let (mut digest, mut digested, mut incidents_digest_hourly) = (blake3::Hasher::new(), 0usize, Vec::new());
     loop {
         let msgs = twin.step();
         events += msgs.len() as u64;
@@ -138,6 +143,12 @@ fn run(plan: &Plan, vi: usize, k: u32, db: Option<&Path>) -> Result<(Replication
         let end_of_tick = twin.clock().now + towntwin_sim::world::Clock::TICK;
         if (end_of_tick - v.start) % HOUR == 0 {
             backlog_hourly.push(open_orders(&core));
+            let truth = &twin.truth().incidents;
+            for i in &truth[digested..] {
+                digest.update(format!("{}|{}|{}|{}|{}\n", i.id, i.kind, i.area, i.subject, i.start_ms).as_bytes());
+            }
+            digested = truth.len();
+            incidents_digest_hourly.push(digest.clone().finalize().to_hex()[..16].to_string());
         }
         if end_of_tick == window {
             at_window = Some(twin.responder_stats().clone());
@@ -178,7 +189,8 @@ fn run(plan: &Plan, vi: usize, k: u32, db: Option<&Path>) -> Result<(Replication
         close_hours_by_loop,
         crews: crews.by_crew,
         checks,
-        incidents_digest: incidents_digest(&incidents),
+        incidents_digest_hourly,
+        first_answer_ms: incidents.iter().filter(|i| i.ended_by == Some("response")).filter_map(|i| i.end_ms).min(),
         events,
         wall_seconds: wall.elapsed().as_secs_f64(),
     };
@@ -198,14 +210,6 @@ pub fn slope(ys: &[f64]) -> f64 {
 /// Orders not closed or cancelled now.
 fn open_orders(core: &Core) -> u32 {
     core.orders.orders.iter().filter(|o| o.state.is_open()).count() as u32
-}
-
-fn incidents_digest(incidents: &[Incident]) -> String {
-    let mut h = blake3::Hasher::new();
-    for i in incidents {
-        h.update(format!("{}|{}|{}|{}|{}\n", i.id, i.kind, i.area, i.subject, i.start_ms).as_bytes());
-    }
-    h.finalize().to_hex()[..16].to_string()
 }
 
 /// What a finished replication is measured from.
@@ -349,6 +353,61 @@ impl Measure<'_> {
             k.insert(format!("harm_hours_per_day/{kind}"), hours / days);
         }
         k.insert("harm_hours_per_day".into(), total / days);
+        // The 12345 hotline: calls in the window, problems solved before anyone called (未呼先应), and
+        // hours from a problem's first call to its end (接诉即办; still going on at the end: censored).
+        let weeks = days / 7.0;
+        let mut calls: BTreeMap<String, u64> = BTreeMap::new();
+        let callable: std::collections::BTreeSet<_> = self.v.scenario.hotline.patience.keys().copied().collect();
+        let (mut solved, mut solved_first) = (0u64, 0u64);
+        let (mut started, mut called) = (0u64, 0u64);
+        let mut to_end = Vec::new();
+        for i in self.incidents.iter().filter(|i| !i.benign && callable.contains(&i.kind)) {
+            let n = i.calls.iter().filter(|&&c| c >= self.window).count() as u64;
+            *calls.entry(i.kind.to_string()).or_default() += n;
+            if i.start_ms >= self.window {
+                started += 1;
+                called += u64::from(!i.calls.is_empty());
+            }
+            if i.ended_by == Some("response")
+                && let Some(end) = i.end_ms.filter(|&e| e >= self.window)
+            {
+                solved += 1;
+                solved_first += u64::from(i.calls.iter().all(|&c| c >= end));
+            }
+            if let Some(&first) = i.calls.first().filter(|&&c| c >= self.window) {
+                match i.end_ms.filter(|&e| e <= self.end) {
+                    Some(e) => to_end.push(((e - first) as f64 / h, true)),
+                    None => to_end.push(((self.end - first) as f64 / h, false)),
+                }
+            }
+        }
+        for (kind, n) in &calls {
+            k.insert(format!("hotline_calls_per_week/{kind}"), *n as f64 / weeks);
+        }
+        k.insert("hotline_calls_per_week".into(), calls.values().sum::<u64>() as f64 / weeks);
+        if solved > 0 {
+            k.insert("solved_before_any_call".into(), solved_first as f64 / solved as f64);
+        }
+        if started > 0 {
+            k.insert("called_about_share".into(), called as f64 / started as f64);
+        }
+        if !to_end.is_empty() {
+            let km = KaplanMeier::new(&to_end);
+            k.insert("call_to_end_hours_rmst72".into(), km.restricted_mean(72.0));
+        }
+        // How incidents ended: by a response, by themselves, or still going on, per kind (of those that
+        // started in the window).
+        let mut ended: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for i in self.incidents.iter().filter(|i| !i.benign && i.start_ms >= self.window) {
+            let e = ended.entry(i.kind.to_string()).or_default();
+            e.0 += 1;
+            e.1 += u64::from(i.ended_by == Some("response"));
+        }
+        for (kind, (n, by_response)) in ended {
+            if self.v.scenario.response.effects.keys().any(|k| k.as_str() == kind) {
+                k.insert(format!("ended_by_response/{kind}"), by_response as f64 / n as f64);
+            }
+        }
         // Detection, over the incidents that started in the window.
         let started: Vec<Incident> = self.incidents.iter().filter(|i| i.start_ms >= self.window).cloned().collect();
         let orders: Vec<_> = self.core.orders.orders.iter().filter(|o| o.created_at >= self.window).cloned().collect();

@@ -168,6 +168,7 @@ fn draw_all(dir: &Path, record: &PlanRecord, reps: &[Replication], summary: &Sum
         ("escalations", "escalations_per_day/", "Escalations and whistles into each loop per day (95% interval)", "per day"),
         ("utilisation", "utilisation/", "Utilisation per crew: share of on-duty time on orders (95% interval)", "share"),
         ("harm", "harm_hours_per_day/", "Harm hours per day by incident kind (95% interval)", "hours per day"),
+        ("hotline", "hotline_calls_per_week/", "12345 hotline calls per week by problem (95% interval)", "calls per week"),
     ] {
         let cats = groups(prefix);
         if cats.is_empty() {

@@ -17,7 +17,7 @@ use towntwin_core::rules::RuleSet;
 use towntwin_core::server::CoreConfig;
 use towntwin_core::service::Core;
 use towntwin_core::town::Town;
-use towntwin_sim::plugins::responders::{Act, ResponderStats};
+use towntwin_sim::plugins::responders::{Act, ResponderStats, RuleTargets};
 use towntwin_sim::world::Incident;
 use towntwin_sim::{Message, Scenario, Stats, Twin, TwinOptions};
 
@@ -57,6 +57,7 @@ pub fn load(opts: &RunOptions) -> Result<(Scenario, i64, Town)> {
 pub fn run(opts: &RunOptions) -> Result<Summary> {
     let (scenario, start, town) = load(opts)?;
     let core_inputs = if opts.core { Some((RuleSet::load(&opts.rules).map_err(DataFault)?, Policy::load(&opts.policy).map_err(DataFault)?)) } else { None };
+    let targets = core_inputs.as_ref().map(|(rules, _)| crate::detect::rule_targets(rules)).unwrap_or_default();
     let out_dir = opts.out.clone().unwrap_or_else(|| stamped_dir(&format!("{}-{}", scenario.name, scenario.seed)));
     let db = opts.db.clone().unwrap_or_else(|| out_dir.join("core.db"));
     refuse_earlier_run(&out_dir, opts.core.then_some(db.as_path()))?;
@@ -70,7 +71,7 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
     let lockstep = scenario.responders.enabled && opts.core;
     let ended = rt.block_on(async {
         let Some((rules, policy)) = core_inputs else {
-            return drive(opts, &scenario, start, town, ep.as_ref(), &bar, NoCore, false).await;
+            return drive(opts, &scenario, start, town, targets, ep.as_ref(), &bar, NoCore, false).await;
         };
         // Over many publisher connections a broker keeps each connection's order but not the order between
         // them: the clock tick closing a minute can reach the core before that minute's events from other
@@ -84,7 +85,7 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
                 };
                 let cfg = CoreConfig::new(town.clone(), rules, policy, Some(db.clone()), ingest);
                 let core = OverNetwork::start(cfg, ep, lockstep).await?;
-                drive(opts, &scenario, start, town, Some(ep), &bar, core, lockstep).await
+                drive(opts, &scenario, start, town, targets, Some(ep), &bar, core, lockstep).await
             }
             _ => {
                 if ep.is_some() && !opts.in_process {
@@ -94,7 +95,7 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
                     );
                 }
                 let core = Core::open(rules, policy, &town, Some(&db)).with_context(|| format!("cannot open the core's store {}", db.display()))?;
-                drive(opts, &scenario, start, town, ep.as_ref(), &bar, InProcess::new(core), lockstep).await
+                drive(opts, &scenario, start, town, targets, ep.as_ref(), &bar, InProcess::new(core), lockstep).await
             }
         }
     });
@@ -156,11 +157,13 @@ fn twin_loop(
     scenario: &Scenario,
     start: i64,
     town: Town,
+    targets: RuleTargets,
     threads: Option<usize>,
     bar: &ProgressBar,
     mut sink: impl FnMut(Vec<Message>, Vec<Act>) -> Option<Vec<Notice>>,
 ) -> TwinReport {
     let mut twin = Twin::new(scenario, start, town, TwinOptions { threads, ..TwinOptions::default() });
+    twin.set_rule_targets(targets);
     let mut busy = Duration::ZERO;
     loop {
         let t0 = Instant::now();
@@ -208,6 +211,7 @@ async fn drive<C: CoreLink>(
     scenario: &Scenario,
     start: i64,
     town: Town,
+    targets: RuleTargets,
     ep: Option<&Endpoint>,
     bar: &ProgressBar,
     mut core: C,
@@ -225,7 +229,7 @@ async fn drive<C: CoreLink>(
     let (reply_tx, reply_rx) = std::sync::mpsc::channel::<Vec<Notice>>();
     let (scenario_c, threads, bar_c) = (scenario.clone(), opts.threads, bar.clone());
     let twin = std::thread::Builder::new().name("twin".into()).spawn(move || {
-        twin_loop(&scenario_c, start, town, threads, &bar_c, |msgs, acts| {
+        twin_loop(&scenario_c, start, town, targets, threads, &bar_c, |msgs, acts| {
             tx.blocking_send((msgs, acts)).ok()?;
             if lockstep { reply_rx.recv().ok() } else { Some(Vec::new()) }
         })

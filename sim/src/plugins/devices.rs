@@ -7,6 +7,7 @@ use towntwin_contracts::event::{Data, EventType, Fault, FaultKind, Heartbeat, Re
 use towntwin_contracts::time::{DAY, HOUR, MINUTE, Millis};
 use towntwin_contracts::truth::IncidentKind;
 
+use super::responders::Answers;
 use super::{Feature, day_start};
 use crate::world::{Agenda, Clock, Ctx, Dev, Health, Outbox, Params, Record, Registry, at_hours, uniform};
 
@@ -17,7 +18,7 @@ impl Plugin for DevicesPlugin {
         app.init_resource::<Agenda<DeviceAction>>()
             .init_resource::<Agenda<Dev>>()
             .add_systems(Startup, schedule_heartbeats.in_set(Feature::Devices))
-            .add_systems(Update, (plan_day.run_if(day_start), act, tick).chain().in_set(Feature::Devices));
+            .add_systems(Update, (answer, plan_day.run_if(day_start), act, tick).chain().in_set(Feature::Devices));
     }
 }
 
@@ -96,6 +97,10 @@ fn act(
             }
             DeviceAction::Online { dev } => {
                 let Ok(mut h) = devices.get_mut(reg.entity[dev as usize]) else { continue };
+                // Only the return the device's outage is due for (a repair may have brought it forward).
+                if h.online || t != h.until {
+                    continue;
+                }
                 h.online = true;
                 if let Some(i) = h.incident.take() {
                     truth.close(i, t);
@@ -106,6 +111,9 @@ fn act(
             DeviceAction::Unstuck { dev } => {
                 let entity = reg.entity[dev as usize];
                 let Ok(mut h) = devices.get_mut(entity) else { continue };
+                if !h.stuck {
+                    continue;
+                }
                 h.stuck = false;
                 if let Ok(StuckIncident(i)) = stuck.get(entity) {
                     truth.close(*i, t);
@@ -114,6 +122,9 @@ fn act(
             }
             DeviceAction::ReplaceBattery { dev } => {
                 let Ok(mut h) = devices.get_mut(reg.entity[dev as usize]) else { continue };
+                if !h.low_battery {
+                    continue;
+                }
                 h.low_battery = false;
                 h.battery = Some(100.0);
                 if let Some(i) = h.battery_incident.take() {
@@ -173,6 +184,26 @@ fn schedule_heartbeats(reg: Res<Registry>, devices: Query<&Health>, mut beats: R
     for (i, e) in reg.entity.iter().enumerate() {
         if let Ok(h) = devices.get(*e) {
             beats.push(h.next_heartbeat, i as Dev);
+        }
+    }
+}
+
+/// A device a response reached is repaired now: back online, unstuck, or with a new battery.
+fn answer(answers: Res<Answers>, clock: Res<Clock>, reg: Res<Registry>, mut devices: Query<&mut Health>, mut agenda: ResMut<Agenda<DeviceAction>>) {
+    for a in answers.0.iter().filter(|a| a.incident.is_some()) {
+        let Some(&dev) = reg.by_id.get(&a.subject) else { continue };
+        match a.kind {
+            IncidentKind::DeviceOffline => {
+                if let Ok(mut h) = devices.get_mut(reg.entity[dev as usize])
+                    && !h.online
+                {
+                    h.until = clock.now;
+                    agenda.push(clock.now, DeviceAction::Online { dev });
+                }
+            }
+            IncidentKind::DeviceStuck => agenda.push(clock.now, DeviceAction::Unstuck { dev }),
+            IncidentKind::DeviceLowBattery => agenda.push(clock.now, DeviceAction::ReplaceBattery { dev }),
+            _ => {}
         }
     }
 }

@@ -6,11 +6,11 @@ use std::fmt::Write as _;
 
 use bevy::prelude::*;
 use bevy::tasks::{ComputeTaskPool, TaskPool};
-use towntwin_contracts::event::{EventType, Header, TOWN_AREA, encode};
+use towntwin_contracts::event::{EventType, HOTLINE_DEVICE, HOTLINE_KIND, Header, TOWN_AREA, encode};
 use towntwin_contracts::time::Local;
 
 use super::Feature;
-use crate::world::{CLOCK_DEVICE, Outbox, Pending, Registry};
+use crate::world::{CLOCK_DEVICE, HOTLINE_BASE, Outbox, Pending, Registry};
 
 pub struct EmitPlugin;
 
@@ -51,11 +51,12 @@ pub struct Stats {
     pub by_type_hour: Vec<[u64; 24]>,
     seq: Vec<u32>,
     clock_seq: u32,
+    hotline_seq: u32,
 }
 
 impl Default for Stats {
     fn default() -> Self {
-        Stats { total: 0, bytes: 0, by_type_hour: vec![[0; 24]; EventType::ALL.len()], seq: Vec::new(), clock_seq: 0 }
+        Stats { total: 0, bytes: 0, by_type_hour: vec![[0; 24]; EventType::ALL.len()], seq: Vec::new(), clock_seq: 0, hotline_seq: 0 }
     }
 }
 
@@ -80,6 +81,8 @@ fn encode_run(reg: &Registry, run: &[(Pending, u32)]) -> (bytes::Bytes, Vec<Mess
     for (p, seq) in run {
         let (area, kind, device) = if p.device == CLOCK_DEVICE {
             (TOWN_AREA, "clock", "twin")
+        } else if p.device >= HOTLINE_BASE {
+            (reg.estate_ids[(p.device - HOTLINE_BASE) as usize].as_str(), HOTLINE_KIND, HOTLINE_DEVICE)
         } else {
             let d = &reg.devices[p.device as usize];
             (d.area.as_str(), d.kind.slug(), d.id.as_str())
@@ -127,6 +130,10 @@ fn encode_tick(mut outbox: ResMut<Outbox>, reg: Res<Registry>, mut emitted: ResM
         let seq = if p.device == CLOCK_DEVICE {
             stats.clock_seq += 1;
             stats.clock_seq
+        } else if p.device >= HOTLINE_BASE {
+            // One line for the town: call ids are unique across estates.
+            stats.hotline_seq += 1;
+            stats.hotline_seq
         } else {
             stats.seq[p.device as usize] += 1;
             stats.seq[p.device as usize]

@@ -7,6 +7,7 @@ use towntwin_contracts::event::{BinDrop, BinLevel, Data, EventType, WasteCategor
 use towntwin_contracts::town::{DeviceKind, Tenure};
 use towntwin_contracts::truth::IncidentKind;
 
+use super::responders::Answers;
 use super::{Feature, day_start};
 use crate::generate::pick;
 use crate::world::{Agenda, Clock, Ctx, Dev, Health, Household, Params, Record, Registry, at_hours, in_order, poisson};
@@ -17,7 +18,7 @@ impl Plugin for GarbagePlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<Agenda<BinAction>>()
             .add_systems(Startup, add_bin_state.in_set(Feature::Garbage))
-            .add_systems(Update, (plan_day.run_if(day_start), act).chain().in_set(Feature::Garbage));
+            .add_systems(Update, (answer, plan_day.run_if(day_start), act).chain().in_set(Feature::Garbage));
     }
 }
 
@@ -119,6 +120,15 @@ fn act(ctx: Ctx, mut agenda: ResMut<Agenda<BinAction>>, households: Query<&House
                     outbox.emit(t, bin, EventType::BinCollected, None, Data::BinLevel(BinLevel { fill_pct }));
                 }
             }
+        }
+    }
+}
+
+/// An overflowing kiosk a response reached is emptied now (a collection out of schedule).
+fn answer(answers: Res<Answers>, clock: Res<Clock>, reg: Res<Registry>, mut agenda: ResMut<Agenda<BinAction>>) {
+    for a in answers.0.iter().filter(|a| a.kind == IncidentKind::BinOverflow && a.incident.is_some()) {
+        if let Some(&bin) = reg.by_id.get(&a.subject) {
+            agenda.push(clock.now, BinAction::Collect { bin });
         }
     }
 }

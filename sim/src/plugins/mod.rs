@@ -9,6 +9,7 @@ pub mod devices;
 pub mod emit;
 pub mod fence;
 pub mod garbage;
+pub mod hotline;
 pub mod renovation;
 pub mod rental;
 pub mod residents;
@@ -31,6 +32,7 @@ pub enum Feature {
     Fence,
     Safety,
     Devices,
+    Hotline,
     Emit,
 }
 
@@ -40,8 +42,14 @@ pub struct FeatureOrderPlugin;
 impl Plugin for FeatureOrderPlugin {
     fn build(&self, app: &mut App) {
         use Feature::*;
-        app.configure_sets(Startup, (Clock, Responders, Rental, Residents, Vulnerable, Garbage, Renovation, Vehicles, Fence, Safety, Devices, Emit).chain());
-        app.configure_sets(Update, (Clock, Responders, Rental, Residents, Vulnerable, Garbage, Renovation, Vehicles, Fence, Safety, Devices, Emit).chain());
+        app.configure_sets(
+            Startup,
+            (Clock, Responders, Rental, Residents, Vulnerable, Garbage, Renovation, Vehicles, Fence, Safety, Devices, Hotline, Emit).chain(),
+        );
+        app.configure_sets(
+            Update,
+            (Clock, Responders, Rental, Residents, Vulnerable, Garbage, Renovation, Vehicles, Fence, Safety, Devices, Hotline, Emit).chain(),
+        );
     }
 }
 

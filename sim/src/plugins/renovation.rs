@@ -9,6 +9,7 @@ use towntwin_contracts::time::{DAY, Local, Millis};
 use towntwin_contracts::town::DeviceKind;
 use towntwin_contracts::truth::IncidentKind;
 
+use super::responders::Answers;
 use super::{Feature, day_start};
 use crate::setup::Flats;
 use crate::world::{Agenda, Clock, Ctx, Dev, GroundTruth, Health, Household, Outbox, Params, Registry, at_hours, flat_key, in_order, poisson, uniform};
@@ -19,7 +20,7 @@ impl Plugin for RenovationPlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<Agenda<RenoAction>>()
             .add_systems(Startup, seed_renovations.in_set(Feature::Renovation))
-            .add_systems(Update, (end_and_start.run_if(day_start), plan_day.run_if(day_start), act).chain().in_set(Feature::Renovation));
+            .add_systems(Update, (answer, end_and_start.run_if(day_start), plan_day.run_if(day_start), act).chain().in_set(Feature::Renovation));
     }
 }
 
@@ -152,6 +153,17 @@ fn act(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, mut agenda: R
                     }
                 }
             }
+        }
+    }
+}
+
+/// Illegal works a response ended stop at once: no more waste drops or noise from them.
+fn answer(mut commands: Commands, answers: Res<Answers>, works: Query<(Entity, &Renovation)>) {
+    for a in answers.0.iter().filter(|a| a.kind == IncidentKind::RenovationIllegal) {
+        if let Some(i) = a.incident
+            && let Some((e, _)) = works.iter().find(|(_, r)| r.incident == i)
+        {
+            commands.entity(e).despawn();
         }
     }
 }

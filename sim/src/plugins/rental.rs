@@ -7,6 +7,7 @@ use rand::Rng as _;
 use towntwin_contracts::town::Tenure;
 use towntwin_contracts::truth::IncidentKind;
 
+use super::responders::Answers;
 use super::{Feature, day_start};
 use crate::setup::{Flats, Members, NextPid};
 use crate::world::{Age, Clock, Ctx, GroundTruth, Household, Params, Presence, Registry, Resident, State, Vulnerable, in_order, poisson};
@@ -16,7 +17,7 @@ pub struct RentalPlugin;
 impl Plugin for RentalPlugin {
     fn build(&self, app: &mut App) {
         app.add_systems(Startup, seed_group_rentals.in_set(Feature::Rental))
-            .add_systems(Update, (new_group_rentals, churn).chain().run_if(day_start).in_set(Feature::Rental));
+            .add_systems(Update, (answer, (new_group_rentals, churn).chain().run_if(day_start)).chain().in_set(Feature::Rental));
     }
 }
 
@@ -142,5 +143,19 @@ fn churn(
                 .id();
             members.0.push(newcomer);
         }
+    }
+}
+
+/// A group rental a response ended is cleared: the bed-space tenants leave but two, who stay as an ordinary
+/// household, and the faces stop changing.
+fn answer(mut commands: Commands, answers: Res<Answers>, mut flats: Query<(Entity, &GroupRented, &mut Members)>) {
+    for a in answers.0.iter().filter(|a| a.kind == IncidentKind::GroupRental) {
+        let Some(i) = a.incident else { continue };
+        let Some((flat, _, mut members)) = flats.iter_mut().find(|(_, g, _)| g.incident == i) else { continue };
+        let keep = 2.min(members.0.len());
+        for m in members.0.drain(keep..) {
+            commands.entity(m).despawn();
+        }
+        commands.entity(flat).remove::<GroupRented>();
     }
 }

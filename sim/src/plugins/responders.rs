@@ -24,7 +24,8 @@ use towntwin_contracts::time::{Local, MINUTE, Millis};
 
 use super::Feature;
 use crate::scenario::{Crew, Responders};
-use crate::world::{Agenda, Clock, Params, TownData};
+use crate::world::{Agenda, Clock, GroundTruth, Params, TownData};
+use towntwin_contracts::truth::IncidentKind;
 
 pub struct RespondersPlugin;
 
@@ -40,6 +41,8 @@ impl Plugin for RespondersPlugin {
         };
         app.init_resource::<Inbox>()
             .init_resource::<Acts>()
+            .init_resource::<Answers>()
+            .init_resource::<RuleTargets>()
             .init_resource::<ResponderStats>()
             .init_resource::<Agenda<Job>>()
             .insert_resource(Desk { committee_of, units, ..Desk::default() })
@@ -50,6 +53,58 @@ impl Plugin for RespondersPlugin {
 /// Notices from the core, delivered by the harness before a tick.
 #[derive(Resource, Debug, Default)]
 pub struct Inbox(pub Vec<Notice>);
+
+/// What each rule's orders are about, as the core's rule set says (`detects`): the incident kinds, and
+/// whether an order names its incident's subject (a flat, a device) or only its area. The harness sets it
+/// from the rules it runs the core with; without it no resolution changes the town.
+#[derive(Resource, Debug, Default, Clone)]
+pub struct RuleTargets(pub HashMap<String, (Vec<IncidentKind>, bool)>);
+
+/// A resolution that ended an incident this tick (see [`crate::scenario::Response`]): the feature that owns
+/// the incident makes the change in the town. Filled by the responders from the core's notices, whoever
+/// resolved the order; emptied at the start of the next tick.
+#[derive(Resource, Debug, Default)]
+pub struct Answers(pub Vec<Answer>);
+
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub kind: IncidentKind,
+    /// The ground-truth incident it ended (already recorded as ended by the response); `None` for a habit
+    /// with no incident going on right now.
+    pub incident: Option<usize>,
+    pub area: String,
+    pub subject: String,
+    pub order: u64,
+    pub at: Millis,
+    /// For a habit: when the household goes back to it.
+    pub resume_at: Option<Millis>,
+}
+
+/// The answers a resolution of the order in `n` gives: for each kind the rule is about that a response can
+/// end, the incident it was about (same area, and same subject for a rule that names one; the oldest
+/// going on), ended with the kind's probability.
+fn answers_for(n: &Notice, now: Millis, params: &Params, truth: &mut GroundTruth, targets: &RuleTargets) -> Vec<Answer> {
+    let Some((kinds, by_subject)) = targets.0.get(&n.rule) else { return Vec::new() };
+    let mut out = Vec::new();
+    for (ki, &kind) in kinds.iter().enumerate() {
+        let Some(effect) = params.scenario.response.effects.get(&kind) else { continue };
+        let incident = truth.open_in(&n.area, kind).find(|&i| !by_subject || truth.incidents[i].subject == n.subject);
+        let habit = crate::scenario::HABITS.contains(&kind);
+        if incident.is_none() && !habit {
+            continue;
+        }
+        let mut rng = params.rng("response.ends", n.event.order, ki as u32);
+        if !rng.random_bool(effect.ends.get()) {
+            continue;
+        }
+        let resume_at = effect.resumes_after_days.as_ref().map(|d| now + (d.sample(&mut rng).max(0.0) * towntwin_contracts::time::DAY as f64) as Millis);
+        if let Some(i) = incident {
+            truth.end_by_response(i, now, n.event.order);
+        }
+        out.push(Answer { kind, incident, area: n.area.clone(), subject: n.subject.clone(), order: n.event.order, at: now, resume_at });
+    }
+    out
+}
 
 /// One action a responder takes, for the harness to apply.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -252,6 +307,7 @@ impl Desk {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn respond(
     clock: Res<Clock>,
     params: Res<Params>,
@@ -260,11 +316,19 @@ fn respond(
     mut desk: ResMut<Desk>,
     mut agenda: ResMut<Agenda<Job>>,
     mut stats: ResMut<ResponderStats>,
+    (mut answers, mut truth, targets): (ResMut<Answers>, ResMut<GroundTruth>, Res<RuleTargets>),
 ) {
     let cfg = &params.scenario.responders;
     let now = clock.now;
     // The last notice of each order says where it stands; orders in id order.
-    let latest: BTreeMap<u64, Notice> = std::mem::take(&mut inbox.0).into_iter().map(|n| (n.event.order, n)).collect();
+    let notices = std::mem::take(&mut inbox.0);
+    answers.0.clear();
+    // The town answers every resolution, whoever resolved the order (a crew, a trainee, the API).
+    for n in notices.iter().filter(|n| n.event.to == State::Resolved) {
+        let found = answers_for(n, now, &params, &mut truth, &targets);
+        answers.0.extend(found);
+    }
+    let latest: BTreeMap<u64, Notice> = notices.into_iter().map(|n| (n.event.order, n)).collect();
     if !cfg.enabled {
         return;
     }

@@ -9,6 +9,7 @@ use towntwin_contracts::time::{HOUR, MINUTE};
 use towntwin_contracts::town::DeviceKind;
 use towntwin_contracts::truth::IncidentKind;
 
+use super::responders::Answers;
 use super::{Feature, day_start};
 use crate::generate::pick;
 use crate::setup::Flats;
@@ -19,9 +20,10 @@ pub struct VehiclesPlugin;
 impl Plugin for VehiclesPlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<Agenda<VehicleAction>>()
+            .init_resource::<Agenda<Relapse>>()
             .init_resource::<Sessions>()
             .add_systems(Startup, assign_vehicles.in_set(Feature::Vehicles))
-            .add_systems(Update, (plan_day.run_if(day_start), act).chain().in_set(Feature::Vehicles));
+            .add_systems(Update, (answer, plan_day.run_if(day_start), act).chain().in_set(Feature::Vehicles));
     }
 }
 
@@ -189,6 +191,49 @@ fn act(
                 let data = ElecAlarm { building: h.building, room: h.room, alarm: ElecAlarmKind::EbikeCharging, amps: rng.random_range(1.5..3.5) };
                 outbox.emit(t, m, EventType::ElecAlarm, Some(h.flat), Data::ElecAlarm(data));
             }
+        }
+    }
+}
+
+/// A household going back to its old charging habit.
+#[derive(Debug, Clone, Copy)]
+pub struct Relapse {
+    flat: Entity,
+    habit: Habit,
+}
+
+/// A household whose indoor or flying-wire charging (or e-bike in the elevator) a response ended charges
+/// at a pile from now on, and goes back to its habit after the drawn time, if ever. An answer about a kind
+/// the household's habit does not produce changes nothing.
+fn answer(
+    answers: Res<Answers>,
+    clock: Res<Clock>,
+    reg: Res<Registry>,
+    mut ebikes: Query<(Entity, &Household, &mut Ebike)>,
+    mut relapses: ResMut<Agenda<Relapse>>,
+    mut by_label: Local<Option<std::collections::HashMap<(String, String), Entity>>>,
+) {
+    for (_, r) in relapses.due(clock.now) {
+        if let Ok((_, _, mut e)) = ebikes.get_mut(r.flat) {
+            e.0 = r.habit;
+        }
+    }
+    for a in answers.0.iter().filter(|a| crate::scenario::HABITS.contains(&a.kind)) {
+        let index = by_label.get_or_insert_with(|| ebikes.iter().map(|(e, h, _)| ((reg.estate_ids[h.estate as usize].clone(), h.label()), e)).collect());
+        let Some(&flat) = index.get(&(a.area.clone(), a.subject.clone())) else { continue };
+        let Ok((_, _, mut e)) = ebikes.get_mut(flat) else { continue };
+        let produces = match e.0 {
+            Habit::Pile => false,
+            Habit::FlyingWire => a.kind == IncidentKind::EbikeFlyingWire,
+            Habit::Upstairs => matches!(a.kind, IncidentKind::EbikeIndoorCharging | IncidentKind::EbikeElevator),
+        };
+        if !produces {
+            continue;
+        }
+        let habit = e.0;
+        e.0 = Habit::Pile;
+        if let Some(at) = a.resume_at {
+            relapses.push(at, Relapse { flat, habit });
         }
     }
 }

@@ -11,6 +11,7 @@ use towntwin_contracts::town::Vulnerability;
 use towntwin_contracts::truth::IncidentKind;
 
 use super::residents::GateAction;
+use super::responders::Answers;
 use super::{Feature, day_start};
 use crate::setup::{Flats, Members};
 use crate::world::{
@@ -24,7 +25,7 @@ impl Plugin for VulnerablePlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<Agenda<VulnAction>>()
             .add_systems(Startup, mark_register.in_set(Feature::Vulnerable))
-            .add_systems(Update, (plan_day.run_if(day_start), act, water_readings).chain().in_set(Feature::Vulnerable));
+            .add_systems(Update, (answer, plan_day.run_if(day_start), act, water_readings).chain().in_set(Feature::Vulnerable));
     }
 }
 
@@ -199,5 +200,17 @@ fn water_readings(
         };
         let litres = if h.stuck { 0 } else { poisson(&mut rng, mean) };
         outbox.emit(clock.now, meter, EventType::WaterReading, Some(flat.flat), Data::Water(WaterReading { flat: flat.flat, litres }));
+    }
+}
+
+/// A lone elderly resident in an emergency whom a response reached is found now (taken to hospital), not
+/// when a neighbour would have noticed.
+fn answer(answers: Res<Answers>, clock: Res<Clock>, people: Query<(Entity, &Vulnerable)>, mut agenda: ResMut<Agenda<VulnAction>>) {
+    for a in answers.0.iter().filter(|a| a.kind == IncidentKind::VulnerableEmergency) {
+        if let Some(i) = a.incident
+            && let Some((who, _)) = people.iter().find(|(_, v)| v.incident == Some(i))
+        {
+            agenda.push(clock.now, VulnAction::Found(who));
+        }
     }
 }

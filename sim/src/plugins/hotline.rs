@@ -1,0 +1,101 @@
+//! Residents and the 12345 citizens' hotline (接诉即办): residents affected by a problem that goes on call
+//! after their patience runs out (drawn per kind from the scenario's `hotline` section; some never call),
+//! and again while it still goes on. A call is a `hotline.call` CloudEvent from the estate's 12345 line
+//! (`town/{estate}/hotline/12345/hotline.call`) naming the kind of problem and what it is about; the core's
+//! hotline rule joins it to the open order for the same problem or opens one. A problem the platform
+//! solved first is never called about (未呼先应); the ground truth keeps every call's time.
+//!
+//! Each incident's draws come from a stream keyed by what the incident is (kind, place, subject, start),
+//! not by its place in the run, so replications of different variants draw the same patience for the same
+//! incident (common random numbers).
+
+use bevy::prelude::*;
+use rand::Rng as _;
+use towntwin_contracts::event::{Data, EventType, FlatRef, HotlineCall};
+use towntwin_contracts::time::{HOUR, Millis};
+
+use super::Feature;
+use crate::world::{Agenda, Clock, GroundTruth, HOTLINE_BASE, Incident, Outbox, Params, Registry};
+
+pub struct HotlinePlugin;
+
+impl Plugin for HotlinePlugin {
+    fn build(&self, app: &mut App) {
+        app.init_resource::<Agenda<Call>>().add_systems(Update, call.in_set(Feature::Hotline));
+    }
+}
+
+/// The `n`th call about incident `incident`.
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    incident: usize,
+    n: u32,
+}
+
+fn identity(i: &Incident) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(format!("{}|{}|{}|{}", i.kind, i.area, i.subject, i.start_ms).as_bytes());
+    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().unwrap_or([0; 8]))
+}
+
+fn hours(h: f64) -> Millis {
+    (h.max(0.0) * HOUR as f64) as Millis
+}
+
+#[allow(clippy::too_many_arguments)]
+fn call(
+    clock: Res<Clock>,
+    params: Res<Params>,
+    reg: Res<Registry>,
+    mut truth: ResMut<GroundTruth>,
+    mut outbox: ResMut<Outbox>,
+    mut agenda: ResMut<Agenda<Call>>,
+    mut seen: Local<usize>,
+) {
+    let lines = &params.scenario.hotline.patience;
+    // Incidents that began since the last tick: does anyone call, and when first.
+    for i in *seen..truth.incidents.len() {
+        let inc = &truth.incidents[i];
+        let Some(p) = lines.get(&inc.kind).filter(|_| !inc.benign) else { continue };
+        let id = identity(inc);
+        let mut rng = params.rng("hotline.first", id, 0);
+        if !rng.random_bool(p.call_share.get()) {
+            continue;
+        }
+        let mut at = inc.start_ms + hours(p.first_call_hours.sample(&mut rng));
+        // An incident already going on when the run starts: calls before the start are not replayed.
+        let mut n = 0;
+        while at < clock.now {
+            let Some(again) = &p.again_after_hours else { break };
+            n += 1;
+            at += hours(again.sample(&mut params.rng("hotline.again", id, n))).max(HOUR / 10);
+        }
+        if at >= clock.now {
+            agenda.push(at, Call { incident: i, n });
+        }
+    }
+    *seen = truth.incidents.len();
+    for (t, c) in agenda.due(clock.now) {
+        let inc = &truth.incidents[c.incident];
+        if inc.end_ms.is_some_and(|e| e <= t) {
+            continue;
+        }
+        let Some(estate) = reg.estate_ids.iter().position(|e| *e == inc.area) else { continue };
+        let about = inc.subject.clone();
+        outbox.emit(
+            t,
+            HOTLINE_BASE + estate as u32,
+            EventType::HotlineCall,
+            about.parse::<FlatRef>().ok(),
+            Data::Hotline(HotlineCall { category: inc.kind, about }),
+        );
+        let id = identity(inc);
+        let again = lines.get(&inc.kind).and_then(|p| p.again_after_hours.as_ref());
+        truth.incidents[c.incident].calls.push(t);
+        if let Some(again) = again {
+            let n = c.n + 1;
+            let next = t + hours(again.sample(&mut params.rng("hotline.again", id, n))).max(HOUR / 10);
+            agenda.push(next, Call { incident: c.incident, n });
+        }
+    }
+}
