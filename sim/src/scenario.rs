@@ -84,6 +84,19 @@ pub struct Scenario {
     pub response: Response,
     #[serde(default)]
     pub hotline: Hotline,
+    #[serde(default)]
+    pub synthetic: Synthetic,
+}
+
+/// A synthetic kind of job for checking a crew against queueing theory: jobs arrive as a Poisson process at
+/// `per_hour` (exponential gaps in continuous time, not per minute), each an incident of kind
+/// `synthetic.job` in the first estate that is reported at once through the 12345 line, so the core's
+/// hotline rule opens one order per job (every job has its own subject: no repeats merge). Off (0) unless a
+/// scenario sets it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Synthetic {
+    pub per_hour: f64,
 }
 
 /// One value per age band: mean outings a day (each outing an out pass and an in pass), or shares.
@@ -589,7 +602,7 @@ impl Default for Hotline {
 }
 
 /// The kinds a response can end in the twin, and of those the habits that can resume.
-pub const ANSWERABLE: [IncidentKind; 10] = [
+pub const ANSWERABLE: [IncidentKind; 11] = [
     IncidentKind::GroupRental,
     IncidentKind::RenovationIllegal,
     IncidentKind::VulnerableEmergency,
@@ -600,6 +613,7 @@ pub const ANSWERABLE: [IncidentKind; 10] = [
     IncidentKind::EbikeIndoorCharging,
     IncidentKind::EbikeFlyingWire,
     IncidentKind::EbikeElevator,
+    IncidentKind::Synthetic,
 ];
 pub const HABITS: [IncidentKind; 3] = [IncidentKind::EbikeIndoorCharging, IncidentKind::EbikeFlyingWire, IncidentKind::EbikeElevator];
 
@@ -745,6 +759,8 @@ impl Scenario {
         if let Err(e) = r.verify_minutes.check() {
             p.push("responders.verify_minutes", e);
         }
+        let sy = self.synthetic.per_hour;
+        p.check(sy.is_finite() && (0.0..=100_000.0).contains(&sy), || "synthetic.per_hour".into(), || format!("expected 0..=100000 jobs an hour, got {sy}"));
         for (kind, pt) in &self.hotline.patience {
             for (f, d) in [("first_call_hours", Some(&pt.first_call_hours)), ("again_after_hours", pt.again_after_hours.as_ref())] {
                 if let Some(d) = d

@@ -25,10 +25,13 @@ pub enum IncidentKind {
     DeviceLowBattery,
     DeviceStuck,
     GarbageMissort,
+    /// A job of the synthetic kind (`synthetic` in a scenario): Poisson arrivals at a constant rate, each
+    /// reported at once through the 12345 line, for checking a crew against queueing theory.
+    Synthetic,
 }
 
 impl IncidentKind {
-    pub const ALL: [IncidentKind; 17] = [
+    pub const ALL: [IncidentKind; 18] = [
         IncidentKind::GroupRental,
         IncidentKind::RenovationLegal,
         IncidentKind::RenovationIllegal,
@@ -46,6 +49,7 @@ impl IncidentKind {
         IncidentKind::DeviceLowBattery,
         IncidentKind::DeviceStuck,
         IncidentKind::GarbageMissort,
+        IncidentKind::Synthetic,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +71,7 @@ impl IncidentKind {
             IncidentKind::DeviceLowBattery => "device.low_battery",
             IncidentKind::DeviceStuck => "device.stuck",
             IncidentKind::GarbageMissort => "garbage.missort",
+            IncidentKind::Synthetic => "synthetic.job",
         }
     }
 }

@@ -84,6 +84,7 @@ pub fn describe(name: &str) -> String {
         "staff_hours_per_day" => "paid staff hours per day",
         "utilisation" => "share of on-duty staff time spent on orders",
         "wait_minutes_mean" => "mean minutes from dispatch to acceptance",
+        "queue_wait_minutes_mean" => "mean minutes in the crew's waiting line (from the tick it joined to acceptance)",
         "harm_hours_per_day" => "hours real incidents were going on, per day",
         "recall" => "share of real incidents that got an order",
         "false_alarms_per_day" => "orders matching no real incident, per day",

@@ -338,6 +338,9 @@ impl Measure<'_> {
             if c.accepted > 0 {
                 k.insert(format!("wait_minutes_mean/{name}"), c.wait_minutes as f64 / c.accepted as f64);
             }
+            if c.queue_left > 0 {
+                k.insert(format!("queue_wait_minutes_mean/{name}"), c.queue_left_minutes as f64 / c.queue_left as f64);
+            }
             k.insert(format!("staff_hours_per_day/{name}"), c.duty_minutes as f64 / 60.0 / days);
         }
         k.insert("cost_yuan_per_day".into(), cost / days);

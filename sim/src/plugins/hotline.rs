@@ -21,7 +21,7 @@ pub struct HotlinePlugin;
 
 impl Plugin for HotlinePlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<Agenda<Call>>().add_systems(Update, call.in_set(Feature::Hotline));
+        app.init_resource::<Agenda<Call>>().init_resource::<Jobs>().add_systems(Update, (synthetic, call).chain().in_set(Feature::Hotline));
     }
 }
 
@@ -30,6 +30,37 @@ impl Plugin for HotlinePlugin {
 pub struct Call {
     incident: usize,
     n: u32,
+}
+
+/// The synthetic job stream: the next arrival and how many so far (see `scenario::Synthetic`).
+#[derive(Resource, Debug, Default)]
+pub struct Jobs {
+    next: Option<Millis>,
+    n: u64,
+}
+
+/// Synthetic jobs arriving in this tick, each reported through the 12345 line at its arrival instant.
+/// Exponential gaps are drawn in milliseconds from one stream, job by job.
+fn synthetic(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, mut jobs: ResMut<Jobs>, mut truth: ResMut<GroundTruth>, mut outbox: ResMut<Outbox>) {
+    let rate = params.scenario.synthetic.per_hour;
+    if rate <= 0.0 || reg.estate_ids.is_empty() {
+        return;
+    }
+    let gap = |n: u64| {
+        let u: f64 = params.rng("synthetic.gap", n, 0).random_range(f64::MIN_POSITIVE..1.0);
+        (-u.ln() / rate * HOUR as f64).round() as Millis
+    };
+    let mut next = jobs.next.unwrap_or_else(|| clock.now + gap(0));
+    let area = reg.estate_ids[0].clone();
+    while next < clock.now + Clock::TICK {
+        jobs.n += 1;
+        let about = format!("J{:07}", jobs.n);
+        truth.open(towntwin_contracts::truth::IncidentKind::Synthetic, &area, about.clone(), next, false);
+        let call = HotlineCall { category: towntwin_contracts::truth::IncidentKind::Synthetic, about };
+        outbox.emit(next, HOTLINE_BASE, EventType::HotlineCall, None, Data::Hotline(call));
+        next += gap(jobs.n);
+    }
+    jobs.next = Some(next);
 }
 
 fn identity(i: &Incident) -> u64 {

@@ -274,8 +274,12 @@ fn on_duty(crew: &Crew, now: Millis) -> bool {
     if a < b { (a..b).contains(&m) } else { m >= a || m < b }
 }
 
+/// A drawn duration in whole minutes, rounded to the nearest: a step happens at the tick of the minute it
+/// falls in, so a duration kept to the millisecond would be cut down to its whole minutes (on average half a
+/// minute short, which biased the M/M/c check); rounded, the mean is kept (for an exponential of mean m, off
+/// by about 1/(12 m) minutes).
 fn minutes(rng: &mut crate::rng::Rng, dist: &crate::dist::Dist) -> Millis {
-    (dist.sample(rng) * MINUTE as f64).round().max(0.0) as Millis
+    dist.sample(rng).round().max(0.0) as Millis * MINUTE
 }
 
 impl Desk {
@@ -385,78 +389,89 @@ fn respond(
             _ => {}
         }
     }
-    // Steps of work under way.
-    for (_, job) in agenda.due(now) {
-        if desk.dispatch.get(&job.order) != Some(&job.dispatch) {
-            continue;
-        }
-        let held = desk.held.get(&job.order).cloned();
-        match job.step {
-            Step::Start | Step::Finish => {
-                let Some(Held { team, queued_ready: None }) = held else { continue };
-                let (name, crew) = crew_of(cfg, team.0);
-                let who = principal(team.0, &team.1);
-                if let Step::Start = job.step {
-                    acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Start });
-                    let mut rng = params.rng("responders.work", job.order, job.dispatch);
-                    agenda.push(now + minutes(&mut rng, &crew.work_minutes), Job { step: Step::Finish, ..job });
-                    continue;
+    // Again while a step of no duration (a travel or a job of zero minutes) falls due within this minute:
+    // a zero time takes no tick (the M/M/c check relies on it; the baseline has no zero times).
+    loop {
+        // Steps of work under way.
+        let due = agenda.due(now);
+        let stepped = !due.is_empty();
+        let mut took = false;
+        for (_, job) in due {
+            if desk.dispatch.get(&job.order) != Some(&job.dispatch) {
+                continue;
+            }
+            let held = desk.held.get(&job.order).cloned();
+            match job.step {
+                Step::Start | Step::Finish => {
+                    let Some(Held { team, queued_ready: None }) = held else { continue };
+                    let (name, crew) = crew_of(cfg, team.0);
+                    let who = principal(team.0, &team.1);
+                    if let Step::Start = job.step {
+                        acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Start });
+                        let mut rng = params.rng("responders.work", job.order, job.dispatch);
+                        agenda.push(now + minutes(&mut rng, &crew.work_minutes), Job { step: Step::Finish, ..job });
+                        continue;
+                    }
+                    let mut rng = params.rng("responders.outcome", job.order, job.dispatch);
+                    let s = stats.by_crew.entry(name.into()).or_default();
+                    let action = if rng.random_bool(crew.fail_share.get()) {
+                        s.failed += 1;
+                        Action::Fail { reason: "could not be fixed on site".into() }
+                    } else {
+                        s.resolved += 1;
+                        Action::Resolve
+                    };
+                    acts.0.push(Act { at: now, order: job.order, principal: who, action });
+                    desk.release(job.order);
                 }
-                let mut rng = params.rng("responders.outcome", job.order, job.dispatch);
+                Step::Verify => {
+                    let mut rng = params.rng("responders.reopen", job.order, job.dispatch);
+                    let s = stats.by_crew.entry("dispatcher".into()).or_default();
+                    let who = Principal::town("dispatcher");
+                    if rng.random_bool(cfg.reopen_share.get()) {
+                        s.reopened += 1;
+                        acts.0.push(Act {
+                            at: now,
+                            order: job.order,
+                            principal: who,
+                            action: Action::Reopen { reason: "the resident reports the problem persists".into() },
+                        });
+                    } else {
+                        s.verified += 1;
+                        acts.0.push(Act { at: now, order: job.order, principal: who.clone(), action: Action::Verify });
+                        acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Close });
+                    }
+                }
+            }
+        }
+        // Free members on duty take the orders they have noticed, oldest notice first.
+        for (key, team) in desk.teams.iter_mut() {
+            let (name, crew) = crew_of(cfg, key.0);
+            if team.free == 0 || team.queue.is_empty() || !on_duty(crew, now) {
+                continue;
+            }
+            while team.free > 0 {
+                let Some(entry) = team.queue.first_entry() else { break };
+                let &(ready, order) = entry.key();
+                if ready > now {
+                    break;
+                }
+                let (d, dispatched_at, joined) = entry.remove();
+                team.free -= 1;
+                took = true;
+                desk.held.insert(order, Held { team: key.clone(), queued_ready: None });
+                acts.0.push(Act { at: now, order, principal: principal(key.0, &key.1), action: Action::Accept });
                 let s = stats.by_crew.entry(name.into()).or_default();
-                let action = if rng.random_bool(crew.fail_share.get()) {
-                    s.failed += 1;
-                    Action::Fail { reason: "could not be fixed on site".into() }
-                } else {
-                    s.resolved += 1;
-                    Action::Resolve
-                };
-                acts.0.push(Act { at: now, order: job.order, principal: who, action });
-                desk.release(job.order);
-            }
-            Step::Verify => {
-                let mut rng = params.rng("responders.reopen", job.order, job.dispatch);
-                let s = stats.by_crew.entry("dispatcher".into()).or_default();
-                let who = Principal::town("dispatcher");
-                if rng.random_bool(cfg.reopen_share.get()) {
-                    s.reopened += 1;
-                    acts.0.push(Act {
-                        at: now,
-                        order: job.order,
-                        principal: who,
-                        action: Action::Reopen { reason: "the resident reports the problem persists".into() },
-                    });
-                } else {
-                    s.verified += 1;
-                    acts.0.push(Act { at: now, order: job.order, principal: who.clone(), action: Action::Verify });
-                    acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Close });
-                }
+                s.accepted += 1;
+                s.wait_minutes += ((now - dispatched_at).max(0) / MINUTE) as u64;
+                s.queue_left += 1;
+                s.queue_left_minutes += ((now - joined) / MINUTE) as u64;
+                let mut rng = params.rng("responders.travel", order, d);
+                agenda.push(now + minutes(&mut rng, &crew.travel_minutes), Job { order, dispatch: d, step: Step::Start });
             }
         }
-    }
-    // Free members on duty take the orders they have noticed, oldest notice first.
-    for (key, team) in desk.teams.iter_mut() {
-        let (name, crew) = crew_of(cfg, key.0);
-        if team.free == 0 || team.queue.is_empty() || !on_duty(crew, now) {
-            continue;
-        }
-        while team.free > 0 {
-            let Some(entry) = team.queue.first_entry() else { break };
-            let &(ready, order) = entry.key();
-            if ready > now {
-                break;
-            }
-            let (d, dispatched_at, joined) = entry.remove();
-            team.free -= 1;
-            desk.held.insert(order, Held { team: key.clone(), queued_ready: None });
-            acts.0.push(Act { at: now, order, principal: principal(key.0, &key.1), action: Action::Accept });
-            let s = stats.by_crew.entry(name.into()).or_default();
-            s.accepted += 1;
-            s.wait_minutes += ((now - dispatched_at).max(0) / MINUTE) as u64;
-            s.queue_left += 1;
-            s.queue_left_minutes += ((now - joined) / MINUTE) as u64;
-            let mut rng = params.rng("responders.travel", order, d);
-            agenda.push(now + minutes(&mut rng, &crew.travel_minutes), Job { order, dispatch: d, step: Step::Start });
+        if !stepped && !took {
+            break;
         }
     }
     // The waiting lines' area: every order still queued at the end of this minute.
