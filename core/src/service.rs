@@ -201,10 +201,9 @@ impl Core {
         for (i, ev) in accepted {
             let tick = ev.ty == EventType::ClockTick;
             // Unique as CloudEvents define it: source and id together (two devices may use the same id).
-            let key = format!("{} {}", ev.source, ev.id);
             let fresh = match &mut batch {
-                Some(b) => b.append_event(&key, ev.time, payloads[i])?.inspect(|seq| self.last_seq = *seq).is_some(),
-                None => self.seen.insert(key, self.engine.state.now, &self.engine.rules.window),
+                Some(b) => b.append_event(&format!("{} {}", ev.source, ev.id), ev.time, payloads[i])?.inspect(|seq| self.last_seq = *seq).is_some(),
+                None => self.seen.insert(RecentIds::key(&ev.source, &ev.id), self.engine.state.now, &self.engine.rules.window),
             };
             if !fresh {
                 self.stats.duplicates += 1;
@@ -339,14 +338,26 @@ impl Core {
 /// memory stays bounded over runs of many days (an experiment's core has no store).
 #[derive(Debug, Default)]
 struct RecentIds {
-    current: HashSet<String>,
-    previous: HashSet<String>,
+    current: HashSet<u128>,
+    previous: HashSet<u128>,
     rotated_at: Millis,
 }
 
 impl RecentIds {
     /// Whether `key` is new; `now` is the core's clock when it arrives.
-    fn insert(&mut self, key: String, now: Millis, window: &TimeWindow) -> bool {
+    /// The dedup key of (source, id) as 128 bits of two SipHash passes: no allocation per event, and a
+    /// false duplicate would need a 128-bit collision (about 10^-26 for a town day's million ids). The store
+    /// keeps and checks the ids themselves.
+    fn key(source: &str, id: &str) -> u128 {
+        use std::hash::{Hash, Hasher};
+        let mut a = std::collections::hash_map::DefaultHasher::new();
+        (source, id).hash(&mut a);
+        let mut b = std::collections::hash_map::DefaultHasher::new();
+        (id, source, 0x9e37_79b9_u32).hash(&mut b);
+        (a.finish() as u128) << 64 | b.finish() as u128
+    }
+
+    fn insert(&mut self, key: u128, now: Millis, window: &TimeWindow) -> bool {
         let span = window.behind_hours as Millis * crate::time::HOUR + (window.ahead_minutes as Millis + 1) * crate::time::MINUTE;
         if now - self.rotated_at > span {
             self.previous = std::mem::take(&mut self.current);
@@ -417,19 +428,21 @@ mod tests {
         let w = TimeWindow { ahead_minutes: 10, behind_hours: 24 };
         let mut ids = RecentIds::default();
         let t0 = 1_000 * HOUR;
-        assert!(ids.insert("a".into(), t0, &w));
+        let k = |s: &str| RecentIds::key("/gaohang/E001/gate/E001-gate-01", s);
+        assert_ne!(k("a"), RecentIds::key("/gaohang/E001/gate/E001-gate-02", "a"), "the source is part of the key");
+        assert!(ids.insert(k("a"), t0, &w));
         // Through several rotations, until the window has passed it for good.
         let mut now = t0;
         while now <= t0 + 24 * HOUR + 10 * MINUTE {
-            assert!(!ids.insert("a".into(), now, &w), "a duplicate at {} h after was taken as new", (now - t0) / HOUR);
-            assert!(ids.insert(format!("b{now}"), now, &w));
+            assert!(!ids.insert(k("a"), now, &w), "a duplicate at {} h after was taken as new", (now - t0) / HOUR);
+            assert!(ids.insert(k(&format!("b{now}")), now, &w));
             now += 10 * MINUTE;
         }
         // Two generations at most: what was accepted more than two windows ago is gone.
-        for k in 0..400 {
-            ids.insert(format!("c{k}"), now + k * 10 * MINUTE, &w);
+        for j in 0..400 {
+            ids.insert(k(&format!("c{j}")), now + j * 10 * MINUTE, &w);
         }
         assert!(ids.len() <= 2 * (24 * 6 + 2) + 2, "{} ids kept", ids.len());
-        assert!(ids.insert("a".into(), now + 400 * 10 * MINUTE, &w), "an id long out of the window is forgotten");
+        assert!(ids.insert(k("a"), now + 400 * 10 * MINUTE, &w), "an id long out of the window is forgotten");
     }
 }
