@@ -512,17 +512,14 @@ impl Default for Responders {
     }
 }
 
+/// The crews' field names, in the order of [`Responders::crews`].
+pub const CREW_NAMES: [&str; 6] = ["committee", "property", "city_management", "maintenance", "fire_safety", "task_force"];
+
 impl Responders {
     /// Each crew with its field name.
     pub fn crews(&self) -> [(&'static str, &Crew); 6] {
-        [
-            ("committee", &self.committee),
-            ("property", &self.property),
-            ("city_management", &self.city_management),
-            ("maintenance", &self.maintenance),
-            ("fire_safety", &self.fire_safety),
-            ("task_force", &self.task_force),
-        ]
+        let crews = [&self.committee, &self.property, &self.city_management, &self.maintenance, &self.fire_safety, &self.task_force];
+        std::array::from_fn(|i| (CREW_NAMES[i], crews[i]))
     }
 
     /// The crew of that field name, to change (an experiment's staffing variant).

@@ -115,6 +115,15 @@ fn e<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("{e:?}")
 }
 
+/// Every plot's legend: a light box at `position`, text at `size`.
+fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+    size: u32,
+) -> Result<()> {
+    chart.configure_series_labels().position(position).background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", size)).draw().map_err(e)
+}
+
 fn draw_all(dir: &Path, record: &PlanRecord, reps: &[Replication], summary: &Summary) -> Result<Vec<Drawn>> {
     let variants = &record.variants;
     let mut drawn = Vec::new();
@@ -229,14 +238,7 @@ fn backlog_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, 
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(e)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft, 13)?;
     Ok(())
 }
 
@@ -262,14 +264,7 @@ fn cdf_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, cdfs: &[CdfPanel]
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         }
         if !lines.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 12))
-                .draw()
-                .map_err(e)?;
+            legend(&mut chart, SeriesLabelPosition::LowerRight, 12)?;
         }
     }
     Ok(())
@@ -325,14 +320,7 @@ fn bars_plot<DB: DrawingBackend>(
             }
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 12))
-        .draw()
-        .map_err(e)?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight, 12)?;
     Ok(())
 }
 

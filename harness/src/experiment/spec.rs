@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use towntwin_core::load::{DataError, DataErrors, Problems, read_ron};
+use towntwin_core::load::{DataErrors, Problems, read_ron};
 use towntwin_core::orders::Policy;
 use towntwin_core::rules::RuleSet;
 use towntwin_core::time::Millis;
 use towntwin_core::town::Town;
 use towntwin_sim::Scenario;
+// The crews a `staff` map may name.
+use towntwin_sim::scenario::CREW_NAMES as CREWS;
 
 /// An experiment: variants of the town's policy, staffing and rules, run on common random numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,9 +97,6 @@ pub struct Plan {
     /// never merged with these.
     pub fingerprint: String,
 }
-
-/// The crews a `staff` map may name.
-pub const CREWS: [&str; 6] = ["committee", "property", "city_management", "maintenance", "fire_safety", "task_force"];
 
 impl Plan {
     /// Reads and checks an experiment file and everything it names; every problem found is reported at
@@ -244,9 +243,4 @@ impl Plan {
     pub fn window_start(&self, v: &Resolved) -> Millis {
         v.start + self.spec.warmup_days as Millis * towntwin_core::time::DAY
     }
-}
-
-/// An error about the experiment as a whole, for a check the files cannot express.
-pub fn fault(file: &Path, field: &str, message: impl Into<String>) -> DataErrors {
-    DataErrors(vec![DataError::at(file, field, message)])
 }

@@ -25,10 +25,11 @@ impl Plugin for HotlinePlugin {
     }
 }
 
-/// The `n`th call about incident `incident`.
+/// The `n`th call about incident `incident`, whose draws come from the streams of `id` ([`identity`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Call {
     incident: usize,
+    id: u64,
     n: u32,
 }
 
@@ -73,6 +74,11 @@ fn hours(h: f64) -> Millis {
     (h.max(0.0) * HOUR as f64) as Millis
 }
 
+/// The time from call `n - 1` to call `n` about the incident of `id` (at least six minutes).
+fn gap(params: &Params, again: &crate::dist::Dist, id: u64, n: u32) -> Millis {
+    hours(again.sample(&mut params.rng("hotline.again", id, n))).max(HOUR / 10)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn call(
     clock: Res<Clock>,
@@ -99,10 +105,10 @@ fn call(
         while at < clock.now {
             let Some(again) = &p.again_after_hours else { break };
             n += 1;
-            at += hours(again.sample(&mut params.rng("hotline.again", id, n))).max(HOUR / 10);
+            at += gap(&params, again, id, n);
         }
         if at >= clock.now {
-            agenda.push(at, Call { incident: i, n });
+            agenda.push(at, Call { incident: i, id, n });
         }
     }
     *seen = truth.incidents.len();
@@ -120,13 +126,11 @@ fn call(
             about.parse::<FlatRef>().ok(),
             Data::Hotline(HotlineCall { category: inc.kind, about }),
         );
-        let id = identity(inc);
         let again = lines.get(&inc.kind).and_then(|p| p.again_after_hours.as_ref());
         truth.incidents[c.incident].calls.push(t);
         if let Some(again) = again {
             let n = c.n + 1;
-            let next = t + hours(again.sample(&mut params.rng("hotline.again", id, n))).max(HOUR / 10);
-            agenda.push(next, Call { incident: c.incident, n });
+            agenda.push(t + gap(&params, again, c.id, n), Call { n, ..c });
         }
     }
 }
