@@ -51,7 +51,8 @@ fn not_accepted_in_time_escalates_to_the_departments_then_the_task_force() {
     o.tick(2 * HOUR).unwrap();
     let w = o.get(1).unwrap();
     assert_eq!((w.level, w.state), (Loop::Medium, State::Dispatched));
-    assert_eq!(w.assignee, vec![Role::CityManagement]);
+    // The standard policy routes e-bikes in elevators to the fire-safety office, with the property informed.
+    assert_eq!(w.assignee, vec![Role::FireSafety, Role::Property]);
     o.tick(3 * HOUR).unwrap();
     assert_eq!(o.get(1).unwrap().level, Loop::Large);
     assert_eq!(o.pending.last().unwrap().reason.as_deref(), Some("not accepted in time"));
@@ -137,4 +138,66 @@ fn quiet_hours_count_repeats_on_the_closed_order_until_they_pass() {
     o.act(3, 2 * HOUR, "town/dispatcher", Action::Reopen { reason: "still there".into() }).unwrap();
     assert_eq!(o.on_finding(&finding("j", 3 * HOUR), &r, &p).unwrap(), 3);
     assert_eq!(o.get(3).unwrap().count, 2);
+}
+
+fn found(rule: &str, key: &str, at: i64) -> Finding {
+    Finding { rule: rule.into(), key: key.into(), area: "E001".into(), estate: Some(0), subject: "B01-101".into(), at, detail: String::new() }
+}
+
+#[test]
+fn routes_send_each_rule_to_its_department_and_never_back_to_the_crew_it_came_from() {
+    let (mut o, r, p) = (Orders::default(), rules(), policy("standard"));
+    let fail = |o: &mut Orders, id: u64, at: i64| {
+        o.act(id, at, "crew", Action::Accept).unwrap();
+        o.act(id, at + 1, "crew", Action::Fail { reason: "could not".into() }).unwrap();
+    };
+    // Group rentals: the committee, then housing with the police, then the task force.
+    let g = o.on_finding(&found("group-rental", "g", 0), &r, &p).unwrap();
+    assert_eq!(o.get(g).unwrap().assignee, [Role::Committee, Role::Property]);
+    fail(&mut o, g, MINUTE);
+    assert_eq!((o.get(g).unwrap().level, o.get(g).unwrap().assignee.clone()), (Loop::Medium, vec![Role::Housing, Role::PublicSecurity]));
+    fail(&mut o, g, 2 * MINUTE);
+    assert_eq!((o.get(g).unwrap().level, o.get(g).unwrap().assignee.clone()), (Loop::Large, vec![Role::TaskForce]));
+    // Fence orders start with city management; failed, the police go, not city management again.
+    let f = o.on_finding(&found("fence-violation", "f", 0), &r, &p).unwrap();
+    assert_eq!(o.get(f).unwrap().assignee, [Role::CityManagement]);
+    fail(&mut o, f, MINUTE);
+    assert_eq!(o.get(f).unwrap().assignee, [Role::PublicSecurity, Role::CityManagement], "the police lead, city management informed");
+    // A manhole order has no route: the medium loop's default is city management, which it came from, so it
+    // goes straight up to the task force.
+    let m = o.on_finding(&found("manhole", "m", 0), &r, &p).unwrap();
+    assert_eq!(o.get(m).unwrap().assignee, [Role::CityManagement]);
+    fail(&mut o, m, MINUTE);
+    assert_eq!((o.get(m).unwrap().level, o.get(m).unwrap().assignee.clone()), (Loop::Large, vec![Role::TaskForce]));
+    assert_eq!(o.pending.iter().filter(|e| e.order == m && e.action == "fail").count(), 1, "one failure, one move");
+    // The direct-large policy starts safety-critical kinds at the task force, with their large-loop deadlines.
+    let d = policy("direct-large");
+    let s = o.on_finding(&found("smoke", "s", 0), &r, &d).unwrap();
+    let w = o.get(s).unwrap();
+    assert_eq!((w.level, w.state, w.assignee.clone()), (Loop::Large, State::Dispatched, vec![Role::TaskForce]));
+    let e = o.on_finding(&found("elevator-ebike", "e", 0), &r, &d).unwrap();
+    assert_eq!(o.get(e).unwrap().level, Loop::Small);
+    o.tick(HOUR).unwrap();
+    assert_eq!(o.get(s).unwrap().level, Loop::Large, "nowhere further to go");
+}
+
+#[test]
+fn a_route_naming_an_unknown_rule_or_an_empty_loop_is_refused() {
+    let f = Path::new("p.ron");
+    let text = std::fs::read_to_string(root().join("scenarios/policies/standard.ron")).unwrap();
+    let bad = text.replace("\"group-rental\": [Housing", "\"group-rentals\": [Housing");
+    let p: Policy = towntwin_core::load::parse_ron(f, &bad).unwrap();
+    let e = p.check_rules(&rules(), f).unwrap_err().to_string();
+    assert!(e.contains("levels[1].routes[\"group-rentals\"]") && e.contains("no rule `group-rentals`") && e.contains("group-rental,"), "{e}");
+    let bad = text.replace("start_at", "start_at").replace("    whistle_to: Medium,", "    whistle_to: Medium,\n    start_at: {\"fire\": Large},");
+    let p: Policy = towntwin_core::load::parse_ron(f, &bad).unwrap();
+    assert!(p.check_rules(&rules(), f).unwrap_err().to_string().contains("start_at[\"fire\"]"));
+    let bad = text.replace("\"smoke\": [FireSafety]", "\"smoke\": []").replace("targets: [TaskForce]", "targets: []");
+    let p: Policy = towntwin_core::load::parse_ron(f, &bad).unwrap();
+    let e = p.validate(f).unwrap_err().to_string();
+    assert!(e.contains("levels[1].routes[\"smoke\"]") && e.contains("expected at least one role"), "{e}");
+    assert!(e.contains("levels[2].targets") && e.contains("the large loop needs at least one role"), "{e}");
+    let bad = text.replace("[Housing, PublicSecurity]", "[Housing, Police]");
+    let e = towntwin_core::load::parse_ron::<Policy>(f, &bad).unwrap_err().to_string();
+    assert!(e.contains("Police") && e.contains("PublicSecurity"), "{e}");
 }

@@ -109,7 +109,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport> {
     // Every input file, then the broker, before anything is generated or written.
     let (scenario, start, town) = load(&opts.run)?;
     let rules = RuleSet::load(&opts.run.rules).map_err(DataFault)?;
-    let policy = Policy::load(&opts.run.policy).map_err(DataFault)?;
+    let policy = Policy::load_for(&opts.run.policy, &rules).map_err(DataFault)?;
     let ep = opts.run.broker.endpoint()?.ok_or_else(|| anyhow!("bench-ingest measures through a broker: it cannot run without one"))?;
     let needed: usize = opts.rates.iter().map(|r| (*r as f64 * opts.seconds).ceil() as usize).sum();
     eprintln!("generating {needed} events of traffic ...");

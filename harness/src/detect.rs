@@ -101,3 +101,36 @@ pub fn rule_targets(rules: &RuleSet) -> towntwin_sim::plugins::responders::RuleT
         rules.rules.iter().map(|r| (r.id.clone(), (r.detects.kinds.clone(), r.detects.by == MatchBy::Subject))).collect(),
     )
 }
+
+/// Checks that every crew the policy sends a rule's orders to has shifts in the scenario: the crew that
+/// leads at the loop the order starts in, and at each loop it can move up to. An order routed to a crew
+/// that never works would wait for its deadlines, which is a mistake in the files, not a what-if.
+pub fn check_staffed(
+    policy: &towntwin_core::orders::Policy,
+    rules: &RuleSet,
+    responders: &towntwin_sim::scenario::Responders,
+    policy_file: &std::path::Path,
+) -> Result<(), towntwin_core::load::DataErrors> {
+    use towntwin_core::orders::Loop;
+    let mut p = towntwin_core::load::Problems::new(policy_file);
+    if !responders.enabled {
+        return Ok(());
+    }
+    for r in &rules.rules {
+        let start = policy.start_at.get(&r.id).copied().unwrap_or(Loop::Small);
+        let mut at = (start, policy.takers(start, &r.id, &r.targets));
+        loop {
+            if let Some(&lead) = at.1.first() {
+                let crew = responders.crew(lead);
+                p.check(
+                    crew.shifts.iter().any(|s| s.headcount > 0),
+                    || format!("rule `{}` at the {} loop", r.id, at.0.as_str()),
+                    || format!("routed to {lead:?}, which has no shifts in the scenario (responders.{}.shifts)", lead.name()),
+                );
+            }
+            let Some(next) = at.0.next() else { break };
+            at = policy.route_up(next, &r.id, at.1.first().copied());
+        }
+    }
+    p.finish()
+}

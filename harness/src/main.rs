@@ -411,7 +411,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             };
             let town = Town::load(&town).map_err(DataFault)?;
             let rules = RuleSet::load(&rules).map_err(DataFault)?;
-            let policy = Policy::load(&policy).map_err(DataFault)?;
+            let policy = Policy::load_for(&policy, &rules).map_err(DataFault)?;
             let mut cfg =
                 CoreConfig::new(town, rules, policy, Some(db.clone()), IngestConfig { client_id, filter, login, ..IngestConfig::new(&ep.host, ep.port) });
             cfg.http = http;

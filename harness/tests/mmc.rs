@@ -82,7 +82,7 @@ fn a_crew_set_up_as_m_m_c_waits_as_erlang_c_says() {
                     response: (effects: {{"synthetic.job": (ends: 1.0)}}),
                     synthetic: (per_hour: {per_hour}),
                     responders: (
-                        task_force: (headcount: {C}, on_duty: None, notice_minutes: Fixed(0.0), travel_minutes: Fixed(0.0), work_minutes: Exponential(mean: {MEAN_SERVICE}), fail_share: 0.0),
+                        task_force: (shifts: [(hours: None, headcount: {C})], notice_minutes: Fixed(0.0), travel_minutes: Fixed(0.0), work_minutes: Exponential(mean: {MEAN_SERVICE}), fail_share: 0.0),
                         reopen_share: 0.0,
                     ),
                 )"#

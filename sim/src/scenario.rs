@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::dist::Dist;
 use serde::{Deserialize, Serialize};
 use towntwin_contracts::load::{DataErrors, Problems, read_ron};
+use towntwin_contracts::orders::Role;
 use towntwin_contracts::time::{HhMm, Millis, parse_local_date};
 use towntwin_contracts::truth::IncidentKind;
 
@@ -78,6 +79,9 @@ pub struct Scenario {
     pub safety: Safety,
     #[serde(default)]
     pub devices: Devices,
+    /// Working days and holidays, for shifts that work only on one or the other.
+    #[serde(default)]
+    pub calendar: Calendar,
     #[serde(default)]
     pub responders: Responders,
     #[serde(default)]
@@ -369,15 +373,36 @@ impl Default for Devices {
     }
 }
 
-/// One kind of responder: how many, when on duty, and how long each step of a work order takes them.
+/// Which days a shift works: every day, working days or rest days, by the scenario's [`Calendar`]
+/// (Monday to Friday, with its holidays off and its make-up working weekends on).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Days {
+    #[default]
+    Every,
+    Weekdays,
+    Weekend,
+}
+
+/// One shift of a crew: on which days, between which local hours, and how many staff (per unit of the
+/// crew's scope). Shifts add up where they overlap. A shift past midnight (`("22:00", "07:00")`) belongs to
+/// the day it starts on.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Shift {
+    #[serde(default)]
+    pub days: Days,
+    /// Local hours on duty (`Some(("08:30", "17:30"))`); `None` round the clock.
+    pub hours: Option<(HhMm, HhMm)>,
+    pub headcount: u32,
+}
+
+/// One kind of responder: its shifts, and how long each step of a work order takes them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Crew {
-    /// Staff who take work orders, per unit of the crew's scope (see [`Responders`]).
-    pub headcount: u32,
-    /// Local hours on duty (`("08:30", "17:30")`); `None` means round the clock. Off duty, nobody accepts
-    /// new orders; work already started is finished.
-    pub on_duty: Option<(HhMm, HhMm)>,
+    /// Who is on duty when, per unit of the crew's scope (see [`Responders`]). Off duty, nobody accepts new
+    /// orders; work already started is finished. No shifts: the crew does not exist in this town.
+    pub shifts: Vec<Shift>,
     /// Minutes from dispatch until a free member of the crew notices the order (a [`Dist`]).
     pub notice_minutes: Dist,
     /// Minutes from accepting to arriving on site.
@@ -390,18 +415,103 @@ pub struct Crew {
     pub cost_per_hour: f64,
 }
 
-/// The people who work the core's orders: committee cadres (per committee), property staff (per estate), the
-/// town departments and the task force (town-wide), and the dispatchers who verify a resolution with the
-/// resident and close the order, or reopen it. A what-if file may give any field of any crew alone
-/// (`responders: (city_management: (headcount: 40))`): the rest keep that crew's baseline values.
+impl Crew {
+    /// Staff on duty (per unit) at local day `day` (days since 1970-01-01), minute of the day `minute`.
+    pub fn staff_at(&self, day: i64, minute: u32, calendar: &Calendar) -> u32 {
+        self.shifts
+            .iter()
+            .filter(|sh| match sh.hours {
+                None => calendar.matches(sh.days, day),
+                Some((a, b)) => {
+                    let (a, b) = (a.minutes(), b.minutes());
+                    if a < b {
+                        (a..b).contains(&minute) && calendar.matches(sh.days, day)
+                    } else {
+                        (minute >= a && calendar.matches(sh.days, day)) || (minute < b && calendar.matches(sh.days, day - 1))
+                    }
+                }
+            })
+            .map(|sh| sh.headcount)
+            .sum()
+    }
+
+    /// Every shift's headcount times `factor`, rounded, and at least 1 where it was at least 1.
+    pub fn scale(&mut self, factor: f64) {
+        for sh in &mut self.shifts {
+            if sh.headcount > 0 {
+                sh.headcount = ((sh.headcount as f64 * factor).round() as u32).max(1);
+            }
+        }
+    }
+}
+
+/// Working days: Monday to Friday, except the holidays, plus the make-up working days (调休) that fall on a
+/// weekend. Written as local dates `YYYY-MM-DD`; a date that does not parse is refused as the file is read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(try_from = "CalendarFile", into = "CalendarFile")]
+pub struct Calendar {
+    holidays: std::collections::BTreeSet<i64>,
+    working_weekends: std::collections::BTreeSet<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CalendarFile {
+    holidays: Vec<String>,
+    working_weekends: Vec<String>,
+}
+
+impl TryFrom<CalendarFile> for Calendar {
+    type Error = String;
+    fn try_from(f: CalendarFile) -> Result<Calendar, String> {
+        let days = |field: &str, dates: &[String]| -> Result<std::collections::BTreeSet<i64>, String> {
+            dates
+                .iter()
+                .enumerate()
+                .map(|(i, d)| parse_local_date(d).map(|t| towntwin_contracts::time::Local::of(t).day).map_err(|e| format!("{field}[{i}]: {e}")))
+                .collect()
+        };
+        Ok(Calendar { holidays: days("holidays", &f.holidays)?, working_weekends: days("working_weekends", &f.working_weekends)? })
+    }
+}
+
+impl From<Calendar> for CalendarFile {
+    fn from(c: Calendar) -> CalendarFile {
+        let date = |d: &i64| towntwin_contracts::time::Local::of(*d * towntwin_contracts::time::DAY - towntwin_contracts::time::LOCAL_OFFSET).date_string();
+        CalendarFile { holidays: c.holidays.iter().map(date).collect(), working_weekends: c.working_weekends.iter().map(date).collect() }
+    }
+}
+
+impl Calendar {
+    /// Whether local day `day` (days since 1970-01-01) is a working day.
+    pub fn is_working_day(&self, day: i64) -> bool {
+        // 1970-01-01 was a Thursday (Monday = 0).
+        let weekend = (day + 3).rem_euclid(7) >= 5;
+        (!weekend && !self.holidays.contains(&day)) || self.working_weekends.contains(&day)
+    }
+
+    fn matches(&self, days: Days, day: i64) -> bool {
+        match days {
+            Days::Every => true,
+            Days::Weekdays => self.is_working_day(day),
+            Days::Weekend => !self.is_working_day(day),
+        }
+    }
+}
+
+/// The people who work the core's orders, a crew per [`Role`]: committee cadres (per committee),
+/// property staff and owners' volunteers (per estate), the town's departments and the task force
+/// (town-wide), and the dispatchers who verify a resolution with the resident and close the order, or reopen
+/// it. A what-if file may give any field of any crew alone (`responders: (city_management: (shifts: [...]))`):
+/// the rest keep that crew's baseline values.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(from = "RespondersPatch")]
 pub struct Responders {
     /// False: nobody acts on the orders (they escalate on their deadlines).
     pub enabled: bool,
-    /// Headcount per neighbourhood committee.
+    /// Per neighbourhood committee.
     pub committee: Crew,
-    /// Headcount per estate.
+    /// Per estate.
     pub property: Crew,
     /// The town's city-management (城管) squads.
     pub city_management: Crew,
@@ -411,13 +521,23 @@ pub struct Responders {
     pub fire_safety: Crew,
     /// The town task force.
     pub task_force: Crew,
+    /// Owners' committee (业委会) volunteers, per estate.
+    pub owners: Crew,
+    /// The housing office (房管).
+    pub housing: Crew,
+    /// Civil affairs (民政).
+    pub civil_affairs: Crew,
+    /// The police station (派出所).
+    pub public_security: Crew,
+    /// Market supervision (市场监管).
+    pub market_supervision: Crew,
     /// Minutes from resolution until the dispatcher has checked with the resident.
     pub verify_minutes: Dist,
     /// Share of resolutions the resident disputes: the order is reopened instead of verified.
     pub reopen_share: Probability,
 }
 
-/// A field a patch was given, written plainly in the file (`headcount: 40`, `on_duty: None`).
+/// A field a patch was given, written plainly in the file (`hours: None`).
 fn given<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
 }
@@ -427,9 +547,7 @@ fn given<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<
 #[serde(deny_unknown_fields, default)]
 struct CrewPatch {
     #[serde(deserialize_with = "given")]
-    headcount: Option<u32>,
-    #[serde(deserialize_with = "given")]
-    on_duty: Option<Option<(HhMm, HhMm)>>,
+    shifts: Option<Vec<Shift>>,
     #[serde(deserialize_with = "given")]
     notice_minutes: Option<Dist>,
     #[serde(deserialize_with = "given")]
@@ -445,8 +563,7 @@ struct CrewPatch {
 impl CrewPatch {
     fn over(self, base: Crew) -> Crew {
         Crew {
-            headcount: self.headcount.unwrap_or(base.headcount),
-            on_duty: self.on_duty.unwrap_or(base.on_duty),
+            shifts: self.shifts.unwrap_or(base.shifts),
             notice_minutes: self.notice_minutes.unwrap_or(base.notice_minutes),
             travel_minutes: self.travel_minutes.unwrap_or(base.travel_minutes),
             work_minutes: self.work_minutes.unwrap_or(base.work_minutes),
@@ -468,6 +585,11 @@ struct RespondersPatch {
     maintenance: CrewPatch,
     fire_safety: CrewPatch,
     task_force: CrewPatch,
+    owners: CrewPatch,
+    housing: CrewPatch,
+    civil_affairs: CrewPatch,
+    public_security: CrewPatch,
+    market_supervision: CrewPatch,
     #[serde(deserialize_with = "given")]
     verify_minutes: Option<Dist>,
     #[serde(deserialize_with = "given")]
@@ -485,53 +607,120 @@ impl From<RespondersPatch> for Responders {
             maintenance: p.maintenance.over(d.maintenance),
             fire_safety: p.fire_safety.over(d.fire_safety),
             task_force: p.task_force.over(d.task_force),
+            owners: p.owners.over(d.owners),
+            housing: p.housing.over(d.housing),
+            civil_affairs: p.civil_affairs.over(d.civil_affairs),
+            public_security: p.public_security.over(d.public_security),
+            market_supervision: p.market_supervision.over(d.market_supervision),
             verify_minutes: p.verify_minutes.unwrap_or(d.verify_minutes),
             reopen_share: p.reopen_share.unwrap_or(d.reopen_share),
         }
     }
 }
 
-fn crew(headcount: u32, on_duty: Option<(HhMm, HhMm)>, notice: (f64, f64), travel: (f64, f64), work: (f64, f64), fail_share: f64, cost_per_hour: f64) -> Crew {
-    let u = |(lo, hi): (f64, f64)| Dist::Uniform(lo, hi);
-    Crew { headcount, on_duty, notice_minutes: u(notice), travel_minutes: u(travel), work_minutes: u(work), fail_share: prob(fail_share), cost_per_hour }
+/// A shift for the built-in defaults.
+const fn shift(days: Days, hours: Option<(HhMm, HhMm)>, headcount: u32) -> Shift {
+    Shift { days, hours, headcount }
+}
+
+fn crew(shifts: &[Shift], notice: Dist, travel: Dist, work: Dist, fail_share: f64, cost_per_hour: f64) -> Crew {
+    Crew { shifts: shifts.to_vec(), notice_minutes: notice, travel_minutes: travel, work_minutes: work, fail_share: prob(fail_share), cost_per_hour }
+}
+
+fn tri(min: f64, mode: f64, max: f64) -> Dist {
+    Dist::Triangular { min, mode, max }
 }
 
 impl Default for Responders {
     fn default() -> Self {
+        use Days::*;
+        let u = Dist::Uniform;
         Responders {
             enabled: true,
-            committee: crew(2, Some((hm(8, 30), hm(17, 30))), (5.0, 45.0), (5.0, 20.0), (15.0, 60.0), 0.05, 55.0),
-            property: crew(2, None, (5.0, 30.0), (3.0, 10.0), (15.0, 60.0), 0.08, 40.0),
-            city_management: crew(80, Some((hm(7, 0), hm(22, 0))), (5.0, 30.0), (5.0, 15.0), (5.0, 15.0), 0.1, 65.0),
-            maintenance: crew(6, Some((hm(8, 0), hm(18, 0))), (30.0, 120.0), (20.0, 60.0), (30.0, 120.0), 0.1, 80.0),
-            fire_safety: crew(4, None, (2.0, 10.0), (5.0, 15.0), (20.0, 60.0), 0.05, 70.0),
-            task_force: crew(8, None, (5.0, 20.0), (10.0, 30.0), (30.0, 120.0), 0.0, 90.0),
+            committee: crew(
+                &[shift(Weekdays, Some((hm(8, 30), hm(17, 30))), 2), shift(Weekend, Some((hm(9, 0), hm(17, 0))), 1)],
+                u(5.0, 45.0),
+                u(5.0, 20.0),
+                u(15.0, 60.0),
+                0.05,
+                55.0,
+            ),
+            property: crew(&[shift(Every, None, 2)], u(5.0, 30.0), u(3.0, 10.0), u(15.0, 60.0), 0.08, 40.0),
+            city_management: crew(
+                &[shift(Every, Some((hm(7, 0), hm(22, 0))), 80), shift(Every, Some((hm(22, 0), hm(7, 0))), 20)],
+                u(5.0, 30.0),
+                u(5.0, 15.0),
+                u(5.0, 15.0),
+                0.05,
+                65.0,
+            ),
+            maintenance: crew(&[shift(Weekdays, Some((hm(8, 0), hm(18, 0))), 6)], u(30.0, 120.0), u(20.0, 60.0), u(30.0, 120.0), 0.1, 80.0),
+            fire_safety: crew(&[shift(Every, None, 4)], u(2.0, 10.0), u(5.0, 15.0), u(20.0, 60.0), 0.05, 70.0),
+            task_force: crew(&[shift(Every, None, 8)], u(5.0, 20.0), u(10.0, 30.0), u(30.0, 120.0), 0.0, 90.0),
+            owners: crew(&[], tri(30.0, 120.0, 480.0), u(3.0, 10.0), u(15.0, 45.0), 0.2, 0.0),
+            housing: crew(&[shift(Weekdays, Some((hm(8, 30), hm(17, 30))), 6)], u(15.0, 60.0), u(10.0, 30.0), u(30.0, 90.0), 0.1, 60.0),
+            civil_affairs: crew(&[shift(Weekdays, Some((hm(8, 30), hm(17, 30))), 4)], u(10.0, 45.0), u(10.0, 30.0), u(30.0, 90.0), 0.05, 55.0),
+            public_security: crew(&[shift(Every, None, 10)], u(5.0, 20.0), u(5.0, 15.0), u(15.0, 45.0), 0.05, 75.0),
+            market_supervision: crew(&[], u(15.0, 60.0), u(10.0, 30.0), u(20.0, 60.0), 0.1, 60.0),
             verify_minutes: Dist::Uniform(30.0, 240.0),
             reopen_share: prob(0.05),
         }
     }
 }
 
-/// The crews' field names, in the order of [`Responders::crews`].
-pub const CREW_NAMES: [&str; 6] = ["committee", "property", "city_management", "maintenance", "fire_safety", "task_force"];
+/// The crews' field names, in the order of [`Responders::crews`] (the roles' order, [`Role::ALL`]).
+pub const CREW_NAMES: [&str; 11] = [
+    "committee",
+    "property",
+    "city_management",
+    "maintenance",
+    "fire_safety",
+    "task_force",
+    "owners",
+    "housing",
+    "civil_affairs",
+    "public_security",
+    "market_supervision",
+];
 
 impl Responders {
     /// Each crew with its field name.
-    pub fn crews(&self) -> [(&'static str, &Crew); 6] {
-        let crews = [&self.committee, &self.property, &self.city_management, &self.maintenance, &self.fire_safety, &self.task_force];
-        std::array::from_fn(|i| (CREW_NAMES[i], crews[i]))
+    pub fn crews(&self) -> [(&'static str, &Crew); 11] {
+        std::array::from_fn(|i| (CREW_NAMES[i], self.crew(Role::ALL[i])))
+    }
+
+    /// The crew that plays `role`.
+    pub fn crew(&self, role: Role) -> &Crew {
+        match role {
+            Role::Committee => &self.committee,
+            Role::Property => &self.property,
+            Role::CityManagement => &self.city_management,
+            Role::Maintenance => &self.maintenance,
+            Role::FireSafety => &self.fire_safety,
+            Role::TaskForce => &self.task_force,
+            Role::Owners => &self.owners,
+            Role::Housing => &self.housing,
+            Role::CivilAffairs => &self.civil_affairs,
+            Role::PublicSecurity => &self.public_security,
+            Role::MarketSupervision => &self.market_supervision,
+        }
     }
 
     /// The crew of that field name, to change (an experiment's staffing variant).
     pub fn crew_mut(&mut self, name: &str) -> Option<&mut Crew> {
-        Some(match name {
-            "committee" => &mut self.committee,
-            "property" => &mut self.property,
-            "city_management" => &mut self.city_management,
-            "maintenance" => &mut self.maintenance,
-            "fire_safety" => &mut self.fire_safety,
-            "task_force" => &mut self.task_force,
-            _ => return None,
+        let role = Role::ALL.into_iter().find(|r| r.name() == name)?;
+        Some(match role {
+            Role::Committee => &mut self.committee,
+            Role::Property => &mut self.property,
+            Role::CityManagement => &mut self.city_management,
+            Role::Maintenance => &mut self.maintenance,
+            Role::FireSafety => &mut self.fire_safety,
+            Role::TaskForce => &mut self.task_force,
+            Role::Owners => &mut self.owners,
+            Role::Housing => &mut self.housing,
+            Role::CivilAffairs => &mut self.civil_affairs,
+            Role::PublicSecurity => &mut self.public_security,
+            Role::MarketSupervision => &mut self.market_supervision,
         })
     }
 }
@@ -738,9 +927,16 @@ impl Scenario {
         range(&mut p, "devices.battery_replace_days", d.battery_replace_days);
         let r = &self.responders;
         for (n, c) in r.crews() {
-            p.check((1..=10_000).contains(&c.headcount), || format!("responders.{n}.headcount"), || format!("expected 1..=10000 staff, got {}", c.headcount));
-            if let Some((a, b)) = c.on_duty {
-                p.check(a != b, || format!("responders.{n}.on_duty"), || "start and end are the same: use None for round the clock".into());
+            p.check(c.shifts.len() <= 100, || format!("responders.{n}.shifts"), || format!("expected at most 100 shifts, got {}", c.shifts.len()));
+            for (i, sh) in c.shifts.iter().enumerate() {
+                p.check(
+                    sh.headcount <= 10_000,
+                    || format!("responders.{n}.shifts[{i}].headcount"),
+                    || format!("expected 0..=10000 staff, got {}", sh.headcount),
+                );
+                if let Some((a, b)) = sh.hours {
+                    p.check(a != b, || format!("responders.{n}.shifts[{i}].hours"), || "start and end are the same: use None for round the clock".into());
+                }
             }
             p.check(
                 c.cost_per_hour.is_finite() && c.cost_per_hour >= 0.0,
@@ -792,5 +988,54 @@ impl Scenario {
         }
         p.finish()?;
         Ok(start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use towntwin_contracts::time::Local;
+
+    fn day(date: &str) -> i64 {
+        Local::of(parse_local_date(date).unwrap()).day
+    }
+
+    #[test]
+    fn shifts_follow_the_calendar_and_cross_midnight() {
+        let cal: Calendar = ron::from_str(r#"(holidays: ["2026-04-06"], working_weekends: ["2026-04-11"])"#).unwrap();
+        // 2026-04-03 is a Friday; 04-04/05 a weekend; 04-06 a Monday holiday; 04-11 a Saturday worked.
+        for (date, working) in
+            [("2026-04-03", true), ("2026-04-04", false), ("2026-04-05", false), ("2026-04-06", false), ("2026-04-07", true), ("2026-04-11", true)]
+        {
+            assert_eq!(cal.is_working_day(day(date)), working, "{date}");
+        }
+        let crew = Crew {
+            shifts: vec![
+                Shift { days: Days::Weekdays, hours: Some((hm(8, 30), hm(17, 30))), headcount: 3 },
+                Shift { days: Days::Weekend, hours: Some((hm(9, 0), hm(17, 0))), headcount: 1 },
+                Shift { days: Days::Weekdays, hours: Some((hm(22, 0), hm(7, 0))), headcount: 2 },
+                Shift { days: Days::Every, hours: None, headcount: 10 },
+            ],
+            ..Responders::default().housing
+        };
+        let at = |date: &str, h: u32, m: u32| crew.staff_at(day(date), h * 60 + m, &cal);
+        assert_eq!(at("2026-04-03", 8, 29), 10);
+        assert_eq!(at("2026-04-03", 8, 30), 13);
+        assert_eq!(at("2026-04-03", 17, 30), 10);
+        // Friday's night shift runs into Saturday morning; Saturday's own night has none.
+        assert_eq!(at("2026-04-03", 23, 0), 12);
+        assert_eq!(at("2026-04-04", 6, 59), 12);
+        assert_eq!(at("2026-04-04", 7, 0), 10);
+        assert_eq!(at("2026-04-04", 12, 0), 11);
+        assert_eq!(at("2026-04-05", 3, 0), 10);
+        // Sunday night before a Monday holiday: no night shift; the holiday works the weekend shift.
+        assert_eq!(at("2026-04-06", 12, 0), 11);
+        assert_eq!(at("2026-04-11", 12, 0), 13);
+        let mut cut = crew.clone();
+        cut.scale(0.7);
+        assert_eq!(cut.shifts.iter().map(|s| s.headcount).collect::<Vec<_>>(), [2, 1, 1, 7]);
+        // Dates are written back as they were given.
+        let back = ron::to_string(&cal).unwrap();
+        assert!(back.contains("2026-04-06") && back.contains("2026-04-11"), "{back}");
     }
 }

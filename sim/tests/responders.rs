@@ -9,7 +9,7 @@ use towntwin_contracts::town::Town;
 use towntwin_sim::dist::Dist;
 use towntwin_sim::generate::small;
 use towntwin_sim::plugins::responders::Act;
-use towntwin_sim::scenario::Probability;
+use towntwin_sim::scenario::{Days, Probability, Shift};
 use towntwin_sim::{Scenario, Twin, TwinOptions};
 
 fn scenario() -> Scenario {
@@ -95,7 +95,7 @@ fn property_staff_accept_travel_and_finish_then_dispatchers_verify() {
 #[test]
 fn a_redispatch_takes_the_order_away_and_headcount_queues_the_rest() {
     let mut s = scenario();
-    s.responders.property.headcount = 1;
+    s.responders.property.shifts = vec![Shift { days: Days::Every, hours: None, headcount: 1 }];
     s.responders.property.fail_share = Probability::ZERO;
     s.responders.property.work_minutes = Dist::Fixed(200.0);
     let town = small(3, 1, 1);

@@ -8,6 +8,7 @@ use towntwin_contracts::load::parse_ron;
 use towntwin_contracts::time::parse_local_date;
 use towntwin_contracts::town::{Totals, Town};
 use towntwin_sim::generate::{generate, small, to_ron};
+use towntwin_sim::scenario::{Days, Shift};
 use towntwin_sim::{Scenario, Twin, TwinOptions};
 
 fn root() -> &'static Path {
@@ -207,10 +208,12 @@ fn scenario_errors_name_the_place_and_what_was_expected() {
     assert_eq!(e.field.as_deref(), Some("seed"), "{e}");
     let mut s = scenario(1, "2026-03-02");
     s.start_date = "2026-02-30".into();
-    s.responders.committee.on_duty = s.responders.committee.on_duty.map(|(a, _)| (a, a));
+    s.responders.committee.shifts[0].hours = s.responders.committee.shifts[0].hours.map(|(a, _)| (a, a));
+    s.responders.housing.shifts[0].headcount = 10_001;
     let e = s.validate(f).unwrap_err().to_string();
     assert!(e.contains("start_date") && e.contains("not a real date"), "{e}");
-    assert!(e.contains("responders.committee.on_duty") && e.contains("use None for round the clock"), "{e}");
+    assert!(e.contains("responders.committee.shifts[0].hours") && e.contains("use None for round the clock"), "{e}");
+    assert!(e.contains("responders.housing.shifts[0].headcount") && e.contains("expected 0..=10000 staff, got 10001"), "{e}");
     // Probabilities and times are refused as the file is read, with the field's place.
     let head = "(name: \"x\", seed: 1, start_date: \"2026-03-02\", days: 1, town: \"t\",\n";
     for (tail, field, says) in [
@@ -221,7 +224,13 @@ fn scenario_errors_name_the_place_and_what_was_expected() {
         ("responders: (reopen_share: 2.0))", "responders.reopen_share", "expected a probability in 0..=1, got 2"),
         ("responders: (property: (fail_share: 1.01)))", "responders.property.fail_share", "expected a probability in 0..=1, got 1.01"),
         ("garbage: (collections: [\"09:30\", \"25:00\"]))", "garbage.collections[1]", "`25:00` is not a time HH:MM"),
-        ("responders: (committee: (on_duty: Some((\"8:30\", \"17:30\")))))", "responders.committee.on_duty", "`8:30` is not a time HH:MM"),
+        (
+            "responders: (committee: (shifts: [(hours: Some((\"8:30\", \"17:30\")), headcount: 1)])))",
+            "responders.committee.shifts[0].hours",
+            "`8:30` is not a time HH:MM",
+        ),
+        ("calendar: (holidays: [\"2026-04-31\"]))", "calendar", "holidays[0]"),
+        ("responders: (housing: (shifts: [(days: Weekends, hours: None, headcount: 1)])))", "responders.housing.shifts[0].days", "Weekends"),
     ] {
         let e = parse_ron::<Scenario>(f, &format!("{head}{tail}")).unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
@@ -233,7 +242,7 @@ fn scenario_errors_name_the_place_and_what_was_expected() {
     assert_eq!(s.garbage.missort_owner.get(), 1.0);
     let e = parse_ron::<Scenario>(
         f,
-        "(name: \"x\", seed: 1, start_date: \"2026-03-02\", days: 1, town: \"t\", responders: (task_force: (headcount: 2, colour: 1)))",
+        "(name: \"x\", seed: 1, start_date: \"2026-03-02\", days: 1, town: \"t\", responders: (task_force: (fail_share: 0.1, colour: 1)))",
     )
     .unwrap_err();
     assert!(e.to_string().contains("colour") && e.to_string().contains("responders.task_force"), "{e}");
@@ -245,13 +254,13 @@ fn a_what_if_file_changes_one_field_of_one_crew() {
     let f = Path::new("what-if.ron");
     let s = parse_ron::<Scenario>(
         f,
-        "(name: \"x\", seed: 1, start_date: \"2026-03-02\", days: 1, town: \"t\", responders: (city_management: (headcount: 40), committee: (on_duty: None)))",
+        "(name: \"x\", seed: 1, start_date: \"2026-03-02\", days: 1, town: \"t\", responders: (city_management: (shifts: [(hours: None, headcount: 40)]), committee: (shifts: [])))",
     )
     .unwrap();
     let d = Responders::default();
-    assert_eq!(s.responders.city_management.headcount, 40);
+    assert_eq!(s.responders.city_management.shifts, [Shift { days: Days::Every, hours: None, headcount: 40 }]);
     assert_eq!(s.responders.city_management.work_minutes, d.city_management.work_minutes);
-    assert_eq!(s.responders.committee.on_duty, None, "None states round the clock, it does not mean `not given`");
-    assert_eq!(s.responders.committee.headcount, d.committee.headcount);
+    assert!(s.responders.committee.shifts.is_empty(), "an empty list states no shifts, it does not mean `not given`");
+    assert_eq!(s.responders.committee.notice_minutes, d.committee.notice_minutes);
     assert_eq!(s.responders.task_force, d.task_force);
 }

@@ -22,6 +22,50 @@ pub enum Role {
     FireSafety,
     /// The town task force (large loop).
     TaskForce,
+    /// 业委会 and owners' volunteers of the estate.
+    Owners,
+    /// 房管: the town's housing office (rentals, renovation permits).
+    Housing,
+    /// 民政: civil affairs (the elderly living alone, welfare).
+    CivilAffairs,
+    /// 公安: the police station.
+    PublicSecurity,
+    /// 市场监管: market supervision (shops, street trading).
+    MarketSupervision,
+}
+
+impl Role {
+    /// Every role, in declaration order.
+    pub const ALL: [Role; 11] = [
+        Role::Committee,
+        Role::Property,
+        Role::CityManagement,
+        Role::Maintenance,
+        Role::FireSafety,
+        Role::TaskForce,
+        Role::Owners,
+        Role::Housing,
+        Role::CivilAffairs,
+        Role::PublicSecurity,
+        Role::MarketSupervision,
+    ];
+
+    /// The crew's name in scenario files and summaries (`city_management`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Committee => "committee",
+            Role::Property => "property",
+            Role::CityManagement => "city_management",
+            Role::Maintenance => "maintenance",
+            Role::FireSafety => "fire_safety",
+            Role::TaskForce => "task_force",
+            Role::Owners => "owners",
+            Role::Housing => "housing",
+            Role::CivilAffairs => "civil_affairs",
+            Role::PublicSecurity => "public_security",
+            Role::MarketSupervision => "market_supervision",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

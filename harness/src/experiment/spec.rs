@@ -179,7 +179,7 @@ impl Plan {
                 }
             };
             let rules = RuleSet::load(&rules_file).map_err(|e| errors.extend(e.0)).ok();
-            let policy = Policy::load(&policy_file).map_err(|e| errors.extend(e.0)).ok();
+            let policy = rules.as_ref().and_then(|rules| Policy::load_for(&policy_file, rules).map_err(|e| errors.extend(e.0)).ok());
             let (Some(loaded), Some(rules), Some(policy)) = (loaded, rules, policy) else { continue };
             let town = match towns.get(&loaded.town_file) {
                 Some(t) => t.clone(),
@@ -203,11 +203,18 @@ impl Plan {
                 let names: Vec<&str> = if crew == "all" { CREWS.to_vec() } else { vec![crew.as_str()] };
                 for name in names {
                     if let Some(c) = scenario.responders.crew_mut(name) {
-                        c.headcount = ((c.headcount as f64 * f).round() as u32).max(1);
+                        c.scale(*f);
                     }
                 }
             }
             if let Err(e) = scenario.validate(&scenario_file) {
+                errors.extend(e.0.into_iter().map(|mut d| {
+                    d.field = Some(format!("variants[{i}] -> {}", d.field.unwrap_or_default()));
+                    d
+                }));
+                continue;
+            }
+            if let Err(e) = crate::detect::check_staffed(&policy, &rules, &scenario.responders, &policy_file) {
                 errors.extend(e.0.into_iter().map(|mut d| {
                     d.field = Some(format!("variants[{i}] -> {}", d.field.unwrap_or_default()));
                     d

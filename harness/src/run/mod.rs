@@ -56,7 +56,14 @@ pub fn load(opts: &RunOptions) -> Result<(Scenario, i64, Town)> {
 /// Runs a scenario end to end and writes its results.
 pub fn run(opts: &RunOptions) -> Result<Summary> {
     let (scenario, start, town) = load(opts)?;
-    let core_inputs = if opts.core { Some((RuleSet::load(&opts.rules).map_err(DataFault)?, Policy::load(&opts.policy).map_err(DataFault)?)) } else { None };
+    let core_inputs = if opts.core {
+        let rules = RuleSet::load(&opts.rules).map_err(DataFault)?;
+        let policy = Policy::load_for(&opts.policy, &rules).map_err(DataFault)?;
+        crate::detect::check_staffed(&policy, &rules, &scenario.responders, &opts.policy).map_err(DataFault)?;
+        Some((rules, policy))
+    } else {
+        None
+    };
     let targets = core_inputs.as_ref().map(|(rules, _)| crate::detect::rule_targets(rules)).unwrap_or_default();
     let out_dir = opts.out.clone().unwrap_or_else(|| stamped_dir(&format!("{}-{}", scenario.name, scenario.seed)));
     let db = opts.db.clone().unwrap_or_else(|| out_dir.join("core.db"));

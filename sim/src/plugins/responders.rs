@@ -23,7 +23,7 @@ use towntwin_contracts::principal::Principal;
 use towntwin_contracts::time::{Local, MINUTE, Millis};
 
 use super::Feature;
-use crate::scenario::{Crew, Responders};
+use crate::scenario::{Calendar, Crew, Responders};
 use crate::world::{Agenda, Clock, GroundTruth, Params, TownData};
 use towntwin_contracts::truth::IncidentKind;
 
@@ -35,8 +35,13 @@ impl Plugin for RespondersPlugin {
             let town = &app.world().resource::<TownData>().0;
             let committee_of: HashMap<String, String> = town.estates.iter().map(|e| (e.id.clone(), e.committee.clone())).collect();
             let committees = committee_of.values().collect::<std::collections::BTreeSet<_>>().len() as u64;
-            // Crews of one unit each: a committee's cadres, an estate's property staff, the town's departments.
-            let units = [committees, town.estates.len() as u64, 1, 1, 1, 1];
+            // Crews of one unit each: a committee's cadres, an estate's property staff or owners' volunteers,
+            // the town's departments.
+            let units = Role::ALL.map(|r| match scope_of(r) {
+                Scope::Committee => committees,
+                Scope::Estate => town.estates.len() as u64,
+                Scope::Town => 1,
+            });
             (committee_of, units)
         };
         app.init_resource::<Inbox>()
@@ -200,7 +205,8 @@ enum Unit {
 
 #[derive(Debug)]
 struct Team {
-    free: u32,
+    /// Members working an order (they finish it even after their shift).
+    busy: u32,
     /// Waiting orders by when they are noticed: (ready at, order) -> (dispatch number, dispatched at, the
     /// tick it joined the queue).
     queue: BTreeMap<(Millis, u64), (u32, Millis, Millis)>,
@@ -218,7 +224,7 @@ struct Held {
 struct Desk {
     committee_of: HashMap<String, String>,
     /// How many units each crew of [`Responders::crews`] has (committees, estates, 1 for the town's).
-    units: [u64; 6],
+    units: [u64; 11],
     teams: BTreeMap<(Role, Unit), Team>,
     held: HashMap<u64, Held>,
     /// Dispatch number per order: scheduled steps of an older dispatch are void.
@@ -239,25 +245,35 @@ enum Step {
     Verify,
 }
 
-fn crew_of(r: &Responders, role: Role) -> (&'static str, &Crew) {
+/// Where a role's crews sit: one per committee, one per estate, or one for the town.
+enum Scope {
+    Committee,
+    Estate,
+    Town,
+}
+
+fn scope_of(role: Role) -> Scope {
     match role {
-        Role::Committee => ("committee", &r.committee),
-        Role::Property => ("property", &r.property),
-        Role::CityManagement => ("city_management", &r.city_management),
-        Role::Maintenance => ("maintenance", &r.maintenance),
-        Role::FireSafety => ("fire_safety", &r.fire_safety),
-        Role::TaskForce => ("task_force", &r.task_force),
+        Role::Committee => Scope::Committee,
+        Role::Property | Role::Owners => Scope::Estate,
+        _ => Scope::Town,
     }
+}
+
+fn crew_of(r: &Responders, role: Role) -> (&'static str, &Crew) {
+    (role.name(), r.crew(role))
 }
 
 fn principal(role: Role, unit: &Unit) -> Principal {
     let name = match role {
         Role::Committee => "cadre",
-        Role::Property => "property",
         Role::CityManagement => "city-management",
-        Role::Maintenance => "maintenance",
         Role::FireSafety => "fire-safety",
         Role::TaskForce => "task-force",
+        Role::CivilAffairs => "civil-affairs",
+        Role::PublicSecurity => "public-security",
+        Role::MarketSupervision => "market-supervision",
+        r => r.name(),
     };
     match unit {
         Unit::Committee(c) => Principal::committee(c, name),
@@ -266,12 +282,10 @@ fn principal(role: Role, unit: &Unit) -> Principal {
     }
 }
 
-fn on_duty(crew: &Crew, now: Millis) -> bool {
-    let Some((a, b)) = crew.on_duty else { return true };
-    let (a, b) = (a.minutes(), b.minutes());
+/// Staff of `crew` on duty (per unit) at `now`.
+fn staff(crew: &Crew, now: Millis, calendar: &Calendar) -> u32 {
     let l = Local::of(now);
-    let m = l.hour * 60 + l.minute;
-    if a < b { (a..b).contains(&m) } else { m >= a || m < b }
+    crew.staff_at(l.day, l.hour * 60 + l.minute, calendar)
 }
 
 /// A drawn duration in whole minutes, rounded to the nearest: a step happens at the tick of the minute it
@@ -287,9 +301,9 @@ impl Desk {
     fn team_for(&self, n: &Notice) -> Option<(Role, Unit)> {
         let role = *n.assignee.first()?;
         let estate = self.committee_of.contains_key(&n.area);
-        let unit = match role {
-            Role::Committee if estate => Unit::Committee(self.committee_of[&n.area].clone()),
-            Role::Property if estate => Unit::Estate(n.area.clone()),
+        let unit = match scope_of(role) {
+            Scope::Committee if estate => Unit::Committee(self.committee_of[&n.area].clone()),
+            Scope::Estate if estate => Unit::Estate(n.area.clone()),
             _ => Unit::Town,
         };
         Some((role, unit))
@@ -305,7 +319,7 @@ impl Desk {
             Some(ready) => {
                 joined = team.queue.remove(&(ready, order)).map(|(_, _, j)| j);
             }
-            None => team.free += 1,
+            None => team.busy -= 1,
         }
         Some((held.team.0, held.queued_ready.is_none(), joined))
     }
@@ -323,6 +337,7 @@ fn respond(
     (mut answers, mut truth, targets): (ResMut<Answers>, ResMut<GroundTruth>, Res<RuleTargets>),
 ) {
     let cfg = &params.scenario.responders;
+    let calendar = &params.scenario.calendar;
     let now = clock.now;
     // The last notice of each order says where it stands; orders in id order.
     let notices = std::mem::take(&mut inbox.0);
@@ -340,18 +355,16 @@ fn respond(
     // Paid time: every member of every unit on duty this minute (a tick is a minute); busy time: every
     // member working an order this minute, on duty or finishing after hours (so busy can pass 100%).
     for ((name, crew), units) in cfg.crews().into_iter().zip(desk.units) {
-        if on_duty(crew, now) {
-            let members = units * crew.headcount as u64;
+        let members = units * staff(crew, now, calendar) as u64;
+        if members > 0 {
             let s = stats.by_crew.entry(name.into()).or_default();
             s.duty_minutes += members;
             s.cost_yuan += members as f64 * crew.cost_per_hour / 60.0;
         }
     }
     for (key, team) in &desk.teams {
-        let (name, crew) = crew_of(cfg, key.0);
-        let busy = crew.headcount.saturating_sub(team.free) as u64;
-        if busy > 0 {
-            stats.by_crew.entry(name.into()).or_default().busy_minutes += busy;
+        if team.busy > 0 {
+            stats.by_crew.entry(key.0.name().into()).or_default().busy_minutes += team.busy as u64;
         }
     }
     for (order, n) in latest {
@@ -363,10 +376,9 @@ fn respond(
                 let d = *d;
                 let Some(key) = desk.team_for(&n) else { continue };
                 let (name, crew) = crew_of(cfg, key.0);
-                let headcount = crew.headcount;
                 let mut rng = params.rng("responders.notice", order, d);
                 let ready = n.event.at.max(now) + minutes(&mut rng, &crew.notice_minutes);
-                let team = desk.teams.entry(key.clone()).or_insert_with(|| Team { free: headcount, queue: BTreeMap::new() });
+                let team = desk.teams.entry(key.clone()).or_insert_with(|| Team { busy: 0, queue: BTreeMap::new() });
                 team.queue.insert((ready, order), (d, n.event.at, now));
                 let s = stats.by_crew.entry(name.into()).or_default();
                 s.dispatched += 1;
@@ -446,18 +458,19 @@ fn respond(
         }
         // Free members on duty take the orders they have noticed, oldest notice first.
         for (key, team) in desk.teams.iter_mut() {
-            let (name, crew) = crew_of(cfg, key.0);
-            if team.free == 0 || team.queue.is_empty() || !on_duty(crew, now) {
+            if team.queue.is_empty() {
                 continue;
             }
-            while team.free > 0 {
+            let (name, crew) = crew_of(cfg, key.0);
+            let on_duty = staff(crew, now, calendar);
+            while team.busy < on_duty {
                 let Some(entry) = team.queue.first_entry() else { break };
                 let &(ready, order) = entry.key();
                 if ready > now {
                     break;
                 }
                 let (d, dispatched_at, joined) = entry.remove();
-                team.free -= 1;
+                team.busy += 1;
                 took = true;
                 desk.held.insert(order, Held { team: key.clone(), queued_ready: None });
                 acts.0.push(Act { at: now, order, principal: principal(key.0, &key.1), action: Action::Accept });
