@@ -189,7 +189,7 @@ fn a_route_naming_an_unknown_rule_or_an_empty_loop_is_refused() {
     let p: Policy = towntwin_core::load::parse_ron(f, &bad).unwrap();
     let e = p.check_rules(&rules(), f).unwrap_err().to_string();
     assert!(e.contains("levels[1].routes[\"group-rentals\"]") && e.contains("no rule `group-rentals`") && e.contains("group-rental,"), "{e}");
-    let bad = text.replace("start_at", "start_at").replace("    whistle_to: Medium,", "    whistle_to: Medium,\n    start_at: {\"fire\": Large},");
+    let bad = text.replace("    whistle_to: Medium,", "    whistle_to: Medium,\n    start_at: {\"fire\": Large},");
     let p: Policy = towntwin_core::load::parse_ron(f, &bad).unwrap();
     assert!(p.check_rules(&rules(), f).unwrap_err().to_string().contains("start_at[\"fire\"]"));
     let bad = text.replace("\"smoke\": [FireSafety]", "\"smoke\": []").replace("targets: [TaskForce]", "targets: []");
