@@ -214,29 +214,33 @@ pub struct State {
     pub now: Millis,
     /// Registered person -> last pass.
     #[serde(with = "pairs")]
-    last_pass: HashMap<u32, Millis>,
+    last_pass: FxMap<u32, Millis>,
     /// (estate, flat) -> faces seen with their last time.
     #[serde(with = "pairs")]
-    faces: HashMap<(u16, FlatRef), Vec<(u32, Millis)>>,
+    faces: FxMap<(u16, FlatRef), Vec<(u32, Millis)>>,
     /// (rule, device) -> start of an open condition.
     #[serde(with = "pairs")]
-    open_since: HashMap<(u16, u32), Millis>,
+    open_since: FxMap<(u16, u32), Millis>,
     /// Device -> last time heard.
     #[serde(with = "pairs")]
-    heard: HashMap<u32, Millis>,
+    heard: FxMap<u32, Millis>,
     /// Gate -> its outages: when it went silent, and when it was heard again (None while silent).
     #[serde(with = "pairs")]
-    gate_outages: HashMap<u32, Vec<(Millis, Option<Millis>)>>,
+    gate_outages: FxMap<u32, Vec<(Millis, Option<Millis>)>>,
     timers: BTreeSet<(Millis, Timer)>,
     /// Rules whose daily sample is armed.
     #[serde(with = "pairs")]
-    sampled: HashMap<u16, i64>,
+    sampled: FxMap<u16, i64>,
     /// Current due time of each timer that is re-armed often, so re-arming is a removal, not a scan.
     #[serde(with = "pairs")]
-    silence_due: HashMap<u32, Millis>,
+    silence_due: FxMap<u32, Millis>,
     #[serde(with = "pairs")]
-    absence_due: HashMap<u32, Millis>,
+    absence_due: FxMap<u32, Millis>,
 }
+
+/// A hash map with the Fx hash: the rules' keys are small integers from the twin's registry, not
+/// attacker-chosen strings, and this map is on every event's path.
+type FxMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// The town facts the rules need.
 #[derive(Debug, Clone)]
@@ -244,7 +248,7 @@ struct Ctx {
     devices: Devices,
     estates: Vec<String>,
     /// Registered person -> (register id, estate).
-    registered: HashMap<u32, (String, u16)>,
+    registered: FxMap<u32, (String, u16)>,
     /// Occupied flats per estate, for the daily sample.
     flats: Vec<Vec<FlatRef>>,
     /// Gate devices per estate.
@@ -276,6 +280,23 @@ pub struct Engine {
     /// QoS 0 messages of that time (heartbeats) were dropped by the broker, not by the devices, so a
     /// silence that overlaps such a span is counted again from its end. Kept by the service in its store.
     pub blind: Vec<(Millis, Option<Millis>)>,
+    /// Per event type (by its index in [`EventType::ALL`]), the rules an event of that type can move:
+    /// a gate pass visits the gate rules, not all of them.
+    by_type: Vec<Vec<u16>>,
+    /// The silence rule's (factor, mains minutes, battery minutes), if the set has one.
+    silence: Option<(f64, u32, u32)>,
+}
+
+/// Which event types can move rule `kind` (every type for a daily sample, which arms on the first event).
+fn moved_by(kind: &RuleKind, ty: EventType) -> bool {
+    match kind {
+        RuleKind::Absence { .. } | RuleKind::DistinctFaces { .. } => ty == EventType::GatePass,
+        RuleKind::Hotline => ty == EventType::HotlineCall,
+        RuleKind::Direct { event, .. } => ty == *event,
+        RuleKind::Duration { start, end, .. } => ty == *start || ty == *end,
+        RuleKind::DailySample { .. } => true,
+        RuleKind::Silence { .. } => false,
+    }
 }
 
 impl Engine {
@@ -300,7 +321,13 @@ impl Engine {
                 gates[e as usize].push(i as u32);
             }
         }
-        Engine { rules, ctx: Ctx { devices, estates, registered, flats, gates }, state: State::default(), blind: Vec::new() }
+        let by_type =
+            EventType::ALL.iter().map(|&ty| rules.rules.iter().enumerate().filter(|(_, r)| moved_by(&r.kind, ty)).map(|(i, _)| i as u16).collect()).collect();
+        let silence = rules.rules.iter().find_map(|r| match r.kind {
+            RuleKind::Silence { factor, mains_minutes, battery_minutes } => Some((factor, mains_minutes, battery_minutes)),
+            _ => None,
+        });
+        Engine { rules, ctx: Ctx { devices, estates, registered, flats, gates }, state: State::default(), blind: Vec::new(), by_type, silence }
     }
 
     pub fn devices(&self) -> &Devices {
@@ -318,9 +345,11 @@ impl Engine {
         if let Some(d) = ev.device {
             self.hear(d, ev.time);
         }
-        for ri in 0..self.rules.rules.len() {
-            self.apply_rule(ri, ev, &mut out);
+        let rules = std::mem::take(&mut self.by_type[ev.ty as usize]);
+        for &ri in &rules {
+            self.apply_rule(ri as usize, ev, &mut out);
         }
+        self.by_type[ev.ty as usize] = rules;
         out
     }
 
@@ -360,10 +389,7 @@ impl Engine {
 
     /// How long device `d` may stay silent before the silence rule fires, if there is such a rule.
     fn silence_after(&self, d: u32) -> Option<Millis> {
-        let (factor, mains, battery) = self.rules.rules.iter().find_map(|r| match r.kind {
-            RuleKind::Silence { factor, mains_minutes, battery_minutes } => Some((factor, mains_minutes, battery_minutes)),
-            _ => None,
-        })?;
+        let (factor, mains, battery) = self.silence?;
         let entry = self.ctx.devices.list.get(d as usize)?;
         let minutes = if entry.kind.battery_powered() { battery } else { mains };
         Some(((minutes as f64 * factor) as Millis).saturating_mul(MINUTE))
@@ -383,8 +409,13 @@ impl Engine {
             last.1 = Some(t);
         }
         if let Some(after) = self.silence_after(d) {
-            let heard = self.state.heard.get(&d).copied().unwrap_or(t);
-            self.arm_silence(d, heard + after);
+            let want = self.state.heard.get(&d).copied().unwrap_or(t) + after;
+            // A timer armed for earlier is left where it is, and moved on when it comes due (see `fire`):
+            // a heartbeat then costs no re-arming. One armed for later is brought forward now.
+            match self.state.silence_due.get(&d) {
+                Some(&armed) if armed <= want => {}
+                _ => self.arm_silence(d, want),
+            }
         }
     }
 
@@ -411,7 +442,7 @@ impl Engine {
 
     fn apply_rule(&mut self, ri: usize, ev: &Event, out: &mut Vec<Finding>) {
         let rule = &self.rules.rules[ri];
-        let dev = ev.device.and_then(|d| self.ctx.devices.list.get(d as usize)).cloned();
+        let dev = ev.device.and_then(|d| self.ctx.devices.list.get(d as usize));
         match (&rule.kind, &ev.data) {
             (RuleKind::Absence { hours }, Data::GatePass(g)) if self.ctx.registered.contains_key(&g.person.0) => {
                 let last = self.state.last_pass.entry(g.person.0).or_insert(ev.time);
@@ -584,6 +615,16 @@ impl Engine {
                 out.push(self.finding(ri as usize, format!("{}@{since}", dev.id), dev.estate, dev.area, dev.id, due, format!("open for {mins} min")));
             }
             Timer::Silence(d) => {
+                if self.state.silence_due.get(&d) == Some(&due) {
+                    self.state.silence_due.remove(&d);
+                }
+                // Heard since the timer was armed: the silence is due later (the timer moves on lazily).
+                if let (Some(&last), Some(after)) = (self.state.heard.get(&d), self.silence_after(d))
+                    && last + after > due
+                {
+                    self.arm_silence(d, last + after);
+                    return;
+                }
                 let Some(ri) = self.rules.rules.iter().position(|r| matches!(r.kind, RuleKind::Silence { .. })) else { return };
                 let Some(dev) = self.ctx.devices.list.get(d as usize).cloned() else { return };
                 let mut note = String::new();
@@ -686,17 +727,19 @@ pub fn sample(flats: &[Vec<FlatRef>], rule: &str, day: i64, n: usize) -> Vec<(u1
 /// Maps as sorted lists of pairs: JSON object keys must be strings, and sorting keeps snapshots stable.
 mod pairs {
     use std::collections::HashMap;
-    use std::hash::Hash;
+    use std::hash::{BuildHasher, Hash};
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<K: Serialize + Ord + Hash, V: Serialize, S: Serializer>(m: &HashMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<K: Serialize + Ord + Hash, V: Serialize, H, S: Serializer>(m: &HashMap<K, V, H>, s: S) -> Result<S::Ok, S::Error> {
         let mut v: Vec<(&K, &V)> = m.iter().collect();
         v.sort_by(|a, b| a.0.cmp(b.0));
         v.serialize(s)
     }
 
-    pub fn deserialize<'de, K: Deserialize<'de> + Eq + Hash, V: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<HashMap<K, V>, D::Error> {
+    pub fn deserialize<'de, K: Deserialize<'de> + Eq + Hash, V: Deserialize<'de>, H: BuildHasher + Default, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<HashMap<K, V, H>, D::Error> {
         Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
     }
 }

@@ -54,6 +54,8 @@ pub enum CoreError {
     Illegal(#[from] Illegal),
     #[error("engine snapshot is corrupt: {0}")]
     Snapshot(String),
+    #[error("a core with a store takes messages as they came (their payloads are its log), not decoded events")]
+    NeedsPayloads,
 }
 
 pub struct Core {
@@ -165,6 +167,30 @@ impl Core {
         Ok(())
     }
 
+    /// Events already decoded, as the twin made them, for a core without a store (an experiment's): the
+    /// same window, dedup, rules and orders as [`Core::ingest_on`] without encoding each event to JSON and
+    /// parsing it back. A core with a store must log every payload as it came, so it refuses this.
+    pub fn ingest_events(&mut self, events: Vec<Event>) -> Result<Outcome, CoreError> {
+        if self.store.is_some() {
+            return Err(CoreError::NeedsPayloads);
+        }
+        let mut out = Outcome::default();
+        let mut accepted: Vec<(usize, Event)> = Vec::with_capacity(events.len());
+        let mut clock = self.engine.state.now;
+        for (i, ev) in events.into_iter().enumerate() {
+            match self.engine.rules.window.check(clock, ev.time) {
+                None => {
+                    if ev.ty == EventType::ClockTick {
+                        clock = clock.max(ev.time);
+                    }
+                    accepted.push((i, ev));
+                }
+                Some(detail) => out.rejected.push((i, Reject { code: "out_of_window", detail })),
+            }
+        }
+        self.take(out, accepted, &[], None)
+    }
+
     fn ingest_from(&mut self, payloads: &[&[u8]], topics: Option<&[&str]>, qos0: Option<&[bool]>) -> Result<Outcome, CoreError> {
         let mut out = Outcome::default();
         let mut accepted: Vec<(usize, Event)> = Vec::with_capacity(payloads.len());
@@ -188,6 +214,12 @@ impl Core {
                 Err(r) => out.rejected.push((i, r)),
             }
         }
+        self.take(out, accepted, payloads, qos0)
+    }
+
+    /// Logs (with a store), dedups and applies the accepted events of a batch; `payloads` are the messages
+    /// as they came (for the store's log), indexed like the events.
+    fn take(&mut self, mut out: Outcome, accepted: Vec<(usize, Event)>, payloads: &[&[u8]], qos0: Option<&[bool]>) -> Result<Outcome, CoreError> {
         let mut batch = match self.store.as_mut() {
             Some(s) => Some(s.batch()?),
             None => None,
@@ -338,9 +370,38 @@ impl Core {
 /// memory stays bounded over runs of many days (an experiment's core has no store).
 #[derive(Debug, Default)]
 struct RecentIds {
-    current: HashSet<u128>,
-    previous: HashSet<u128>,
+    current: HashSet<u128, KeyHash>,
+    previous: HashSet<u128, KeyHash>,
     rotated_at: Millis,
+}
+
+/// The keys of [`RecentIds`] are already hashes: the set uses their low bits as they are.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHash;
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed here; any other input is folded in whole.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64 ^ (v >> 64) as u64;
+    }
 }
 
 impl RecentIds {
@@ -360,7 +421,8 @@ impl RecentIds {
     fn insert(&mut self, key: u128, now: Millis, window: &TimeWindow) -> bool {
         let span = window.behind_hours as Millis * crate::time::HOUR + (window.ahead_minutes as Millis + 1) * crate::time::MINUTE;
         if now - self.rotated_at > span {
-            self.previous = std::mem::take(&mut self.current);
+            let cap = self.current.len();
+            self.previous = std::mem::replace(&mut self.current, HashSet::with_capacity_and_hasher(cap, KeyHash));
             self.rotated_at = now;
         }
         !self.previous.contains(&key) && self.current.insert(key)

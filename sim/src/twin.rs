@@ -8,13 +8,13 @@ use bevy::prelude::*;
 use towntwin_contracts::time::Millis;
 use towntwin_contracts::town::Town;
 
-use crate::plugins::emit::{Emitted, Message, Stats, StreamDigest};
+use crate::plugins::emit::{Emitted, Message, Stats, StreamDigest, Typed};
 use crate::plugins::responders::{Act, Acts, Inbox, ResponderStats, RuleTargets};
 use crate::plugins::{
     FeatureOrderPlugin, clock, devices, emit, fence, garbage, hotline, renovation, rental, residents, responders, safety, vehicles, vulnerable,
 };
 use crate::scenario::Scenario;
-use crate::world::{Clock, GroundTruth, Outbox, Params, TownData};
+use crate::world::{Clock, GroundTruth, Outbox, Params, Pending, Registry, TownData};
 use towntwin_contracts::orders::Notice;
 
 /// Options that change how the twin runs, never what it produces.
@@ -29,6 +29,10 @@ pub struct TwinOptions {
     /// Spawn and despawn unrelated entities before the town, so that tests can check that nothing the twin
     /// produces depends on the ECS's storage order.
     pub perturb_storage: bool,
+    /// Hand the events over typed ([`Twin::take_typed`]) instead of encoded: for a core in the same
+    /// process, which then need not parse what the twin would only have encoded for it. `step` returns
+    /// nothing and the stream digest is not kept.
+    pub typed: bool,
 }
 
 #[derive(Component)]
@@ -95,6 +99,7 @@ impl Twin {
         crate::setup::populate(app.world_mut(), &town, start);
         app.insert_resource(TownData(town));
         app.add_plugins(TownPlugins);
+        app.world_mut().resource_mut::<Typed>().on = opts.typed;
         app.finish();
         app.cleanup();
         Twin { app }
@@ -104,6 +109,17 @@ impl Twin {
     pub fn step(&mut self) -> Vec<Message> {
         self.app.update();
         std::mem::take(&mut self.app.world_mut().resource_mut::<Emitted>().0)
+    }
+
+    /// The last tick's events with their per-device sequence numbers, when the twin was built with
+    /// [`TwinOptions::typed`]; [`Twin::registry`] gives their sources' parts.
+    pub fn take_typed(&mut self) -> Vec<(Pending, u32)> {
+        std::mem::take(&mut self.app.world_mut().resource_mut::<Typed>().events)
+    }
+
+    /// The device registry: with [`crate::plugins::emit::names`], the parts of an event's source.
+    pub fn registry(&self) -> &Registry {
+        self.app.world().resource::<Registry>()
     }
 
     /// Hands the responders the core's notices; they act on them from the next tick.

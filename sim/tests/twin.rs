@@ -24,7 +24,7 @@ fn scenario(days: u32, start_date: &str) -> Scenario {
 
 /// Runs the twin over a small town and returns (digest, stats, incidents).
 fn run(s: &Scenario, town: Town, threads: Option<usize>) -> (String, towntwin_sim::Stats, usize) {
-    run_with(s, town, TwinOptions { threads, deny_ambiguity: true, perturb_storage: false })
+    run_with(s, town, TwinOptions { threads, deny_ambiguity: true, ..TwinOptions::default() })
 }
 
 fn run_with(s: &Scenario, town: Town, opts: TwinOptions) -> (String, towntwin_sim::Stats, usize) {
@@ -100,7 +100,7 @@ fn the_stream_does_not_depend_on_ecs_storage_order() {
     // catch one that iterates a query in storage order (or keys a stream by an entity id).
     let s = scenario(2, "2026-03-06");
     let (a, sa, ia) = run(&s, small(5, 3, 1), Some(1));
-    let (b, sb, ib) = run_with(&s, small(5, 3, 1), TwinOptions { threads: Some(1), deny_ambiguity: false, perturb_storage: true });
+    let (b, sb, ib) = run_with(&s, small(5, 3, 1), TwinOptions { threads: Some(1), perturb_storage: true, ..TwinOptions::default() });
     assert_eq!((sa.total, ia), (sb.total, ib));
     assert_eq!(a, b);
 }

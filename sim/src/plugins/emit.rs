@@ -16,7 +16,11 @@ pub struct EmitPlugin;
 
 impl Plugin for EmitPlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<Emitted>().init_resource::<Stats>().init_resource::<StreamDigest>().add_systems(Update, encode_tick.in_set(Feature::Emit));
+        app.init_resource::<Emitted>()
+            .init_resource::<Typed>()
+            .init_resource::<Stats>()
+            .init_resource::<StreamDigest>()
+            .add_systems(Update, encode_tick.in_set(Feature::Emit));
     }
 }
 
@@ -42,6 +46,28 @@ impl Message {
 /// The encoded events of the last tick; the caller takes them.
 #[derive(Resource, Debug, Default)]
 pub struct Emitted(pub Vec<Message>);
+
+/// The twin's events as they are before encoding, for a core in the same process that takes them typed
+/// (an experiment's): when `on`, a tick's events land here with their per-device sequence numbers instead of
+/// being encoded, and the stream digest is not kept. The same ids, order and counts as the encoded stream.
+#[derive(Resource, Debug, Default)]
+pub struct Typed {
+    pub on: bool,
+    pub events: Vec<(Pending, u32)>,
+}
+
+/// The topic segments of an event from `dev`: area, device kind and device id, as the CloudEvent's `source`
+/// (`/gaohang/{area}/{kind}/{device}`) and its id (`{device}-{seq:x}`) are made of.
+pub fn names(reg: &Registry, dev: crate::world::Dev) -> (&str, &'static str, &str) {
+    if dev == CLOCK_DEVICE {
+        (TOWN_AREA, "clock", "twin")
+    } else if dev >= HOTLINE_BASE {
+        (reg.estate_ids[(dev - HOTLINE_BASE) as usize].as_str(), HOTLINE_KIND, HOTLINE_DEVICE)
+    } else {
+        let d = &reg.devices[dev as usize];
+        (d.area.as_str(), d.kind.slug(), d.id.as_str())
+    }
+}
 
 /// Counts by type and by local hour.
 #[derive(Resource, Debug, Clone)]
@@ -79,14 +105,7 @@ fn encode_run(reg: &Registry, run: &[(Pending, u32)]) -> (bytes::Bytes, Vec<Mess
     let mut id = String::with_capacity(32);
     let mut payload = Vec::with_capacity(512);
     for (p, seq) in run {
-        let (area, kind, device) = if p.device == CLOCK_DEVICE {
-            (TOWN_AREA, "clock", "twin")
-        } else if p.device >= HOTLINE_BASE {
-            (reg.estate_ids[(p.device - HOTLINE_BASE) as usize].as_str(), HOTLINE_KIND, HOTLINE_DEVICE)
-        } else {
-            let d = &reg.devices[p.device as usize];
-            (d.area.as_str(), d.kind.slug(), d.id.as_str())
-        };
+        let (area, kind, device) = names(reg, p.device);
         id.clear();
         let _ = write!(id, "{device}-{seq:x}");
         let header = Header { id: &id, area, kind, device, ty: p.ty, time: p.time, subject: p.subject };
@@ -116,7 +135,14 @@ fn encode_run(reg: &Registry, run: &[(Pending, u32)]) -> (bytes::Bytes, Vec<Mess
 /// Below this many events a tick is encoded on the calling thread.
 const PARALLEL_MIN: usize = 256;
 
-fn encode_tick(mut outbox: ResMut<Outbox>, reg: Res<Registry>, mut emitted: ResMut<Emitted>, mut stats: ResMut<Stats>, mut digest: ResMut<StreamDigest>) {
+fn encode_tick(
+    mut outbox: ResMut<Outbox>,
+    reg: Res<Registry>,
+    mut emitted: ResMut<Emitted>,
+    mut typed: ResMut<Typed>,
+    mut stats: ResMut<Stats>,
+    mut digest: ResMut<StreamDigest>,
+) {
     let mut pending = std::mem::take(&mut outbox.0);
     // In time order, and the clock tick that closes the minute last of all: once the core has it, it has
     // had the whole minute (the watermark the harness's lockstep with the core waits on).
@@ -141,6 +167,10 @@ fn encode_tick(mut outbox: ResMut<Outbox>, reg: Res<Registry>, mut emitted: ResM
         stats.total += 1;
         stats.by_type_hour[p.ty as usize][Local::of(p.time).hour as usize] += 1;
         run.push((p, seq));
+    }
+    if typed.on {
+        typed.events.extend(run);
+        return;
     }
     let pool = ComputeTaskPool::get_or_init(TaskPool::default);
     let pieces: Vec<(bytes::Bytes, Vec<Message>)> = if run.len() < PARALLEL_MIN || pool.thread_num() <= 1 {
