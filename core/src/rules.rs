@@ -102,7 +102,13 @@ pub enum RuleKind {
     DistinctFaces { window_days: u32, more_than: u32 },
     /// At least `households` households drawn at random each day at local `at` (HH:MM), seeded by date and
     /// rule id so the draw can be audited and replayed.
-    DailySample { households: u32, at: HhMm },
+    DailySample {
+        households: u32,
+        at: HhMm,
+        /// Which flats the draw is from (the sampling frame).
+        #[serde(default)]
+        frame: Frame,
+    },
     /// One order per alarm of `event` (optionally only some codes or alarm kinds, above a confidence).
     Direct {
         event: EventType,
@@ -236,6 +242,12 @@ pub struct State {
     silence_due: FxMap<u32, Millis>,
     #[serde(with = "pairs")]
     absence_due: FxMap<u32, Millis>,
+    /// (estate, flat) -> its last construction-waste drop, for a sample framed on them.
+    #[serde(with = "pairs", default)]
+    waste_drops: FxMap<(u16, FlatRef), Millis>,
+    /// Whether the register's residents are watched from the first clock tick on (see `watch_register`).
+    #[serde(default)]
+    watching: bool,
 }
 
 /// A hash map with the Fx hash: the rules' keys are small integers from the twin's registry, not
@@ -340,6 +352,9 @@ impl Engine {
     pub fn apply(&mut self, ev: &Event) -> Vec<Finding> {
         let mut out = Vec::new();
         if ev.ty == EventType::ClockTick && ev.time > self.state.now {
+            if !self.state.watching {
+                self.watch_register(ev.time);
+            }
             self.advance_to(ev.time, &mut out);
         }
         if let Some(d) = ev.device {
@@ -351,6 +366,27 @@ impl Engine {
         }
         self.by_type[ev.ty as usize] = rules;
         out
+    }
+
+    /// The first clock tick starts the watch over the register: every registered resident the core has not
+    /// yet seen pass a gate is taken as last seen then, so one who stays in from the start is missed after
+    /// `hours` like any other (not only from a first pass that may never come).
+    fn watch_register(&mut self, at: Millis) {
+        self.state.watching = true;
+        let Some(hours) = self.rules.rules.iter().find_map(|r| match r.kind {
+            RuleKind::Absence { hours } => Some(hours),
+            _ => None,
+        }) else {
+            return;
+        };
+        let mut people: Vec<u32> = self.ctx.registered.keys().copied().filter(|p| !self.state.last_pass.contains_key(p)).collect();
+        people.sort_unstable();
+        for p in people {
+            self.state.last_pass.insert(p, at);
+            let due = at + hours as Millis * HOUR;
+            self.state.absence_due.insert(p, due);
+            self.state.timers.insert((due, Timer::Absence(p)));
+        }
     }
 
     /// Moves the event-time clock forward (a clock tick), firing due timers.
@@ -539,7 +575,18 @@ impl Engine {
                     self.state.timers.remove(&(since + *minutes as Millis * MINUTE, Timer::Duration(ri as u16, d)));
                 }
             }
-            (RuleKind::DailySample { at, .. }, _) if !self.state.sampled.contains_key(&(ri as u16)) => {
+            (RuleKind::DailySample { frame: Frame::WasteDrops { .. }, .. }, Data::ConstructionDrop(c))
+                if self.state.sampled.contains_key(&(ri as u16)) =>
+            {
+                if let Some(estate) = dev.and_then(|d| d.estate) {
+                    let last = self.state.waste_drops.entry((estate, c.flat)).or_insert(ev.time);
+                    *last = (*last).max(ev.time);
+                }
+            }
+            (RuleKind::DailySample { at, frame, .. }, data) if !self.state.sampled.contains_key(&(ri as u16)) => {
+                if let (Frame::WasteDrops { .. }, Data::ConstructionDrop(c), Some(estate)) = (frame, data, dev.and_then(|d| d.estate)) {
+                    self.state.waste_drops.insert((estate, c.flat), ev.time);
+                }
                 // Armed on the first event at the next `at`; each draw re-arms it for the next day.
                 let ri16 = ri as u16;
                 let base = self.state.now.max(ev.time);
@@ -605,7 +652,7 @@ impl Engine {
                     area,
                     reg,
                     due,
-                    format!("no gate pass for {hours} h (last {})", crate::time::rfc3339(last)),
+                    format!("no gate pass for {hours} h (since {})", crate::time::rfc3339(last)),
                 ));
             }
             Timer::Duration(ri, d) => {
@@ -657,8 +704,8 @@ impl Engine {
                 ));
             }
             Timer::Sample(ri) => {
-                let (n, at) = match &self.rules.rules[ri as usize].kind {
-                    RuleKind::DailySample { households, at } => (*households, *at),
+                let (n, at, frame) = match &self.rules.rules[ri as usize].kind {
+                    RuleKind::DailySample { households, at, frame } => (*households, *at, *frame),
                     _ => return,
                 };
                 // The next draw is the first `at` after the clock, not the day after this one: a timer armed
@@ -678,7 +725,32 @@ impl Engine {
                 let day = Local::of(due).day;
                 self.state.sampled.insert(ri, day);
                 let rule_id = self.rules.rules[ri as usize].id.clone();
-                for (estate, flat) in sample(&self.ctx.flats, &rule_id, day, n as usize) {
+                let mut drawn = Vec::with_capacity(n as usize);
+                if let Frame::WasteDrops { within_days } = frame {
+                    // Drops older than the frame's days are forgotten; the rest, in a fixed order, are the
+                    // flagged flats, drawn from first.
+                    let since = due - within_days as Millis * DAY;
+                    self.state.waste_drops.retain(|_, t| *t >= since);
+                    let mut flagged: Vec<(u16, FlatRef)> = self.state.waste_drops.keys().copied().collect();
+                    flagged.sort();
+                    let by_estate: Vec<Vec<FlatRef>> = (0..self.ctx.flats.len() as u16)
+                        .map(|e| flagged.iter().filter(|(fe, _)| *fe == e).map(|(_, f)| *f).collect())
+                        .collect();
+                    drawn = sample(&by_estate, &rule_id, day, n as usize);
+                }
+                if drawn.len() < n as usize {
+                    // The frame-less draw, less the flats already drawn (so without a flagged flat it is the
+                    // `All` draw itself).
+                    for x in sample(&self.ctx.flats, &rule_id, day, n as usize + drawn.len()) {
+                        if drawn.len() >= n as usize {
+                            break;
+                        }
+                        if !drawn.contains(&x) {
+                            drawn.push(x);
+                        }
+                    }
+                }
+                for (estate, flat) in drawn {
                     let area = self.ctx.estates[estate as usize].clone();
                     let date = Local::of(due).date_string();
                     out.push(self.finding(
@@ -722,6 +794,18 @@ pub fn sample(flats: &[Vec<FlatRef>], rule: &str, day: i64, n: usize) -> Vec<(u1
         }
     }
     chosen
+}
+
+/// The flats a daily sample draws from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// Every occupied flat alike.
+    #[default]
+    All,
+    /// Flats that dropped construction waste (a `construction.drop` naming the flat) within the last
+    /// `within_days` come first, in a draw of their own; the rest of the day's households are drawn from all
+    /// flats as with `All`.
+    WasteDrops { within_days: u32 },
 }
 
 /// Maps as sorted lists of pairs: JSON object keys must be strings, and sorting keeps snapshots stable.

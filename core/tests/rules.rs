@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use towntwin_core::decode::{Devices, Event};
-use towntwin_core::event::{BinLevel, Data, Direction, EventType, FenceViolation, FlatRef, GatePass, Heartbeat, Method, PersonId, Tick};
+use towntwin_core::event::{BinLevel, ConstructionDrop, Data, Direction, EventType, FenceViolation, FlatRef, GatePass, Heartbeat, Method, PersonId, Tick};
 use towntwin_core::rules::{Engine, Finding, RuleSet, sample};
 use towntwin_core::time::{DAY, HOUR, MINUTE, Millis, parse_local_date};
 mod common;
@@ -111,13 +111,13 @@ fn absence_is_suppressed_while_the_estates_gates_are_silent() {
 }
 
 #[test]
-fn more_than_six_faces_in_seven_days_is_a_group_rental_and_old_faces_expire() {
+fn more_than_seven_faces_in_seven_days_is_a_group_rental_and_old_faces_expire() {
     let mut b = Bench::new();
     let flat = FlatRef { building: 2, room: 302 };
-    for p in 0..6 {
-        assert!(of(&b.pass(100 + p, flat, p as Millis * DAY), "group-rental").is_empty(), "six faces are allowed");
+    for p in 0..7 {
+        assert!(of(&b.pass(100 + p, flat, p as Millis * DAY / 2), "group-rental").is_empty(), "seven faces are allowed");
     }
-    // The same six again: still six.
+    // The same seven again: still seven.
     assert!(of(&b.pass(100, flat, 6 * DAY), "group-rental").is_empty());
     let f = b.pass(200, flat, 6 * DAY + HOUR);
     let g = of(&f, "group-rental");
@@ -197,4 +197,58 @@ fn broken_rules_file_names_the_entry_and_field() {
     let bad = text.replace("Absence(hours: 48)", "Absense(hours: 48)");
     let e = towntwin_core::load::parse_ron::<RuleSet>(Path::new("rules.ron"), &bad).unwrap_err();
     assert!(e.to_string().contains("Absense"), "{e}");
+}
+
+#[test]
+fn a_registered_resident_never_seen_is_missed_48_hours_after_the_watch_began() {
+    let mut b = Bench::new();
+    // No pass at all: the watch begins at the first clock tick (1 min), so the order comes at 48 h 1 min.
+    b.tick(MINUTE);
+    assert!(of(&b.tick(48 * HOUR), "vulnerable-absence").is_empty());
+    let f = b.tick(48 * HOUR + MINUTE);
+    let a = of(&f, "vulnerable-absence");
+    assert_eq!(a.len(), 1, "{f:?}");
+    assert!(a[0].detail.contains("no gate pass for 48 h (since 2026-03-01T16:01:00.000Z)"), "{}", a[0].detail);
+}
+
+#[test]
+fn a_sample_framed_on_waste_drops_checks_those_flats_first_and_fills_up_from_all() {
+    let framed = |within_days: u32| {
+        let mut r = rules();
+        for rule in &mut r.rules {
+            if let towntwin_core::rules::RuleKind::DailySample { frame, .. } = &mut rule.kind {
+                *frame = towntwin_core::rules::Frame::WasteDrops { within_days };
+            }
+        }
+        let town = town();
+        Bench { engine: Engine::new(r, &town), devices: Devices::of(&town), t0: parse_local_date("2026-03-02").unwrap(), n: 0, broken: Vec::new(), beaten_to: 0 }
+    };
+    let drop = |b: &mut Bench, flat: FlatRef, at: Millis| {
+        b.ev(Some("E001-bin-001"), EventType::ConstructionDrop, at, Data::ConstructionDrop(ConstructionDrop { flat, weight_kg: 30 }));
+    };
+    let subjects = |f: &[Finding]| of(f, "renovation-sample").iter().map(|x| x.subject.clone()).collect::<Vec<_>>();
+    // Without a drop, the framed draw is the plain one.
+    let mut plain = Bench::new();
+    plain.tick(0);
+    let mut b = framed(14);
+    b.tick(0);
+    assert_eq!(subjects(&b.tick(9 * HOUR)), subjects(&plain.tick(9 * HOUR)));
+    // Two flats dropped construction waste: both are checked the next morning, and 18 others.
+    let (x, y) = (FlatRef { building: 2, room: 601 }, FlatRef { building: 1, room: 102 });
+    drop(&mut b, x, 10 * HOUR);
+    drop(&mut b, y, 11 * HOUR);
+    let day2 = subjects(&b.tick(DAY + 9 * HOUR));
+    assert_eq!(day2.len(), 20);
+    assert!(day2.contains(&x.to_string()) && day2.contains(&y.to_string()), "{day2:?}");
+    assert_eq!(day2.iter().collect::<std::collections::HashSet<_>>().len(), 20, "distinct flats");
+    // Past the frame's days they are forgotten: with a one-day frame, the drops of day 1 do not count on day 3.
+    let mut c = framed(1);
+    c.tick(0);
+    c.tick(9 * HOUR);
+    drop(&mut c, x, 10 * HOUR);
+    let day3 = subjects(&c.tick(2 * DAY + 9 * HOUR));
+    let mut p3 = Bench::new();
+    p3.tick(0);
+    p3.tick(9 * HOUR);
+    assert_eq!(day3, subjects(&p3.tick(2 * DAY + 9 * HOUR)));
 }

@@ -123,6 +123,31 @@ pub struct Residents {
     pub card_share: Probability,
     /// Share of passes with no recognition at all (walking through behind a neighbour).
     pub tailgate_share: Probability,
+    /// Visitors whose faces are registered to the flat they visit (relatives, carers, a domestic helper):
+    /// what makes a large family look like a group rental to a rule that counts faces.
+    pub visitors: Visitors,
+}
+
+/// Visits to households: each is one visitor in at a gate and out again a few hours later, by face, under
+/// the host's flat.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Visitors {
+    /// Visits per household per week (Poisson).
+    pub per_household_week: f64,
+    /// How many regular visitors a household has (drawn once per household, uniform in the range).
+    pub regulars: (u32, u32),
+    /// Share of visits by one of the regulars; the rest are one-off visitors, each a new face.
+    pub regular_share: Probability,
+    /// Local hour of arrival (uniform range) and hours of the stay.
+    pub arrive_hours: (f64, f64),
+    pub stay_hours: (f64, f64),
+}
+
+impl Default for Visitors {
+    fn default() -> Self {
+        Visitors { per_household_week: 1.0, regulars: (0, 2), regular_share: prob(0.85), arrive_hours: (9.0, 20.0), stay_hours: (0.5, 4.0) }
+    }
 }
 
 impl Default for Residents {
@@ -133,6 +158,7 @@ impl Default for Residents {
             outings_weekend: ByAge { child: 1.1, adult: 1.2, senior: 1.0 },
             card_share: prob(0.08),
             tailgate_share: prob(0.04),
+            visitors: Visitors::default(),
         }
     }
 }
@@ -256,7 +282,7 @@ pub struct GroupRental {
 
 impl Default for GroupRental {
     fn default() -> Self {
-        GroupRental { share_of_rented: prob(0.006), new_per_week: 1.0, occupants: (7, 14), churn_per_week: 1.0 }
+        GroupRental { share_of_rented: prob(0.006), new_per_week: 1.0, occupants: (5, 12), churn_per_week: 1.0 }
     }
 }
 
@@ -873,6 +899,23 @@ impl Scenario {
                 p.check(v.is_finite() && (0.0..=10.0).contains(&v), || format!("residents.{sec}.{n}"), || format!("expected 0..=10 outings a day, got {v}"));
             }
         }
+        let vi = &r.visitors;
+        p.check(
+            vi.per_household_week.is_finite() && (0.0..=50.0).contains(&vi.per_household_week),
+            || "residents.visitors.per_household_week".into(),
+            || format!("expected 0..=50 visits a week, got {}", vi.per_household_week),
+        );
+        p.check(
+            vi.regulars.0 <= vi.regulars.1 && vi.regulars.1 <= 20,
+            || "residents.visitors.regulars".into(),
+            || format!("expected (low, high) with low <= high <= 20, got {:?}", vi.regulars),
+        );
+        p.check(
+            vi.arrive_hours.0.is_finite() && vi.arrive_hours.1.is_finite() && 0.0 <= vi.arrive_hours.0 && vi.arrive_hours.0 <= vi.arrive_hours.1 && vi.arrive_hours.1 < 24.0,
+            || "residents.visitors.arrive_hours".into(),
+            || format!("expected local hours (low, high) with 0 <= low <= high < 24, got {:?}", vi.arrive_hours),
+        );
+        range(&mut p, "residents.visitors.stay_hours", vi.stay_hours);
         let v = &self.vulnerable;
         rate(&mut p, "vulnerable.emergencies_per_year", v.emergencies_per_year);
         rate(&mut p, "vulnerable.trips_per_year", v.trips_per_year);

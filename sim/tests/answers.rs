@@ -23,6 +23,9 @@ fn scenario() -> Scenario {
     // hour after it starts and every hour after that.
     s.group_rental.share_of_rented = Probability::new(0.5).unwrap();
     s.response.effects.insert(IncidentKind::GroupRental, Effect { ends: Probability::new(1.0).unwrap(), resumes_after_days: None });
+    // The flat's own faces only: no visitors.
+    s.residents.visitors.per_household_week = 0.0;
+    s.group_rental.occupants = (8, 12);
     s.hotline.patience.insert(
         IncidentKind::GroupRental,
         Patience { call_share: Probability::new(1.0).unwrap(), first_call_hours: Dist::Fixed(1.0), again_after_hours: Some(Dist::Fixed(1.0)) },

@@ -17,7 +17,10 @@ pub struct ResidentsPlugin;
 
 impl Plugin for ResidentsPlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<Agenda<GateAction>>().add_systems(Update, (plan_outings.run_if(day_start), pass_gates).chain().in_set(Feature::Residents));
+        app.init_resource::<Agenda<GateAction>>()
+            .init_resource::<Agenda<VisitorPass>>()
+            .init_resource::<OneOffVisitors>()
+            .add_systems(Update, ((plan_outings, plan_visits).run_if(day_start), pass_gates, visitors_pass).chain().in_set(Feature::Residents));
     }
 }
 
@@ -146,5 +149,86 @@ fn pass_gates(
             let data = GatePass { person: PersonId(r.pid), flat, method: a.method, direction: a.direction };
             outbox.emit(t, gate, EventType::GatePass, Some(flat), Data::GatePass(data));
         }
+    }
+}
+
+/// Person ids of visitors, apart from residents' (which count up from 0): a household's regulars at
+/// `REGULAR_BASE + 32 * household + k`, one-off visitors from `ONE_OFF_BASE` up.
+pub const REGULAR_BASE: u32 = 0x4000_0000;
+pub const ONE_OFF_BASE: u32 = 0x7000_0000;
+
+/// One-off visitors so far (each a new face).
+#[derive(Resource, Debug, Default)]
+pub struct OneOffVisitors(u32);
+
+/// A visitor passing an estate gate under the flat they visit.
+#[derive(Debug, Clone)]
+pub struct VisitorPass {
+    gate: Dev,
+    person: u32,
+    flat: towntwin_contracts::event::FlatRef,
+    direction: Direction,
+    recognised: bool,
+}
+
+/// The day's visits: per estate, each household in a fixed order draws its visits; a visit is by one of the
+/// household's regulars (their number drawn once per household from its own stream) or by a new face.
+fn plan_visits(
+    clock: Res<Clock>,
+    params: Res<Params>,
+    reg: Res<Registry>,
+    flats: Res<crate::setup::Flats>,
+    households: Query<&crate::world::Household>,
+    mut one_off: ResMut<OneOffVisitors>,
+    mut agenda: ResMut<Agenda<VisitorPass>>,
+) {
+    let cfg = &params.scenario.residents.visitors;
+    if cfg.per_household_week <= 0.0 {
+        return;
+    }
+    let begin = clock.day_begin();
+    let mut index = 0u32;
+    for (ei, list) in flats.by_estate.iter().enumerate() {
+        let mut rng = params.rng("residents.visits", ei as u64, clock.day);
+        let gates = reg.of(ei as u16, DeviceKind::Gate);
+        for &flat in list {
+            let household = index;
+            index += 1;
+            let Ok(h) = households.get(flat) else { continue };
+            let visits = crate::world::poisson(&mut rng, cfg.per_household_week / 7.0);
+            if visits == 0 || gates.is_empty() {
+                continue;
+            }
+            let regulars = {
+                let mut r = params.rng("residents.regulars", household as u64, 0);
+                r.random_range(cfg.regulars.0..=cfg.regulars.1)
+            };
+            for _ in 0..visits {
+                let person = if regulars > 0 && rng.random_bool(cfg.regular_share.get()) {
+                    REGULAR_BASE + 32 * household + rng.random_range(0..regulars)
+                } else {
+                    one_off.0 += 1;
+                    ONE_OFF_BASE + one_off.0
+                };
+                let arrive = uniform(&mut rng, cfg.arrive_hours);
+                let leave = (arrive + uniform(&mut rng, cfg.stay_hours)).min(23.99);
+                let gate = gates[rng.random_range(0..gates.len())];
+                let tailgate = params.scenario.residents.tailgate_share.get();
+                for (hour, direction) in [(arrive, Direction::In), (leave, Direction::Out)] {
+                    let at = begin + (hour * 3_600.0) as Millis * 1_000;
+                    agenda.push(at, VisitorPass { gate, person, flat: h.flat, direction, recognised: !rng.random_bool(tailgate) });
+                }
+            }
+        }
+    }
+}
+
+fn visitors_pass(clock: Res<Clock>, reg: Res<Registry>, mut agenda: ResMut<Agenda<VisitorPass>>, health: Query<&Health>, mut outbox: ResMut<Outbox>) {
+    for (t, v) in agenda.due(clock.now) {
+        if !v.recognised || !health.get(reg.entity[v.gate as usize]).is_ok_and(Health::reports) {
+            continue;
+        }
+        let data = GatePass { person: PersonId(v.person), flat: v.flat, method: Method::Face, direction: v.direction };
+        outbox.emit(t, v.gate, EventType::GatePass, Some(v.flat), Data::GatePass(data));
     }
 }
