@@ -575,9 +575,7 @@ impl Engine {
                     self.state.timers.remove(&(since + *minutes as Millis * MINUTE, Timer::Duration(ri as u16, d)));
                 }
             }
-            (RuleKind::DailySample { frame: Frame::WasteDrops { .. }, .. }, Data::ConstructionDrop(c))
-                if self.state.sampled.contains_key(&(ri as u16)) =>
-            {
+            (RuleKind::DailySample { frame: Frame::WasteDrops { .. }, .. }, Data::ConstructionDrop(c)) if self.state.sampled.contains_key(&(ri as u16)) => {
                 if let Some(estate) = dev.and_then(|d| d.estate) {
                     let last = self.state.waste_drops.entry((estate, c.flat)).or_insert(ev.time);
                     *last = (*last).max(ev.time);
@@ -733,9 +731,8 @@ impl Engine {
                     self.state.waste_drops.retain(|_, t| *t >= since);
                     let mut flagged: Vec<(u16, FlatRef)> = self.state.waste_drops.keys().copied().collect();
                     flagged.sort();
-                    let by_estate: Vec<Vec<FlatRef>> = (0..self.ctx.flats.len() as u16)
-                        .map(|e| flagged.iter().filter(|(fe, _)| *fe == e).map(|(_, f)| *f).collect())
-                        .collect();
+                    let by_estate: Vec<Vec<FlatRef>> =
+                        (0..self.ctx.flats.len() as u16).map(|e| flagged.iter().filter(|(fe, _)| *fe == e).map(|(_, f)| *f).collect()).collect();
                     drawn = sample(&by_estate, &rule_id, day, n as usize);
                 }
                 if drawn.len() < n as usize {

@@ -221,7 +221,14 @@ fn a_sample_framed_on_waste_drops_checks_those_flats_first_and_fills_up_from_all
             }
         }
         let town = town();
-        Bench { engine: Engine::new(r, &town), devices: Devices::of(&town), t0: parse_local_date("2026-03-02").unwrap(), n: 0, broken: Vec::new(), beaten_to: 0 }
+        Bench {
+            engine: Engine::new(r, &town),
+            devices: Devices::of(&town),
+            t0: parse_local_date("2026-03-02").unwrap(),
+            n: 0,
+            broken: Vec::new(),
+            beaten_to: 0,
+        }
     };
     let drop = |b: &mut Bench, flat: FlatRef, at: Millis| {
         b.ev(Some("E001-bin-001"), EventType::ConstructionDrop, at, Data::ConstructionDrop(ConstructionDrop { flat, weight_kg: 30 }));

@@ -1,7 +1,7 @@
 //! Scoring work orders against the twin's ground truth: per rule, how many real incidents got an order
 //! (recall), how many orders matched no real incident (false alarms), and how long detection took.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use towntwin_core::orders::Order;
@@ -50,15 +50,18 @@ pub fn score(rules: &RuleSet, orders: &[Order], incidents: &[Incident], run_end:
         if real.is_empty() && mine.is_empty() {
             continue;
         }
-        // Index orders by area for the matching below.
-        let mut by_area: BTreeMap<&str, Vec<&Order>> = BTreeMap::new();
+        // Index orders and incidents by where they are (the area, and the subject for a rule that names
+        // one), so matching is not a scan of a whole road's orders per incident: over weeks that was
+        // quadratic in the run's length.
+        let place = |area: &'_ str, subject: &'_ str| (area.to_string(), if *by_subject { subject.to_string() } else { String::new() });
+        let mut by_place: HashMap<(String, String), Vec<&Order>> = HashMap::new();
         for o in &mine {
-            by_area.entry(o.area.as_str()).or_default().push(o);
+            by_place.entry(place(&o.area, &o.subject)).or_default().push(o);
         }
         let mut delays = Recorder::new();
         for i in &real {
-            let first = by_area
-                .get(i.area.as_str())
+            let first = by_place
+                .get(&place(&i.area, &i.subject))
                 .into_iter()
                 .flatten()
                 .filter(|o| same_subject(o, i, *by_subject) && overlaps(o, i, run_end))
@@ -68,13 +71,15 @@ pub fn score(rules: &RuleSet, orders: &[Order], incidents: &[Incident], run_end:
                 delays.record(t - i.start_ms);
             }
         }
-        let mut real_by_area: BTreeMap<&str, Vec<&Incident>> = BTreeMap::new();
+        let mut real_by_place: HashMap<(String, String), Vec<&Incident>> = HashMap::new();
         for i in &real {
-            real_by_area.entry(i.area.as_str()).or_default().push(i);
+            real_by_place.entry(place(&i.area, &i.subject)).or_default().push(i);
         }
         let false_alarms = mine
             .iter()
-            .filter(|o| !real_by_area.get(o.area.as_str()).into_iter().flatten().any(|i| same_subject(o, i, *by_subject) && overlaps(o, i, run_end)))
+            .filter(|o| {
+                !real_by_place.get(&place(&o.area, &o.subject)).into_iter().flatten().any(|i| same_subject(o, i, *by_subject) && overlaps(o, i, run_end))
+            })
             .count() as u64;
         let delay = delays.summary(MINUTE as f64);
         let detected = delays.len();

@@ -178,6 +178,18 @@ fn bad_experiments_are_refused_before_anything_runs() {
         assert!(!out.exists(), "{name}: a refused experiment left {}", out.display());
         assert!(!err.contains("panicked"), "{name}: {err}");
     }
+    // A route to a crew the scenario gives no shifts (the baseline has no market supervision) is refused,
+    // naming the policy file, the variant, the rule and loop, and the crew's shifts.
+    let text = std::fs::read_to_string(&policy).unwrap().replace("\"smoke\": [FireSafety]", "\"smoke\": [MarketSupervision]");
+    let unstaffed = tmp.path().join("unstaffed-policy.ron");
+    std::fs::write(&unstaffed, text).unwrap();
+    let file = experiment(tmp.path(), "unstaffed", 1, &format!(r#"(name: "u", policy: "{}")"#, unstaffed.display()), "Fixed(2)");
+    let o = towntwin().arg("experiment").arg(&file).arg("--out").arg(tmp.path().join("out-u")).arg("-q").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for want in [&*unstaffed.to_string_lossy(), "variants[0]", "rule `smoke` at the medium loop", "responders.market_supervision.shifts"] {
+        assert!(err.contains(want), "expected {want:?} in: {err}");
+    }
     // A shard of an experiment with a precision target is refused too.
     let file = experiment(tmp.path(), "sharded", 1, &two_policies(), "Precision(relative_half_width: 0.1, min: 2, max: 4)");
     let o = towntwin().arg("experiment").arg(&file).args(["--shard", "1/2", "-q"]).arg("--out").arg(tmp.path().join("sh")).output().unwrap();

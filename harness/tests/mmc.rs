@@ -57,8 +57,13 @@ fn a_crew_set_up_as_m_m_c_waits_as_erlang_c_says() {
             (id: "hotline", title: "job", service: "jobs", targets: [TaskForce], kind: Hotline, detects: (kinds: ["synthetic.job"], by: Subject)),
         ])"#,
     );
+    // Never escalates: no deadlines, no escalation on failure or reopening (the upper loops name the task
+    // force only because a policy must say who takes them).
     let level = |l: &str| {
-        format!("(level: {l}, targets: [], accept_within_minutes: None, resolve_within_hours: None, escalate_on_fail: false, escalate_after_reopens: None)")
+        let targets = if l == "Small" { "[]" } else { "[TaskForce]" };
+        format!(
+            "(level: {l}, targets: {targets}, accept_within_minutes: None, resolve_within_hours: None, escalate_on_fail: false, escalate_after_reopens: None)"
+        )
     };
     write(
         d,

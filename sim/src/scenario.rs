@@ -911,7 +911,11 @@ impl Scenario {
             || format!("expected (low, high) with low <= high <= 20, got {:?}", vi.regulars),
         );
         p.check(
-            vi.arrive_hours.0.is_finite() && vi.arrive_hours.1.is_finite() && 0.0 <= vi.arrive_hours.0 && vi.arrive_hours.0 <= vi.arrive_hours.1 && vi.arrive_hours.1 < 24.0,
+            vi.arrive_hours.0.is_finite()
+                && vi.arrive_hours.1.is_finite()
+                && 0.0 <= vi.arrive_hours.0
+                && vi.arrive_hours.0 <= vi.arrive_hours.1
+                && vi.arrive_hours.1 < 24.0,
             || "residents.visitors.arrive_hours".into(),
             || format!("expected local hours (low, high) with 0 <= low <= high < 24, got {:?}", vi.arrive_hours),
         );

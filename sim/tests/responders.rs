@@ -147,3 +147,28 @@ fn committee_cadres_accept_only_on_duty() {
     again.run(vec![notice(7, t, State::Dispatched, Loop::Small, &estate, &[Role::Committee])], d.start + 36 * HOUR);
     assert_eq!(again.acts, d.acts);
 }
+
+#[test]
+fn crews_work_their_shifts_nights_and_working_days() {
+    // 2026-03-06 is a Friday: a housing order at 17:00 waits over the weekend; city management's night
+    // squad takes one dispatched at 23:00 the same night.
+    let mut s = scenario();
+    s.start_date = "2026-03-06".into();
+    s.days = 4;
+    let town = small(3, 1, 1);
+    let estate = town.estates[0].id.clone();
+    let mut d = Drive::new(&s, town);
+    let friday_5pm = d.start + 17 * HOUR + 20 * MINUTE;
+    d.run(vec![], friday_5pm);
+    d.run(vec![notice(1, friday_5pm, State::Dispatched, Loop::Medium, &estate, &[Role::Housing])], d.start + 23 * HOUR);
+    d.run(vec![notice(2, d.start + 23 * HOUR, State::Dispatched, Loop::Medium, &estate, &[Role::CityManagement])], d.start + 4 * 24 * HOUR - MINUTE);
+    let housing = d.of(1);
+    let accept = housing.iter().find(|a| a.2 == "accept").expect("housing accepts on Monday");
+    assert_eq!(accept.1, "town/housing");
+    // Monday 2026-03-09 08:30 is 3 days and 8.5 hours after the start.
+    assert!(accept.0 >= 3 * 24 * HOUR + 8 * HOUR + 30 * MINUTE, "housing accepted at {} min, outside its shift", accept.0 / MINUTE);
+    let night = d.of(2);
+    let taken = night.iter().find(|a| a.2 == "accept").expect("the night squad accepts");
+    assert_eq!(taken.1, "town/city-management");
+    assert!(taken.0 < 24 * HOUR, "accepted at {} min, not that night", taken.0 / MINUTE);
+}

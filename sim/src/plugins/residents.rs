@@ -152,14 +152,15 @@ fn pass_gates(
     }
 }
 
-/// Person ids of visitors, apart from residents' (which count up from 0): a household's regulars at
-/// `REGULAR_BASE + 32 * household + k`, one-off visitors from `ONE_OFF_BASE` up.
+/// Person ids of visitors, apart from residents' (which count up from 0), and per estate, so that one
+/// estate's visitors never depend on another's: the regulars of the estate's `h`-th household at
+/// `REGULAR_BASE + (estate << 21) + 32 h + k`, its one-off visitors at `ONE_OFF_BASE + (estate << 20) + n`.
 pub const REGULAR_BASE: u32 = 0x4000_0000;
-pub const ONE_OFF_BASE: u32 = 0x7000_0000;
+pub const ONE_OFF_BASE: u32 = 0x6000_0000;
 
-/// One-off visitors so far (each a new face).
+/// One-off visitors so far per estate (each a new face).
 #[derive(Resource, Debug, Default)]
-pub struct OneOffVisitors(u32);
+pub struct OneOffVisitors(Vec<u32>);
 
 /// A visitor passing an estate gate under the flat they visit.
 #[derive(Debug, Clone)]
@@ -187,28 +188,31 @@ fn plan_visits(
         return;
     }
     let begin = clock.day_begin();
-    let mut index = 0u32;
+    one_off.0.resize(flats.by_estate.len(), 0);
     for (ei, list) in flats.by_estate.iter().enumerate() {
         let mut rng = params.rng("residents.visits", ei as u64, clock.day);
         let gates = reg.of(ei as u16, DeviceKind::Gate);
-        for &flat in list {
-            let household = index;
-            index += 1;
+        // Ids stay apart per estate (of the first 256): up to 2^16 households of 32 regulars, 2^20 one-off
+        // visitors.
+        let estate = (ei as u32) & 0xFF;
+        for (household, &flat) in list.iter().enumerate().take(1 << 16) {
+            let household = household as u32;
             let Ok(h) = households.get(flat) else { continue };
             let visits = crate::world::poisson(&mut rng, cfg.per_household_week / 7.0);
             if visits == 0 || gates.is_empty() {
                 continue;
             }
             let regulars = {
-                let mut r = params.rng("residents.regulars", household as u64, 0);
+                let mut r = params.rng("residents.regulars", ei as u64, household);
                 r.random_range(cfg.regulars.0..=cfg.regulars.1)
             };
             for _ in 0..visits {
                 let person = if regulars > 0 && rng.random_bool(cfg.regular_share.get()) {
-                    REGULAR_BASE + 32 * household + rng.random_range(0..regulars)
+                    REGULAR_BASE + (estate << 21) + 32 * household + rng.random_range(0..regulars)
                 } else {
-                    one_off.0 += 1;
-                    ONE_OFF_BASE + one_off.0
+                    let n = &mut one_off.0[ei];
+                    *n = (*n + 1) & 0xF_FFFF;
+                    ONE_OFF_BASE + (estate << 20) + *n
                 };
                 let arrive = uniform(&mut rng, cfg.arrive_hours);
                 let leave = (arrive + uniform(&mut rng, cfg.stay_hours)).min(23.99);
