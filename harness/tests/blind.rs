@@ -18,9 +18,13 @@ fn open(town: &towntwin_core::town::Town, db: Option<&std::path::Path>) -> Core 
     Core::open(rules, policy, town, db).unwrap()
 }
 
-/// Delivers `msgs` (with their indices) to `core` in batches as a broker would, each with its QoS.
-fn deliver(core: &mut Core, msgs: &[(usize, &towntwin_sim::Message)], mut before: impl FnMut(&mut Core, usize)) {
-    for chunk in msgs.chunks(34) {
+/// Delivers `msgs` (with their indices) to `core` in batches as a broker would, each with its QoS; a batch
+/// never spans message `split` (the outage's start), so `before` sees the moment the feed broke exactly,
+/// whatever the stream's length up to it.
+fn deliver(core: &mut Core, msgs: &[(usize, &towntwin_sim::Message)], split: usize, mut before: impl FnMut(&mut Core, usize)) {
+    let at = msgs.partition_point(|(i, _)| *i < split);
+    let (head, tail) = msgs.split_at(at);
+    for chunk in head.chunks(34).chain(tail.chunks(34)) {
         before(core, chunk[0].0);
         let topics: Vec<&str> = chunk.iter().map(|(_, m)| m.topic()).collect();
         let payloads: Vec<&[u8]> = chunk.iter().map(|(_, m)| &m.payload[..]).collect();
@@ -40,7 +44,7 @@ fn delivered(msgs: &[towntwin_sim::Message], gap: (usize, usize)) -> Vec<(usize,
 fn feed(msgs: &[towntwin_sim::Message], town: &towntwin_core::town::Town, gap: (usize, usize), mark: bool, db: Option<&std::path::Path>) -> (u64, Core) {
     let mut core = open(town, db);
     let mut back = false;
-    deliver(&mut core, &delivered(msgs, gap), |core, first| {
+    deliver(&mut core, &delivered(msgs, gap), gap.0, |core, first| {
         if mark && !back && first >= gap.0 {
             core.feed_broke().unwrap();
             back = true;
@@ -116,7 +120,7 @@ fn a_restart_during_the_outage_replays_with_the_blind_span() {
     let mut core = open(&town, Some(&db));
     core.feed_broke().unwrap();
     let all = delivered(&msgs, gap);
-    deliver(&mut core, &all[all.partition_point(|(i, _)| *i < mid)..], |_, _| {});
+    deliver(&mut core, &all[all.partition_point(|(i, _)| *i < mid)..], 0, |_, _| {});
     assert_eq!(core.engine.blind.len(), 1, "{:?}", core.engine.blind);
     assert_eq!(silent(&core), silent(&control), "the same device-silent orders as with every heartbeat");
 }
