@@ -137,19 +137,12 @@ impl Policy {
     pub fn check_rules(&self, rules: &RuleSet, file: &Path) -> Result<(), DataErrors> {
         let mut p = Problems::new(file);
         let known = || rules.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ");
-        for (i, l) in self.levels.iter().enumerate() {
-            for rule in l.routes.keys() {
-                p.check(
-                    rules.rules.iter().any(|r| &r.id == rule),
-                    || format!("levels[{i}].routes[\"{rule}\"]"),
-                    || format!("no rule `{rule}` in the rule set (it has {})", known()),
-                );
-            }
-        }
-        for rule in self.start_at.keys() {
+        let routes = self.levels.iter().enumerate().flat_map(|(i, l)| l.routes.keys().map(move |rule| (format!("levels[{i}].routes"), rule)));
+        let starts = self.start_at.keys().map(|rule| ("start_at".to_string(), rule));
+        for (field, rule) in routes.chain(starts) {
             p.check(
                 rules.rules.iter().any(|r| &r.id == rule),
-                || format!("start_at[\"{rule}\"]"),
+                || format!("{field}[\"{rule}\"]"),
                 || format!("no rule `{rule}` in the rule set (it has {})", known()),
             );
         }
@@ -174,8 +167,8 @@ impl Policy {
     /// Where an order of `rule` led by `lead` (the first of its assignees, the crew that went) goes when it
     /// moves up to loop `to`: that loop's takers, without `lead` if it would lead again. An escalation never
     /// re-queues an order to the crew it came from: when `lead` is that loop's only taker, it goes up one
-    /// more loop. At the large
-    /// loop it stays with that loop's takers whoever led it before, since there is nowhere further.
+    /// more loop. At the large loop it stays with that loop's takers whoever led it before, since there is
+    /// nowhere further.
     pub fn route_up(&self, to: Loop, rule: &str, lead: Option<Role>) -> (Loop, Vec<Role>) {
         let mut l = to;
         loop {

@@ -575,15 +575,14 @@ impl Engine {
                     self.state.timers.remove(&(since + *minutes as Millis * MINUTE, Timer::Duration(ri as u16, d)));
                 }
             }
-            (RuleKind::DailySample { frame: Frame::WasteDrops { .. }, .. }, Data::ConstructionDrop(c)) if self.state.sampled.contains_key(&(ri as u16)) => {
-                if let Some(estate) = dev.and_then(|d| d.estate) {
+            (RuleKind::DailySample { at, frame, .. }, data) => {
+                // A sample framed on construction waste remembers each flat's last drop.
+                if let (Frame::WasteDrops { .. }, Data::ConstructionDrop(c), Some(estate)) = (frame, data, dev.and_then(|d| d.estate)) {
                     let last = self.state.waste_drops.entry((estate, c.flat)).or_insert(ev.time);
                     *last = (*last).max(ev.time);
                 }
-            }
-            (RuleKind::DailySample { at, frame, .. }, data) if !self.state.sampled.contains_key(&(ri as u16)) => {
-                if let (Frame::WasteDrops { .. }, Data::ConstructionDrop(c), Some(estate)) = (frame, data, dev.and_then(|d| d.estate)) {
-                    self.state.waste_drops.insert((estate, c.flat), ev.time);
+                if self.state.sampled.contains_key(&(ri as u16)) {
+                    return;
                 }
                 // Armed on the first event at the next `at`; each draw re-arms it for the next day.
                 let ri16 = ri as u16;

@@ -174,33 +174,31 @@ impl Core {
         if self.store.is_some() {
             return Err(CoreError::NeedsPayloads);
         }
-        let mut out = Outcome::default();
-        let mut accepted: Vec<(usize, Event)> = Vec::with_capacity(events.len());
-        let mut clock = self.engine.state.now;
-        for (i, ev) in events.into_iter().enumerate() {
-            match self.engine.rules.window.check(clock, ev.time) {
-                None => {
-                    if ev.ty == EventType::ClockTick {
-                        clock = clock.max(ev.time);
-                    }
-                    accepted.push((i, ev));
-                }
-                Some(detail) => out.rejected.push((i, Reject { code: "out_of_window", detail })),
-            }
-        }
+        let n = events.len();
+        let (out, accepted) = self.admit(events.into_iter().map(Ok).enumerate(), n);
         self.take(out, accepted, &[], None)
     }
 
     fn ingest_from(&mut self, payloads: &[&[u8]], topics: Option<&[&str]>, qos0: Option<&[bool]>) -> Result<Outcome, CoreError> {
-        let mut out = Outcome::default();
-        let mut accepted: Vec<(usize, Event)> = Vec::with_capacity(payloads.len());
-        // The window is checked against the clock as it moves through the batch (only ticks move it).
-        let mut clock = self.engine.state.now;
-        for (i, p) in payloads.iter().enumerate() {
-            let decoded = match topics.and_then(|t| t.get(i)) {
-                Some(topic) => decode_on(topic, p, self.engine.devices()),
-                None => decode(p, self.engine.devices()),
+        let devices = self.engine.devices();
+        let decoded = payloads.iter().enumerate().map(|(i, p)| {
+            let ev = match topics.and_then(|t| t.get(i)) {
+                Some(topic) => decode_on(topic, p, devices),
+                None => decode(p, devices),
             };
+            (i, ev)
+        });
+        let (out, accepted) = self.admit(decoded, payloads.len());
+        self.take(out, accepted, payloads, qos0)
+    }
+
+    /// Of a batch's decoded events (with their indices), those inside the time window, checked against the
+    /// clock as it moves through the batch (only ticks move it); the rest rejected, with why.
+    fn admit(&self, decoded: impl Iterator<Item = (usize, Result<Event, Reject>)>, n: usize) -> (Outcome, Vec<(usize, Event)>) {
+        let mut out = Outcome::default();
+        let mut accepted = Vec::with_capacity(n);
+        let mut clock = self.engine.state.now;
+        for (i, decoded) in decoded {
             match decoded {
                 Ok(ev) => match self.engine.rules.window.check(clock, ev.time) {
                     None => {
@@ -214,7 +212,7 @@ impl Core {
                 Err(r) => out.rejected.push((i, r)),
             }
         }
-        self.take(out, accepted, payloads, qos0)
+        (out, accepted)
     }
 
     /// Logs (with a store), dedups and applies the accepted events of a batch; `payloads` are the messages

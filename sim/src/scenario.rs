@@ -694,25 +694,10 @@ impl Default for Responders {
     }
 }
 
-/// The crews' field names, in the order of [`Responders::crews`] (the roles' order, [`Role::ALL`]).
-pub const CREW_NAMES: [&str; 11] = [
-    "committee",
-    "property",
-    "city_management",
-    "maintenance",
-    "fire_safety",
-    "task_force",
-    "owners",
-    "housing",
-    "civil_affairs",
-    "public_security",
-    "market_supervision",
-];
-
 impl Responders {
     /// Each crew with its field name.
     pub fn crews(&self) -> [(&'static str, &Crew); 11] {
-        std::array::from_fn(|i| (CREW_NAMES[i], self.crew(Role::ALL[i])))
+        Role::ALL.map(|r| (r.name(), self.crew(r)))
     }
 
     /// The crew that plays `role`.

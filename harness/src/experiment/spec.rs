@@ -7,13 +7,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use towntwin_core::load::{DataErrors, Problems, read_ron};
-use towntwin_core::orders::Policy;
+use towntwin_core::orders::{Policy, Role};
 use towntwin_core::rules::RuleSet;
 use towntwin_core::time::Millis;
 use towntwin_core::town::Town;
 use towntwin_sim::Scenario;
-// The crews a `staff` map may name.
-use towntwin_sim::scenario::CREW_NAMES as CREWS;
 
 /// An experiment: variants of the town's policy, staffing and rules, run on common random numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,9 +136,9 @@ impl Plan {
             p.check(names.insert(v.name.clone()), || format!("variants[{i}].name"), || format!("{:?} is used by an earlier variant", v.name));
             for (crew, f) in &v.staff {
                 p.check(
-                    crew == "all" || CREWS.contains(&crew.as_str()),
+                    crew == "all" || Role::ALL.iter().any(|r| r.name() == crew),
                     || format!("variants[{i}].staff.{crew}"),
-                    || format!("unknown crew; expected one of {} or \"all\"", CREWS.join(", ")),
+                    || format!("unknown crew; expected one of {} or \"all\"", Role::ALL.map(Role::name).join(", ")),
                 );
                 p.check(
                     f.is_finite() && *f > 0.0 && *f <= 100.0,
@@ -200,7 +198,7 @@ impl Plan {
             scenario.days = spec.days;
             scenario.seed = spec.seed;
             for (crew, f) in &v.staff {
-                let names: Vec<&str> = if crew == "all" { CREWS.to_vec() } else { vec![crew.as_str()] };
+                let names: Vec<&str> = if crew == "all" { Role::ALL.map(Role::name).to_vec() } else { vec![crew.as_str()] };
                 for name in names {
                     if let Some(c) = scenario.responders.crew_mut(name) {
                         c.scale(*f);
