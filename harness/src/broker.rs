@@ -121,6 +121,12 @@ pub fn embedded_config(listen: SocketAddr) -> Config {
 /// Starts rumqttd in its own threads on a free loopback port, behind a [`front`], and waits until it accepts
 /// connections. The broker lives as long as the process.
 pub fn start_embedded() -> Result<Endpoint> {
+    start_embedded_on(0)
+}
+
+/// [`start_embedded`] with its front on loopback port `port` (0: a free one), so that a broker restarted by
+/// `towntwin load` comes back where its clients left it.
+pub fn start_embedded_on(front_port: u16) -> Result<Endpoint> {
     // Ask the OS for a free port, then hand it to rumqttd (which binds by address, not by listener).
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("cannot find a free loopback port")?.port();
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -135,14 +141,14 @@ pub fn start_embedded() -> Result<Endpoint> {
         .context("cannot start the embedded broker thread")?;
     check_reachable(&Endpoint { host: "127.0.0.1".into(), port, embedded: true, credentials: None }, Duration::from_secs(10))
         .context("the embedded broker did not start")?;
-    let ep = Endpoint { host: "127.0.0.1".into(), port: start_front(listen)?, embedded: true, credentials: None };
+    let ep = Endpoint { host: "127.0.0.1".into(), port: start_front(listen, front_port)?, embedded: true, credentials: None };
     check_reachable(&ep, Duration::from_secs(10)).context("the embedded broker's front did not start")?;
     Ok(ep)
 }
 
 /// Starts a [`front`] for the broker at `broker` on a free loopback port, in its own thread; returns the port.
-fn start_front(broker: SocketAddr) -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free loopback port")?;
+fn start_front(broker: SocketAddr, port: u16) -> Result<u16> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).with_context(|| format!("cannot listen on loopback port {port}"))?;
     let port = listener.local_addr()?.port();
     listener.set_nonblocking(true)?;
     std::thread::Builder::new()

@@ -75,6 +75,26 @@ enum Command {
         #[command(flatten)]
         run: ExperimentArgs,
     },
+    /// Load-test the core as deployed: `towntwin core` in its own process, the twin's traffic sent open loop
+    /// at the profile's rates (scenarios/load/*.ron), faults injected on schedule, every event and work order
+    /// accounted for; report in the results folder. Exit 1 when the SLO is missed, 3 when the run is invalid
+    /// (the generator could not keep to its schedule).
+    Load {
+        /// The load profile.
+        profile: PathBuf,
+        /// A broker on loopback, `mqtt://127.0.0.1:PORT` (default: the embedded broker, as its own process).
+        #[arg(long)]
+        broker: Option<String>,
+        /// Results folder (default: results/load/<profile>-<unix time>); must not hold a run already.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run the embedded broker (rumqttd behind its front) on a loopback port until interrupted.
+    Broker {
+        /// Loopback port (0: a free one; the address is printed).
+        #[arg(long, default_value_t = 1883)]
+        port: u16,
+    },
     /// Measure a broker's raw ceiling for messages of a given size.
     Ceiling {
         /// Broker to measure (default: start the embedded one).
@@ -481,6 +501,29 @@ fn dispatch(cli: Cli) -> Result<()> {
                     Ok(())
                 }
             }
+        }
+        Command::Load { profile, broker, out } => {
+            let summary = towntwin_harness::load::run(&towntwin_harness::load::LoadOptions { profile, broker, out })?;
+            print!("{}", towntwin_harness::load::report::render(&summary));
+            if !summary.valid {
+                eprintln!("invalid run: {}", summary.invalid_reason.as_deref().unwrap_or("?"));
+                std::process::exit(3);
+            }
+            if !summary.slo_pass {
+                let failed: Vec<&str> = summary.checks.iter().filter(|c| !c.pass).map(|c| c.what.as_str()).collect();
+                eprintln!("SLO missed: {}", failed.join(", "));
+                std::process::exit(1);
+            }
+            println!("SLO met.");
+            Ok(())
+        }
+        Command::Broker { port } => {
+            let ep = towntwin_harness::broker::start_embedded_on(port)?;
+            // Printed once it accepts connections: a client may connect now.
+            println!("broker: listening on mqtt://{}:{}", ep.host, ep.port);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(tokio::signal::ctrl_c())?;
+            Ok(())
         }
         Command::Ceiling { broker, messages, size } => {
             let ep = match broker {

@@ -18,8 +18,8 @@ use towntwin_sim as sim;
 use crate::broker::Endpoint;
 
 /// How the twin's devices connect to the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all(serialize = "lowercase"))]
 pub enum Mode {
     /// One connection for the whole town.
     One,

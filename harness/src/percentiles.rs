@@ -41,6 +41,11 @@ impl Recorder {
         }
     }
 
+    /// The histogram itself (for interval logs and percentile spectra).
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.0
+    }
+
     pub fn len(&self) -> u64 {
         self.0.len()
     }

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use base64::Engine as _;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -16,18 +16,8 @@ use super::PlanRecord;
 use super::analyse::{HEADLINE, Summary};
 use super::replicate::Replication;
 use super::write_atomic;
+use crate::plots::{Drawn, color, e, legend, plot, register_font};
 use crate::stats::Interval;
-
-static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
-
-fn register_font() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
-            tracing::warn!("the bundled font could not be read; plots will have no text");
-        }
-    });
-}
 
 /// Writes every part of the report into `out`.
 pub fn write(out: &Path, record: &PlanRecord, reps: &[Replication], summary: &Summary) -> Result<()> {
@@ -67,62 +57,6 @@ fn csv(reps: &[Replication]) -> String {
 type Band = (String, Vec<(f64, f64, f64, f64)>);
 /// A panel of CDF lines: the loop, and each variant's (hours, share) points.
 type CdfPanel = (String, Vec<(String, Vec<(f64, f64)>)>);
-
-/// A plot drawn: its title and the PNG's path (the SVG is beside it).
-struct Drawn {
-    title: String,
-    png: PathBuf,
-}
-
-fn color(i: usize) -> RGBColor {
-    let c = Palette99::pick(i).to_rgba();
-    RGBColor(c.0, c.1, c.2)
-}
-
-/// Draws `f` once into a PNG and once into an SVG named `name` in `dir`.
-fn both(
-    dir: &Path,
-    name: &str,
-    size: (u32, u32),
-    title: &str,
-    f: impl Fn(&DrawingArea<BitMapBackend, Shift>) -> Result<()> + Copy,
-    g: impl Fn(&DrawingArea<SVGBackend, Shift>) -> Result<()>,
-) -> Result<Drawn> {
-    let png = dir.join(format!("{name}.png"));
-    let svg = dir.join(format!("{name}.svg"));
-    {
-        let root = BitMapBackend::new(&png, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
-        f(&root).with_context(|| format!("cannot draw {}", png.display()))?;
-        root.present().map_err(|e| anyhow!("cannot write {}: {e:?}", png.display()))?;
-    }
-    {
-        let root = SVGBackend::new(&svg, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
-        g(&root).with_context(|| format!("cannot draw {}", svg.display()))?;
-        root.present().map_err(|e| anyhow!("cannot write {}: {e:?}", svg.display()))?;
-    }
-    Ok(Drawn { title: title.to_string(), png })
-}
-
-macro_rules! plot {
-    ($dir:expr, $name:expr, $size:expr, $title:expr, |$root:ident| $body:expr) => {
-        both($dir, $name, $size, $title, |$root: &DrawingArea<BitMapBackend, Shift>| $body, |$root: &DrawingArea<SVGBackend, Shift>| $body)
-    };
-}
-
-fn e<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow!("{e:?}")
-}
-
-/// Every plot's legend: a light box at `position`, text at `size`.
-fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
-    chart: &mut ChartContext<'a, DB, CT>,
-    position: SeriesLabelPosition,
-    size: u32,
-) -> Result<()> {
-    chart.configure_series_labels().position(position).background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", size)).draw().map_err(e)
-}
 
 fn draw_all(dir: &Path, record: &PlanRecord, reps: &[Replication], summary: &Summary) -> Result<Vec<Drawn>> {
     let variants = &record.variants;

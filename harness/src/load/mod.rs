@@ -1,0 +1,724 @@
+//! `towntwin load PROFILE.ron`: QA's load test of the core as deployed.
+//!
+//! The core runs as its own process (`towntwin core`, the command a town runs) against the embedded broker,
+//! itself a child process (`towntwin broker`), or against `--broker` on loopback. The twin's traffic is
+//! generated and given its intended send instants before anything is sent ([`profile::schedule`]); a
+//! reference core in this process takes the same traffic first, to know which events must be accepted and
+//! which work orders must come of them. Then the traffic leaves open loop ([`drive`]): each event at its
+//! intended instant whether or not the system keeps up, the lateness of each send in its own histogram.
+//! Latency runs from an event's intended instant to the arrival of its work order's notice on MQTT, in an
+//! HdrHistogram, so a stalled system cannot hide its delay (no coordinated omission). Faults (kill -9, a
+//! frozen core, a broker restart) are injected on schedule. Afterwards the core is stopped cleanly and its
+//! store is read: every event and every work order is accounted for ([`account`]), and `report.md`,
+//! `summary.json`, the HDR interval log and plots are written. The run fails (exit 1) when the SLO is missed,
+//! and is declared invalid (exit 3) when the generator could not keep to its schedule.
+
+pub mod account;
+pub mod procs;
+pub mod profile;
+pub mod report;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::Serialize;
+use towntwin_core::event::EventType;
+use towntwin_core::orders::{Notice, Policy, WATERMARK_TOPIC};
+use towntwin_core::rules::RuleSet;
+use towntwin_core::service::Core;
+use towntwin_sim::{Message, Scenario, Twin, TwinOptions};
+
+use crate::broker::Endpoint;
+use crate::mqtt::Publisher;
+use crate::percentiles::Recorder;
+use crate::run::{RunOptions, stamped_dir};
+use crate::{DataFault, UsageFault};
+use procs::{Proc, Usage};
+use profile::{Fault, Loaded, secs};
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub profile: PathBuf,
+    /// `mqtt://host:port` on loopback; `None`: start the embedded broker as a child process.
+    pub broker: Option<String>,
+    pub out: Option<PathBuf>,
+}
+
+/// What happened to one injected fault.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRun {
+    pub fault: String,
+    /// Seconds from the start of the load when it was injected, and when it ended (the process back up).
+    pub started: f64,
+    pub ended: f64,
+    /// From the fault's start until the core had caught up with the traffic again (everything it would
+    /// accept that was due a second earlier); `None`: it never did before the run ended.
+    pub recovery_seconds: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// One sample of the run's resources and progress (every 200 ms).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    pub t: f64,
+    /// Events in the core's log (accepted) so far.
+    pub accepted: u64,
+    pub core: Option<UsageAt>,
+    pub broker: Option<UsageAt>,
+    pub generator: Option<UsageAt>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct UsageAt {
+    /// Share of one core since the previous sample (1.0 = one core busy).
+    pub cpu: f64,
+    pub rss_mb: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct Millis {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Millis {
+    fn of(h: &hdrhistogram::Histogram<u64>) -> Millis {
+        if h.is_empty() {
+            return Millis::default();
+        }
+        let q = |x: f64| h.value_at_quantile(x) as f64 / 1000.0;
+        Millis { count: h.len(), p50: q(0.5), p90: q(0.9), p99: q(0.99), p999: q(0.999), max: h.max() as f64 / 1000.0 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub what: String,
+    pub target: String,
+    pub measured: String,
+    pub pass: bool,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub profile: String,
+    pub broker: String,
+    pub connections: crate::mqtt::Mode,
+    pub seconds: f64,
+    /// Whether the generator kept to its schedule; an invalid run is not a result.
+    pub valid: bool,
+    pub invalid_reason: Option<String>,
+    pub sent: u64,
+    pub broker_acknowledged: u64,
+    pub accepted: u64,
+    pub expected_work_orders: u64,
+    pub work_orders: u64,
+    /// QoS 1 events and work orders lost.
+    pub lost: u64,
+    pub lost_qos0: u64,
+    pub duplicated: u64,
+    pub late: u64,
+    /// Redeliveries the core's dedup dropped (after a kill -9 the broker sends again what was not
+    /// acknowledged), from its last clean stop.
+    pub redelivered_dropped: Option<u64>,
+    pub latency_ms: Millis,
+    pub generator_lag_ms: Millis,
+    pub offered_per_second: f64,
+    pub sent_per_second: f64,
+    pub core_per_second: f64,
+    /// Seconds after the last send until the core had taken everything (`None`: not within the limit).
+    pub drain_seconds: Option<f64>,
+    pub faults: Vec<FaultRun>,
+    pub core_starts: u32,
+    pub core_cpu_max: f64,
+    pub core_rss_max_mb: f64,
+    pub broker_cpu_max: Option<f64>,
+    pub broker_rss_max_mb: Option<f64>,
+    pub generator_cpu_max: f64,
+    pub checks: Vec<Check>,
+    pub slo_pass: bool,
+    pub events: account::Events,
+    pub orders: account::Orders,
+    pub out_dir: String,
+}
+
+/// Sends item `i` at `t0 + offsets[i]` seconds, open loop: a send that blocks delays the ones after it
+/// only until they can go, never their intended instants, which are fixed beforehand. Records each send's
+/// lateness (actual minus intended, microseconds) in `lag`. Stops (with an error) once sending is `give_up`
+/// behind schedule: the run is then invalid, and bounded in time.
+pub async fn drive(offsets: &[f64], t0: Instant, sink: &mut impl Sink, lag: &mut Recorder, give_up: Duration) -> Result<()> {
+    for (i, &w) in offsets.iter().enumerate() {
+        let due = t0 + secs(w);
+        if due > Instant::now() {
+            // Pacing to the schedule: never early (a timer wakes on the next millisecond, so a send may be up
+            // to a millisecond late, which the lag histogram shows and the latency includes).
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let late = Instant::now().saturating_duration_since(due);
+        lag.record(late.as_micros() as i64);
+        if late > give_up {
+            anyhow::bail!("the generator fell {late:?} behind its schedule at event {i} of {}: stopped", offsets.len());
+        }
+        sink.send(i).await?;
+    }
+    Ok(())
+}
+
+/// Where [`drive`] sends item `i` (the publisher, or a test's stalling consumer).
+pub trait Sink {
+    fn send(&mut self, i: usize) -> impl std::future::Future<Output = Result<()>>;
+}
+
+struct ToBroker<'a> {
+    publisher: &'a mut Publisher,
+    msgs: &'a [Message],
+}
+
+impl Sink for ToBroker<'_> {
+    async fn send(&mut self, i: usize) -> Result<()> {
+        self.publisher.publish(self.msgs[i].clone()).await
+    }
+}
+
+/// The twin's traffic as an endless stream (ten years at most), minute by minute.
+struct Traffic {
+    twin: Twin,
+    buf: std::vec::IntoIter<Message>,
+}
+
+impl Iterator for Traffic {
+    type Item = Message;
+    fn next(&mut self) -> Option<Message> {
+        loop {
+            if let Some(m) = self.buf.next() {
+                return Some(m);
+            }
+            if self.twin.finished() {
+                return None;
+            }
+            self.buf = self.twin.step().into_iter();
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Ids<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    source: std::borrow::Cow<'a, str>,
+}
+
+/// What the reference core made of the traffic: the events it accepted and the work orders it made.
+struct Reference {
+    accepted: HashSet<String>,
+    orders: Vec<account::OrderKey>,
+}
+
+fn reference(rules: &RuleSet, policy: &Policy, town: &towntwin_core::town::Town, msgs: &[Message], keys: &[String]) -> Result<Reference> {
+    let mut core = Core::open(rules.clone(), policy.clone(), town, None).map_err(|e| anyhow!("the reference core: {e}"))?;
+    let mut accepted = HashSet::with_capacity(msgs.len());
+    for (chunk, ks) in msgs.chunks(34).zip(keys.chunks(34)) {
+        let topics: Vec<&str> = chunk.iter().map(|m| m.topic()).collect();
+        let payloads: Vec<&[u8]> = chunk.iter().map(|m| &m.payload[..]).collect();
+        let o = core.ingest_on(&topics, &payloads).map_err(|e| anyhow!("the reference core: {e}"))?;
+        let refused: HashSet<usize> = o.rejected.iter().map(|(i, _)| *i).collect();
+        for (i, k) in ks.iter().enumerate() {
+            if !refused.contains(&i) {
+                accepted.insert(k.clone());
+            }
+        }
+    }
+    let orders = core.orders.orders.iter().map(|o| (o.rule.clone(), o.key.clone(), o.created_at)).collect();
+    Ok(Reference { accepted, orders })
+}
+
+/// What the `orders/#` subscription hears, stamped on arrival.
+enum Heard {
+    Created { order: u64, cause: String, at: Instant },
+    Watermark(i64),
+}
+
+/// Subscribes to `orders/#`; resubscribes after a reconnect to a broker that kept no session.
+async fn listen(ep: &Endpoint, tx: tokio::sync::mpsc::UnboundedSender<Heard>) -> Result<tokio::task::JoinHandle<()>> {
+    let mut o = MqttOptions::new(format!("towntwin-load-orders-{}", std::process::id()), ep.host.clone(), ep.port);
+    ep.login_as(&mut o, crate::credentials::OBSERVER)?;
+    o.set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(towntwin_core::limits::CLIENT_MAX_PACKET, towntwin_core::limits::CLIENT_MAX_PACKET)
+        .set_clean_session(true);
+    let (client, mut el) = AsyncClient::new(o, 1_000);
+    // The first subscription; after a reconnect to a broker that kept no session, the loop subscribes again.
+    client.subscribe("orders/#", QoS::AtLeastOnce).await?;
+    let mut n = rumqttc::NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    el.set_network_options(n);
+    let (sub_tx, sub_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut sub_tx = Some(sub_tx);
+        let mut connected = false;
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    if connected && let Err(e) = client.try_subscribe("orders/#", QoS::AtLeastOnce) {
+                        tracing::warn!("load: cannot subscribe to orders/# again: {e}");
+                    }
+                    connected = true;
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(s) = sub_tx.take() {
+                        let _ = s.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let at = Instant::now();
+                    let heard = if p.topic == WATERMARK_TOPIC {
+                        serde_json::from_slice::<serde_json::Value>(&p.payload).ok().and_then(|v| v.get("now")?.as_i64()).map(Heard::Watermark)
+                    } else {
+                        serde_json::from_slice::<Notice>(&p.payload)
+                            .ok()
+                            .filter(|n| n.event.action == "create")
+                            .and_then(|n| Some(Heard::Created { order: n.event.order, cause: n.cause?, at }))
+                    };
+                    if let Some(h) = heard
+                        && tx.send(h).is_err()
+                    {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("load: orders subscription: {e}");
+                    // Back-off before the event loop reconnects (a broker restart).
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), sub_rx).await.map_err(|_| anyhow!("no SUBACK for orders/# from {ep} within 10 s"))?.ok();
+    Ok(task)
+}
+
+/// The processes this run started.
+struct Procs {
+    core: Proc,
+    broker: Option<Proc>,
+}
+
+/// The accepted count in the core's store, read alongside the running core (WAL lets a reader in).
+fn accepted_in(db: &std::path::Path, conn: &mut Option<rusqlite::Connection>) -> Option<u64> {
+    if conn.is_none() {
+        *conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok();
+    }
+    let c = conn.as_ref()?;
+    c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get::<_, i64>(0)).ok().map(|n| n as u64)
+}
+
+/// Runs a load profile and writes its report; the summary says whether the SLO held.
+pub fn run(opts: &LoadOptions) -> Result<Summary> {
+    let loaded = profile::load(&opts.profile).map_err(DataFault)?;
+    let prof = &loaded.profile;
+    let external = opts.broker.is_some();
+    if external && prof.faults.iter().any(|f| matches!(f, Fault::RestartBroker { .. })) {
+        return Err(UsageFault(format!(
+            "{}: a RestartBroker fault needs the broker this command starts; it cannot restart --broker {}",
+            loaded.file.display(),
+            opts.broker.as_deref().unwrap_or_default()
+        ))
+        .into());
+    }
+    let run_opts = RunOptions { scenario: loaded.scenario.clone(), seed: prof.seed, ..RunOptions::default() };
+    let (scenario, start, town) = crate::run::load(&run_opts)?;
+    let town_file = Scenario::load(&loaded.scenario).map_err(DataFault)?.town_file;
+    let rules = RuleSet::load(&loaded.rules).map_err(DataFault)?;
+    let policy = Policy::load_for(&loaded.policy, &rules).map_err(DataFault)?;
+    let ep = match &opts.broker {
+        Some(url) => {
+            let ep = crate::broker::parse_url(url).map_err(|e| UsageFault(format!("--broker: {e:#}")))?;
+            let loopback = std::net::ToSocketAddrs::to_socket_addrs(&(ep.host.as_str(), ep.port)).map(|mut a| a.all(|a| a.ip().is_loopback())).unwrap_or(false);
+            if !loopback {
+                return Err(UsageFault(format!("--broker {url}: a load test targets loopback only (127.0.0.1, localhost)")).into());
+            }
+            crate::broker::reach(url).map_err(|e| UsageFault(format!("--broker: {e:#}")))?
+        }
+        None => Endpoint { host: "127.0.0.1".into(), port: 0, embedded: true, credentials: None },
+    };
+    let out = opts.out.clone().unwrap_or_else(|| stamped_dir(&format!("load/{}", prof.name)));
+    if out.join("summary.json").exists() || out.join("core.db").exists() {
+        return Err(UsageFault(format!("{} already holds a load run: give another --out, or remove it", out.display())).into());
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+
+    // The traffic and its schedule, and what the reference core makes of it.
+    eprintln!("load: {} ({} s); generating the traffic ...", prof.name, loaded.seconds());
+    let mut sc = scenario.clone();
+    sc.responders.enabled = false;
+    sc.days = 3_660;
+    let traffic = Traffic { twin: Twin::new(&sc, start, town.clone(), TwinOptions::default()), buf: Vec::new().into_iter() };
+    let plan = profile::schedule(&loaded.segments, traffic, |m| m.time, prof.limits.max_events);
+    let (msgs, offsets): (Vec<Message>, Vec<f64>) = plan.into_iter().unzip();
+    if msgs.is_empty() {
+        return Err(UsageFault(format!("{}: the profile offers no events", loaded.file.display())).into());
+    }
+    let mut keys = Vec::with_capacity(msgs.len());
+    let mut by_id: HashMap<String, usize> = HashMap::with_capacity(msgs.len());
+    for (i, m) in msgs.iter().enumerate() {
+        let ids: Ids = serde_json::from_slice(&m.payload).context("the twin sent an event without id and source")?;
+        keys.push(format!("{} {}", ids.source, ids.id));
+        by_id.insert(ids.id.into_owned(), i);
+    }
+    let last_tick = msgs.iter().rev().find(|m| m.ty == EventType::ClockTick).map(|m| m.time);
+    eprintln!("load: {} events over {:.0} s; the reference core takes them ...", msgs.len(), offsets.last().copied().unwrap_or(0.0));
+    let reference = reference(&rules, &policy, &town, &msgs, &keys)?;
+
+    // The broker and the core, each in its own process.
+    let db = procs::db_path(&out);
+    let mut broker_proc = None;
+    let ep = if external {
+        ep
+    } else {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("cannot find a free loopback port")?.port();
+        broker_proc = Some(Proc::start("broker", procs::broker_args(port), "broker: listening", Duration::from_secs(30))?);
+        Endpoint { host: "127.0.0.1".into(), port, embedded: true, credentials: None }
+    };
+    let url = format!("mqtt://{}:{}", ep.host, ep.port);
+    let client_id = format!("towntwin-core-load-{}", std::process::id());
+    let core_proc =
+        Proc::start("core", procs::core_args(&url, &db, &town_file, &loaded.rules, &loaded.policy, &client_id), "core: subscribed", Duration::from_secs(60))?;
+    let procs = Arc::new(Mutex::new(Procs { core: core_proc, broker: broker_proc }));
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let measured = rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let listener = listen(&ep, tx).await?;
+        let mut publisher = Publisher::connect(&ep, prof.connections, &town, Duration::from_secs(60)).await?;
+        let t0 = Instant::now() + Duration::from_millis(300);
+
+        // Faults on their own thread, on schedule.
+        let faults = {
+            let (procs, faults) = (procs.clone(), prof.faults.clone());
+            std::thread::Builder::new().name("faults".into()).spawn(move || inject(&procs, &faults, t0))?
+        };
+        // Samples of progress and resources.
+        let stop_sampling = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (procs, stop, db) = (procs.clone(), stop_sampling.clone(), db.clone());
+            std::thread::Builder::new().name("sampler".into()).spawn(move || sample(&procs, &db, t0, &stop))?
+        };
+
+        let mut lag = Recorder::new();
+        let give_up = secs(30.0f64.max(prof.slo.generator_lag_p99_ms / 1000.0 * 20.0));
+        let sending = drive(&offsets, t0, &mut ToBroker { publisher: &mut publisher, msgs: &msgs }, &mut lag, give_up).await;
+        let sent_until = t0.elapsed().as_secs_f64();
+        let sent = if sending.is_ok() { msgs.len() } else { publisher.published as usize };
+
+        // Drain: until the core's watermark passes the last clock tick sent, or the limit.
+        let mut heard = Vec::new();
+        let mut watermark = i64::MIN;
+        let deadline = tokio::time::Instant::now() + secs(prof.limits.drain_seconds);
+        let drain_start = Instant::now();
+        let want = if sending.is_ok() { last_tick } else { None };
+        let mut drained = None;
+        loop {
+            if want.is_some_and(|t| watermark >= t) {
+                drained = Some(drain_start.elapsed().as_secs_f64());
+                break;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Heard::Watermark(w))) => watermark = watermark.max(w),
+                Ok(Some(h)) => heard.push(h),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // Notices published with the last batch, and any after it.
+        let quiet = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Some(h)) = tokio::time::timeout_at(quiet, rx.recv()).await {
+            if !matches!(h, Heard::Watermark(_)) {
+                heard.push(h);
+            }
+        }
+        let acked = publisher.counters.pubacks();
+        let _ = publisher.flush(Duration::from_secs(2)).await;
+        publisher.close().await;
+        listener.abort();
+        stop_sampling.store(true, std::sync::atomic::Ordering::Relaxed);
+        let faults = faults.join().map_err(|_| anyhow!("the fault thread panicked"))?;
+        let samples = sampler.join().map_err(|_| anyhow!("the sampler thread panicked"))?;
+        Ok::<_, anyhow::Error>(Measured { sending, sent, sent_until, lag, heard, drained, acked, faults, samples, t0 })
+    })?;
+    // The core stops cleanly (it prints its counters), then the broker.
+    let (core_stopped, lines, starts) = {
+        let mut p = procs.lock().map_err(|_| anyhow!("the process table was poisoned"))?;
+        let ok = p.core.stop(Duration::from_secs(20));
+        if let Some(b) = p.broker.as_mut() {
+            b.stop(Duration::from_secs(5));
+        }
+        let lines = p.core.lines.lock().map(|l| l.clone()).unwrap_or_default();
+        (ok, lines, p.core.starts)
+    };
+    if !core_stopped {
+        tracing::warn!("the core did not stop cleanly at the end of the load");
+    }
+    let summary = judge(&loaded, &ep, &out, &db, &msgs, &offsets, &keys, &by_id, &reference, measured, procs::core_stop_counts(&lines), starts)?;
+    report::write(&out, &summary, &loaded)?;
+    Ok(summary)
+}
+
+/// What the run measured, before it is judged.
+struct Measured {
+    sending: Result<()>,
+    sent: usize,
+    sent_until: f64,
+    lag: Recorder,
+    heard: Vec<Heard>,
+    drained: Option<f64>,
+    acked: u64,
+    faults: Vec<FaultRun>,
+    samples: Vec<Sample>,
+    t0: Instant,
+}
+
+fn inject(procs: &Mutex<Procs>, faults: &[Fault], t0: Instant) -> Vec<FaultRun> {
+    let mut order: Vec<&Fault> = faults.iter().collect();
+    order.sort_by(|a, b| a.at().total_cmp(&b.at()));
+    let mut runs = Vec::new();
+    for f in order {
+        let due = t0 + secs(f.at());
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            // The fault's own schedule.
+            std::thread::sleep(d);
+        }
+        let started = t0.elapsed().as_secs_f64();
+        let result = (|| -> Result<()> {
+            match f {
+                Fault::KillCore { down, .. } => {
+                    procs.lock().map_err(|_| anyhow!("poisoned"))?.core.kill()?;
+                    // Down for the fault's length.
+                    std::thread::sleep(secs(*down));
+                    procs.lock().map_err(|_| anyhow!("poisoned"))?.core.restart(Duration::from_secs(60))
+                }
+                Fault::StallCore { seconds, .. } => {
+                    procs.lock().map_err(|_| anyhow!("poisoned"))?.core.signal("STOP")?;
+                    // Frozen for the fault's length.
+                    std::thread::sleep(secs(*seconds));
+                    procs.lock().map_err(|_| anyhow!("poisoned"))?.core.signal("CONT")
+                }
+                Fault::RestartBroker { down, .. } => {
+                    let mut p = procs.lock().map_err(|_| anyhow!("poisoned"))?;
+                    p.broker.as_mut().ok_or_else(|| anyhow!("no broker started by this run"))?.kill()?;
+                    drop(p);
+                    // Down for the fault's length.
+                    std::thread::sleep(secs(*down));
+                    let mut p = procs.lock().map_err(|_| anyhow!("poisoned"))?;
+                    p.broker.as_mut().ok_or_else(|| anyhow!("no broker"))?.restart(Duration::from_secs(30))
+                }
+            }
+        })();
+        let ended = t0.elapsed().as_secs_f64();
+        if let Err(e) = &result {
+            tracing::error!("fault {} at {started:.1} s: {e:#}", f.name());
+        }
+        runs.push(FaultRun {
+            fault: format!("{} at {} s for {} s", f.name(), f.at(), f.length()),
+            started,
+            ended,
+            recovery_seconds: None,
+            error: result.err().map(|e| format!("{e:#}")),
+        });
+    }
+    runs
+}
+
+fn sample(procs: &Mutex<Procs>, db: &std::path::Path, t0: Instant, stop: &std::sync::atomic::AtomicBool) -> Vec<Sample> {
+    let mut conn = None;
+    let mut out = Vec::new();
+    let mut last: HashMap<u32, (f64, Usage)> = HashMap::new();
+    let me = std::process::id();
+    let mut accepted = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let t = t0.elapsed().as_secs_f64();
+        let (core, broker) = match procs.lock() {
+            Ok(p) => (p.core.pid(), p.broker.as_ref().map(Proc::pid)),
+            Err(_) => break,
+        };
+        let mut at = |pid: u32| -> Option<UsageAt> {
+            let u = procs::usage(pid)?;
+            let prev = last.insert(pid, (t, u));
+            let cpu = prev.map_or(0.0, |(pt, pu)| ((u.cpu_seconds - pu.cpu_seconds) / (t - pt).max(1e-3)).max(0.0));
+            Some(UsageAt { cpu, rss_mb: u.rss_mb })
+        };
+        let (c, b, g) = (at(core), broker.and_then(&mut at), at(me));
+        accepted = accepted_in(db, &mut conn).unwrap_or(accepted).max(accepted);
+        if t >= 0.0 {
+            out.push(Sample { t, accepted, core: c, broker: b, generator: g });
+        }
+        // The sampling period.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    out
+}
+
+/// Records `v`, growing the histogram as needed (`saturating_record` alone would clamp to its current top).
+fn put(h: &mut hdrhistogram::Histogram<u64>, v: u64) {
+    if h.record(v).is_err() {
+        h.saturating_record(v);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    loaded: &Loaded,
+    ep: &Endpoint,
+    out: &std::path::Path,
+    db: &std::path::Path,
+    msgs: &[Message],
+    offsets: &[f64],
+    keys: &[String],
+    by_id: &HashMap<String, usize>,
+    reference: &Reference,
+    m: Measured,
+    stop_counts: Option<(u64, u64)>,
+    core_starts: u32,
+) -> Result<Summary> {
+    let prof = &loaded.profile;
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("cannot read the core's store {}", db.display()))?;
+    let logged: Vec<String> = conn.prepare("SELECT id FROM events")?.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+    let made: Vec<(u64, account::OrderKey)> = conn
+        .prepare("SELECT id, rule, key, created_at FROM orders")?
+        .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, (r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))))?
+        .collect::<Result<_, _>>()?;
+    let sent: Vec<account::Sent> = msgs[..m.sent].iter().zip(keys).map(|(msg, k)| account::Sent { key: k.clone(), qos: msg.qos }).collect();
+    let expected: HashSet<String> = keys[..m.sent].iter().filter(|k| reference.accepted.contains(*k)).cloned().collect();
+    let events = account::events(&sent, &expected, &logged);
+
+    // Latency from each creation's cause's intended send to the notice's arrival.
+    let mut hist = hdrhistogram::Histogram::<u64>::new(3).map_err(|e| anyhow!("{e}"))?;
+    let mut per_second: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
+    let mut latency_by_order = HashMap::new();
+    for h in &m.heard {
+        if let Heard::Created { order, cause, at } = h
+            && let Some(&i) = by_id.get(cause)
+        {
+            let intended = m.t0 + secs(offsets[i]);
+            let us = at.saturating_duration_since(intended).as_micros().max(1) as u64;
+            put(&mut hist, us);
+            latency_by_order.entry(*order).or_insert(us as f64 / 1000.0);
+            let s = at.saturating_duration_since(m.t0).as_secs() as usize;
+            while per_second.len() <= s {
+                per_second.push(hdrhistogram::Histogram::new(3).map_err(|e| anyhow!("{e}"))?);
+            }
+            put(&mut per_second[s], us);
+        }
+    }
+    // Orders are expected from the events sent (a cut-short run expects less).
+    let cut = msgs.get(m.sent.saturating_sub(1)).map_or(i64::MIN, |x| x.time);
+    let expected_orders: Vec<account::OrderKey> = reference.orders.iter().filter(|k| k.2 <= cut).cloned().collect();
+    let orders = account::orders(&expected_orders, &made, &latency_by_order, prof.slo.late_ms);
+    let latency = Millis::of(&hist);
+    let lag = Millis::of(m.lag.histogram());
+
+    // Recovery: from a fault's start until the core's log holds everything due a second earlier that it
+    // will ever hold.
+    let logged_set: HashSet<&str> = logged.iter().map(String::as_str).collect();
+    let mut due_logged: Vec<f64> = offsets[..m.sent].iter().zip(keys).filter(|(_, k)| logged_set.contains(k.as_str())).map(|(w, _)| *w).collect();
+    due_logged.sort_by(f64::total_cmp);
+    let caught_up = |s: &Sample| {
+        let due = due_logged.partition_point(|&w| w <= s.t - 1.0) as u64;
+        s.accepted >= due
+    };
+    let mut faults = m.faults;
+    for f in &mut faults {
+        f.recovery_seconds = m.samples.iter().filter(|s| s.t >= f.ended).find(|s| caught_up(s)).map(|s| s.t - f.started);
+    }
+
+    let valid_lag = lag.p99 <= prof.slo.generator_lag_p99_ms;
+    let invalid_reason = match (&m.sending, valid_lag) {
+        (Err(e), _) => Some(format!("{e:#}")),
+        (Ok(()), false) => Some(format!(
+            "the generator's lag p99 was {:.1} ms, over the {} ms it may be: the offered load was not applied",
+            lag.p99, prof.slo.generator_lag_p99_ms
+        )),
+        _ => None,
+    };
+    let slo = &prof.slo;
+    let mut checks = Vec::new();
+    let mut check = |what: &str, target: String, measured: String, pass: bool| checks.push(Check { what: what.into(), target, measured, pass });
+    check("work-order latency p99", format!("<= {} ms", slo.p99_ms), format!("{:.1} ms", latency.p99), latency.count > 0 && latency.p99 <= slo.p99_ms);
+    if let Some(t) = slo.p999_ms {
+        check("work-order latency p99.9", format!("<= {t} ms"), format!("{:.1} ms", latency.p999), latency.count > 0 && latency.p999 <= t);
+    }
+    let lost = events.lost_qos1 + orders.lost;
+    check("lost (QoS 1 events + work orders)", format!("<= {}", slo.lost), format!("{} + {}", events.lost_qos1, orders.lost), lost <= slo.lost);
+    let duplicated = events.duplicated + orders.duplicated;
+    check(
+        "duplicated (events + work orders)",
+        format!("<= {}", slo.duplicated),
+        format!("{} + {}", events.duplicated, orders.duplicated),
+        duplicated <= slo.duplicated,
+    );
+    if let Some(t) = slo.lost_qos0 {
+        check("lost QoS 0 events", format!("<= {t}"), events.lost_qos0.to_string(), events.lost_qos0 <= t);
+    }
+    if let Some(t) = slo.late {
+        check(&format!("work orders later than {} ms", slo.late_ms), format!("<= {t}"), orders.late.to_string(), orders.late <= t);
+    }
+    if let Some(t) = slo.recovery_s {
+        for f in &faults {
+            let ok = f.error.is_none() && f.recovery_seconds.is_some_and(|r| r <= t);
+            check(&format!("recovery after {}", f.fault), format!("<= {t} s"), f.recovery_seconds.map_or("never".into(), |r| format!("{r:.1} s")), ok);
+        }
+    }
+    check("drained", format!("within {} s", prof.limits.drain_seconds), m.drained.map_or("no".into(), |d| format!("{d:.1} s")), m.drained.is_some());
+    let slo_pass = checks.iter().all(|c| c.pass);
+    let max_of = |f: &dyn Fn(&Sample) -> Option<f64>| m.samples.iter().filter_map(f).fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
+    let load_secs = loaded.seconds();
+    let first_accept = m.samples.first().map_or(0, |s| s.accepted);
+    let accepted_by_end = m.samples.iter().rev().find(|s| s.t <= m.sent_until).map_or(0, |s| s.accepted);
+    let summary = Summary {
+        profile: prof.name.clone(),
+        broker: if ep.embedded { format!("{} (embedded rumqttd, own process)", ep) } else { ep.to_string() },
+        connections: prof.connections,
+        seconds: load_secs,
+        valid: invalid_reason.is_none(),
+        invalid_reason,
+        sent: m.sent as u64,
+        broker_acknowledged: m.acked,
+        accepted: events.accepted,
+        expected_work_orders: orders.expected,
+        work_orders: orders.made,
+        lost,
+        lost_qos0: events.lost_qos0,
+        duplicated,
+        late: orders.late,
+        redelivered_dropped: stop_counts.map(|c| c.1),
+        latency_ms: latency,
+        generator_lag_ms: lag,
+        offered_per_second: msgs.len() as f64 / load_secs.max(1e-9),
+        sent_per_second: m.sent as f64 / m.sent_until.max(1e-9),
+        core_per_second: accepted_by_end.saturating_sub(first_accept) as f64 / m.sent_until.max(1e-9),
+        drain_seconds: m.drained,
+        faults,
+        core_starts,
+        core_cpu_max: max_of(&|s| s.core.map(|u| u.cpu)).unwrap_or(0.0),
+        core_rss_max_mb: max_of(&|s| s.core.map(|u| u.rss_mb)).unwrap_or(0.0),
+        broker_cpu_max: max_of(&|s| s.broker.map(|u| u.cpu)),
+        broker_rss_max_mb: max_of(&|s| s.broker.map(|u| u.rss_mb)),
+        generator_cpu_max: max_of(&|s| s.generator.map(|u| u.cpu)).unwrap_or(0.0),
+        checks,
+        slo_pass,
+        events,
+        orders,
+        out_dir: out.display().to_string(),
+    };
+    report::write_series(out, &hist, &per_second, &m.samples, &summary)?;
+    Ok(summary)
+}
