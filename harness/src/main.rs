@@ -88,6 +88,10 @@ enum Command {
         /// Results folder (default: results/load/<profile>-<unix time>); must not hold a run already.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Search for the highest steady rate that holds the profile's SLO (its `find_max` block, or from
+        /// 5,000 events/s x1.5 a step): each trial's report in DIR/rate-N, the search in DIR/knee.md.
+        #[arg(long)]
+        find_max: bool,
     },
     /// Run the embedded broker (rumqttd behind its front) on a loopback port until interrupted.
     Broker {
@@ -502,7 +506,19 @@ fn dispatch(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Load { profile, broker, out } => {
+        Command::Load { profile, broker, out, find_max: true } => {
+            let loaded = towntwin_harness::load::profile::load(&profile).map_err(DataFault)?;
+            let out = out.unwrap_or_else(|| towntwin_harness::run::stamped_dir(&format!("load/{}-knee", loaded.profile.name)));
+            let knee = towntwin_harness::load::knee::find_max(&loaded, broker.as_deref(), &out)?;
+            print!("{}", towntwin_harness::load::knee::render(&knee));
+            println!("Results: {}", out.display());
+            if knee.highest_holding.is_none() {
+                eprintln!("no rate held the SLO");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Load { profile, broker, out, find_max: false } => {
             let summary = towntwin_harness::load::run(&towntwin_harness::load::LoadOptions { profile, broker, out })?;
             print!("{}", towntwin_harness::load::report::render(&summary));
             if !summary.valid {

@@ -14,6 +14,7 @@
 //! and is declared invalid (exit 3) when the generator could not keep to its schedule.
 
 pub mod account;
+pub mod knee;
 pub mod procs;
 pub mod profile;
 pub mod report;
@@ -322,40 +323,58 @@ fn accepted_in(db: &std::path::Path, conn: &mut Option<rusqlite::Connection>) ->
     c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get::<_, i64>(0)).ok().map(|n| n as u64)
 }
 
-/// Runs a load profile and writes its report; the summary says whether the SLO held.
-pub fn run(opts: &LoadOptions) -> Result<Summary> {
-    let loaded = profile::load(&opts.profile).map_err(DataFault)?;
-    let prof = &loaded.profile;
-    let external = opts.broker.is_some();
-    if external && prof.faults.iter().any(|f| matches!(f, Fault::RestartBroker { .. })) {
+/// Refuses what cannot run before anything starts: a RestartBroker fault on a broker this command did not
+/// start, a broker off loopback or out of reach. Returns the broker's endpoint (`port` 0: start the
+/// embedded one).
+fn check_broker(loaded: &Loaded, broker: Option<&str>) -> Result<Endpoint> {
+    if let Some(url) = broker
+        && loaded.profile.faults.iter().any(|f| matches!(f, Fault::RestartBroker { .. }))
+    {
         return Err(UsageFault(format!(
-            "{}: a RestartBroker fault needs the broker this command starts; it cannot restart --broker {}",
-            loaded.file.display(),
-            opts.broker.as_deref().unwrap_or_default()
+            "{}: a RestartBroker fault needs the broker this command starts; it cannot restart --broker {url}",
+            loaded.file.display()
         ))
         .into());
     }
-    let run_opts = RunOptions { scenario: loaded.scenario.clone(), seed: prof.seed, ..RunOptions::default() };
-    let (scenario, start, town) = crate::run::load(&run_opts)?;
-    let town_file = Scenario::load(&loaded.scenario).map_err(DataFault)?.town_file;
-    let rules = RuleSet::load(&loaded.rules).map_err(DataFault)?;
-    let policy = Policy::load_for(&loaded.policy, &rules).map_err(DataFault)?;
-    let ep = match &opts.broker {
+    match broker {
         Some(url) => {
             let ep = crate::broker::parse_url(url).map_err(|e| UsageFault(format!("--broker: {e:#}")))?;
             let loopback = std::net::ToSocketAddrs::to_socket_addrs(&(ep.host.as_str(), ep.port)).map(|mut a| a.all(|a| a.ip().is_loopback())).unwrap_or(false);
             if !loopback {
                 return Err(UsageFault(format!("--broker {url}: a load test targets loopback only (127.0.0.1, localhost)")).into());
             }
-            crate::broker::reach(url).map_err(|e| UsageFault(format!("--broker: {e:#}")))?
+            Ok(crate::broker::reach(url).map_err(|e| UsageFault(format!("--broker: {e:#}")))?)
         }
-        None => Endpoint { host: "127.0.0.1".into(), port: 0, embedded: true, credentials: None },
-    };
-    let out = opts.out.clone().unwrap_or_else(|| stamped_dir(&format!("load/{}", prof.name)));
-    if out.join("summary.json").exists() || out.join("core.db").exists() {
+        None => Ok(Endpoint { host: "127.0.0.1".into(), port: 0, embedded: true, credentials: None }),
+    }
+}
+
+/// A results folder that holds no run yet, created.
+fn fresh_out(out: &std::path::Path) -> Result<()> {
+    if out.join("summary.json").exists() || out.join("core.db").exists() || out.join("knee.json").exists() {
         return Err(UsageFault(format!("{} already holds a load run: give another --out, or remove it", out.display())).into());
     }
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))
+}
+
+/// Runs a load profile and writes its report; the summary says whether the SLO held.
+pub fn run(opts: &LoadOptions) -> Result<Summary> {
+    let loaded = profile::load(&opts.profile).map_err(DataFault)?;
+    let ep = check_broker(&loaded, opts.broker.as_deref())?;
+    let out = opts.out.clone().unwrap_or_else(|| stamped_dir(&format!("load/{}", loaded.profile.name)));
+    fresh_out(&out)?;
+    run_loaded(&loaded, ep, &out)
+}
+
+/// Runs a checked profile into `out` (which holds no run).
+fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Summary> {
+    let prof = &loaded.profile;
+    let external = !ep.embedded;
+    let run_opts = RunOptions { scenario: loaded.scenario.clone(), seed: prof.seed, ..RunOptions::default() };
+    let (scenario, start, town) = crate::run::load(&run_opts)?;
+    let town_file = Scenario::load(&loaded.scenario).map_err(DataFault)?.town_file;
+    let rules = RuleSet::load(&loaded.rules).map_err(DataFault)?;
+    let policy = Policy::load_for(&loaded.policy, &rules).map_err(DataFault)?;
 
     // The traffic and its schedule, and what the reference core makes of it.
     eprintln!("load: {} ({} s); generating the traffic ...", prof.name, loaded.seconds());
@@ -380,7 +399,7 @@ pub fn run(opts: &LoadOptions) -> Result<Summary> {
     let reference = reference(&rules, &policy, &town, &msgs, &keys)?;
 
     // The broker and the core, each in its own process.
-    let db = procs::db_path(&out);
+    let db = procs::db_path(out);
     let mut broker_proc = None;
     let ep = if external {
         ep
@@ -467,8 +486,8 @@ pub fn run(opts: &LoadOptions) -> Result<Summary> {
     if !core_stopped {
         tracing::warn!("the core did not stop cleanly at the end of the load");
     }
-    let summary = judge(&loaded, &ep, &out, &db, &msgs, &offsets, &keys, &by_id, &reference, measured, procs::core_stop_counts(&lines), starts)?;
-    report::write(&out, &summary, &loaded)?;
+    let summary = judge(loaded, &ep, out, &db, &msgs, &offsets, &keys, &by_id, &reference, measured, procs::core_stop_counts(&lines), starts)?;
+    report::write(out, &summary, loaded)?;
     Ok(summary)
 }
 
@@ -506,10 +525,10 @@ fn inject(procs: &Mutex<Procs>, faults: &[Fault], t0: Instant) -> Vec<FaultRun> 
                     procs.lock().map_err(|_| anyhow!("poisoned"))?.core.restart(Duration::from_secs(60))
                 }
                 Fault::StallCore { seconds, .. } => {
-                    procs.lock().map_err(|_| anyhow!("poisoned"))?.core.signal("STOP")?;
+                    procs.lock().map_err(|_| anyhow!("poisoned"))?.core.signal(procs::Signal::SIGSTOP)?;
                     // Frozen for the fault's length.
                     std::thread::sleep(secs(*seconds));
-                    procs.lock().map_err(|_| anyhow!("poisoned"))?.core.signal("CONT")
+                    procs.lock().map_err(|_| anyhow!("poisoned"))?.core.signal(procs::Signal::SIGCONT)
                 }
                 Fault::RestartBroker { down, .. } => {
                     let mut p = procs.lock().map_err(|_| anyhow!("poisoned"))?;

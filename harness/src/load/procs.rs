@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+pub use nix::sys::signal::Signal;
 
 /// A child process started from this executable, and what it printed.
 pub struct Proc {
@@ -48,13 +49,10 @@ impl Proc {
         Ok(())
     }
 
-    /// Sends a signal by name (`STOP`, `CONT`, `INT`) with the system's `kill`.
-    pub fn signal(&self, sig: &str) -> Result<()> {
-        let st = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().context("cannot run `kill`")?;
-        if !st.success() {
-            bail!("`kill -{sig} {}` failed for the {}", self.pid(), self.name);
-        }
-        Ok(())
+    /// Sends a signal (`SIGSTOP`, `SIGCONT`, `SIGINT`).
+    pub fn signal(&self, sig: Signal) -> Result<()> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).context("a process id out of range")?);
+        nix::sys::signal::kill(pid, sig).with_context(|| format!("cannot send {sig} to the {} ({})", self.name, self.pid()))
     }
 
     /// Asks it to stop (SIGINT: the core commits and acknowledges what it holds) and waits up to `timeout`,
@@ -63,7 +61,7 @@ impl Proc {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return false;
         }
-        if self.signal("INT").is_err() {
+        if self.signal(Signal::SIGINT).is_err() {
             let _ = self.kill();
             return false;
         }

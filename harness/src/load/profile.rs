@@ -43,6 +43,49 @@ pub struct Profile {
     pub slo: Slo,
     #[serde(default)]
     pub limits: Limits,
+    /// How `--find-max` searches (default: from 5,000 events/s, x1.5 a step, 10 s a trial, to 5%).
+    #[serde(default)]
+    pub find_max: Option<FindMax>,
+}
+
+/// The knee search: steady trials from `from` events/s, each `factor` times the last, until the SLO breaks;
+/// then halving the gap between the highest rate that held and the lowest that did not, until it is within
+/// `resolution` (a share of the rate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindMax {
+    pub from: f64,
+    #[serde(default = "default_factor")]
+    pub factor: f64,
+    #[serde(default = "default_trial_seconds")]
+    pub seconds: f64,
+    #[serde(default = "default_resolution")]
+    pub resolution: f64,
+    /// No trial above this rate.
+    #[serde(default = "default_find_max_max")]
+    pub max: f64,
+}
+
+impl Default for FindMax {
+    fn default() -> Self {
+        FindMax { from: 5_000.0, factor: default_factor(), seconds: default_trial_seconds(), resolution: default_resolution(), max: default_find_max_max() }
+    }
+}
+
+fn default_factor() -> f64 {
+    1.5
+}
+
+fn default_trial_seconds() -> f64 {
+    10.0
+}
+
+fn default_resolution() -> f64 {
+    0.05
+}
+
+fn default_find_max_max() -> f64 {
+    500_000.0
 }
 
 fn default_scenario() -> String {
@@ -376,6 +419,33 @@ pub fn resolve(file: &Path, profile: Profile) -> Result<Loaded, DataErrors> {
     }
     p.check(pos(slo.late_ms), || "slo.late_ms".into(), || format!("expected milliseconds > 0, got {}", slo.late_ms));
     p.check(pos(slo.generator_lag_p99_ms), || "slo.generator_lag_p99_ms".into(), || format!("expected milliseconds > 0, got {}", slo.generator_lag_p99_ms));
+    if let Some(k) = &profile.find_max {
+        p.check(
+            k.from.is_finite() && k.from > 0.0 && k.from <= MAX_RATE,
+            || "find_max.from".into(),
+            || format!("expected events per second 0 < r <= {MAX_RATE}, got {}", k.from),
+        );
+        p.check(
+            k.factor.is_finite() && k.factor > 1.0 && k.factor <= 10.0,
+            || "find_max.factor".into(),
+            || format!("expected 1 < factor <= 10, got {}", k.factor),
+        );
+        p.check(
+            k.seconds.is_finite() && k.seconds >= 1.0 && k.seconds <= 3_600.0,
+            || "find_max.seconds".into(),
+            || format!("expected 1 <= s <= 3600, got {}", k.seconds),
+        );
+        p.check(
+            k.resolution.is_finite() && k.resolution >= 0.005 && k.resolution < 1.0,
+            || "find_max.resolution".into(),
+            || format!("expected 0.005 <= resolution < 1 (0.05 for 5%), got {}", k.resolution),
+        );
+        p.check(
+            k.max.is_finite() && k.max >= k.from && k.max <= MAX_RATE,
+            || "find_max.max".into(),
+            || format!("expected from ({}) <= max <= {MAX_RATE}, got {}", k.from, k.max),
+        );
+    }
     p.check(
         profile.connections != Mode::Device,
         || "connections".into(),
