@@ -1,13 +1,14 @@
-//! The core as an MQTT service: subscribes to the town's topics with a persistent session at QoS 1 and
-//! manual acknowledgements, ingests in batches, and acknowledges a batch only after its effects are
-//! committed: killed mid-batch, the broker redelivers and the event log's dedup keeps it exactly-once.
-//! Rejected messages go to `deadletter/{reason}/{original topic}`; every work-order transition is published
-//! on `orders/{area}/{order id}/{action}`.
+//! The core as an MQTT service: subscribes to the town's topics with a persistent session at QoS 1 (on the
+//! lean connection of [`crate::wire`]), ingests in batches, and acknowledges a batch, in one write, only
+//! after its effects are committed: killed mid-batch, the broker redelivers and the event log's dedup keeps
+//! it exactly-once. Rejected messages go to `deadletter/{reason}/{original topic}`; every work-order
+//! transition is published on `orders/{area}/{order id}/{action}`, on a second connection of its own
+//! (client id `<core's>-out`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, EventLoop, MqttOptions, NetworkOptions, Publish, QoS};
 use tokio::sync::watch;
 
 use crate::orders::{Notice, WATERMARK_TOPIC};
@@ -69,8 +70,10 @@ pub struct IngestCounters {
     pub dead_lettered: std::sync::atomic::AtomicU64,
 }
 
+/// The publishing connection: its own client id (the subscribing one has the core's), a persistent session
+/// so that notices in flight survive a reconnect.
 fn options(cfg: &IngestConfig) -> (AsyncClient, EventLoop) {
-    let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+    let mut o = MqttOptions::new(format!("{}-out", cfg.client_id), cfg.host.clone(), cfg.port);
     if let Some((user, password)) = &cfg.login {
         o.set_credentials(user, password);
     }
@@ -188,6 +191,25 @@ pub async fn serve_on(
     use std::sync::atomic::Ordering::Relaxed;
     let counters = &progress.counters;
     let Link { client, mut el, out, mut out_rx } = link;
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The publishing connection (notices, watermarks, dead letters), polled on its own task.
+    let mut out_network = {
+        let closing = closing.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(_) => {}
+                    Err(rumqttc::ConnectionError::RequestsDone) => break,
+                    Err(_) if closing.load(Relaxed) => break,
+                    Err(e) => {
+                        tracing::warn!("core publishing connection: {e}");
+                        // Back-off before reconnecting, so a broker that is down is not hammered.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }))
+    };
     let mut publisher = {
         let client = client.clone();
         AbortOnDrop(tokio::spawn(async move {
@@ -198,79 +220,125 @@ pub async fn serve_on(
             }
         }))
     };
-    // Acknowledgements go out on their own task: it may wait for room in the client's request channel, and
-    // neither the batch loop nor the connection's poll loop may ever wait on that (see below).
-    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel::<Publish>();
-    let mut acker = {
-        let client = client.clone();
-        AbortOnDrop(tokio::spawn(async move {
-            while let Some(p) = ack_rx.recv().await {
-                if client.ack(&p).await.is_err() {
-                    break;
-                }
-            }
-        }))
-    };
-    client.subscribe(cfg.filter.clone(), QoS::AtLeastOnce).await?;
-    // The connection is polled on its own task, which never waits on anything but the connection: incoming
-    // messages go into an unbounded queue. rumqttc takes one outgoing request (an ack, a notice) per turn
-    // of its loop while it reads up to nine packets, so a poll task that waited for room in a bounded queue
-    // (while the batch loop waited for room in the request channel to acknowledge) stalled for good with a
-    // backlog: the deadlock of issue 8. How much can queue here is bounded by the broker's window of
-    // unacknowledged messages for this client (rumqttd: 100; mosquitto: `max_inflight_messages`).
-    // Each CONNACK is queued too, in order with the messages: from there on the core may have missed QoS 0
-    // messages ([`Core::feed_broke`]).
-    let (in_tx, mut in_rx) = tokio::sync::mpsc::unbounded_channel::<Option<Publish>>();
-    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut network = {
-        let (client, filter, closing) = (client.clone(), cfg.filter.clone(), closing.clone());
+    // The subscribing connection ([`crate::wire`]): its reader on one task, its writer (acknowledgements,
+    // pings) on another. Neither ever waits on the batch loop: incoming messages go into an unbounded queue,
+    // whose size is bounded by the broker's window of unacknowledged messages for this client (rumqttd: 100;
+    // mosquitto: `max_inflight_messages`). Each CONNACK is queued too, in order with the messages: from there
+    // on the core may have missed QoS 0 messages ([`Core::feed_broke`]).
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Option<Publish>)>();
+    let (write_tx, mut write_rx) = tokio::sync::mpsc::unbounded_channel::<ToWriter>();
+    let network = {
+        let (cfg, closing, write_tx) = (cfg.clone(), closing.clone(), write_tx.clone());
         let mut subscribed = Some(subscribed);
         AbortOnDrop(tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if in_tx.send(Some(p)).is_err() {
-                            break;
-                        }
-                    }
-                    // Ready: the broker acknowledged the subscription, or resumed a session that holds it. (The
-                    // broker sends what it queued for a resumed session at once: the SUBACK of our repeated
-                    // subscribe would come only behind that whole backlog.)
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(s) = subscribed.take() {
-                            let _ = s.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::ConnAck(rumqttc::ConnAck { session_present: true, .. }))) => {
-                        if let Some(s) = subscribed.take() {
-                            let _ = s.send(());
-                        }
-                        if in_tx.send(None).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        if in_tx.send(None).is_err() {
-                            break;
-                        }
-                        // A new session: (re)subscribe so the broker knows the filter.
-                        if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
-                            tracing::warn!("core ingest: cannot resubscribe to {filter}: {e}");
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(rumqttc::ConnectionError::RequestsDone) => break,
-                    Err(_) if closing.load(Relaxed) => break,
+            let mut generation = 0u64;
+            while !closing.load(Relaxed) {
+                let (mut reader, mut writer, session_present) = match crate::wire::connect(&cfg, KEEP_ALIVE, CONNECT_TIMEOUT).await {
+                    Ok(c) => c,
                     Err(e) => {
                         tracing::warn!("core ingest connection: {e}");
                         // Back-off before reconnecting, so a broker that is down is not hammered.
                         tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
                     }
+                };
+                generation += 1;
+                if session_present {
+                    // Ready: the broker resumed a session that holds the subscription. (It sends what it
+                    // queued at once: the SUBACK of a repeated subscribe would come only behind that backlog.)
+                    if let Some(s) = subscribed.take() {
+                        let _ = s.send(());
+                    }
+                } else if let Err(e) = writer.send(&[crate::wire::subscribe(&cfg.filter)]).await {
+                    tracing::warn!("core ingest: cannot subscribe to {}: {e}", cfg.filter);
+                    continue;
+                }
+                if in_tx.send((generation, None)).is_err() || write_tx.send(ToWriter::Connection(generation, writer)).is_err() {
+                    break;
+                }
+                let mut packets = Vec::new();
+                loop {
+                    packets.clear();
+                    match tokio::time::timeout(KEEP_ALIVE * 3 / 2, reader.read(&mut packets)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            if !closing.load(Relaxed) {
+                                tracing::warn!("core ingest connection: {e}");
+                            }
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::warn!("core ingest connection: nothing from the broker in {:?}, not even a ping reply", KEEP_ALIVE * 3 / 2);
+                            break;
+                        }
+                    }
+                    for p in packets.drain(..) {
+                        match p {
+                            rumqttc::Packet::Publish(p) => {
+                                if in_tx.send((generation, Some(p))).is_err() {
+                                    return;
+                                }
+                            }
+                            rumqttc::Packet::SubAck(_) => {
+                                if let Some(s) = subscribed.take() {
+                                    let _ = s.send(());
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if !closing.load(Relaxed) {
+                    // Back-off before reconnecting.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }))
     };
+    // Acknowledgements go out on the writer task, a batch in one write, only on the connection their messages
+    // came on; it pings the broker when it has written nothing for half the keep-alive.
+    let mut acker = AbortOnDrop(tokio::spawn(async move {
+        let mut current: Option<(u64, crate::wire::Writer)> = None;
+        let mut last_write = tokio::time::Instant::now();
+        let mut ping = tokio::time::interval(KEEP_ALIVE / 4);
+        loop {
+            tokio::select! {
+                cmd = write_rx.recv() => match cmd {
+                    Some(ToWriter::Connection(g, w)) => {
+                        current = Some((g, w));
+                        last_write = tokio::time::Instant::now();
+                    }
+                    Some(ToWriter::Ack(g, ids)) => {
+                        if let Some((cg, w)) = current.as_mut()
+                            && *cg == g
+                        {
+                            if let Err(e) = w.ack(&ids).await {
+                                tracing::warn!("core ingest: acknowledgements not sent: {e}");
+                                current = None;
+                            }
+                            last_write = tokio::time::Instant::now();
+                        }
+                    }
+                    None => break,
+                },
+                _ = ping.tick() => {
+                    if last_write.elapsed() >= KEEP_ALIVE / 2
+                        && let Some((_, w)) = current.as_mut()
+                    {
+                        if w.send(&[rumqttc::Packet::PingReq]).await.is_err() {
+                            current = None;
+                        }
+                        last_write = tokio::time::Instant::now();
+                    }
+                }
+            }
+        }
+        if let Some((_, w)) = current {
+            w.close().await;
+        }
+    }));
     let mut batch: Vec<Publish> = Vec::with_capacity(cfg.batch_max);
+    let mut generations: Vec<u64> = Vec::with_capacity(cfg.batch_max);
     let mut received = 0u64;
     // A reconnect seen while a batch was being gathered: handled once that batch is committed.
     let mut reconnected = false;
@@ -280,8 +348,11 @@ pub async fn serve_on(
         tokio::select! {
             _ = stop.changed() => if *stop.borrow() { break Ok(()) },
             p = in_rx.recv() => match p {
-                Some(Some(p)) => batch.push(p),
-                Some(None) => broke = true,
+                Some((g, Some(p))) => {
+                    batch.push(p);
+                    generations.push(g);
+                }
+                Some((_, None)) => broke = true,
                 None => break Ok(()),
             },
         }
@@ -299,8 +370,11 @@ pub async fn serve_on(
         // Take what else is already there, briefly (up to a reconnect, which starts the next batch).
         while batch.len() < cfg.batch_max {
             match tokio::time::timeout(cfg.batch_wait, in_rx.recv()).await {
-                Ok(Some(Some(p))) => batch.push(p),
-                Ok(Some(None)) => {
+                Ok(Some((g, Some(p)))) => {
+                    batch.push(p);
+                    generations.push(g);
+                }
+                Ok(Some((_, None))) => {
                     reconnected = true;
                     break;
                 }
@@ -343,11 +417,16 @@ pub async fn serve_on(
                     }
                     counters.dead_lettered.fetch_add(1, Relaxed);
                 }
-                // Committed: now the broker may forget them (the payloads are not needed for that).
-                for p in &batch {
-                    if ack_tx.send(Publish { payload: Default::default(), ..p.clone() }).is_err() {
-                        break;
+                // Committed: now the broker may forget them, in one write per connection they came on.
+                let mut from = 0;
+                while from < batch.len() {
+                    let g = generations[from];
+                    let to = generations[from..].iter().position(|&x| x != g).map_or(batch.len(), |n| from + n);
+                    let ids: Vec<u16> = batch[from..to].iter().filter(|p| crate::wire::needs_ack(p)).map(|p| p.pkid).collect();
+                    if !ids.is_empty() {
+                        let _ = write_tx.send(ToWriter::Ack(g, ids));
                     }
+                    from = to;
                 }
                 counters.batches.fetch_add(1, Relaxed);
                 received += batch.len() as u64;
@@ -362,6 +441,7 @@ pub async fn serve_on(
             }
         }
         batch.clear();
+        generations.clear();
         if std::mem::take(&mut reconnected) {
             let Ok(mut core) = core.lock() else { break Err(IngestError::Poisoned) };
             if let Err(e) = core.feed_broke() {
@@ -369,17 +449,32 @@ pub async fn serve_on(
             }
         }
     };
-    // Let the last notices go out (the publisher ends when its queue is empty and closed), then disconnect
-    // and let the disconnect and the last acks go out; each step bounded, so a dead broker cannot hold us.
-    drop(out);
-    drop(ack_tx);
-    let _ = tokio::time::timeout(SHUTDOWN_STEP, &mut publisher.0).await;
-    let _ = tokio::time::timeout(SHUTDOWN_STEP, &mut acker.0).await;
+    // Let the last acknowledgements go out and disconnect the subscribing connection; let the last notices
+    // go out (the publisher ends when its queue is empty and closed) and disconnect the publishing one; each
+    // step bounded, so a dead broker cannot hold us.
     closing.store(true, Relaxed);
+    drop(write_tx);
+    let _ = tokio::time::timeout(SHUTDOWN_STEP, &mut acker.0).await;
+    network.0.abort();
+    drop(out);
+    let _ = tokio::time::timeout(SHUTDOWN_STEP, &mut publisher.0).await;
     let _ = client.disconnect().await;
-    let _ = tokio::time::timeout(SHUTDOWN_STEP, &mut network.0).await;
+    let _ = tokio::time::timeout(SHUTDOWN_STEP, &mut out_network.0).await;
     result
 }
+
+/// What the subscribing connection's writer task is told.
+enum ToWriter {
+    /// A new connection, and its generation.
+    Connection(u64, crate::wire::Writer),
+    /// Acknowledge these packet ids on the connection of this generation.
+    Ack(u64, Vec<u16>),
+}
+
+/// The subscribing connection's keep-alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(60);
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long each step of a shutdown may take.
 const SHUTDOWN_STEP: Duration = Duration::from_millis(500);

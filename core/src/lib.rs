@@ -16,3 +16,4 @@ pub mod rules;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod wire;
