@@ -273,18 +273,18 @@ pub async fn serve_on(
                         }
                     }
                     for p in packets.drain(..) {
-                        match p {
-                            rumqttc::Packet::Publish(p) => {
-                                if in_tx.send((generation, Some(p))).is_err() {
-                                    return;
-                                }
-                            }
+                        let p = match p {
+                            rumqttc::Packet::Publish(p) => p,
                             rumqttc::Packet::SubAck(_) => {
                                 if let Some(s) = subscribed.take() {
                                     let _ = s.send(());
                                 }
+                                continue;
                             }
-                            _ => {}
+                            _ => continue,
+                        };
+                        if in_tx.send((generation, Some(p))).is_err() {
+                            return;
                         }
                     }
                 }
