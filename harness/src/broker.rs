@@ -118,17 +118,27 @@ pub fn embedded_config(listen: SocketAddr) -> Config {
     }
 }
 
-/// Starts rumqttd in its own threads on a free loopback port, behind a [`front`], and waits until it accepts
-/// connections. The broker lives as long as the process.
+/// Starts rumqttd in its own threads on a free loopback port and waits until it accepts connections. The
+/// broker lives as long as the process.
 pub fn start_embedded() -> Result<Endpoint> {
     start_embedded_on(0)
 }
 
-/// [`start_embedded`] with its front on loopback port `port` (0: a free one), so that a broker restarted by
-/// `towntwin load` comes back where its clients left it.
-pub fn start_embedded_on(front_port: u16) -> Result<Endpoint> {
-    // Ask the OS for a free port, then hand it to rumqttd (which binds by address, not by listener).
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("cannot find a free loopback port")?.port();
+/// [`start_embedded`] on loopback port `port` (0: a free one), so that a broker restarted by `towntwin load`
+/// comes back where its clients left it.
+///
+/// rumqttd is patched (`harness/vendor/rumqttd/PATCHES.md`): a listen backlog of 4,096, no sleep between
+/// accepts, and TCP_NODELAY on the sockets it accepts. Without the last, its small packets (the last message
+/// of a burst, a watermark) waited for the acknowledgement of the one before, and a client with nothing to
+/// answer acknowledges only on Linux's 40 ms delayed-ACK timer: request-reply traffic (the core's acks after
+/// commit, the lockstep with the responders) stalled 40 ms a round. A relay in front of rumqttd used to fix
+/// that, at two more sockets per client, which 9,750 device connections could not afford.
+pub fn start_embedded_on(port: u16) -> Result<Endpoint> {
+    let port = match port {
+        // Ask the OS for a free port, then hand it to rumqttd (which binds by address, not by listener).
+        0 => TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("cannot find a free loopback port")?.port(),
+        p => p,
+    };
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut broker = Broker::new(embedded_config(listen));
     std::thread::Builder::new()
@@ -139,86 +149,9 @@ pub fn start_embedded_on(front_port: u16) -> Result<Endpoint> {
             }
         })
         .context("cannot start the embedded broker thread")?;
-    check_reachable(&Endpoint { host: "127.0.0.1".into(), port, embedded: true, credentials: None }, Duration::from_secs(10))
-        .context("the embedded broker did not start")?;
-    let ep = Endpoint { host: "127.0.0.1".into(), port: start_front(listen, front_port)?, embedded: true, credentials: None };
-    check_reachable(&ep, Duration::from_secs(10)).context("the embedded broker's front did not start")?;
+    let ep = Endpoint { host: "127.0.0.1".into(), port, embedded: true, credentials: None };
+    check_reachable(&ep, Duration::from_secs(10)).context("the embedded broker did not start")?;
     Ok(ep)
-}
-
-/// Starts a [`front`] for the broker at `broker` on a free loopback port, in its own thread; returns the port.
-fn start_front(broker: SocketAddr, port: u16) -> Result<u16> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).with_context(|| format!("cannot listen on loopback port {port}"))?;
-    let port = listener.local_addr()?.port();
-    listener.set_nonblocking(true)?;
-    std::thread::Builder::new()
-        .name("broker-front".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => return tracing::error!("broker front: {e}"),
-            };
-            rt.block_on(async move {
-                match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => front(l, broker).await,
-                    Err(e) => tracing::error!("broker front: {e}"),
-                }
-            });
-        })
-        .context("cannot start the broker front thread")?;
-    Ok(port)
-}
-
-/// The embedded broker's front door: relays each client connection to rumqttd, with Nagle's algorithm off
-/// on both of its sockets and delayed acknowledgements off towards the broker.
-///
-/// rumqttd leaves Nagle's algorithm on for the sockets it accepts, so a small packet it writes (the last
-/// message of a burst, a watermark) waits for the acknowledgement of the one before, and a client that has
-/// nothing to answer (a QoS 0 message) acknowledges only on Linux's 40 ms delayed-ACK timer. Request-reply
-/// traffic (the core's acks after commit, the lockstep with the responders) then stalls 40 ms a round.
-/// The front re-arms TCP_QUICKACK after every read from the broker, so rumqttd's packets never wait, and
-/// sets TCP_NODELAY on both sides. Measured on the baseline day: the core over the broker in lockstep with
-/// the responders went from 105 s to about 36 s (README has the figures).
-pub async fn front(listener: tokio::net::TcpListener, broker: SocketAddr) {
-    loop {
-        let (client, _) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("broker front: accept: {e}");
-                // Back-off: accept fails when descriptors run out; retrying at once would spin.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        tokio::spawn(async move {
-            let upstream = match tokio::net::TcpStream::connect(broker).await {
-                Ok(u) => u,
-                Err(e) => return tracing::warn!("broker front: cannot reach the broker: {e}"),
-            };
-            let _ = client.set_nodelay(true);
-            let _ = upstream.set_nodelay(true);
-            let (mut cr, mut cw) = client.into_split();
-            let (mut ur, mut uw) = upstream.into_split();
-            let to_broker = tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut cr, &mut uw).await;
-                let _ = tokio::io::AsyncWriteExt::shutdown(&mut uw).await;
-            });
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let n = match ur.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let _ = socket2::SockRef::from(ur.as_ref()).set_tcp_quickack(true);
-                if cw.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut cw).await;
-            let _ = to_broker.await;
-        });
-    }
 }
 
 #[cfg(test)]

@@ -40,3 +40,16 @@ pub struct UsageFault(pub String);
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     if e.chain().any(|c| c.is::<DataFault>() || c.is::<UsageFault>()) { 2 } else { 1 }
 }
+
+/// Raises this process's soft limit on open files to its hard limit (children inherit it): 9,750 device
+/// connections need more than the usual soft limit of 1,024. Best effort: a limit that cannot be raised is
+/// reported where connections then fail.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+    }
+}

@@ -93,7 +93,7 @@ enum Command {
         #[arg(long)]
         find_max: bool,
     },
-    /// Run the embedded broker (rumqttd behind its front) on a loopback port until interrupted.
+    /// Run the embedded broker (rumqttd, patched: harness/vendor/rumqttd) on a loopback port until interrupted.
     Broker {
         /// Loopback port (0: a free one; the address is printed).
         #[arg(long, default_value_t = 1883)]
@@ -313,6 +313,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    towntwin_harness::raise_fd_limit();
     if let Err(e) = dispatch(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(exit_code(&e));

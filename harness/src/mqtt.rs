@@ -47,6 +47,15 @@ pub struct Counters {
     /// QoS 1 publishes handed to the connection and not yet acknowledged, summed over the connections
     /// (the client's in-flight window and what it holds for the next connection).
     pub outstanding: AtomicU64,
+    /// Connections up now (a CONNACK and no error since).
+    pub live: AtomicU64,
+    /// Connections lost (errors after a CONNACK).
+    pub drops: AtomicU64,
+    /// CONNACKs that resumed a session the broker kept.
+    pub resumed: AtomicU64,
+    /// After [`Publisher::storm`]: the next reconnect of each connection waits a random delay up to this many
+    /// milliseconds (0: the usual back-off).
+    storm_ms: AtomicU64,
     changed: Notify,
 }
 
@@ -93,14 +102,16 @@ fn qos(q: u8) -> QoS {
     if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }
 }
 
-fn options(id: &str, user: &str, ep: &Endpoint, inflight: u16, capacity: usize) -> Result<MqttOptions> {
+/// A client's options; `persistent`: the broker keeps its session across a reconnect (per-device
+/// connections, as devices have).
+fn options(id: &str, user: &str, ep: &Endpoint, inflight: u16, capacity: usize, persistent: bool) -> Result<MqttOptions> {
     let mut o = MqttOptions::new(id, ep.host.clone(), ep.port);
     ep.login_as(&mut o, user)?;
     o.set_keep_alive(Duration::from_secs(60))
         .set_max_packet_size(towntwin_core::limits::CLIENT_MAX_PACKET, towntwin_core::limits::CLIENT_MAX_PACKET)
         .set_inflight(inflight)
         .set_request_channel_capacity(capacity)
-        .set_clean_session(true);
+        .set_clean_session(!persistent);
     Ok(o)
 }
 
@@ -142,7 +153,17 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
     network(&mut el);
     let closing = Arc::new(AtomicBool::new(false));
     let closed = closing.clone();
+    // Back-off between reconnects as device firmware does it: a random delay in [d/2, d], d doubling from
+    // 200 ms to 5 s while the broker stays away, drawn from a stream seeded by the client id (so a run's
+    // reconnects are the same each time it is repeated).
+    let mut rng = {
+        use rand::SeedableRng as _;
+        let id = el.mqtt_options.client_id();
+        rand::rngs::StdRng::seed_from_u64(u64::from_le_bytes(blake3::hash(id.as_bytes()).as_bytes()[..8].try_into().unwrap_or_default()))
+    };
     let task = tokio::spawn(async move {
+        let mut up = false;
+        let mut backoff = Duration::from_millis(200);
         // What the client had not yet had acknowledged when its connection broke: rumqttc moves it into
         // `pending` and, if the next CONNACK says the broker kept no session (a restarted broker, a clean
         // session), clears it: the in-flight publishes and every request still queued in its channel would
@@ -186,6 +207,14 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
                         el.pending = std::mem::take(&mut carried);
                         overflow = rest;
                     }
+                    if !up {
+                        up = true;
+                        counters.live.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if c.session_present {
+                        counters.resumed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    backoff = Duration::from_millis(200);
                     // The first connection's subscription is made by whoever started this loop.
                     let again = Counters::get(&counters.connected) > 0;
                     if again
@@ -225,9 +254,22 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
                         counters.bump(&counters.refused);
                     }
                     carried.extend(std::mem::take(&mut el.pending));
+                    if std::mem::take(&mut up) {
+                        counters.live.fetch_sub(1, Ordering::Relaxed);
+                        counters.drops.fetch_add(1, Ordering::Relaxed);
+                    }
                     counters.bump(&counters.errors);
-                    // Back-off before the event loop reconnects, so a broker that is down is not hammered.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    // Back-off before the event loop reconnects, so a broker that is down is not hammered:
+                    // jittered, growing while it stays away, or spread over a storm's window.
+                    let storm = Counters::get(&counters.storm_ms);
+                    let wait = if storm > 0 {
+                        Duration::from_millis(rand::Rng::random_range(&mut rng, 0..=storm))
+                    } else {
+                        let w = backoff.mul_f64(rand::Rng::random_range(&mut rng, 0.5..=1.0));
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        w
+                    };
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
@@ -286,7 +328,7 @@ impl Publisher {
                 Mode::Device if k == towntwin_core::event::HOTLINE_DEVICE => crate::credentials::HOTLINE.to_string(),
                 Mode::Device => k.clone(),
             };
-            let (client, el) = AsyncClient::new(options(&format!("towntwin-{pid}-{k}"), &user, ep, inflight, capacity)?, capacity);
+            let (client, el) = AsyncClient::new(options(&format!("towntwin-{pid}-{k}"), &user, ep, inflight, capacity, mode == Mode::Device)?, capacity);
             tasks.push(spawn_loop(el, counters.clone(), None, None));
             clients.push(client);
             route.insert(k, i);
@@ -308,6 +350,11 @@ impl Publisher {
 
     pub fn connections(&self) -> usize {
         self.clients.len()
+    }
+
+    /// What can drop every connection at once from another thread (see [`Storm::start`]).
+    pub fn storm_handle(&self) -> Storm {
+        Storm { clients: self.clients.clone(), counters: self.counters.clone() }
     }
 
     fn client_for(&self, topic: &str) -> usize {
@@ -346,6 +393,45 @@ impl Publisher {
     }
 }
 
+/// A reconnect storm: every connection of a publisher is dropped at once and comes back after a random delay
+/// within a window, resuming its session (the publishers' sessions are persistent), as a town's devices do
+/// after their uplink flaps.
+#[derive(Clone)]
+pub struct Storm {
+    clients: Vec<AsyncClient>,
+    counters: Arc<Counters>,
+}
+
+impl Storm {
+    /// Drops every connection (DISCONNECT; the broker keeps the sessions); each reconnects within `within`.
+    pub fn start(&self, within: Duration) {
+        self.counters.storm_ms.store(within.as_millis().max(1) as u64, Ordering::Relaxed);
+        for c in &self.clients {
+            let _ = c.try_disconnect();
+        }
+    }
+
+    /// Waits until every connection is up again (at most `limit`); then back to the usual back-off.
+    pub async fn wait_reconnected(&self, since_drops: u64, limit: Duration) -> bool {
+        let n = self.clients.len() as u64;
+        let ok = self.counters.wait_until(Instant::now() + limit, |c| Counters::get(&c.drops) >= since_drops + n && Counters::get(&c.live) >= n).await;
+        self.counters.storm_ms.store(0, Ordering::Relaxed);
+        ok
+    }
+
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+}
+
 /// Subscribes to a filter and counts (and optionally validates) what arrives.
 pub struct Observer {
     client: AsyncClient,
@@ -358,7 +444,7 @@ impl Observer {
     pub async fn start(ep: &Endpoint, filter: &str, validate: bool) -> Result<Observer> {
         let counters = Counters::new();
         let id = format!("towntwin-observer-{}-{}", std::process::id(), filter.len());
-        let (client, el) = AsyncClient::new(options(&id, crate::credentials::OBSERVER, ep, 1_000, 1_000)?, 1_000);
+        let (client, el) = AsyncClient::new(options(&id, crate::credentials::OBSERVER, ep, 1_000, 1_000, false)?, 1_000);
         let task = spawn_loop(el, counters.clone(), Some(validate), Some((client.clone(), filter.to_string())));
         client.subscribe(filter, QoS::AtLeastOnce).await?;
         if !counters.wait_until(Instant::now() + Duration::from_secs(10), |c| Counters::get(&c.subscribed) > 0 || Counters::get(&c.refused) > 0).await

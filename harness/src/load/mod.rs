@@ -68,6 +68,8 @@ pub struct Sample {
     pub t: f64,
     /// Events in the core's log (accepted) so far.
     pub accepted: u64,
+    /// The generator's device connections up.
+    pub connections: u64,
     pub core: Option<UsageAt>,
     pub broker: Option<UsageAt>,
     pub generator: Option<UsageAt>,
@@ -114,6 +116,9 @@ pub struct Summary {
     pub profile: String,
     pub broker: String,
     pub connections: crate::mqtt::Mode,
+    /// How many connections the generator made, and how long until the broker had accepted them all.
+    pub connection_count: usize,
+    pub connect_seconds: f64,
     pub seconds: f64,
     /// Whether the generator kept to its schedule; an invalid run is not a result.
     pub valid: bool,
@@ -421,16 +426,18 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
         let mut publisher = Publisher::connect(&ep, prof.connections, &town, Duration::from_secs(60)).await?;
         let t0 = Instant::now() + Duration::from_millis(300);
 
+        let (connection_count, connect_seconds) = (publisher.connections(), publisher.connect_time.as_secs_f64());
+        eprintln!("load: {connection_count} connection(s) accepted in {connect_seconds:.2} s; sending ...");
         // Faults on their own thread, on schedule.
         let faults = {
-            let (procs, faults) = (procs.clone(), prof.faults.clone());
-            std::thread::Builder::new().name("faults".into()).spawn(move || inject(&procs, &faults, t0))?
+            let (procs, faults, storm, rt) = (procs.clone(), prof.faults.clone(), publisher.storm_handle(), tokio::runtime::Handle::current());
+            std::thread::Builder::new().name("faults".into()).spawn(move || inject(&procs, &faults, t0, &storm, &rt))?
         };
         // Samples of progress and resources.
         let stop_sampling = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sampler = {
-            let (procs, stop, db) = (procs.clone(), stop_sampling.clone(), db.clone());
-            std::thread::Builder::new().name("sampler".into()).spawn(move || sample(&procs, &db, t0, &stop))?
+            let (procs, stop, db, counters) = (procs.clone(), stop_sampling.clone(), db.clone(), publisher.counters.clone());
+            std::thread::Builder::new().name("sampler".into()).spawn(move || sample(&procs, &db, t0, &stop, &counters))?
         };
 
         let mut lag = Recorder::new();
@@ -471,7 +478,7 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
         stop_sampling.store(true, std::sync::atomic::Ordering::Relaxed);
         let faults = faults.join().map_err(|_| anyhow!("the fault thread panicked"))?;
         let samples = sampler.join().map_err(|_| anyhow!("the sampler thread panicked"))?;
-        Ok::<_, anyhow::Error>(Measured { sending, sent, sent_until, lag, heard, drained, acked, faults, samples, t0 })
+        Ok::<_, anyhow::Error>(Measured { sending, sent, sent_until, lag, heard, drained, acked, faults, samples, t0, connection_count, connect_seconds })
     })?;
     // The core stops cleanly (it prints its counters), then the broker.
     let (core_stopped, lines, starts) = {
@@ -503,9 +510,11 @@ struct Measured {
     faults: Vec<FaultRun>,
     samples: Vec<Sample>,
     t0: Instant,
+    connection_count: usize,
+    connect_seconds: f64,
 }
 
-fn inject(procs: &Mutex<Procs>, faults: &[Fault], t0: Instant) -> Vec<FaultRun> {
+fn inject(procs: &Mutex<Procs>, faults: &[Fault], t0: Instant, storm: &crate::mqtt::Storm, rt: &tokio::runtime::Handle) -> Vec<FaultRun> {
     let mut order: Vec<&Fault> = faults.iter().collect();
     order.sort_by(|a, b| a.at().total_cmp(&b.at()));
     let mut runs = Vec::new();
@@ -529,6 +538,19 @@ fn inject(procs: &Mutex<Procs>, faults: &[Fault], t0: Instant) -> Vec<FaultRun> 
                     // Frozen for the fault's length.
                     std::thread::sleep(secs(*seconds));
                     procs.lock().map_err(|_| anyhow!("poisoned"))?.core.signal(procs::Signal::SIGCONT)
+                }
+                Fault::ReconnectStorm { within, .. } => {
+                    let drops = crate::mqtt::Counters::get(&storm.counters().drops);
+                    storm.start(secs(*within));
+                    let limit = secs(within + 60.0);
+                    if !rt.block_on(storm.wait_reconnected(drops, limit)) {
+                        anyhow::bail!(
+                            "{} of {} connections were up {limit:?} after the storm began",
+                            crate::mqtt::Counters::get(&storm.counters().live),
+                            storm.len()
+                        );
+                    }
+                    Ok(())
                 }
                 Fault::RestartBroker { down, .. } => {
                     let mut p = procs.lock().map_err(|_| anyhow!("poisoned"))?;
@@ -556,7 +578,7 @@ fn inject(procs: &Mutex<Procs>, faults: &[Fault], t0: Instant) -> Vec<FaultRun> 
     runs
 }
 
-fn sample(procs: &Mutex<Procs>, db: &std::path::Path, t0: Instant, stop: &std::sync::atomic::AtomicBool) -> Vec<Sample> {
+fn sample(procs: &Mutex<Procs>, db: &std::path::Path, t0: Instant, stop: &std::sync::atomic::AtomicBool, counters: &crate::mqtt::Counters) -> Vec<Sample> {
     let mut conn = None;
     let mut out = Vec::new();
     let mut last: HashMap<u32, (f64, Usage)> = HashMap::new();
@@ -577,7 +599,7 @@ fn sample(procs: &Mutex<Procs>, db: &std::path::Path, t0: Instant, stop: &std::s
         let (c, b, g) = (at(core), broker.and_then(&mut at), at(me));
         accepted = accepted_in(db, &mut conn).unwrap_or(accepted).max(accepted);
         if t >= 0.0 {
-            out.push(Sample { t, accepted, core: c, broker: b, generator: g });
+            out.push(Sample { t, accepted, connections: crate::mqtt::Counters::get(&counters.live), core: c, broker: b, generator: g });
         }
         // The sampling period.
         std::thread::sleep(Duration::from_millis(200));
@@ -706,6 +728,8 @@ fn judge(
         profile: prof.name.clone(),
         broker: if ep.embedded { format!("{} (embedded rumqttd, own process)", ep) } else { ep.to_string() },
         connections: prof.connections,
+        connection_count: m.connection_count,
+        connect_seconds: m.connect_seconds,
         seconds: load_secs,
         valid: invalid_reason.is_none(),
         invalid_reason,

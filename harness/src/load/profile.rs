@@ -154,12 +154,15 @@ pub enum Fault {
     /// Kill the broker and start it again on the same port `down` seconds later (only a broker this command
     /// started: the embedded one, not `--broker`).
     RestartBroker { at: f64, down: f64 },
+    /// Every device connection drops at once and reconnects after a random delay within `within` seconds,
+    /// resuming its session (per-device connections only).
+    ReconnectStorm { at: f64, within: f64 },
 }
 
 impl Fault {
     pub fn at(&self) -> f64 {
         match self {
-            Fault::KillCore { at, .. } | Fault::StallCore { at, .. } | Fault::RestartBroker { at, .. } => *at,
+            Fault::KillCore { at, .. } | Fault::StallCore { at, .. } | Fault::RestartBroker { at, .. } | Fault::ReconnectStorm { at, .. } => *at,
         }
     }
 
@@ -168,6 +171,7 @@ impl Fault {
             Fault::KillCore { .. } => "kill -9 core",
             Fault::StallCore { .. } => "stall core",
             Fault::RestartBroker { .. } => "restart broker",
+            Fault::ReconnectStorm { .. } => "reconnect storm",
         }
     }
 
@@ -176,6 +180,7 @@ impl Fault {
         match self {
             Fault::KillCore { down, .. } | Fault::RestartBroker { down, .. } => *down,
             Fault::StallCore { seconds, .. } => *seconds,
+            Fault::ReconnectStorm { within, .. } => *within,
         }
     }
 }
@@ -446,11 +451,11 @@ pub fn resolve(file: &Path, profile: Profile) -> Result<Loaded, DataErrors> {
             || format!("expected from ({}) <= max <= {MAX_RATE}, got {}", k.from, k.max),
         );
     }
-    p.check(
-        profile.connections != Mode::Device,
-        || "connections".into(),
-        || "per-device connections are not yet part of load profiles (`towntwin run --connections device` measures them); use One or Estate".into(),
-    );
+    for (i, f) in profile.faults.iter().enumerate() {
+        if matches!(f, Fault::ReconnectStorm { .. }) {
+            p.check(profile.connections == Mode::Device, || format!("faults[{i}]"), || "a ReconnectStorm needs connections: Device".into());
+        }
+    }
     p.finish()?;
     let dir = file.parent().unwrap_or(Path::new("."));
     let scenario = dir.join(&profile.scenario);

@@ -39,10 +39,10 @@ pub fn write_series(out: &Path, all: &Histogram<u64>, per_second: &[Histogram<u6
         }
     }
     write_file(&out.join("latency.hlog"), &log)?;
-    let mut csv = String::from("t,accepted,core_cpu,core_rss_mb,broker_cpu,broker_rss_mb,generator_cpu,generator_rss_mb\n");
+    let mut csv = String::from("t,accepted,connections,core_cpu,core_rss_mb,broker_cpu,broker_rss_mb,generator_cpu,generator_rss_mb\n");
     for s in samples {
         let u = |u: Option<super::UsageAt>| u.map_or(",".to_string(), |u| format!("{:.3},{:.1}", u.cpu, u.rss_mb));
-        let _ = writeln!(csv, "{:.2},{},{},{},{}", s.t, s.accepted, u(s.core), u(s.broker), u(s.generator));
+        let _ = writeln!(csv, "{:.2},{},{},{},{},{}", s.t, s.accepted, s.connections, u(s.core), u(s.broker), u(s.generator));
     }
     write_file(&out.join("samples.csv"), csv.as_bytes())?;
     let plots = out.join("plots");
@@ -51,6 +51,33 @@ pub fn write_series(out: &Path, all: &Histogram<u64>, per_second: &[Histogram<u6
     spectrum(&plots, all)?;
     timeline(&plots, per_second, samples, summary)?;
     resources(&plots, samples, summary)?;
+    if summary.connection_count > 1 {
+        connections(&plots, samples, summary)?;
+    }
+    Ok(())
+}
+
+/// The generator's connections up over time (a reconnect storm's dip and recovery).
+fn connections(dir: &Path, samples: &[Sample], summary: &Summary) -> Result<()> {
+    let pts: Vec<(f64, f64)> = samples.iter().map(|s| (s.t, s.connections as f64)).collect();
+    let tmax = samples.last().map_or(1.0, |s| s.t).max(1.0);
+    let ymax = summary.connection_count as f64 * 1.05 + 1.0;
+    let spans = fault_spans(summary);
+    plot!(dir, "connections", (1000, 400), "Connections over time", |root| {
+        let mut c = ChartBuilder::on(root)
+            .caption("Device connections up (faults shaded)", ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..tmax, 0.0..ymax)
+            .map_err(e)?;
+        c.configure_mesh().x_desc("seconds since the load started").y_desc("connections").draw().map_err(e)?;
+        for &(a, b) in &spans {
+            c.draw_series(std::iter::once(Rectangle::new([(a, 0.0), (b, ymax)], RED.mix(0.15).filled()))).map_err(e)?;
+        }
+        c.draw_series(LineSeries::new(pts.iter().copied(), color(0).stroke_width(2))).map_err(e)?;
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -194,8 +221,15 @@ pub fn write(out: &Path, s: &Summary, loaded: &Loaded) -> Result<()> {
     let _ = writeln!(md, "Profile `{}`; broker {}; {:?} connection(s); {:.0} s of load.\n", loaded.file.display(), s.broker, s.connections, s.seconds);
     md.push_str(&render(s));
     let _ = writeln!(md, "\n## Plots\n");
-    for (f, t) in [("latency-spectrum", "Latency by percentile"), ("timeline", "Throughput and p99 over time"), ("resources", "CPU and memory")] {
-        let _ = writeln!(md, "![{t}](plots/{f}.png)\n");
+    for (f, t) in [
+        ("latency-spectrum", "Latency by percentile"),
+        ("timeline", "Throughput and p99 over time"),
+        ("resources", "CPU and memory"),
+        ("connections", "Connections over time"),
+    ] {
+        if out.join("plots").join(format!("{f}.png")).exists() {
+            let _ = writeln!(md, "![{t}](plots/{f}.png)\n");
+        }
     }
     let _ = writeln!(
         md,
