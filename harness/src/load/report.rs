@@ -244,6 +244,7 @@ pub fn render(s: &Summary) -> String {
     let l = &s.latency_ms;
     let g = &s.generator_lag_ms;
     let _ = writeln!(o, "| what | figure |\n|---|---|");
+    let _ = writeln!(o, "| connections | {} ({:?}), all accepted in {:.2} s |", s.connection_count, s.connections, s.connect_seconds);
     let _ =
         writeln!(o, "| events sent | {} ({} QoS 1, {} QoS 0); broker acknowledged {} |", s.sent, s.events.sent_qos1, s.events.sent_qos0, s.broker_acknowledged);
     let _ = writeln!(o, "| accepted by the core | {} of {} expected |", s.accepted, s.events.expected);
