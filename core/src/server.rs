@@ -7,7 +7,7 @@
 //! whoever publishes after `start` returns is heard, and no caller needs a timer to know it is ready. The handle
 //! owns the service's tasks: it gives the API's address, the stream of work-order notices as they are
 //! published, progress to wait on, and [`CoreHandle::shutdown`], which stops ingest and the API and hands
-//! back the core. `towntwin core`, `towntwin run`, `towntwin bench-ingest` and the tests all start the core
+//! back the core. `towntwin core`, `towntwin run` and the tests all start the core
 //! through here.
 
 use std::net::SocketAddr;

@@ -1,7 +1,6 @@
 //! towntwin-harness: the `towntwin` command line's library. It embeds the broker, runs the twin against
 //! it and the core, measures what crosses the network and writes results. `main.rs` only parses arguments.
 
-pub mod bench_ingest;
 pub mod broker;
 pub mod ceiling;
 pub mod cloudevents;

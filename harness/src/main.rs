@@ -40,31 +40,6 @@ enum Command {
         #[command(flatten)]
         serve: CoreArgs,
     },
-    /// Benchmark the core's ingest through a broker at steady open-loop rates: events/s sustained and
-    /// event -> work-order latency (HdrHistogram p50/p90/p99/max) at each rate.
-    BenchIngest {
-        /// Broker (default: start the embedded one).
-        #[arg(long)]
-        broker: Option<String>,
-        /// Offered rates in events per second, comma-separated, run in order.
-        #[arg(long, value_delimiter = ',', default_values_t = [5_000u32, 10_000, 15_000, 20_000, 25_000, 30_000])]
-        rates: Vec<u32>,
-        /// Seconds at each rate.
-        #[arg(long, default_value_t = 10.0)]
-        seconds: f64,
-        /// p99 latency a rate must keep to hold, in milliseconds.
-        #[arg(long, default_value_t = 50.0)]
-        p99_ms: f64,
-        #[arg(long, default_value_os_t = default_scenario())]
-        scenario: PathBuf,
-        #[arg(long, default_value_os_t = asset("assets/rules.ron"))]
-        rules: PathBuf,
-        #[arg(long, default_value_os_t = asset("scenarios/policies/standard.ron"))]
-        policy: PathBuf,
-        /// Results folder (default: results/bench-ingest-<unix time>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
     /// Run a planners' experiment (scenarios/experiments/*.ron): replications of each variant on common
     /// random numbers, on all cores, then KPIs with 95% intervals, paired differences, validity checks,
     /// plots and report.html in the results folder. A folder holding the same plan resumes.
@@ -465,19 +440,6 @@ fn dispatch(cli: Cli) -> Result<()> {
                 core.stats.rejected,
                 core.orders.orders.len()
             );
-            Ok(())
-        }
-        Command::BenchIngest { broker, rates, seconds, p99_ms, scenario, rules, policy, out } => {
-            if rates.is_empty() || rates.contains(&0) || !(seconds > 0.0 && seconds <= 600.0) {
-                anyhow::bail!("--rates needs positive events/s and --seconds 0 < s <= 600");
-            }
-            let broker = match broker {
-                Some(url) => BrokerChoice::External(url),
-                None => BrokerChoice::Embedded,
-            };
-            let run = RunOptions { scenario, broker, rules, policy, out, ..RunOptions::default() };
-            let report = towntwin_harness::bench_ingest::bench(&towntwin_harness::bench_ingest::BenchOptions { run, rates, seconds, p99_target_ms: p99_ms })?;
-            print!("{}", towntwin_harness::bench_ingest::render(&report));
             Ok(())
         }
         Command::Experiment { action: Some(ExperimentAction::Merge { dirs, out }), .. } => {

@@ -195,11 +195,15 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
                         carried.extend(std::mem::take(&mut el.pending));
                         carried.extend(std::mem::take(&mut overflow));
                         for r in carried.iter_mut() {
-                            // A new session: the old packet ids mean nothing to the broker; fresh ones are
-                            // given in order, so none collides with another.
-                            if let rumqttc::Request::Publish(p) = r
-                                && !c.session_present
-                            {
+                            // Fresh packet ids, given in order, for a new session and a resumed one alike. On a
+                            // resumed session the old ids would be the right ones for MQTT, but rumqttc hands
+                            // out the same small range (1 to the in-flight window) to new publishes meanwhile,
+                            // so an old id still waiting here collides with a new one in flight, and rumqttc
+                            // keeps one collision at a time (a second overwrites the first: a QoS 1 publish
+                            // lost, seen in reconnect storms of 9,751 device connections). A fresh id makes
+                            // the broker take it as a new publish: at worst delivered twice, which the core's
+                            // dedup drops.
+                            if let rumqttc::Request::Publish(p) = r {
                                 p.pkid = 0;
                             }
                         }

@@ -80,6 +80,11 @@ pub fn find_max(loaded: &Loaded, broker: Option<&str>, out: &Path) -> Result<Kne
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         eprintln!("find-max: {rate} events/s for {} s ...", search.seconds);
         let s = run_loaded(&l, ep.clone(), &dir)?;
+        // The trial's store (hundreds of megabytes at these rates) has been read into its report: removed, so
+        // that a search of a dozen trials does not fill the disk.
+        for f in ["core.db", "core.db-wal", "core.db-shm"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
         let t = trial_of(&s, rate, &dir);
         eprintln!("find-max: {rate} events/s {}", if t.holds { "holds".to_string() } else { format!("does not hold: {}", t.broke.as_deref().unwrap_or("?")) });
         let holds = t.holds;
