@@ -61,7 +61,7 @@ impl Api {
         })
     }
 
-    /// Publishes the transitions made through the API on `orders/...`, on the ingest service's connection.
+    /// Publishes the transitions made through the API on `orders/...`, on the ingest service's publishing connection.
     pub fn with_orders_out(mut self, out: OrdersOut) -> Api {
         self.orders_out = Some(out);
         self
