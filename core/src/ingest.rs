@@ -79,7 +79,6 @@ fn options(cfg: &IngestConfig) -> (AsyncClient, EventLoop) {
     }
     o.set_keep_alive(Duration::from_secs(60))
         .set_clean_session(false)
-        .set_manual_acks(true)
         .set_max_packet_size(crate::limits::CLIENT_MAX_PACKET, crate::limits::CLIENT_MAX_PACKET)
         .set_inflight(1_000)
         .set_request_channel_capacity(50_000);
@@ -126,8 +125,7 @@ impl OrdersOut {
 
     /// Publishes `{"now": ms}` on [`WATERMARK_TOPIC`].
     pub fn watermark(&self, now: Millis) {
-        let body = format!("{{\"now\":{now}}}");
-        if self.tx.send((WATERMARK_TOPIC.to_string(), body.into_bytes())).is_err() {
+        if self.tx.send((WATERMARK_TOPIC.to_string(), crate::orders::watermark_body(now))).is_err() {
             tracing::warn!("the core's connection is closed: watermark not published");
         }
     }

@@ -15,7 +15,7 @@ use crate::load::{DataErrors, Problems, read_ron};
 use crate::rules::{Finding, RuleKind, RuleSet};
 use crate::time::{HOUR, MINUTE, Millis};
 use crate::truth::{IncidentKind, MatchBy};
-pub use towntwin_contracts::orders::{Action, Loop, Notice, ORDERS_PREFIX, OrderEvent, Role, State, WATERMARK_TOPIC};
+pub use towntwin_contracts::orders::{Action, Loop, Notice, ORDERS_PREFIX, OrderEvent, Role, State, WATERMARK_TOPIC, parse_watermark, watermark_body};
 
 /// A refused transition.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -51,8 +51,6 @@ pub struct Counters {
     pub live: AtomicU64,
     /// Connections lost (errors after a CONNACK).
     pub drops: AtomicU64,
-    /// CONNACKs that resumed a session the broker kept.
-    pub resumed: AtomicU64,
     /// After [`Publisher::storm`]: the next reconnect of each connection waits a random delay up to this many
     /// milliseconds (0: the usual back-off).
     storm_ms: AtomicU64,
@@ -214,9 +212,6 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
                     if !up {
                         up = true;
                         counters.live.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if c.session_present {
-                        counters.resumed.fetch_add(1, Ordering::Relaxed);
                     }
                     backoff = Duration::from_millis(200);
                     // The first connection's subscription is made by whoever started this loop.

@@ -70,9 +70,7 @@ impl OrdersWatch {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let msg = if p.topic == WATERMARK_TOPIC {
-                            serde_json::from_slice::<serde_json::Value>(&p.payload)
-                                .ok()
-                                .and_then(|v| v.get("now")?.as_i64())
+                            towntwin_core::orders::parse_watermark(&p.payload)
                                 .map(FromCore::Watermark)
                                 .ok_or_else(|| format!("bad watermark {:?}", String::from_utf8_lossy(&p.payload)))
                         } else {

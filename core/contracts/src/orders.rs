@@ -236,3 +236,17 @@ pub const ORDERS_PREFIX: &str = "orders/";
 /// After each batch that carried a clock tick, the core publishes `{"now": <ms>}` here, after the batch's
 /// transitions: everything up to that event time has been committed and published.
 pub const WATERMARK_TOPIC: &str = "orders/watermark";
+
+/// The body of a watermark: `{"now": <ms>}`.
+pub fn watermark_body(now: Millis) -> Vec<u8> {
+    format!("{{\"now\":{now}}}").into_bytes()
+}
+
+/// The event time a watermark's body carries; `None` for a body that is not one.
+pub fn parse_watermark(body: &[u8]) -> Option<Millis> {
+    #[derive(Deserialize)]
+    struct Watermark {
+        now: Millis,
+    }
+    serde_json::from_slice::<Watermark>(body).ok().map(|w| w.now)
+}

@@ -134,13 +134,11 @@ pub fn find_max(loaded: &Loaded, broker: Option<&str>, out: &Path) -> Result<Kne
 
 /// The raw ceiling of the broker the trials used (the embedded one started afresh as its own process).
 fn measure_ceiling(ep: &crate::broker::Endpoint) -> Result<f64> {
-    let mut started = None;
-    let ep = if ep.embedded {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr())?.port();
-        started = Some(super::procs::Proc::start("broker", super::procs::broker_args(port), "broker: listening", std::time::Duration::from_secs(30))?);
-        crate::broker::Endpoint { port, ..ep.clone() }
+    let (started, ep) = if ep.embedded {
+        let (p, ep) = super::procs::start_broker()?;
+        (Some(p), ep)
     } else {
-        ep.clone()
+        (None, ep.clone())
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let c = rt.block_on(crate::ceiling::measure(&ep, 200_000, 400))?;

@@ -31,7 +31,7 @@ use towntwin_core::event::EventType;
 use towntwin_core::orders::{Notice, Policy, WATERMARK_TOPIC};
 use towntwin_core::rules::RuleSet;
 use towntwin_core::service::Core;
-use towntwin_sim::{Message, Scenario, Twin, TwinOptions};
+use towntwin_sim::{Message, Twin, TwinOptions};
 
 use crate::broker::Endpoint;
 use crate::mqtt::Publisher;
@@ -93,7 +93,9 @@ pub struct Millis {
 }
 
 impl Millis {
-    fn of(h: &hdrhistogram::Histogram<u64>) -> Millis {
+    /// A recorder of microseconds, in milliseconds (p99.9 beside the usual percentiles).
+    fn of(r: &Recorder) -> Millis {
+        let h = r.histogram();
         if h.is_empty() {
             return Millis::default();
         }
@@ -287,7 +289,7 @@ async fn listen(ep: &Endpoint, tx: tokio::sync::mpsc::UnboundedSender<Heard>) ->
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let at = Instant::now();
                     let heard = if p.topic == WATERMARK_TOPIC {
-                        serde_json::from_slice::<serde_json::Value>(&p.payload).ok().and_then(|v| v.get("now")?.as_i64()).map(Heard::Watermark)
+                        towntwin_core::orders::parse_watermark(&p.payload).map(Heard::Watermark)
                     } else {
                         serde_json::from_slice::<Notice>(&p.payload)
                             .ok()
@@ -376,8 +378,7 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
     let prof = &loaded.profile;
     let external = !ep.embedded;
     let run_opts = RunOptions { scenario: loaded.scenario.clone(), seed: prof.seed, ..RunOptions::default() };
-    let (scenario, start, town) = crate::run::load(&run_opts)?;
-    let town_file = Scenario::load(&loaded.scenario).map_err(DataFault)?.town_file;
+    let (scenario, start, town, town_file) = crate::run::load(&run_opts)?;
     let rules = RuleSet::load(&loaded.rules).map_err(DataFault)?;
     let policy = Policy::load_for(&loaded.policy, &rules).map_err(DataFault)?;
 
@@ -405,13 +406,11 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
 
     // The broker and the core, each in its own process.
     let db = procs::db_path(out);
-    let mut broker_proc = None;
-    let ep = if external {
-        ep
+    let (broker_proc, ep) = if external {
+        (None, ep)
     } else {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("cannot find a free loopback port")?.port();
-        broker_proc = Some(Proc::start("broker", procs::broker_args(port), "broker: listening", Duration::from_secs(30))?);
-        Endpoint { host: "127.0.0.1".into(), port, embedded: true, credentials: None }
+        let (p, ep) = procs::start_broker()?;
+        (Some(p), ep)
     };
     let url = format!("mqtt://{}:{}", ep.host, ep.port);
     let client_id = format!("towntwin-core-load-{}", std::process::id());
@@ -607,13 +606,6 @@ fn sample(procs: &Mutex<Procs>, db: &std::path::Path, t0: Instant, stop: &std::s
     out
 }
 
-/// Records `v`, growing the histogram as needed (`saturating_record` alone would clamp to its current top).
-fn put(h: &mut hdrhistogram::Histogram<u64>, v: u64) {
-    if h.record(v).is_err() {
-        h.saturating_record(v);
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn judge(
     loaded: &Loaded,
@@ -642,22 +634,22 @@ fn judge(
     let events = account::events(&sent, &expected, &logged);
 
     // Latency from each creation's cause's intended send to the notice's arrival.
-    let mut hist = hdrhistogram::Histogram::<u64>::new(3).map_err(|e| anyhow!("{e}"))?;
-    let mut per_second: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
+    let mut hist = Recorder::new();
+    let mut per_second: Vec<Recorder> = Vec::new();
     let mut latency_by_order = HashMap::new();
     for h in &m.heard {
         if let Heard::Created { order, cause, at } = h
             && let Some(&i) = by_id.get(cause)
         {
             let intended = m.t0 + secs(offsets[i]);
-            let us = at.saturating_duration_since(intended).as_micros().max(1) as u64;
-            put(&mut hist, us);
+            let us = at.saturating_duration_since(intended).as_micros().max(1) as i64;
+            hist.record(us);
             latency_by_order.entry(*order).or_insert(us as f64 / 1000.0);
             let s = at.saturating_duration_since(m.t0).as_secs() as usize;
-            while per_second.len() <= s {
-                per_second.push(hdrhistogram::Histogram::new(3).map_err(|e| anyhow!("{e}"))?);
+            if per_second.len() <= s {
+                per_second.resize_with(s + 1, Recorder::new);
             }
-            put(&mut per_second[s], us);
+            per_second[s].record(us);
         }
     }
     // Orders are expected from the events sent (a cut-short run expects less).
@@ -665,7 +657,7 @@ fn judge(
     let expected_orders: Vec<account::OrderKey> = reference.orders.iter().filter(|k| k.2 <= cut).cloned().collect();
     let orders = account::orders(&expected_orders, &made, &latency_by_order, prof.slo.late_ms);
     let latency = Millis::of(&hist);
-    let lag = Millis::of(m.lag.histogram());
+    let lag = Millis::of(&m.lag);
 
     // Recovery: from a fault's start until the core's log holds everything due a second earlier that it
     // will ever hold.

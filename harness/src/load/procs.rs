@@ -178,9 +178,12 @@ pub fn core_stop_counts(lines: &[String]) -> Option<(u64, u64)> {
     Some((nums.next()?.ok()?, nums.next()?.ok()?))
 }
 
-/// Where a load run keeps the broker it started.
-pub fn broker_args(port: u16) -> Vec<String> {
-    vec!["broker".into(), "--port".into(), port.to_string()]
+/// Starts the embedded broker (`towntwin broker`) as a process of its own on a free loopback port; a
+/// restart brings it back on the same port.
+pub fn start_broker() -> Result<(Proc, crate::broker::Endpoint)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("cannot find a free loopback port")?.port();
+    let p = Proc::start("broker", vec!["broker".into(), "--port".into(), port.to_string()], "broker: listening", Duration::from_secs(30))?;
+    Ok((p, crate::broker::Endpoint { host: "127.0.0.1".into(), port, embedded: true, credentials: None }))
 }
 
 /// A folder for the load's files.

@@ -11,10 +11,12 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::profile::Loaded;
 use super::{Sample, Summary};
+use crate::percentiles::Recorder;
 use crate::plots::{color, e, legend, plot, register_font};
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -22,7 +24,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The interval log, the samples and the plots.
-pub fn write_series(out: &Path, all: &Histogram<u64>, per_second: &[Histogram<u64>], samples: &[Sample], summary: &Summary) -> Result<()> {
+pub fn write_series(out: &Path, all: &Recorder, per_second: &[Recorder], samples: &[Sample], summary: &Summary) -> Result<()> {
     let mut log = Vec::new();
     {
         let mut ser = V2DeflateSerializer::new();
@@ -31,7 +33,7 @@ pub fn write_series(out: &Path, all: &Histogram<u64>, per_second: &[Histogram<u6
             .with_max_value_divisor(1000.0)
             .begin_log_with(&mut log, &mut ser)
             .map_err(|e| anyhow::anyhow!("cannot start the interval log: {e}"))?;
-        for (s, h) in per_second.iter().enumerate() {
+        for (s, h) in per_second.iter().map(Recorder::histogram).enumerate() {
             if !h.is_empty() {
                 w.write_histogram(h, std::time::Duration::from_secs(s as u64), std::time::Duration::from_secs(1), None)
                     .map_err(|e| anyhow::anyhow!("cannot write the interval log: {e}"))?;
@@ -48,7 +50,7 @@ pub fn write_series(out: &Path, all: &Histogram<u64>, per_second: &[Histogram<u6
     let plots = out.join("plots");
     std::fs::create_dir_all(&plots).with_context(|| format!("cannot create {}", plots.display()))?;
     register_font();
-    spectrum(&plots, all)?;
+    spectrum(&plots, all.histogram())?;
     timeline(&plots, per_second, samples, summary)?;
     resources(&plots, samples, summary)?;
     if summary.connection_count > 1 {
@@ -72,9 +74,7 @@ fn connections(dir: &Path, samples: &[Sample], summary: &Summary) -> Result<()> 
             .build_cartesian_2d(0.0..tmax, 0.0..ymax)
             .map_err(e)?;
         c.configure_mesh().x_desc("seconds since the load started").y_desc("connections").draw().map_err(e)?;
-        for &(a, b) in &spans {
-            c.draw_series(std::iter::once(Rectangle::new([(a, 0.0), (b, ymax)], RED.mix(0.15).filled()))).map_err(e)?;
-        }
+        shade(&mut c, &spans, ymax)?;
         c.draw_series(LineSeries::new(pts.iter().copied(), color(0).stroke_width(2))).map_err(e)?;
         Ok(())
     })?;
@@ -107,16 +107,28 @@ fn spectrum(dir: &Path, h: &Histogram<u64>) -> Result<()> {
     Ok(())
 }
 
+/// Shades each fault's span, the chart's full height.
+fn shade<DB: DrawingBackend>(c: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>, spans: &[(f64, f64)], top: f64) -> Result<()> {
+    for &(a, b) in spans {
+        c.draw_series(std::iter::once(Rectangle::new([(a, 0.0), (b, top)], RED.mix(0.15).filled()))).map_err(e)?;
+    }
+    Ok(())
+}
+
 fn fault_spans(summary: &Summary) -> Vec<(f64, f64)> {
     summary.faults.iter().map(|f| (f.started, f.ended.max(f.started + 0.2))).collect()
 }
 
 /// Events the core accepted a second, and the p99 latency of each second's notices.
-fn timeline(dir: &Path, per_second: &[Histogram<u64>], samples: &[Sample], summary: &Summary) -> Result<()> {
+fn timeline(dir: &Path, per_second: &[Recorder], samples: &[Sample], summary: &Summary) -> Result<()> {
     let rate: Vec<(f64, f64)> =
         samples.windows(2).map(|w| (w[1].t, (w[1].accepted.saturating_sub(w[0].accepted)) as f64 / (w[1].t - w[0].t).max(1e-3))).collect();
-    let p99: Vec<(f64, f64)> =
-        per_second.iter().enumerate().filter(|(_, h)| !h.is_empty()).map(|(s, h)| (s as f64 + 0.5, h.value_at_quantile(0.99) as f64 / 1000.0)).collect();
+    let p99: Vec<(f64, f64)> = per_second
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(s, h)| (s as f64 + 0.5, h.histogram().value_at_quantile(0.99) as f64 / 1000.0))
+        .collect();
     let tmax = samples.last().map_or(1.0, |s| s.t).max(1.0);
     let rmax = rate.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.1;
     let lmax = p99.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.1;
@@ -131,9 +143,7 @@ fn timeline(dir: &Path, per_second: &[Histogram<u64>], samples: &[Sample], summa
             .build_cartesian_2d(0.0..tmax, 0.0..rmax)
             .map_err(e)?;
         c.configure_mesh().y_desc("events/s").draw().map_err(e)?;
-        for &(a, b) in &spans {
-            c.draw_series(std::iter::once(Rectangle::new([(a, 0.0), (b, rmax)], RED.mix(0.15).filled()))).map_err(e)?;
-        }
+        shade(&mut c, &spans, rmax)?;
         c.draw_series(LineSeries::new(rate.iter().copied(), color(0).stroke_width(2)))
             .map_err(e)?
             .label("accepted/s")
@@ -147,9 +157,7 @@ fn timeline(dir: &Path, per_second: &[Histogram<u64>], samples: &[Sample], summa
             .build_cartesian_2d(0.0..tmax, 0.0..lmax)
             .map_err(e)?;
         c.configure_mesh().x_desc("seconds since the load started").y_desc("ms").draw().map_err(e)?;
-        for &(a, b) in &spans {
-            c.draw_series(std::iter::once(Rectangle::new([(a, 0.0), (b, lmax)], RED.mix(0.15).filled()))).map_err(e)?;
-        }
+        shade(&mut c, &spans, lmax)?;
         c.draw_series(LineSeries::new(p99.iter().copied(), color(1).stroke_width(2))).map_err(e)?;
         Ok(())
     })?;
@@ -173,9 +181,7 @@ fn resources(dir: &Path, samples: &[Sample], summary: &Summary) -> Result<()> {
             .build_cartesian_2d(0.0..tmax, 0.0..cmax)
             .map_err(e)?;
         c.configure_mesh().draw().map_err(e)?;
-        for &(a, b) in &spans {
-            c.draw_series(std::iter::once(Rectangle::new([(a, 0.0), (b, cmax)], RED.mix(0.15).filled()))).map_err(e)?;
-        }
+        shade(&mut c, &spans, cmax)?;
         for (i, (name, pick)) in who.iter().enumerate() {
             let pts: Vec<(f64, f64)> = samples.iter().filter_map(|s| pick(s).map(|u| (s.t, u.cpu))).collect();
             if !pts.is_empty() {

@@ -38,8 +38,9 @@ pub(crate) struct TwinReport {
     pub responders: ResponderStats,
 }
 
-/// Loads the scenario (applying `--days`/`--seed`) and its town; data errors become [`DataFault`].
-pub fn load(opts: &RunOptions) -> Result<(Scenario, i64, Town)> {
+/// Loads the scenario (applying `--days`/`--seed`) and its town; data errors become [`DataFault`]. Also
+/// returns the town's file (for a core started as a process of its own).
+pub fn load(opts: &RunOptions) -> Result<(Scenario, i64, Town, std::path::PathBuf)> {
     let loaded = Scenario::load(&opts.scenario).map_err(DataFault)?;
     let mut scenario = loaded.scenario;
     if let Some(d) = opts.days {
@@ -50,12 +51,12 @@ pub fn load(opts: &RunOptions) -> Result<(Scenario, i64, Town)> {
     }
     scenario.validate(&loaded.file).map_err(DataFault)?;
     let town = Town::load(&loaded.town_file).map_err(DataFault)?;
-    Ok((scenario, loaded.start, town))
+    Ok((scenario, loaded.start, town, loaded.town_file))
 }
 
 /// Runs a scenario end to end and writes its results.
 pub fn run(opts: &RunOptions) -> Result<Summary> {
-    let (scenario, start, town) = load(opts)?;
+    let (scenario, start, town, _) = load(opts)?;
     let core_inputs = if opts.core {
         let rules = RuleSet::load(&opts.rules).map_err(DataFault)?;
         let policy = Policy::load_for(&opts.policy, &rules).map_err(DataFault)?;
