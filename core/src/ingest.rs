@@ -15,6 +15,10 @@ use crate::orders::{Notice, WATERMARK_TOPIC};
 use crate::service::Core;
 use crate::time::Millis;
 
+/// Wait between reconnects while the broker is away: short, so that after a broker restart the core has
+/// subscribed again before the devices (whose firmware backs off from a second) return.
+const RETRY: Duration = Duration::from_millis(100);
+
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
     pub host: String,
@@ -202,7 +206,7 @@ pub async fn serve_on(
                     Err(e) => {
                         tracing::warn!("core publishing connection: {e}");
                         // Back-off before reconnecting, so a broker that is down is not hammered.
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(RETRY).await;
                     }
                 }
             }
@@ -236,7 +240,7 @@ pub async fn serve_on(
                     Err(e) => {
                         tracing::warn!("core ingest connection: {e}");
                         // Back-off before reconnecting, so a broker that is down is not hammered.
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(RETRY).await;
                         continue;
                     }
                 };
@@ -288,7 +292,7 @@ pub async fn serve_on(
                 }
                 if !closing.load(Relaxed) {
                     // Back-off before reconnecting.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(RETRY).await;
                 }
             }
         }))

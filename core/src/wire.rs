@@ -83,23 +83,64 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Writes the packets in one system call (or as few as the socket takes).
+    /// Writes what is queued and then the packets, in one system call (or as few as the socket takes).
     pub async fn send(&mut self, packets: &[Packet]) -> Result<(), WireError> {
-        self.buf.clear();
         for p in packets {
             p.write(&mut self.buf, self.max)?;
         }
-        self.half.write_all(&self.buf).await?;
-        Ok(())
+        self.flush().await
     }
 
     /// PUBACKs for these packet ids, in one write.
     pub async fn ack(&mut self, pkids: &[u16]) -> Result<(), WireError> {
-        self.buf.clear();
         for &id in pkids {
             Packet::PubAck(rumqttc::PubAck::new(id)).write(&mut self.buf, self.max)?;
         }
-        self.half.write_all(&self.buf).await?;
+        self.flush().await
+    }
+
+    /// Queues a PUBLISH (packet id 0 at QoS 0) without writing it: a publisher that sends many messages
+    /// at once writes them with one [`Writer::flush`]. Encoded here, from borrowed topic and payload.
+    pub fn queue_publish(&mut self, topic: &str, payload: &[u8], pkid: Option<u16>) -> Result<(), WireError> {
+        let len = 2 + topic.len() + if pkid.is_some() { 2 } else { 0 } + payload.len();
+        if len > self.max || topic.len() > u16::MAX as usize {
+            return Err(WireError::Codec(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(len)));
+        }
+        self.buf.reserve(len + 5);
+        self.buf.extend_from_slice(&[if pkid.is_some() { 0x32 } else { 0x30 }]);
+        let mut rest = len;
+        loop {
+            let mut byte = (rest % 128) as u8;
+            rest /= 128;
+            if rest > 0 {
+                byte |= 0x80;
+            }
+            self.buf.extend_from_slice(&[byte]);
+            if rest == 0 {
+                break;
+            }
+        }
+        self.buf.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        self.buf.extend_from_slice(topic.as_bytes());
+        if let Some(id) = pkid {
+            self.buf.extend_from_slice(&id.to_be_bytes());
+        }
+        self.buf.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes what is queued.
+    pub async fn flush(&mut self) -> Result<(), WireError> {
+        if !self.buf.is_empty() {
+            let r = self.half.write_all(&self.buf).await;
+            self.buf.clear();
+            r?;
+        }
         Ok(())
     }
 
@@ -151,4 +192,34 @@ pub fn subscribe(filter: &str) -> Packet {
 /// Whether a publish needs an acknowledgement.
 pub fn needs_ack(p: &Publish) -> bool {
     p.qos != QoS::AtMostOnce
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_queued_publish_reads_back_as_rumqttcs_codec_reads_it() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let (_, w) = a.unwrap().into_split();
+        let (r, _) = b.unwrap().0.into_split();
+        let mut w = Writer { half: w, buf: BytesMut::new(), max: 1 << 20 };
+        let big = vec![7u8; 300];
+        w.queue_publish("town/E001/gate/x/gate.pass", b"{}", None).unwrap();
+        w.queue_publish("town/E002/smoke/y/smoke.alarm", &big, Some(513)).unwrap();
+        assert!(w.queue_publish("t", &vec![0u8; 2 << 20], None).is_err(), "over the packet limit");
+        w.flush().await.unwrap();
+        assert_eq!(w.queued(), 0);
+        let mut r = Reader { half: r, buf: BytesMut::new(), max: 1 << 20, early: Vec::new() };
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            r.read(&mut got).await.unwrap();
+        }
+        let Packet::Publish(p) = &got[0] else { panic!("{:?}", got[0]) };
+        assert_eq!((p.topic.as_str(), &p.payload[..], p.qos), ("town/E001/gate/x/gate.pass", &b"{}"[..], QoS::AtMostOnce));
+        let Packet::Publish(p) = &got[1] else { panic!("{:?}", got[1]) };
+        assert_eq!((p.topic.as_str(), p.payload.len(), p.qos, p.pkid), ("town/E002/smoke/y/smoke.alarm", 300, QoS::AtLeastOnce, 513));
+    }
 }

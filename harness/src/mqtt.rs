@@ -42,8 +42,13 @@ pub struct Counters {
     pub invalid: AtomicU64,
     /// Connections the broker refused (a login it does not accept, say).
     pub refused: AtomicU64,
-    /// Requests carried over a reconnect and sent again (see [`spawn_loop`]).
+    /// Requests carried over a reconnect and sent again (see [`spawn_loop`]), and the QoS 1 publishes among them.
     pub resent: AtomicU64,
+    pub resent_qos1: AtomicU64,
+    /// Reconnects the broker answered with the session it kept (`session_present`).
+    pub resumed: AtomicU64,
+    /// Publishes rumqttc parked because their packet id was still in flight (its single collision slot).
+    pub collisions: AtomicU64,
     /// QoS 1 publishes handed to the connection and not yet acknowledged, summed over the connections
     /// (the client's in-flight window and what it holds for the next connection).
     pub outstanding: AtomicU64,
@@ -57,8 +62,36 @@ pub struct Counters {
     changed: Notify,
 }
 
+/// What a publisher's connections went through, for a load report.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+pub struct Churn {
+    /// Connections lost after a CONNACK.
+    pub drops: u64,
+    /// Reconnects that found the session the broker kept.
+    pub resumed: u64,
+    /// Requests carried over a reconnect and sent again, and the QoS 1 publishes among them.
+    pub resent: u64,
+    pub resent_qos1: u64,
+    /// Publishes parked in rumqttc's collision slot.
+    pub collisions: u64,
+    /// QoS 1 acknowledgements (a publish sent again after a reconnect may be acknowledged twice).
+    pub pubacks: u64,
+}
+
 impl Counters {
-    fn new() -> Arc<Counters> {
+    pub fn churn(&self) -> Churn {
+        let g = Counters::get;
+        Churn {
+            drops: g(&self.drops),
+            resumed: g(&self.resumed),
+            resent: g(&self.resent),
+            resent_qos1: g(&self.resent_qos1),
+            collisions: g(&self.collisions),
+            pubacks: g(&self.pubacks),
+        }
+    }
+
+    pub fn new() -> Arc<Counters> {
         Arc::new(Counters { received_by_type: EventType::ALL.iter().map(|_| AtomicU64::new(0)).collect(), ..Default::default() })
     }
 
@@ -77,6 +110,14 @@ impl Counters {
     fn bump(&self, a: &AtomicU64) {
         a.fetch_add(1, Ordering::Relaxed);
         self.changed.notify_waiters();
+    }
+
+    pub fn bump_pubacks(&self) {
+        self.bump(&self.pubacks);
+    }
+
+    pub fn bump_errors(&self) {
+        self.bump(&self.errors);
     }
 
     /// Waits until `done` holds, or `deadline`; returns whether it holds.
@@ -146,14 +187,19 @@ impl Polled {
 /// Polls an event loop until it is closed, counting connections, acks and errors; optionally counting
 /// and checking received publishes.
 /// With `resubscribe`, a subscriber's client and filter: after a reconnect to a broker that kept no
-/// session for it (a restarted broker), the filter is subscribed again.
-fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>, resubscribe: Option<(AsyncClient, String)>) -> Polled {
+/// session for it (a restarted broker), the filter is subscribed again. `platform`: the platform's own
+/// services (the clock, the hotline, observers) retry every 300 ms; devices back off as firmware does.
+fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>, resubscribe: Option<(AsyncClient, String)>, platform: bool) -> Polled {
     network(&mut el);
     let closing = Arc::new(AtomicBool::new(false));
     let closed = closing.clone();
     // Back-off between reconnects as device firmware does it: a random delay in [d/2, d], d doubling from
-    // 200 ms to 5 s while the broker stays away, drawn from a stream seeded by the client id (so a run's
-    // reconnects are the same each time it is repeated).
+    // 1 s to 5 s while the broker stays away, drawn from a stream seeded by the client id (so a run's
+    // reconnects are the same each time it is repeated). The core retries every 100 ms, the platform's
+    // services every 300 ms, so that (most often) after a broker restart the core has subscribed again and the
+    // clock ticks before the devices return: a broker that kept no session drops what arrives for a
+    // subscription not yet made, and a clock minutes behind the devices (at a run's speed-up) makes the core
+    // refuse their events as ahead of its window.
     let mut rng = {
         use rand::SeedableRng as _;
         let id = el.mqtt_options.client_id();
@@ -161,7 +207,8 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
     };
     let task = tokio::spawn(async move {
         let mut up = false;
-        let mut backoff = Duration::from_millis(200);
+        let first = Duration::from_millis(if platform { 300 } else { 1_000 });
+        let mut backoff = first;
         // What the client had not yet had acknowledged when its connection broke: rumqttc moves it into
         // `pending` and, if the next CONNACK says the broker kept no session (a restarted broker, a clean
         // session), clears it: the in-flight publishes and every request still queued in its channel would
@@ -187,8 +234,19 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
             }
             match polled {
                 Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                    tracing::debug!(
+                        client = el.mqtt_options.client_id(),
+                        session_present = c.session_present,
+                        carried = carried.len(),
+                        overflow = overflow.len(),
+                        "connack"
+                    );
+                    if c.session_present {
+                        counters.resumed.fetch_add(1, Ordering::Relaxed);
+                    }
                     if !carried.is_empty() || !overflow.is_empty() {
-                        counters.resent.fetch_add(carried.len() as u64, Ordering::Relaxed);
+                        counters.resent.fetch_add((carried.len() + overflow.len()) as u64, Ordering::Relaxed);
+                        counters.resent_qos1.fetch_add(qos1_in(&carried) + qos1_in(&overflow), Ordering::Relaxed);
                         tracing::info!("sending {} requests again after a reconnect (session kept: {})", carried.len(), c.session_present);
                         carried.extend(std::mem::take(&mut el.pending));
                         carried.extend(std::mem::take(&mut overflow));
@@ -213,7 +271,7 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
                         up = true;
                         counters.live.fetch_add(1, Ordering::Relaxed);
                     }
-                    backoff = Duration::from_millis(200);
+                    backoff = first;
                     // The first connection's subscription is made by whoever started this loop.
                     let again = Counters::get(&counters.connected) > 0;
                     if again
@@ -226,13 +284,21 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
                     counters.bump(&counters.connected);
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => counters.bump(&counters.subscribed),
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                Ok(Event::Incoming(Packet::PubAck(a))) => {
+                    tracing::debug!(client = el.mqtt_options.client_id(), pkid = a.pkid, "puback");
                     if let Some(r) = overflow.pop_front() {
                         el.pending.push_back(r);
                     }
                     counters.bump(&counters.pubacks)
                 }
                 Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) if closed.load(Ordering::Relaxed) => break,
+                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) if pkid != 0 => {
+                    tracing::debug!(client = el.mqtt_options.client_id(), pkid, "publish qos1");
+                }
+                Ok(Event::Outgoing(rumqttc::Outgoing::AwaitAck(pkid))) => {
+                    tracing::debug!(client = el.mqtt_options.client_id(), pkid, "collision");
+                    counters.collisions.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if let Some(check) = validate {
                         let ty = p.topic.rsplit('/').next().and_then(EventType::parse);
@@ -248,6 +314,7 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
                 Ok(_) => {}
                 Err(_) if closed.load(Ordering::Relaxed) => break,
                 Err(e) => {
+                    tracing::debug!(client = el.mqtt_options.client_id(), error = %e, pending = el.pending.len(), pending_qos1 = qos1_in(&el.pending), collision = el.state.collision.is_some(), "connection error");
                     if let rumqttc::ConnectionError::ConnectionRefused(code) = e {
                         tracing::warn!("the broker refused a connection: {code:?}");
                         counters.bump(&counters.refused);
@@ -261,8 +328,10 @@ fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>
                     // Back-off before the event loop reconnects, so a broker that is down is not hammered:
                     // jittered, growing while it stays away, or spread over a storm's window.
                     let storm = Counters::get(&counters.storm_ms);
-                    let wait = if storm > 0 {
+                    let wait = if storm > 0 && !platform {
                         Duration::from_millis(rand::Rng::random_range(&mut rng, 0..=storm))
+                    } else if platform {
+                        first
                     } else {
                         let w = backoff.mul_f64(rand::Rng::random_range(&mut rng, 0.5..=1.0));
                         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -328,7 +397,8 @@ impl Publisher {
                 Mode::Device => k.clone(),
             };
             let (client, el) = AsyncClient::new(options(&format!("towntwin-{pid}-{k}"), &user, ep, inflight, capacity, mode == Mode::Device)?, capacity);
-            tasks.push(spawn_loop(el, counters.clone(), None, None));
+            let platform = mode != Mode::Device || user == CLOCK || user == crate::credentials::HOTLINE;
+            tasks.push(spawn_loop(el, counters.clone(), None, None, platform));
             clients.push(client);
             route.insert(k, i);
         }
@@ -351,9 +421,17 @@ impl Publisher {
         self.clients.len()
     }
 
-    /// What can drop every connection at once from another thread (see [`Storm::start`]).
+    /// What can drop every device connection at once from another thread (see [`Storm::start`]). The
+    /// clock and the hotline are the platform's own, not devices behind an uplink: they stay up (a clock
+    /// that stalls for a storm's seconds at a run's speed-up would put the devices' events minutes ahead of
+    /// the core's clock, and the core refuses those as out of its window).
     pub fn storm_handle(&self) -> Storm {
-        Storm { clients: self.clients.clone(), counters: self.counters.clone() }
+        let platform: Vec<usize> = ["twin", towntwin_core::event::HOTLINE_DEVICE].iter().filter_map(|k| self.route.get(*k).copied()).collect();
+        let devices = match self.mode {
+            Mode::Device => self.clients.iter().enumerate().filter(|(i, _)| !platform.contains(i)).map(|(_, c)| c.clone()).collect(),
+            _ => self.clients.clone(),
+        };
+        Storm { clients: devices, total: self.clients.len() as u64, counters: self.counters.clone() }
     }
 
     fn client_for(&self, topic: &str) -> usize {
@@ -370,6 +448,7 @@ impl Publisher {
         let c = self.client_for(&topic);
         if msg.qos > 0 {
             self.published_qos1 += 1;
+            tracing::debug!(client = c, topic, "qos1 handed to client");
         }
         self.clients[c].publish_bytes(topic, qos(msg.qos), false, msg.payload).await?;
         self.published += 1;
@@ -397,12 +476,21 @@ impl Publisher {
 /// after their uplink flaps.
 #[derive(Clone)]
 pub struct Storm {
+    /// The connections a storm drops.
     clients: Vec<AsyncClient>,
+    /// All the publisher's connections.
+    total: u64,
     counters: Arc<Counters>,
 }
 
 impl Storm {
-    /// Drops every connection (DISCONNECT; the broker keeps the sessions); each reconnects within `within`.
+    /// A publisher without device connections to drop (one connection of its own: the lean publisher).
+    pub fn none(counters: Arc<Counters>) -> Storm {
+        Storm { clients: Vec::new(), total: 1, counters }
+    }
+
+    /// Drops every device connection (DISCONNECT; the broker keeps the sessions); each reconnects within
+    /// `within`.
     pub fn start(&self, within: Duration) {
         self.counters.storm_ms.store(within.as_millis().max(1) as u64, Ordering::Relaxed);
         for c in &self.clients {
@@ -412,8 +500,8 @@ impl Storm {
 
     /// Waits until every connection is up again (at most `limit`); then back to the usual back-off.
     pub async fn wait_reconnected(&self, since_drops: u64, limit: Duration) -> bool {
-        let n = self.clients.len() as u64;
-        let ok = self.counters.wait_until(Instant::now() + limit, |c| Counters::get(&c.drops) >= since_drops + n && Counters::get(&c.live) >= n).await;
+        let (n, total) = (self.clients.len() as u64, self.total);
+        let ok = self.counters.wait_until(Instant::now() + limit, |c| Counters::get(&c.drops) >= since_drops + n && Counters::get(&c.live) >= total).await;
         self.counters.storm_ms.store(0, Ordering::Relaxed);
         ok
     }
@@ -422,8 +510,14 @@ impl Storm {
         &self.counters
     }
 
+    /// The connections a storm drops.
     pub fn len(&self) -> usize {
         self.clients.len()
+    }
+
+    /// All the publisher's connections.
+    pub fn total(&self) -> u64 {
+        self.total
     }
 
     pub fn is_empty(&self) -> bool {
@@ -444,7 +538,7 @@ impl Observer {
         let counters = Counters::new();
         let id = format!("towntwin-observer-{}-{}", std::process::id(), filter.len());
         let (client, el) = AsyncClient::new(options(&id, crate::credentials::OBSERVER, ep, 1_000, 1_000, false)?, 1_000);
-        let task = spawn_loop(el, counters.clone(), Some(validate), Some((client.clone(), filter.to_string())));
+        let task = spawn_loop(el, counters.clone(), Some(validate), Some((client.clone(), filter.to_string())), true);
         client.subscribe(filter, QoS::AtLeastOnce).await?;
         if !counters.wait_until(Instant::now() + Duration::from_secs(10), |c| Counters::get(&c.subscribed) > 0 || Counters::get(&c.refused) > 0).await
             || Counters::get(&counters.refused) > 0

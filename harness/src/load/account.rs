@@ -30,8 +30,9 @@ pub struct Events {
     pub duplicated: u64,
     /// Events in the log that were never sent.
     pub unknown: u64,
-    /// Up to 50 of each, for the report.
-    pub lost_ids: Vec<String>,
+    /// Up to 50 of each, for the report (QoS 1 losses apart: they are the ones judged).
+    pub lost_qos1_ids: Vec<String>,
+    pub lost_qos0_ids: Vec<String>,
     pub duplicated_ids: Vec<String>,
 }
 
@@ -63,13 +64,10 @@ pub fn events(sent: &[Sent], expected: &HashSet<String>, logged: &[String]) -> E
                 }
             }
             None if expected.contains(&s.key) => {
-                if s.qos == 0 {
-                    e.lost_qos0 += 1;
-                } else {
-                    e.lost_qos1 += 1;
-                }
-                if e.lost_ids.len() < 50 {
-                    e.lost_ids.push(s.key.clone());
+                let (n, ids) = if s.qos == 0 { (&mut e.lost_qos0, &mut e.lost_qos0_ids) } else { (&mut e.lost_qos1, &mut e.lost_qos1_ids) };
+                *n += 1;
+                if ids.len() < 50 {
+                    ids.push(s.key.clone());
                 }
             }
             None => {}
@@ -167,7 +165,7 @@ mod tests {
         assert_eq!((e.sent, e.sent_qos1, e.sent_qos0, e.expected), (5, 3, 2, 4));
         assert_eq!(e.accepted, 2);
         assert_eq!((e.lost_qos1, e.lost_qos0), (1, 1));
-        assert_eq!(e.lost_ids, vec!["a 2".to_string(), "b 1".to_string()]);
+        assert_eq!((e.lost_qos1_ids.clone(), e.lost_qos0_ids.clone()), (vec!["a 2".to_string()], vec!["b 1".to_string()]));
         assert_eq!((e.duplicated, e.duplicated_ids.clone()), (1, vec!["a 1".to_string()]));
         assert_eq!(e.unknown, 1);
         // Nothing wrong: nothing counted.

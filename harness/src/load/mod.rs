@@ -15,6 +15,7 @@
 
 pub mod account;
 pub mod knee;
+pub mod lean;
 pub mod procs;
 pub mod profile;
 pub mod report;
@@ -39,7 +40,7 @@ use crate::percentiles::Recorder;
 use crate::run::{RunOptions, stamped_dir};
 use crate::{DataFault, UsageFault};
 use procs::{Proc, Usage};
-use profile::{Fault, Loaded, secs};
+use profile::{Fault, Loaded, Profile, secs};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -127,6 +128,11 @@ pub struct Summary {
     pub invalid_reason: Option<String>,
     pub sent: u64,
     pub broker_acknowledged: u64,
+    /// The generator's connections: drops, resumed sessions, requests sent again, collisions.
+    pub publishers: crate::mqtt::Churn,
+    /// Events the core under load refused, by reason (the core's `rejects` table): an event refused here
+    /// that the reference core accepted is counted lost.
+    pub core_refused: std::collections::BTreeMap<String, u64>,
     pub accepted: u64,
     pub expected_work_orders: u64,
     pub work_orders: u64,
@@ -167,6 +173,7 @@ pub async fn drive(offsets: &[f64], t0: Instant, sink: &mut impl Sink, lag: &mut
     for (i, &w) in offsets.iter().enumerate() {
         let due = t0 + secs(w);
         if due > Instant::now() {
+            sink.flush().await?;
             // Pacing to the schedule: never early (a timer wakes on the next millisecond, so a send may be up
             // to a millisecond late, which the lag histogram shows and the latency includes).
             tokio::time::sleep_until(due.into()).await;
@@ -178,22 +185,109 @@ pub async fn drive(offsets: &[f64], t0: Instant, sink: &mut impl Sink, lag: &mut
         }
         sink.send(i).await?;
     }
-    Ok(())
+    sink.flush().await
 }
 
 /// Where [`drive`] sends item `i` (the publisher, or a test's stalling consumer).
 pub trait Sink {
     fn send(&mut self, i: usize) -> impl std::future::Future<Output = Result<()>>;
+    /// Called before the driver waits for the next item's instant: what was queued goes out now.
+    fn flush(&mut self) -> impl std::future::Future<Output = Result<()>> {
+        async { Ok(()) }
+    }
+}
+
+/// The load's publisher: rumqttc clients in any connection mode, or the lean one for one connection.
+enum Gen {
+    Clients(Publisher),
+    Lean(lean::Lean),
+}
+
+impl Gen {
+    /// The lean publisher when the profile has one connection and no fault that drops it.
+    async fn connect(ep: &Endpoint, prof: &Profile, town: &towntwin_core::town::Town) -> Result<Gen> {
+        let drops = prof.faults.iter().any(|f| matches!(f, Fault::RestartBroker { .. } | Fault::ReconnectStorm { .. }));
+        let timeout = Duration::from_secs(60);
+        Ok(if prof.connections == crate::mqtt::Mode::One && !drops {
+            Gen::Lean(lean::Lean::connect(ep, timeout).await?)
+        } else {
+            Gen::Clients(Publisher::connect(ep, prof.connections, town, timeout).await?)
+        })
+    }
+
+    fn counters(&self) -> &Arc<crate::mqtt::Counters> {
+        match self {
+            Gen::Clients(p) => &p.counters,
+            Gen::Lean(l) => &l.counters,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        match self {
+            Gen::Clients(p) => p.connections(),
+            Gen::Lean(_) => 1,
+        }
+    }
+
+    fn connect_time(&self) -> Duration {
+        match self {
+            Gen::Clients(p) => p.connect_time,
+            Gen::Lean(l) => l.connect_time,
+        }
+    }
+
+    fn storm_handle(&self) -> crate::mqtt::Storm {
+        match self {
+            Gen::Clients(p) => p.storm_handle(),
+            Gen::Lean(l) => crate::mqtt::Storm::none(l.counters.clone()),
+        }
+    }
+
+    fn published(&self) -> u64 {
+        match self {
+            Gen::Clients(p) => p.published,
+            Gen::Lean(l) => l.published,
+        }
+    }
+
+    async fn flush(&mut self, timeout: Duration) -> u64 {
+        match self {
+            Gen::Clients(p) => p.flush(timeout).await,
+            Gen::Lean(l) => {
+                if let Err(e) = l.flush().await {
+                    tracing::warn!("{e:#}");
+                }
+                l.wait_acked(timeout).await
+            }
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Gen::Clients(p) => p.close().await,
+            Gen::Lean(l) => l.close().await,
+        }
+    }
 }
 
 struct ToBroker<'a> {
-    publisher: &'a mut Publisher,
+    publisher: &'a mut Gen,
     msgs: &'a [Message],
 }
 
 impl Sink for ToBroker<'_> {
     async fn send(&mut self, i: usize) -> Result<()> {
-        self.publisher.publish(self.msgs[i].clone()).await
+        match self.publisher {
+            Gen::Clients(p) => p.publish(self.msgs[i].clone()).await,
+            Gen::Lean(l) => l.send(&self.msgs[i]).await,
+        }
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        match self.publisher {
+            Gen::Clients(_) => Ok(()),
+            Gen::Lean(l) => l.flush().await,
+        }
     }
 }
 
@@ -422,10 +516,10 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
     let measured = rt.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let listener = listen(&ep, tx).await?;
-        let mut publisher = Publisher::connect(&ep, prof.connections, &town, Duration::from_secs(60)).await?;
+        let mut publisher = Gen::connect(&ep, prof, &town).await?;
         let t0 = Instant::now() + Duration::from_millis(300);
 
-        let (connection_count, connect_seconds) = (publisher.connections(), publisher.connect_time.as_secs_f64());
+        let (connection_count, connect_seconds) = (publisher.connections(), publisher.connect_time().as_secs_f64());
         eprintln!("load: {connection_count} connection(s) accepted in {connect_seconds:.2} s; sending ...");
         // Faults on their own thread, on schedule.
         let faults = {
@@ -435,7 +529,7 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
         // Samples of progress and resources.
         let stop_sampling = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sampler = {
-            let (procs, stop, db, counters) = (procs.clone(), stop_sampling.clone(), db.clone(), publisher.counters.clone());
+            let (procs, stop, db, counters) = (procs.clone(), stop_sampling.clone(), db.clone(), publisher.counters().clone());
             std::thread::Builder::new().name("sampler".into()).spawn(move || sample(&procs, &db, t0, &stop, &counters))?
         };
 
@@ -443,7 +537,7 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
         let give_up = secs(30.0f64.max(prof.slo.generator_lag_p99_ms / 1000.0 * 20.0));
         let sending = drive(&offsets, t0, &mut ToBroker { publisher: &mut publisher, msgs: &msgs }, &mut lag, give_up).await;
         let sent_until = t0.elapsed().as_secs_f64();
-        let sent = if sending.is_ok() { msgs.len() } else { publisher.published as usize };
+        let sent = if sending.is_ok() { msgs.len() } else { publisher.published() as usize };
 
         // Drain: until the core's watermark passes the last clock tick sent, or the limit.
         let mut heard = Vec::new();
@@ -470,14 +564,29 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
                 heard.push(h);
             }
         }
-        let acked = publisher.counters.pubacks();
+        let acked = publisher.counters().pubacks();
         let _ = publisher.flush(Duration::from_secs(2)).await;
+        let churn = publisher.counters().churn();
         publisher.close().await;
         listener.abort();
         stop_sampling.store(true, std::sync::atomic::Ordering::Relaxed);
         let faults = faults.join().map_err(|_| anyhow!("the fault thread panicked"))?;
         let samples = sampler.join().map_err(|_| anyhow!("the sampler thread panicked"))?;
-        Ok::<_, anyhow::Error>(Measured { sending, sent, sent_until, lag, heard, drained, acked, faults, samples, t0, connection_count, connect_seconds })
+        Ok::<_, anyhow::Error>(Measured {
+            sending,
+            sent,
+            sent_until,
+            lag,
+            heard,
+            drained,
+            acked,
+            churn,
+            faults,
+            samples,
+            t0,
+            connection_count,
+            connect_seconds,
+        })
     })?;
     // The core stops cleanly (it prints its counters), then the broker.
     let (core_stopped, lines, starts) = {
@@ -506,6 +615,7 @@ struct Measured {
     heard: Vec<Heard>,
     drained: Option<f64>,
     acked: u64,
+    churn: crate::mqtt::Churn,
     faults: Vec<FaultRun>,
     samples: Vec<Sample>,
     t0: Instant,
@@ -546,7 +656,7 @@ fn inject(procs: &Mutex<Procs>, faults: &[Fault], t0: Instant, storm: &crate::mq
                         anyhow::bail!(
                             "{} of {} connections were up {limit:?} after the storm began",
                             crate::mqtt::Counters::get(&storm.counters().live),
-                            storm.len()
+                            storm.total()
                         );
                     }
                     Ok(())
@@ -628,6 +738,10 @@ fn judge(
     let made: Vec<(u64, account::OrderKey)> = conn
         .prepare("SELECT id, rule, key, created_at FROM orders")?
         .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, (r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))))?
+        .collect::<Result<_, _>>()?;
+    let refused: std::collections::BTreeMap<String, u64> = conn
+        .prepare("SELECT reason, count FROM rejects")?
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
         .collect::<Result<_, _>>()?;
     let sent: Vec<account::Sent> = msgs[..m.sent].iter().zip(keys).map(|(msg, k)| account::Sent { key: k.clone(), qos: msg.qos }).collect();
     let expected: HashSet<String> = keys[..m.sent].iter().filter(|k| reference.accepted.contains(*k)).cloned().collect();
@@ -727,6 +841,8 @@ fn judge(
         invalid_reason,
         sent: m.sent as u64,
         broker_acknowledged: m.acked,
+        publishers: m.churn,
+        core_refused: refused,
         accepted: events.accepted,
         expected_work_orders: orders.expected,
         work_orders: orders.made,

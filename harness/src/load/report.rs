@@ -253,7 +253,20 @@ pub fn render(s: &Summary) -> String {
     let _ = writeln!(o, "| connections | {} ({:?}), all accepted in {:.2} s |", s.connection_count, s.connections, s.connect_seconds);
     let _ =
         writeln!(o, "| events sent | {} ({} QoS 1, {} QoS 0); broker acknowledged {} |", s.sent, s.events.sent_qos1, s.events.sent_qos0, s.broker_acknowledged);
-    let _ = writeln!(o, "| accepted by the core | {} of {} expected |", s.accepted, s.events.expected);
+    let c = &s.publishers;
+    if c.drops > 0 {
+        let _ = writeln!(
+            o,
+            "| generator's connections | {} dropped, {} resumed their session; {} requests sent again ({} QoS 1); {} packet-id collisions |",
+            c.drops, c.resumed, c.resent, c.resent_qos1, c.collisions
+        );
+    }
+    let refused = if s.core_refused.is_empty() {
+        String::new()
+    } else {
+        format!("; it refused {}", s.core_refused.iter().map(|(r, n)| format!("{n} ({r})")).collect::<Vec<_>>().join(", "))
+    };
+    let _ = writeln!(o, "| accepted by the core | {} of {} expected{refused} |", s.accepted, s.events.expected);
     let _ = writeln!(o, "| work orders | {} of {} expected |", s.work_orders, s.expected_work_orders);
     let _ = writeln!(o, "| lost | {} QoS 1 events, {} work orders; QoS 0 events lost: {} |", s.events.lost_qos1, s.orders.lost, s.lost_qos0);
     let _ = writeln!(o, "| duplicated | {} events, {} work orders; unexpected orders {} |", s.events.duplicated, s.orders.duplicated, s.orders.unexpected);
@@ -294,7 +307,8 @@ pub fn render(s: &Summary) -> String {
         let _ = writeln!(o, "| {} | {} | {} | {} |", c.what, c.target, c.measured, if c.pass { "pass" } else { "**FAIL**" });
     }
     for (what, ids) in [
-        ("lost events", &s.events.lost_ids),
+        ("lost QoS 1 events", &s.events.lost_qos1_ids),
+        ("lost QoS 0 events", &s.events.lost_qos0_ids),
         ("duplicated events", &s.events.duplicated_ids),
         ("lost work orders", &s.orders.lost_ids),
         ("duplicated work orders", &s.orders.duplicated_ids),
