@@ -161,6 +161,8 @@ fn core_restart_mid_stream_loses_and_duplicates_nothing() {
         assert!(first.has_snapshot());
     } // dropped: as if the process ended after committing these batches
     let mut second = Core::open(rules(), policy(), &town, Some(&db)).unwrap();
+    // Written on the store's snapshot thread, and there before the first core's store closed.
+    assert!(second.has_snapshot(), "the restart loads the snapshot");
     let before = second.stats.duplicates;
     feed(&mut second, &ticks[half - 5..half]); // redelivered
     assert!(second.stats.duplicates > before, "redelivered events are recognised as duplicates");

@@ -281,11 +281,14 @@ impl Core {
         let snapshot = self.since_snapshot >= self.snapshot_every;
         if let Some(b) = batch.take() {
             flush(&self.orders, &b)?;
-            if snapshot {
-                b.snapshot(self.last_seq, &encode_snapshot(&self.engine.state)?)?;
-                self.snapshot_upto = Some(self.last_seq);
-            }
             b.commit()?;
+        }
+        drop(batch);
+        if snapshot && let Some(store) = &self.store {
+            // Encoded and written on the store's snapshot thread; only the clone is paid here.
+            let state = self.engine.state.clone();
+            store.snapshot(self.last_seq, Box::new(move || encode_snapshot(&state).map_err(|e| e.to_string())))?;
+            self.snapshot_upto = Some(self.last_seq);
         }
         if snapshot {
             self.since_snapshot = 0;

@@ -690,7 +690,10 @@ fn inject(procs: &Mutex<Procs>, faults: &[Fault], t0: Instant, storm: &crate::mq
 fn sample(procs: &Mutex<Procs>, db: &std::path::Path, t0: Instant, stop: &std::sync::atomic::AtomicBool, counters: &crate::mqtt::Counters) -> Vec<Sample> {
     let mut conn = None;
     let mut out = Vec::new();
-    let mut last: HashMap<u32, (f64, Usage)> = HashMap::new();
+    // CPU is the change in CPU seconds over the wall time between two readings, measured on its own clock:
+    // the samples' `t` stays 0 until the load starts (t0 is a moment ahead), and a difference of two such
+    // zeros made a 10-core generator out of 10 ms of CPU.
+    let mut last: HashMap<u32, (Instant, Usage)> = HashMap::new();
     let me = std::process::id();
     let mut accepted = 0;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -700,9 +703,9 @@ fn sample(procs: &Mutex<Procs>, db: &std::path::Path, t0: Instant, stop: &std::s
             Err(_) => break,
         };
         let mut at = |pid: u32| -> Option<UsageAt> {
-            let u = procs::usage(pid)?;
-            let prev = last.insert(pid, (t, u));
-            let cpu = prev.map_or(0.0, |(pt, pu)| ((u.cpu_seconds - pu.cpu_seconds) / (t - pt).max(1e-3)).max(0.0));
+            let (u, now) = (procs::usage(pid)?, Instant::now());
+            let prev = last.insert(pid, (now, u));
+            let cpu = prev.map_or(0.0, |(pt, pu)| ((u.cpu_seconds - pu.cpu_seconds) / now.duration_since(pt).as_secs_f64().max(0.05)).max(0.0));
             Some(UsageAt { cpu, rss_mb: u.rss_mb })
         };
         let (c, b, g) = (at(core), broker.and_then(&mut at), at(me));
