@@ -26,57 +26,68 @@ pub struct Store {
     /// Every logged event id, for dedup: see [`Ids`].
     ids: Ids,
     /// Dropped with the store: stops the checkpointer.
-    _checkpointer: Option<Checkpointer>,
-    /// Writes engine snapshots off the ingest path: see [`Snapshotter`].
-    snapshotter: Option<Snapshotter>,
+    _checkpointer: Option<StoreThread<()>>,
+    /// Writes engine snapshots off the ingest path: see [`snapshotter`].
+    snapshotter: Option<StoreThread<(i64, SnapshotJob)>>,
+}
+
+/// A thread of the store's, with its own connection, fed through a channel. Dropped with the store: the
+/// channel closes, and the thread finishes what it was handed and is waited for.
+struct StoreThread<T> {
+    tx: Option<std::sync::mpsc::Sender<T>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> StoreThread<T> {
+    fn spawn(name: &str, body: impl FnOnce(std::sync::mpsc::Receiver<T>) + Send + 'static) -> Option<StoreThread<T>> {
+        let (tx, rx) = std::sync::mpsc::channel::<T>();
+        let thread = std::thread::Builder::new().name(name.into()).spawn(move || body(rx)).ok()?;
+        Some(StoreThread { tx: Some(tx), thread: Some(thread) })
+    }
+
+    /// Hands `t` over; gives it back if the thread has ended.
+    fn send(&self, t: T) -> Result<(), T> {
+        match &self.tx {
+            Some(tx) => tx.send(t).map_err(|e| e.0),
+            None => Err(t),
+        }
+    }
+}
+
+impl<T> Drop for StoreThread<T> {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Makes an engine snapshot's bytes (run on the snapshot thread).
 pub type SnapshotJob = Box<dyn FnOnce() -> Result<Vec<u8>, String> + Send>;
 
-/// Encodes and writes engine snapshots from its own thread and connection. Encoding the engine's state
+/// Encodes and writes engine snapshots from the store's own thread and connection. Encoding the engine's state
 /// took 28-53 ms at 1.5-2.8 MB, every 100,000 events, inside a batch's commit: at 33,000 events/s a stall
 /// every 3 s that alone set the p99 of the work-order latency. Now the ingest path only clones the state
 /// (after the batch that the snapshot covers is committed, so a snapshot never covers an event the log does
 /// not hold); a crash before the snapshot is written leaves the previous one, and a restart replays more.
-struct Snapshotter {
-    jobs: Option<std::sync::mpsc::Sender<(i64, SnapshotJob)>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Snapshotter {
-    fn start(path: &Path) -> Option<Snapshotter> {
-        let conn = Connection::open(path).ok()?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
-        let (jobs, rx) = std::sync::mpsc::channel::<(i64, SnapshotJob)>();
-        let thread = std::thread::Builder::new()
-            .name("engine-snapshot".into())
-            .spawn(move || {
-                while let Ok(mut job) = rx.recv() {
-                    // Only the latest of those waiting is worth writing.
-                    while let Ok(later) = rx.try_recv() {
-                        job = later;
-                    }
-                    let (upto, make) = job;
-                    let written = make().and_then(|bytes| write_snapshot(&conn, upto, &bytes).map_err(|e| e.to_string()));
-                    if let Err(e) = written {
-                        tracing::warn!("engine snapshot up to event {upto} not written (a restart replays from the one before): {e}");
-                    }
-                }
-            })
-            .ok()?;
-        Some(Snapshotter { jobs: Some(jobs), thread: Some(thread) })
-    }
-}
-
-impl Drop for Snapshotter {
-    fn drop(&mut self) {
-        // What was handed over is written before the store closes.
-        drop(self.jobs.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+/// What was handed over is written before the store closes.
+fn snapshotter(path: &Path) -> Option<StoreThread<(i64, SnapshotJob)>> {
+    let conn = Connection::open(path).ok()?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
+    StoreThread::spawn("engine-snapshot", move |rx: std::sync::mpsc::Receiver<(i64, SnapshotJob)>| {
+        while let Ok(mut job) = rx.recv() {
+            // Only the latest of those waiting is worth writing.
+            while let Ok(later) = rx.try_recv() {
+                job = later;
+            }
+            let (upto, make) = job;
+            let written = make().and_then(|bytes| write_snapshot(&conn, upto, &bytes).map_err(|e| e.to_string()));
+            if let Err(e) = written {
+                tracing::warn!("engine snapshot up to event {upto} not written (a restart replays from the one before): {e}");
+            }
         }
-    }
+    })
 }
 
 fn write_snapshot(conn: &Connection, upto: i64, engine: &[u8]) -> rusqlite::Result<()> {
@@ -85,6 +96,12 @@ fn write_snapshot(conn: &Connection, upto: i64, engine: &[u8]) -> rusqlite::Resu
     tx.execute("DELETE FROM snapshots WHERE upto < ?1", [upto])?;
     tx.commit()
 }
+
+/// The WAL's size past which a checkpoint makes the writer rewind it. A RESTART holds the writer off for
+/// its copy and the database's fsync: at 45,000 events/s, a 16 MiB cap checked ten times a second cut the
+/// core to 30,800-39,900 events/s; at this cap it comes once every several seconds of such load.
+const WAL_CAP: u64 = 256 << 20;
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Copies the WAL into the database from its own thread and connection, once a second, so that neither the
 /// copy nor its fsync ever runs inside a commit of the ingest path (SQLite's automatic checkpoint would run
@@ -95,56 +112,29 @@ fn write_snapshot(conn: &Connection, upto: i64, engine: &[u8]) -> rusqlite::Resu
 /// the WAL was never rewound: it grew by 37 MB a second at 45,000 events/s (400 MB in a 12 s load run, a full
 /// disk in a soak). So once the WAL holds over [`WAL_CAP`] the checkpointer finishes with a RESTART
 /// checkpoint, which holds the writer off while it copies the frames added since the PASSIVE one, so that
-/// the next commit rewinds the WAL.
-struct Checkpointer {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// The WAL's size past which a checkpoint makes the writer rewind it. A RESTART holds the writer off for
-/// its copy and the database's fsync: at 45,000 events/s, a 16 MiB cap checked ten times a second cut the
-/// core to 30,800-39,900 events/s; at this cap it comes once every several seconds of such load.
-const WAL_CAP: u64 = 256 << 20;
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-impl Checkpointer {
-    fn start(path: &Path, every: std::time::Duration, cap: u64) -> Option<Checkpointer> {
-        let conn = Connection::open(path).ok()?;
-        // A RESTART checkpoint waits this long for the writer's transaction in progress, and for readers.
-        conn.busy_timeout(std::time::Duration::from_secs(1)).ok()?;
-        let page: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).ok()?.max(512) as u64;
-        let (stop, rx) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-                    // (busy, frames in the WAL, frames copied)
-                    let frames = match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-                        Ok(f) => f.max(0) as u64,
-                        Err(e) => {
-                            tracing::warn!("WAL checkpoint: {e}");
-                            0
-                        }
-                    };
-                    if frames * page > cap
-                        && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
-                    {
-                        tracing::warn!("WAL checkpoint (restart): {e}");
-                    }
+/// the next commit rewinds the WAL. The channel carries nothing: its closing stops the thread.
+fn checkpointer(path: &Path, every: std::time::Duration, cap: u64) -> Option<StoreThread<()>> {
+    let conn = Connection::open(path).ok()?;
+    // A RESTART checkpoint waits this long for the writer's transaction in progress, and for readers.
+    conn.busy_timeout(std::time::Duration::from_secs(1)).ok()?;
+    let page: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).ok()?.max(512) as u64;
+    StoreThread::spawn("sqlite-checkpoint", move |rx: std::sync::mpsc::Receiver<()>| {
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+            // (busy, frames in the WAL, frames copied)
+            let frames = match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+                Ok(f) => f.max(0) as u64,
+                Err(e) => {
+                    tracing::warn!("WAL checkpoint: {e}");
+                    0
                 }
-            })
-            .ok()?;
-        Some(Checkpointer { stop: Some(stop), thread: Some(thread) })
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            };
+            if frames * page > cap
+                && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+            {
+                tracing::warn!("WAL checkpoint (restart): {e}");
+            }
         }
-    }
+    })
 }
 
 /// What a restart loads.
@@ -186,13 +176,13 @@ impl Store {
         // Another process may write briefly (`towntwin core token issue`): wait for it rather than fail.
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
         // The event log grows by ~300 MB a town day: a large page cache and memory-mapped reads keep the
-        // id index in memory. Checkpoints run on their own thread (see [`Checkpointer`]).
+        // id index in memory. Checkpoints run on their own thread (see [`checkpointer`]).
         conn.pragma_update(None, "cache_size", -16_384).map_err(sql)?;
         conn.pragma_update(None, "mmap_size", 1_i64 << 30).map_err(sql)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         conn.execute_batch(crate::audit::SCHEMA).map_err(sql)?;
-        let checkpointer = Checkpointer::start(path, CHECKPOINT_EVERY, WAL_CAP);
+        let checkpointer = checkpointer(path, CHECKPOINT_EVERY, WAL_CAP);
         if checkpointer.is_none() {
             // Without one, SQLite's own checkpoints keep the WAL bounded, in the commit path.
             conn.pragma_update(None, "wal_autocheckpoint", 8_192).map_err(sql)?;
@@ -206,7 +196,7 @@ impl Store {
                 ids.insert(Ids::hash(&id), seq);
             }
         }
-        let snapshotter = Snapshotter::start(path);
+        let snapshotter = snapshotter(path);
         Ok(Store { conn, path: p, ids, _checkpointer: checkpointer, snapshotter })
     }
 
@@ -261,11 +251,11 @@ impl Store {
     /// when there is none.
     pub fn snapshot(&self, upto: i64, make: SnapshotJob) -> Result<(), StoreError> {
         let make = match &self.snapshotter {
-            Some(Snapshotter { jobs: Some(jobs), .. }) => match jobs.send((upto, make)) {
+            Some(s) => match s.send((upto, make)) {
                 Ok(()) => return Ok(()),
-                Err(std::sync::mpsc::SendError((_, make))) => make,
+                Err((_, make)) => make,
             },
-            _ => make,
+            None => make,
         };
         let bytes = make().map_err(|detail| StoreError::Corrupt { path: self.path.clone(), detail })?;
         write_snapshot(&self.conn, upto, &bytes).map_err(|e| self.err(e))
@@ -529,7 +519,7 @@ mod tests {
         let path = dir.path().join("core.db");
         let mut store = Store::open(&path).unwrap();
         // This store's own checkpointer, every 20 ms, capped at 1 MiB.
-        store._checkpointer = Checkpointer::start(&path, std::time::Duration::from_millis(20), 1 << 20);
+        store._checkpointer = checkpointer(&path, std::time::Duration::from_millis(20), 1 << 20);
         let wal = dir.path().join("core.db-wal");
         let payload = vec![b'x'; 400];
         let (mut largest, mut n) = (0u64, 0u64);
