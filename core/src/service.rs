@@ -179,6 +179,15 @@ impl Core {
         self.take(out, accepted, &[], None)
     }
 
+    /// [`Core::ingest_delivered`] of messages decoded already (by the ingest's partitions, with
+    /// [`crate::decode::decode_on`] against this core's registry), one result for each payload.
+    pub fn ingest_decoded(&mut self, payloads: &[&[u8]], qos0: &[bool], decoded: Vec<Result<Event, Reject>>) -> Result<Outcome, CoreError> {
+        let n = payloads.len();
+        debug_assert_eq!(decoded.len(), n, "one decoded result for each payload");
+        let (out, accepted) = self.admit(decoded.into_iter().enumerate(), n);
+        self.take(out, accepted, payloads, Some(qos0))
+    }
+
     fn ingest_from(&mut self, payloads: &[&[u8]], topics: Option<&[&str]>, qos0: Option<&[bool]>) -> Result<Outcome, CoreError> {
         let devices = self.engine.devices();
         let decoded = payloads.iter().enumerate().map(|(i, p)| {

@@ -74,7 +74,7 @@ pub type SnapshotJob = Box<dyn FnOnce() -> Result<Vec<u8>, String> + Send>;
 /// What was handed over is written before the store closes.
 fn snapshotter(path: &Path) -> Option<StoreThread<(i64, SnapshotJob)>> {
     let conn = Connection::open(path).ok()?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
+    wait_when_busy(&conn).ok()?;
     StoreThread::spawn("engine-snapshot", move |rx: std::sync::mpsc::Receiver<(i64, SnapshotJob)>| {
         while let Ok(mut job) = rx.recv() {
             // Only the latest of those waiting is worth writing.
@@ -112,29 +112,76 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// the WAL was never rewound: it grew by 37 MB a second at 45,000 events/s (400 MB in a 12 s load run, a full
 /// disk in a soak). So once the WAL holds over [`WAL_CAP`] the checkpointer finishes with a RESTART
 /// checkpoint, which holds the writer off while it copies the frames added since the PASSIVE one, so that
-/// the next commit rewinds the WAL. The channel carries nothing: its closing stops the thread.
+/// the next commit rewinds the WAL; the database file is synced after each PASSIVE so that the RESTART's own
+/// sync is short. The channel carries nothing: its closing stops the thread.
 fn checkpointer(path: &Path, every: std::time::Duration, cap: u64) -> Option<StoreThread<()>> {
     let conn = Connection::open(path).ok()?;
-    // A RESTART checkpoint waits this long for the writer's transaction in progress, and for readers.
-    conn.busy_timeout(std::time::Duration::from_secs(1)).ok()?;
+    // A RESTART checkpoint waits for the writer's transaction in progress, and for readers.
+    wait_when_busy(&conn).ok()?;
     let page: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).ok()?.max(512) as u64;
+    // (frames in the WAL, frames copied), or None on an error (logged).
+    let passive = move |conn: &Connection| match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
+        Ok((log, copied)) => Some((log.max(0) as u64, copied.max(0) as u64)),
+        Err(e) => {
+            tracing::warn!("WAL checkpoint: {e}");
+            None
+        }
+    };
+    // The database file, to flush what the checkpoints copied into it without holding any lock.
+    let db = std::fs::File::open(path).ok()?;
+    let passive = move |conn: &Connection| {
+        let r = passive(conn);
+        // Under NORMAL, SQLite syncs the database only after a checkpoint that completes, which only the
+        // RESTART below does: it then flushed everything the PASSIVE ones had copied since the last one
+        // (42-66 ms, measured, with the writer held off). Flushed here as it goes, the RESTART's is short.
+        if let Err(e) = db.sync_data() {
+            tracing::warn!("WAL checkpoint: syncing the database file: {e}");
+        }
+        r
+    };
     StoreThread::spawn("sqlite-checkpoint", move |rx: std::sync::mpsc::Receiver<()>| {
         while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-            // (busy, frames in the WAL, frames copied)
-            let frames = match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-                Ok(f) => f.max(0) as u64,
-                Err(e) => {
-                    tracing::warn!("WAL checkpoint: {e}");
-                    0
-                }
-            };
-            if frames * page > cap
-                && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
-            {
+            let Some((mut log, mut copied)) = passive(&conn) else { continue };
+            if log * page <= cap {
+                continue;
+            }
+            // Catch up with the writer in passes that do not hold it off (each copies what the writer added
+            // during the one before, so they shorten), until what is left is a short copy...
+            let mut passes = 1;
+            while (log - copied.min(log)) > CATCH_UP_FRAMES && passes < 20 {
+                let Some(next) = passive(&conn) else { break };
+                (log, copied) = next;
+                passes += 1;
+            }
+            // ... then hold the writer off for that short copy, after which its next commit rewinds the WAL.
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
                 tracing::warn!("WAL checkpoint (restart): {e}");
             }
         }
     })
+}
+
+/// What a RESTART checkpoint may have left to copy while it holds the writer off (4 MiB at the default page
+/// size): the catch-up passes before it stop there.
+const CATCH_UP_FRAMES: u64 = 1_024;
+
+/// How long a connection waits for another's lock before it fails with "database is locked".
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Makes `conn` wait up to [`BUSY_TIMEOUT`] for a lock, retrying every 200 µs. SQLite's own busy timeout
+/// sleeps 1, 2, 5, 10, 15, 20, 25, 25, 50, 50 and then 100 ms between retries, so a writer held off for
+/// 66 ms by a checkpoint waited until 78 or 103 ms (measured in load runs): the retries' steps, not the
+/// lock, set the work orders' latency tail.
+fn wait_when_busy(conn: &Connection) -> rusqlite::Result<()> {
+    const STEP: std::time::Duration = std::time::Duration::from_micros(200);
+    fn retry(n: i32) -> bool {
+        if (n as u128) * STEP.as_micros() >= BUSY_TIMEOUT.as_micros() {
+            return false;
+        }
+        std::thread::sleep(STEP);
+        true
+    }
+    conn.busy_handler(Some(retry))
 }
 
 /// What a restart loads.
@@ -174,7 +221,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
         // Another process may write briefly (`towntwin core token issue`): wait for it rather than fail.
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
+        wait_when_busy(&conn).map_err(sql)?;
         // The event log grows by ~300 MB a town day: a large page cache and memory-mapped reads keep the
         // id index in memory. Checkpoints run on their own thread (see [`checkpointer`]).
         conn.pragma_update(None, "cache_size", -16_384).map_err(sql)?;
@@ -336,11 +383,26 @@ impl Store {
 /// id text costs a random B-tree page per event in every commit and every checkpoint, which was the largest
 /// cost of ingest. Ids are kept as 64-bit hashes with the sequence of their event; a hash seen before is
 /// checked against the stored id (a primary-key read), so dedup stays exact. Rebuilt from the log on open.
-#[derive(Debug, Default)]
+///
+/// In 256 shards by the hash's top byte: a single map of millions doubles in one go, and at 1,835,008 ids
+/// that rehash held the writer 130-330 ms (every 60,000-events/s load run had its worst latency there);
+/// a shard holds 1/256 of them, and the shards reach their limits spread over a few hundred thousand events.
+#[derive(Debug)]
 struct Ids {
-    first: HashMap<u64, i64>,
+    shards: Vec<IdShard>,
+}
+
+#[derive(Debug, Default)]
+struct IdShard {
+    first: HashMap<u64, i64, rustc_hash::FxBuildHasher>,
     /// Further events whose ids hash alike (almost never).
-    more: HashMap<u64, Vec<i64>>,
+    more: HashMap<u64, Vec<i64>, rustc_hash::FxBuildHasher>,
+}
+
+impl Default for Ids {
+    fn default() -> Ids {
+        Ids { shards: (0..256).map(|_| IdShard::default()).collect() }
+    }
 }
 
 impl Ids {
@@ -351,37 +413,44 @@ impl Ids {
         h.finish()
     }
 
+    fn shard(&mut self, h: u64) -> &mut IdShard {
+        &mut self.shards[(h >> 56) as usize]
+    }
+
     fn insert(&mut self, h: u64, seq: i64) {
-        match self.first.entry(h) {
+        let shard = self.shard(h);
+        match shard.first.entry(h) {
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(seq);
             }
-            std::collections::hash_map::Entry::Occupied(_) => self.more.entry(h).or_default().push(seq),
+            std::collections::hash_map::Entry::Occupied(_) => shard.more.entry(h).or_default().push(seq),
         }
     }
 
     fn remove(&mut self, h: u64, seq: i64) {
-        if let Some(v) = self.more.get_mut(&h) {
+        let shard = self.shard(h);
+        if let Some(v) = shard.more.get_mut(&h) {
             v.retain(|s| *s != seq);
             if v.is_empty() {
-                self.more.remove(&h);
+                shard.more.remove(&h);
             }
         }
-        if self.first.get(&h) == Some(&seq) {
-            self.first.remove(&h);
-            if let Some(mut v) = self.more.remove(&h)
+        if shard.first.get(&h) == Some(&seq) {
+            shard.first.remove(&h);
+            if let Some(mut v) = shard.more.remove(&h)
                 && let Some(s) = v.pop()
             {
-                self.first.insert(h, s);
+                shard.first.insert(h, s);
                 if !v.is_empty() {
-                    self.more.insert(h, v);
+                    shard.more.insert(h, v);
                 }
             }
         }
     }
 
     fn candidates(&self, h: u64) -> impl Iterator<Item = i64> + '_ {
-        self.first.get(&h).copied().into_iter().chain(self.more.get(&h).into_iter().flatten().copied())
+        let shard = &self.shards[(h >> 56) as usize];
+        shard.first.get(&h).copied().into_iter().chain(shard.more.get(&h).into_iter().flatten().copied())
     }
 }
 
@@ -511,6 +580,35 @@ fn unname<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, serde_json::Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ids whose hashes collide keep every sequence, in any shard, and a rolled-back one is taken out alone.
+    #[test]
+    fn ids_keep_colliding_hashes_apart_across_shards() {
+        let mut ids = Ids::default();
+        let (a, b) = (0x01u64 << 56 | 7, 0xfeu64 << 56 | 7);
+        ids.insert(a, 1);
+        ids.insert(a, 2);
+        ids.insert(a, 3);
+        ids.insert(b, 4);
+        assert_eq!(ids.candidates(a).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(ids.candidates(b).collect::<Vec<_>>(), vec![4], "another shard, the same low bits");
+        ids.remove(a, 1);
+        let mut left: Vec<i64> = ids.candidates(a).collect();
+        left.sort();
+        assert_eq!(left, vec![2, 3]);
+        ids.remove(a, 3);
+        ids.remove(a, 2);
+        assert_eq!(ids.candidates(a).count(), 0);
+        assert_eq!(ids.candidates(b).collect::<Vec<_>>(), vec![4]);
+        // Many ids spread over the shards and are all found.
+        for n in 0..10_000i64 {
+            ids.insert(Ids::hash(&format!("src id-{n}")), n + 10);
+        }
+        assert!(ids.shards.iter().all(|s| !s.first.is_empty()), "every shard used");
+        for n in 0..10_000i64 {
+            assert!(ids.candidates(Ids::hash(&format!("src id-{n}"))).any(|s| s == n + 10));
+        }
+    }
 
     /// Sustained writes with a checkpointer beside them: without the RESTART step the WAL only grows.
     #[test]

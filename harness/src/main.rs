@@ -138,6 +138,15 @@ struct CoreArgs {
     /// Topic filter this instance owns.
     #[arg(long, default_value = "town/#")]
     filter: String,
+    /// Threads that decode the broker's messages ahead of the one that applies and commits them, in the
+    /// order they came (the orders are the same for any number; 1: that one decodes too).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    partitions: u16,
+    /// Messages a batch (one commit, one acknowledgement write) holds at most: a third of the broker's window
+    /// of unacknowledged QoS 1 messages to one client keeps it sending while a batch commits (stock rumqttd:
+    /// 100; the embedded broker: 1,000; mosquitto: `max_inflight_messages`, 20 unless configured).
+    #[arg(long, default_value_t = 34, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    batch_max: u16,
     /// Serve the HTTP JSON API on this address, e.g. 127.0.0.1:8080.
     #[arg(long)]
     http: Option<std::net::SocketAddr>,
@@ -398,7 +407,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Core { action: None, serve: CoreArgs { broker, db, town, rules, policy, client_id, filter, http, credentials } } => {
+        Command::Core { action: None, serve: CoreArgs { broker, db, town, rules, policy, client_id, filter, partitions, batch_max, http, credentials } } => {
             let broker = broker.ok_or_else(|| UsageFault("`towntwin core` serves on a broker: give --broker mqtt://host:port".into()))?;
             let ep = towntwin_harness::broker::reach(&broker)?;
             let login = match &credentials {
@@ -412,8 +421,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             let town = Town::load(&town).map_err(DataFault)?;
             let rules = RuleSet::load(&rules).map_err(DataFault)?;
             let policy = Policy::load_for(&policy, &rules).map_err(DataFault)?;
-            let mut cfg =
-                CoreConfig::new(town, rules, policy, Some(db.clone()), IngestConfig { client_id, filter, login, ..IngestConfig::new(&ep.host, ep.port) });
+            let mut cfg = CoreConfig::new(
+                town,
+                rules,
+                policy,
+                Some(db.clone()),
+                IngestConfig { client_id, filter, login, partitions: partitions.into(), batch_max: batch_max.into(), ..IngestConfig::new(&ep.host, ep.port) },
+            );
             cfg.http = http;
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             let core = rt.block_on(async {

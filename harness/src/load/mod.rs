@@ -153,6 +153,8 @@ pub struct Summary {
     pub drain_seconds: Option<f64>,
     pub faults: Vec<FaultRun>,
     pub core_starts: u32,
+    /// The flags `towntwin core` ran with beyond broker, store and inputs (`--partitions`, `--batch-max`).
+    pub core_flags: Vec<String>,
     pub core_cpu_max: f64,
     pub core_rss_max_mb: f64,
     pub broker_cpu_max: Option<f64>,
@@ -508,8 +510,15 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
     };
     let url = format!("mqtt://{}:{}", ep.host, ep.port);
     let client_id = format!("towntwin-core-load-{}", std::process::id());
-    let core_proc =
-        Proc::start("core", procs::core_args(&url, &db, &town_file, &loaded.rules, &loaded.policy, &client_id), "core: subscribed", Duration::from_secs(60))?;
+    let batch_max = prof.batch_max.or(if external { None } else { Some(profile::EMBEDDED_BATCH_MAX) });
+    let tuning = [("partitions", prof.partitions), ("batch-max", batch_max)];
+    let core_flags: Vec<String> = tuning.iter().filter_map(|(f, v)| v.map(|v| format!("--{f} {v}"))).collect();
+    let core_proc = Proc::start(
+        "core",
+        procs::core_args(&url, &db, &town_file, &loaded.rules, &loaded.policy, &client_id, &tuning),
+        "core: subscribed",
+        Duration::from_secs(60),
+    )?;
     let procs = Arc::new(Mutex::new(Procs { core: core_proc, broker: broker_proc }));
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -601,7 +610,7 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
     if !core_stopped {
         tracing::warn!("the core did not stop cleanly at the end of the load");
     }
-    let summary = judge(loaded, &ep, out, &db, &msgs, &offsets, &keys, &by_id, &reference, measured, procs::core_stop_counts(&lines), starts)?;
+    let summary = judge(loaded, &ep, out, &db, &msgs, &offsets, &keys, &by_id, &reference, measured, procs::core_stop_counts(&lines), starts, &core_flags)?;
     report::write(out, &summary, loaded)?;
     Ok(summary)
 }
@@ -733,6 +742,7 @@ fn judge(
     m: Measured,
     stop_counts: Option<(u64, u64)>,
     core_starts: u32,
+    core_flags: &[String],
 ) -> Result<Summary> {
     let prof = &loaded.profile;
     let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -862,6 +872,7 @@ fn judge(
         drain_seconds: m.drained,
         faults,
         core_starts,
+        core_flags: core_flags.to_vec(),
         core_cpu_max: max_of(&|s| s.core.map(|u| u.cpu)).unwrap_or(0.0),
         core_rss_max_mb: max_of(&|s| s.core.map(|u| u.rss_mb)).unwrap_or(0.0),
         broker_cpu_max: max_of(&|s| s.broker.map(|u| u.cpu)),

@@ -152,9 +152,10 @@ pub fn core_args(
     rules: &std::path::Path,
     policy: &std::path::Path,
     client_id: &str,
+    tuning: &[(&str, Option<u16>)],
 ) -> Vec<String> {
     let p = |p: &std::path::Path| p.display().to_string();
-    vec![
+    let mut args = vec![
         "core".into(),
         "--broker".into(),
         broker.into(),
@@ -168,7 +169,13 @@ pub fn core_args(
         p(policy),
         "--client-id".into(),
         client_id.into(),
-    ]
+    ];
+    for (flag, value) in tuning {
+        if let Some(v) = value {
+            args.extend([format!("--{flag}"), v.to_string()]);
+        }
+    }
+    args
 }
 
 /// The core's counters from the line `towntwin core` prints when it stops.

@@ -46,7 +46,18 @@ pub struct Profile {
     /// How `--find-max` searches (default: from 5,000 events/s, x1.5 a step, 10 s a trial, to 5%).
     #[serde(default)]
     pub find_max: Option<FindMax>,
+    /// The core's decode partitions (`towntwin core --partitions`; default: the core's own, 2).
+    #[serde(default)]
+    pub partitions: Option<u16>,
+    /// The core's largest batch (`towntwin core --batch-max`; default: 300 against the embedded broker, whose
+    /// window is 1,000 unacknowledged messages, and the core's own 34 against `--broker`).
+    #[serde(default)]
+    pub batch_max: Option<u16>,
 }
+
+/// The core's batch against the embedded broker: a third of its window of 1,000 (see `towntwin core
+/// --batch-max`).
+pub const EMBEDDED_BATCH_MAX: u16 = 300;
 
 /// The knee search: steady trials from `from` events/s, each `factor` times the last, until the SLO breaks;
 /// then halving the gap between the highest rate that held and the lowest that did not, until it is within

@@ -281,7 +281,8 @@ pub fn render(s: &Summary) -> String {
     let _ = writeln!(o, "| drain after the last send | {} |", s.drain_seconds.map_or("not within the limit".into(), |d| format!("{d:.2} s")));
     let _ = writeln!(
         o,
-        "| core | {} start(s); CPU max {:.2} cores; RSS max {:.0} MiB; redeliveries dropped {} |",
+        "| core | {}{} start(s); CPU max {:.2} cores; RSS max {:.0} MiB; redeliveries dropped {} |",
+        if s.core_flags.is_empty() { String::new() } else { format!("`{}`; ", s.core_flags.join(" ")) },
         s.core_starts,
         s.core_cpu_max,
         s.core_rss_max_mb,

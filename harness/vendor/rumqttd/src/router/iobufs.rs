@@ -15,7 +15,8 @@ use crate::{
 
 use super::{Forward, IncomingMeter, OutgoingMeter};
 
-const MAX_INFLIGHT: usize = 100;
+// TOWNTWIN PATCH: 1,000 unacknowledged QoS 1 messages to a subscriber, not 100 (see PATCHES.md).
+const MAX_INFLIGHT: usize = 1000;
 const MAX_PKID: u16 = MAX_INFLIGHT as u16;
 
 #[derive(Debug)]
