@@ -68,11 +68,7 @@ impl Api {
     }
 
     fn sees(&self, scope: &Scope, o: &Order) -> bool {
-        match scope {
-            Scope::District | Scope::Town => true,
-            Scope::Committee(c) => self.committees.get(&o.area) == Some(c),
-            Scope::Estate(e) => &o.area == e,
-        }
+        scope.reaches(&o.area, self.committees.get(&o.area).map(String::as_str))
     }
 
     pub fn router(self) -> Router {

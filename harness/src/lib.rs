@@ -7,6 +7,7 @@ pub mod cloudevents;
 pub mod core_link;
 pub mod credentials;
 pub mod detect;
+pub mod drill;
 pub mod experiment;
 pub mod load;
 pub mod mosquitto;

@@ -68,6 +68,17 @@ enum Command {
         #[arg(long)]
         find_max: bool,
     },
+    /// An operator drill (scenarios/drills/*.ron, a master scenario events list). So far `--check`: the
+    /// script is checked against its town (estates, flats, residents and devices it names; start conditions
+    /// without cycles; each expectation inside its trainee's scope) and its events list printed; exit 2
+    /// naming file, field and reason when it is refused.
+    Drill {
+        /// The drill script.
+        file: PathBuf,
+        /// Check the script and print its events list, without running it.
+        #[arg(long)]
+        check: bool,
+    },
     /// Run the embedded broker (rumqttd, patched: harness/vendor/rumqttd) on a loopback port until interrupted.
     Broker {
         /// Loopback port (0: a free one; the address is printed).
@@ -482,6 +493,17 @@ fn dispatch(cli: Cli) -> Result<()> {
                     Ok(())
                 }
             }
+        }
+        Command::Drill { file, check } => {
+            let drill = towntwin_harness::drill::script::load(&file).map_err(DataFault)?;
+            print!("{}", towntwin_harness::drill::msel(&drill));
+            if !check {
+                return Err(UsageFault(
+                    "running a drill (broker, core, twin and console together) is not built yet; `towntwin drill FILE --check` checks a script".into(),
+                )
+                .into());
+            }
+            Ok(())
         }
         Command::Load { profile, broker, out, find_max: true } => {
             let loaded = towntwin_harness::load::profile::load(&profile).map_err(DataFault)?;

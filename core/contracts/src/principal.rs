@@ -20,6 +20,19 @@ pub enum Scope {
     Estate(String),
 }
 
+impl Scope {
+    /// Whether this scope reaches a work order of `area` (an estate id, or a road's: the town's), given the
+    /// committee `area` belongs to when it is an estate: district and town reach everything, a committee
+    /// its estates, an estate itself. The API filters and refuses by it; drill scripts are checked by it.
+    pub fn reaches(&self, area: &str, committee_of_area: Option<&str>) -> bool {
+        match self {
+            Scope::District | Scope::Town => true,
+            Scope::Committee(c) => committee_of_area == Some(c.as_str()),
+            Scope::Estate(e) => e == area,
+        }
+    }
+}
+
 /// A scope and, optionally, who acts in it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Principal {

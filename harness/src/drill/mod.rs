@@ -1,0 +1,45 @@
+//! Operator drills (issue 11): scripted injects into the live twin while trainees work the queue. So far:
+//! the script format and its checks ([`script`]), and `towntwin drill FILE --check`, which prints the
+//! master scenario events list a checked script makes.
+
+pub mod script;
+
+use std::fmt::Write;
+
+use script::{Drill, Start, What};
+
+/// The master scenario events list (MSEL) of a checked drill, as a Markdown table: injects in the order
+/// they can start, each with its start condition, what it does, the area of its order, and the expected
+/// actions with their deadlines and points.
+pub fn msel(d: &Drill) -> String {
+    let s = &d.script;
+    let mut o = String::new();
+    let _ = writeln!(o, "# Drill `{}`: {} minutes from {} (town time)\n", s.name, s.minutes, s.start);
+    if !s.description.is_empty() {
+        let _ = writeln!(o, "{}\n", s.description);
+    }
+    let _ = writeln!(o, "Trainees: {}\n", d.principals.iter().map(|(n, p)| format!("{n} ({p})")).collect::<Vec<_>>().join(", "));
+    for ob in &s.objectives {
+        let _ = writeln!(o, "- **{}**: {}", ob.id, ob.text);
+    }
+    let _ = writeln!(o, "\n| inject | starts | what | area | expected | points |\n|---|---|---|---|---|---|");
+    for &i in &d.order {
+        let inj = &s.injects[i];
+        let start = match &inj.start {
+            Start::At { minute } => format!("minute {minute}"),
+            Start::AfterStarted { inject, minutes } => format!("{minutes} min after {inject} starts"),
+            Start::AfterHandled { inject, minutes } => format!("{minutes} min after {inject}'s order is resolved"),
+            Start::Manual => "when the controller fires it".into(),
+        };
+        let what = match &inj.what {
+            What::Incapacitate { resident } => format!("{resident} taken ill at home"),
+            What::Fire { estate, flat } => format!("fire in {estate} {flat}"),
+            What::NewFaces { estate, flat, people } => format!("{people} new faces move into {estate} {flat}"),
+            What::DeviceDark { device, hours } => format!("{device} dark for {hours} h"),
+        };
+        let expected: Vec<String> = inj.expect.iter().map(|e| format!("{} {:?} within {} min ({})", e.by, e.action, e.within_minutes, e.objective)).collect();
+        let points: u32 = inj.expect.iter().map(|e| e.points).sum();
+        let _ = writeln!(o, "| {}: {} | {start} | {what} | {} | {} | {points} |", inj.id, inj.title, d.areas[i], expected.join("; "));
+    }
+    o
+}

@@ -1,0 +1,406 @@
+//! Drill scripts (`scenarios/drills/*.ron`): an HSEEP master scenario events list (MSEL) as data. A script
+//! names the trainees and the principals they play, the exercise's objectives, and the injects: when each
+//! starts (at a drill minute, a delay after another inject started or was handled, or when the controller
+//! fires it), what it makes happen in the twin, and what the trainees are expected to do about it, by when,
+//! for how many points.
+//!
+//! Everything a script names is checked against the town before a drill starts: estates, flats, registered
+//! residents and devices exist; a fire's building has smoke detectors to sound; new faces move only into a
+//! rented flat; the start conditions refer to injects of the script and have no cycle; each expectation's
+//! trainee can see the order the inject makes (the inject's area is inside the trainee's scope). Every
+//! problem is reported at once, with the file, the field and what was expected.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use towntwin_core::event::FlatRef;
+use towntwin_core::load::{DataErrors, Problems, read_ron};
+use towntwin_core::principal::{Principal, Scope};
+use towntwin_core::town::{DeviceKind, Tenure, Town};
+
+/// A drill script as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Script {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The town's background: a scenario file, relative to this one.
+    pub scenario: String,
+    /// The drill's minute 0 in the town's local time, `YYYY-MM-DDTHH:MM`, inside the scenario's days.
+    pub start: String,
+    /// How long the drill lasts, in drill minutes (town minutes).
+    pub minutes: u32,
+    /// Who plays: a name for the after-action report and the principal they log in as.
+    pub trainees: Vec<Trainee>,
+    pub objectives: Vec<Objective>,
+    pub injects: Vec<Inject>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trainee {
+    pub name: String,
+    /// `estate:E012/property`, `committee:C02/cadre`, `town/dispatcher` ... (the API's principals).
+    pub principal: String,
+}
+
+/// An exercise objective, rated P/S/M/U in the after-action report from the expectations that serve it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objective {
+    pub id: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inject {
+    pub id: String,
+    /// What the controller's panel and the report call it.
+    pub title: String,
+    pub start: Start,
+    pub what: What,
+    #[serde(default)]
+    pub expect: Vec<Expect>,
+}
+
+/// When an inject starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Start {
+    /// At this drill minute.
+    At { minute: f64 },
+    /// This many minutes after another inject started.
+    AfterStarted { inject: String, minutes: f64 },
+    /// This many minutes after the order another inject made was resolved.
+    AfterHandled { inject: String, minutes: f64 },
+    /// When the controller fires it.
+    Manual,
+}
+
+impl Start {
+    /// The inject this one waits for, if any.
+    pub fn after(&self) -> Option<&str> {
+        match self {
+            Start::AfterStarted { inject, .. } | Start::AfterHandled { inject, .. } => Some(inject),
+            Start::At { .. } | Start::Manual => None,
+        }
+    }
+}
+
+/// What an inject makes happen in the twin (the twin makes it real: the detectors and people react to it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum What {
+    /// A registered vulnerable resident (`V0007`) is taken ill at home and stops passing the gates.
+    Incapacitate { resident: String },
+    /// A fire breaks out in a flat; its building's smoke detectors sound.
+    Fire { estate: String, flat: String },
+    /// A group of people new to the gates moves into a rented flat.
+    NewFaces { estate: String, flat: String, people: u32 },
+    /// A device goes dark for this many hours (until repaired, if sooner).
+    DeviceDark { device: String, hours: f64 },
+}
+
+/// What a trainee is expected to do about an inject's order, within how long of the inject's start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The trainee, by name.
+    pub by: String,
+    pub action: Expected,
+    pub within_minutes: f64,
+    pub points: u32,
+    /// The objective this serves.
+    pub objective: String,
+}
+
+/// The steps of handling an order that are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Expected {
+    /// First opened the order (its detail page or the API's `GET /orders/{id}`).
+    Notice,
+    Accept,
+    Dispatch,
+    Resolve,
+}
+
+/// A script checked against its town: the script, where its inputs are, and the order its injects can be
+/// resolved in.
+#[derive(Debug, Clone)]
+pub struct Drill {
+    pub script: Script,
+    pub file: PathBuf,
+    pub scenario_file: PathBuf,
+    pub town: Town,
+    /// The trainees' principals, by trainee name.
+    pub principals: BTreeMap<String, Principal>,
+    /// Inject indices, each after the one it waits for.
+    pub order: Vec<usize>,
+    /// Each inject's area (estate or road id): the area of the order it makes.
+    pub areas: Vec<String>,
+}
+
+/// Loads and checks a drill script; the scenario it names and that scenario's town are loaded too.
+pub fn load(file: &Path) -> Result<Drill, DataErrors> {
+    let script: Script = read_ron(file)?;
+    let scenario_file = file.parent().unwrap_or(Path::new(".")).join(&script.scenario);
+    let loaded = towntwin_sim::Scenario::load(&scenario_file)?;
+    let town = Town::load(&loaded.town_file)?;
+    check(file, script, scenario_file, &loaded.scenario, town)
+}
+
+/// Checks `script` (read from `file`) against its scenario and town.
+pub fn check(file: &Path, script: Script, scenario_file: PathBuf, scenario: &towntwin_sim::Scenario, town: Town) -> Result<Drill, DataErrors> {
+    let mut p = Problems::new(file);
+    let ok_name = !script.name.is_empty() && script.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    p.check(ok_name, || "name".into(), || format!("expected letters, digits, '-' or '_' (it names a folder), got {:?}", script.name));
+    p.check(script.minutes > 0 && script.minutes <= 7 * 24 * 60, || "minutes".into(), || format!("expected 1 to 10080 drill minutes, got {}", script.minutes));
+    match start_minute(&script.start) {
+        None => p.push("start", format!("expected a local time YYYY-MM-DDTHH:MM, got {:?}", script.start)),
+        Some((date, minute)) => {
+            let first = towntwin_core::time::parse_local_date(&scenario.start_date);
+            let day = towntwin_core::time::parse_local_date(&date);
+            match (first, day) {
+                (Ok(first), Ok(day)) => {
+                    let offset = (day - first) + minute * towntwin_core::time::MINUTE;
+                    let end = scenario.days as i64 * towntwin_core::time::DAY;
+                    let last = offset + script.minutes as i64 * towntwin_core::time::MINUTE;
+                    p.check(
+                        offset >= 0 && last <= end,
+                        || "start".into(),
+                        || {
+                            format!(
+                                "the drill ({} minutes from {}) must lie inside the scenario's {} day(s) from {}",
+                                script.minutes, script.start, scenario.days, scenario.start_date
+                            )
+                        },
+                    );
+                }
+                _ => p.push("start", format!("expected a local time YYYY-MM-DDTHH:MM, got {:?}", script.start)),
+            }
+        }
+    }
+
+    // Trainees and their principals.
+    let committees: HashSet<&str> = town.committees.iter().map(|c| c.id.as_str()).collect();
+    let estates: HashMap<&str, usize> = town.estates.iter().enumerate().map(|(i, e)| (e.id.as_str(), i)).collect();
+    let mut principals = BTreeMap::new();
+    p.check(!script.trainees.is_empty(), || "trainees".into(), || "expected at least one trainee".into());
+    for (i, t) in script.trainees.iter().enumerate() {
+        if principals.contains_key(&t.name) {
+            p.push(format!("trainees[{i}].name"), format!("`{}` is named twice; trainees are told apart by name", t.name));
+            continue;
+        }
+        match t.principal.parse::<Principal>() {
+            Err(e) => p.push(format!("trainees[{i}].principal"), e.to_string()),
+            Ok(pr) => {
+                match &pr.scope {
+                    Scope::Committee(c) if !committees.contains(c.as_str()) => {
+                        p.push(format!("trainees[{i}].principal"), format!("committee {c} is not one of the town's ({} committees)", committees.len()))
+                    }
+                    Scope::Estate(e) if !estates.contains_key(e.as_str()) => {
+                        p.push(format!("trainees[{i}].principal"), format!("estate {e} is not one of the town's ({} estates)", estates.len()))
+                    }
+                    _ => {}
+                }
+                principals.insert(t.name.clone(), pr);
+            }
+        }
+    }
+
+    // Objectives.
+    let mut objectives = HashSet::new();
+    for (i, o) in script.objectives.iter().enumerate() {
+        p.check(objectives.insert(o.id.as_str()), || format!("objectives[{i}].id"), || format!("`{}` is used twice", o.id));
+    }
+
+    // Injects: ids, targets, expectations.
+    let devices: HashMap<&str, (Option<usize>, DeviceKind)> = town
+        .estates
+        .iter()
+        .enumerate()
+        .flat_map(|(i, e)| e.devices.iter().map(move |d| (d.id.as_str(), (Some(i), d.kind))))
+        .chain(town.roads.iter().flat_map(|r| r.devices.iter().map(|d| (d.id.as_str(), (None, d.kind)))))
+        .collect();
+    let road_of: HashMap<&str, &str> = town.roads.iter().flat_map(|r| r.devices.iter().map(move |d| (d.id.as_str(), r.id.as_str()))).collect();
+    let registered: HashMap<&str, &towntwin_core::town::Registered> = town.register.iter().map(|r| (r.id.as_str(), r)).collect();
+    let register_flats: HashSet<(&str, u16, u16)> = town.register.iter().map(|r| (r.estate.as_str(), r.building, r.room)).collect();
+    let committee_of: HashMap<&str, &str> = town.estates.iter().map(|e| (e.id.as_str(), e.committee.as_str())).collect();
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    for (i, inj) in script.injects.iter().enumerate() {
+        let ok = !inj.id.is_empty() && ids.insert(inj.id.as_str(), i).is_none();
+        p.check(ok, || format!("injects[{i}].id"), || format!("`{}`: expected a non-empty id used once", inj.id));
+    }
+    p.check(!script.injects.is_empty(), || "injects".into(), || "expected at least one inject".into());
+    let mut areas = Vec::with_capacity(script.injects.len());
+    for (i, inj) in script.injects.iter().enumerate() {
+        let f = |name: &str| format!("injects[{i}].{name}");
+        // Where the inject happens: the area of the order it makes (None when a target is unknown).
+        let area: Option<String> = match &inj.what {
+            What::Incapacitate { resident } => match registered.get(resident.as_str()) {
+                Some(r) => Some(r.estate.clone()),
+                None => {
+                    p.push(f("what.resident"), format!("`{resident}` is not in the town's register of vulnerable residents (V0001 ...)"));
+                    None
+                }
+            },
+            What::Fire { estate, flat } | What::NewFaces { estate, flat, .. } => {
+                let flat_ok = match (estates.get(estate.as_str()), flat.parse::<FlatRef>()) {
+                    (None, _) => {
+                        p.push(f("what.estate"), format!("`{estate}` is not one of the town's estates"));
+                        None
+                    }
+                    (Some(_), Err(e)) => {
+                        p.push(f("what.flat"), e);
+                        None
+                    }
+                    (Some(&e), Ok(fr)) => {
+                        let building = town.estates[e].buildings.iter().find(|b| b.no == fr.building);
+                        match building.and_then(|b| b.rooms().find(|r| r.room == fr.room)) {
+                            None => {
+                                p.push(f("what.flat"), format!("{estate} has no flat {fr}"));
+                                None
+                            }
+                            Some(r) => Some((e, fr, r)),
+                        }
+                    }
+                };
+                if let Some((e, fr, room)) = flat_ok {
+                    match &inj.what {
+                        What::Fire { .. } => {
+                            let sounds = town.estates[e].devices.iter().any(|d| d.kind == DeviceKind::Smoke && d.building == Some(fr.building));
+                            p.check(sounds, || f("what.flat"), || format!("building {} of {estate} has no smoke detector: nothing would sound", fr.building));
+                        }
+                        What::NewFaces { people, .. } => {
+                            let rented = matches!(room.tenure, Tenure::RegisteredTenant | Tenure::UnregisteredOccupant);
+                            p.check(
+                                rented,
+                                || f("what.flat"),
+                                || format!("{estate} {fr} is {:?}: new faces move into a rented flat (tenure R or U in the town file)", room.tenure),
+                            );
+                            p.check(
+                                !register_flats.contains(&(estate.as_str(), fr.building, fr.room)),
+                                || f("what.flat"),
+                                || format!("{estate} {fr} is a registered vulnerable resident's home"),
+                            );
+                            p.check((1..=30).contains(people), || f("what.people"), || format!("expected 1 to 30 people, got {people}"));
+                        }
+                        _ => {}
+                    }
+                }
+                estates.contains_key(estate.as_str()).then(|| estate.clone())
+            }
+            What::DeviceDark { device, hours } => {
+                p.check(hours.is_finite() && *hours > 0.0 && *hours <= 24.0 * 30.0, || f("what.hours"), || format!("expected 0 < hours <= 720, got {hours}"));
+                match devices.get(device.as_str()) {
+                    None => {
+                        p.push(f("what.device"), format!("`{device}` is not one of the town's devices (E012-gate-01, R01-camera-001 ...)"));
+                        None
+                    }
+                    Some((Some(e), _)) => Some(town.estates[*e].id.clone()),
+                    Some((None, _)) => road_of.get(device.as_str()).map(|r| r.to_string()),
+                }
+            }
+        };
+        match &inj.start {
+            Start::At { minute } => {
+                let ok = minute.is_finite() && *minute >= 0.0 && *minute < script.minutes as f64;
+                p.check(ok, || f("start.minute"), || format!("expected a drill minute 0 <= m < {}, got {minute}", script.minutes));
+            }
+            Start::AfterStarted { inject, minutes } | Start::AfterHandled { inject, minutes } => {
+                p.check(ids.contains_key(inject.as_str()), || f("start.inject"), || format!("`{inject}` is not an inject of this script"));
+                p.check(minutes.is_finite() && *minutes >= 0.0, || f("start.minutes"), || format!("expected minutes >= 0, got {minutes}"));
+            }
+            Start::Manual => {}
+        }
+        for (k, e) in inj.expect.iter().enumerate() {
+            let g = |name: &str| format!("injects[{i}].expect[{k}].{name}");
+            p.check(objectives.contains(e.objective.as_str()), || g("objective"), || format!("`{}` is not an objective of this script", e.objective));
+            p.check(
+                e.within_minutes.is_finite() && e.within_minutes > 0.0,
+                || g("within_minutes"),
+                || format!("expected minutes > 0, got {}", e.within_minutes),
+            );
+            match (principals.get(&e.by), &area) {
+                (None, _) => {
+                    if !script.trainees.iter().any(|t| t.name == e.by) {
+                        p.push(g("by"), format!("`{}` is not a trainee of this script", e.by));
+                    }
+                }
+                (Some(pr), Some(area)) => {
+                    let committee = committee_of.get(area.as_str()).copied();
+                    p.check(
+                        pr.scope.reaches(area, committee),
+                        || g("by"),
+                        || format!("{} plays {pr}, whose scope does not reach {area} where this inject's order is made", e.by),
+                    );
+                }
+                (Some(_), None) => {}
+            }
+        }
+        areas.push(area.unwrap_or_default());
+    }
+
+    // Start conditions: no cycle; an order in which each inject comes after the one it waits for.
+    let order = match topo_order(&script.injects, &ids) {
+        Ok(order) => order,
+        Err(cycle) => {
+            let path: Vec<&str> = cycle.iter().map(|&i| script.injects[i].id.as_str()).collect();
+            p.push(format!("injects[{}].start", cycle[0]), format!("start conditions form a cycle: {}", path.join(" waits for ")));
+            Vec::new()
+        }
+    };
+    p.finish()?;
+    Ok(Drill { script, file: file.to_path_buf(), scenario_file, town, principals, order, areas })
+}
+
+/// `YYYY-MM-DDTHH:MM` as (date, minute of the day).
+fn start_minute(s: &str) -> Option<(String, i64)> {
+    let (date, time) = s.split_once('T')?;
+    let (h, m) = time.split_once(':')?;
+    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+    ((0..24).contains(&h) && (0..60).contains(&m) && h.to_string().len() <= 2 && time.len() == 5).then(|| (date.to_string(), h * 60 + m))
+}
+
+/// The injects in an order where each comes after the one it waits for, or the injects of a cycle (each
+/// waiting for the next, the first repeated at the end).
+fn topo_order(injects: &[Inject], ids: &HashMap<&str, usize>) -> Result<Vec<usize>, Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let parent = |i: usize| injects[i].start.after().and_then(|a| ids.get(a).copied());
+    let mut marks = vec![Mark::New; injects.len()];
+    let mut order = Vec::with_capacity(injects.len());
+    for first in 0..injects.len() {
+        // Follow the chain of what each waits for (one parent each: a chain, not a tree).
+        let mut chain = Vec::new();
+        let mut at = Some(first);
+        while let Some(i) = at {
+            match marks[i] {
+                Mark::Done => break,
+                Mark::Open => {
+                    let from = chain.iter().position(|&c| c == i).unwrap_or(0);
+                    let mut cycle: Vec<usize> = chain[from..].to_vec();
+                    cycle.push(i);
+                    return Err(cycle);
+                }
+                Mark::New => {
+                    marks[i] = Mark::Open;
+                    chain.push(i);
+                    at = parent(i);
+                }
+            }
+        }
+        for &i in chain.iter().rev() {
+            marks[i] = Mark::Done;
+            order.push(i);
+        }
+    }
+    Ok(order)
+}
