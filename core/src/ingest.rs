@@ -501,16 +501,11 @@ const PARTITION_AHEAD: usize = 2;
 
 impl Batches {
     fn start(rx: tokio::sync::mpsc::UnboundedReceiver<Incoming>, cfg: &IngestConfig, devices: Arc<crate::decode::Devices>) -> Batches {
-        let n = cfg.partitions.max(1);
-        let (mut ins, mut outs) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for k in 0..n {
+        // Decoding threads only for more than one partition.
+        let threads = if cfg.partitions > 1 { cfg.partitions } else { 0 };
+        let (mut ins, mut outs) = (Vec::with_capacity(threads.max(1)), Vec::with_capacity(threads.max(1)));
+        for k in 0..threads {
             let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Item>(PARTITION_AHEAD);
-            if n == 1 {
-                // One partition: the writer decodes as it applies.
-                ins.push(in_tx);
-                outs.push(in_rx);
-                break;
-            }
             let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Item>(PARTITION_AHEAD);
             let devices = devices.clone();
             let spawned = std::thread::Builder::new().name(format!("ingest-decode-{k}")).spawn(move || {
@@ -528,11 +523,12 @@ impl Batches {
                     ins.push(in_tx);
                     outs.push(out_rx);
                 }
-                // With the partitions that did start (at least the writer, which decodes itself).
+                // With the partitions that did start.
                 Err(e) => tracing::warn!("ingest: cannot start decode partition {k}: {e}"),
             }
         }
         if ins.is_empty() {
+            // One partition (or none could start): straight to the writer, which decodes as it applies.
             let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Item>(PARTITION_AHEAD);
             ins.push(in_tx);
             outs.push(in_rx);

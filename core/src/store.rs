@@ -119,25 +119,18 @@ fn checkpointer(path: &Path, every: std::time::Duration, cap: u64) -> Option<Sto
     // A RESTART checkpoint waits for the writer's transaction in progress, and for readers.
     wait_when_busy(&conn).ok()?;
     let page: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).ok()?.max(512) as u64;
-    // (frames in the WAL, frames copied), or None on an error (logged).
-    let passive = move |conn: &Connection| match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
-        Ok((log, copied)) => Some((log.max(0) as u64, copied.max(0) as u64)),
-        Err(e) => {
-            tracing::warn!("WAL checkpoint: {e}");
-            None
-        }
-    };
     // The database file, to flush what the checkpoints copied into it without holding any lock.
     let db = std::fs::File::open(path).ok()?;
+    // A PASSIVE checkpoint: (frames in the WAL, frames copied), or None on an error (logged).
     let passive = move |conn: &Connection| {
-        let r = passive(conn);
+        let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
         // Under NORMAL, SQLite syncs the database only after a checkpoint that completes, which only the
         // RESTART below does: it then flushed everything the PASSIVE ones had copied since the last one
         // (42-66 ms, measured, with the writer held off). Flushed here as it goes, the RESTART's is short.
         if let Err(e) = db.sync_data() {
             tracing::warn!("WAL checkpoint: syncing the database file: {e}");
         }
-        r
+        r.map(|(log, copied)| (log.max(0) as u64, copied.max(0) as u64)).inspect_err(|e| tracing::warn!("WAL checkpoint: {e}")).ok()
     };
     StoreThread::spawn("sqlite-checkpoint", move |rx: std::sync::mpsc::Receiver<()>| {
         while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
@@ -413,8 +406,13 @@ impl Ids {
         h.finish()
     }
 
+    /// The shard of a hash: its top byte.
+    fn at(h: u64) -> usize {
+        (h >> 56) as usize
+    }
+
     fn shard(&mut self, h: u64) -> &mut IdShard {
-        &mut self.shards[(h >> 56) as usize]
+        &mut self.shards[Ids::at(h)]
     }
 
     fn insert(&mut self, h: u64, seq: i64) {
@@ -449,7 +447,7 @@ impl Ids {
     }
 
     fn candidates(&self, h: u64) -> impl Iterator<Item = i64> + '_ {
-        let shard = &self.shards[(h >> 56) as usize];
+        let shard = &self.shards[Ids::at(h)];
         shard.first.get(&h).copied().into_iter().chain(shard.more.get(&h).into_iter().flatten().copied())
     }
 }

@@ -153,7 +153,7 @@ pub fn load(file: &Path) -> Result<Drill, DataErrors> {
 }
 
 /// Checks `script` (read from `file`) against its scenario and town.
-pub fn check(file: &Path, script: Script, scenario_file: PathBuf, scenario: &towntwin_sim::Scenario, town: Town) -> Result<Drill, DataErrors> {
+fn check(file: &Path, script: Script, scenario_file: PathBuf, scenario: &towntwin_sim::Scenario, town: Town) -> Result<Drill, DataErrors> {
     let mut p = Problems::new(file);
     let ok_name = !script.name.is_empty() && script.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     p.check(ok_name, || "name".into(), || format!("expected letters, digits, '-' or '_' (it names a folder), got {:?}", script.name));
