@@ -4,8 +4,8 @@
 //! bound to a scope in the tree district > town > committee > estate: `district`, `town`, `committee:C03`
 //! or `estate:E012`, optionally followed by `/name` (parsed by [`towntwin_contracts::principal::Principal`]). A principal
 //! sees and acts only inside its scope: a list is filtered to it; fetching or acting on an order outside it
-//! is 403. Road orders (the fences) belong to the town. Every action and every refusal to an authenticated
-//! caller (403, 404, 409) is recorded in the audit log ([`crate::audit`]); a request without a valid token
+//! is 403. Road orders (the fences) belong to the town. Every action, every order viewed and every refusal
+//! to an authenticated caller (403, 404, 409) is recorded in the audit log ([`crate::audit`]); a request without a valid token
 //! (401) is logged by `tracing` only, so anonymous traffic cannot grow the audit log. Errors are JSON `{"error": "..."}` with 400 (bad
 //! request), 401 (no principal), 403, 404 or 409 (an illegal transition).
 
@@ -203,6 +203,9 @@ async fn fetch(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u64>) 
     if let Err(e) = find(&core, &api, &principal.scope, id) {
         return Err(audited(&mut core, &principal, "view", id, e));
     }
+    // Who opened which order, and when (event time): an operator's time to notice is measured from this.
+    core.audit(&principal, "view", &format!("order {id}"), "seen")
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("the audit log could not be written: {e}")))?;
     let order = find(&core, &api, &principal.scope, id)?;
     let history = match core.store() {
         Some(s) => s.order_events(id).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
@@ -254,7 +257,7 @@ async fn act(
 /// refusal goes unrecorded.
 fn audited(core: &mut Core, principal: &Principal, what: &str, id: u64, refusal: ApiError) -> ApiError {
     let outcome = format!("refused {}: {}", refusal.0.as_u16(), refusal.1);
-    match core.audit_refusal(principal, what, &format!("order {id}"), &outcome) {
+    match core.audit(principal, what, &format!("order {id}"), &outcome) {
         Ok(()) => refusal,
         Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("the audit log could not be written: {e}")),
     }

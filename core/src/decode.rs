@@ -52,6 +52,10 @@ pub struct Devices {
     pub list: Vec<DeviceEntry>,
     /// The town's estate ids (the areas a hotline call may come from).
     pub estates: std::collections::HashSet<String>,
+    /// The exercise (an operator drill) this core takes events of: an event must carry this `exerciseid`,
+    /// and with `None` it must carry none. A drill's traffic never mixes with a town's, nor with another
+    /// drill's (rejected as `wrong_exercise`).
+    pub exercise: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +93,7 @@ struct Envelope<'a> {
     ty: Option<&'a str>,
     time: Option<&'a str>,
     subject: Option<&'a str>,
+    exerciseid: Option<&'a str>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
 }
@@ -109,6 +114,10 @@ pub fn decode(payload: &[u8], devices: &Devices) -> Result<Event, Reject> {
     let source = env.source.ok_or_else(|| reject("missing_field", "`source`"))?;
     let ty_name = env.ty.ok_or_else(|| reject("missing_field", "`type`"))?;
     let ty = EventType::parse(ty_name).ok_or_else(|| reject("unknown_type", format!("`{ty_name}`")))?;
+    if env.exerciseid != devices.exercise.as_deref() {
+        let said = |x: Option<&str>| x.map_or_else(|| "none".to_string(), |x| format!("`{x}`"));
+        return Err(reject("wrong_exercise", format!("exerciseid {}, this core takes {}", said(env.exerciseid), said(devices.exercise.as_deref()))));
+    }
     let time = env.time.ok_or_else(|| reject("missing_field", "`time`"))?;
     let time = parse_rfc3339(time).ok_or_else(|| reject("mistyped_field", format!("`time` {time:?} is not RFC 3339")))?;
     let device_id = source.rsplit('/').next().unwrap_or_default();
@@ -199,7 +208,16 @@ mod tests {
     fn gate_pass() -> Vec<u8> {
         let mut out = Vec::new();
         let flat = FlatRef { building: 3, room: 1102 };
-        let h = Header { id: "E001-gate-01-1", area: "E001", kind: "gate", device: "E001-gate-01", ty: EventType::GatePass, time: 1_000, subject: Some(flat) };
+        let h = Header {
+            id: "E001-gate-01-1",
+            area: "E001",
+            kind: "gate",
+            device: "E001-gate-01",
+            ty: EventType::GatePass,
+            time: 1_000,
+            subject: Some(flat),
+            exercise: None,
+        };
         encode(&mut out, &h, &Data::GatePass(GatePass { person: PersonId(7), flat, method: Method::Face, direction: Direction::In }));
         out
     }
@@ -229,5 +247,18 @@ mod tests {
             let r = decode(payload.as_bytes(), &d).unwrap_err();
             assert_eq!(r.code, code, "{payload:.80}: {r}");
         }
+    }
+
+    #[test]
+    fn an_exercise_takes_only_its_own_events() {
+        let town = decode(&gate_pass(), &devices());
+        let marked = String::from_utf8(gate_pass()).unwrap().replace(",\"data\":", ",\"exerciseid\":\"drill-1\",\"data\":");
+        let other = marked.replace("drill-1", "drill-2");
+        let drill = Devices { exercise: Some("drill-1".into()), ..devices() };
+        assert!(town.is_ok());
+        assert_eq!(decode(marked.as_bytes(), &devices()).unwrap_err().code, "wrong_exercise", "a town's core takes no drill traffic");
+        assert_eq!(decode(&gate_pass(), &drill).unwrap_err().code, "wrong_exercise", "a drill's core takes none of the town's");
+        assert_eq!(decode(other.as_bytes(), &drill).unwrap_err().code, "wrong_exercise", "nor another drill's");
+        assert_eq!(decode(marked.as_bytes(), &drill).map(|e| e.id), Ok("E001-gate-01-1".to_string()));
     }
 }

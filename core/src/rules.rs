@@ -351,6 +351,11 @@ impl Engine {
         &self.ctx.devices
     }
 
+    /// Takes only events of `exercise` from now on (see [`Devices::exercise`]).
+    pub fn set_exercise(&mut self, exercise: Option<String>) {
+        self.ctx.devices.exercise = exercise;
+    }
+
     /// Applies one event; returns what the rules found (with a clock tick, the timers due by its time).
     /// Only the twin's `clock.tick` moves the clock: a device's event updates state at its own time, and
     /// its timers fire at the next tick that passes them.

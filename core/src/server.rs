@@ -40,11 +40,14 @@ pub struct CoreConfig {
     pub http: Option<SocketAddr>,
     /// How long to wait for the broker to acknowledge the subscription.
     pub subscribe_timeout: Duration,
+    /// The exercise (an operator drill) whose events this core takes; `None`: the town's own traffic only
+    /// (see [`crate::decode::Devices::exercise`]).
+    pub exercise: Option<String>,
 }
 
 impl CoreConfig {
     pub fn new(town: Town, rules: RuleSet, policy: Policy, db: Option<PathBuf>, ingest: IngestConfig) -> CoreConfig {
-        CoreConfig { town, rules, policy, db, ingest, http: None, subscribe_timeout: Duration::from_secs(30) }
+        CoreConfig { town, rules, policy, db, ingest, http: None, subscribe_timeout: Duration::from_secs(30), exercise: None }
     }
 }
 
@@ -81,9 +84,10 @@ pub struct CoreHandle {
 /// Opens the store, binds the API, subscribes, and returns once the service is listening on both (a
 /// resumed session counts as subscribed).
 pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
-    let CoreConfig { town, rules, policy, db, ingest: icfg, http, subscribe_timeout } = cfg;
-    let core = Core::open(rules, policy, &town, db.as_deref())
+    let CoreConfig { town, rules, policy, db, ingest: icfg, http, subscribe_timeout, exercise } = cfg;
+    let mut core = Core::open(rules, policy, &town, db.as_deref())
         .map_err(|source| ServerError::Open { path: db.as_ref().map_or_else(|| "(in memory)".into(), |p| p.display().to_string()), source })?;
+    core.engine.set_exercise(exercise);
     let core = Arc::new(Mutex::new(core));
     let (stop, stop_rx) = watch::channel(false);
     let link = Link::new(&icfg);

@@ -335,9 +335,10 @@ impl Core {
         Ok(token)
     }
 
-    /// Records in the audit log an action the API refused to `actor` (outside its scope, or illegal in the
-    /// order's state). Without a store there is no audit log, and nothing is recorded.
-    pub fn audit_refusal(&mut self, actor: &Principal, what: &str, target: &str, outcome: &str) -> Result<(), CoreError> {
+    /// Records in the audit log what the API did for `actor` that is no transition: an order viewed, or an
+    /// action refused (outside its scope, or illegal in the order's state). Stamped with event time, like the
+    /// transitions. Without a store there is no audit log, and nothing is recorded.
+    pub fn audit(&mut self, actor: &Principal, what: &str, target: &str, outcome: &str) -> Result<(), CoreError> {
         let entry = crate::audit::Entry {
             at: self.now(),
             actor: actor.to_string(),

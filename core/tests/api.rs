@@ -122,6 +122,7 @@ async fn scoped_principals_list_fetch_and_act() {
     assert!(has("estate:E002 estate:E002 view order 1 refused 403"), "{lines:#?}");
     assert!(has("estate:E002 estate:E002 accept order 1 refused 403"), "{lines:#?}");
     assert!(has("town town view order 99 refused 404"), "{lines:#?}");
+    assert!(has("committee:C01 committee:C01 view order 1 seen"), "an order opened is recorded (an operator's time to notice): {lines:#?}");
     assert!(has("estate:E001 estate:E001 close order 1 refused 409: cannot close work order 1 in state accepted"), "{lines:#?}");
     assert!(!lines.iter().any(|l| l.contains("teleport")), "a body that is not an action is a 400, not an audited action");
     let v = store.verify_audit(None).unwrap();

@@ -35,13 +35,14 @@ impl Feed {
     fn tick(&mut self, at: Millis) {
         self.n += 1;
         let id = format!("twin-{:x}", self.n);
-        let h = Header { id: &id, area: "_town", kind: "clock", device: "twin", ty: EventType::ClockTick, time: self.t0 + at, subject: None };
+        let h = Header { id: &id, area: "_town", kind: "clock", device: "twin", ty: EventType::ClockTick, time: self.t0 + at, subject: None, exercise: None };
         self.send("town/_town/clock/twin/clock.tick", h, Data::Tick(Tick { tick: self.n as u64 }));
     }
     fn call(&mut self, estate: &str, category: IncidentKind, about: &str, at: Millis) -> towntwin_core::service::Outcome {
         self.n += 1;
         let id = format!("12345-{:x}", self.n);
-        let h = Header { id: &id, area: estate, kind: "hotline", device: "12345", ty: EventType::HotlineCall, time: self.t0 + at, subject: None };
+        let h =
+            Header { id: &id, area: estate, kind: "hotline", device: "12345", ty: EventType::HotlineCall, time: self.t0 + at, subject: None, exercise: None };
         let topic = format!("town/{estate}/hotline/12345/hotline.call");
         self.send(&topic, h, Data::Hotline(HotlineCall { category, about: about.into() }))
     }
@@ -52,7 +53,16 @@ fn a_call_joins_the_open_order_for_its_problem_or_becomes_a_hotline_order() {
     let mut f = Feed { core: core(), t0: parse_local_date("2026-03-02").unwrap(), n: 0 };
     f.tick(0);
     // A kiosk overflowing for more than 30 minutes: the platform opens its order.
-    let h = Header { id: "E001-bin-001-1", area: "E001", kind: "bin", device: "E001-bin-001", ty: EventType::BinOverflow, time: f.t0 + MINUTE, subject: None };
+    let h = Header {
+        id: "E001-bin-001-1",
+        area: "E001",
+        kind: "bin",
+        device: "E001-bin-001",
+        ty: EventType::BinOverflow,
+        time: f.t0 + MINUTE,
+        subject: None,
+        exercise: None,
+    };
     f.send("town/E001/bin/E001-bin-001/bin.overflow", h, Data::BinLevel(BinLevel { fill_pct: 101 }));
     for m in 2..=32 {
         f.tick(m * MINUTE);
@@ -94,12 +104,30 @@ fn a_call_from_no_estates_line_or_on_another_topic_is_refused() {
     let o = f.call("E999", IncidentKind::BinOverflow, "E999-bin-001", MINUTE);
     assert_eq!(o.rejected.first().map(|r| r.1.code), Some("unknown_device"), "{:?}", o.rejected);
     // The hotline's event posted under a device's topic.
-    let h = Header { id: "12345-x", area: "E001", kind: "hotline", device: "12345", ty: EventType::HotlineCall, time: f.t0 + MINUTE, subject: None };
+    let h = Header {
+        id: "12345-x",
+        area: "E001",
+        kind: "hotline",
+        device: "12345",
+        ty: EventType::HotlineCall,
+        time: f.t0 + MINUTE,
+        subject: None,
+        exercise: None,
+    };
     let o = f.send("town/E001/gate/E001-gate-01/hotline.call", h, Data::Hotline(HotlineCall { category: IncidentKind::BinOverflow, about: String::new() }));
     assert_eq!(o.rejected.first().map(|r| r.1.code), Some("topic_mismatch"), "{:?}", o.rejected);
     // A category that is no incident kind.
     let mut bad = Vec::new();
-    let h = Header { id: "12345-y", area: "E001", kind: "hotline", device: "12345", ty: EventType::HotlineCall, time: f.t0 + MINUTE, subject: None };
+    let h = Header {
+        id: "12345-y",
+        area: "E001",
+        kind: "hotline",
+        device: "12345",
+        ty: EventType::HotlineCall,
+        time: f.t0 + MINUTE,
+        subject: None,
+        exercise: None,
+    };
     encode(&mut bad, &h, &Data::Hotline(HotlineCall { category: IncidentKind::BinOverflow, about: String::new() }));
     let bad = String::from_utf8(bad).unwrap().replace("bin.overflow", "aliens");
     let o = f.core.ingest_on(&["town/E001/hotline/12345/hotline.call"], &[bad.as_bytes()]).unwrap();

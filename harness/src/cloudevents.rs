@@ -53,7 +53,16 @@ mod tests {
     fn the_twins_own_events_pass() {
         use towntwin_core::event::{Data, EventType, Header, Tick, encode};
         let mut out = Vec::new();
-        let h = Header { id: "twin-1", area: "_town", kind: "clock", device: "twin", ty: EventType::ClockTick, time: 1_772_380_800_000, subject: None };
+        let h = Header {
+            id: "twin-1",
+            area: "_town",
+            kind: "clock",
+            device: "twin",
+            ty: EventType::ClockTick,
+            time: 1_772_380_800_000,
+            subject: None,
+            exercise: None,
+        };
         encode(&mut out, &h, &Data::Tick(Tick { tick: 1 }));
         assert_eq!(check(&out), Ok(()), "{}", String::from_utf8_lossy(&out));
     }

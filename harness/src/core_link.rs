@@ -122,20 +122,33 @@ const CORE_LIMIT: Duration = Duration::from_secs(120);
 
 impl OverNetwork {
     /// Starts the core on `ep` (subscribed before this returns, so it misses nothing the twin publishes)
-    /// with its API on a free loopback port; with `lockstep`, also watches `orders/#`.
+    /// with its API where `cfg.http` says (by default a free loopback port); with `lockstep`, also watches
+    /// `orders/#`.
     pub async fn start(mut cfg: CoreConfig, ep: &Endpoint, lockstep: bool) -> Result<OverNetwork> {
         cfg.ingest = IngestConfig {
             client_id: format!("towntwin-core-{}", std::process::id()),
             login: ep.login(crate::credentials::CORE)?,
             ..IngestConfig::new(&ep.host, ep.port)
         };
-        cfg.http = Some(([127, 0, 0, 1], 0).into());
+        cfg.http = cfg.http.or(Some(([127, 0, 0, 1], 0).into()));
         let handle = server::start(cfg).await.context("the core could not start")?;
         let addr = handle.http_addr().ok_or_else(|| anyhow!("the core's HTTP API did not start"))?;
         tracing::info!("core HTTP API on http://{addr}");
         let actor = HttpActor::new(addr, handle.core().clone())?;
         let watch = if lockstep { Some(OrdersWatch::start(ep).await?) } else { None };
         Ok(OverNetwork { handle, actor, watch })
+    }
+}
+
+impl OverNetwork {
+    /// Where the core's HTTP API listens.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.handle.http_addr()
+    }
+
+    /// The core, for what the API does not offer (issuing tokens).
+    pub fn core(&self) -> &std::sync::Arc<std::sync::Mutex<Core>> {
+        self.handle.core()
     }
 }
 

@@ -68,16 +68,37 @@ enum Command {
         #[arg(long)]
         find_max: bool,
     },
-    /// An operator drill (scenarios/drills/*.ron, a master scenario events list). So far `--check`: the
-    /// script is checked against its town (estates, flats, residents and devices it names; start conditions
-    /// without cycles; each expectation inside its trainee's scope) and its events list printed; exit 2
-    /// naming file, field and reason when it is refused.
+    /// An operator drill (scenarios/drills/*.ron, a master scenario events list): the embedded broker, the
+    /// core (its API where the trainees work) and the town's twin, the town at full speed up to the drill's
+    /// minute 0 and then at --speed; injects made real in the twin as their start conditions come; the
+    /// controller's panel over HTTP (start, pause, resume, speed, fire or skip an inject, stop); then the
+    /// after-action report (aar.html, aar.json) in the drill's folder. The script is checked first (exit 2
+    /// naming file, field and reason when it is refused).
     Drill {
-        /// The drill script.
-        file: PathBuf,
+        /// The drill script (not needed with --replay).
+        #[arg(required_unless_present = "replay")]
+        file: Option<PathBuf>,
         /// Check the script and print its events list, without running it.
         #[arg(long)]
         check: bool,
+        /// Town minutes per wall minute once the drill starts (1: real time).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// The drill's folder (default: results/drills/<name>-<unix time>); its name is the exercise id.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where the core serves its API and console (port 0: a free one; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        http: std::net::SocketAddr,
+        /// Where the controller's panel listens (port 0: a free one; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        control: std::net::SocketAddr,
+        /// Hold at minute 0 until the controller starts the drill (POST /drill/start).
+        #[arg(long)]
+        wait_for_start: bool,
+        /// Score a finished drill again from its folder (drill-log.json and the core's store).
+        #[arg(long, conflicts_with_all = ["file", "check"])]
+        replay: Option<PathBuf>,
     },
     /// Run the embedded broker (rumqttd, patched: harness/vendor/rumqttd) on a loopback port until interrupted.
     Broker {
@@ -165,6 +186,9 @@ struct CoreArgs {
     /// or its credentials.csv).
     #[arg(long)]
     credentials: Option<PathBuf>,
+    /// Take only the events of this exercise (an operator drill's `exerciseid`), none of the town's own.
+    #[arg(long)]
+    exercise: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -418,7 +442,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Core { action: None, serve: CoreArgs { broker, db, town, rules, policy, client_id, filter, partitions, batch_max, http, credentials } } => {
+        Command::Core {
+            action: None,
+            serve: CoreArgs { broker, db, town, rules, policy, client_id, filter, partitions, batch_max, http, credentials, exercise },
+        } => {
             let broker = broker.ok_or_else(|| UsageFault("`towntwin core` serves on a broker: give --broker mqtt://host:port".into()))?;
             let ep = towntwin_harness::broker::reach(&broker)?;
             let login = match &credentials {
@@ -440,6 +467,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 IngestConfig { client_id, filter, login, partitions: partitions.into(), batch_max: batch_max.into(), ..IngestConfig::new(&ep.host, ep.port) },
             );
             cfg.http = http;
+            cfg.exercise = exercise;
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             let core = rt.block_on(async {
                 let mut handle = server::start(cfg).await?;
@@ -494,17 +522,25 @@ fn dispatch(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Drill { file, check } => {
-            let drill = towntwin_harness::drill::script::load(&file).map_err(DataFault)?;
-            print!("{}", towntwin_harness::drill::msel(&drill));
-            if !check {
-                return Err(UsageFault(
-                    "running a drill (broker, core, twin and console together) is not built yet; `towntwin drill FILE --check` checks a script".into(),
-                )
-                .into());
-            }
+        Command::Drill { replay: Some(dir), .. } => {
+            let aar = towntwin_harness::drill::live::replay(&dir)?;
+            print!("{}", towntwin_harness::drill::summary(&aar));
+            println!("After-action report: {}", dir.join("aar.html").display());
             Ok(())
         }
+        Command::Drill { file: Some(file), check: true, .. } => {
+            let drill = towntwin_harness::drill::script::load(&file).map_err(DataFault)?;
+            print!("{}", towntwin_harness::drill::msel(&drill));
+            Ok(())
+        }
+        Command::Drill { file: Some(file), speed, out, http, control, wait_for_start, .. } => {
+            let opts = towntwin_harness::drill::live::DrillOptions { file, speed, out, http, control, wait_for_start, threads: None };
+            let done = towntwin_harness::drill::live::run(&opts)?;
+            print!("{}", towntwin_harness::drill::summary(&done.aar));
+            println!("After-action report: {}", done.out.join("aar.html").display());
+            Ok(())
+        }
+        Command::Drill { file: None, .. } => Err(UsageFault("`towntwin drill` needs a drill script, or --replay DIR".into()).into()),
         Command::Load { profile, broker, out, find_max: true } => {
             let loaded = towntwin_harness::load::profile::load(&profile).map_err(DataFault)?;
             let out = out.unwrap_or_else(|| towntwin_harness::run::stamped_dir(&format!("load/{}-knee", loaded.profile.name)));

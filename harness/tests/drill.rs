@@ -51,9 +51,14 @@ fn the_shipped_script_checks_and_orders_its_injects() {
     assert!(pos("I1") < pos("I2") && pos("I2") < pos("I4"), "each after the one it waits for: {ids:?}");
     assert_eq!(d.areas, vec!["E001"; 4]);
     let table = towntwin_harness::drill::msel(&d);
-    for needle in
-        ["I1: Resident V0001", "fire in E001 B16-101", "9 new faces move into E001 B01-105", "E001-gate-02 dark for 6 h", "property Accept within 30 min (O1)"]
-    {
+    for needle in [
+        "I1: Resident V0001",
+        "fire in E001 B16-101",
+        "9 new faces move into E001 B01-105",
+        "E001-gate-02 dark for 6 h",
+        "cadre Accept within 30 min (O1)",
+        "a neighbour calls 12345 5 min later",
+    ] {
         assert!(table.contains(needle), "{needle:?} missing from\n{table}");
     }
 }
@@ -64,7 +69,7 @@ fn unknown_targets_are_refused_naming_the_field() {
     let file = edited(
         dir.path(),
         &[
-            ("Incapacitate(resident: \"V0001\")", "Incapacitate(resident: \"V9999\")"),
+            ("Incapacitate(resident: \"V0001\"", "Incapacitate(resident: \"V9999\""),
             ("Fire(estate: \"E001\", flat: \"B16-101\")", "Fire(estate: \"E001\", flat: \"B16-9901\")"),
             ("NewFaces(estate: \"E001\"", "NewFaces(estate: \"E999\""),
             ("DeviceDark(device: \"E001-gate-02\"", "DeviceDark(device: \"E001-gate-99\""),
@@ -129,10 +134,166 @@ fn the_cli_checks_a_script_and_refuses_a_bad_one_with_exit_2() {
 
     let dir = tempfile::tempdir().unwrap();
     let file =
-        edited(dir.path(), &[("Incapacitate(resident: \"V0001\")", "Incapacitate(resident: \"V9999\")"), ("minutes: 180,", "minutes: 180, colour: \"red\",")]);
+        edited(dir.path(), &[("Incapacitate(resident: \"V0001\"", "Incapacitate(resident: \"V9999\""), ("minutes: 180,", "minutes: 180, colour: \"red\",")]);
     let bad = Command::new(env!("CARGO_BIN_EXE_towntwin")).args(["drill", "--check"]).arg(&file).output().unwrap();
     let err = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(2), "{err}");
     assert!(err.contains("drill.ron:") && err.contains("colour"), "an unknown field, with file and place: {err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A plain HTTP/1.1 request on loopback: (status, body as JSON, or Null).
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let host = addr.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let body = body.unwrap_or("");
+    let kind = if body.is_empty() { String::new() } else { "Content-Type: application/json\r\n".into() };
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}{kind}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let text = out.split_once("\r\n\r\n").map_or("", |x| x.1);
+    // Bodies come whole or chunked; a chunked JSON body is one chunk here.
+    let json = text.find(['[', '{']).and_then(|i| serde_json::from_str(text[i..].trim_end_matches(|c: char| c != ']' && c != '}')).ok());
+    (status, json.unwrap_or(serde_json::Value::Null))
+}
+
+/// A short drill, run as a trainer runs one: `towntwin drill FILE` with a trainee working the queue over the
+/// core's API and the controller's panel used over HTTP. One fire is handled in time, a second ignored; a
+/// manual inject is fired by the controller and another never is. The after-action report scores the first
+/// as met, the second as missed, and `--replay` scores the folder the same way.
+#[test]
+fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let baseline = root().join("scenarios/baseline.ron");
+    let script = format!(
+        r#"(
+    name: "short",
+    scenario: {baseline:?},
+    start: "2026-03-02T00:10",
+    minutes: 40,
+    trainees: [(name: "property", principal: "estate:E001/property")],
+    objectives: [(id: "O1", text: "Answer a fire alarm"), (id: "O2", text: "Answer another")],
+    injects: [
+        (id: "I1", title: "Fire in B16", start: At(minute: 2.0), what: Fire(estate: "E001", flat: "B16-101"),
+         expect: [
+            (by: "property", action: Notice, within_minutes: 10.0, points: 5, objective: "O1"),
+            (by: "property", action: Accept, within_minutes: 12.0, points: 5, objective: "O1"),
+            (by: "property", action: Resolve, within_minutes: 20.0, points: 10, objective: "O1"),
+         ]),
+        (id: "I2", title: "Fire in B03", start: AfterStarted(inject: "I1", minutes: 18.0), what: Fire(estate: "E001", flat: "B03-101"),
+         expect: [(by: "property", action: Accept, within_minutes: 10.0, points: 10, objective: "O2")]),
+        (id: "I3", title: "A camera goes dark", start: Manual, what: DeviceDark(device: "E001-gate-02", hours: 1.0)),
+        (id: "I4", title: "Never fired", start: Manual, what: DeviceDark(device: "E001-gate-01", hours: 1.0)),
+    ],
+)"#,
+        baseline = baseline.to_str().unwrap()
+    );
+    let file = tmp.path().join("short.ron");
+    std::fs::write(&file, script).unwrap();
+    let out = tmp.path().join("short-drill");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_towntwin"))
+        .args(["drill", file.to_str().unwrap(), "--speed", "60", "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        all
+    });
+    let mut console = String::new();
+    let (mut trainee, mut controller, mut panel) = (String::new(), String::new(), String::new());
+    while trainee.is_empty() {
+        let line = rx.recv_timeout(std::time::Duration::from_secs(120)).expect("the drill prints its addresses and tokens");
+        if let Some(rest) = line.strip_prefix("drill: console (the core's API) on ") {
+            console = rest.to_string();
+        } else if let Some(rest) = line.strip_prefix("drill: controller on ") {
+            let (url, token) = rest.split_once(" (Authorization: Bearer ").unwrap();
+            panel = url.trim_end_matches("/drill").to_string();
+            controller = token.trim_end_matches(')').to_string();
+        } else if let Some(rest) = line.strip_prefix("drill: trainee property (estate:E001/property) token ") {
+            trainee = rest.to_string();
+        }
+    }
+    // The panel: refused without the controller's token, with a speed it cannot keep, for an unknown inject.
+    assert_eq!(http(&panel, "GET", "/drill", Some(&trainee), None).0, 401);
+    assert_eq!(http(&panel, "POST", "/drill/speed", Some(&controller), Some(r#"{"speed": -3}"#)).0, 400);
+    assert_eq!(http(&panel, "POST", "/drill/injects/I9/fire", Some(&controller), None).0, 404);
+    // The trainee works the first fire's order: opens it, accepts, starts and resolves it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut handled = None;
+    while handled.is_none() && std::time::Instant::now() < deadline {
+        let (s, orders) = http(&console, "GET", "/orders?rule=smoke&state=dispatched", Some(&trainee), None);
+        assert_eq!(s, 200);
+        if let Some(o) = orders.as_array().and_then(|a| a.iter().find(|o| o["area"] == "E001")) {
+            let id = o["id"].as_u64().unwrap();
+            assert_eq!(http(&console, "GET", &format!("/orders/{id}"), Some(&trainee), None).0, 200);
+            for action in ["accept", "start", "resolve"] {
+                let (s, body) = http(&console, "POST", &format!("/orders/{id}/actions"), Some(&trainee), Some(&format!(r#"{{"action":"{action}"}}"#)));
+                assert_eq!(s, 200, "{action}: {body}");
+            }
+            handled = Some(id);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let handled = handled.expect("the injected fire's order reached the trainee's queue");
+    // The controller fires the manual inject I3, and cannot fire it twice.
+    assert_eq!(http(&panel, "POST", "/drill/injects/I3/fire", Some(&controller), None).0, 204);
+    assert_eq!(http(&panel, "POST", "/drill/injects/I3/fire", Some(&controller), None).0, 409);
+    // The panel shows the order the inject made (once the twin has had the core's notice of it).
+    let mut status = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (s, st) = http(&panel, "GET", "/drill", Some(&controller), None);
+        assert_eq!(s, 200);
+        status = st;
+        if status["injects"][0]["order"].as_u64() == Some(handled) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(status["injects"][0]["order"].as_u64(), Some(handled), "{status}");
+    let code = child.wait().unwrap();
+    let printed = reader.join().unwrap();
+    assert!(code.success(), "{printed}");
+    assert!(printed.contains("After-action report:"), "{printed}");
+
+    let aar: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("aar.json")).unwrap()).unwrap();
+    let inject = |id: &str| aar["injects"].as_array().unwrap().iter().find(|i| i["id"] == id).unwrap().clone();
+    let i1 = inject("I1");
+    assert_eq!(i1["order"].as_u64(), Some(handled), "{i1}");
+    for x in i1["expectations"].as_array().unwrap() {
+        assert_eq!(x["met"], true, "handled in time: {x}");
+    }
+    let i2 = inject("I2");
+    assert_eq!(i2["status"], "started", "{i2}");
+    assert!(i2["order"].is_u64(), "the ignored fire made an order too: {i2}");
+    assert_eq!((i2["expectations"][0]["met"].as_bool(), i2["expectations"][0]["done_after_minutes"].is_null()), (Some(false), true), "{i2}");
+    assert_eq!(inject("I3")["status"], "started");
+    assert_eq!(inject("I4")["status"], "not_started");
+    let rating = |id: &str| aar["objectives"].as_array().unwrap().iter().find(|o| o["id"] == id).unwrap()["rating"].clone();
+    assert_eq!((rating("O1"), rating("O2")), (serde_json::json!("P"), serde_json::json!("U")));
+    let html = std::fs::read_to_string(out.join("aar.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("Fire in B03") && !html.contains("src=\"http"), "self-contained, with the timeline");
+
+    // Replayed from the folder: the same report.
+    let replayed = Command::new(env!("CARGO_BIN_EXE_towntwin")).args(["drill", "--replay", out.to_str().unwrap()]).output().unwrap();
+    assert!(replayed.status.success(), "{}", String::from_utf8_lossy(&replayed.stderr));
+    let again: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("aar.json")).unwrap()).unwrap();
+    assert_eq!(again, aar);
+    // The same folder twice is refused before anything starts.
+    let twice = Command::new(env!("CARGO_BIN_EXE_towntwin")).args(["drill", file.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
+    assert_eq!(twice.status.code(), Some(2), "{}", String::from_utf8_lossy(&twice.stderr));
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("already holds a drill"));
 }

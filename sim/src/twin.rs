@@ -11,7 +11,7 @@ use towntwin_contracts::town::Town;
 use crate::plugins::emit::{Emitted, Message, Stats, StreamDigest, Typed};
 use crate::plugins::responders::{Act, Acts, Inbox, ResponderStats, RuleTargets};
 use crate::plugins::{
-    FeatureOrderPlugin, clock, devices, emit, fence, garbage, hotline, renovation, rental, residents, responders, safety, vehicles, vulnerable,
+    FeatureOrderPlugin, clock, devices, drill, emit, fence, garbage, hotline, renovation, rental, residents, responders, safety, vehicles, vulnerable,
 };
 use crate::scenario::Scenario;
 use crate::world::{Clock, GroundTruth, Outbox, Params, Pending, Registry, TownData};
@@ -50,6 +50,7 @@ impl Plugin for TownPlugins {
         app.add_plugins((
             FeatureOrderPlugin,
             clock::ClockPlugin,
+            drill::DrillPlugin,
             responders::RespondersPlugin,
             rental::RentalPlugin,
             residents::ResidentsPlugin,
@@ -125,6 +126,23 @@ impl Twin {
     /// Hands the responders the core's notices; they act on them from the next tick.
     pub fn deliver(&mut self, notices: Vec<Notice>) {
         self.app.world_mut().resource_mut::<Inbox>().0.extend(notices);
+    }
+
+    /// Queues inject number `n` of a drill: it takes effect at the next tick (see [`crate::plugins::drill`]).
+    pub fn inject(&mut self, n: u32, inject: drill::Inject) {
+        self.app.world_mut().resource_mut::<drill::Injections>().push(n, inject);
+    }
+
+    /// When the injects took effect, and what they made, since the last call.
+    pub fn take_applied(&mut self) -> Vec<drill::Effect> {
+        std::mem::take(&mut self.app.world_mut().resource_mut::<drill::Applied>().0)
+    }
+
+    /// Marks every event from now on as traffic of `exercise` (the CloudEvents extension `exerciseid`), and
+    /// makes the crews whose principals are in `stand_down` leave their orders to the drill's trainees.
+    pub fn start_exercise(&mut self, exercise: &str, stand_down: std::collections::HashSet<towntwin_contracts::principal::Principal>) {
+        self.app.world_mut().insert_resource(emit::Exercise(Some(exercise.to_string())));
+        self.app.world_mut().insert_resource(drill::StandDown(stand_down));
     }
 
     /// The responders' actions of the last tick, for the harness to apply to the core (in order).

@@ -166,6 +166,9 @@ pub struct Header<'a> {
     pub time: Millis,
     /// The flat the event is about, where there is one.
     pub subject: Option<FlatRef>,
+    /// The exercise (an operator drill) the event belongs to, as the CloudEvents extension attribute
+    /// `exerciseid`; `None` for the town's own traffic. A core takes only its own exercise's events.
+    pub exercise: Option<&'a str>,
 }
 
 /// Encodes one event as a CloudEvents 1.0 structured-mode JSON object into `out` (cleared first).
@@ -193,6 +196,10 @@ pub fn encode(out: &mut Vec<u8>, h: &Header<'_>, data: &Data) {
     }
     out.extend_from_slice(b",\"estate\":");
     json_str(out, h.area);
+    if let Some(x) = h.exercise {
+        out.extend_from_slice(b",\"exerciseid\":");
+        json_str(out, x);
+    }
     out.extend_from_slice(b",\"data\":");
     // Data structs hold only numbers, bools and strings: serialisation cannot fail.
     let _ = serde_json::to_writer(&mut *out, data);
@@ -522,6 +529,7 @@ mod tests {
             ty: EventType::GatePass,
             time: 0,
             subject: Some(FlatRef { building: 3, room: 1102 }),
+            exercise: Some("drill-7"),
         };
         let d = Data::GatePass(GatePass { person: PersonId(1), flat: FlatRef { building: 3, room: 1102 }, method: Method::Face, direction: Direction::Out });
         encode(&mut out, &h, &d);
@@ -533,6 +541,7 @@ mod tests {
         assert_eq!(v["data"]["direction"], "out");
         assert_eq!(v["data"]["person"], "P0000001");
         assert_eq!(v["subject"], "B03-1102");
+        assert_eq!(v["exerciseid"], "drill-7", "an exercise's events carry its id as a CloudEvents extension");
         let back: GatePass = serde_json::from_value(v["data"].clone()).unwrap();
         assert_eq!(back.flat, FlatRef { building: 3, room: 1102 });
         assert!("B3".parse::<FlatRef>().is_err());

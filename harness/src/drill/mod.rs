@@ -2,11 +2,28 @@
 //! the script format and its checks ([`script`]), and `towntwin drill FILE --check`, which prints the
 //! master scenario events list a checked script makes.
 
+pub mod aar;
+pub mod live;
 pub mod script;
 
 use std::fmt::Write;
 
 use script::{Drill, Start, What};
+
+/// The after-action report's gist for the terminal: points, each objective's rating, each inject's outcome.
+pub fn summary(a: &aar::Aar) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "drill {}: {} of {} points; ended by {} at drill minute {:.0}", a.drill, a.earned, a.possible, a.ended_by, a.minutes);
+    for ob in &a.objectives {
+        let _ = writeln!(o, "  {} {}: {} of {} points ({})", ob.rating, ob.id, ob.earned, ob.possible, ob.text);
+    }
+    for i in &a.injects {
+        let met = i.expectations.iter().filter(|x| x.met).count();
+        let order = i.order.map_or_else(|| "no order".to_string(), |n| format!("order {n}"));
+        let _ = writeln!(o, "  {} ({:?}, {order}): {met} of {} expectations met", i.id, i.status, i.expectations.len());
+    }
+    o
+}
 
 /// The master scenario events list (MSEL) of a checked drill, as a Markdown table: injects in the order
 /// they can start, each with its start condition, what it does, the area of its order, and the expected
@@ -32,7 +49,8 @@ pub fn msel(d: &Drill) -> String {
             Start::Manual => "when the controller fires it".into(),
         };
         let what = match &inj.what {
-            What::Incapacitate { resident } => format!("{resident} taken ill at home"),
+            What::Incapacitate { resident, call_after_minutes: None } => format!("{resident} taken ill at home"),
+            What::Incapacitate { resident, call_after_minutes: Some(m) } => format!("{resident} taken ill at home; a neighbour calls 12345 {m} min later"),
             What::Fire { estate, flat } => format!("fire in {estate} {flat}"),
             What::NewFaces { estate, flat, people } => format!("{people} new faces move into {estate} {flat}"),
             What::DeviceDark { device, hours } => format!("{device} dark for {hours} h"),

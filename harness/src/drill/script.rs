@@ -91,18 +91,7 @@ impl Start {
 }
 
 /// What an inject makes happen in the twin (the twin makes it real: the detectors and people react to it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub enum What {
-    /// A registered vulnerable resident (`V0007`) is taken ill at home and stops passing the gates.
-    Incapacitate { resident: String },
-    /// A fire breaks out in a flat; its building's smoke detectors sound.
-    Fire { estate: String, flat: String },
-    /// A group of people new to the gates moves into a rented flat.
-    NewFaces { estate: String, flat: String, people: u32 },
-    /// A device goes dark for this many hours (until repaired, if sooner).
-    DeviceDark { device: String, hours: f64 },
-}
+pub use towntwin_sim::plugins::drill::Inject as What;
 
 /// What a trainee is expected to do about an inject's order, within how long of the inject's start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,7 +112,8 @@ pub enum Expected {
     /// First opened the order (its detail page or the API's `GET /orders/{id}`).
     Notice,
     Accept,
-    Dispatch,
+    /// Someone is on site and working on it (the order's `start`: in progress).
+    Start,
     Resolve,
 }
 
@@ -141,6 +131,8 @@ pub struct Drill {
     pub order: Vec<usize>,
     /// Each inject's area (estate or road id): the area of the order it makes.
     pub areas: Vec<String>,
+    /// The drill's minute 0, from the start of the scenario's first day.
+    pub offset: towntwin_core::time::Millis,
 }
 
 /// Loads and checks a drill script; the scenario it names and that scenario's town are loaded too.
@@ -155,6 +147,7 @@ pub fn load(file: &Path) -> Result<Drill, DataErrors> {
 /// Checks `script` (read from `file`) against its scenario and town.
 fn check(file: &Path, script: Script, scenario_file: PathBuf, scenario: &towntwin_sim::Scenario, town: Town) -> Result<Drill, DataErrors> {
     let mut p = Problems::new(file);
+    let mut drill_offset = 0;
     let ok_name = !script.name.is_empty() && script.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     p.check(ok_name, || "name".into(), || format!("expected letters, digits, '-' or '_' (it names a folder), got {:?}", script.name));
     p.check(script.minutes > 0 && script.minutes <= 7 * 24 * 60, || "minutes".into(), || format!("expected 1 to 10080 drill minutes, got {}", script.minutes));
@@ -166,6 +159,7 @@ fn check(file: &Path, script: Script, scenario_file: PathBuf, scenario: &towntwi
             match (first, day) {
                 (Ok(first), Ok(day)) => {
                     let offset = (day - first) + minute * towntwin_core::time::MINUTE;
+                    drill_offset = offset;
                     let end = scenario.days as i64 * towntwin_core::time::DAY;
                     let last = offset + script.minutes as i64 * towntwin_core::time::MINUTE;
                     p.check(
@@ -240,8 +234,13 @@ fn check(file: &Path, script: Script, scenario_file: PathBuf, scenario: &towntwi
         let f = |name: &str| format!("injects[{i}].{name}");
         // Where the inject happens: the area of the order it makes (None when a target is unknown).
         let area: Option<String> = match &inj.what {
-            What::Incapacitate { resident } => match registered.get(resident.as_str()) {
-                Some(r) => Some(r.estate.clone()),
+            What::Incapacitate { resident, call_after_minutes } => match registered.get(resident.as_str()) {
+                Some(r) => {
+                    if let Some(m) = call_after_minutes {
+                        p.check(m.is_finite() && *m >= 0.0, || f("what.call_after_minutes"), || format!("expected minutes >= 0, got {m}"));
+                    }
+                    Some(r.estate.clone())
+                }
                 None => {
                     p.push(f("what.resident"), format!("`{resident}` is not in the town's register of vulnerable residents (V0001 ...)"));
                     None
@@ -354,7 +353,7 @@ fn check(file: &Path, script: Script, scenario_file: PathBuf, scenario: &towntwi
         }
     };
     p.finish()?;
-    Ok(Drill { script, file: file.to_path_buf(), scenario_file, town, principals, order, areas })
+    Ok(Drill { script, file: file.to_path_buf(), scenario_file, town, principals, order, areas, offset: drill_offset })
 }
 
 /// `YYYY-MM-DDTHH:MM` as (date, minute of the day).

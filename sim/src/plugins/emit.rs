@@ -20,6 +20,7 @@ impl Plugin for EmitPlugin {
             .init_resource::<Typed>()
             .init_resource::<Stats>()
             .init_resource::<StreamDigest>()
+            .init_resource::<Exercise>()
             .add_systems(Update, encode_tick.in_set(Feature::Emit));
     }
 }
@@ -92,6 +93,11 @@ impl Stats {
     }
 }
 
+/// The exercise (an operator drill) every event is marked with, as the CloudEvents extension `exerciseid`;
+/// `None` (the default) for a run of the town on its own.
+#[derive(Resource, Debug, Default, Clone)]
+pub struct Exercise(pub Option<String>);
+
 /// BLAKE3 over every encoded event in generation order: topic, newline, payload, newline.
 #[derive(Resource, Debug, Default)]
 pub struct StreamDigest(pub blake3::Hasher);
@@ -99,7 +105,7 @@ pub struct StreamDigest(pub blake3::Hasher);
 /// Encodes a run of events whose per-device sequence numbers are already assigned, into one buffer laid
 /// out as the digest takes it (`topic\npayload\n` each); messages hold slices of it. A pure function of its
 /// input, so pieces of a tick can be encoded on different threads and joined in order.
-fn encode_run(reg: &Registry, run: &[(Pending, u32)]) -> (bytes::Bytes, Vec<Message>) {
+fn encode_run(reg: &Registry, exercise: Option<&str>, run: &[(Pending, u32)]) -> (bytes::Bytes, Vec<Message>) {
     let mut buf = Vec::with_capacity(run.len() * 420);
     let mut spans = Vec::with_capacity(run.len());
     let mut id = String::with_capacity(32);
@@ -108,7 +114,7 @@ fn encode_run(reg: &Registry, run: &[(Pending, u32)]) -> (bytes::Bytes, Vec<Mess
         let (area, kind, device) = names(reg, p.device);
         id.clear();
         let _ = write!(id, "{device}-{seq:x}");
-        let header = Header { id: &id, area, kind, device, ty: p.ty, time: p.time, subject: p.subject };
+        let header = Header { id: &id, area, kind, device, ty: p.ty, time: p.time, subject: p.subject, exercise };
         encode(&mut payload, &header, &p.data);
         let topic_start = buf.len();
         for (i, seg) in ["town", area, kind, device, p.ty.as_str()].into_iter().enumerate() {
@@ -142,6 +148,7 @@ fn encode_tick(
     mut typed: ResMut<Typed>,
     mut stats: ResMut<Stats>,
     mut digest: ResMut<StreamDigest>,
+    exercise: Res<Exercise>,
 ) {
     let mut pending = std::mem::take(&mut outbox.0);
     // In time order, and the clock tick that closes the minute last of all: once the core has it, it has
@@ -174,13 +181,13 @@ fn encode_tick(
     }
     let pool = ComputeTaskPool::get_or_init(TaskPool::default);
     let pieces: Vec<(bytes::Bytes, Vec<Message>)> = if run.len() < PARALLEL_MIN || pool.thread_num() <= 1 {
-        vec![encode_run(&reg, &run)]
+        vec![encode_run(&reg, exercise.0.as_deref(), &run)]
     } else {
         let size = run.len().div_ceil(pool.thread_num());
-        let reg = &*reg;
+        let (reg, exercise) = (&*reg, exercise.0.as_deref());
         pool.scope(|scope| {
             for piece in run.chunks(size) {
-                scope.spawn(async move { encode_run(reg, piece) });
+                scope.spawn(async move { encode_run(reg, exercise, piece) });
             }
         })
     };

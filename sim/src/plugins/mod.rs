@@ -6,6 +6,7 @@ use bevy::prelude::*;
 
 pub mod clock;
 pub mod devices;
+pub mod drill;
 pub mod emit;
 pub mod fence;
 pub mod garbage;
@@ -22,6 +23,7 @@ pub mod vulnerable;
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Feature {
     Clock,
+    Drill,
     Responders,
     Rental,
     Residents,
@@ -44,11 +46,11 @@ impl Plugin for FeatureOrderPlugin {
         use Feature::*;
         app.configure_sets(
             Startup,
-            (Clock, Responders, Rental, Residents, Vulnerable, Garbage, Renovation, Vehicles, Fence, Safety, Devices, Hotline, Emit).chain(),
+            (Clock, Drill, Responders, Rental, Residents, Vulnerable, Garbage, Renovation, Vehicles, Fence, Safety, Devices, Hotline, Emit).chain(),
         );
         app.configure_sets(
             Update,
-            (Clock, Responders, Rental, Residents, Vulnerable, Garbage, Renovation, Vehicles, Fence, Safety, Devices, Hotline, Emit).chain(),
+            (Clock, Drill, Responders, Rental, Residents, Vulnerable, Garbage, Renovation, Vehicles, Fence, Safety, Devices, Hotline, Emit).chain(),
         );
     }
 }

@@ -34,15 +34,25 @@ fn is_rented(h: &Household) -> bool {
 /// What letting flats by the bed changes: residents replaced (newcomers get new person ids), and the ground
 /// truth of each group rental.
 #[derive(SystemParam)]
-struct Letting<'w, 's> {
-    commands: Commands<'w, 's>,
+pub(crate) struct Letting<'w, 's> {
+    pub commands: Commands<'w, 's>,
     pid: ResMut<'w, NextPid>,
-    truth: ResMut<'w, GroundTruth>,
+    pub truth: ResMut<'w, GroundTruth>,
 }
 
 impl Letting<'_, '_> {
-    /// Replaces a flat's household with `n` bed-space tenants.
-    fn convert(&mut self, reg: &Registry, flat: Entity, h: &Household, members: &Members, n: u32, rng: &mut crate::rng::Rng) -> Vec<Entity> {
+    /// Replaces a flat's household with `n` bed-space tenants, at home (`inside`) or about to arrive.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn convert(
+        &mut self,
+        reg: &Registry,
+        flat: Entity,
+        h: &Household,
+        members: &Members,
+        n: u32,
+        inside: bool,
+        rng: &mut crate::rng::Rng,
+    ) -> Vec<Entity> {
         let Letting { commands, pid, .. } = self;
         for m in &members.0 {
             commands.entity(*m).despawn();
@@ -54,7 +64,7 @@ impl Letting<'_, '_> {
                 commands
                     .spawn((
                         Resident { pid: pid.take(), age: Age::Adult, flat, home: h.flat, estate: h.estate, usual_gate },
-                        Presence { inside: true, state: State::Normal },
+                        Presence { inside, state: State::Normal },
                     ))
                     .id()
             })
@@ -73,7 +83,7 @@ fn seed_group_rentals(ctx: Ctx, flats: Res<Flats>, households: Query<(&Household
                 continue;
             }
             let n = rng.random_range(cfg.occupants.0..=cfg.occupants.1);
-            let new = letting.convert(reg, flat, h, members, n, &mut rng);
+            let new = letting.convert(reg, flat, h, members, n, true, &mut rng);
             let incident = letting.truth.open(IncidentKind::GroupRental, &reg.estate_ids[ei], h.label(), clock.start, false);
             letting.commands.entity(flat).insert((Members(new), GroupRented { incident }));
         }
@@ -104,7 +114,7 @@ fn new_group_rentals(
                 continue;
             }
             let n = rng.random_range(cfg.occupants.0..=cfg.occupants.1);
-            let new = letting.convert(reg, flat, h, members, n, &mut rng);
+            let new = letting.convert(reg, flat, h, members, n, true, &mut rng);
             let at = clock.now + rng.random_range(8..20) * 3_600_000;
             let incident = letting.truth.open(IncidentKind::GroupRental, &reg.estate_ids[ei], h.label(), at, false);
             letting.commands.entity(flat).insert((Members(new), GroupRented { incident }));

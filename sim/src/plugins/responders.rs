@@ -334,7 +334,7 @@ fn respond(
     mut desk: ResMut<Desk>,
     mut agenda: ResMut<Agenda<Job>>,
     mut stats: ResMut<ResponderStats>,
-    (mut answers, mut truth, targets): (ResMut<Answers>, ResMut<GroundTruth>, Res<RuleTargets>),
+    (mut answers, mut truth, targets, stand_down): (ResMut<Answers>, ResMut<GroundTruth>, Res<RuleTargets>, Res<super::drill::StandDown>),
 ) {
     let cfg = &params.scenario.responders;
     let calendar = &params.scenario.calendar;
@@ -375,6 +375,10 @@ fn respond(
                 *d += 1;
                 let d = *d;
                 let Some(key) = desk.team_for(&n) else { continue };
+                if stand_down.0.contains(&principal(key.0, &key.1)) {
+                    // A drill's trainee plays this crew: the order is theirs to work.
+                    continue;
+                }
                 let (name, crew) = crew_of(cfg, key.0);
                 let mut rng = params.rng("responders.notice", order, d);
                 let ready = n.event.at.max(now) + minutes(&mut rng, &crew.notice_minutes);

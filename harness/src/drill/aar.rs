@@ -1,0 +1,497 @@
+//! The after-action report: each inject scored from what the core recorded, against the script.
+//!
+//! A drill leaves two records in its folder: the core's store (`core.db`: every order, every transition
+//! with who made it and when, and in the audit log every order a principal opened) and the controller's
+//! log (`drill-log.json`: the script, when each inject took effect in the town, what the controller did,
+//! and how late the twin kept to the wall clock). The report is a function of those two alone, so
+//! `towntwin drill --replay DIR` rebuilds it from a finished drill's folder.
+//!
+//! For each inject: the order it made is the first order about it (a rule that detects what the inject
+//! does, in the inject's area, about its resident, flat or device, made at or after the inject took
+//! effect). Each expectation is met when its
+//! trainee did the action (opened the order, accepted it, started work on it, resolved it) within its
+//! minutes of the inject's start; times are the core's event time, to the minute of the twin's clock.
+//! Each objective is rated as HSEEP does, from the share of its points earned: P (performed without
+//! challenges, all of them), S (with some challenges, at least half), M (major challenges, some), U (unable
+//! to be performed, none).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use towntwin_core::orders::{Order, OrderEvent};
+use towntwin_core::time::{MINUTE, Millis};
+
+use super::script::{Expected, Script};
+use crate::plots::{color, e, plot};
+
+/// How an inject went, as the controller saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Its start condition never came (or the controller never fired it).
+    NotStarted,
+    Started,
+    /// The controller skipped it.
+    Skipped,
+}
+
+/// One inject in the controller's log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InjectLog {
+    pub id: String,
+    pub status: Status,
+    /// Town time its start condition came (or the controller fired it).
+    pub due_at: Option<Millis>,
+    /// Town time it took effect in the twin (its first effect).
+    pub started_at: Option<Millis>,
+    /// What it made happen, with town times.
+    pub effects: Vec<(Millis, String)>,
+    /// How late (ms) the twin's traffic reached the inject's town time, against the wall time the pace
+    /// scheduled for it; `None` at full speed (warm-up) or when it never started.
+    pub lateness_ms: Option<f64>,
+    /// The rules whose orders are about this inject (those that detect what it does).
+    pub rules: Vec<String>,
+    /// The inject's area: the area of its order.
+    pub area: String,
+    /// What its order names within the area (the resident, the flat, the device); empty: any (a fire's
+    /// order names the detector that sounded first).
+    #[serde(default)]
+    pub subjects: Vec<String>,
+}
+
+impl InjectLog {
+    /// Whether an order (its rule, area, subject, when it was made) is about this inject.
+    pub fn is_about(&self, rule: &str, area: &str, subject: &str, created_at: Millis) -> bool {
+        let Some(start) = self.started_at else { return false };
+        area == self.area
+            && self.rules.iter().any(|r| r == rule)
+            && (self.subjects.is_empty() || self.subjects.iter().any(|s| s == subject))
+            && created_at >= start - MINUTE
+    }
+}
+
+/// The controller's log of a drill (`drill-log.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Log {
+    pub script: Script,
+    pub exercise: String,
+    /// Trainee name -> principal.
+    pub principals: BTreeMap<String, String>,
+    /// Town time of drill minute 0.
+    pub drill_start: Millis,
+    /// Town time the drill ended, and why.
+    pub ended_at: Millis,
+    pub ended_by: String,
+    pub injects: Vec<InjectLog>,
+    /// What the controller did: (town time, wall seconds since the drill began, what).
+    pub control: Vec<(Millis, f64, String)>,
+    /// Lateness of every event of the drill's paced part against its scheduled wall time, ms.
+    pub event_lateness: Option<Lateness>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lateness {
+    pub events: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// What the core recorded, as far as the report needs it.
+pub struct Recorded {
+    pub orders: Vec<Order>,
+    pub history: HashMap<u64, Vec<OrderEvent>>,
+    /// (event time, principal, order) of every order opened.
+    pub views: Vec<(Millis, String, u64)>,
+}
+
+impl Recorded {
+    /// Reads the core's store at `db` (a finished drill's).
+    pub fn read(db: &Path) -> Result<Recorded> {
+        let store = towntwin_core::store::Store::open(db).with_context(|| format!("cannot open the drill's store {}", db.display()))?;
+        let orders = store.load().with_context(|| format!("cannot read {}", db.display()))?.orders;
+        let mut history = HashMap::new();
+        for o in &orders {
+            history.insert(o.id, store.order_events(o.id)?);
+        }
+        let views = store
+            .audit_entries()?
+            .into_iter()
+            .filter(|s| s.entry.what == "view" && s.entry.outcome == "seen")
+            .filter_map(|s| s.entry.target.strip_prefix("order ").and_then(|n| n.parse().ok()).map(|n| (s.entry.at, s.entry.actor.clone(), n)))
+            .collect();
+        Ok(Recorded { orders, history, views })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Aar {
+    pub drill: String,
+    pub exercise: String,
+    pub description: String,
+    /// Town times.
+    pub start: String,
+    pub end: String,
+    pub ended_by: String,
+    pub minutes: f64,
+    pub trainees: BTreeMap<String, String>,
+    pub injects: Vec<InjectScore>,
+    pub objectives: Vec<ObjectiveScore>,
+    pub earned: u32,
+    pub possible: u32,
+    pub timeline: Vec<Moment>,
+    pub inject_lateness_ms: BTreeMap<String, f64>,
+    pub event_lateness: Option<Lateness>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InjectScore {
+    pub id: String,
+    pub title: String,
+    pub status: Status,
+    /// Drill minute it took effect.
+    pub started_minute: Option<f64>,
+    pub order: Option<u64>,
+    pub order_rule: Option<String>,
+    /// Minutes from the inject's start to its order.
+    pub order_after_minutes: Option<f64>,
+    pub expectations: Vec<ExpectationScore>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExpectationScore {
+    pub by: String,
+    pub action: Expected,
+    pub within_minutes: f64,
+    pub points: u32,
+    pub objective: String,
+    /// Minutes from the inject's start until the trainee did it, if they did.
+    pub done_after_minutes: Option<f64>,
+    pub met: bool,
+    pub earned: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectiveScore {
+    pub id: String,
+    pub text: String,
+    pub earned: u32,
+    pub possible: u32,
+    /// HSEEP: P, S, M or U.
+    pub rating: String,
+}
+
+/// One line of the timeline, in drill minutes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Moment {
+    pub minute: f64,
+    pub what: String,
+}
+
+/// Town (local) time to the minute: `2026-03-02 08:05`.
+pub fn town_time(t: Millis) -> String {
+    let l = towntwin_core::time::Local::of(t);
+    format!("{} {:02}:{:02}", l.date_string(), l.hour, l.minute)
+}
+
+fn minutes_between(from: Millis, to: Millis) -> f64 {
+    (to - from) as f64 / MINUTE as f64
+}
+
+/// The order an inject made: the first about it ([`InjectLog::is_about`]).
+pub fn order_of<'a>(inj: &InjectLog, orders: &'a [Order]) -> Option<&'a Order> {
+    orders.iter().filter(|o| inj.is_about(&o.rule, &o.area, &o.subject, o.created_at)).min_by_key(|o| (o.created_at, o.id))
+}
+
+/// HSEEP's rating from the points an objective earned.
+pub fn rating(earned: u32, possible: u32) -> &'static str {
+    match (earned, possible) {
+        (_, 0) => "-",
+        (e, p) if e >= p => "P",
+        (e, p) if 2 * e >= p => "S",
+        (0, _) => "U",
+        _ => "M",
+    }
+}
+
+/// Scores the drill of `log` from what the core recorded.
+pub fn score(log: &Log, rec: &Recorded) -> Aar {
+    let s = &log.script;
+    let minute = |t: Millis| minutes_between(log.drill_start, t);
+    let mut timeline = Vec::new();
+    let mut injects = Vec::new();
+    for (inj, il) in s.injects.iter().zip(&log.injects) {
+        let order = order_of(il, &rec.orders);
+        if let Some(t) = il.started_at {
+            timeline.push(Moment { minute: minute(t), what: format!("{} starts: {}", inj.id, inj.title) });
+        }
+        for (t, what) in &il.effects {
+            timeline.push(Moment { minute: minute(*t), what: format!("{}: {what}", inj.id) });
+        }
+        if il.status == Status::Skipped {
+            timeline.push(Moment { minute: minute(il.due_at.unwrap_or(log.ended_at)), what: format!("{} skipped by the controller", inj.id) });
+        }
+        let history = order.and_then(|o| rec.history.get(&o.id)).map(Vec::as_slice).unwrap_or(&[]);
+        if let Some(o) = order {
+            for ev in history {
+                timeline.push(Moment { minute: minute(ev.at), what: format!("order {} ({}): {} by {}", o.id, o.rule, ev.action, ev.actor) });
+            }
+        }
+        let expectations = inj
+            .expect
+            .iter()
+            .map(|x| {
+                let principal = log.principals.get(&x.by).cloned().unwrap_or_default();
+                let done = match (order, il.started_at) {
+                    (Some(o), Some(start)) => {
+                        let at = match x.action {
+                            Expected::Notice => rec.views.iter().filter(|v| v.2 == o.id && v.1 == principal).map(|v| v.0).min(),
+                            action => {
+                                let name = match action {
+                                    Expected::Accept => "accept",
+                                    Expected::Start => "start",
+                                    _ => "resolve",
+                                };
+                                history.iter().filter(|ev| ev.action == name && ev.actor == principal).map(|ev| ev.at).min()
+                            }
+                        };
+                        at.map(|t| minutes_between(start, t).max(0.0))
+                    }
+                    _ => None,
+                };
+                let met = done.is_some_and(|m| m <= x.within_minutes);
+                ExpectationScore {
+                    by: x.by.clone(),
+                    action: x.action,
+                    within_minutes: x.within_minutes,
+                    points: x.points,
+                    objective: x.objective.clone(),
+                    done_after_minutes: done,
+                    met,
+                    earned: if met { x.points } else { 0 },
+                }
+            })
+            .collect();
+        injects.push(InjectScore {
+            id: inj.id.clone(),
+            title: inj.title.clone(),
+            status: il.status,
+            started_minute: il.started_at.map(minute),
+            order: order.map(|o| o.id),
+            order_rule: order.map(|o| o.rule.clone()),
+            order_after_minutes: order.zip(il.started_at).map(|(o, t)| minutes_between(t, o.created_at)),
+            expectations,
+        });
+    }
+    for (t, wall, what) in &log.control {
+        timeline.push(Moment { minute: minute(*t), what: format!("controller: {what} (wall {wall:.0} s)") });
+    }
+    timeline.sort_by(|a, b| a.minute.total_cmp(&b.minute));
+    let objectives: Vec<ObjectiveScore> = s
+        .objectives
+        .iter()
+        .map(|ob| {
+            let serving = injects.iter().flat_map(|i| &i.expectations).filter(|x| x.objective == ob.id);
+            let (earned, possible) = serving.fold((0, 0), |(e, p), x| (e + x.earned, p + x.points));
+            ObjectiveScore { id: ob.id.clone(), text: ob.text.clone(), earned, possible, rating: rating(earned, possible).into() }
+        })
+        .collect();
+    let earned = objectives.iter().map(|o| o.earned).sum();
+    let possible = injects.iter().flat_map(|i| &i.expectations).map(|x| x.points).sum();
+    Aar {
+        drill: s.name.clone(),
+        exercise: log.exercise.clone(),
+        description: s.description.clone(),
+        start: town_time(log.drill_start),
+        end: town_time(log.ended_at),
+        ended_by: log.ended_by.clone(),
+        minutes: minute(log.ended_at),
+        trainees: log.principals.clone(),
+        injects,
+        objectives,
+        earned,
+        possible,
+        timeline,
+        inject_lateness_ms: log.injects.iter().filter_map(|i| i.lateness_ms.map(|l| (i.id.clone(), l))).collect(),
+        event_lateness: log.event_lateness.clone(),
+    }
+}
+
+/// Writes `aar.json`, the timeline plot (`aar-timeline.png` and `.svg`) and `aar.html` (self-contained: the
+/// plot inline as SVG) into `dir`.
+pub fn write(dir: &Path, aar: &Aar) -> Result<()> {
+    crate::plots::register_font();
+    let json = serde_json::to_string_pretty(aar)?;
+    std::fs::write(dir.join("aar.json"), json).with_context(|| format!("cannot write {}", dir.join("aar.json").display()))?;
+    timeline_plot(dir, aar)?;
+    let svg = std::fs::read_to_string(dir.join("aar-timeline.svg")).unwrap_or_default();
+    let html = render_html(aar, &svg);
+    std::fs::write(dir.join("aar.html"), html).with_context(|| format!("cannot write {}", dir.join("aar.html").display()))?;
+    Ok(())
+}
+
+/// Each inject a row: when it started, its order, and each expectation's deadline (a bar) and when it was
+/// done (a dot: green in time, red late; a cross at the deadline for what was never done).
+fn timeline_plot(dir: &Path, aar: &Aar) -> Result<()> {
+    let rows = aar.injects.len().max(1);
+    let xmax = aar.minutes.max(1.0) * 1.02;
+    let labels: Vec<String> = aar.injects.iter().map(|i| i.id.clone()).collect();
+    plot!(dir, "aar-timeline", (1000, 120 + 70 * rows as u32), "Drill timeline", |root| { draw_timeline(root, aar, rows, xmax, &labels) })?;
+    Ok(())
+}
+
+fn draw_timeline<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, aar: &Aar, rows: usize, xmax: f64, labels: &[String]) -> Result<()> {
+    let mut c = ChartBuilder::on(root)
+        .caption(format!("Drill {}: injects, orders and the trainees' actions", aar.drill), ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..xmax, -0.5..rows as f64 - 0.5)
+        .map_err(e)?;
+    c.configure_mesh()
+        .x_desc("drill minute")
+        .y_labels(rows)
+        .y_label_formatter(&|y| {
+            let i = y.round();
+            if (y - i).abs() < 0.01 && i >= 0.0 { labels.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
+        })
+        .draw()
+        .map_err(e)?;
+    for (row, inj) in aar.injects.iter().enumerate() {
+        let y = row as f64;
+        let Some(start) = inj.started_minute else { continue };
+        c.draw_series(std::iter::once(Circle::new((start, y), 6, BLACK.filled()))).map_err(e)?;
+        if let Some(after) = inj.order_after_minutes {
+            c.draw_series(std::iter::once(TriangleMarker::new((start + after, y), 7, color(3).filled()))).map_err(e)?;
+        }
+        for (k, x) in inj.expectations.iter().enumerate() {
+            let dy = y - 0.3 + 0.6 * (k as f64 + 0.5) / inj.expectations.len().max(1) as f64;
+            let deadline = start + x.within_minutes;
+            c.draw_series(std::iter::once(PathElement::new(vec![(start, dy), (deadline, dy)], BLUE.mix(0.35).stroke_width(3)))).map_err(e)?;
+            match x.done_after_minutes {
+                Some(m) => {
+                    let col = if x.met { GREEN } else { RED };
+                    c.draw_series(std::iter::once(Circle::new((start + m, dy), 5, col.filled()))).map_err(e)?;
+                }
+                None => {
+                    c.draw_series(std::iter::once(Cross::new((deadline, dy), 6, RED.stroke_width(2)))).map_err(e)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn mins(m: Option<f64>) -> String {
+    m.map_or_else(|| "-".into(), |m| format!("{m:.0} min"))
+}
+
+/// The report as one HTML file with nothing to fetch.
+pub fn render_html(aar: &Aar, svg: &str) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>After-action report: {name}</title><style>\
+         body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}\
+         td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left;vertical-align:top}}th{{background:#eee}}\
+         .P{{background:#cfc}}.S{{background:#efc}}.M{{background:#fec}}.U{{background:#fcc}}.met{{color:#060}}.missed{{color:#a00}}\
+         svg{{max-width:100%;height:auto}}</style></head><body>",
+        name = esc(&aar.drill)
+    );
+    let _ = write!(
+        h,
+        "<h1>After-action report: drill <code>{}</code></h1><p>{}</p><p>Exercise <code>{}</code>, town time {} to {} ({:.0} drill minutes), ended by {}.</p>",
+        esc(&aar.drill),
+        esc(&aar.description),
+        esc(&aar.exercise),
+        esc(&aar.start),
+        esc(&aar.end),
+        aar.minutes,
+        esc(&aar.ended_by)
+    );
+    let _ = write!(h, "<h2>Trainees</h2><table><tr><th>trainee</th><th>principal</th></tr>");
+    for (n, p) in &aar.trainees {
+        let _ = write!(h, "<tr><td>{}</td><td><code>{}</code></td></tr>", esc(n), esc(p));
+    }
+    let _ = write!(h, "</table><h2>Objectives: {} of {} points</h2><table><tr><th>objective</th><th>rating</th><th>points</th></tr>", aar.earned, aar.possible);
+    for o in &aar.objectives {
+        let _ = write!(
+            h,
+            "<tr><td><b>{}</b>: {}</td><td class={r}><b>{r}</b></td><td>{} of {}</td></tr>",
+            esc(&o.id),
+            esc(&o.text),
+            o.earned,
+            o.possible,
+            r = o.rating
+        );
+    }
+    let _ = write!(
+        h,
+        "</table><p>P: performed without challenges (every point); S: with some challenges (at least half); M: with major challenges; U: unable to be performed (none).</p><h2>Injects</h2><table><tr><th>inject</th><th>started</th><th>order</th><th>expected</th><th>done after</th><th>points</th></tr>"
+    );
+    for i in &aar.injects {
+        let order = match (&i.order, &i.order_rule) {
+            (Some(o), Some(r)) => format!("{o} ({}) after {}", esc(r), mins(i.order_after_minutes)),
+            _ => "none".into(),
+        };
+        let started = match i.status {
+            Status::Started => format!("minute {}", mins(i.started_minute).trim_end_matches(" min")),
+            Status::Skipped => "skipped".into(),
+            Status::NotStarted => "not started".into(),
+        };
+        let n = i.expectations.len().max(1);
+        let _ = write!(h, "<tr><td rowspan={n}><b>{}</b>: {}</td><td rowspan={n}>{started}</td><td rowspan={n}>{order}</td>", esc(&i.id), esc(&i.title));
+        if i.expectations.is_empty() {
+            let _ = write!(h, "<td colspan=3>(background: nothing expected)</td></tr>");
+        }
+        for (k, x) in i.expectations.iter().enumerate() {
+            if k > 0 {
+                h.push_str("<tr>");
+            }
+            let class = if x.met { "met" } else { "missed" };
+            let _ = write!(
+                h,
+                "<td>{} {:?} within {:.0} min ({})</td><td class={class}>{}</td><td class={class}>{} of {}</td></tr>",
+                esc(&x.by),
+                x.action,
+                x.within_minutes,
+                esc(&x.objective),
+                if x.done_after_minutes.is_some() { mins(x.done_after_minutes) } else { "never".into() },
+                x.earned,
+                x.points
+            );
+        }
+    }
+    let _ = write!(h, "</table><h2>Timeline</h2>{svg}<table><tr><th>drill minute</th><th>what</th></tr>");
+    for m in &aar.timeline {
+        let _ = write!(h, "<tr><td>{:.0}</td><td>{}</td></tr>", m.minute, esc(&m.what));
+    }
+    h.push_str("</table><h2>Keeping time</h2>");
+    if aar.inject_lateness_ms.is_empty() {
+        h.push_str("<p>No inject ran at a paced speed.</p>");
+    } else {
+        h.push_str("<table><tr><th>inject</th><th>late by</th></tr>");
+        for (id, l) in &aar.inject_lateness_ms {
+            let _ = write!(h, "<tr><td>{}</td><td>{l:.0} ms</td></tr>", esc(id));
+        }
+        h.push_str("</table>");
+    }
+    if let Some(l) = &aar.event_lateness {
+        let _ = write!(
+            h,
+            "<p>All {} events of the paced drill against their scheduled wall time: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms.</p>",
+            l.events, l.p50_ms, l.p99_ms, l.max_ms
+        );
+    }
+    h.push_str("</body></html>\n");
+    h
+}
