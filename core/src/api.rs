@@ -31,6 +31,8 @@ pub struct Api {
     pub core: Arc<Mutex<Core>>,
     /// Estate id -> committee id.
     committees: Arc<HashMap<String, String>>,
+    /// The town (for the console's map).
+    town: Arc<Town>,
     /// Where the transitions made through the API are published (the ingest service's connection).
     orders_out: Option<OrdersOut>,
     /// Stops the service when the core's lock is found poisoned.
@@ -40,7 +42,7 @@ pub struct Api {
 impl Api {
     pub fn new(core: Arc<Mutex<Core>>, town: &Town) -> Api {
         let committees = town.estates.iter().map(|e| (e.id.clone(), e.committee.clone())).collect();
-        Api { core, committees: Arc::new(committees), orders_out: None, stop: None }
+        Api { core, committees: Arc::new(committees), town: Arc::new(town.clone()), orders_out: None, stop: None }
     }
 
     /// Stops the service (through this signal) if a request finds the core's lock poisoned.
@@ -51,7 +53,7 @@ impl Api {
 
     /// The core, or 503 if a panic poisoned its lock: its state in memory can no longer be trusted, so the
     /// service is told to stop (a restart rebuilds the core from its store).
-    fn lock(&self) -> Result<MutexGuard<'_, Core>, ApiError> {
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Core>, ApiError> {
         self.core.lock().map_err(|_| {
             tracing::error!("the core's lock is poisoned: stopping the service");
             if let Some(stop) = &self.stop {
@@ -67,21 +69,36 @@ impl Api {
         self
     }
 
-    fn sees(&self, scope: &Scope, o: &Order) -> bool {
-        scope.reaches(&o.area, self.committees.get(&o.area).map(String::as_str))
+    pub(crate) fn sees(&self, scope: &Scope, o: &Order) -> bool {
+        scope.reaches(&o.area, self.committee_of(&o.area))
     }
 
+    /// The committee of an estate (`None` for a road or an unknown area).
+    pub(crate) fn committee_of(&self, area: &str) -> Option<&str> {
+        self.committees.get(area).map(String::as_str)
+    }
+
+    pub(crate) fn orders_out(&self) -> Option<&OrdersOut> {
+        self.orders_out.as_ref()
+    }
+
+    pub(crate) fn town(&self) -> &Town {
+        &self.town
+    }
+
+    /// The JSON API, and the operators' console ([`crate::console`]) beside it.
     pub fn router(self) -> Router {
         Router::new()
             .route("/orders", get(list))
             .route("/orders/{id}", get(fetch))
             .route("/orders/{id}/actions", post(act))
+            .with_state(self.clone())
+            .merge(crate::console::router(self))
             .layer(axum::extract::DefaultBodyLimit::max(crate::limits::API_MAX_BODY))
-            .with_state(self)
     }
 }
 
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::root;
+use common::{http, root};
 use towntwin_harness::drill::script;
 
 fn shipped() -> PathBuf {
@@ -142,32 +142,12 @@ fn the_cli_checks_a_script_and_refuses_a_bad_one_with_exit_2() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// A plain HTTP/1.1 request on loopback: (status, body as JSON, or Null).
-fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, serde_json::Value) {
-    use std::io::{Read, Write};
-    let host = addr.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let body = body.unwrap_or("");
-    let kind = if body.is_empty() { String::new() } else { "Content-Type: application/json\r\n".into() };
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}{kind}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let text = out.split_once("\r\n\r\n").map_or("", |x| x.1);
-    // Bodies come whole or chunked; a chunked JSON body is one chunk here.
-    let json = text.find(['[', '{']).and_then(|i| serde_json::from_str(text[i..].trim_end_matches(|c: char| c != ']' && c != '}')).ok());
-    (status, json.unwrap_or(serde_json::Value::Null))
-}
-
 /// A short drill, run as a trainer runs one: `towntwin drill FILE` with a trainee working the queue over the
 /// core's API and the controller's panel used over HTTP. One fire is handled in time, a second ignored; a
 /// manual inject is fired by the controller and another never is. The after-action report scores the first
 /// as met, the second as missed, and `--replay` scores the folder the same way.
 #[test]
 fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
-    use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
     let baseline = root().join("scenarios/baseline.ron");
     let script = format!(
@@ -196,37 +176,10 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
     let file = tmp.path().join("short.ron");
     std::fs::write(&file, script).unwrap();
     let out = tmp.path().join("short-drill");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_towntwin"))
-        .args(["drill", file.to_str().unwrap(), "--speed", "60", "--out", out.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            all.push_str(&line);
-            all.push('\n');
-            let _ = tx.send(line);
-        }
-        all
-    });
-    let mut console = String::new();
-    let (mut trainee, mut controller, mut panel) = (String::new(), String::new(), String::new());
-    while trainee.is_empty() {
-        let line = rx.recv_timeout(std::time::Duration::from_secs(120)).expect("the drill prints its addresses and tokens");
-        if let Some(rest) = line.strip_prefix("drill: console (the core's API) on ") {
-            console = rest.to_string();
-        } else if let Some(rest) = line.strip_prefix("drill: controller on ") {
-            let (url, token) = rest.split_once(" (Authorization: Bearer ").unwrap();
-            panel = url.trim_end_matches("/drill").to_string();
-            controller = token.trim_end_matches(')').to_string();
-        } else if let Some(rest) = line.strip_prefix("drill: trainee property (estate:E001/property) token ") {
-            trainee = rest.to_string();
-        }
-    }
+    let drill = common::LiveDrill::start(&file, &out, &["--speed", "60"]);
+    let printed = drill.printed(1);
+    let (console, panel, controller) = (printed.console.clone(), printed.panel.clone(), printed.controller.clone());
+    let trainee = printed.trainees["property"].clone();
     // The panel: refused without the controller's token, with a speed it cannot keep, for an unknown inject.
     assert_eq!(http(&panel, "GET", "/drill", Some(&trainee), None).0, 401);
     assert_eq!(http(&panel, "POST", "/drill/speed", Some(&controller), Some(r#"{"speed": -3}"#)).0, 400);
@@ -264,8 +217,7 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(status["injects"][0]["order"].as_u64(), Some(handled), "{status}");
-    let code = child.wait().unwrap();
-    let printed = reader.join().unwrap();
+    let (code, printed) = drill.finish(std::time::Duration::from_secs(300));
     assert!(code.success(), "{printed}");
     assert!(printed.contains("After-action report:"), "{printed}");
 

@@ -292,6 +292,7 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
         say!("drill: {} ({} minutes from {}), exercise {exercise}", d.script.name, d.script.minutes, d.script.start);
         say!("drill: console (the core's API) on http://{console}");
         say!("drill: controller on http://{control_addr}/drill (Authorization: Bearer {controller_token})");
+        say!("drill: controller's panel (a page) on http://{control_addr}/drill/panel");
         for (name, (p, t)) in &tokens {
             say!("drill: trainee {name} ({p}) token {t}");
         }
@@ -584,14 +585,24 @@ impl IntoResponse for PanelError {
 fn router(control: Arc<Control>) -> Router {
     Router::new()
         .route("/drill", get(status))
+        .route("/drill/panel", get(panel_page))
+        .route("/drill/panel/status", get(panel_status))
+        .route("/drill/panel/login", post(panel_login))
+        .route("/drill/panel/htmx.min.js", get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8")], HTMX) }))
         .route("/drill/{command}", post(command))
         .route("/drill/injects/{id}/{command}", post(inject_command))
         .layer(axum::extract::DefaultBodyLimit::max(4096))
         .with_state(control)
 }
 
+/// The controller's token: as a bearer token, or in the panel page's cookie.
 fn authorised(c: &Control, headers: &HeaderMap) -> Result<(), PanelError> {
-    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let cookie = headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == PANEL_COOKIE).then_some(v)
+    });
+    let token = bearer.or(cookie);
     if token == Some(c.token.as_str()) && !c.token.is_empty() {
         Ok(())
     } else {
@@ -619,7 +630,7 @@ async fn command(
     State(c): State<Arc<Control>>,
     headers: HeaderMap,
     UrlPath(command): UrlPath<String>,
-    body: Option<axum::Json<SpeedBody>>,
+    body: axum::body::Bytes,
 ) -> Result<Response, PanelError> {
     authorised(&c, &headers)?;
     let mut p = c.lock();
@@ -641,7 +652,12 @@ async fn command(
             p.note("stop".into());
         }
         "speed" => {
-            let Some(axum::Json(SpeedBody { speed })) = body else {
+            // JSON from a script, or the panel page's form.
+            let speed = serde_json::from_slice::<SpeedBody>(&body)
+                .map(|b| b.speed)
+                .ok()
+                .or_else(|| std::str::from_utf8(&body).ok().and_then(|s| s.strip_prefix("speed=")).and_then(|v| v.trim().parse().ok()));
+            let Some(speed) = speed else {
                 return Err(PanelError(StatusCode::BAD_REQUEST, "expected a body {\"speed\": <town minutes per wall minute>}".into()));
             };
             if !(speed.is_finite() && speed > 0.0 && speed <= MAX_SPEED) {
@@ -671,4 +687,94 @@ async fn inject_command(State(c): State<Arc<Control>>, headers: HeaderMap, UrlPa
     p.note(format!("{command} {id}"));
     c.wake.notify_all();
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// The controller's panel as a page: the same commands, as buttons.
+
+static HTMX: &[u8] = include_bytes!("../../../assets/console/htmx.min.js");
+const PANEL_COOKIE: &str = "towntwin_controller";
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn panel_html(body: &str) -> axum::response::Html<String> {
+    axum::response::Html(format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>Drill controller</title><script src=/drill/panel/htmx.min.js></script>\
+         <style>body{{font-family:sans-serif;margin:1em 2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px}}th{{background:#eee}}\
+         button{{margin-right:.4em}}</style></head><body><h1>Drill controller</h1>{body}</body></html>"
+    ))
+}
+
+async fn panel_page(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
+    if authorised(&c, &headers).is_err() {
+        return panel_html(
+            "<form method=post action=/drill/panel/login><label>Controller's token <input id=token name=token type=password size=70></label> <button id=signin>Sign in</button></form>",
+        )
+        .into_response();
+    }
+    panel_html(
+        "<p><button hx-post=/drill/start hx-swap=none>Start</button><button hx-post=/drill/pause hx-swap=none>Pause</button>\
+         <button hx-post=/drill/resume hx-swap=none>Resume</button><button hx-post=/drill/stop hx-swap=none hx-confirm=\"End the drill now?\">Stop</button>\
+         <form hx-post=/drill/speed hx-swap=none style=display:inline><input name=speed size=5 placeholder=1> <button>Set speed</button></form></p>\
+         <div id=status hx-get=/drill/panel/status hx-trigger=\"load, every 1s\"></div>",
+    )
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct PanelLogin {
+    token: String,
+}
+
+async fn panel_login(State(c): State<Arc<Control>>, axum::extract::Form(f): axum::extract::Form<PanelLogin>) -> Response {
+    if c.token.is_empty() || f.token.trim() != c.token {
+        return (StatusCode::UNAUTHORIZED, panel_html("<p>That is not the controller's token. <a href=/drill/panel>Try again</a></p>")).into_response();
+    }
+    let cookie = format!("{PANEL_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/drill", c.token);
+    ([(axum::http::header::SET_COOKIE, cookie)], axum::response::Redirect::to("/drill/panel")).into_response()
+}
+
+async fn panel_status(State(c): State<Arc<Control>>, headers: HeaderMap) -> Result<Response, PanelError> {
+    authorised(&c, &headers)?;
+    let p = c.lock();
+    let state = if p.stop {
+        "stopping"
+    } else if !p.started {
+        "waiting for start"
+    } else if p.paused {
+        "paused"
+    } else {
+        "running"
+    };
+    let mut h = format!(
+        "<p>Town time <b>{}</b>, drill minute <b>{:.0}</b>, {state}, pace x{}.</p><table><tr><th>inject</th><th>state</th><th>started</th><th>order</th><th></th></tr>",
+        town_time(p.town),
+        (p.town - c.drill_start) as f64 / MINUTE as f64,
+        p.speed
+    );
+    for v in &p.injects {
+        let buttons = if v.status == Status::NotStarted {
+            format!(
+                "<button hx-post=/drill/injects/{id}/fire hx-swap=none>Fire now</button><button hx-post=/drill/injects/{id}/skip hx-swap=none>Skip</button>",
+                id = esc(&v.id)
+            )
+        } else {
+            String::new()
+        };
+        let order = v.order.map_or_else(String::new, |o| format!("{o}{}", if v.resolved { " (resolved)" } else { "" }));
+        h.push_str(&format!(
+            "<tr><td><b>{}</b>: {}</td><td>{:?}</td><td>{}</td><td>{order}</td><td>{buttons}</td></tr>",
+            esc(&v.id),
+            esc(&v.title),
+            v.status,
+            v.started_at.as_deref().unwrap_or("")
+        ));
+    }
+    h.push_str("</table><h2>Log</h2><ul>");
+    for (t, wall, what) in p.log.iter().rev().take(20) {
+        h.push_str(&format!("<li>{} (wall {wall:.0} s): {}</li>", town_time(*t), esc(what)));
+    }
+    h.push_str("</ul>");
+    Ok(axum::response::Html(h).into_response())
 }

@@ -95,3 +95,96 @@ pub fn stored_orders(dir: &Path) -> Vec<(String, String, i64)> {
     let mut st = db.prepare("SELECT rule, key, created_at FROM orders ORDER BY id").unwrap();
     st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap()
 }
+
+/// A plain HTTP/1.1 request on loopback (`addr` with or without `http://`): (status, the body as JSON, or
+/// Null when it is none).
+pub fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let host = addr.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let body = body.unwrap_or("");
+    let kind = if body.is_empty() { String::new() } else { "Content-Type: application/json\r\n".into() };
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}{kind}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let text = out.split_once("\r\n\r\n").map_or("", |x| x.1);
+    // Bodies come whole or chunked; a chunked JSON body is one chunk here.
+    let json = text.find(['[', '{']).and_then(|i| serde_json::from_str(text[i..].trim_end_matches(|c: char| c != ']' && c != '}')).ok());
+    (status, json.unwrap_or(serde_json::Value::Null))
+}
+
+/// `towntwin drill FILE --out DIR` and its other `args`, running; its stdout read line by line.
+pub struct LiveDrill {
+    pub child: Killed,
+    pub lines: std::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<String>,
+}
+
+/// What a drill prints at start: the core's API, the controller's panel and its token, and each trainee's
+/// token by name.
+#[derive(Default)]
+pub struct Printed {
+    pub console: String,
+    pub panel: String,
+    pub controller: String,
+    pub trainees: std::collections::BTreeMap<String, String>,
+}
+
+impl LiveDrill {
+    pub fn start(file: &Path, out: &Path, args: &[&str]) -> LiveDrill {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_towntwin"))
+            .args(["drill", file.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                all.push_str(&line);
+                all.push('\n');
+                let _ = tx.send(line);
+            }
+            all
+        });
+        LiveDrill { child: Killed(child), lines, reader }
+    }
+
+    /// Reads stdout until the addresses and the `trainees` tokens are printed.
+    pub fn printed(&self, trainees: usize) -> Printed {
+        let mut p = Printed::default();
+        while p.trainees.len() < trainees || p.console.is_empty() || p.controller.is_empty() {
+            let line = self.lines.recv_timeout(std::time::Duration::from_secs(120)).expect("the drill prints its addresses and tokens");
+            if let Some(rest) = line.strip_prefix("drill: console (the core's API) on ") {
+                p.console = rest.to_string();
+            } else if let Some(rest) = line.strip_prefix("drill: controller on ") {
+                let (url, token) = rest.split_once(" (Authorization: Bearer ").unwrap();
+                p.panel = url.trim_end_matches("/drill").to_string();
+                p.controller = token.trim_end_matches(')').to_string();
+            } else if let Some(rest) = line.strip_prefix("drill: trainee ") {
+                let (name, rest) = rest.split_once(' ').unwrap();
+                p.trainees.insert(name.to_string(), rest.rsplit(' ').next().unwrap().to_string());
+            }
+        }
+        p
+    }
+
+    /// Waits for the drill to end: its exit status and everything it printed.
+    pub fn finish(mut self, limit: std::time::Duration) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = self.child.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(std::time::Instant::now() < deadline, "the drill did not end within {} s", limit.as_secs());
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
+        (status, self.reader.join().unwrap())
+    }
+}

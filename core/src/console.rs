@@ -1,0 +1,463 @@
+//! The operators' web console, served by the core beside its API: the one a town's operations centre,
+//! committee cadres and property managers use (and a drill's trainees). Server-rendered HTML with the
+//! vendored htmx and its SSE extension (`assets/console/`); no JavaScript build step, nothing fetched from
+//! the network.
+//!
+//! - `/console/login`: log in with a token the core issued (the API's authentication); the console keeps it
+//!   in an `HttpOnly`, `SameSite=Strict` cookie, so another site cannot act through it.
+//! - `/console`: the work-order queue of the principal's scope, refreshed live: `/console/events` is a
+//!   server-sent event stream of the orders that changed within the scope, and each one makes the page
+//!   fetch the queue again (`/console/queue`).
+//! - `/console/orders/{id}`: an order with its history and the actions legal in its state; opening it is
+//!   audited (an operator's time to notice is measured from it), acting is the API's act.
+//! - `/console/map`: a schematic of the town, each estate where it lies, with its devices and its open orders.
+//!
+//! Everything outside the principal's scope is 403, and audited, as in the API.
+
+use std::fmt::Write as _;
+
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::api::Api;
+use crate::orders::{Action, Order, State as OrderState, next_state};
+use crate::principal::{Principal, Scope};
+use crate::service::CoreError;
+use crate::time::{Local, Millis};
+
+static HTMX: &[u8] = include_bytes!("../../assets/console/htmx.min.js");
+static SSE: &[u8] = include_bytes!("../../assets/console/sse.min.js");
+
+/// The cookie the console keeps the token in.
+const COOKIE: &str = "towntwin_token";
+/// The most orders a queue shows (newest first).
+const QUEUE_ROWS: usize = 300;
+
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/console", get(queue_page))
+        .route("/console/queue", get(queue_fragment))
+        .route("/console/events", get(events))
+        .route("/console/orders/{id}", get(order_page))
+        .route("/console/orders/{id}/actions", post(act))
+        .route("/console/map", get(map_page))
+        .route("/console/login", get(login_page).post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/static/htmx.min.js", get(|| async { js(HTMX) }))
+        .route("/console/static/sse.min.js", get(|| async { js(SSE) }))
+        .with_state(api)
+}
+
+fn js(body: &'static [u8]) -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "max-age=86400")], body).into_response()
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+/// Town (local) time to the minute.
+fn town_time(t: Millis) -> String {
+    let l = Local::of(t);
+    format!("{} {:02}:{:02}", l.date_string(), l.hour, l.minute)
+}
+
+fn page(title: &str, who: Option<&Principal>, body: &str) -> String {
+    let nav = match who {
+        Some(p) => format!(
+            "<nav><a href=/console>Queue</a> · <a href=/console/map>Map</a> · signed in as <b id=principal>{}</b> \
+             <form method=post action=/console/logout style=display:inline><button>Log out</button></form></nav>",
+            esc(&p.to_string())
+        ),
+        None => String::new(),
+    };
+    format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>{t} · towntwin console</title>\
+         <script src=/console/static/htmx.min.js></script><script src=/console/static/sse.min.js></script><style>\
+         body{{font-family:sans-serif;margin:1em 2em;color:#222}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}\
+         th{{background:#eee}}nav{{margin-bottom:1em}}.state-dispatched{{background:#fee}}.state-accepted,.state-in_progress{{background:#ffd}}\
+         .state-resolved,.state-verified{{background:#efe}}.error{{color:#a00}}form.act{{display:inline;margin-right:.5em}}</style></head>\
+         <body>{nav}<h1>{t}</h1>{body}</body></html>",
+        t = esc(title)
+    )
+}
+
+/// A console page's refusal, as a page (and for htmx, the same page).
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        if self.0 == StatusCode::UNAUTHORIZED {
+            return Redirect::to("/console/login").into_response();
+        }
+        (
+            self.0,
+            Html(page(
+                &format!("{} {}", self.0.as_u16(), self.0.canonical_reason().unwrap_or("")),
+                None,
+                &format!("<p class=error>{}</p><p><a href=/console>Back to the queue</a></p>", esc(&self.1)),
+            )),
+        )
+            .into_response()
+    }
+}
+
+fn token_of(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == COOKIE && !v.is_empty()).then(|| v.to_string())
+    })
+}
+
+/// The signed-in principal, or a redirect to the login page.
+fn who(api: &Api, headers: &HeaderMap) -> Result<Principal, Refusal> {
+    let token = token_of(headers).ok_or_else(|| Refusal(StatusCode::UNAUTHORIZED, "not signed in".into()))?;
+    let core = api.lock().map_err(|e| Refusal(e.0, e.1))?;
+    core.principal_of(&token)
+        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .ok_or_else(|| Refusal(StatusCode::UNAUTHORIZED, "unknown token".into()))
+}
+
+async fn login_page() -> Html<String> {
+    Html(page(
+        "Sign in",
+        None,
+        "<form method=post action=/console/login><p><label>Token <input id=token name=token type=password size=70 autofocus></label></p>\
+         <p><button id=signin>Sign in</button></p></form><p>A token is issued for a principal (its scope: the town, a committee \
+         or an estate) with <code>towntwin core token issue --principal estate:E012/property</code>; a drill prints its trainees'.</p>",
+    ))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(api): State<Api>, Form(f): Form<LoginForm>) -> Response {
+    let token = f.token.trim().to_string();
+    let known =
+        !token.is_empty() && token.chars().all(|c| c.is_ascii_alphanumeric()) && api.lock().ok().and_then(|c| c.principal_of(&token).ok().flatten()).is_some();
+    if !known {
+        tracing::warn!("console: a sign-in with a token this core did not issue");
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(page("Sign in", None, "<p class=error>That token was not issued by this core.</p><p><a href=/console/login>Try again</a></p>")),
+        )
+            .into_response();
+    }
+    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/console");
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response()
+}
+
+async fn logout() -> Response {
+    ([(header::SET_COOKIE, format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/console; Max-Age=0"))], Redirect::to("/console/login")).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueFilter {
+    /// `open` (default: not closed or cancelled) or `all`.
+    state: Option<String>,
+    /// An estate or road id.
+    area: Option<String>,
+}
+
+/// The signed-in principal and the queue's filter.
+fn queue_request(
+    api: &Api,
+    headers: &HeaderMap,
+    filter: Result<Query<QueueFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<(Principal, QueueFilter), Refusal> {
+    let p = who(api, headers)?;
+    let Query(f) = filter.map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("{}; expected state=open|all and area=E012", e.body_text())))?;
+    Ok((p, f))
+}
+
+async fn queue_page(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    filter: Result<Query<QueueFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Refusal> {
+    let (p, f) = queue_request(&api, &headers, filter)?;
+    let mut query = String::new();
+    if let Some(s) = &f.state {
+        let _ = write!(query, "state={}&", esc(s));
+    }
+    if let Some(a) = &f.area {
+        let _ = write!(query, "area={}", esc(a));
+    }
+    let body = format!(
+        "<p>Work orders of <b>{scope}</b>{area}, newest first: <a href=/console>open</a> · <a href=\"/console?state=all\">all</a>. \
+         The queue updates itself as orders change.</p>\
+         <div hx-ext=sse sse-connect=/console/events><div id=queue hx-get=\"/console/queue?{query}\" hx-trigger=\"load, sse:orders throttle:300ms\">{table}</div></div>",
+        scope = esc(&p.scope.to_string()),
+        area = f.area.as_deref().map(|a| format!(" in {}", esc(a))).unwrap_or_default(),
+        table = queue_table(&api, &p, &f)?
+    );
+    Ok(Html(page("Work-order queue", Some(&p), &body)).into_response())
+}
+
+async fn queue_fragment(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    filter: Result<Query<QueueFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Refusal> {
+    let (p, f) = queue_request(&api, &headers, filter)?;
+    Ok(Html(queue_table(&api, &p, &f)?).into_response())
+}
+
+fn queue_table(api: &Api, p: &Principal, f: &QueueFilter) -> Result<String, Refusal> {
+    let all = match f.state.as_deref() {
+        None | Some("open") => false,
+        Some("all") => true,
+        Some(other) => return Err(Refusal(StatusCode::BAD_REQUEST, format!("state={other}: expected open or all"))),
+    };
+    let core = api.lock().map_err(|e| Refusal(e.0, e.1))?;
+    let mut rows: Vec<&Order> = core
+        .orders
+        .orders
+        .iter()
+        .filter(|o| api.sees(&p.scope, o))
+        .filter(|o| all || o.state.is_open())
+        .filter(|o| f.area.as_deref().is_none_or(|a| o.area == a))
+        .collect();
+    rows.sort_by_key(|o| std::cmp::Reverse((o.created_at, o.id)));
+    let mut t =
+        "<table id=orders><tr><th>order</th><th>rule</th><th>area</th><th>about</th><th>state</th><th>loop</th><th>made</th><th>updated</th></tr>".to_string();
+    for o in rows.iter().take(QUEUE_ROWS) {
+        let _ = write!(
+            t,
+            "<tr id=order-{id} class=state-{st}><td><a href=/console/orders/{id}>{id}</a></td><td>{rule}</td><td>{area}</td><td>{subj}</td><td>{st}</td><td>{lvl:?}</td><td>{made}</td><td>{upd}</td></tr>",
+            id = o.id,
+            st = o.state.as_str(),
+            rule = esc(&o.rule),
+            area = esc(&o.area),
+            subj = esc(&o.subject),
+            lvl = o.level,
+            made = town_time(o.created_at),
+            upd = town_time(o.updated_at)
+        );
+    }
+    t.push_str("</table>");
+    if rows.len() > QUEUE_ROWS {
+        let _ = write!(t, "<p>{} more not shown.</p>", rows.len() - QUEUE_ROWS);
+    }
+    Ok(t)
+}
+
+/// A server-sent event for each order that changed within the principal's scope (its id as data).
+async fn events(State(api): State<Api>, headers: HeaderMap) -> Result<Response, Refusal> {
+    let p = who(&api, &headers)?;
+    let rx = api.orders_out().map(|o| o.subscribe()).ok_or_else(|| Refusal(StatusCode::SERVICE_UNAVAILABLE, "this core publishes no order changes".into()))?;
+    let stream = futures_util::stream::unfold((rx, api, p), |(mut rx, api, p)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(n) => {
+                    if p.scope.reaches(&n.area, api.committee_of(&n.area)) {
+                        let ev = Event::default().event("orders").data(n.event.order.to_string());
+                        return Some((Ok::<_, std::convert::Infallible>(ev), (rx, api, p)));
+                    }
+                }
+                // Fell behind a burst: the page refetches the queue anyway.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    return Some((Ok(Event::default().event("orders").data("lagged")), (rx, api, p)));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Every action, with a placeholder reason where one is needed: for asking which are legal.
+fn all_actions() -> Vec<Action> {
+    let r = || "-".to_string();
+    vec![
+        Action::Accept,
+        Action::Start,
+        Action::Resolve,
+        Action::Fail { reason: r() },
+        Action::Return { reason: r() },
+        Action::Verify,
+        Action::Close,
+        Action::Reopen { reason: r() },
+        Action::Escalate { reason: r() },
+        Action::Whistle { reason: r() },
+        Action::Cancel { reason: r() },
+        Action::Dispatch,
+    ]
+}
+
+async fn order_page(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u64>) -> Result<Response, Refusal> {
+    let p = who(&api, &headers)?;
+    let mut core = api.lock().map_err(|e| Refusal(e.0, e.1))?;
+    let refusal = match core.orders.get(id) {
+        None => Some((StatusCode::NOT_FOUND, format!("no work order {id}"))),
+        Some(o) if !api.sees(&p.scope, o) => Some((StatusCode::FORBIDDEN, format!("work order {id} is outside your scope"))),
+        Some(_) => None,
+    };
+    if let Some((status, why)) = refusal {
+        core.audit(&p, "view", &format!("order {id}"), &format!("refused {}: {why}", status.as_u16()))
+            .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("the audit log could not be written: {e}")))?;
+        return Err(Refusal(status, why));
+    }
+    core.audit(&p, "view", &format!("order {id}"), "seen")
+        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("the audit log could not be written: {e}")))?;
+    let Some(o) = core.orders.get(id) else { return Err(Refusal(StatusCode::NOT_FOUND, format!("no work order {id}"))) };
+    let history = match core.store() {
+        Some(s) => s.order_events(id).map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+        None => Vec::new(),
+    };
+    let mut b = format!(
+        "<table id=order><tr><th>rule</th><td>{}</td></tr><tr><th>area</th><td>{}</td></tr><tr><th>about</th><td>{}</td></tr>\
+         <tr><th>state</th><td id=state>{}</td></tr><tr><th>loop</th><td>{:?}</td></tr><tr><th>assigned to</th><td>{}</td></tr>\
+         <tr><th>detail</th><td>{}</td></tr><tr><th>made</th><td>{}</td></tr><tr><th>seen</th><td>{} time(s), hotline calls {}</td></tr></table>",
+        esc(&o.rule),
+        esc(&o.area),
+        esc(&o.subject),
+        o.state.as_str(),
+        o.level,
+        esc(&o.assignee.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")),
+        esc(&o.detail),
+        town_time(o.created_at),
+        o.count,
+        o.calls
+    );
+    b.push_str("<h2>Actions</h2>");
+    let legal: Vec<Action> = all_actions().into_iter().filter(|a| next_state(o.state, a).is_ok()).collect();
+    if legal.is_empty() {
+        b.push_str("<p>None: the order is closed.</p>");
+    }
+    for a in legal {
+        let name = a.name();
+        let reason = if a.reason().is_some() { "<input name=reason placeholder=\"reason (required)\" required>" } else { "" };
+        let _ = write!(
+            b,
+            "<form class=act method=post action=/console/orders/{id}/actions><input type=hidden name=action value={name}>{reason}<button id=act-{name}>{name}</button></form>"
+        );
+    }
+    b.push_str("<h2>History</h2><table id=history><tr><th>when</th><th>action</th><th>by</th><th>from</th><th>to</th><th>loop</th><th>reason</th></tr>");
+    for e in &history {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td><td>{}</td></tr>",
+            town_time(e.at),
+            esc(&e.action),
+            esc(&e.actor),
+            e.from.map_or("-", OrderState::as_str),
+            e.to.as_str(),
+            e.level,
+            esc(e.reason.as_deref().unwrap_or(""))
+        );
+    }
+    b.push_str("</table>");
+    Ok(Html(page(&format!("Work order {id}"), Some(&p), &b)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActForm {
+    action: String,
+    reason: Option<String>,
+}
+
+async fn act(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+    form: Result<Form<ActForm>, axum::extract::rejection::FormRejection>,
+) -> Result<Response, Refusal> {
+    let p = who(&api, &headers)?;
+    let Form(f) =
+        form.map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("{}; expected action=accept (and reason=... where one is needed)", e.body_text())))?;
+    let mut body = serde_json::json!({ "action": f.action });
+    if let Some(r) = f.reason.filter(|r| !r.trim().is_empty()) {
+        if r.chars().count() > crate::limits::MAX_REASON_CHARS {
+            return Err(Refusal(StatusCode::BAD_REQUEST, format!("the reason is longer than {} characters", crate::limits::MAX_REASON_CHARS)));
+        }
+        body["reason"] = serde_json::Value::String(r);
+    }
+    let action: Action = serde_json::from_value(body).map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("not an action this console knows: {e}")))?;
+    let mut core = api.lock().map_err(|e| Refusal(e.0, e.1))?;
+    let refusal = match core.orders.get(id) {
+        None => Some((StatusCode::NOT_FOUND, format!("no work order {id}"))),
+        Some(o) if !api.sees(&p.scope, o) => Some((StatusCode::FORBIDDEN, format!("work order {id} is outside your scope"))),
+        Some(_) => None,
+    };
+    let name = action.name();
+    let outcome = match refusal {
+        Some(r) => Err(r),
+        None => match core.act(id, &p.to_string(), action) {
+            Ok((_, transitions)) => {
+                if let Some(out) = api.orders_out() {
+                    let notices: Vec<_> = transitions.iter().map(|t| core.orders.notice(t)).collect();
+                    out.publish(&notices);
+                }
+                Ok(())
+            }
+            Err(CoreError::Illegal(e)) => Err((StatusCode::CONFLICT, e.to_string())),
+            Err(e) => return Err(Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        },
+    };
+    match outcome {
+        Ok(()) => Ok(Redirect::to(&format!("/console/orders/{id}")).into_response()),
+        Err((status, why)) => {
+            core.audit(&p, name, &format!("order {id}"), &format!("refused {}: {why}", status.as_u16()))
+                .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("the audit log could not be written: {e}")))?;
+            Err(Refusal(status, why))
+        }
+    }
+}
+
+/// The town as a schematic: each estate a circle where it lies (its size: the estate's devices; its colour:
+/// open orders in the principal's scope), each a link to its queue.
+async fn map_page(State(api): State<Api>, headers: HeaderMap) -> Result<Response, Refusal> {
+    let p = who(&api, &headers)?;
+    let core = api.lock().map_err(|e| Refusal(e.0, e.1))?;
+    let town = api.town();
+    let (w, h, scale) = (900.0f32, 640.0f32, 110.0f32);
+    let mut open: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for o in core.orders.orders.iter().filter(|o| o.state.is_open() && api.sees(&p.scope, o)) {
+        *open.entry(o.area.as_str()).or_default() += 1;
+    }
+    let mut svg = format!("<svg id=map xmlns=http://www.w3.org/2000/svg viewBox=\"0 0 {w} {h}\" width={w} height={h} style=\"border:1px solid #ccc\">");
+    let (mut devices, mut shown) = (0usize, 0usize);
+    for e in &town.estates {
+        if !p.scope.reaches(&e.id, Some(e.committee.as_str())) && p.scope != Scope::District && p.scope != Scope::Town {
+            continue;
+        }
+        shown += 1;
+        devices += e.devices.len();
+        let (x, y) = (20.0 + e.pos.0 * scale, h - 20.0 - e.pos.1 * scale);
+        let r = 4.0 + (e.devices.len() as f32).sqrt() * 0.9;
+        let n = open.get(e.id.as_str()).copied().unwrap_or(0);
+        let fill = match n {
+            0 => "#cde",
+            1..=2 => "#fd8",
+            _ => "#f86",
+        };
+        let _ = write!(
+            svg,
+            "<a href=\"/console?area={id}\"><circle cx={x:.0} cy={y:.0} r={r:.1} fill=\"{fill}\" stroke=\"#456\"><title>{id} {name}: {d} devices, {n} open orders</title></circle>\
+             <text x={tx:.0} y={y:.0} font-size=10>{id}{badge}</text></a>",
+            id = esc(&e.id),
+            name = esc(&e.name),
+            d = e.devices.len(),
+            tx = x + r + 2.0,
+            badge = if n > 0 { format!(" ({n})") } else { String::new() }
+        );
+    }
+    svg.push_str("</svg>");
+    let roads: usize = open.iter().filter(|(a, _)| a.starts_with('R')).map(|(_, n)| n).sum();
+    let body = format!(
+        "<p>{shown} estates with {devices} devices in <b>{}</b>; circle size: devices, colour: open orders (blue none, yellow 1-2, red 3 or more). \
+         Open road orders: {roads}. Click an estate for its queue.</p>{svg}",
+        esc(&p.scope.to_string())
+    );
+    Ok(Html(page("Town map", Some(&p), &body)).into_response())
+}
