@@ -157,7 +157,7 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
     start: "2026-03-02T00:10",
     minutes: 40,
     trainees: [(name: "property", principal: "estate:E001/property")],
-    objectives: [(id: "O1", text: "Answer a fire alarm"), (id: "O2", text: "Answer another")],
+    objectives: [(id: "O1", text: "Answer a fire alarm"), (id: "O2", text: "Answer another"), (id: "O3", text: "Never asked for")],
     injects: [
         (id: "I1", title: "Fire in B16", start: At(minute: 2.0), what: Fire(estate: "E001", flat: "B16-101"),
          expect: [
@@ -168,7 +168,8 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
         (id: "I2", title: "Fire in B03", start: AfterStarted(inject: "I1", minutes: 18.0), what: Fire(estate: "E001", flat: "B03-101"),
          expect: [(by: "property", action: Accept, within_minutes: 10.0, points: 10, objective: "O2")]),
         (id: "I3", title: "A camera goes dark", start: Manual, what: DeviceDark(device: "E001-gate-02", hours: 1.0)),
-        (id: "I4", title: "Never fired", start: Manual, what: DeviceDark(device: "E001-gate-01", hours: 1.0)),
+        (id: "I4", title: "Never fired", start: Manual, what: DeviceDark(device: "E001-gate-01", hours: 1.0),
+         expect: [(by: "property", action: Accept, within_minutes: 5.0, points: 5, objective: "O3")]),
     ],
 )"#,
         baseline = baseline.to_str().unwrap()
@@ -236,6 +237,9 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
     assert_eq!(inject("I4")["status"], "not_started");
     let rating = |id: &str| aar["objectives"].as_array().unwrap().iter().find(|o| o["id"] == id).unwrap()["rating"].clone();
     assert_eq!((rating("O1"), rating("O2")), (serde_json::json!("P"), serde_json::json!("U")));
+    // What was never due (an inject never fired) is not exercised: left out of the points possible.
+    assert_eq!(rating("O3"), "-");
+    assert_eq!((aar["earned"].as_u64(), aar["possible"].as_u64()), (Some(20), Some(30)), "{aar}");
     let html = std::fs::read_to_string(out.join("aar.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("Fire in B03") && !html.contains("src=\"http"), "self-contained, with the timeline");
 

@@ -13,7 +13,8 @@
 //! minutes of the inject's start; times are the core's event time, to the minute of the twin's clock.
 //! Each objective is rated as HSEEP does, from the share of its points earned: P (performed without
 //! challenges, all of them), S (with some challenges, at least half), M (major challenges, some), U (unable
-//! to be performed, none).
+//! to be performed, none). An expectation that was not due within the drill (its inject never started, was
+//! skipped, or its deadline came after the end) and was not done is left out: not exercised (`-`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -174,6 +175,9 @@ pub struct ExpectationScore {
     pub done_after_minutes: Option<f64>,
     pub met: bool,
     pub earned: u32,
+    /// Whether it was due within the drill (its inject started and its deadline came before the end), or
+    /// done anyway. One that was not is left out of the points possible: it was not exercised.
+    pub exercised: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,6 +215,7 @@ pub fn order_of<'a>(inj: &InjectLog, orders: &'a [Order]) -> Option<&'a Order> {
 /// HSEEP's rating from the points an objective earned.
 pub fn rating(earned: u32, possible: u32) -> &'static str {
     match (earned, possible) {
+        // Nothing of it was due within the drill: not exercised.
         (_, 0) => "-",
         (e, p) if e >= p => "P",
         (e, p) if 2 * e >= p => "S",
@@ -265,6 +270,8 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
                     _ => None,
                 };
                 let met = done.is_some_and(|m| m <= x.within_minutes);
+                let due = il.started_at.map(|s| s + (x.within_minutes * MINUTE as f64) as Millis);
+                let exercised = done.is_some() || due.is_some_and(|d| d <= log.ended_at);
                 ExpectationScore {
                     by: x.by.clone(),
                     action: x.action,
@@ -274,6 +281,7 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
                     done_after_minutes: done,
                     met,
                     earned: if met { x.points } else { 0 },
+                    exercised,
                 }
             })
             .collect();
@@ -297,12 +305,12 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
         .iter()
         .map(|ob| {
             let serving = injects.iter().flat_map(|i| &i.expectations).filter(|x| x.objective == ob.id);
-            let (earned, possible) = serving.fold((0, 0), |(e, p), x| (e + x.earned, p + x.points));
+            let (earned, possible) = serving.filter(|x| x.exercised).fold((0, 0), |(e, p), x| (e + x.earned, p + x.points));
             ObjectiveScore { id: ob.id.clone(), text: ob.text.clone(), earned, possible, rating: rating(earned, possible).into() }
         })
         .collect();
     let earned = objectives.iter().map(|o| o.earned).sum();
-    let possible = injects.iter().flat_map(|i| &i.expectations).map(|x| x.points).sum();
+    let possible = objectives.iter().map(|o| o.possible).sum();
     Aar {
         drill: s.name.clone(),
         exercise: log.exercise.clone(),
@@ -436,7 +444,7 @@ pub fn render_html(aar: &Aar, svg: &str) -> String {
     }
     let _ = write!(
         h,
-        "</table><p>P: performed without challenges (every point); S: with some challenges (at least half); M: with major challenges; U: unable to be performed (none).</p><h2>Injects</h2><table><tr><th>inject</th><th>started</th><th>order</th><th>expected</th><th>done after</th><th>points</th></tr>"
+        "</table><p>P: performed without challenges (every point); S: with some challenges (at least half); M: with major challenges; U: unable to be performed (none); -: not exercised (nothing of it was due before the drill ended).</p><h2>Injects</h2><table><tr><th>inject</th><th>started</th><th>order</th><th>expected</th><th>done after</th><th>points</th></tr>"
     );
     for i in &aar.injects {
         let order = match (&i.order, &i.order_rule) {
@@ -457,7 +465,13 @@ pub fn render_html(aar: &Aar, svg: &str) -> String {
             if k > 0 {
                 h.push_str("<tr>");
             }
-            let class = if x.met { "met" } else { "missed" };
+            let class = if x.met {
+                "met"
+            } else if x.exercised {
+                "missed"
+            } else {
+                "open"
+            };
             let _ = write!(
                 h,
                 "<td>{} {:?} within {:.0} min ({})</td><td class={class}>{}</td><td class={class}>{} of {}</td></tr>",
@@ -465,7 +479,11 @@ pub fn render_html(aar: &Aar, svg: &str) -> String {
                 x.action,
                 x.within_minutes,
                 esc(&x.objective),
-                if x.done_after_minutes.is_some() { mins(x.done_after_minutes) } else { "never".into() },
+                match (x.done_after_minutes, x.exercised) {
+                    (Some(_), _) => mins(x.done_after_minutes),
+                    (None, true) => "never".into(),
+                    (None, false) => "not due before the end".into(),
+                },
                 x.earned,
                 x.points
             );
@@ -494,4 +512,17 @@ pub fn render_html(aar: &Aar, svg: &str) -> String {
     }
     h.push_str("</body></html>\n");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rating;
+
+    #[test]
+    fn ratings_follow_the_share_of_points_earned() {
+        assert_eq!(
+            [rating(20, 20), rating(30, 20), rating(10, 20), rating(9, 20), rating(1, 20), rating(0, 20), rating(0, 0)],
+            ["P", "P", "S", "M", "M", "U", "-"]
+        );
+    }
 }

@@ -299,8 +299,21 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
         say!("drill: folder {}", out.display());
         say!("drill: warming up: the town runs at full speed from {} to the drill's minute 0 at {}", town_time(start), town_time(drill_start));
 
+        // Ctrl-C ends the drill as the controller's stop does: the report is still written.
+        let interrupt = {
+            let control = control.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    let mut p = control.lock();
+                    p.stop = true;
+                    p.note("stop (interrupted)".into());
+                    control.wake.notify_all();
+                }
+            })
+        };
         let result = drive(&d, &scenario, start, drill_start, drill_end, targets, &ep, core, control.clone(), logs, opts.threads, &exercise).await;
         panel_task.abort();
+        interrupt.abort();
         result
     })?;
 
@@ -459,6 +472,9 @@ fn twin_loop(
         let upcoming = start + k * MINUTE;
         if upcoming >= drill_end {
             break "the end of the script".to_string();
+        }
+        if control.lock().stop {
+            break "the controller".to_string();
         }
         if upcoming >= drill_start {
             let mut p = control.lock();
