@@ -86,6 +86,20 @@ impl Api {
         &self.town
     }
 
+    /// Resolves once the service is told to stop (never, for an API without a stop signal): long-lived
+    /// responses (the console's event stream) end then, so a graceful shutdown does not wait on them.
+    pub(crate) fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let rx = self.stop.as_ref().map(|s| s.subscribe());
+        async move {
+            match rx {
+                Some(mut rx) => {
+                    let _ = rx.wait_for(|&stop| stop).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
     /// The JSON API, and the operators' console ([`crate::console`]) beside it.
     pub fn router(self) -> Router {
         Router::new()

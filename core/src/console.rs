@@ -138,7 +138,10 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(api): State<Api>, Form(f): Form<LoginForm>) -> Response {
+async fn login(State(api): State<Api>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
+    if let Err(r) = same_origin(&headers) {
+        return r.into_response();
+    }
     let token = f.token.trim().to_string();
     let known =
         !token.is_empty() && token.chars().all(|c| c.is_ascii_alphanumeric()) && api.lock().ok().and_then(|c| c.principal_of(&token).ok().flatten()).is_some();
@@ -175,7 +178,28 @@ fn queue_request(
 ) -> Result<(Principal, QueueFilter), Refusal> {
     let p = who(api, headers)?;
     let Query(f) = filter.map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("{}; expected state=open|all and area=E012", e.body_text())))?;
+    if !matches!(f.state.as_deref(), None | Some("open") | Some("all")) {
+        return Err(Refusal(StatusCode::BAD_REQUEST, "`state`: expected open or all".into()));
+    }
+    if f.area.as_deref().is_some_and(|a| a.is_empty() || !a.chars().all(|c| c.is_ascii_alphanumeric())) {
+        return Err(Refusal(StatusCode::BAD_REQUEST, "`area`: expected an estate or road id (E012, R03)".into()));
+    }
     Ok((p, f))
+}
+
+/// A form posted from another origin (another site, or another port on this host) is refused: the
+/// session cookie is `SameSite=Strict`, but every port of 127.0.0.1 is one site to a browser. Browsers send
+/// `Origin` with every POST; a request without one (not from a browser's page) has no cookie to abuse.
+fn same_origin(headers: &HeaderMap) -> Result<(), Refusal> {
+    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) else { return Ok(()) };
+    let (Ok(origin), Ok(host)) = (origin.to_str(), host.to_str()) else {
+        return Err(Refusal(StatusCode::FORBIDDEN, "unreadable Origin or Host".into()));
+    };
+    if origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host) {
+        Ok(())
+    } else {
+        Err(Refusal(StatusCode::FORBIDDEN, format!("a form from {origin} cannot act on this console")))
+    }
 }
 
 async fn queue_page(
@@ -212,11 +236,7 @@ async fn queue_fragment(
 }
 
 fn queue_table(api: &Api, p: &Principal, f: &QueueFilter) -> Result<String, Refusal> {
-    let all = match f.state.as_deref() {
-        None | Some("open") => false,
-        Some("all") => true,
-        Some(other) => return Err(Refusal(StatusCode::BAD_REQUEST, format!("state={other}: expected open or all"))),
-    };
+    let all = f.state.as_deref() == Some("all");
     let core = api.lock().map_err(|e| Refusal(e.0, e.1))?;
     let mut rows: Vec<&Order> = core
         .orders
@@ -254,18 +274,24 @@ fn queue_table(api: &Api, p: &Principal, f: &QueueFilter) -> Result<String, Refu
 async fn events(State(api): State<Api>, headers: HeaderMap) -> Result<Response, Refusal> {
     let p = who(&api, &headers)?;
     let rx = api.orders_out().map(|o| o.subscribe()).ok_or_else(|| Refusal(StatusCode::SERVICE_UNAVAILABLE, "this core publishes no order changes".into()))?;
-    let stream = futures_util::stream::unfold((rx, api, p), |(mut rx, api, p)| async move {
+    // The stream ends when the service stops: a graceful shutdown waits for open connections.
+    let stopped: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(api.stopped());
+    let stream = futures_util::stream::unfold((rx, api, p, stopped), |(mut rx, api, p, mut stopped)| async move {
         loop {
-            match rx.recv().await {
+            let got = tokio::select! {
+                got = rx.recv() => got,
+                () = &mut stopped => return None,
+            };
+            match got {
                 Ok(n) => {
                     if p.scope.reaches(&n.area, api.committee_of(&n.area)) {
                         let ev = Event::default().event("orders").data(n.event.order.to_string());
-                        return Some((Ok::<_, std::convert::Infallible>(ev), (rx, api, p)));
+                        return Some((Ok::<_, std::convert::Infallible>(ev), (rx, api, p, stopped)));
                     }
                 }
                 // Fell behind a burst: the page refetches the queue anyway.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    return Some((Ok(Event::default().event("orders").data("lagged")), (rx, api, p)));
+                    return Some((Ok(Event::default().event("orders").data("lagged")), (rx, api, p, stopped)));
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
@@ -372,6 +398,7 @@ async fn act(
     Path(id): Path<u64>,
     form: Result<Form<ActForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, Refusal> {
+    same_origin(&headers)?;
     let p = who(&api, &headers)?;
     let Form(f) =
         form.map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("{}; expected action=accept (and reason=... where one is needed)", e.body_text())))?;
@@ -460,4 +487,27 @@ async fn map_page(State(api): State<Api>, headers: HeaderMap) -> Result<Response
         esc(&p.scope.to_string())
     );
     Ok(Html(page("Town map", Some(&p), &body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    use super::same_origin;
+
+    #[test]
+    fn a_form_from_another_origin_is_refused() {
+        let headers = |origin: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+            if let Some(o) = origin {
+                h.insert(header::ORIGIN, HeaderValue::from_static(o));
+            }
+            h
+        };
+        assert!(same_origin(&headers(Some("http://127.0.0.1:8080"))).is_ok());
+        assert!(same_origin(&headers(None)).is_ok(), "not from a browser's page: no cookie to abuse");
+        assert!(same_origin(&headers(Some("http://127.0.0.1:9999"))).is_err(), "another port of the same host is another origin");
+        assert!(same_origin(&headers(Some("https://evil.example"))).is_err());
+    }
 }

@@ -198,7 +198,16 @@ impl CoreHandle {
         };
         if let Some(h) = http {
             // Graceful: requests in flight finish, then the server drops its hold on the core.
-            h.await.map_err(|e| ServerError::Task("HTTP API", e.to_string()))?;
+            // A client that keeps a connection open past the stop is cut off after a while.
+            let mut h = h;
+            match tokio::time::timeout(Duration::from_secs(10), &mut h).await {
+                Ok(r) => r.map_err(|e| ServerError::Task("HTTP API", e.to_string()))?,
+                Err(_) => {
+                    tracing::warn!("the HTTP API still had connections open 10 s after the stop: closing them");
+                    h.abort();
+                    let _ = h.await;
+                }
+            }
         }
         ended?;
         let core = Arc::try_unwrap(core).map_err(|_| ServerError::StillHeld)?;

@@ -138,11 +138,15 @@ impl Twin {
         std::mem::take(&mut self.app.world_mut().resource_mut::<drill::Applied>().0)
     }
 
-    /// Marks every event from now on as traffic of `exercise` (the CloudEvents extension `exerciseid`), and
-    /// makes the crews whose principals are in `stand_down` leave their orders to the drill's trainees.
-    pub fn start_exercise(&mut self, exercise: &str, stand_down: std::collections::HashSet<towntwin_contracts::principal::Principal>) {
+    /// Marks every event from now on as traffic of `exercise` (the CloudEvents extension `exerciseid`).
+    pub fn mark_exercise(&mut self, exercise: &str) {
         self.app.world_mut().insert_resource(emit::Exercise(Some(exercise.to_string())));
-        self.app.world_mut().insert_resource(drill::StandDown(stand_down));
+    }
+
+    /// From now on the crews whose principals are in `trainees` leave new orders to the drill's trainees
+    /// (what they hold already they finish).
+    pub fn stand_down(&mut self, trainees: std::collections::HashSet<towntwin_contracts::principal::Principal>) {
+        self.app.world_mut().insert_resource(drill::StandDown(trainees));
     }
 
     /// The responders' actions of the last tick, for the harness to apply to the core (in order).

@@ -21,7 +21,8 @@ fn run(town: &Town, ticks: usize, at: usize, inject: bool) -> (Vec<Vec<Message>>
     let s = Scenario::load(&root().join("scenarios/baseline.ron")).unwrap().scenario;
     let mut t = Twin::new(&s, parse_local_date(&s.start_date).unwrap(), town.clone(), TwinOptions { threads: Some(1), ..TwinOptions::default() });
     if inject {
-        t.start_exercise("drill-test", HashSet::from([Principal::estate("E001", "property")]));
+        t.mark_exercise("drill-test");
+        t.stand_down(HashSet::from([Principal::estate("E001", "property")]));
     }
     let mut ticks_out = Vec::new();
     for k in 0..ticks {

@@ -207,9 +207,17 @@ fn minutes_between(from: Millis, to: Millis) -> f64 {
     (to - from) as f64 / MINUTE as f64
 }
 
-/// The order an inject made: the first about it ([`InjectLog::is_about`]).
+/// The order an inject made: the first about it ([`InjectLog::is_about`]); or, when the core added the
+/// inject's alarm to an order about the same thing that was open already, that order.
 pub fn order_of<'a>(inj: &InjectLog, orders: &'a [Order]) -> Option<&'a Order> {
-    orders.iter().filter(|o| inj.is_about(&o.rule, &o.area, &o.subject, o.created_at)).min_by_key(|o| (o.created_at, o.id))
+    let made = orders.iter().filter(|o| inj.is_about(&o.rule, &o.area, &o.subject, o.created_at)).min_by_key(|o| (o.created_at, o.id));
+    let start = inj.started_at?;
+    made.or_else(|| {
+        orders
+            .iter()
+            .filter(|o| o.created_at < start && o.last_seen >= start && inj.is_about(&o.rule, &o.area, &o.subject, start))
+            .min_by_key(|o| (o.last_seen, o.id))
+    })
 }
 
 /// HSEEP's rating from the points an objective earned.

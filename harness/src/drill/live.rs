@@ -74,6 +74,12 @@ pub struct DrillOptions {
 
 /// The fastest pace a drill takes: a town day in 24 wall seconds.
 pub const MAX_SPEED: f64 = 3600.0;
+/// The slowest: a town minute in ten wall minutes.
+pub const MIN_SPEED: f64 = 0.1;
+
+fn speed_ok(speed: f64) -> bool {
+    speed.is_finite() && (MIN_SPEED..=MAX_SPEED).contains(&speed)
+}
 
 /// A finished drill.
 pub struct Finished {
@@ -133,16 +139,20 @@ struct InjectView {
 }
 
 impl Panel {
-    fn note(&mut self, what: String) {
+    /// Logs what the controller did; the caller prints it once the panel is unlocked.
+    fn note(&mut self, what: String) -> String {
         let wall = self.began.map_or(0.0, |b| b.elapsed().as_secs_f64());
-        say!("drill: controller: {what}");
-        self.log.push((self.town, wall, what));
+        self.log.push((self.town, wall, what.clone()));
+        format!("drill: controller: {what}")
     }
 }
 
 struct Control {
     panel: Mutex<Panel>,
+    /// Wakes the twin's thread (waiting for start, or paused).
     wake: Condvar,
+    /// Wakes the publisher's pacing (a pause, a resume, a new speed or a stop takes effect mid-tick).
+    changed: tokio::sync::Notify,
     token: String,
     ids: Vec<String>,
     drill_start: Millis,
@@ -166,7 +176,9 @@ struct Pace {
 
 impl Pace {
     fn due(&self, t: Millis) -> Instant {
-        self.wall + Duration::from_secs_f64(((t - self.town).max(0) as f64 / 1000.0) / self.speed)
+        // Speeds are bounded ([`MIN_SPEED`]): a drill's span scaled stays far inside `Duration` and `Instant`.
+        let secs = ((t - self.town).max(0) as f64 / 1000.0) / self.speed;
+        self.wall.checked_add(Duration::from_secs_f64(secs.min(1e9))).unwrap_or(self.wall)
     }
 }
 
@@ -174,7 +186,8 @@ impl Pace {
 struct Tick {
     msgs: Vec<Message>,
     acts: Vec<Act>,
-    pace: Option<Pace>,
+    /// The tick's town time, when it is part of the drill (paced); `None` in the warm-up (full speed).
+    paced: Option<Millis>,
     /// (inject, town time) of injects that took effect this tick.
     started: Vec<(usize, Millis)>,
 }
@@ -190,8 +203,8 @@ struct Plan {
 /// Runs the drill of `opts` to its end and writes its folder: the core's store, `drill-log.json`,
 /// `aar.json`, `aar.html` and the timeline plot.
 pub fn run(opts: &DrillOptions) -> Result<Finished> {
-    if !(opts.speed.is_finite() && opts.speed > 0.0 && opts.speed <= MAX_SPEED) {
-        bail!(UsageFault(format!("--speed {}: expected town minutes per wall minute, more than 0 and at most {MAX_SPEED}", opts.speed)));
+    if !speed_ok(opts.speed) {
+        bail!(UsageFault(format!("--speed {}: expected town minutes per wall minute, from {MIN_SPEED} to {MAX_SPEED}", opts.speed)));
     }
     let d = super::script::load(&opts.file).map_err(DataFault)?;
     let loaded = towntwin_sim::Scenario::load(&d.scenario_file).map_err(DataFault)?;
@@ -253,6 +266,7 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
             ..Panel::default()
         }),
         wake: Condvar::new(),
+        changed: tokio::sync::Notify::new(),
         token: String::new(),
         ids: d.script.injects.iter().map(|i| i.id.clone()).collect(),
         drill_start,
@@ -304,10 +318,14 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
             let control = control.clone();
             tokio::spawn(async move {
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    let mut p = control.lock();
-                    p.stop = true;
-                    p.note("stop (interrupted)".into());
+                    let line = {
+                        let mut p = control.lock();
+                        p.stop = true;
+                        p.note("stop (interrupted)".into())
+                    };
+                    say!("{line}");
                     control.wake.notify_all();
+                    control.changed.notify_one();
                 }
             })
         };
@@ -380,9 +398,9 @@ async fn drive(
         let stand_down: HashSet<Principal> = d2.principals.values().cloned().collect();
         let mut twin = Twin::new(&scenario, start, d2.town.clone(), TwinOptions { threads, ..TwinOptions::default() });
         twin.set_rule_targets(targets);
-        twin.start_exercise(&exercise, stand_down);
+        twin.mark_exercise(&exercise);
         let plan = Plan { orders: vec![None; logs.len()], resolved_at: vec![None; logs.len()], logs };
-        twin_loop(&d2, twin, plan, drill_start, drill_end, &control2, |tick| {
+        twin_loop(&d2, twin, plan, (drill_start, drill_end), &control2, &stand_down, |tick| {
             tx.blocking_send(tick).ok()?;
             reply_rx.recv().ok()
         })
@@ -390,22 +408,23 @@ async fn drive(
     let mut lateness = Recorder::new();
     let mut inject_lateness = Vec::new();
     let mut failed = None;
+    let mut pace: Option<Pace> = None;
     while let Some(tick) = rx.recv().await {
         let step = async {
             core.act(tick.acts).await?;
-            if let Some(p) = tick.pace {
+            if tick.paced.is_some() {
                 for &(i, t) in &tick.started {
-                    let due = p.due(t);
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
-                    inject_lateness.push((i, Instant::now().saturating_duration_since(due).as_secs_f64() * 1000.0));
+                    let late = keep_pace(&control, &mut pace, t).await;
+                    inject_lateness.push((i, late.as_secs_f64() * 1000.0));
                 }
+            } else {
+                pace = None;
             }
             let closing = tick.msgs.iter().rev().find(|m| m.ty == EventType::ClockTick).map(|m| m.time);
             for m in &tick.msgs {
-                if let Some(p) = tick.pace {
-                    let due = p.due(m.time);
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
-                    lateness.record(Instant::now().saturating_duration_since(due).as_micros() as i64);
+                if tick.paced.is_some() {
+                    let late = keep_pace(&control, &mut pace, m.time).await;
+                    lateness.record(late.as_micros() as i64);
                 }
                 publisher.publish(m.clone()).await?;
             }
@@ -442,6 +461,36 @@ async fn drive(
     Ok((ended, ended_by, ended_at, lateness, inject_lateness))
 }
 
+/// Waits until town time `t` is due at the controller's pace, and returns how late it came. The pace is
+/// anchored at the first paced event, and again after a pause or a change of speed (so either takes effect
+/// at once, mid-tick); after a stop the rest goes out at once.
+async fn keep_pace(control: &Control, pace: &mut Option<Pace>, t: Millis) -> Duration {
+    loop {
+        let (paused, stop, speed) = {
+            let p = control.lock();
+            (p.paused, p.stop, p.speed)
+        };
+        if stop {
+            return Duration::ZERO;
+        }
+        if paused {
+            control.changed.notified().await;
+            *pace = None;
+            continue;
+        }
+        let current = *pace.get_or_insert(Pace { wall: Instant::now(), town: t, speed });
+        if current.speed != speed {
+            *pace = Some(Pace { wall: Instant::now(), town: t, speed });
+            continue;
+        }
+        let due = current.due(t);
+        tokio::select! {
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(due)) => return Instant::now().saturating_duration_since(due),
+            () = control.changed.notified() => {}
+        }
+    }
+}
+
 /// When inject `i` is due (town time), if its start condition has come.
 fn due(d: &Drill, plan: &Plan, drill_start: Millis, i: usize) -> Option<Millis> {
     let index = |id: &str| d.script.injects.iter().position(|x| x.id == id);
@@ -460,13 +509,12 @@ fn twin_loop(
     d: &Drill,
     mut twin: Twin,
     mut plan: Plan,
-    drill_start: Millis,
-    drill_end: Millis,
+    (drill_start, drill_end): (Millis, Millis),
     control: &Control,
+    trainees: &HashSet<Principal>,
     mut sink: impl FnMut(Tick) -> Option<Vec<Notice>>,
 ) -> (Ended, String, Millis) {
     let start = twin.clock().now;
-    let mut pace: Option<Pace> = None;
     let mut k: i64 = 0;
     let ended_by = loop {
         let upcoming = start + k * MINUTE;
@@ -477,32 +525,35 @@ fn twin_loop(
             break "the controller".to_string();
         }
         if upcoming >= drill_start {
+            let waiting = {
+                let p = control.lock();
+                p.began.is_none() && !p.started
+            };
+            if waiting {
+                say!("drill: minute 0 reached; waiting for the controller to start the drill (POST /drill/start)");
+            }
             let mut p = control.lock();
             p.town = upcoming;
-            if upcoming == drill_start || (p.began.is_none() && p.started) {
-                if !p.started {
-                    say!("drill: minute 0 reached; waiting for the controller to start the drill (POST /drill/start)");
-                }
-                while !p.started && !p.stop {
-                    p = control.wake.wait_timeout(p, Duration::from_millis(200)).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
-                }
-                if p.began.is_none() {
-                    p.began = Some(Instant::now());
-                    say!("drill: minute 0 at town time {}; pace x{}", town_time(upcoming), p.speed);
-                }
+            while !p.started && !p.stop {
+                p = control.wake.wait_timeout(p, Duration::from_millis(200)).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
             }
             while p.paused && !p.stop {
-                pace = None;
                 p = control.wake.wait_timeout(p, Duration::from_millis(200)).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
             }
             if p.stop {
                 break "the controller".to_string();
             }
-            if pace.is_none_or(|x| x.speed != p.speed) {
-                pace = Some(Pace { wall: Instant::now(), town: upcoming, speed: p.speed });
+            let first = p.began.is_none();
+            if first {
+                p.began = Some(Instant::now());
             }
-            let (fire, skip) = (std::mem::take(&mut p.fire), std::mem::take(&mut p.skip));
+            let (fire, skip, speed) = (std::mem::take(&mut p.fire), std::mem::take(&mut p.skip), p.speed);
             drop(p);
+            if first {
+                // The trainees take over their crews' new orders from minute 0; the warm-up ran as the town does.
+                twin.stand_down(trainees.clone());
+                say!("drill: minute 0 at town time {}; pace x{speed}", town_time(upcoming));
+            }
             for i in skip {
                 if plan.logs[i].status == Status::NotStarted {
                     plan.logs[i].status = Status::Skipped;
@@ -530,7 +581,7 @@ fn twin_loop(
             }
             log.effects.push((at, what));
         }
-        let Some(notices) = sink(Tick { msgs, acts, pace: if upcoming >= drill_start { pace } else { None }, started }) else {
+        let Some(notices) = sink(Tick { msgs, acts, paced: (upcoming >= drill_start).then_some(upcoming), started }) else {
             break "a failure of the publisher or the core".to_string();
         };
         track_orders(&mut plan, &notices);
@@ -618,6 +669,16 @@ fn authorised(c: &Control, headers: &HeaderMap) -> Result<(), PanelError> {
         let (k, v) = c.trim().split_once('=')?;
         (k == PANEL_COOKIE).then_some(v)
     });
+    if bearer.is_none() && cookie.is_some() {
+        // The panel page's cookie: only from the panel's own pages (every port of 127.0.0.1 is one site).
+        let origin = headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok());
+        let host = headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok());
+        if let (Some(o), Some(h)) = (origin, host)
+            && o.strip_prefix("http://") != Some(h)
+        {
+            return Err(PanelError(StatusCode::FORBIDDEN, format!("a request from {o} cannot use the controller's panel")));
+        }
+    }
     let token = bearer.or(cookie);
     if token == Some(c.token.as_str()) && !c.token.is_empty() {
         Ok(())
@@ -650,22 +711,22 @@ async fn command(
 ) -> Result<Response, PanelError> {
     authorised(&c, &headers)?;
     let mut p = c.lock();
-    match command.as_str() {
+    let line = match command.as_str() {
         "start" => {
             p.started = true;
-            p.note("start".into());
+            p.note("start".into())
         }
         "pause" => {
             p.paused = true;
-            p.note("pause".into());
+            p.note("pause".into())
         }
         "resume" => {
             p.paused = false;
-            p.note("resume".into());
+            p.note("resume".into())
         }
         "stop" => {
             p.stop = true;
-            p.note("stop".into());
+            p.note("stop".into())
         }
         "speed" => {
             // JSON from a script, or the panel page's form.
@@ -676,15 +737,18 @@ async fn command(
             let Some(speed) = speed else {
                 return Err(PanelError(StatusCode::BAD_REQUEST, "expected a body {\"speed\": <town minutes per wall minute>}".into()));
             };
-            if !(speed.is_finite() && speed > 0.0 && speed <= MAX_SPEED) {
-                return Err(PanelError(StatusCode::BAD_REQUEST, format!("`speed`: expected more than 0 and at most {MAX_SPEED}, got {speed}")));
+            if !speed_ok(speed) {
+                return Err(PanelError(StatusCode::BAD_REQUEST, format!("`speed`: expected {MIN_SPEED} to {MAX_SPEED}, got {speed}")));
             }
             p.speed = speed;
-            p.note(format!("speed x{speed}"));
+            p.note(format!("speed x{speed}"))
         }
         other => return Err(PanelError(StatusCode::NOT_FOUND, format!("no command `{other}`: start, pause, resume, speed, stop"))),
-    }
+    };
+    drop(p);
+    say!("{line}");
     c.wake.notify_all();
+    c.changed.notify_one();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -700,8 +764,11 @@ async fn inject_command(State(c): State<Arc<Control>>, headers: HeaderMap, UrlPa
         "skip" => p.skip.push(i),
         other => return Err(PanelError(StatusCode::NOT_FOUND, format!("no inject command `{other}`: fire, skip"))),
     }
-    p.note(format!("{command} {id}"));
+    let line = p.note(format!("{command} {id}"));
+    drop(p);
+    say!("{line}");
     c.wake.notify_all();
+    c.changed.notify_one();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -772,7 +839,7 @@ async fn panel_status(State(c): State<Arc<Control>>, headers: HeaderMap) -> Resu
     for v in &p.injects {
         let buttons = if v.status == Status::NotStarted {
             format!(
-                "<button hx-post=/drill/injects/{id}/fire hx-swap=none>Fire now</button><button hx-post=/drill/injects/{id}/skip hx-swap=none>Skip</button>",
+                "<button hx-post=\"/drill/injects/{id}/fire\" hx-swap=none>Fire now</button><button hx-post=\"/drill/injects/{id}/skip\" hx-swap=none>Skip</button>",
                 id = esc(&v.id)
             )
         } else {

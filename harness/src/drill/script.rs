@@ -225,8 +225,9 @@ fn check(file: &Path, script: Script, scenario_file: PathBuf, scenario: &towntwi
     let committee_of: HashMap<&str, &str> = town.estates.iter().map(|e| (e.id.as_str(), e.committee.as_str())).collect();
     let mut ids: HashMap<&str, usize> = HashMap::new();
     for (i, inj) in script.injects.iter().enumerate() {
-        let ok = !inj.id.is_empty() && ids.insert(inj.id.as_str(), i).is_none();
-        p.check(ok, || format!("injects[{i}].id"), || format!("`{}`: expected a non-empty id used once", inj.id));
+        let chars = inj.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let ok = !inj.id.is_empty() && chars && ids.insert(inj.id.as_str(), i).is_none();
+        p.check(ok, || format!("injects[{i}].id"), || format!("`{}`: expected an id of letters, digits, '-' or '_', used once", inj.id));
     }
     p.check(!script.injects.is_empty(), || "injects".into(), || "expected at least one inject".into());
     let mut areas = Vec::with_capacity(script.injects.len());

@@ -45,7 +45,7 @@ pub enum Inject {
     /// A registered vulnerable resident (`V0007`) is taken ill at home and stops passing the gates (once
     /// she is home and well, if she is out or away now). With `call_after_minutes`, a worried neighbour
     /// calls the 12345 hotline about her that long after; without, only the platform's own rules can
-    /// notice (the absence rule's 48 hours).
+    /// notice (the absence rule's 48 hours). A call comes a minute after at the soonest.
     Incapacitate {
         resident: String,
         #[serde(default)]
@@ -145,7 +145,8 @@ fn apply(
                 agendas.vulnerable.push(now, VulnAction::Emergency(who));
                 let entry = &town.data.0.register[reg_index];
                 if let (Some(m), Some(e)) = (call_after_minutes, estate_of(&entry.estate)) {
-                    injections.calls.push(now + (m.max(0.0) * MINUTE as f64) as Millis, (n, reg_index, e));
+                    // At least the next minute: she is taken ill later in this tick (the vulnerable feature runs after this one).
+                    injections.calls.push(now + ((m * MINUTE as f64) as Millis).max(MINUTE), (n, reg_index, e));
                 }
                 effect(format!("{resident} taken ill at home in {} B{:02}-{}", entry.estate, entry.building, entry.room), Vec::new());
             }
