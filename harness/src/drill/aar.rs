@@ -497,7 +497,12 @@ pub fn render_html(aar: &Aar, svg: &str) -> String {
             );
         }
     }
-    let _ = write!(h, "</table><h2>Timeline</h2>{svg}<table><tr><th>drill minute</th><th>what</th></tr>");
+    let _ = write!(
+        h,
+        "</table><h2>Timeline</h2>{svg}<p>Black dot: the inject took effect; triangle: its order was made; each bar: an expectation's \
+         window from the inject's start; on it a green dot: done in time, a red dot: done late, a red cross at the deadline: never done.</p>\
+         <table><tr><th>drill minute</th><th>what</th></tr>"
+    );
     for m in &aar.timeline {
         let _ = write!(h, "<tr><td>{:.0}</td><td>{}</td></tr>", m.minute, esc(&m.what));
     }
