@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use towntwin_core::orders::{Loop, State};
+use towntwin_core::store::Reader;
 use towntwin_harness::mosquitto::Mosquitto;
 use towntwin_harness::mqtt::Mode;
 use towntwin_harness::run::{BrokerChoice, RunOptions, Summary, run};
@@ -58,24 +60,13 @@ fn traffic_reaches_the_embedded_broker_in_each_connection_mode() {
 }
 
 /// Every order (rule, key, created, state, loop) of a run's store, in id order.
-fn orders(db: &std::path::Path) -> Vec<(String, String, i64, String, String)> {
-    let c = rusqlite::Connection::open(db).unwrap();
-    let mut st = c.prepare("SELECT rule, key, created_at, body FROM orders ORDER BY id").unwrap();
-    st.query_map([], |r| {
-        let body: String = r.get(3)?;
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, v["state"].to_string(), v["level"].to_string()))
-    })
-    .unwrap()
-    .collect::<Result<Vec<_>, _>>()
-    .unwrap()
+fn orders(db: &std::path::Path) -> Vec<(String, String, i64, State, Loop)> {
+    Reader::open(db).unwrap().orders().unwrap().into_iter().map(|o| (o.rule, o.key, o.created_at, o.state, o.level)).collect()
 }
 
 /// Every transition (order, time, actor, action, to) of a run's store, in the order they were appended.
-fn history(db: &std::path::Path) -> Vec<(i64, i64, String, String, String)> {
-    let c = rusqlite::Connection::open(db).unwrap();
-    let mut st = c.prepare("SELECT order_id, at, actor, action, to_state FROM order_events ORDER BY seq").unwrap();
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).unwrap().collect::<Result<Vec<_>, _>>().unwrap()
+fn history(db: &std::path::Path) -> Vec<(u64, i64, String, String, State)> {
+    Reader::open(db).unwrap().history().unwrap().into_iter().map(|e| (e.order, e.at, e.actor, e.action, e.to)).collect()
 }
 
 #[test]

@@ -13,8 +13,7 @@
 //! `at` is the core's event time; `recorded_at` the wall clock (Unix milliseconds) when the entry was
 //! written, for the auditor. The wall clock is recorded here and decides nothing.
 
-pub use rusqlite::Connection;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::time::Millis;
 
@@ -102,11 +101,6 @@ pub fn append(conn: &Connection, e: &Entry) -> rusqlite::Result<String> {
     )?
     .execute(params![seq, e.at, recorded_at, e.actor, e.scope, e.what, e.target, e.outcome, prev, hash])?;
     Ok(hash)
-}
-
-/// An existing store, read-only (checking never creates or changes one).
-pub fn open_read_only(db: &std::path::Path) -> rusqlite::Result<Connection> {
-    Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)
 }
 
 /// A chain that holds: its length and head.

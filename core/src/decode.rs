@@ -8,25 +8,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::event::{self, Data, EventType, FlatRef};
-use crate::time::{Millis, parse_rfc3339};
+use crate::time::parse_rfc3339;
 use crate::town::{DeviceKind, Town};
 
 /// The largest payload accepted; the twin's events are well under 1 KiB.
 pub const MAX_PAYLOAD: usize = crate::limits::MAX_EVENT_BYTES;
 
-/// A decoded device event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub id: String,
-    /// The CloudEvents `source`: with `id`, what makes an event unique (the dedup key).
-    pub source: String,
-    pub ty: EventType,
-    pub time: Millis,
-    /// Device index in the registry ([`Devices`]); `None` for the twin's clock.
-    pub device: Option<u32>,
-    pub subject: Option<FlatRef>,
-    pub data: Data,
-}
+pub use crate::event::Event;
 
 /// Why a message was refused. `code` is what rejections are counted by.
 #[derive(Debug, Clone, PartialEq, Eq)]

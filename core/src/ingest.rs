@@ -487,7 +487,7 @@ struct Gathered {
 /// batches in the order it gets them, and [`Batches::next`] takes them back from partition k mod N. So the
 /// batch loop sees exactly the sequence one subscription delivered, decoded ahead of it, and applies it in
 /// that order: the partitioned core makes the same work orders as the single one by construction (test:
-/// `partitions_make_the_same_orders` in `harness/tests/server.rs`). What stays serial is what must be:
+/// `partitions_make_the_same_orders` in `harness/tests/it/server.rs`). What stays serial is what must be:
 /// dedup, the rules, the orders and the store's commit, in one writer.
 struct Batches {
     /// From each partition (or from the gathering task, with one), its batches in order.

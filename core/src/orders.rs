@@ -215,6 +215,13 @@ pub struct Order {
     pub policy: Policy,
 }
 
+impl Order {
+    /// Where and when the order saw its condition.
+    pub fn sighting(&self) -> crate::truth::Sighting<'_> {
+        crate::truth::Sighting { area: &self.area, subject: &self.subject, first_seen: self.first_seen, last_seen: self.last_seen }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Due {
     Accept,
@@ -309,6 +316,8 @@ impl Orders {
             estate: o.and_then(|o| o.estate),
             assignee: o.map(|o| o.assignee.clone()).unwrap_or_default(),
             cause: None,
+            first_seen: o.map_or(e.at, |o| o.first_seen),
+            last_seen: o.map_or(e.at, |o| o.last_seen),
         }
     }
 

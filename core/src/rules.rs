@@ -208,7 +208,8 @@ pub struct Finding {
 /// Timers, ordered by due time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Timer {
-    Absence(u32),
+    /// (rule, registered person): each absence rule keeps its own deadline and fires under its own id.
+    Absence(u16, u32),
     Duration(u16, u32),
     Silence(u32),
     Sample(u16),
@@ -242,8 +243,9 @@ pub struct State {
     /// Current due time of each timer that is re-armed often, so re-arming is a removal, not a scan.
     #[serde(with = "pairs")]
     silence_due: FxMap<u32, Millis>,
+    /// (absence rule, person) -> the deadline armed for it.
     #[serde(with = "pairs")]
-    absence_due: FxMap<u32, Millis>,
+    absence_due: FxMap<(u16, u32), Millis>,
     /// (estate, flat) -> its last construction-waste drop, for a sample framed on them.
     #[serde(with = "pairs", default)]
     waste_drops: FxMap<(u16, FlatRef), Millis>,
@@ -383,20 +385,34 @@ impl Engine {
     /// `hours` like any other (not only from a first pass that may never come).
     fn watch_register(&mut self, at: Millis) {
         self.state.watching = true;
-        let Some(hours) = self.rules.rules.iter().find_map(|r| match r.kind {
-            RuleKind::Absence { hours } => Some(hours),
-            _ => None,
-        }) else {
-            return;
-        };
         let mut people: Vec<u32> = self.ctx.registered.keys().copied().filter(|p| !self.state.last_pass.contains_key(p)).collect();
         people.sort_unstable();
-        for p in people {
-            self.state.last_pass.insert(p, at);
-            let due = at + hours as Millis * HOUR;
-            self.state.absence_due.insert(p, due);
-            self.state.timers.insert((due, Timer::Absence(p)));
+        for p in &people {
+            self.state.last_pass.insert(*p, at);
         }
+        let absences: Vec<(usize, u32)> = self
+            .rules
+            .rules
+            .iter()
+            .enumerate()
+            .filter_map(|(ri, r)| match r.kind {
+                RuleKind::Absence { hours } => Some((ri, hours)),
+                _ => None,
+            })
+            .collect();
+        for (ri, hours) in absences {
+            for &p in &people {
+                self.arm_absence(ri as u16, p, at + hours as Millis * HOUR);
+            }
+        }
+    }
+
+    /// Sets absence rule `ri`'s deadline for `person` to `due`, replacing the one armed before.
+    fn arm_absence(&mut self, ri: u16, person: u32, due: Millis) {
+        if let Some(old) = self.state.absence_due.insert((ri, person), due) {
+            self.state.timers.remove(&(old, Timer::Absence(ri, person)));
+        }
+        self.state.timers.insert((due, Timer::Absence(ri, person)));
     }
 
     /// Moves the event-time clock forward (a clock tick), firing due timers.
@@ -492,13 +508,11 @@ impl Engine {
         match (&rule.kind, &ev.data) {
             (RuleKind::Absence { hours }, Data::GatePass(g)) if self.ctx.registered.contains_key(&g.person.0) => {
                 let last = self.state.last_pass.entry(g.person.0).or_insert(ev.time);
+                // `>=`: a second absence rule sees the pass the first one just recorded.
                 if ev.time >= *last {
                     *last = ev.time;
                     let due = ev.time + *hours as Millis * HOUR;
-                    if let Some(old) = self.state.absence_due.insert(g.person.0, due) {
-                        self.state.timers.remove(&(old, Timer::Absence(g.person.0)));
-                    }
-                    self.state.timers.insert((due, Timer::Absence(g.person.0)));
+                    self.arm_absence(ri as u16, g.person.0, due);
                 }
             }
             (RuleKind::DistinctFaces { window_days, more_than }, Data::GatePass(g)) => {
@@ -624,16 +638,14 @@ impl Engine {
 
     fn fire(&mut self, due: Millis, timer: Timer, out: &mut Vec<Finding>) {
         match timer {
-            Timer::Absence(person) => {
-                let Some(ri) = self.rules.rules.iter().position(|r| matches!(r.kind, RuleKind::Absence { .. })) else { return };
+            Timer::Absence(ri16, person) => {
+                let ri = ri16 as usize;
+                let Some(RuleKind::Absence { hours }) = self.rules.rules.get(ri).map(|r| &r.kind) else { return };
+                let hours = *hours as Millis * HOUR;
                 let Some((reg, estate)) = self.ctx.registered.get(&person).cloned() else { return };
                 let last = self.state.last_pass.get(&person).copied().unwrap_or(due);
                 // Suppressed while the estate's gates were silent: the order needs `hours` of absence with
                 // working gates, so a window that overlaps an outage is re-armed from the outage's end.
-                let hours = match self.rules.rules[ri].kind {
-                    RuleKind::Absence { hours } => hours as Millis * HOUR,
-                    _ => 48 * HOUR,
-                };
                 let window_start = due - hours;
                 // Of the estate's gates' outages overlapping the window, the one that ended last (or goes on).
                 let overlapping = self.ctx.gates[estate as usize]
@@ -646,8 +658,8 @@ impl Engine {
                 if let Some(end) = overlapping {
                     // Still down: look again in an hour; back: a full window from its return.
                     let next = if end == Millis::MAX { due + HOUR } else { end + hours };
-                    self.state.absence_due.insert(person, next);
-                    self.state.timers.insert((next, Timer::Absence(person)));
+                    self.state.absence_due.insert((ri16, person), next);
+                    self.state.timers.insert((next, Timer::Absence(ri16, person)));
                     return;
                 }
                 let area = self.ctx.estates[estate as usize].clone();

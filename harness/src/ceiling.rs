@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use rumqttc::{AsyncClient, MqttOptions, QoS};
+use rumqttc::{AsyncClient, QoS};
 use serde::Serialize;
 
 use crate::broker::Endpoint;
@@ -22,10 +22,8 @@ pub struct Ceiling {
 
 pub async fn measure(ep: &Endpoint, messages: u64, payload_bytes: usize) -> Result<Ceiling> {
     let observer = Observer::start(ep, "bench/ceiling/#", false).await?;
-    let mut o = MqttOptions::new(format!("towntwin-ceiling-{}", std::process::id()), ep.host.clone(), ep.port);
-    o.set_max_packet_size(towntwin_core::limits::CLIENT_MAX_PACKET, towntwin_core::limits::CLIENT_MAX_PACKET)
-        .set_request_channel_capacity(20_000)
-        .set_keep_alive(Duration::from_secs(60));
+    let client = crate::transport::Client { capacity: Some(20_000), ..crate::transport::Client::PLAIN };
+    let o = crate::transport::options(ep, &format!("towntwin-ceiling-{}", std::process::id()), crate::credentials::OBSERVER, client)?;
     let (client, mut el) = AsyncClient::new(o, 20_000);
     let task = tokio::spawn(async move { while el.poll().await.is_ok() {} });
     let payload = vec![b'x'; payload_bytes.max(1)];

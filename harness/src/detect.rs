@@ -1,19 +1,17 @@
 //! Scoring work orders against the twin's ground truth: per rule, how many real incidents got an order
-//! (recall), how many orders matched no real incident (false alarms), and how long detection took.
+//! (recall), how many orders matched no real incident (false alarms), and how long detection took. An
+//! order is about an incident by the one rule for it, `truth::Detects::is_about`.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use towntwin_core::orders::Order;
 use towntwin_core::rules::RuleSet;
-use towntwin_core::time::{HOUR, MINUTE, Millis};
+use towntwin_core::time::{MINUTE, Millis};
 use towntwin_core::truth::MatchBy;
 use towntwin_sim::world::Incident;
 
 use crate::percentiles::Recorder;
-
-/// Slack around an incident's span within which an order counts as about it.
-const GRACE: Millis = HOUR;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RuleScore {
@@ -25,15 +23,6 @@ pub struct RuleScore {
     /// Detection delay from incident start to the first order about it, in minutes.
     pub delay_p50_min: Option<f64>,
     pub delay_p90_min: Option<f64>,
-}
-
-fn overlaps(o: &Order, i: &Incident, run_end: Millis) -> bool {
-    let end = i.end_ms.unwrap_or(run_end);
-    o.first_seen <= end + GRACE && o.last_seen >= i.start_ms - GRACE
-}
-
-fn same_subject(o: &Order, i: &Incident, by_subject: bool) -> bool {
-    o.area == i.area && (!by_subject || o.subject == i.subject)
 }
 
 /// Scores every rule of `rules` that says what it detects and has orders or target incidents.
@@ -64,7 +53,7 @@ pub fn score(rules: &RuleSet, orders: &[Order], incidents: &[Incident], run_end:
                 .get(&place(&i.area, &i.subject))
                 .into_iter()
                 .flatten()
-                .filter(|o| same_subject(o, i, *by_subject) && overlaps(o, i, run_end))
+                .filter(|o| detects.is_about(&o.sighting(), &i.span(), run_end))
                 .map(|o| o.first_seen)
                 .min();
             if let Some(t) = first {
@@ -77,9 +66,7 @@ pub fn score(rules: &RuleSet, orders: &[Order], incidents: &[Incident], run_end:
         }
         let false_alarms = mine
             .iter()
-            .filter(|o| {
-                !real_by_place.get(&place(&o.area, &o.subject)).into_iter().flatten().any(|i| same_subject(o, i, *by_subject) && overlaps(o, i, run_end))
-            })
+            .filter(|o| !real_by_place.get(&place(&o.area, &o.subject)).into_iter().flatten().any(|i| detects.is_about(&o.sighting(), &i.span(), run_end)))
             .count() as u64;
         let delay = delays.summary(MINUTE as f64);
         let detected = delays.len();
@@ -102,9 +89,7 @@ pub fn score(rules: &RuleSet, orders: &[Order], incidents: &[Incident], run_end:
 /// What each rule's orders are about, for the twin's responders: a resolution of an order can then end
 /// the incident it was about in the town (see `towntwin_sim::scenario::Response`).
 pub fn rule_targets(rules: &RuleSet) -> towntwin_sim::plugins::responders::RuleTargets {
-    towntwin_sim::plugins::responders::RuleTargets(
-        rules.rules.iter().map(|r| (r.id.clone(), (r.detects.kinds.clone(), r.detects.by == MatchBy::Subject))).collect(),
-    )
+    towntwin_sim::plugins::responders::RuleTargets(rules.rules.iter().map(|r| (r.id.clone(), r.detects.clone())).collect())
 }
 
 /// Checks that every crew the policy sends a rule's orders to has shifts in the scenario: the crew that

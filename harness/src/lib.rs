@@ -4,7 +4,6 @@
 pub mod broker;
 pub mod ceiling;
 pub mod cloudevents;
-pub mod core_link;
 pub mod credentials;
 pub mod detect;
 pub mod drill;
@@ -15,8 +14,14 @@ pub mod mqtt;
 pub mod percentiles;
 pub mod plots;
 pub mod responders;
+pub mod results;
 pub mod run;
+pub mod runner;
+pub mod serve;
+pub mod setup;
 pub mod stats;
+pub mod status;
+pub mod transport;
 
 /// A bad input file (scenario, town, rules, policy): reported with its place and mapped to exit code 2.
 #[derive(Debug)]
@@ -36,9 +41,27 @@ impl std::error::Error for DataFault {}
 #[error("{0}")]
 pub struct UsageFault(pub String);
 
-/// Exit code for an error: 2 for bad input files and refused requests, 1 for everything else.
+/// A load run that cannot be judged (the generator could not keep its schedule, say): exit code 3.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid run: {0}")]
+pub struct InvalidRun(pub String);
+
+/// The exit codes of every command, in one table:
+///
+/// | code | when |
+/// |---|---|
+/// | 0 | done (an experiment's validity checks and a load test's SLO held) |
+/// | 1 | a failure, or what the run is judged by failed after its report was written (a validity check, the SLO, a broken audit chain) |
+/// | 2 | bad input files, or a request refused as given (a results folder that holds a run) |
+/// | 3 | a load run that cannot be judged ([`InvalidRun`]) |
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    if e.chain().any(|c| c.is::<DataFault>() || c.is::<UsageFault>()) { 2 } else { 1 }
+    if e.chain().any(|c| c.is::<DataFault>() || c.is::<UsageFault>()) {
+        2
+    } else if e.chain().any(|c| c.is::<InvalidRun>()) {
+        3
+    } else {
+        1
+    }
 }
 
 /// Raises this process's soft limit on open files to its hard limit (children inherit it): 9,750 device

@@ -1,19 +1,16 @@
-//! The `towntwin` command: parses arguments, sets up logging, calls the harness library, and maps errors
-//! to exit codes (2 for bad input files, 1 otherwise).
+//! The `towntwin` command: parses arguments, sets up logging, calls the harness library, and maps how a
+//! command ended to an exit code (the one table: `towntwin_harness::exit_code`).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use towntwin_core::ingest::IngestConfig;
-use towntwin_core::orders::Policy;
-use towntwin_core::rules::RuleSet;
-use towntwin_core::server::{self, CoreConfig};
 use towntwin_core::time::rfc3339;
 use towntwin_core::town::Town;
 use towntwin_harness::mqtt::Mode;
 use towntwin_harness::run::{BrokerChoice, RunOptions, Speed, asset, default_scenario, render, run};
-use towntwin_harness::{DataFault, UsageFault, exit_code};
+use towntwin_harness::status::Status;
+use towntwin_harness::{DataFault, InvalidRun, UsageFault, exit_code};
 
 #[derive(Parser)]
 #[command(name = "towntwin", version, about = "A digital twin of Gaohang town's smart-community platform")]
@@ -428,14 +425,14 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Core { action: Some(CoreAction::Audit(AuditCommand::Verify { db, head })), .. } => {
-            let conn = open_existing(&db)?;
-            let v = towntwin_core::audit::verify(&conn, head.as_deref()).with_context(|| format!("{}: the audit log is broken", db.display()))?;
+            let store = open_existing(&db)?;
+            let v = store.verify_audit(head.as_deref()).with_context(|| format!("{}: the audit log is broken", db.display()))?;
             println!("{}: audit log intact: {} entries, head {}", db.display(), v.entries, v.head);
             Ok(())
         }
         Command::Core { action: Some(CoreAction::Audit(AuditCommand::Show { db, tail })), .. } => {
-            let conn = open_existing(&db)?;
-            let all = towntwin_core::audit::entries(&conn).with_context(|| format!("cannot read the audit log of {}", db.display()))?;
+            let store = open_existing(&db)?;
+            let all = store.audit_entries().with_context(|| format!("cannot read the audit log of {}", db.display()))?;
             for s in &all[all.len().saturating_sub(tail)..] {
                 let e = &s.entry;
                 println!("{:>8} {} {:<28} {:<16} {:<14} {:<12} {}", s.seq, rfc3339(e.at), e.actor, e.scope, e.what, e.target, e.outcome);
@@ -447,53 +444,20 @@ fn dispatch(cli: Cli) -> Result<()> {
             serve: CoreArgs { broker, db, town, rules, policy, client_id, filter, partitions, batch_max, http, credentials, exercise },
         } => {
             let broker = broker.ok_or_else(|| UsageFault("`towntwin core` serves on a broker: give --broker mqtt://host:port".into()))?;
-            let ep = towntwin_harness::broker::reach(&broker)?;
-            let login = match &credentials {
-                Some(p) => Some(
-                    towntwin_harness::credentials::Credentials::load(p)?
-                        .login(towntwin_harness::credentials::CORE)
-                        .ok_or_else(|| UsageFault(format!("{}: no user `core`", p.display())))?,
-                ),
-                None => None,
-            };
-            let town = Town::load(&town).map_err(DataFault)?;
-            let rules = RuleSet::load(&rules).map_err(DataFault)?;
-            let policy = Policy::load_for(&policy, &rules).map_err(DataFault)?;
-            let mut cfg = CoreConfig::new(
+            towntwin_harness::serve::core(&towntwin_harness::serve::Serve {
+                broker,
+                db,
                 town,
                 rules,
                 policy,
-                Some(db.clone()),
-                IngestConfig { client_id, filter, login, partitions: partitions.into(), batch_max: batch_max.into(), ..IngestConfig::new(&ep.host, ep.port) },
-            );
-            cfg.http = http;
-            cfg.exercise = exercise;
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            let core = rt.block_on(async {
-                let mut handle = server::start(cfg).await?;
-                {
-                    let c = handle.core().lock().map_err(|_| anyhow::anyhow!("the core's lock was poisoned"))?;
-                    println!("core: {} orders and event time {} loaded from {}", c.orders.orders.len(), rfc3339(c.now()), db.display());
-                }
-                // Printed once the broker has acknowledged the subscription: a publisher may start now.
-                println!("core: subscribed on {ep}");
-                if let Some(addr) = handle.http_addr() {
-                    println!("core: HTTP API on http://{addr}");
-                }
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    r = handle.stopped() => r.context("the core stopped")?,
-                }
-                handle.shutdown().await.context("the core did not stop cleanly")
-            })?;
-            println!(
-                "core: stopped; {} accepted, {} duplicates, rejected {:?}, {} orders",
-                core.stats.accepted,
-                core.stats.duplicates,
-                core.stats.rejected,
-                core.orders.orders.len()
-            );
-            Ok(())
+                client_id,
+                filter,
+                partitions,
+                batch_max,
+                http,
+                credentials,
+                exercise,
+            })
         }
         Command::Experiment { action: Some(ExperimentAction::Merge { dirs, out }), .. } => {
             let summary = towntwin_harness::experiment::merge(&dirs, &out)?;
@@ -543,13 +507,12 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Drill { file: None, .. } => Err(UsageFault("`towntwin drill` needs a drill script, or --replay DIR".into()).into()),
         Command::Load { profile, broker, out, find_max: true } => {
             let loaded = towntwin_harness::load::profile::load(&profile).map_err(DataFault)?;
-            let out = out.unwrap_or_else(|| towntwin_harness::run::stamped_dir(&format!("load/{}-knee", loaded.profile.name)));
+            let out = out.unwrap_or_else(|| towntwin_harness::results::stamped(&format!("load/{}-knee", loaded.profile.name)));
             let knee = towntwin_harness::load::knee::find_max(&loaded, broker.as_deref(), &out)?;
             print!("{}", towntwin_harness::load::knee::render(&knee));
             println!("Results: {}", out.display());
             if knee.highest_holding.is_none() {
-                eprintln!("no rate held the SLO");
-                std::process::exit(1);
+                anyhow::bail!("no rate held the SLO");
             }
             Ok(())
         }
@@ -557,13 +520,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             let summary = towntwin_harness::load::run(&towntwin_harness::load::LoadOptions { profile, broker, out })?;
             print!("{}", towntwin_harness::load::report::render(&summary));
             if !summary.valid {
-                eprintln!("invalid run: {}", summary.invalid_reason.as_deref().unwrap_or("?"));
-                std::process::exit(3);
+                return Err(InvalidRun(summary.invalid_reason.unwrap_or_else(|| "?".into())).into());
             }
             if !summary.slo_pass {
                 let failed: Vec<&str> = summary.checks.iter().filter(|c| !c.pass).map(|c| c.what.as_str()).collect();
-                eprintln!("SLO missed: {}", failed.join(", "));
-                std::process::exit(1);
+                anyhow::bail!("SLO missed: {}", failed.join(", "));
             }
             println!("SLO met.");
             Ok(())
@@ -571,7 +532,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Broker { port } => {
             let ep = towntwin_harness::broker::start_embedded_on(port)?;
             // Printed once it accepts connections: a client may connect now.
-            println!("broker: listening on mqtt://{}:{}", ep.host, ep.port);
+            Status::BrokerListening { broker: format!("mqtt://{}:{}", ep.host, ep.port) }.print();
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(tokio::signal::ctrl_c())?;
             Ok(())
@@ -603,9 +564,9 @@ fn checks_pass(s: &towntwin_harness::experiment::analyse::Summary) -> Result<()>
 }
 
 /// A store that must already exist (read-only: checking never creates or changes one).
-fn open_existing(db: &std::path::Path) -> Result<towntwin_core::audit::Connection> {
+fn open_existing(db: &std::path::Path) -> Result<towntwin_core::store::Reader> {
     if !db.is_file() {
         return Err(UsageFault(format!("{}: no such store (give the core's SQLite file with --db)", db.display())).into());
     }
-    towntwin_core::audit::open_read_only(db).with_context(|| format!("cannot open {}", db.display()))
+    towntwin_core::store::Reader::open(db).with_context(|| format!("cannot open {}", db.display()))
 }

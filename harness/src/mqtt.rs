@@ -141,24 +141,19 @@ fn qos(q: u8) -> QoS {
     if q == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }
 }
 
-/// A client's options; `persistent`: the broker keeps its session across a reconnect (per-device
-/// connections, as devices have).
+/// A client's options (see [`crate::transport::options`]); `persistent`: the broker keeps its session
+/// across a reconnect (per-device connections, as devices have).
 fn options(id: &str, user: &str, ep: &Endpoint, inflight: u16, capacity: usize, persistent: bool) -> Result<MqttOptions> {
-    let mut o = MqttOptions::new(id, ep.host.clone(), ep.port);
-    ep.login_as(&mut o, user)?;
-    o.set_keep_alive(Duration::from_secs(60))
-        .set_max_packet_size(towntwin_core::limits::CLIENT_MAX_PACKET, towntwin_core::limits::CLIENT_MAX_PACKET)
-        .set_inflight(inflight)
-        .set_request_channel_capacity(capacity)
-        .set_clean_session(!persistent);
-    Ok(o)
+    crate::transport::options(
+        ep,
+        id,
+        user,
+        crate::transport::Client { keep_alive: Duration::from_secs(60), inflight: Some(inflight), capacity: Some(capacity), persistent },
+    )
 }
 
 fn network(el: &mut EventLoop) {
-    let mut n = rumqttc::NetworkOptions::new();
-    n.set_tcp_nodelay(true);
-    n.set_connection_timeout(30);
-    el.set_network_options(n);
+    crate::transport::tune(el, 30);
 }
 
 /// QoS 1 publishes among requests.

@@ -11,16 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::Serialize;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use towntwin_core::orders::{Notice, WATERMARK_TOPIC};
+use towntwin_core::orders::Notice;
 use towntwin_core::service::Core;
 use towntwin_core::time::{Millis, rfc3339};
 use towntwin_sim::plugins::responders::{Act, ResponderStats};
 
 use crate::broker::Endpoint;
+use crate::transport::{Heard, OrdersFeed};
 
 /// What the responders did to the core, beside the twin's own counts.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -33,96 +31,36 @@ pub struct ResponderReport {
     pub stats: ResponderStats,
 }
 
-enum FromCore {
-    Notice(Box<Notice>),
-    Watermark(Millis),
-}
-
-/// A subscription to `orders/#`: the core's notices and watermarks, in the order the core published them.
+/// The core's notices for the lockstep: read from the [`OrdersFeed`] up to the watermark of each tick.
 pub struct OrdersWatch {
-    client: AsyncClient,
-    task: JoinHandle<()>,
-    rx: mpsc::UnboundedReceiver<Result<FromCore, String>>,
+    feed: OrdersFeed,
 }
 
 impl OrdersWatch {
     pub async fn start(ep: &Endpoint) -> Result<OrdersWatch> {
-        let mut o = MqttOptions::new(format!("towntwin-responders-{}", std::process::id()), ep.host.clone(), ep.port);
-        ep.login_as(&mut o, crate::credentials::OBSERVER)?;
-        o.set_keep_alive(Duration::from_secs(60))
-            .set_max_packet_size(towntwin_core::limits::CLIENT_MAX_PACKET, towntwin_core::limits::CLIENT_MAX_PACKET)
-            .set_clean_session(true);
-        let (client, mut el) = AsyncClient::new(o, 1_000);
-        // Acknowledgements go out at once: the core's watermark must not wait behind Nagle's algorithm.
-        let mut n = rumqttc::NetworkOptions::new();
-        n.set_tcp_nodelay(true);
-        el.set_network_options(n);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let mut subscribed = Some(subscribed_tx);
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        if let Some(s) = subscribed.take() {
-                            let _ = s.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let msg = if p.topic == WATERMARK_TOPIC {
-                            towntwin_core::orders::parse_watermark(&p.payload)
-                                .map(FromCore::Watermark)
-                                .ok_or_else(|| format!("bad watermark {:?}", String::from_utf8_lossy(&p.payload)))
-                        } else {
-                            serde_json::from_slice::<Notice>(&p.payload)
-                                .map(|n| FromCore::Notice(Box::new(n)))
-                                .map_err(|e| format!("bad notice on {}: {e}", p.topic))
-                        };
-                        if tx.send(msg).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(format!("orders subscription: {e}")));
-                        break;
-                    }
-                }
-            }
-        });
-        client.subscribe("orders/#", QoS::AtLeastOnce).await?;
-        tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
-            .await
-            .map_err(|_| anyhow!("no SUBACK for orders/# from {ep} within 10 s"))?
-            .map_err(|_| anyhow!("the orders subscription to {ep} ended before its SUBACK"))?;
-        Ok(OrdersWatch { client, task, rx })
+        Ok(OrdersWatch { feed: OrdersFeed::start(ep, "towntwin-responders").await? })
     }
 
     /// The notices published until the core's watermark reaches `tick` (the minute's closing clock tick).
+    /// A lost connection or a message that is not the core's fails the lockstep at once.
     pub async fn until(&mut self, tick: Millis, limit: Duration) -> Result<Vec<Notice>> {
         let mut out = Vec::new();
         loop {
-            let got = tokio::time::timeout(limit, self.rx.recv())
+            let got = tokio::time::timeout(limit, self.feed.recv())
                 .await
                 .map_err(|_| anyhow!("the core did not report event time {} within {} s", rfc3339(tick), limit.as_secs()))?;
-            match got {
-                Some(Ok(FromCore::Notice(n))) => out.push(*n),
-                Some(Ok(FromCore::Watermark(now))) if now >= tick => return Ok(out),
-                Some(Ok(FromCore::Watermark(_))) => {}
-                Some(Err(e)) => bail!("{e}"),
+            match got.map(|(_, h)| h) {
+                Some(Heard::Notice(n)) => out.push(*n),
+                Some(Heard::Watermark(now)) if now >= tick => return Ok(out),
+                Some(Heard::Watermark(_)) => {}
+                Some(Heard::Bad(e) | Heard::Lost(e)) => bail!("{e}"),
                 None => bail!("the orders subscription ended"),
             }
         }
     }
 
-    /// Disconnects, and waits (briefly) for the subscription's loop to see the DISCONNECT out.
     pub async fn close(self) {
-        let _ = self.client.try_disconnect();
-        let mut task = self.task;
-        if tokio::time::timeout(Duration::from_millis(500), &mut task).await.is_err() {
-            task.abort();
-        }
+        self.feed.close().await;
     }
 }
 

@@ -14,7 +14,7 @@ use crate::plugins::{
     FeatureOrderPlugin, clock, devices, drill, emit, fence, garbage, hotline, renovation, rental, residents, responders, safety, vehicles, vulnerable,
 };
 use crate::scenario::Scenario;
-use crate::world::{Clock, GroundTruth, Outbox, Params, Pending, Registry, TownData};
+use crate::world::{Clock, GroundTruth, Outbox, Params, Registry, TownData};
 use towntwin_contracts::orders::Notice;
 
 /// Options that change how the twin runs, never what it produces.
@@ -112,9 +112,8 @@ impl Twin {
         std::mem::take(&mut self.app.world_mut().resource_mut::<Emitted>().0)
     }
 
-    /// The last tick's events with their per-device sequence numbers, when the twin was built with
-    /// [`TwinOptions::typed`]; [`Twin::registry`] gives their sources' parts.
-    pub fn take_typed(&mut self) -> Vec<(Pending, u32)> {
+    /// The last tick's events as the core takes them, when the twin was built with [`TwinOptions::typed`].
+    pub fn take_typed(&mut self) -> Vec<towntwin_contracts::event::Event> {
         std::mem::take(&mut self.app.world_mut().resource_mut::<Typed>().events)
     }
 

@@ -334,6 +334,13 @@ pub struct Incident {
     pub calls: Vec<Millis>,
 }
 
+impl Incident {
+    /// Where and when it went on, for matching the orders about it (`Detects::is_about`).
+    pub fn span(&self) -> towntwin_contracts::truth::Span<'_> {
+        towntwin_contracts::truth::Span { kind: self.kind, area: &self.area, subject: &self.subject, start: self.start_ms, end: self.end_ms }
+    }
+}
+
 /// Every incident of the run, and an index of those still going on by area and kind (for matching the
 /// work orders responders resolve to what they were about).
 #[derive(Resource, Debug, Default)]

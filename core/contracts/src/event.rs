@@ -155,6 +155,21 @@ pub fn topic(area: &str, kind: &str, device: &str, ty: EventType) -> String {
     s
 }
 
+/// A device event as the core takes it: decoded from its CloudEvent, or handed over typed by a twin in the
+/// same process (the same id, source, device index, time, subject and data either way).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: String,
+    /// The CloudEvents `source`: with `id`, what makes an event unique (the dedup key).
+    pub source: String,
+    pub ty: EventType,
+    pub time: Millis,
+    /// Device index in the registry; `None` for the twin's clock and the 12345 line.
+    pub device: Option<u32>,
+    pub subject: Option<FlatRef>,
+    pub data: Data,
+}
+
 /// The CloudEvents attributes of one event, borrowed for encoding. `data` is encoded separately.
 #[derive(Debug, Clone, Copy)]
 pub struct Header<'a> {

@@ -222,9 +222,20 @@ pub struct Notice {
     /// The id of the event whose arrival caused this transition, when an event did (not an API action).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
+    /// Event times of the first and the latest sighting of the order's condition (what it is about, in
+    /// time: see `truth::Detects::is_about`).
+    #[serde(default)]
+    pub first_seen: Millis,
+    #[serde(default)]
+    pub last_seen: Millis,
 }
 
 impl Notice {
+    /// Where and when the order saw its condition.
+    pub fn sighting(&self) -> crate::truth::Sighting<'_> {
+        crate::truth::Sighting { area: &self.area, subject: &self.subject, first_seen: self.first_seen, last_seen: self.last_seen }
+    }
+
     /// The MQTT topic this notice is published on.
     pub fn topic(&self) -> String {
         format!("{ORDERS_PREFIX}{}/{}/{}", self.area, self.event.order, self.event.action)

@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn a_time_outside_the_years_rfc3339_writes_is_refused() {
-        // Found with the round-trip check of the decode_event fuzz target (core/fuzz): an offset took a
+        // Found with the round-trip check of the decode_event fuzz target (fuzz): an offset took a
         // four-digit year's time into the year -1 or 10000 in UTC, and write_rfc3339 wrote the year -1 as 9999.
         assert_eq!(parse_rfc3339("0000-01-01T00:00:00+01:00"), None);
         assert_eq!(parse_rfc3339("9999-12-31T23:30:00-01:00"), None);

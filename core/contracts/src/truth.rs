@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::time::{HOUR, Millis};
+
 /// What really happened in the town (written to `ground_truth.jsonl`, and named in `assets/rules.ron`, by
 /// the names of [`IncidentKind::as_str`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,9 +125,75 @@ pub struct Detects {
     pub by: MatchBy,
 }
 
+/// How far apart in time a work order's sightings and an incident may be for the order to be about it: a
+/// condition seen a little before an incident is recorded as begun (a detector ahead of the ground truth's
+/// minute), or a little after it ended (the last alarms of a fire put out).
+pub const ABOUT_GRACE: Millis = HOUR;
+
+/// Where and when a work order saw its condition: from the order, or from a notice of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sighting<'a> {
+    pub area: &'a str,
+    /// What the order is about within its area (a flat, a device, a person), as its rule keys it.
+    pub subject: &'a str,
+    pub first_seen: Millis,
+    pub last_seen: Millis,
+}
+
+/// Where and when an incident went on; `end` is `None` while it goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span<'a> {
+    pub kind: IncidentKind,
+    pub area: &'a str,
+    pub subject: &'a str,
+    pub start: Millis,
+    pub end: Option<Millis>,
+}
+
+impl Detects {
+    /// The one rule for "this order is about that incident", used alike by detection scoring, by the town
+    /// when a resolved order's response ends what it was about, and by a drill's scoring: an order of a rule
+    /// that detects `self` is about an incident when the rule catches the incident's kind, both are in the
+    /// same area (and name the same subject, for a rule matched by subject), and the order's sightings
+    /// overlap the incident's span within [`ABOUT_GRACE`] on either side. An incident still going on is
+    /// taken as going on until `now`.
+    pub fn is_about(&self, o: &Sighting<'_>, i: &Span<'_>, now: Millis) -> bool {
+        let end = i.end.unwrap_or(now);
+        self.kinds.contains(&i.kind)
+            && o.area == i.area
+            && (self.by == MatchBy::Area || o.subject == i.subject)
+            && o.first_seen <= end + ABOUT_GRACE
+            && o.last_seen >= i.start - ABOUT_GRACE
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_order_is_about_an_incident_of_its_kinds_place_and_time() {
+        let by_subject = Detects { kinds: vec![IncidentKind::GroupRental], by: MatchBy::Subject };
+        let by_area = Detects { kinds: vec![IncidentKind::Fire], by: MatchBy::Area };
+        let rental = Span { kind: IncidentKind::GroupRental, area: "E001", subject: "B01-101", start: 10 * HOUR, end: Some(20 * HOUR) };
+        let seen = |subject, first: Millis, last: Millis| Sighting { area: "E001", subject, first_seen: first, last_seen: last };
+        // Inside, and at the edges of the grace on either side; one minute beyond is not about it.
+        assert!(by_subject.is_about(&seen("B01-101", 12 * HOUR, 13 * HOUR), &rental, 30 * HOUR));
+        assert!(by_subject.is_about(&seen("B01-101", 21 * HOUR, 22 * HOUR), &rental, 30 * HOUR));
+        assert!(!by_subject.is_about(&seen("B01-101", 21 * HOUR + 1, 22 * HOUR), &rental, 30 * HOUR));
+        assert!(by_subject.is_about(&seen("B01-101", 8 * HOUR, 9 * HOUR), &rental, 30 * HOUR));
+        assert!(!by_subject.is_about(&seen("B01-101", 8 * HOUR, 9 * HOUR - 1), &rental, 30 * HOUR));
+        // Another flat, another area, another kind: not about it.
+        assert!(!by_subject.is_about(&seen("B01-102", 12 * HOUR, 13 * HOUR), &rental, 30 * HOUR));
+        assert!(!by_subject.is_about(&Sighting { area: "E002", ..seen("B01-101", 12 * HOUR, 13 * HOUR) }, &rental, 30 * HOUR));
+        assert!(!by_area.is_about(&seen("B01-101", 12 * HOUR, 13 * HOUR), &rental, 30 * HOUR));
+        // Matched by area, the subject does not matter (a fire's order names the detector that sounded).
+        let fire = Span { kind: IncidentKind::Fire, area: "E001", subject: "B01-101", start: 10 * HOUR, end: None };
+        assert!(by_area.is_about(&seen("E001-smoke-0007", 10 * HOUR, 10 * HOUR), &fire, 11 * HOUR));
+        // Going on: until now.
+        assert!(by_area.is_about(&seen("x", 40 * HOUR, 40 * HOUR), &fire, 40 * HOUR));
+        assert!(!by_area.is_about(&seen("x", 40 * HOUR, 40 * HOUR), &fire, 38 * HOUR));
+    }
 
     #[test]
     fn names_round_trip_through_serde() {

@@ -26,6 +26,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use towntwin_core::orders::{Order, OrderEvent};
 use towntwin_core::time::{MINUTE, Millis};
+use towntwin_core::truth::{Detects, IncidentKind, MatchBy, Sighting, Span};
 
 use super::script::{Expected, Script};
 use crate::plots::{color, e, plot};
@@ -66,13 +67,19 @@ pub struct InjectLog {
 }
 
 impl InjectLog {
-    /// Whether an order (its rule, area, subject, when it was made) is about this inject.
-    pub fn is_about(&self, rule: &str, area: &str, subject: &str, created_at: Millis) -> bool {
+    /// Whether an order of `rule`, seen as `o`, is about this inject by the one rule for it
+    /// (`Detects::is_about`): the inject's incident is of `kind`, in its area, about one of its subjects
+    /// (any, for an order that names only the area), going on from the inject's start.
+    pub fn is_about(&self, kind: IncidentKind, rule: &str, o: &Sighting<'_>) -> bool {
         let Some(start) = self.started_at else { return false };
-        area == self.area
-            && self.rules.iter().any(|r| r == rule)
-            && (self.subjects.is_empty() || self.subjects.iter().any(|s| s == subject))
-            && created_at >= start - MINUTE
+        if !self.rules.iter().any(|r| r == rule) {
+            return false;
+        }
+        let by = if self.subjects.is_empty() { MatchBy::Area } else { MatchBy::Subject };
+        let detects = Detects { kinds: vec![kind], by };
+        let subjects: &[String] = if self.subjects.is_empty() { std::slice::from_ref(&self.area) } else { &self.subjects };
+        // Going on for the drill's whole length: `now` is the order's own last sighting.
+        subjects.iter().any(|s| detects.is_about(o, &Span { kind, area: &self.area, subject: s, start, end: None }, o.last_seen))
     }
 }
 
@@ -114,11 +121,11 @@ pub struct Recorded {
 impl Recorded {
     /// Reads the core's store at `db` (a finished drill's).
     pub fn read(db: &Path) -> Result<Recorded> {
-        let store = towntwin_core::store::Store::open(db).with_context(|| format!("cannot open the drill's store {}", db.display()))?;
-        let orders = store.load().with_context(|| format!("cannot read {}", db.display()))?.orders;
-        let mut history = HashMap::new();
-        for o in &orders {
-            history.insert(o.id, store.order_events(o.id)?);
+        let store = towntwin_core::store::Reader::open(db).with_context(|| format!("cannot open the drill's store {}", db.display()))?;
+        let orders = store.orders().with_context(|| format!("cannot read {}", db.display()))?;
+        let mut history: HashMap<u64, Vec<OrderEvent>> = orders.iter().map(|o| (o.id, Vec::new())).collect();
+        for e in store.history()? {
+            history.entry(e.order).or_default().push(e);
         }
         let views = store
             .audit_entries()?
@@ -209,15 +216,20 @@ fn minutes_between(from: Millis, to: Millis) -> f64 {
 
 /// The order an inject made: the first about it ([`InjectLog::is_about`]); or, when the core added the
 /// inject's alarm to an order about the same thing that was open already, that order.
-pub fn order_of<'a>(inj: &InjectLog, orders: &'a [Order]) -> Option<&'a Order> {
-    let made = orders.iter().filter(|o| inj.is_about(&o.rule, &o.area, &o.subject, o.created_at)).min_by_key(|o| (o.created_at, o.id));
+pub fn order_of<'a>(inj: &InjectLog, kind: IncidentKind, orders: &'a [Order]) -> Option<&'a Order> {
     let start = inj.started_at?;
-    made.or_else(|| {
-        orders
-            .iter()
-            .filter(|o| o.created_at < start && o.last_seen >= start && inj.is_about(&o.rule, &o.area, &o.subject, start))
-            .min_by_key(|o| (o.last_seen, o.id))
-    })
+    // Of the orders about it, one made from the inject's minute on; else the first seen before.
+    orders.iter().filter(|o| inj.is_about(kind, &o.rule, &o.sighting())).min_by_key(|o| (o.created_at < start - MINUTE, o.created_at, o.id))
+}
+
+/// The incident kind each inject makes, whose rules' orders are about it.
+pub fn kind_of(what: &super::script::What) -> IncidentKind {
+    match what {
+        super::script::What::Incapacitate { .. } => IncidentKind::VulnerableEmergency,
+        super::script::What::Fire { .. } => IncidentKind::Fire,
+        super::script::What::NewFaces { .. } => IncidentKind::GroupRental,
+        super::script::What::DeviceDark { .. } => IncidentKind::DeviceOffline,
+    }
 }
 
 /// HSEEP's rating from the points an objective earned.
@@ -239,7 +251,7 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
     let mut timeline = Vec::new();
     let mut injects = Vec::new();
     for (inj, il) in s.injects.iter().zip(&log.injects) {
-        let order = order_of(il, &rec.orders);
+        let order = order_of(il, kind_of(&inj.what), &rec.orders);
         if let Some(t) = il.started_at {
             timeline.push(Moment { minute: minute(t), what: format!("{} starts: {}", inj.id, inj.title) });
         }

@@ -2,8 +2,18 @@
 //! the script format and its checks ([`script`]), and `towntwin drill FILE --check`, which prints the
 //! master scenario events list a checked script makes.
 
+/// A line on stdout for the trainer; a closed stdout (the reader went away) stops nothing.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod aar;
+mod hooks;
 pub mod live;
+mod panel;
 pub mod script;
 
 use std::fmt::Write;

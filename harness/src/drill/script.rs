@@ -12,12 +12,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use towntwin_core::event::FlatRef;
 use towntwin_core::load::{DataErrors, Problems, read_ron};
 use towntwin_core::principal::{Principal, Scope};
 use towntwin_core::town::{DeviceKind, Tenure, Town};
+
+use crate::setup::{CoreFiles, Setup};
 
 /// A drill script as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,6 +31,12 @@ pub struct Script {
     pub description: String,
     /// The town's background: a scenario file, relative to this one.
     pub scenario: String,
+    /// The core's rules, relative to this file (default: the shipped `assets/rules.ron`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<String>,
+    /// The core's escalation policy, relative to this file (default: `scenarios/policies/standard.ron`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
     /// The drill's minute 0 in the town's local time, `YYYY-MM-DDTHH:MM`, inside the scenario's days.
     pub start: String,
     /// How long the drill lasts, in drill minutes (town minutes).
@@ -124,6 +133,8 @@ pub struct Drill {
     pub script: Script,
     pub file: PathBuf,
     pub scenario_file: PathBuf,
+    /// The core's rules and policy files.
+    pub core: CoreFiles,
     pub town: Town,
     /// The trainees' principals, by trainee name.
     pub principals: BTreeMap<String, Principal>,
@@ -138,14 +149,21 @@ pub struct Drill {
 /// Loads and checks a drill script; the scenario it names and that scenario's town are loaded too.
 pub fn load(file: &Path) -> Result<Drill, DataErrors> {
     let script: Script = read_ron(file)?;
-    let scenario_file = file.parent().unwrap_or(Path::new(".")).join(&script.scenario);
-    let loaded = towntwin_sim::Scenario::load(&scenario_file)?;
-    let town = Town::load(&loaded.town_file)?;
-    check(file, script, scenario_file, &loaded.scenario, town)
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let scenario_file = dir.join(&script.scenario);
+    let standard = CoreFiles::standard();
+    let core = CoreFiles {
+        rules: script.rules.as_ref().map_or(standard.rules, |r| dir.join(r)),
+        policy: script.policy.as_ref().map_or(standard.policy, |p| dir.join(p)),
+    };
+    // The rules and policy are loaded here too, so that a bad one is reported by `--check`.
+    let setup = Setup::load_one(&scenario_file, Some(&core), |_| {})?;
+    let town = Arc::unwrap_or_clone(setup.town);
+    check(file, script, scenario_file, core, &setup.scenario, town)
 }
 
 /// Checks `script` (read from `file`) against its scenario and town.
-fn check(file: &Path, script: Script, scenario_file: PathBuf, scenario: &towntwin_sim::Scenario, town: Town) -> Result<Drill, DataErrors> {
+fn check(file: &Path, script: Script, scenario_file: PathBuf, core: CoreFiles, scenario: &towntwin_sim::Scenario, town: Town) -> Result<Drill, DataErrors> {
     let mut p = Problems::new(file);
     let mut drill_offset = 0;
     let ok_name = !script.name.is_empty() && script.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
@@ -354,7 +372,7 @@ fn check(file: &Path, script: Script, scenario_file: PathBuf, scenario: &towntwi
         }
     };
     p.finish()?;
-    Ok(Drill { script, file: file.to_path_buf(), scenario_file, town, principals, order, areas, offset: drill_offset })
+    Ok(Drill { script, file: file.to_path_buf(), scenario_file, core, town, principals, order, areas, offset: drill_offset })
 }
 
 /// `YYYY-MM-DDTHH:MM` as (date, minute of the day).

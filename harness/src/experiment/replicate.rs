@@ -1,31 +1,30 @@
 //! One replication of one variant: the twin, its responders and the core in one thread, in lockstep, with
 //! no network and (by default) no store, measured into KPIs after the warm-up.
 //!
-//! The loop is the one `towntwin run --broker none` drives ([`crate::core_link::InProcess`]): each tick
-//! the responders' actions of the tick go to the core first, then the tick's events, and the notices they
-//! caused go back to the responders before the next tick. The core is the same [`Core`] a town deploys;
-//! without a store it keeps its dedup ids in memory for as long as its time window could let a duplicate
-//! in. `replicate_with_store` runs the same with the SQLite store, for the test that both give the same
-//! orders and histories.
+//! The loop is the [runner's](crate::runner), inline on this thread, with the core in process
+//! ([`crate::runner::link::InProcess`]) taking the twin's events typed; the [`Measures`] hooks keep the
+//! transitions and the hourly measures. The core is the same [`Core`] a town deploys; without a store it
+//! keeps its dedup ids in memory for as long as its time window could let a duplicate in.
+//! `replicate_with_store` runs the same with the SQLite store and the encoded events, for the test that
+//! both give the same orders and histories.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use serde::{Deserialize, Serialize};
-use towntwin_core::decode::Event;
-use towntwin_core::event::SOURCE_PREFIX;
-use towntwin_core::orders::{Loop, OrderEvent, State};
-use towntwin_core::service::{Core, CoreError};
+use towntwin_core::orders::{Loop, Notice, OrderEvent, State};
+use towntwin_core::service::Core;
 use towntwin_core::time::{DAY, HOUR, Millis};
-use towntwin_sim::plugins::emit::names;
 use towntwin_sim::plugins::responders::{CrewStats, ResponderStats};
-use towntwin_sim::world::{CLOCK_DEVICE, HOTLINE_BASE, Incident, Pending, Registry};
+use towntwin_sim::world::Incident;
 use towntwin_sim::{Twin, TwinOptions};
 
 use super::spec::{Plan, Resolved};
 use crate::detect;
+use crate::runner::link::{CoreLink, InProcess};
+use crate::runner::{self, Drive, Flow, Hooks, TwinSide};
 
 /// What one replication measured, written as `replications/<variant>/rep-<k>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -107,20 +106,51 @@ pub fn replicate_with_store(plan: &Plan, vi: usize, k: u32, db: Option<&Path>) -
     run(plan, vi, k, db)
 }
 
-/// The core's decoded form of a twin event: what `decode_on` makes of the CloudEvent the twin would have
-/// published for it (the same id, source, device index, time, subject and data).
-fn event_of(reg: &Registry, p: Pending, seq: u32) -> Event {
-    use std::fmt::Write as _;
-    let (area, kind, device) = names(reg, p.device);
-    let mut id = String::with_capacity(device.len() + 9);
-    let _ = write!(id, "{device}-{seq:x}");
-    let mut source = String::with_capacity(SOURCE_PREFIX.len() + area.len() + kind.len() + device.len() + 3);
-    for part in [SOURCE_PREFIX, "/", area, "/", kind, "/", device] {
-        source.push_str(part);
+/// What a replication keeps as it goes, on the twin's side of the runner.
+struct Measures {
+    start: Millis,
+    window: Millis,
+    /// Every transition, in the order the core made them.
+    history: Vec<OrderEvent>,
+    /// Orders open now (not closed or cancelled), kept from the transitions.
+    open: i64,
+    backlog_hourly: Vec<u32>,
+    at_window: Option<ResponderStats>,
+    digest: blake3::Hasher,
+    digested: usize,
+    incidents_digest_hourly: Vec<String>,
+}
+
+impl Hooks for Measures {
+    fn before(&mut self, _: &mut Twin, _: Millis) -> Flow {
+        // Nothing to pace: the replication runs flat out.
+        Flow::Go { paced: false }
     }
-    // The twin numbers the registry's devices as the core does; the clock and the 12345 line are none.
-    let dev = (p.device != CLOCK_DEVICE && p.device < HOTLINE_BASE).then_some(p.device);
-    Event { id, source, ty: p.ty, time: p.time, device: dev, subject: p.subject, data: p.data }
+
+    fn answered(&mut self, _: &Twin, notices: &[Notice]) {
+        for n in notices {
+            let e = &n.event;
+            let was = e.from.is_some_and(State::is_open);
+            self.open += i64::from(e.to.is_open()) - i64::from(was);
+            self.history.push(e.clone());
+        }
+    }
+
+    fn after(&mut self, twin: &Twin, end: Millis) {
+        // The tick that just ran covered [end - 1 min, end).
+        if (end - self.start) % HOUR == 0 {
+            self.backlog_hourly.push(self.open.max(0) as u32);
+            let truth = &twin.truth().incidents;
+            for i in &truth[self.digested..] {
+                self.digest.update(format!("{}|{}|{}|{}|{}\n", i.id, i.kind, i.area, i.subject, i.start_ms).as_bytes());
+            }
+            self.digested = truth.len();
+            self.incidents_digest_hourly.push(self.digest.clone().finalize().to_hex()[..16].to_string());
+        }
+        if end == self.window {
+            self.at_window = Some(twin.responder_stats().clone());
+        }
+    }
 }
 
 fn run(plan: &Plan, vi: usize, k: u32, db: Option<&Path>) -> Result<(Replication, Core, Vec<OrderEvent>)> {
@@ -128,71 +158,42 @@ fn run(plan: &Plan, vi: usize, k: u32, db: Option<&Path>) -> Result<(Replication
     let v: &Resolved = &plan.variants[vi];
     let mut scenario = v.scenario.clone();
     scenario.seed = plan.seed_of(k);
-    let mut core = Core::open(v.rules.clone(), v.policy.clone(), &v.town, db).with_context(|| format!("variant {}: the core could not open", v.name))?;
+    let core = Core::open(v.rules.clone(), v.policy.clone(), &v.town, db).with_context(|| format!("variant {}: the core could not open", v.name))?;
     // Without a store the core takes the twin's events typed, as they are before encoding: the same rules
     // and orders (the equivalence test runs one replication both ways), without JSON in between.
     let typed = db.is_none();
-    let mut twin = Twin::new(&scenario, v.start, (*v.town).clone(), TwinOptions { threads: Some(1), typed, ..TwinOptions::default() });
-    twin.set_rule_targets(detect::rule_targets(&v.rules));
     let window = plan.window_start(v);
-    let mut history: Vec<OrderEvent> = Vec::new();
-    let mut backlog_hourly = Vec::with_capacity(scenario.days as usize * 24);
-    let mut at_window: Option<ResponderStats> = None;
-    let mut events = 0u64;
-    let (mut digest, mut digested, mut incidents_digest_hourly) = (blake3::Hasher::new(), 0usize, Vec::new());
-    loop {
-        let msgs = twin.step();
-        let typed_events = if typed { twin.take_typed() } else { Vec::new() };
-        events += (msgs.len() + typed_events.len()) as u64;
-        let acts = twin.take_acts();
-        let mut notices = Vec::new();
-        for a in acts {
-            match core.act(a.order, &a.principal.to_string(), a.action) {
-                Ok((_, ts)) => {
-                    notices.extend(ts.iter().map(|t| core.orders.notice(t)));
-                    history.extend(ts);
-                }
-                Err(CoreError::Illegal(_)) => {}
-                Err(e) => return Err(anyhow::Error::new(e).context("the core failed on a responder's action")),
-            }
-        }
-        let outcome = if typed {
-            let reg = twin.registry();
-            let evs = typed_events.into_iter().map(|(p, seq)| event_of(reg, p, seq)).collect();
-            core.ingest_events(evs).context("the core failed")?
-        } else {
-            let payloads: Vec<&[u8]> = msgs.iter().map(|m| &m.payload[..]).collect();
-            let topics: Vec<&str> = msgs.iter().map(|m| m.topic()).collect();
-            core.ingest_on(&topics, &payloads).context("the core failed")?
-        };
-        notices.extend(outcome.transitions.iter().map(|t| core.orders.notice(t)));
-        history.extend(outcome.transitions);
-        twin.deliver(notices);
-        // The tick that just ran covered [now, now + 1 min).
-        let end_of_tick = twin.clock().now + towntwin_sim::world::Clock::TICK;
-        if (end_of_tick - v.start) % HOUR == 0 {
-            backlog_hourly.push(open_orders(&core));
-            let truth = &twin.truth().incidents;
-            for i in &truth[digested..] {
-                digest.update(format!("{}|{}|{}|{}|{}\n", i.id, i.kind, i.area, i.subject, i.start_ms).as_bytes());
-            }
-            digested = truth.len();
-            incidents_digest_hourly.push(digest.clone().finalize().to_hex()[..16].to_string());
-        }
-        if end_of_tick == window {
-            at_window = Some(twin.responder_stats().clone());
-        }
-        if twin.finished() {
-            break;
-        }
-    }
-    let end = twin.clock().now + towntwin_sim::world::Clock::TICK;
-    let crews_all = twin.responder_stats().clone();
-    let crews = match &at_window {
-        Some(w) => crews_all.since(w),
-        None => crews_all,
+    let measures = Measures {
+        start: v.start,
+        window,
+        history: Vec::new(),
+        open: 0,
+        backlog_hourly: Vec::with_capacity(scenario.days as usize * 24),
+        at_window: None,
+        digest: blake3::Hasher::new(),
+        digested: 0,
+        incidents_digest_hourly: Vec::new(),
     };
-    let incidents = twin.truth().incidents.clone();
+    let (start, town, targets, sc) = (v.start, (*v.town).clone(), detect::rule_targets(&v.rules), scenario.clone());
+    let make = move || {
+        let mut twin = Twin::new(&sc, start, town, TwinOptions { threads: Some(1), typed, ..TwinOptions::default() });
+        twin.set_rule_targets(targets);
+        TwinSide::new(twin, start, typed, measures)
+    };
+    let mut link = InProcess::new(core);
+    // Nothing here waits: the in-process core answers at once, so the runtime is only the loop's frame.
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let driven = rt.block_on(runner::drive(make, &mut link, Drive { threaded: false, lockstep: true, publisher: None, throttle: None }))?;
+    let core = rt.block_on(link.finish(0, 0))?.map(|o| o.core).ok_or_else(|| anyhow!("the in-process core did not hand itself back"))?;
+    let Measures { history, backlog_hourly, at_window, incidents_digest_hourly, .. } = driven.hooks;
+    let report = driven.twin;
+    let end = report.end;
+    let crews = match &at_window {
+        Some(w) => report.responders.since(w),
+        None => report.responders.clone(),
+    };
+    let incidents = report.incidents;
+    let events = report.stats.total;
     let m = Measure { plan, v, core: &core, history: &history, incidents: &incidents, window, end, crews: &crews };
     let (mut kpis, close_hours_by_loop) = m.kpis();
     let checks = m.checks();
@@ -234,11 +235,6 @@ pub fn slope(ys: &[f64]) -> f64 {
     let sxy: f64 = ys.iter().enumerate().map(|(i, y)| (i as f64 - mx) * (y - my)).sum();
     let sxx: f64 = (0..ys.len()).map(|i| (i as f64 - mx).powi(2)).sum();
     sxy / sxx
-}
-
-/// Orders not closed or cancelled now.
-fn open_orders(core: &Core) -> u32 {
-    core.orders.orders.iter().filter(|o| o.state.is_open()).count() as u32
 }
 
 /// What a finished replication is measured from.

@@ -13,6 +13,8 @@ use towntwin_core::time::Millis;
 use towntwin_core::town::Town;
 use towntwin_sim::Scenario;
 
+use crate::setup::{CoreFiles, CoreInputs, Setup, Towns};
+
 /// An experiment: variants of the town's policy, staffing and rules, run on common random numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,8 +161,9 @@ impl Plan {
                 hasher.update(&bytes);
             }
         };
-        let default_rules = spec.rules.as_ref().map(|r| dir.join(r)).unwrap_or_else(|| crate::run::asset("assets/rules.ron"));
-        let mut towns: BTreeMap<PathBuf, Arc<Town>> = BTreeMap::new();
+        let default_rules = spec.rules.as_ref().map(|r| dir.join(r)).unwrap_or_else(|| CoreFiles::standard().rules);
+        let mut towns = Towns::new();
+        let mut hashed_towns = std::collections::BTreeSet::new();
         let mut variants = Vec::new();
         for (i, v) in spec.variants.iter().enumerate() {
             let scenario_file = dir.join(v.scenario.as_deref().unwrap_or(&spec.scenario));
@@ -169,57 +172,45 @@ impl Plan {
             for f in [&scenario_file, &rules_file, &policy_file] {
                 read(f, &mut hasher);
             }
-            let loaded = match Scenario::load(&scenario_file) {
-                Ok(l) => Some(l),
+            let staff = |scenario: &mut towntwin_sim::Scenario| {
+                scenario.days = spec.days;
+                scenario.seed = spec.seed;
+                for (crew, f) in &v.staff {
+                    let names: Vec<&str> = if crew == "all" { Role::ALL.map(Role::name).to_vec() } else { vec![crew.as_str()] };
+                    for name in names {
+                        if let Some(c) = scenario.responders.crew_mut(name) {
+                            c.scale(*f);
+                        }
+                    }
+                }
+            };
+            let files = CoreFiles { rules: rules_file, policy: policy_file };
+            let setup = match Setup::load(&scenario_file, Some(&files), staff, &mut towns) {
+                Ok(setup) => setup,
                 Err(e) => {
-                    errors.extend(e.0);
-                    None
+                    errors.extend(e.0.into_iter().map(|mut d| {
+                        d.field = Some(match d.field {
+                            Some(f) => format!("variants[{i}] -> {f}"),
+                            None => format!("variants[{i}]"),
+                        });
+                        d
+                    }));
+                    continue;
                 }
             };
-            let rules = RuleSet::load(&rules_file).map_err(|e| errors.extend(e.0)).ok();
-            let policy = rules.as_ref().and_then(|rules| Policy::load_for(&policy_file, rules).map_err(|e| errors.extend(e.0)).ok());
-            let (Some(loaded), Some(rules), Some(policy)) = (loaded, rules, policy) else { continue };
-            let town = match towns.get(&loaded.town_file) {
-                Some(t) => t.clone(),
-                None => match Town::load(&loaded.town_file) {
-                    Ok(t) => {
-                        read(&loaded.town_file, &mut hasher);
-                        let t = Arc::new(t);
-                        towns.insert(loaded.town_file.clone(), t.clone());
-                        t
-                    }
-                    Err(e) => {
-                        errors.extend(e.0);
-                        continue;
-                    }
-                },
-            };
-            let mut scenario = loaded.scenario;
-            scenario.days = spec.days;
-            scenario.seed = spec.seed;
-            for (crew, f) in &v.staff {
-                let names: Vec<&str> = if crew == "all" { Role::ALL.map(Role::name).to_vec() } else { vec![crew.as_str()] };
-                for name in names {
-                    if let Some(c) = scenario.responders.crew_mut(name) {
-                        c.scale(*f);
-                    }
-                }
+            if hashed_towns.insert(setup.town_file.clone()) {
+                read(&setup.town_file, &mut hasher);
             }
-            if let Err(e) = scenario.validate(&scenario_file) {
-                errors.extend(e.0.into_iter().map(|mut d| {
-                    d.field = Some(format!("variants[{i}] -> {}", d.field.unwrap_or_default()));
-                    d
-                }));
-                continue;
-            }
-            if let Err(e) = crate::detect::check_staffed(&policy, &rules, &scenario.responders, &policy_file) {
-                errors.extend(e.0.into_iter().map(|mut d| {
-                    d.field = Some(format!("variants[{i}] -> {}", d.field.unwrap_or_default()));
-                    d
-                }));
-                continue;
-            }
-            variants.push(Resolved { name: v.name.clone(), description: v.description.clone(), start: loaded.start, scenario, town, rules, policy });
+            let Some(CoreInputs { rules, policy, .. }) = setup.core else { continue };
+            variants.push(Resolved {
+                name: v.name.clone(),
+                description: v.description.clone(),
+                start: setup.start,
+                scenario: setup.scenario,
+                town: setup.town,
+                rules,
+                policy,
+            });
         }
         if !errors.is_empty() {
             return Err(DataErrors(errors));

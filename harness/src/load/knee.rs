@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::profile::{FindMax, Kind, Loaded, Phase, Rate, Segment};
-use super::{Summary, check_broker, fresh_out, run_loaded};
+use super::{Summary, check_broker, run_loaded};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Trial {
@@ -67,7 +67,7 @@ fn trial_of(s: &Summary, rate: f64, dir: &Path) -> Trial {
 /// Searches; writes `knee.json` and `knee.md` in `out` and each trial's full report in `out/rate-N/`.
 pub fn find_max(loaded: &Loaded, broker: Option<&str>, out: &Path) -> Result<Knee> {
     let ep = check_broker(loaded, broker)?;
-    fresh_out(out)?;
+    crate::results::claim(out, "a load run")?;
     let search = loaded.profile.find_max.clone().unwrap_or_default();
     let mut trials: Vec<Trial> = Vec::new();
     let run_at = |rate: f64, trials: &mut Vec<Trial>| -> Result<bool> {

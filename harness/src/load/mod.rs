@@ -26,18 +26,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::Serialize;
 use towntwin_core::event::EventType;
-use towntwin_core::orders::{Notice, Policy, WATERMARK_TOPIC};
+use towntwin_core::orders::Policy;
 use towntwin_core::rules::RuleSet;
 use towntwin_core::service::Core;
+use towntwin_core::store::Reader;
 use towntwin_sim::{Message, Twin, TwinOptions};
 
 use crate::broker::Endpoint;
 use crate::mqtt::Publisher;
 use crate::percentiles::Recorder;
-use crate::run::{RunOptions, stamped_dir};
+use crate::setup::{CoreFiles, Setup};
+use crate::transport::{self, OrdersFeed};
 use crate::{DataFault, UsageFault};
 use procs::{Proc, Usage};
 use profile::{Fault, Loaded, Profile, secs};
@@ -346,69 +347,34 @@ fn reference(rules: &RuleSet, policy: &Policy, town: &towntwin_core::town::Town,
     Ok(Reference { accepted, orders })
 }
 
-/// What the `orders/#` subscription hears, stamped on arrival.
+/// What the load test keeps of the `orders/#` subscription, stamped on arrival.
 enum Heard {
     Created { order: u64, cause: String, at: Instant },
     Watermark(i64),
 }
 
-/// Subscribes to `orders/#`; resubscribes after a reconnect to a broker that kept no session.
-async fn listen(ep: &Endpoint, tx: tokio::sync::mpsc::UnboundedSender<Heard>) -> Result<tokio::task::JoinHandle<()>> {
-    let mut o = MqttOptions::new(format!("towntwin-load-orders-{}", std::process::id()), ep.host.clone(), ep.port);
-    ep.login_as(&mut o, crate::credentials::OBSERVER)?;
-    o.set_keep_alive(Duration::from_secs(30))
-        .set_max_packet_size(towntwin_core::limits::CLIENT_MAX_PACKET, towntwin_core::limits::CLIENT_MAX_PACKET)
-        .set_clean_session(true);
-    let (client, mut el) = AsyncClient::new(o, 1_000);
-    // The first subscription; after a reconnect to a broker that kept no session, the loop subscribes again.
-    client.subscribe("orders/#", QoS::AtLeastOnce).await?;
-    let mut n = rumqttc::NetworkOptions::new();
-    n.set_tcp_nodelay(true);
-    el.set_network_options(n);
-    let (sub_tx, sub_rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(async move {
-        let mut sub_tx = Some(sub_tx);
-        let mut connected = false;
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    if connected && let Err(e) = client.try_subscribe("orders/#", QoS::AtLeastOnce) {
-                        tracing::warn!("load: cannot subscribe to orders/# again: {e}");
-                    }
-                    connected = true;
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(s) = sub_tx.take() {
-                        let _ = s.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let at = Instant::now();
-                    let heard = if p.topic == WATERMARK_TOPIC {
-                        towntwin_core::orders::parse_watermark(&p.payload).map(Heard::Watermark)
-                    } else {
-                        serde_json::from_slice::<Notice>(&p.payload)
-                            .ok()
-                            .filter(|n| n.event.action == "create")
-                            .and_then(|n| Some(Heard::Created { order: n.event.order, cause: n.cause?, at }))
-                    };
-                    if let Some(h) = heard
-                        && tx.send(h).is_err()
-                    {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!("load: orders subscription: {e}");
-                    // Back-off before the event loop reconnects (a broker restart).
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+impl Heard {
+    /// An order's creation with its cause, or a watermark; nothing else matters to the load test.
+    fn of((at, h): (Instant, transport::Heard)) -> Option<Heard> {
+        match h {
+            transport::Heard::Watermark(w) => Some(Heard::Watermark(w)),
+            transport::Heard::Notice(n) if n.event.action == "create" => Some(Heard::Created { order: n.event.order, cause: n.cause?, at }),
+            transport::Heard::Lost(e) => {
+                tracing::debug!("load: {e}");
+                None
             }
+            _ => None,
         }
-    });
-    tokio::time::timeout(Duration::from_secs(10), sub_rx).await.map_err(|_| anyhow!("no SUBACK for orders/# from {ep} within 10 s"))?.ok();
-    Ok(task)
+    }
+}
+
+/// The next thing heard that the load test keeps.
+async fn next_heard(feed: &mut OrdersFeed) -> Option<Heard> {
+    loop {
+        if let Some(h) = Heard::of(feed.recv().await?) {
+            return Some(h);
+        }
+    }
 }
 
 /// The processes this run started.
@@ -418,12 +384,11 @@ struct Procs {
 }
 
 /// The accepted count in the core's store, read alongside the running core (WAL lets a reader in).
-fn accepted_in(db: &std::path::Path, conn: &mut Option<rusqlite::Connection>) -> Option<u64> {
-    if conn.is_none() {
-        *conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok();
+fn accepted_in(db: &std::path::Path, reader: &mut Option<Reader>) -> Option<u64> {
+    if reader.is_none() {
+        *reader = Reader::open(db).ok();
     }
-    let c = conn.as_ref()?;
-    c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get::<_, i64>(0)).ok().map(|n| n as u64)
+    reader.as_ref()?.last_seq().ok()
 }
 
 /// Refuses what cannot run before anything starts: a RestartBroker fault on a broker this command did not
@@ -452,20 +417,12 @@ fn check_broker(loaded: &Loaded, broker: Option<&str>) -> Result<Endpoint> {
     }
 }
 
-/// A results folder that holds no run yet, created.
-fn fresh_out(out: &std::path::Path) -> Result<()> {
-    if out.join("summary.json").exists() || out.join("core.db").exists() || out.join("knee.json").exists() {
-        return Err(UsageFault(format!("{} already holds a load run: give another --out, or remove it", out.display())).into());
-    }
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))
-}
-
 /// Runs a load profile and writes its report; the summary says whether the SLO held.
 pub fn run(opts: &LoadOptions) -> Result<Summary> {
     let loaded = profile::load(&opts.profile).map_err(DataFault)?;
     let ep = check_broker(&loaded, opts.broker.as_deref())?;
-    let out = opts.out.clone().unwrap_or_else(|| stamped_dir(&format!("load/{}", loaded.profile.name)));
-    fresh_out(&out)?;
+    let out = opts.out.clone().unwrap_or_else(|| crate::results::stamped(&format!("load/{}", loaded.profile.name)));
+    crate::results::claim(&out, "a load run")?;
     run_loaded(&loaded, ep, &out)
 }
 
@@ -473,17 +430,22 @@ pub fn run(opts: &LoadOptions) -> Result<Summary> {
 fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Summary> {
     let prof = &loaded.profile;
     let external = !ep.embedded;
-    let run_opts = RunOptions { scenario: loaded.scenario.clone(), seed: prof.seed, ..RunOptions::default() };
-    let (scenario, start, town, town_file) = crate::run::load(&run_opts)?;
-    let rules = RuleSet::load(&loaded.rules).map_err(DataFault)?;
-    let policy = Policy::load_for(&loaded.policy, &rules).map_err(DataFault)?;
+    let files = CoreFiles { rules: loaded.rules.clone(), policy: loaded.policy.clone() };
+    // The town's own crews stay home in a load test (the core is driven by traffic alone), and the town
+    // runs as long as it may: the profile's schedule takes what it needs of it.
+    let setup = Setup::load_one(&loaded.scenario, Some(&files), |s| {
+        s.seed = prof.seed.unwrap_or(s.seed);
+        s.responders.enabled = false;
+        s.days = 3_660;
+    })
+    .map_err(DataFault)?;
+    let Setup { scenario, start, town, town_file, core, .. } = setup;
+    let town = Arc::unwrap_or_clone(town);
+    let (rules, policy) = core.map(|c| (c.rules, c.policy)).ok_or_else(|| anyhow!("a load test's core inputs were not loaded"))?;
 
     // The traffic and its schedule, and what the reference core makes of it.
     eprintln!("load: {} ({} s); generating the traffic ...", prof.name, loaded.seconds());
-    let mut sc = scenario.clone();
-    sc.responders.enabled = false;
-    sc.days = 3_660;
-    let traffic = Traffic { twin: Twin::new(&sc, start, town.clone(), TwinOptions::default()), buf: Vec::new().into_iter() };
+    let traffic = Traffic { twin: Twin::new(&scenario, start, town.clone(), TwinOptions::default()), buf: Vec::new().into_iter() };
     let plan = profile::schedule(&loaded.segments, traffic, |m| m.time, prof.limits.max_events);
     let (msgs, offsets): (Vec<Message>, Vec<f64>) = plan.into_iter().unzip();
     if msgs.is_empty() {
@@ -516,15 +478,14 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
     let core_proc = Proc::start(
         "core",
         procs::core_args(&url, &db, &town_file, &loaded.rules, &loaded.policy, &client_id, &tuning),
-        "core: subscribed",
+        procs::core_ready,
         Duration::from_secs(60),
     )?;
     let procs = Arc::new(Mutex::new(Procs { core: core_proc, broker: broker_proc }));
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let measured = rt.block_on(async {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let listener = listen(&ep, tx).await?;
+        let mut feed = OrdersFeed::start(&ep, "towntwin-load-orders").await?;
         let mut publisher = Gen::connect(&ep, prof, &town).await?;
         let t0 = Instant::now() + Duration::from_millis(300);
 
@@ -560,7 +521,7 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
                 drained = Some(drain_start.elapsed().as_secs_f64());
                 break;
             }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
+            match tokio::time::timeout_at(deadline, next_heard(&mut feed)).await {
                 Ok(Some(Heard::Watermark(w))) => watermark = watermark.max(w),
                 Ok(Some(h)) => heard.push(h),
                 Ok(None) | Err(_) => break,
@@ -568,7 +529,7 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
         }
         // Notices published with the last batch, and any after it.
         let quiet = tokio::time::Instant::now() + Duration::from_millis(500);
-        while let Ok(Some(h)) = tokio::time::timeout_at(quiet, rx.recv()).await {
+        while let Ok(Some(h)) = tokio::time::timeout_at(quiet, next_heard(&mut feed)).await {
             if !matches!(h, Heard::Watermark(_)) {
                 heard.push(h);
             }
@@ -577,7 +538,7 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
         let _ = publisher.flush(Duration::from_secs(2)).await;
         let churn = publisher.counters().churn();
         publisher.close().await;
-        listener.abort();
+        feed.close().await;
         stop_sampling.store(true, std::sync::atomic::Ordering::Relaxed);
         let faults = faults.join().map_err(|_| anyhow!("the fault thread panicked"))?;
         let samples = sampler.join().map_err(|_| anyhow!("the sampler thread panicked"))?;
@@ -745,17 +706,10 @@ fn judge(
     core_flags: &[String],
 ) -> Result<Summary> {
     let prof = &loaded.profile;
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("cannot read the core's store {}", db.display()))?;
-    let logged: Vec<String> = conn.prepare("SELECT id FROM events")?.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
-    let made: Vec<(u64, account::OrderKey)> = conn
-        .prepare("SELECT id, rule, key, created_at FROM orders")?
-        .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, (r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))))?
-        .collect::<Result<_, _>>()?;
-    let refused: std::collections::BTreeMap<String, u64> = conn
-        .prepare("SELECT reason, count FROM rejects")?
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
-        .collect::<Result<_, _>>()?;
+    let store = Reader::open(db).with_context(|| format!("cannot read the core's store {}", db.display()))?;
+    let logged = store.event_ids()?;
+    let made: Vec<(u64, account::OrderKey)> = store.orders()?.into_iter().map(|o| (o.id, (o.rule, o.key, o.created_at))).collect();
+    let refused = store.rejects()?;
     let sent: Vec<account::Sent> = msgs[..m.sent].iter().zip(keys).map(|(msg, k)| account::Sent { key: k.clone(), qos: msg.qos }).collect();
     let expected: HashSet<String> = keys[..m.sent].iter().filter(|k| reference.accepted.contains(*k)).cloned().collect();
     let events = account::events(&sent, &expected, &logged);

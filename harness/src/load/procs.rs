@@ -11,11 +11,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 pub use nix::sys::signal::Signal;
 
+use crate::status::Status;
+
+/// Which [`Status`] line says a process is ready.
+pub type Ready = fn(&Status) -> bool;
+
 /// A child process started from this executable, and what it printed.
 pub struct Proc {
     pub name: &'static str,
     args: Vec<String>,
-    ready: &'static str,
+    ready: Ready,
     child: Child,
     /// Every line it printed on stdout, in order, across restarts.
     pub lines: Arc<Mutex<Vec<String>>>,
@@ -23,8 +28,9 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `towntwin ARGS`, and waits (at most `timeout`) until it prints a line starting with `ready`.
-    pub fn start(name: &'static str, args: Vec<String>, ready: &'static str, timeout: Duration) -> Result<Proc> {
+    /// Starts `towntwin ARGS`, and waits (at most `timeout`) until it prints a status line that `ready`
+    /// accepts.
+    pub fn start(name: &'static str, args: Vec<String>, ready: Ready, timeout: Duration) -> Result<Proc> {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let child = spawn(name, &args, ready, &lines, timeout)?;
         Ok(Proc { name, args, ready, child, lines, starts: 1 })
@@ -87,7 +93,7 @@ impl Drop for Proc {
     }
 }
 
-fn spawn(name: &str, args: &[String], ready: &str, lines: &Arc<Mutex<Vec<String>>>, timeout: Duration) -> Result<Child> {
+fn spawn(name: &str, args: &[String], ready: Ready, lines: &Arc<Mutex<Vec<String>>>, timeout: Duration) -> Result<Child> {
     let exe = std::env::current_exe().context("cannot find this executable to start the core and broker from")?;
     let mut child = Command::new(&exe)
         .args(args)
@@ -98,11 +104,11 @@ fn spawn(name: &str, args: &[String], ready: &str, lines: &Arc<Mutex<Vec<String>
         .with_context(|| format!("cannot start the {name} ({} {})", exe.display(), args.join(" ")))?;
     let out = child.stdout.take().ok_or_else(|| anyhow!("no stdout from the {name}"))?;
     let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let (lines, wanted) = (lines.clone(), ready.to_string());
+    let lines = lines.clone();
     std::thread::Builder::new().name(format!("{name}-stdout")).spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if line.starts_with(&wanted)
+            if Status::parse(&line).is_some_and(|s| ready(&s))
                 && let Some(t) = tx.take()
             {
                 let _ = t.send(());
@@ -117,7 +123,7 @@ fn spawn(name: &str, args: &[String], ready: &str, lines: &Arc<Mutex<Vec<String>
         Err(_) => {
             let _ = child.kill();
             let status = child.wait().ok();
-            bail!("the {name} did not get ready within {timeout:?} (it printed no `{ready}` line; exit: {status:?}; see its errors above)")
+            bail!("the {name} did not get ready within {timeout:?} (it printed no status line saying so; exit: {status:?}; see its errors above)")
         }
     }
 }
@@ -178,18 +184,29 @@ pub fn core_args(
     args
 }
 
-/// The core's counters from the line `towntwin core` prints when it stops.
+/// The core's accepted and duplicate counts from the status line `towntwin core` prints when it stops.
 pub fn core_stop_counts(lines: &[String]) -> Option<(u64, u64)> {
-    let l = lines.iter().rev().find(|l| l.starts_with("core: stopped;"))?;
-    let mut nums = l.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse::<u64>());
-    Some((nums.next()?.ok()?, nums.next()?.ok()?))
+    Status::last(lines, |s| match s {
+        Status::CoreStopped { accepted, duplicates, .. } => Some((accepted, duplicates)),
+        _ => None,
+    })
+}
+
+/// The core is ready once the broker has acknowledged its subscription.
+pub fn core_ready(s: &Status) -> bool {
+    matches!(s, Status::CoreSubscribed { .. })
 }
 
 /// Starts the embedded broker (`towntwin broker`) as a process of its own on a free loopback port; a
 /// restart brings it back on the same port.
 pub fn start_broker() -> Result<(Proc, crate::broker::Endpoint)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("cannot find a free loopback port")?.port();
-    let p = Proc::start("broker", vec!["broker".into(), "--port".into(), port.to_string()], "broker: listening", Duration::from_secs(30))?;
+    let p = Proc::start(
+        "broker",
+        vec!["broker".into(), "--port".into(), port.to_string()],
+        |s| matches!(s, Status::BrokerListening { .. }),
+        Duration::from_secs(30),
+    )?;
     Ok((p, crate::broker::Endpoint { host: "127.0.0.1".into(), port, embedded: true, credentials: None }))
 }
 
@@ -206,7 +223,9 @@ mod tests {
     fn reads_own_usage_and_the_core_stop_line() {
         let u = usage(std::process::id()).expect("this process has /proc entries");
         assert!(u.rss_mb > 0.0 && u.cpu_seconds >= 0.0);
-        let lines = vec!["core: subscribed on x".to_string(), "core: stopped; 1200 accepted, 34 duplicates, rejected {}, 5 orders".to_string()];
+        let stopped = Status::CoreStopped { accepted: 1200, duplicates: 34, rejected: Default::default(), orders: 5 };
+        let lines = vec![r#"{"status":"core_subscribed","broker":"mqtt://x:1","http":null}"#.to_string(), serde_json::to_string(&stopped).unwrap()];
         assert_eq!(core_stop_counts(&lines), Some((1200, 34)));
+        assert_eq!(core_stop_counts(&lines[..1]), None);
     }
 }

@@ -7,71 +7,53 @@ pub mod options;
 pub mod summary;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use indicatif::{ProgressBar, ProgressStyle};
-use towntwin_core::event::EventType;
-use towntwin_core::orders::{Notice, Policy};
-use towntwin_core::rules::RuleSet;
 use towntwin_core::server::CoreConfig;
 use towntwin_core::service::Core;
+use towntwin_core::time::Millis;
 use towntwin_core::town::Town;
-use towntwin_sim::plugins::responders::{Act, ResponderStats, RuleTargets};
-use towntwin_sim::world::Incident;
-use towntwin_sim::{Message, Scenario, Stats, Twin, TwinOptions};
+use towntwin_sim::plugins::responders::RuleTargets;
+use towntwin_sim::{Scenario, Twin, TwinOptions};
 
-pub use self::options::{BrokerChoice, RunOptions, Speed, asset, default_scenario, stamped_dir};
+pub use self::options::{BrokerChoice, RunOptions, Speed, asset, default_scenario};
 pub use self::summary::{NetworkReport, Summary, render};
 use crate::broker::Endpoint;
-use crate::core_link::{CoreLink, InProcess, NoCore, OverNetwork};
 use crate::mqtt::{Counters, Mode, Observer, Publisher};
-use crate::{DataFault, UsageFault, ceiling};
+use crate::runner::link::{CoreLink, InProcess, NoCore, OverNetwork};
+use crate::runner::pace::Throttle;
+use crate::runner::{self, Drive, Hooks, TwinSide};
+use crate::setup::{CoreFiles, Setup};
+use crate::{DataFault, ceiling};
 
-/// What the twin thread hands back when it ends.
-pub(crate) struct TwinReport {
-    pub stats: Stats,
-    pub digest: String,
-    pub incidents: Vec<Incident>,
-    pub busy: Duration,
-    pub end: i64,
-    pub responders: ResponderStats,
-}
-
-/// Loads the scenario (applying `--days`/`--seed`) and its town; data errors become [`DataFault`]. Also
-/// returns the town's file (for a core started as a process of its own).
-pub fn load(opts: &RunOptions) -> Result<(Scenario, i64, Town, std::path::PathBuf)> {
-    let loaded = Scenario::load(&opts.scenario).map_err(DataFault)?;
-    let mut scenario = loaded.scenario;
-    if let Some(d) = opts.days {
-        scenario.days = d;
-    }
-    if let Some(s) = opts.seed {
-        scenario.seed = s;
-    }
-    scenario.validate(&loaded.file).map_err(DataFault)?;
-    let town = Town::load(&loaded.town_file).map_err(DataFault)?;
-    Ok((scenario, loaded.start, town, loaded.town_file))
+/// The scenario of `opts` (with `--days` and `--seed`), its town and, with a core, its rules and policy.
+pub fn setup(opts: &RunOptions) -> Result<Setup> {
+    let core = opts.core.then(|| CoreFiles { rules: opts.rules.clone(), policy: opts.policy.clone() });
+    let change = |s: &mut Scenario| {
+        s.days = opts.days.unwrap_or(s.days);
+        s.seed = opts.seed.unwrap_or(s.seed);
+    };
+    Ok(Setup::load_one(&opts.scenario, core.as_ref(), change).map_err(DataFault)?)
 }
 
 /// Runs a scenario end to end and writes its results.
 pub fn run(opts: &RunOptions) -> Result<Summary> {
-    let (scenario, start, town, _) = load(opts)?;
-    let core_inputs = if opts.core {
-        let rules = RuleSet::load(&opts.rules).map_err(DataFault)?;
-        let policy = Policy::load_for(&opts.policy, &rules).map_err(DataFault)?;
-        crate::detect::check_staffed(&policy, &rules, &scenario.responders, &opts.policy).map_err(DataFault)?;
-        Some((rules, policy))
-    } else {
-        None
-    };
-    let targets = core_inputs.as_ref().map(|(rules, _)| crate::detect::rule_targets(rules)).unwrap_or_default();
-    let out_dir = opts.out.clone().unwrap_or_else(|| stamped_dir(&format!("{}-{}", scenario.name, scenario.seed)));
+    let setup = setup(opts)?;
+    let targets = setup.rule_targets();
+    let Setup { scenario, start, town, core: core_inputs, .. } = setup;
+    let town = Arc::unwrap_or_clone(town);
+    let core_inputs = core_inputs.map(|c| (c.rules, c.policy));
+    let out_dir = opts.out.clone().unwrap_or_else(|| crate::results::stamped(&format!("{}-{}", scenario.name, scenario.seed)));
     let db = opts.db.clone().unwrap_or_else(|| out_dir.join("core.db"));
-    refuse_earlier_run(&out_dir, opts.core.then_some(db.as_path()))?;
+    // A store given outside the folder must not exist either: a run starts from an empty store.
+    let also: Vec<&Path> = opts.core.then_some(db.as_path()).into_iter().collect();
+    crate::results::refuse_used(&out_dir, "a run", &also)?;
     // The broker before the results folder: a run that cannot start leaves nothing behind.
     let ep = opts.broker.endpoint_with(opts.credentials.as_deref())?;
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create the results folder {}", out_dir.display()))?;
+    crate::results::create(&out_dir)?;
     let wall = Instant::now();
     let bar = progress_bar(opts.progress, scenario.days as u64 * 1440);
 
@@ -123,30 +105,6 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
     Ok(summary)
 }
 
-/// A run never reports another run's results: a folder that already holds a run's summary, or a core
-/// store that already exists, is refused (exit 2) before anything is started or written.
-fn refuse_earlier_run(out: &Path, db: Option<&Path>) -> Result<()> {
-    let summary = out.join("summary.json");
-    if summary.exists() {
-        return Err(UsageFault(format!(
-            "the results folder {} already holds a run ({}): give another --out, or remove the folder to run again",
-            out.display(),
-            summary.display()
-        ))
-        .into());
-    }
-    if let Some(db) = db
-        && db.exists()
-    {
-        return Err(UsageFault(format!(
-            "the core's store {} already exists and a run starts from an empty store: give another --out or --db, or remove it",
-            db.display()
-        ))
-        .into());
-    }
-    Ok(())
-}
-
 fn progress_bar(show: bool, total: u64) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
@@ -159,55 +117,25 @@ fn progress_bar(show: bool, total: u64) -> ProgressBar {
     bar
 }
 
-/// Steps the twin to the end on this thread, passing each tick's messages and responders' actions to
-/// `sink`, which returns the notices for the responders' next tick (`None` stops the run).
-fn twin_loop(
-    scenario: &Scenario,
-    start: i64,
-    town: Town,
-    targets: RuleTargets,
-    threads: Option<usize>,
-    bar: &ProgressBar,
-    mut sink: impl FnMut(Vec<Message>, Vec<Act>) -> Option<Vec<Notice>>,
-) -> TwinReport {
-    let mut twin = Twin::new(scenario, start, town, TwinOptions { threads, ..TwinOptions::default() });
-    twin.set_rule_targets(targets);
-    let mut busy = Duration::ZERO;
-    loop {
-        let t0 = Instant::now();
-        let msgs = twin.step();
-        busy += t0.elapsed();
+/// The run's hooks: the progress bar, moved on every simulated hour.
+struct Progress(ProgressBar);
+
+impl Hooks for Progress {
+    fn after(&mut self, twin: &Twin, _end: Millis) {
         let (done, total) = twin.progress();
         if done % 60 == 0 || done == total {
-            bar.set_position(done);
-            bar.set_message(towntwin_core::time::rfc3339(twin.clock().now)[..16].replace('T', " "));
+            self.0.set_position(done);
+            self.0.set_message(towntwin_core::time::rfc3339(twin.clock().now)[..16].replace('T', " "));
         }
-        let acts = twin.take_acts();
-        match sink(msgs, acts) {
-            Some(notices) => twin.deliver(notices),
-            None => break,
-        }
-        if twin.finished() {
-            break;
-        }
-    }
-    let end = twin.clock().now + towntwin_sim::world::Clock::TICK;
-    TwinReport {
-        stats: twin.stats().clone(),
-        digest: twin.digest(),
-        incidents: twin.truth().incidents.clone(),
-        busy,
-        end,
-        responders: twin.responder_stats().clone(),
     }
 }
 
 /// What a run gathered.
 struct Ended {
-    twin: TwinReport,
+    twin: runner::TwinReport,
     network: Option<NetworkReport>,
     ceiling: Option<ceiling::Ceiling>,
-    core: Option<crate::core_link::CoreOutcome>,
+    core: Option<crate::runner::link::CoreOutcome>,
 }
 
 /// Runs the twin on its own thread and, tick by tick: the responders' actions to the core, the tick's
@@ -233,58 +161,17 @@ async fn drive<C: CoreLink>(
         Some(ep) => Some(Publisher::connect(ep, opts.connections, &town, Duration::from_secs(120)).await?),
         None => None,
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<Message>, Vec<Act>)>(if lockstep { 1 } else { 256 });
-    let (reply_tx, reply_rx) = std::sync::mpsc::channel::<Vec<Notice>>();
-    let (scenario_c, threads, bar_c) = (scenario.clone(), opts.threads, bar.clone());
-    let twin = std::thread::Builder::new().name("twin".into()).spawn(move || {
-        twin_loop(&scenario_c, start, town, targets, threads, &bar_c, |msgs, acts| {
-            tx.blocking_send((msgs, acts)).ok()?;
-            if lockstep { reply_rx.recv().ok() } else { Some(Vec::new()) }
-        })
-    })?;
-
-    let publish_started = Instant::now();
-    let pace = match opts.speed {
-        Speed::Max => None,
-        Speed::Times(x) => Some((tokio::time::Instant::now(), start, x)),
+    let (scenario, threads, progress) = (scenario.clone(), opts.threads, Progress(bar.clone()));
+    let make = move || {
+        let mut twin = Twin::new(&scenario, start, town, TwinOptions { threads, ..TwinOptions::default() });
+        twin.set_rule_targets(targets);
+        TwinSide::new(twin, start, false, progress)
     };
-    let mut failed = None;
-    while let Some((batch, acts)) = rx.recv().await {
-        let step = async {
-            core.act(acts).await?;
-            let closing = batch.iter().rev().find(|m| m.ty == EventType::ClockTick).map(|m| m.time);
-            if let Some(p) = publisher.as_mut() {
-                for m in &batch {
-                    if let Some((wall0, sim0, x)) = pace {
-                        // Pacing by --speed: each event goes out at its simulated time, scaled.
-                        let due = wall0 + Duration::from_secs_f64(((m.time - sim0).max(0) as f64 / 1000.0) / x);
-                        tokio::time::sleep_until(due).await;
-                    }
-                    p.publish(m.clone()).await?;
-                }
-            }
-            core.events(&batch).await?;
-            core.notices(closing).await
-        };
-        match step.await {
-            Ok(notices) => {
-                if lockstep && reply_tx.send(notices).is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
-        }
-    }
-    // The twin ends when its channel closes.
-    drop(rx);
-    drop(reply_tx);
-    let report = twin.join().map_err(|_| anyhow!("the twin thread panicked"))?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
+    let publish_started = Instant::now();
+    // Each event goes out at its simulated time, scaled by --speed.
+    let throttle = Throttle::new(opts.speed);
+    let driven = runner::drive(make, &mut core, Drive { threaded: true, lockstep, publisher: publisher.as_mut(), throttle: Some(&throttle) }).await?;
+    let report = driven.twin;
     let Some(publisher) = publisher else {
         let core = core.finish(report.stats.total, report.stats.total).await?;
         return Ok(Ended { twin: report, network: None, ceiling: None, core });

@@ -7,36 +7,7 @@ use anyhow::Result;
 use crate::broker::{self, Endpoint};
 use crate::mqtt::Mode;
 
-/// How fast simulated time runs against the wall clock.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Speed {
-    /// As fast as the machine goes.
-    Max,
-    /// A multiple of real time: 1 for drills, 60, 3600, ...
-    Times(f64),
-}
-
-impl std::str::FromStr for Speed {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s == "max" {
-            return Ok(Speed::Max);
-        }
-        match s.parse::<f64>() {
-            Ok(x) if x.is_finite() && x > 0.0 => Ok(Speed::Times(x)),
-            _ => Err(format!("`{s}` is not a speed: expected `max` or a positive multiple of real time such as 1, 60 or 3600")),
-        }
-    }
-}
-
-impl std::fmt::Display for Speed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Speed::Max => f.write_str("max"),
-            Speed::Times(x) => write!(f, "{x}x"),
-        }
-    }
-}
+pub use crate::runner::pace::Speed;
 
 /// Which broker a run talks to.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,11 +122,4 @@ pub fn asset(rel: &str) -> PathBuf {
 /// `scenarios/baseline.ron` under the current folder, or else in the source tree this binary was built from.
 pub fn default_scenario() -> PathBuf {
     asset("scenarios/baseline.ron")
-}
-
-/// `results/<name>-<unix time>`: the default results folder of a run or a benchmark.
-pub fn stamped_dir(name: &str) -> PathBuf {
-    // The wall clock only names the folder; it decides nothing in the run.
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    PathBuf::from("results").join(format!("{name}-{stamp}"))
 }

@@ -13,11 +13,12 @@ use towntwin_core::time::HOUR;
 use towntwin_sim::Scenario;
 use towntwin_sim::world::Incident;
 
-use super::{RunOptions, TwinReport};
-use crate::core_link::CoreOutcome;
+use super::RunOptions;
 use crate::mqtt::Mode;
 use crate::percentiles::{Percentiles, Recorder};
 use crate::responders::ResponderReport;
+use crate::runner::TwinReport;
+use crate::runner::link::CoreOutcome;
 use crate::{ceiling, detect};
 
 /// What the broker side saw.

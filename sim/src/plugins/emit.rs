@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use bevy::prelude::*;
 use bevy::tasks::{ComputeTaskPool, TaskPool};
-use towntwin_contracts::event::{EventType, HOTLINE_DEVICE, HOTLINE_KIND, Header, TOWN_AREA, encode};
+use towntwin_contracts::event::{Event, EventType, HOTLINE_DEVICE, HOTLINE_KIND, Header, SOURCE_PREFIX, TOWN_AREA, encode};
 use towntwin_contracts::time::Local;
 
 use super::Feature;
@@ -54,7 +54,7 @@ pub struct Emitted(pub Vec<Message>);
 #[derive(Resource, Debug, Default)]
 pub struct Typed {
     pub on: bool,
-    pub events: Vec<(Pending, u32)>,
+    pub events: Vec<Event>,
 }
 
 /// The topic segments of an event from `dev`: area, device kind and device id, as the CloudEvent's `source`
@@ -112,8 +112,7 @@ fn encode_run(reg: &Registry, exercise: Option<&str>, run: &[(Pending, u32)]) ->
     let mut payload = Vec::with_capacity(512);
     for (p, seq) in run {
         let (area, kind, device) = names(reg, p.device);
-        id.clear();
-        let _ = write!(id, "{device}-{seq:x}");
+        event_id(&mut id, device, *seq);
         let header = Header { id: &id, area, kind, device, ty: p.ty, time: p.time, subject: p.subject, exercise };
         encode(&mut payload, &header, &p.data);
         let topic_start = buf.len();
@@ -136,6 +135,26 @@ fn encode_run(reg: &Registry, exercise: Option<&str>, run: &[(Pending, u32)]) ->
         .map(|(t0, t1, a, b, ty, time)| Message { topic: shared.slice(t0..t1), payload: shared.slice(a..b), qos: ty.qos(), ty, time })
         .collect();
     (shared, messages)
+}
+
+/// An event's id: its device and its sequence number on that device, `{device}-{seq:x}`.
+fn event_id(id: &mut String, device: &str, seq: u32) {
+    id.clear();
+    let _ = write!(id, "{device}-{seq:x}");
+}
+
+/// An event as the core takes it, without encoding: the id and source its CloudEvent would carry, and the
+/// registry's device index (none for the clock and the 12345 line, which are not devices).
+fn typed(reg: &Registry, p: Pending, seq: u32) -> Event {
+    let (area, kind, device) = names(reg, p.device);
+    let mut id = String::with_capacity(device.len() + 9);
+    event_id(&mut id, device, seq);
+    let mut source = String::with_capacity(SOURCE_PREFIX.len() + area.len() + kind.len() + device.len() + 3);
+    for part in [SOURCE_PREFIX, "/", area, "/", kind, "/", device] {
+        source.push_str(part);
+    }
+    let dev = (p.device != CLOCK_DEVICE && p.device < HOTLINE_BASE).then_some(p.device);
+    Event { id, source, ty: p.ty, time: p.time, device: dev, subject: p.subject, data: p.data }
 }
 
 /// Below this many events a tick is encoded on the calling thread.
@@ -176,7 +195,7 @@ fn encode_tick(
         run.push((p, seq));
     }
     if typed.on {
-        typed.events.extend(run);
+        typed.events.extend(run.into_iter().map(|(p, seq)| self::typed(&reg, p, seq)));
         return;
     }
     let pool = ComputeTaskPool::get_or_init(TaskPool::default);

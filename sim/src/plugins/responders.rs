@@ -25,7 +25,7 @@ use towntwin_contracts::time::{Local, MINUTE, Millis};
 use super::Feature;
 use crate::scenario::{Calendar, Crew, Responders};
 use crate::world::{Agenda, Clock, GroundTruth, Params, TownData};
-use towntwin_contracts::truth::IncidentKind;
+use towntwin_contracts::truth::{Detects, IncidentKind};
 
 pub struct RespondersPlugin;
 
@@ -63,7 +63,7 @@ pub struct Inbox(pub Vec<Notice>);
 /// whether an order names its incident's subject (a flat, a device) or only its area. The harness sets it
 /// from the rules it runs the core with; without it no resolution changes the town.
 #[derive(Resource, Debug, Default, Clone)]
-pub struct RuleTargets(pub HashMap<String, (Vec<IncidentKind>, bool)>);
+pub struct RuleTargets(pub HashMap<String, Detects>);
 
 /// A resolution that ended an incident this tick (see [`crate::scenario::Response`]): the feature that owns
 /// the incident makes the change in the town. Filled by the responders from the core's notices, whoever
@@ -86,14 +86,14 @@ pub struct Answer {
 }
 
 /// The answers a resolution of the order in `n` gives: for each kind the rule is about that a response can
-/// end, the incident it was about (same area, and same subject for a rule that names one; the oldest
-/// going on), ended with the kind's probability.
+/// end, the incident going on that the order is about (`Detects::is_about`, the one rule for it; the
+/// oldest, if several), ended with the kind's probability.
 fn answers_for(n: &Notice, now: Millis, params: &Params, truth: &mut GroundTruth, targets: &RuleTargets) -> Vec<Answer> {
-    let Some((kinds, by_subject)) = targets.0.get(&n.rule) else { return Vec::new() };
+    let Some(detects) = targets.0.get(&n.rule) else { return Vec::new() };
     let mut out = Vec::new();
-    for (ki, &kind) in kinds.iter().enumerate() {
+    for (ki, &kind) in detects.kinds.iter().enumerate() {
         let Some(effect) = params.scenario.response.effects.get(&kind) else { continue };
-        let incident = truth.open_in(&n.area, kind).find(|&i| !by_subject || truth.incidents[i].subject == n.subject);
+        let incident = truth.open_in(&n.area, kind).find(|&i| detects.is_about(&n.sighting(), &truth.incidents[i].span(), now));
         let habit = crate::scenario::HABITS.contains(&kind);
         if incident.is_none() && !habit {
             continue;

@@ -1,0 +1,136 @@
+//! The 12345 hotline through the core's front door: a resident's call about a problem the platform already
+//! has an order for joins that order; a call about a problem it has none for becomes a hotline order (and a
+//! second call about it counts on that order); a call from a line that is not an estate's, or on another
+//! topic, is refused with its reason.
+
+use std::path::Path;
+
+use crate::common;
+use towntwin_core::event::{BinLevel, Data, EventType, Header, HotlineCall, Tick, encode};
+use towntwin_core::orders::Policy;
+use towntwin_core::rules::RuleSet;
+use towntwin_core::service::Core;
+use towntwin_core::time::{MINUTE, Millis, parse_local_date};
+use towntwin_core::truth::IncidentKind;
+
+fn core() -> Core {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rules = RuleSet::load(&root.join("assets/rules.ron")).unwrap();
+    let policy = Policy::load(&root.join("scenarios/policies/standard.ron")).unwrap();
+    Core::open(rules, policy, &common::town(), None).unwrap()
+}
+
+struct Feed {
+    core: Core,
+    t0: Millis,
+    n: u32,
+}
+
+impl Feed {
+    fn send(&mut self, topic: &str, h: Header<'_>, data: Data) -> towntwin_core::service::Outcome {
+        let mut out = Vec::new();
+        encode(&mut out, &h, &data);
+        self.core.ingest_on(&[topic], &[&out]).unwrap()
+    }
+    fn tick(&mut self, at: Millis) {
+        self.n += 1;
+        let id = format!("twin-{:x}", self.n);
+        let h = Header { id: &id, area: "_town", kind: "clock", device: "twin", ty: EventType::ClockTick, time: self.t0 + at, subject: None, exercise: None };
+        self.send("town/_town/clock/twin/clock.tick", h, Data::Tick(Tick { tick: self.n as u64 }));
+    }
+    fn call(&mut self, estate: &str, category: IncidentKind, about: &str, at: Millis) -> towntwin_core::service::Outcome {
+        self.n += 1;
+        let id = format!("12345-{:x}", self.n);
+        let h =
+            Header { id: &id, area: estate, kind: "hotline", device: "12345", ty: EventType::HotlineCall, time: self.t0 + at, subject: None, exercise: None };
+        let topic = format!("town/{estate}/hotline/12345/hotline.call");
+        self.send(&topic, h, Data::Hotline(HotlineCall { category, about: about.into() }))
+    }
+}
+
+#[test]
+fn a_call_joins_the_open_order_for_its_problem_or_becomes_a_hotline_order() {
+    let mut f = Feed { core: core(), t0: parse_local_date("2026-03-02").unwrap(), n: 0 };
+    f.tick(0);
+    // A kiosk overflowing for more than 30 minutes: the platform opens its order.
+    let h = Header {
+        id: "E001-bin-001-1",
+        area: "E001",
+        kind: "bin",
+        device: "E001-bin-001",
+        ty: EventType::BinOverflow,
+        time: f.t0 + MINUTE,
+        subject: None,
+        exercise: None,
+    };
+    f.send("town/E001/bin/E001-bin-001/bin.overflow", h, Data::BinLevel(BinLevel { fill_pct: 101 }));
+    for m in 2..=32 {
+        f.tick(m * MINUTE);
+    }
+    let orders = f.core.orders.orders.clone();
+    assert_eq!(orders.len(), 1, "{orders:#?}");
+    assert_eq!((orders[0].rule.as_str(), orders[0].subject.as_str(), orders[0].calls), ("bin-overflow", "E001-bin-001", 0));
+
+    // A resident calls about that kiosk: the call joins the order, no new one.
+    let o = f.call("E001", IncidentKind::BinOverflow, "E001-bin-001", 40 * MINUTE);
+    assert!(o.rejected.is_empty(), "{:?}", o.rejected);
+    assert_eq!(f.core.orders.orders.len(), 1);
+    assert_eq!((f.core.orders.orders[0].calls, f.core.orders.orders[0].count), (1, 2));
+
+    // A call about another kiosk, of which the platform knows nothing: a hotline order, dispatched.
+    let o = f.call("E001", IncidentKind::BinOverflow, "E001-bin-002", 41 * MINUTE);
+    assert_eq!(f.core.orders.orders.len(), 2);
+    let hot = &f.core.orders.orders[1];
+    assert_eq!((hot.rule.as_str(), hot.area.as_str(), hot.subject.as_str(), hot.count), ("hotline", "E001", "E001-bin-002", 1));
+    assert!(o.transitions.iter().any(|t| t.order == 2 && t.action == "dispatch"), "{:?}", o.transitions);
+    // Called again about it: counted on the hotline order.
+    for m in 33..=50 {
+        f.tick(m * MINUTE);
+    }
+    f.call("E001", IncidentKind::BinOverflow, "E001-bin-002", 50 * MINUTE);
+    assert_eq!(f.core.orders.orders.len(), 2);
+    assert_eq!(f.core.orders.orders[1].count, 2);
+
+    // A call about a problem of a kind no rule detects still becomes a hotline order, not a join.
+    f.call("E001", IncidentKind::GroupRental, "B01-101", 55 * MINUTE);
+    assert_eq!(f.core.orders.orders.len(), 3);
+    assert_eq!(f.core.orders.orders[2].rule, "hotline");
+}
+
+#[test]
+fn a_call_from_no_estates_line_or_on_another_topic_is_refused() {
+    let mut f = Feed { core: core(), t0: parse_local_date("2026-03-02").unwrap(), n: 0 };
+    f.tick(0);
+    let o = f.call("E999", IncidentKind::BinOverflow, "E999-bin-001", MINUTE);
+    assert_eq!(o.rejected.first().map(|r| r.1.code), Some("unknown_device"), "{:?}", o.rejected);
+    // The hotline's event posted under a device's topic.
+    let h = Header {
+        id: "12345-x",
+        area: "E001",
+        kind: "hotline",
+        device: "12345",
+        ty: EventType::HotlineCall,
+        time: f.t0 + MINUTE,
+        subject: None,
+        exercise: None,
+    };
+    let o = f.send("town/E001/gate/E001-gate-01/hotline.call", h, Data::Hotline(HotlineCall { category: IncidentKind::BinOverflow, about: String::new() }));
+    assert_eq!(o.rejected.first().map(|r| r.1.code), Some("topic_mismatch"), "{:?}", o.rejected);
+    // A category that is no incident kind.
+    let mut bad = Vec::new();
+    let h = Header {
+        id: "12345-y",
+        area: "E001",
+        kind: "hotline",
+        device: "12345",
+        ty: EventType::HotlineCall,
+        time: f.t0 + MINUTE,
+        subject: None,
+        exercise: None,
+    };
+    encode(&mut bad, &h, &Data::Hotline(HotlineCall { category: IncidentKind::BinOverflow, about: String::new() }));
+    let bad = String::from_utf8(bad).unwrap().replace("bin.overflow", "aliens");
+    let o = f.core.ingest_on(&["town/E001/hotline/12345/hotline.call"], &[bad.as_bytes()]).unwrap();
+    assert_eq!(o.rejected.first().map(|r| r.1.code), Some("bad_data"), "{:?}", o.rejected);
+    assert!(f.core.orders.orders.is_empty());
+}

@@ -1,0 +1,83 @@
+//! `towntwin core`: the rules and work-order core as a service on a broker, as a town deploys it. It tells
+//! whoever started it where it stands in JSON status lines ([`crate::status`]): loaded, subscribed (a
+//! publisher may start now; where its HTTP API listens), stopped with its counters.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use towntwin_core::ingest::IngestConfig;
+use towntwin_core::orders::Policy;
+use towntwin_core::rules::RuleSet;
+use towntwin_core::server::{self, CoreConfig};
+use towntwin_core::time::rfc3339;
+use towntwin_core::town::Town;
+
+use crate::status::Status;
+use crate::{DataFault, UsageFault};
+
+/// What `towntwin core` is asked to serve.
+#[derive(Debug, Clone)]
+pub struct Serve {
+    pub broker: String,
+    pub db: PathBuf,
+    pub town: PathBuf,
+    pub rules: PathBuf,
+    pub policy: PathBuf,
+    pub client_id: String,
+    pub filter: String,
+    pub partitions: u16,
+    pub batch_max: u16,
+    pub http: Option<SocketAddr>,
+    pub credentials: Option<PathBuf>,
+    pub exercise: Option<String>,
+}
+
+/// Serves until interrupted (Ctrl-C, SIGINT) or until the core stops on its own (a store that cannot be
+/// written): the core commits and acknowledges what it holds, then prints its counters.
+pub fn core(s: &Serve) -> Result<()> {
+    let ep = crate::broker::reach(&s.broker)?;
+    let login = match &s.credentials {
+        Some(p) => Some(
+            crate::credentials::Credentials::load(p)?.login(crate::credentials::CORE).ok_or_else(|| UsageFault(format!("{}: no user `core`", p.display())))?,
+        ),
+        None => None,
+    };
+    let town = Town::load(&s.town).map_err(DataFault)?;
+    let rules = RuleSet::load(&s.rules).map_err(DataFault)?;
+    let policy = Policy::load_for(&s.policy, &rules).map_err(DataFault)?;
+    let ingest = IngestConfig {
+        client_id: s.client_id.clone(),
+        filter: s.filter.clone(),
+        login,
+        partitions: s.partitions.into(),
+        batch_max: s.batch_max.into(),
+        ..IngestConfig::new(&ep.host, ep.port)
+    };
+    let mut cfg = CoreConfig::new(town, rules, policy, Some(s.db.clone()), ingest);
+    cfg.http = s.http;
+    cfg.exercise = s.exercise.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let core = rt.block_on(async {
+        let mut handle = server::start(cfg).await?;
+        {
+            let c = handle.core().lock().map_err(|_| anyhow::anyhow!("the core's lock was poisoned"))?;
+            Status::CoreLoaded { db: s.db.display().to_string(), orders: c.orders.orders.len() as u64, event_time: rfc3339(c.now()) }.print();
+        }
+        // Printed once the broker has acknowledged the subscription: a publisher may start now.
+        Status::CoreSubscribed { broker: ep.to_string(), http: handle.http_addr().map(|a| format!("http://{a}")) }.print();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            r = handle.stopped() => r.context("the core stopped")?,
+        }
+        handle.shutdown().await.context("the core did not stop cleanly")
+    })?;
+    Status::CoreStopped {
+        accepted: core.stats.accepted,
+        duplicates: core.stats.duplicates,
+        rejected: core.stats.rejected.clone(),
+        orders: core.orders.orders.len() as u64,
+    }
+    .print();
+    Ok(())
+}

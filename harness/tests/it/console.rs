@@ -1,0 +1,220 @@
+//! The operators' console in a real browser: a short drill (`towntwin drill`) runs; headless Chromium,
+//! driven over WebDriver (Debian's `chromium` and `chromium-driver`, which `.ci/run` installs), signs in
+//! with the trainee's token, sees the injected fire's order appear in the live queue (measured: how long
+//! after the order can be read from the API the page shows it), opens it, accepts, starts and resolves it;
+//! an order outside the trainee's estate is refused (403, audited); the controller's panel page pauses and
+//! resumes the drill. The after-action report scores the handled inject as met and the ignored one as missed.
+//!
+//! With `TOWNTWIN_SCREENSHOTS=DIR` the test also saves the console's queue, an order and the after-action
+//! report as PNGs there (the README's screenshots come from such a run).
+
+use crate::common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::common::{Killed, LiveDrill, root};
+use fantoccini::{ClientBuilder, Locator};
+
+/// A GET with a bearer token: (status, JSON body or Null).
+fn get(base: &str, path: &str, token: &str) -> (u16, serde_json::Value) {
+    common::http(base, "GET", path, Some(token), None)
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn chromedriver() -> (Killed, u16) {
+    let port = free_port();
+    let child = Command::new("chromedriver").arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| {
+        panic!("cannot start chromedriver ({e}): install Debian's chromium and chromium-driver (`apt-get install -y chromium chromium-driver`; .ci/run does)")
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not listen on {port} within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Killed(child), port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trainee_works_the_injected_order_in_the_browser_and_the_report_scores_it() {
+    let shots = std::env::var_os("TOWNTWIN_SCREENSHOTS").map(std::path::PathBuf::from);
+    let tmp = tempfile::tempdir().unwrap();
+    let baseline = root().join("scenarios/baseline.ron");
+    let script = format!(
+        r#"(
+    name: "console",
+    description: "Answer a fire alarm from the console; a second alarm is left alone.",
+    scenario: {baseline:?},
+    start: "2026-03-02T00:10",
+    minutes: 30,
+    trainees: [(name: "property", principal: "estate:E001/property")],
+    objectives: [(id: "O1", text: "Answer a fire alarm"), (id: "O2", text: "Answer the next one")],
+    injects: [
+        (id: "I1", title: "Fire in B16", start: At(minute: 3.0), what: Fire(estate: "E001", flat: "B16-101"),
+         expect: [
+            (by: "property", action: Notice, within_minutes: 8.0, points: 5, objective: "O1"),
+            (by: "property", action: Accept, within_minutes: 10.0, points: 5, objective: "O1"),
+            (by: "property", action: Resolve, within_minutes: 15.0, points: 10, objective: "O1"),
+         ]),
+        (id: "I2", title: "Fire in B03", start: At(minute: 15.0), what: Fire(estate: "E001", flat: "B03-101"),
+         expect: [(by: "property", action: Accept, within_minutes: 10.0, points: 10, objective: "O2")]),
+    ],
+)"#,
+        baseline = baseline.to_str().unwrap()
+    );
+    let file = tmp.path().join("console.ron");
+    std::fs::write(&file, script).unwrap();
+    let out = tmp.path().join("console-drill");
+    let (_driver, driver_port) = chromedriver();
+
+    let drill = LiveDrill::start(&file, &out, &["--speed", "20"]);
+    let printed = drill.printed(1);
+    let (console, town, panel) = (printed.console.clone(), printed.controller.clone(), format!("{}/drill/panel", printed.panel));
+    let trainee = printed.trainees["property"].clone();
+
+    let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
+        "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1300,900"] }
+    }))
+    .unwrap();
+    let c = ClientBuilder::rustls()
+        .unwrap()
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{driver_port}"))
+        .await
+        .expect("a WebDriver session in headless Chromium");
+
+    // Signing in: a wrong token is refused, the trainee's is taken.
+    c.goto(&format!("{console}/console")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().ends_with("/console/login"), "not signed in: sent to the login page");
+    c.find(Locator::Id("token")).await.unwrap().send_keys("not-a-token").await.unwrap();
+    c.find(Locator::Id("signin")).await.unwrap().click().await.unwrap();
+    assert!(c.source().await.unwrap().contains("not issued by this core"));
+    c.goto(&format!("{console}/console/login")).await.unwrap();
+    c.find(Locator::Id("token")).await.unwrap().send_keys(&trainee).await.unwrap();
+    c.find(Locator::Id("signin")).await.unwrap().click().await.unwrap();
+    let who = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("principal")).await.unwrap().text().await.unwrap();
+    assert_eq!(who, "estate:E001/property");
+    // The page notes when each order's row first appears (a MutationObserver, in the page's own clock).
+    c.execute(
+        "window.seen = {}; new MutationObserver(() => { for (const r of document.querySelectorAll('#orders tr[id^=order-]')) \
+         { if (!(r.id in window.seen)) window.seen[r.id] = Date.now(); } }).observe(document.body, {subtree: true, childList: true}); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let preexisting: Vec<u64> = get(&console, "/orders", &trainee).1.as_array().unwrap().iter().filter_map(|o| o["id"].as_u64()).collect();
+
+    // The fire's order: first readable from the API, then shown by the live queue without a reload.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (order, readable_at) = loop {
+        assert!(Instant::now() < deadline, "the injected fire made no order in E001");
+        let (s, list) = get(&console, "/orders?rule=smoke", &trainee);
+        assert_eq!(s, 200);
+        if let Some(o) = list.as_array().unwrap().iter().find(|o| !preexisting.contains(&o["id"].as_u64().unwrap())) {
+            break (o["id"].as_u64().unwrap(), now_ms());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let row = format!("order-{order}");
+    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id(&row)).await.expect("the new order appears in the queue without a reload");
+    let shown_at = c.execute(&format!("return window.seen['{row}'] || Date.now();"), vec![]).await.unwrap().as_f64().unwrap();
+    let latency = shown_at - readable_at;
+    println!("console: order {order} shown {latency:.0} ms after the API first returned it");
+    assert!(latency < 1000.0, "the console showed the new order {latency:.0} ms after it was made (at most 1,000)");
+    if let Some(dir) = &shots {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("console-queue.png"), c.screenshot().await.unwrap()).unwrap();
+    }
+
+    // Open it, and act on it: accept, start, resolve (each button a legal action of its state).
+    c.find(Locator::Css(&format!("#{row} a"))).await.unwrap().click().await.unwrap();
+    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("history")).await.unwrap();
+    for (action, state) in [("accept", "accepted"), ("start", "in_progress"), ("resolve", "resolved")] {
+        c.wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Id(&format!("act-{action}")))
+            .await
+            .unwrap_or_else(|e| panic!("no {action} button: {e}"))
+            .click()
+            .await
+            .unwrap();
+        // The page after the action: its state is the new one (the old page has a `history` too, so waiting
+        // for that raced the reload).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let shown = match c.find(Locator::Id("state")).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if shown == state {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "after {action} the order shows state {shown:?}, not {state}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(c.find(Locator::Id("state")).await.unwrap().text().await.unwrap(), "resolved");
+    if let Some(dir) = &shots {
+        std::fs::write(dir.join("console-order.png"), c.screenshot().await.unwrap()).unwrap();
+        c.goto(&format!("{console}/console/map")).await.unwrap();
+        std::fs::write(dir.join("console-map.png"), c.screenshot().await.unwrap()).unwrap();
+    }
+    // The controller's panel, a page of its own: signed in with the controller's token, it shows the drill
+    // and pauses and resumes it.
+    c.goto(&panel).await.unwrap();
+    c.find(Locator::Id("token")).await.unwrap().send_keys(&town).await.unwrap();
+    c.find(Locator::Id("signin")).await.unwrap().click().await.unwrap();
+    let status = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#status p")).await.unwrap();
+    assert!(status.text().await.unwrap().contains("drill minute"), "the panel shows the drill");
+    c.find(Locator::XPath("//button[text()='Pause']")).await.unwrap().click().await.unwrap();
+    let paused = async {
+        loop {
+            if c.find(Locator::Css("#status p")).await.unwrap().text().await.unwrap().contains("paused") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), paused).await.expect("the panel shows the drill paused");
+    if let Some(dir) = &shots {
+        std::fs::write(dir.join("controller-panel.png"), c.screenshot().await.unwrap()).unwrap();
+    }
+    c.find(Locator::XPath("//button[text()='Resume']")).await.unwrap().click().await.unwrap();
+
+    // An order of another estate: 403 for this trainee, and audited.
+    let (_, all) = get(&console, "/orders", &town);
+    let other = all.as_array().unwrap().iter().find(|o| o["area"] != "E001").map(|o| o["id"].as_u64().unwrap()).expect("the town has orders elsewhere");
+    c.goto(&format!("{console}/console/orders/{other}")).await.unwrap();
+    assert!(c.source().await.unwrap().contains("403"), "outside the trainee's scope");
+
+    // The drill runs to its end; the report scores the handled fire as met and the ignored one as missed.
+    let (code, printed) = drill.finish(Duration::from_secs(300));
+    assert!(code.success(), "{printed}");
+    let aar: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("aar.json")).unwrap()).unwrap();
+    let inject = |id: &str| aar["injects"].as_array().unwrap().iter().find(|i| i["id"] == id).unwrap().clone();
+    let i1 = inject("I1");
+    assert_eq!(i1["order"].as_u64(), Some(order), "{i1}");
+    assert!(i1["expectations"].as_array().unwrap().iter().all(|x| x["met"] == true), "handled in time: {i1}");
+    let i2 = inject("I2");
+    assert_eq!(i2["expectations"][0]["met"], false, "ignored: {i2}");
+    if let Some(dir) = &shots {
+        c.goto(&format!("file://{}", out.join("aar.html").display())).await.unwrap();
+        std::fs::write(dir.join("aar.png"), c.screenshot().await.unwrap()).unwrap();
+    }
+    c.close().await.unwrap();
+    let audit = towntwin_core::store::Store::open(&out.join("core.db")).unwrap().audit_entries().unwrap();
+    assert!(
+        audit.iter().any(|s| s.entry.actor == "estate:E001/property"
+            && s.entry.what == "view"
+            && s.entry.target == format!("order {other}")
+            && s.entry.outcome.starts_with("refused 403")),
+        "the refusal is audited"
+    );
+}

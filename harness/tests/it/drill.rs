@@ -1,0 +1,255 @@
+//! Drill scripts as a trainer meets them: the shipped script checks and prints its events list; a script
+//! that names an estate, flat, resident or device the town does not have, whose start conditions form a
+//! cycle, or that expects a trainee to act outside their scope is refused before anything starts, naming
+//! the file, the field and the reason, with exit 2.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::{http, root};
+use towntwin_harness::drill::script;
+
+fn shipped() -> PathBuf {
+    root().join("scenarios/drills/lone-elderly.ron")
+}
+
+/// The shipped script with `edits` applied (each `from` must be in it), written next to a copy that points
+/// at the repository's baseline scenario.
+fn edited(dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(shipped()).unwrap();
+    let baseline = root().join("scenarios/baseline.ron");
+    text = text.replace("scenario: \"../baseline.ron\"", &format!("scenario: {:?}", baseline.to_str().unwrap()));
+    for (from, to) in edits {
+        assert!(text.contains(from), "the shipped script has no {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    let file = dir.join("drill.ron");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// The problems `script::load` reports, as (field, message).
+fn refused(file: &Path) -> Vec<(String, String)> {
+    match script::load(file) {
+        Ok(_) => panic!("{} was accepted", file.display()),
+        Err(e) => e.0.into_iter().map(|e| (e.field.unwrap_or_default(), e.message)).collect(),
+    }
+}
+
+fn has(problems: &[(String, String)], field: &str, words: &str) -> bool {
+    problems.iter().any(|(f, m)| f == field && m.contains(words))
+}
+
+#[test]
+fn the_shipped_script_checks_and_orders_its_injects() {
+    let d = script::load(&shipped()).unwrap();
+    let ids: Vec<&str> = d.order.iter().map(|&i| d.script.injects[i].id.as_str()).collect();
+    let pos = |id: &str| ids.iter().position(|x| *x == id).unwrap();
+    assert_eq!(ids.len(), 4);
+    assert!(pos("I1") < pos("I2") && pos("I2") < pos("I4"), "each after the one it waits for: {ids:?}");
+    assert_eq!(d.areas, vec!["E001"; 4]);
+    let table = towntwin_harness::drill::msel(&d);
+    for needle in [
+        "I1: Resident V0001",
+        "fire in E001 B16-101",
+        "9 new faces move into E001 B01-105",
+        "E001-gate-02 dark for 6 h",
+        "cadre Accept within 30 min (O1)",
+        "a neighbour calls 12345 5 min later",
+    ] {
+        assert!(table.contains(needle), "{needle:?} missing from\n{table}");
+    }
+}
+
+#[test]
+fn unknown_targets_are_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = edited(
+        dir.path(),
+        &[
+            ("Incapacitate(resident: \"V0001\"", "Incapacitate(resident: \"V9999\""),
+            ("Fire(estate: \"E001\", flat: \"B16-101\")", "Fire(estate: \"E001\", flat: \"B16-9901\")"),
+            ("NewFaces(estate: \"E001\"", "NewFaces(estate: \"E999\""),
+            ("DeviceDark(device: \"E001-gate-02\"", "DeviceDark(device: \"E001-gate-99\""),
+        ],
+    );
+    let p = refused(&file);
+    assert!(has(&p, "injects[0].what.resident", "V9999"), "{p:?}");
+    assert!(has(&p, "injects[1].what.flat", "no flat B16-9901"), "{p:?}");
+    assert!(has(&p, "injects[2].what.estate", "E999"), "{p:?}");
+    assert!(has(&p, "injects[3].what.device", "E001-gate-99"), "{p:?}");
+}
+
+#[test]
+fn a_cycle_in_start_conditions_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    // I1 now waits for I4, which waits for I2, which waits for I1.
+    let file = edited(dir.path(), &[("start: At(minute: 5.0)", "start: AfterStarted(inject: \"I4\", minutes: 1.0)")]);
+    let p = refused(&file);
+    assert!(p.iter().any(|(f, m)| f.ends_with(".start") && m.contains("cycle") && m.contains("I1") && m.contains("I2") && m.contains("I4")), "{p:?}");
+    // And one waiting for an inject that is not there.
+    let file = edited(dir.path(), &[("AfterHandled(inject: \"I1\"", "AfterHandled(inject: \"I9\"")]);
+    assert!(has(&refused(&file), "injects[1].start.inject", "I9"), "refused for the unknown inject");
+}
+
+#[test]
+fn an_expectation_outside_the_trainees_scope_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // The property manager now plays another estate; the committee's cadre another committee.
+    let file = edited(
+        dir.path(),
+        &[
+            ("principal: \"estate:E001/property\"", "principal: \"estate:E002/property\""),
+            ("principal: \"committee:C25/cadre\"", "principal: \"committee:C01/cadre\""),
+        ],
+    );
+    let p = refused(&file);
+    assert!(has(&p, "injects[0].expect[0].by", "does not reach E001"), "{p:?}");
+    assert!(has(&p, "injects[2].expect[0].by", "committee:C01"), "{p:?}");
+    // A principal of a committee the town does not have.
+    let file = edited(dir.path(), &[("principal: \"committee:C25/cadre\"", "principal: \"committee:C99/cadre\"")]);
+    assert!(has(&refused(&file), "trainees[1].principal", "C99"));
+}
+
+#[test]
+fn targets_the_twin_cannot_make_real_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // B01-101 is owner-occupied; building 9 of E001 has no smoke detector.
+    let file = edited(dir.path(), &[("flat: \"B01-105\"", "flat: \"B01-101\""), ("flat: \"B16-101\"", "flat: \"B09-101\"")]);
+    let p = refused(&file);
+    assert!(has(&p, "injects[2].what.flat", "rented flat"), "{p:?}");
+    assert!(has(&p, "injects[1].what.flat", "no smoke detector"), "{p:?}");
+    // A drill that runs past the scenario's days.
+    let file = edited(dir.path(), &[("start: \"2026-03-02T08:00\"", "start: \"2026-03-04T23:00\"")]);
+    assert!(has(&refused(&file), "start", "inside the scenario"));
+}
+
+#[test]
+fn the_cli_checks_a_script_and_refuses_a_bad_one_with_exit_2() {
+    let ok = Command::new(env!("CARGO_BIN_EXE_towntwin")).args(["drill", "--check"]).arg(shipped()).output().unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("| I1: Resident V0001"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file =
+        edited(dir.path(), &[("Incapacitate(resident: \"V0001\"", "Incapacitate(resident: \"V9999\""), ("minutes: 180,", "minutes: 180, colour: \"red\",")]);
+    let bad = Command::new(env!("CARGO_BIN_EXE_towntwin")).args(["drill", "--check"]).arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(err.contains("drill.ron:") && err.contains("colour"), "an unknown field, with file and place: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A short drill, run as a trainer runs one: `towntwin drill FILE` with a trainee working the queue over the
+/// core's API and the controller's panel used over HTTP. One fire is handled in time, a second ignored; a
+/// manual inject is fired by the controller and another never is. The after-action report scores the first
+/// as met, the second as missed, and `--replay` scores the folder the same way.
+#[test]
+fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let baseline = root().join("scenarios/baseline.ron");
+    let script = format!(
+        r#"(
+    name: "short",
+    scenario: {baseline:?},
+    start: "2026-03-02T00:10",
+    minutes: 40,
+    trainees: [(name: "property", principal: "estate:E001/property")],
+    objectives: [(id: "O1", text: "Answer a fire alarm"), (id: "O2", text: "Answer another"), (id: "O3", text: "Never asked for")],
+    injects: [
+        (id: "I1", title: "Fire in B16", start: At(minute: 2.0), what: Fire(estate: "E001", flat: "B16-101"),
+         expect: [
+            (by: "property", action: Notice, within_minutes: 10.0, points: 5, objective: "O1"),
+            (by: "property", action: Accept, within_minutes: 12.0, points: 5, objective: "O1"),
+            (by: "property", action: Resolve, within_minutes: 20.0, points: 10, objective: "O1"),
+         ]),
+        (id: "I2", title: "Fire in B03", start: AfterStarted(inject: "I1", minutes: 18.0), what: Fire(estate: "E001", flat: "B03-101"),
+         expect: [(by: "property", action: Accept, within_minutes: 10.0, points: 10, objective: "O2")]),
+        (id: "I3", title: "A camera goes dark", start: Manual, what: DeviceDark(device: "E001-gate-02", hours: 1.0)),
+        (id: "I4", title: "Never fired", start: Manual, what: DeviceDark(device: "E001-gate-01", hours: 1.0),
+         expect: [(by: "property", action: Accept, within_minutes: 5.0, points: 5, objective: "O3")]),
+    ],
+)"#,
+        baseline = baseline.to_str().unwrap()
+    );
+    let file = tmp.path().join("short.ron");
+    std::fs::write(&file, script).unwrap();
+    let out = tmp.path().join("short-drill");
+    let drill = common::LiveDrill::start(&file, &out, &["--speed", "60"]);
+    let printed = drill.printed(1);
+    let (console, panel, controller) = (printed.console.clone(), printed.panel.clone(), printed.controller.clone());
+    let trainee = printed.trainees["property"].clone();
+    // The panel: refused without the controller's token, with a speed it cannot keep, for an unknown inject.
+    assert_eq!(http(&panel, "GET", "/drill", Some(&trainee), None).0, 401);
+    assert_eq!(http(&panel, "POST", "/drill/speed", Some(&controller), Some(r#"{"speed": -3}"#)).0, 400);
+    assert_eq!(http(&panel, "POST", "/drill/injects/I9/fire", Some(&controller), None).0, 404);
+    // The trainee works the first fire's order: opens it, accepts, starts and resolves it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut handled = None;
+    while handled.is_none() && std::time::Instant::now() < deadline {
+        let (s, orders) = http(&console, "GET", "/orders?rule=smoke&state=dispatched", Some(&trainee), None);
+        assert_eq!(s, 200);
+        if let Some(o) = orders.as_array().and_then(|a| a.iter().find(|o| o["area"] == "E001")) {
+            let id = o["id"].as_u64().unwrap();
+            assert_eq!(http(&console, "GET", &format!("/orders/{id}"), Some(&trainee), None).0, 200);
+            for action in ["accept", "start", "resolve"] {
+                let (s, body) = http(&console, "POST", &format!("/orders/{id}/actions"), Some(&trainee), Some(&format!(r#"{{"action":"{action}"}}"#)));
+                assert_eq!(s, 200, "{action}: {body}");
+            }
+            handled = Some(id);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let handled = handled.expect("the injected fire's order reached the trainee's queue");
+    // The controller fires the manual inject I3, and cannot fire it twice.
+    assert_eq!(http(&panel, "POST", "/drill/injects/I3/fire", Some(&controller), None).0, 204);
+    assert_eq!(http(&panel, "POST", "/drill/injects/I3/fire", Some(&controller), None).0, 409);
+    // The panel shows the order the inject made (once the twin has had the core's notice of it).
+    let mut status = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (s, st) = http(&panel, "GET", "/drill", Some(&controller), None);
+        assert_eq!(s, 200);
+        status = st;
+        if status["injects"][0]["order"].as_u64() == Some(handled) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(status["injects"][0]["order"].as_u64(), Some(handled), "{status}");
+    let (code, printed) = drill.finish(std::time::Duration::from_secs(300));
+    assert!(code.success(), "{printed}");
+    assert!(printed.contains("After-action report:"), "{printed}");
+
+    let aar: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("aar.json")).unwrap()).unwrap();
+    let inject = |id: &str| aar["injects"].as_array().unwrap().iter().find(|i| i["id"] == id).unwrap().clone();
+    let i1 = inject("I1");
+    assert_eq!(i1["order"].as_u64(), Some(handled), "{i1}");
+    for x in i1["expectations"].as_array().unwrap() {
+        assert_eq!(x["met"], true, "handled in time: {x}");
+    }
+    let i2 = inject("I2");
+    assert_eq!(i2["status"], "started", "{i2}");
+    assert!(i2["order"].is_u64(), "the ignored fire made an order too: {i2}");
+    assert_eq!((i2["expectations"][0]["met"].as_bool(), i2["expectations"][0]["done_after_minutes"].is_null()), (Some(false), true), "{i2}");
+    assert_eq!(inject("I3")["status"], "started");
+    assert_eq!(inject("I4")["status"], "not_started");
+    let rating = |id: &str| aar["objectives"].as_array().unwrap().iter().find(|o| o["id"] == id).unwrap()["rating"].clone();
+    assert_eq!((rating("O1"), rating("O2")), (serde_json::json!("P"), serde_json::json!("U")));
+    // What was never due (an inject never fired) is not exercised: left out of the points possible.
+    assert_eq!(rating("O3"), "-");
+    assert_eq!((aar["earned"].as_u64(), aar["possible"].as_u64()), (Some(20), Some(30)), "{aar}");
+    let html = std::fs::read_to_string(out.join("aar.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("Fire in B03") && !html.contains("src=\"http"), "self-contained, with the timeline");
+
+    // Replayed from the folder: the same report.
+    let replayed = Command::new(env!("CARGO_BIN_EXE_towntwin")).args(["drill", "--replay", out.to_str().unwrap()]).output().unwrap();
+    assert!(replayed.status.success(), "{}", String::from_utf8_lossy(&replayed.stderr));
+    let again: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("aar.json")).unwrap()).unwrap();
+    assert_eq!(again, aar);
+    // The same folder twice is refused before anything starts.
+    let twice = Command::new(env!("CARGO_BIN_EXE_towntwin")).args(["drill", file.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
+    assert_eq!(twice.status.code(), Some(2), "{}", String::from_utf8_lossy(&twice.stderr));
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("already holds a drill"));
+}

@@ -1,0 +1,16 @@
+//! The harness crate's integration tests, one binary (one link of the whole stack instead of one per file);
+//! each module is a file of tests as it was.
+
+mod backlog;
+mod blind;
+mod cli;
+mod common;
+mod console;
+mod credentials;
+mod drill;
+mod experiment;
+mod faults;
+mod kill;
+mod load;
+mod mmc;
+mod server;
