@@ -8,12 +8,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, EventLoop, MqttOptions, NetworkOptions, Publish, QoS};
+use rumqttc::{Publish, QoS};
 use tokio::sync::watch;
 
-use crate::orders::{Notice, WATERMARK_TOPIC};
+use crate::notices::Link;
+use crate::orders::Notice;
 use crate::service::Core;
-use crate::time::Millis;
 
 /// Wait between reconnects while the broker is away: short, so that after a broker restart the core has
 /// subscribed again before the devices (whose firmware backs off from a second) return.
@@ -49,6 +49,11 @@ pub struct IngestConfig {
 }
 
 impl IngestConfig {
+    /// The subscribing connection's settings, for [`crate::wire::connect`].
+    pub fn connect(&self) -> crate::wire::Connect {
+        crate::wire::Connect { host: self.host.clone(), port: self.port, client_id: self.client_id.clone(), login: self.login.clone() }
+    }
+
     pub fn new(host: &str, port: u16) -> IngestConfig {
         IngestConfig {
             host: host.to_string(),
@@ -81,97 +86,6 @@ pub struct IngestCounters {
     pub received: std::sync::atomic::AtomicU64,
     pub batches: std::sync::atomic::AtomicU64,
     pub dead_lettered: std::sync::atomic::AtomicU64,
-}
-
-/// The publishing connection: its own client id (the subscribing one has the core's), a persistent session
-/// so that notices in flight survive a reconnect.
-fn options(cfg: &IngestConfig) -> (AsyncClient, EventLoop) {
-    let mut o = MqttOptions::new(format!("{}-out", cfg.client_id), cfg.host.clone(), cfg.port);
-    if let Some((user, password)) = &cfg.login {
-        o.set_credentials(user, password);
-    }
-    o.set_keep_alive(Duration::from_secs(60))
-        .set_clean_session(false)
-        .set_max_packet_size(crate::limits::CLIENT_MAX_PACKET, crate::limits::CLIENT_MAX_PACKET)
-        .set_inflight(1_000)
-        .set_request_channel_capacity(50_000);
-    let (client, mut el) = AsyncClient::new(o, 50_000);
-    let mut n = NetworkOptions::new();
-    n.set_tcp_nodelay(true);
-    n.set_connection_timeout(30);
-    el.set_network_options(n);
-    (client, el)
-}
-
-/// Publishes work-order notices and the watermark on the core's own connection, so that everything the core
-/// publishes reaches an `orders/#` subscriber in the order the core committed it. Cheap to clone; the API
-/// holds one to publish the transitions its callers make.
-#[derive(Clone)]
-pub struct OrdersOut {
-    /// To the task that publishes them in order, waiting for room on the connection: a burst of notices
-    /// (an escalation storm) can neither be dropped nor crowd out the acknowledgements.
-    tx: tokio::sync::mpsc::UnboundedSender<(String, Vec<u8>)>,
-    /// The same notices for listeners in this process.
-    feed: tokio::sync::broadcast::Sender<Notice>,
-}
-
-impl OrdersOut {
-    /// Publishes each notice on `orders/{area}/{id}/{action}` (QoS 1); call it while still holding the core,
-    /// so notices from the API and from ingest cannot overtake each other. A notice that cannot be encoded is
-    /// not sent with an empty body: it is logged, and the rest go out.
-    pub fn publish(&self, notices: &[Notice]) {
-        for n in notices {
-            let body = match serde_json::to_vec(n) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!("work-order notice {} {} cannot be encoded, not published: {e}", n.event.order, n.event.action);
-                    continue;
-                }
-            };
-            if self.tx.send((n.topic(), body)).is_err() {
-                tracing::warn!("the core's connection is closed: work-order notice {} {} not published", n.event.order, n.event.action);
-            }
-            // In-process listeners (tests, benchmarks) get the same notices; none listening is fine.
-            let _ = self.feed.send(n.clone());
-        }
-    }
-
-    /// Publishes `{"now": ms}` on [`WATERMARK_TOPIC`].
-    pub fn watermark(&self, now: Millis) {
-        if self.tx.send((WATERMARK_TOPIC.to_string(), crate::orders::watermark_body(now))).is_err() {
-            tracing::warn!("the core's connection is closed: watermark not published");
-        }
-    }
-
-    /// The notices as they are published, for listeners in this process (lagging ones lose the oldest).
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notice> {
-        self.feed.subscribe()
-    }
-}
-
-/// How many notices an in-process listener may fall behind before it loses the oldest.
-const FEED_CAPACITY: usize = 1 << 16;
-
-/// The core's MQTT connection, made but not yet served.
-pub struct Link {
-    client: AsyncClient,
-    el: EventLoop,
-    out: OrdersOut,
-    out_rx: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
-}
-
-impl Link {
-    pub fn new(cfg: &IngestConfig) -> Link {
-        let (client, el) = options(cfg);
-        let (tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
-        Link { client, el, out: OrdersOut { tx, feed }, out_rx }
-    }
-
-    /// A handle that publishes on this connection (for the API).
-    pub fn orders_out(&self) -> OrdersOut {
-        self.out.clone()
-    }
 }
 
 /// What a running ingest reports as it goes: counters, and the received count as a signal to wait on.
@@ -244,7 +158,7 @@ pub async fn serve_on(
         AbortOnDrop(tokio::spawn(async move {
             let mut generation = 0u64;
             while !closing.load(Relaxed) {
-                let (mut reader, mut writer, session_present) = match crate::wire::connect(&cfg, KEEP_ALIVE, CONNECT_TIMEOUT).await {
+                let (mut reader, mut writer, session_present) = match crate::wire::connect(&cfg.connect(), KEEP_ALIVE, CONNECT_TIMEOUT).await {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!("core ingest connection: {e}");

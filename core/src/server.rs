@@ -18,12 +18,13 @@ use std::time::Duration;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::api::Api;
-use crate::ingest::{IngestConfig, IngestCounters, IngestError, Link, OrdersOut, Progress, serve_on};
+use crate::ingest::{IngestConfig, IngestCounters, IngestError, Progress, serve_on};
+use crate::notices::{Link, OrdersOut};
 use crate::orders::{Notice, Policy};
 use crate::rules::RuleSet;
 use crate::service::{Core, CoreError};
 use crate::town::Town;
+use crate::web::Api;
 
 /// Everything the core needs to run as a service.
 #[derive(Debug, Clone)]
@@ -90,7 +91,7 @@ pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
     core.engine.set_exercise(exercise);
     let core = Arc::new(Mutex::new(core));
     let (stop, stop_rx) = watch::channel(false);
-    let link = Link::new(&icfg);
+    let link = Link::new(&icfg.connect());
     let out = link.orders_out();
 
     // The API's listener is bound before anything else can fail late, so its address is known and taken.
@@ -134,7 +135,7 @@ pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
                 // Stops when told to, or when the service (the sender) is gone.
                 let _ = stop_api.wait_for(|&stop| stop).await;
             };
-            if let Err(e) = axum::serve(listener, api.router()).with_graceful_shutdown(stopped).await {
+            if let Err(e) = axum::serve(listener, crate::web::router(api)).with_graceful_shutdown(stopped).await {
                 tracing::error!("the core's HTTP API stopped: {e}");
             }
         })

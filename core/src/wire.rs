@@ -16,8 +16,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::ingest::IngestConfig;
-
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("{0}")]
@@ -151,9 +149,20 @@ impl Writer {
     }
 }
 
-/// Connects, logs in with a persistent session (the core's client id) and returns the two halves and
+/// Where and as whom a lean connection connects.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    pub host: String,
+    pub port: u16,
+    /// Fixed across restarts for a persistent session.
+    pub client_id: String,
+    /// Username and password; `None`: anonymous.
+    pub login: Option<(String, String)>,
+}
+
+/// Connects, logs in with a persistent session (the client id of `cfg`) and returns the two halves and
 /// whether the broker kept the session.
-pub async fn connect(cfg: &IngestConfig, keep_alive: Duration, timeout: Duration) -> Result<(Reader, Writer, bool), WireError> {
+pub async fn connect(cfg: &Connect, keep_alive: Duration, timeout: Duration) -> Result<(Reader, Writer, bool), WireError> {
     let max = crate::limits::CLIENT_MAX_PACKET;
     let stream = tokio::time::timeout(timeout, TcpStream::connect((cfg.host.as_str(), cfg.port))).await.map_err(|_| WireError::Timeout(timeout))??;
     stream.set_nodelay(true)?;

@@ -64,6 +64,12 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     }
 }
 
+/// The runtime every command's network side runs on: two workers (this project's machines have two cores;
+/// the twin and the core's writer have threads of their own), with I/O and timers.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+}
+
 /// Raises this process's soft limit on open files to its hard limit (children inherit it): 9,750 device
 /// connections need more than the usual soft limit of 1,024. Best effort: a limit that cannot be raised is
 /// reported where connections then fail.

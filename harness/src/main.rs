@@ -533,7 +533,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let ep = towntwin_harness::broker::start_embedded_on(port)?;
             // Printed once it accepts connections: a client may connect now.
             Status::BrokerListening { broker: format!("mqtt://{}:{}", ep.host, ep.port) }.print();
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = towntwin_harness::runtime()?;
             rt.block_on(tokio::signal::ctrl_c())?;
             Ok(())
         }
@@ -542,7 +542,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 Some(url) => towntwin_harness::broker::reach(&url)?,
                 None => towntwin_harness::broker::start_embedded()?,
             };
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let rt = towntwin_harness::runtime()?;
             let c = rt.block_on(towntwin_harness::ceiling::measure(&ep, messages, size))?;
             println!(
                 "{ep}: {} x {} B QoS 0: published {:.0}/s, delivered {} in {:.2} s = {:.0} msg/s",

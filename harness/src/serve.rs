@@ -57,7 +57,7 @@ pub fn core(s: &Serve) -> Result<()> {
     let mut cfg = CoreConfig::new(town, rules, policy, Some(s.db.clone()), ingest);
     cfg.http = s.http;
     cfg.exercise = s.exercise.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = crate::runtime()?;
     let core = rt.block_on(async {
         let mut handle = server::start(cfg).await?;
         {

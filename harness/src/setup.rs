@@ -15,6 +15,21 @@ use towntwin_core::time::Millis;
 use towntwin_core::town::Town;
 use towntwin_sim::Scenario;
 
+/// A file of the source tree: under the current folder, or else where this binary was built from.
+pub fn asset(rel: &str) -> PathBuf {
+    let here = PathBuf::from(rel);
+    if here.exists() {
+        return here;
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
+    if built.exists() { built } else { here }
+}
+
+/// `scenarios/baseline.ron` under the current folder, or else in the source tree this binary was built from.
+pub fn default_scenario() -> PathBuf {
+    asset("scenarios/baseline.ron")
+}
+
 /// The core's inputs, as files.
 #[derive(Debug, Clone)]
 pub struct CoreFiles {
@@ -25,7 +40,7 @@ pub struct CoreFiles {
 impl CoreFiles {
     /// The shipped rules (`assets/rules.ron`) and the standard policy.
     pub fn standard() -> CoreFiles {
-        CoreFiles { rules: crate::run::asset("assets/rules.ron"), policy: crate::run::asset("scenarios/policies/standard.ron") }
+        CoreFiles { rules: asset("assets/rules.ron"), policy: asset("scenarios/policies/standard.ron") }
     }
 }
 
@@ -119,14 +134,14 @@ mod tests {
         std::fs::write(&scenario, "(name: \"x\", seed: 1, start_date: \"2026-03-02\", days: 1, town: \"missing-town.ron\")").unwrap();
         let rules = dir.path().join("rules.ron");
         std::fs::write(&rules, "(version: 1, rules: [oops])").unwrap();
-        let files = CoreFiles { rules, policy: crate::run::asset("scenarios/policies/standard.ron") };
+        let files = CoreFiles { rules, policy: asset("scenarios/policies/standard.ron") };
         let e = Setup::load_one(&scenario, Some(&files), |_| {}).unwrap_err().to_string();
         assert!(e.contains("missing-town.ron"), "the town: {e}");
         assert!(e.contains("rules.ron"), "the rules: {e}");
         // A change the scenario's checks refuse is reported against the scenario's file.
-        let e = Setup::load_one(&crate::run::default_scenario(), None, |s| s.days = 0).unwrap_err().to_string();
+        let e = Setup::load_one(&default_scenario(), None, |s| s.days = 0).unwrap_err().to_string();
         assert!(e.contains("baseline.ron") && e.contains("days"), "{e}");
-        let ok = Setup::load_one(&crate::run::default_scenario(), Some(&CoreFiles::standard()), |s| s.days = 2).unwrap();
+        let ok = Setup::load_one(&default_scenario(), Some(&CoreFiles::standard()), |s| s.days = 2).unwrap();
         assert_eq!(ok.scenario.days, 2);
         assert!(ok.core.is_some() && !ok.rule_targets().0.is_empty());
     }

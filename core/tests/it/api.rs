@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use towntwin_core::api::Api;
 use towntwin_core::orders::Policy;
 use towntwin_core::rules::{Finding, RuleSet};
 use towntwin_core::service::Core;
+use towntwin_core::web::Api;
 
 async fn req(addr: std::net::SocketAddr, method: &str, path: &str, principal: Option<&str>, body: Option<&str>) -> (u16, Value) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -57,7 +57,7 @@ async fn scoped_principals_list_fetch_and_act() {
     }
     let tok = |p: &str| tokens[p].clone();
     let core = Arc::new(Mutex::new(core));
-    let app = Api::new(core.clone(), &town).router();
+    let app = towntwin_core::web::router(Api::new(core.clone(), &town));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

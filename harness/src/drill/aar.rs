@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use towntwin_core::orders::{Order, OrderEvent};
 use towntwin_core::time::{MINUTE, Millis};
 use towntwin_core::truth::{Detects, IncidentKind, MatchBy, Sighting, Span};
+use towntwin_core::web::html::esc;
 
 use super::script::{Expected, Script};
 use crate::plots::{color, e, plot};
@@ -413,10 +414,6 @@ fn draw_timeline<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, aar: &Aar, r
         }
     }
     Ok(())
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 fn mins(m: Option<f64>) -> String {

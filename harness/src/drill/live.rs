@@ -145,7 +145,7 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
         drill_start,
     });
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = crate::runtime()?;
     let (driven, control_log) = rt.block_on(async {
         let ingest = IngestConfig { login: ep.login(crate::credentials::CORE)?, ..IngestConfig::new(&ep.host, ep.port) };
         let mut cfg = CoreConfig::new(d.town.clone(), rules.clone(), policy, Some(db.clone()), ingest);

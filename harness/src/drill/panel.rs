@@ -17,6 +17,7 @@ use towntwin_core::time::{MINUTE, Millis};
 use super::aar::{Status, town_time};
 use super::live::{MAX_SPEED, MIN_SPEED, speed_ok};
 use crate::runner::pace::{Speed, Throttle};
+use towntwin_core::web::html::{cookie, esc, same_origin};
 
 /// Town minutes per wall minute, as the panel shows it.
 fn speed_of(s: Speed) -> f64 {
@@ -109,7 +110,10 @@ pub(super) fn router(control: Arc<Control>) -> Router {
         .route("/drill/panel", get(panel_page))
         .route("/drill/panel/status", get(panel_status))
         .route("/drill/panel/login", post(panel_login))
-        .route("/drill/panel/htmx.min.js", get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8")], HTMX) }))
+        .route(
+            "/drill/panel/htmx.min.js",
+            get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8")], towntwin_core::web::console::HTMX) }),
+        )
         .route("/drill/{command}", post(command))
         .route("/drill/injects/{id}/{command}", post(inject_command))
         .layer(axum::extract::DefaultBodyLimit::max(4096))
@@ -119,19 +123,10 @@ pub(super) fn router(control: Arc<Control>) -> Router {
 /// The controller's token: as a bearer token, or in the panel page's cookie.
 fn authorised(c: &Control, headers: &HeaderMap) -> Result<(), PanelError> {
     let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
-    let cookie = headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
-        let (k, v) = c.trim().split_once('=')?;
-        (k == PANEL_COOKIE).then_some(v)
-    });
+    let cookie = cookie(headers, PANEL_COOKIE);
     if bearer.is_none() && cookie.is_some() {
         // The panel page's cookie: only from the panel's own pages (every port of 127.0.0.1 is one site).
-        let origin = headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok());
-        let host = headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok());
-        if let (Some(o), Some(h)) = (origin, host)
-            && o.strip_prefix("http://") != Some(h)
-        {
-            return Err(PanelError(StatusCode::FORBIDDEN, format!("a request from {o} cannot use the controller's panel")));
-        }
+        same_origin(headers).map_err(|o| PanelError(StatusCode::FORBIDDEN, format!("a request from {o} cannot use the controller's panel")))?;
     }
     let token = bearer.or(cookie);
     if token == Some(c.token.as_str()) && !c.token.is_empty() {
@@ -236,12 +231,7 @@ async fn inject_command(State(c): State<Arc<Control>>, headers: HeaderMap, UrlPa
 
 // The controller's panel as a page: the same commands, as buttons.
 
-static HTMX: &[u8] = include_bytes!("../../../assets/console/htmx.min.js");
 const PANEL_COOKIE: &str = "towntwin_controller";
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
 
 fn panel_html(body: &str) -> axum::response::Html<String> {
     axum::response::Html(format!(

@@ -91,7 +91,7 @@ pub fn run(opts: &Options) -> Result<Finished> {
         ))
         .into());
     }
-    let out = opts.out.clone().unwrap_or_else(|| crate::run::asset("results/experiments").join(&plan.spec.name));
+    let out = opts.out.clone().unwrap_or_else(|| crate::setup::asset("results/experiments").join(&plan.spec.name));
     let record = PlanRecord::of(&plan);
     claim(&out, &record)?;
     let wall = Instant::now();

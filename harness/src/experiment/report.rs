@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use base64::Engine as _;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use towntwin_core::web::html::esc;
 
 use super::PlanRecord;
 use super::analyse::{HEADLINE, Summary};
@@ -292,10 +293,6 @@ fn forest_plot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, r
         chart.draw_series(std::iter::once(Circle::new((i.mean, y), 4, c.filled()))).map_err(e)?;
     }
     Ok(())
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// A number with a sensible number of digits for its size.

@@ -140,7 +140,7 @@ fn measure_ceiling(ep: &crate::broker::Endpoint) -> Result<f64> {
     } else {
         (None, ep.clone())
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = crate::runtime()?;
     let c = rt.block_on(crate::ceiling::measure(&ep, 200_000, 400))?;
     drop(started);
     Ok(c.delivered_per_second)

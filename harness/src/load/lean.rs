@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
-use towntwin_core::ingest::IngestConfig;
 use towntwin_core::wire::{self, Writer};
 use towntwin_sim::Message;
 
@@ -37,9 +36,12 @@ pub struct Lean {
 impl Lean {
     /// Connects (as the twin's gateway when the broker has logins) and starts counting acknowledgements.
     pub async fn connect(ep: &Endpoint, timeout: Duration) -> Result<Lean> {
-        let mut cfg = IngestConfig::new(&ep.host, ep.port);
-        cfg.client_id = format!("towntwin-{}-lean", std::process::id());
-        cfg.login = ep.login(crate::credentials::GATEWAY)?;
+        let cfg = wire::Connect {
+            host: ep.host.clone(),
+            port: ep.port,
+            client_id: format!("towntwin-{}-lean", std::process::id()),
+            login: ep.login(crate::credentials::GATEWAY)?,
+        };
         let started = Instant::now();
         // A keep-alive longer than any drain (rumqttd refuses none at all): the load writes all the time,
         // and this connection is closed once the drain is over.

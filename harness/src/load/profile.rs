@@ -470,8 +470,9 @@ pub fn resolve(file: &Path, profile: Profile) -> Result<Loaded, DataErrors> {
     p.finish()?;
     let dir = file.parent().unwrap_or(Path::new("."));
     let scenario = dir.join(&profile.scenario);
-    let rules = profile.rules.as_ref().map(|r| dir.join(r)).unwrap_or_else(|| crate::run::asset("assets/rules.ron"));
-    let policy = profile.policy.as_ref().map(|r| dir.join(r)).unwrap_or_else(|| crate::run::asset("scenarios/policies/standard.ron"));
+    let standard = crate::setup::CoreFiles::standard();
+    let rules = profile.rules.as_ref().map_or(standard.rules, |r| dir.join(r));
+    let policy = profile.policy.as_ref().map_or(standard.policy, |r| dir.join(r));
     Ok(Loaded { file: file.to_path_buf(), profile, scenario, rules, policy, segments })
 }
 

@@ -57,7 +57,7 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
     let wall = Instant::now();
     let bar = progress_bar(opts.progress, scenario.days as u64 * 1440);
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = crate::runtime()?;
     let lockstep = scenario.responders.enabled && opts.core;
     let ended = rt.block_on(async {
         let Some((rules, policy)) = core_inputs else {
@@ -170,7 +170,7 @@ async fn drive<C: CoreLink>(
     let publish_started = Instant::now();
     // Each event goes out at its simulated time, scaled by --speed.
     let throttle = Throttle::new(opts.speed);
-    let driven = runner::drive(make, &mut core, Drive { threaded: true, lockstep, publisher: publisher.as_mut(), throttle: Some(&throttle) }).await?;
+    let driven = runner::drive(make, &mut core, Drive { threaded: true, lockstep, publisher: publisher.as_mut(), throttle: (opts.speed != Speed::Max).then_some(&throttle) }).await?;
     let report = driven.twin;
     let Some(publisher) = publisher else {
         let core = core.finish(report.stats.total, report.stats.total).await?;

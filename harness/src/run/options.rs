@@ -8,6 +8,7 @@ use crate::broker::{self, Endpoint};
 use crate::mqtt::Mode;
 
 pub use crate::runner::pace::Speed;
+pub use crate::setup::{asset, default_scenario};
 
 /// Which broker a run talks to.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,19 +108,4 @@ impl Default for RunOptions {
             credentials: None,
         }
     }
-}
-
-/// A file of the source tree: under the current folder, or else where this binary was built from.
-pub fn asset(rel: &str) -> PathBuf {
-    let here = PathBuf::from(rel);
-    if here.exists() {
-        return here;
-    }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
-    if built.exists() { built } else { here }
-}
-
-/// `scenarios/baseline.ron` under the current folder, or else in the source tree this binary was built from.
-pub fn default_scenario() -> PathBuf {
-    asset("scenarios/baseline.ron")
 }

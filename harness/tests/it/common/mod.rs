@@ -77,16 +77,12 @@ pub fn tick_before(ticks: &[(usize, i64)], i: usize) -> i64 {
     ticks.iter().rev().find(|t| t.0 <= i).map(|t| t.1).unwrap()
 }
 
-/// The work orders an uninterrupted in-process core makes of `msgs`: (rule, key, created_at).
+/// The work orders an uninterrupted in-process core makes of `msgs` (the load test's reference core, with
+/// the shipped rules and the standard policy): (rule, key, created_at).
 pub fn reference(town: &Town, msgs: &[Message]) -> Vec<(String, String, i64)> {
     let rules = towntwin_core::rules::RuleSet::load(&root().join("assets/rules.ron")).unwrap();
     let policy = towntwin_core::orders::Policy::load(&root().join("scenarios/policies/standard.ron")).unwrap();
-    let mut core = towntwin_core::service::Core::open(rules, policy, town, None).unwrap();
-    for chunk in msgs.chunks(100) {
-        let refs: Vec<&[u8]> = chunk.iter().map(|m| &m.payload[..]).collect();
-        core.ingest(&refs).unwrap();
-    }
-    core.orders.orders.iter().map(|o| (o.rule.clone(), o.key.clone(), o.created_at)).collect()
+    towntwin_harness::load::reference::reference(&rules, &policy, town, msgs).unwrap().orders
 }
 
 /// The work orders in the core's store in `dir`: (rule, key, created_at).

@@ -9,9 +9,6 @@
 //! (401) is logged by `tracing` only, so anonymous traffic cannot grow the audit log. Errors are JSON `{"error": "..."}` with 400 (bad
 //! request), 401 (no principal), 403, 404 or 409 (an illegal transition).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -19,106 +16,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use crate::ingest::OrdersOut;
+use super::state::{Api, ApiError};
 use crate::orders::{Action, Loop, Order, OrderEvent};
 use crate::principal::{Principal, Scope};
 use crate::service::{Core, CoreError};
 use crate::time::parse_rfc3339;
-use crate::town::Town;
-
-#[derive(Clone)]
-pub struct Api {
-    pub core: Arc<Mutex<Core>>,
-    /// Estate id -> committee id.
-    committees: Arc<HashMap<String, String>>,
-    /// The town (for the console's map).
-    town: Arc<Town>,
-    /// Where the transitions made through the API are published (the ingest service's connection).
-    orders_out: Option<OrdersOut>,
-    /// Stops the service when the core's lock is found poisoned.
-    stop: Option<tokio::sync::watch::Sender<bool>>,
-}
-
-impl Api {
-    pub fn new(core: Arc<Mutex<Core>>, town: &Town) -> Api {
-        let committees = town.estates.iter().map(|e| (e.id.clone(), e.committee.clone())).collect();
-        Api { core, committees: Arc::new(committees), town: Arc::new(town.clone()), orders_out: None, stop: None }
-    }
-
-    /// Stops the service (through this signal) if a request finds the core's lock poisoned.
-    pub fn with_stop(mut self, stop: tokio::sync::watch::Sender<bool>) -> Api {
-        self.stop = Some(stop);
-        self
-    }
-
-    /// The core, or 503 if a panic poisoned its lock: its state in memory can no longer be trusted, so the
-    /// service is told to stop (a restart rebuilds the core from its store).
-    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Core>, ApiError> {
-        self.core.lock().map_err(|_| {
-            tracing::error!("the core's lock is poisoned: stopping the service");
-            if let Some(stop) = &self.stop {
-                stop.send_replace(true);
-            }
-            ApiError(StatusCode::SERVICE_UNAVAILABLE, "the core stopped after an internal failure; it must be restarted".into())
-        })
-    }
-
-    /// Publishes the transitions made through the API on `orders/...`, on the ingest service's publishing connection.
-    pub fn with_orders_out(mut self, out: OrdersOut) -> Api {
-        self.orders_out = Some(out);
-        self
-    }
-
-    pub(crate) fn sees(&self, scope: &Scope, o: &Order) -> bool {
-        scope.reaches(&o.area, self.committee_of(&o.area))
-    }
-
-    /// The committee of an estate (`None` for a road or an unknown area).
-    pub(crate) fn committee_of(&self, area: &str) -> Option<&str> {
-        self.committees.get(area).map(String::as_str)
-    }
-
-    pub(crate) fn orders_out(&self) -> Option<&OrdersOut> {
-        self.orders_out.as_ref()
-    }
-
-    pub(crate) fn town(&self) -> &Town {
-        &self.town
-    }
-
-    /// Resolves once the service is told to stop (never, for an API without a stop signal): long-lived
-    /// responses (the console's event stream) end then, so a graceful shutdown does not wait on them.
-    pub(crate) fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let rx = self.stop.as_ref().map(|s| s.subscribe());
-        async move {
-            match rx {
-                Some(mut rx) => {
-                    let _ = rx.wait_for(|&stop| stop).await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        }
-    }
-
-    /// The JSON API, and the operators' console ([`crate::console`]) beside it.
-    pub fn router(self) -> Router {
-        Router::new()
-            .route("/orders", get(list))
-            .route("/orders/{id}", get(fetch))
-            .route("/orders/{id}/actions", post(act))
-            .with_state(self.clone())
-            .merge(crate::console::router(self))
-            .layer(axum::extract::DefaultBodyLimit::max(crate::limits::API_MAX_BODY))
-    }
-}
-
-pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
-    }
-}
 
 /// The caller, from `Authorization: Bearer <token>`: 401 without one or with one this core did not issue.
 /// An `X-Principal` header proves nothing and is ignored.
@@ -207,7 +109,7 @@ async fn list(
         .filter(|o| f.state.as_deref().is_none_or(|s| o.state.as_str() == s))
         .filter(|o| f.rule.as_deref().is_none_or(|r| o.rule == r))
         .filter(|o| level.is_none_or(|l| o.level == l))
-        .filter(|o| f.scope.as_deref().is_none_or(|s| o.area == s || api.committees.get(&o.area).map(String::as_str) == Some(s)))
+        .filter(|o| f.scope.as_deref().is_none_or(|s| o.area == s || api.committee_of(&o.area) == Some(s)))
         .filter(|o| from.is_none_or(|t| o.created_at >= t) && to.is_none_or(|t| o.created_at < t))
         .map(summary)
         .collect();
@@ -272,7 +174,7 @@ async fn act(
     let name = action.name();
     match core.act(id, &principal.to_string(), action) {
         Ok((state, transitions)) => {
-            if let Some(out) = &api.orders_out {
+            if let Some(out) = api.orders_out() {
                 let notices: Vec<_> = transitions.iter().map(|t| core.orders.notice(t)).collect();
                 out.publish(&notices);
             }
@@ -292,4 +194,9 @@ fn audited(core: &mut Core, principal: &Principal, what: &str, id: u64, refusal:
         Ok(()) => refusal,
         Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("the audit log could not be written: {e}")),
     }
+}
+
+/// The JSON API's routes.
+pub(super) fn routes(api: Api) -> Router {
+    Router::new().route("/orders", get(list)).route("/orders/{id}", get(fetch)).route("/orders/{id}/actions", post(act)).with_state(api)
 }

@@ -24,14 +24,15 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::api::Api;
+use super::html::{cookie, esc, same_origin as from_here};
+use super::state::Api;
 use crate::orders::{Action, Order, State as OrderState, next_state};
 use crate::principal::{Principal, Scope};
 use crate::service::CoreError;
 use crate::time::{Local, Millis};
 
-static HTMX: &[u8] = include_bytes!("../../assets/console/htmx.min.js");
-static SSE: &[u8] = include_bytes!("../../assets/console/sse.min.js");
+pub static HTMX: &[u8] = include_bytes!("../../../assets/console/htmx.min.js");
+static SSE: &[u8] = include_bytes!("../../../assets/console/sse.min.js");
 
 /// The cookie the console keeps the token in.
 const COOKIE: &str = "towntwin_token";
@@ -55,10 +56,6 @@ pub fn router(api: Api) -> Router {
 
 fn js(body: &'static [u8]) -> Response {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "max-age=86400")], body).into_response()
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
 /// Town (local) time to the minute.
@@ -108,10 +105,7 @@ impl IntoResponse for Refusal {
 }
 
 fn token_of(headers: &HeaderMap) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
-        let (k, v) = c.trim().split_once('=')?;
-        (k == COOKIE && !v.is_empty()).then(|| v.to_string())
-    })
+    cookie(headers, COOKIE).map(str::to_string)
 }
 
 /// The signed-in principal, or a redirect to the login page.
@@ -187,19 +181,9 @@ fn queue_request(
     Ok((p, f))
 }
 
-/// A form posted from another origin (another site, or another port on this host) is refused: the
-/// session cookie is `SameSite=Strict`, but every port of 127.0.0.1 is one site to a browser. Browsers send
-/// `Origin` with every POST; a request without one (not from a browser's page) has no cookie to abuse.
+/// A form posted from another origin is refused ([`super::html::same_origin`]).
 fn same_origin(headers: &HeaderMap) -> Result<(), Refusal> {
-    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) else { return Ok(()) };
-    let (Ok(origin), Ok(host)) = (origin.to_str(), host.to_str()) else {
-        return Err(Refusal(StatusCode::FORBIDDEN, "unreadable Origin or Host".into()));
-    };
-    if origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host) {
-        Ok(())
-    } else {
-        Err(Refusal(StatusCode::FORBIDDEN, format!("a form from {origin} cannot act on this console")))
-    }
+    from_here(headers).map_err(|origin| Refusal(StatusCode::FORBIDDEN, format!("a form from {origin} cannot act on this console")))
 }
 
 async fn queue_page(

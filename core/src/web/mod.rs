@@ -1,0 +1,17 @@
+//! The core's web side: the HTTP JSON API ([`api`]) and the operators' web console ([`console`]) beside
+//! it, over one state ([`Api`]); the HTML escape and the cookie and Origin checks every page shares
+//! ([`html`], also the drill controller's panel's).
+
+pub mod api;
+pub mod console;
+pub mod html;
+mod state;
+
+use axum::Router;
+
+pub use self::state::Api;
+
+/// The JSON API and the console, with the body limit of both.
+pub fn router(api: Api) -> Router {
+    api::routes(api.clone()).merge(console::router(api)).layer(axum::extract::DefaultBodyLimit::max(crate::limits::API_MAX_BODY))
+}
