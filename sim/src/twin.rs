@@ -145,7 +145,7 @@ impl Twin {
     /// From now on the crews whose principals are in `trainees` leave new orders to the drill's trainees
     /// (what they hold already they finish).
     pub fn stand_down(&mut self, trainees: std::collections::HashSet<towntwin_contracts::principal::Principal>) {
-        self.app.world_mut().insert_resource(drill::StandDown(trainees));
+        self.app.world_mut().insert_resource(crate::plugins::messages::StandDown(trainees));
     }
 
     /// The responders' actions of the last tick, for the harness to apply to the core (in order).

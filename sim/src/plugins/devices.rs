@@ -7,7 +7,7 @@ use towntwin_contracts::event::{Data, EventType, Fault, FaultKind, Heartbeat, Re
 use towntwin_contracts::time::{DAY, HOUR, MINUTE, Millis};
 use towntwin_contracts::truth::IncidentKind;
 
-use super::responders::Answers;
+use super::messages::Answers;
 use super::{Feature, day_start};
 use crate::world::{Agenda, Clock, Ctx, Dev, Health, Outbox, Params, Record, Registry, at_hours, uniform};
 

@@ -9,20 +9,18 @@
 //! draws as they were. [`Applied`] says when each inject took effect and what it made, for the drill's
 //! timeline.
 
-use std::collections::HashSet;
-
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use towntwin_contracts::event::{Data, Direction, EventType, FlatRef, HotlineCall, Method};
-use towntwin_contracts::principal::Principal;
 use towntwin_contracts::time::{MINUTE, Millis};
 use towntwin_contracts::town::DeviceKind;
 use towntwin_contracts::truth::IncidentKind;
 
 use super::Feature;
 use super::devices::DeviceAction;
+use super::messages::StandDown;
 use super::rental::{GroupRented, Letting};
 use super::residents::GateAction;
 use super::safety::SafetyAction;
@@ -91,11 +89,6 @@ pub struct Effect {
     /// Ground-truth incidents it opened (indices into [`crate::world::GroundTruth::incidents`]).
     pub incidents: Vec<usize>,
 }
-
-/// The crews whose principals the drill's trainees play: the twin's own responders leave their orders to
-/// the trainees (see [`crate::plugins::responders`]).
-#[derive(Resource, Debug, Default, Clone)]
-pub struct StandDown(pub HashSet<Principal>);
 
 /// The agendas injects are put on: the features that own them make them real.
 #[derive(SystemParam)]

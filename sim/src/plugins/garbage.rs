@@ -7,7 +7,7 @@ use towntwin_contracts::event::{BinDrop, BinLevel, Data, EventType, WasteCategor
 use towntwin_contracts::town::{DeviceKind, Tenure};
 use towntwin_contracts::truth::IncidentKind;
 
-use super::responders::Answers;
+use super::messages::Answers;
 use super::{Feature, day_start};
 use crate::generate::pick;
 use crate::world::{Agenda, Clock, Ctx, Dev, Health, Household, Params, Record, Registry, at_hours, in_order, poisson};

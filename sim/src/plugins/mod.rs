@@ -11,6 +11,7 @@ pub mod emit;
 pub mod fence;
 pub mod garbage;
 pub mod hotline;
+pub mod messages;
 pub mod renovation;
 pub mod rental;
 pub mod residents;

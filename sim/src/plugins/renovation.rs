@@ -9,7 +9,7 @@ use towntwin_contracts::time::{DAY, Local, Millis};
 use towntwin_contracts::town::DeviceKind;
 use towntwin_contracts::truth::IncidentKind;
 
-use super::responders::Answers;
+use super::messages::Answers;
 use super::{Feature, day_start};
 use crate::setup::Flats;
 use crate::world::{Agenda, Clock, Ctx, Dev, GroundTruth, Health, Household, Outbox, Params, Registry, at_hours, flat_key, in_order, poisson, uniform};

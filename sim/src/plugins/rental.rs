@@ -7,7 +7,7 @@ use rand::Rng as _;
 use towntwin_contracts::town::Tenure;
 use towntwin_contracts::truth::IncidentKind;
 
-use super::responders::Answers;
+use super::messages::Answers;
 use super::{Feature, day_start};
 use crate::setup::{Flats, Members, NextPid};
 use crate::world::{Age, Clock, Ctx, GroundTruth, Household, Params, Presence, Registry, Resident, State, Vulnerable, in_order, poisson};

@@ -25,7 +25,9 @@ use towntwin_contracts::time::{Local, MINUTE, Millis};
 use super::Feature;
 use crate::scenario::{Calendar, Crew, Responders};
 use crate::world::{Agenda, Clock, GroundTruth, Params, TownData};
-use towntwin_contracts::truth::{Detects, IncidentKind};
+use towntwin_contracts::truth::Detects;
+
+use super::messages::{Answer, Answers, StandDown};
 
 pub struct RespondersPlugin;
 
@@ -64,26 +66,6 @@ pub struct Inbox(pub Vec<Notice>);
 /// from the rules it runs the core with; without it no resolution changes the town.
 #[derive(Resource, Debug, Default, Clone)]
 pub struct RuleTargets(pub HashMap<String, Detects>);
-
-/// A resolution that ended an incident this tick (see [`crate::scenario::Response`]): the feature that owns
-/// the incident makes the change in the town. Filled by the responders from the core's notices, whoever
-/// resolved the order; emptied at the start of the next tick.
-#[derive(Resource, Debug, Default)]
-pub struct Answers(pub Vec<Answer>);
-
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub kind: IncidentKind,
-    /// The ground-truth incident it ended (already recorded as ended by the response); `None` for a habit
-    /// with no incident going on right now.
-    pub incident: Option<usize>,
-    pub area: String,
-    pub subject: String,
-    pub order: u64,
-    pub at: Millis,
-    /// For a habit: when the household goes back to it.
-    pub resume_at: Option<Millis>,
-}
 
 /// The answers a resolution of the order in `n` gives: for each kind the rule is about that a response can
 /// end, the incident going on that the order is about (`Detects::is_about`, the one rule for it; the
@@ -334,7 +316,7 @@ fn respond(
     mut desk: ResMut<Desk>,
     mut agenda: ResMut<Agenda<Job>>,
     mut stats: ResMut<ResponderStats>,
-    (mut answers, mut truth, targets, stand_down): (ResMut<Answers>, ResMut<GroundTruth>, Res<RuleTargets>, Res<super::drill::StandDown>),
+    (mut answers, mut truth, targets, stand_down): (ResMut<Answers>, ResMut<GroundTruth>, Res<RuleTargets>, Res<StandDown>),
 ) {
     let cfg = &params.scenario.responders;
     let calendar = &params.scenario.calendar;

@@ -9,7 +9,7 @@ use towntwin_contracts::time::{HOUR, MINUTE};
 use towntwin_contracts::town::DeviceKind;
 use towntwin_contracts::truth::IncidentKind;
 
-use super::responders::Answers;
+use super::messages::Answers;
 use super::{Feature, day_start};
 use crate::generate::pick;
 use crate::setup::Flats;

@@ -10,8 +10,8 @@ use towntwin_contracts::time::{DAY, HOUR, Local, Millis};
 use towntwin_contracts::town::Vulnerability;
 use towntwin_contracts::truth::IncidentKind;
 
+use super::messages::Answers;
 use super::residents::GateAction;
-use super::responders::Answers;
 use super::{Feature, day_start};
 use crate::setup::{Flats, Members};
 use crate::world::{
