@@ -170,7 +170,12 @@ async fn drive<C: CoreLink>(
     let publish_started = Instant::now();
     // Each event goes out at its simulated time, scaled by --speed.
     let throttle = Throttle::new(opts.speed);
-    let driven = runner::drive(make, &mut core, Drive { threaded: true, lockstep, publisher: publisher.as_mut(), throttle: (opts.speed != Speed::Max).then_some(&throttle) }).await?;
+    let driven = runner::drive(
+        make,
+        &mut core,
+        Drive { threaded: true, lockstep, publisher: publisher.as_mut(), throttle: (opts.speed != Speed::Max).then_some(&throttle) },
+    )
+    .await?;
     let report = driven.twin;
     let Some(publisher) = publisher else {
         let core = core.finish(report.stats.total, report.stats.total).await?;

@@ -3,6 +3,7 @@
 
 mod backlog;
 mod blind;
+mod claims;
 mod cli;
 mod common;
 mod console;
