@@ -3,7 +3,7 @@
 //!
 //! rumqttc's event loop writes and flushes each request on its own: with manual acknowledgements (the core
 //! acknowledges only what it has committed) every PUBACK was a system call and a TCP segment, which at
-//! 40,000 events a second was a third of the core's CPU (perf, recorded in README). Here the reader parses
+//! 40,000 events a second was a third of the core's CPU (perf, recorded in results/PERFORMANCE.md). Here the reader parses
 //! every complete packet a read returns, and the writer encodes a whole batch's PUBACKs into one buffer.
 //! Each connection has a generation: an acknowledgement is written only on the connection its message came
 //! on (a packet id means nothing on another).

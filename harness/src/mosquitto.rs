@@ -1,7 +1,7 @@
-//! A real mosquitto for tests and measurements: started on a free loopback port with the settings the
-//! README gives for the core (no queue limit, no inflight window), ready when its log says it is running,
-//! stopped when dropped. CI installs mosquitto (`.ci/run`); where it is missing, [`Mosquitto::find`] says
-//! so and a test must fail when `CI` is set.
+//! A real mosquitto for tests and measurements: started on a free loopback port with the settings the book
+//! gives for the core (`docs/src/qa/mosquitto.md`: no queue limit, no inflight window), ready when its log
+//! says it is running, stopped when dropped. CI installs mosquitto (`.ci/run`); where it is missing,
+//! [`Mosquitto::find`] says so and a test must fail when `CI` is set.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -37,7 +37,7 @@ impl Mosquitto {
         false
     }
 
-    /// Starts mosquitto with the README's settings (plus `extra` config lines) on a free loopback port, its
+    /// Starts mosquitto with the book's settings (plus `extra` config lines) on a free loopback port, its
     /// config in `dir`; returns once it logs that it is running.
     pub fn start(dir: &Path, extra: &str) -> Result<Mosquitto> {
         let exe = Mosquitto::find().context("mosquitto is not installed (apt-get install -y mosquitto)")?;

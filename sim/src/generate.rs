@@ -3,7 +3,7 @@
 //! 583 gates, 8,113 IoT sensors, 1,053 road cameras) and about 200,000 residents.
 //!
 //! The split of the 8,113 sensors across kinds is a modelling choice (the source gives only the total);
-//! [`SENSOR_SPLIT`] states it and README's realism table gives the reasoning.
+//! [`SENSOR_SPLIT`] states it and the book's realism table (docs/src/assumptions.md) gives the reasoning.
 
 use rand::Rng as _;
 use rand::seq::SliceRandom;

@@ -8,7 +8,7 @@
 pub const MAX_EVENT_BYTES: usize = 16 * 1024;
 
 /// The largest payload the broker accepts from a publisher: the embedded rumqttd's `max_payload_size`, and
-/// the `message_size_limit` the README gives for mosquitto.
+/// the `message_size_limit` the book gives for mosquitto (docs/src/qa/mosquitto.md).
 pub const BROKER_MAX_PAYLOAD: usize = 1 << 20;
 
 /// The largest MQTT packet the core's client (and the harness's clients) accept: the broker's payload

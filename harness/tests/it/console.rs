@@ -6,7 +6,7 @@
 //! resumes the drill. The after-action report scores the handled inject as met and the ignored one as missed.
 //!
 //! With `TOWNTWIN_SCREENSHOTS=DIR` the test also saves the console's queue, an order and the after-action
-//! report as PNGs there (the README's screenshots come from such a run).
+//! report as PNGs there (the book's screenshots, results/drills/screenshots, come from such a run).
 
 use crate::common;
 

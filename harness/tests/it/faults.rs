@@ -1,7 +1,7 @@
 //! The fault matrix, as tests: the core SIGKILLed at twenty random points while the twin's stream pours
 //! in, its store filling up (a full disk), and a consumer of its notices that stops reading. For each:
 //! nothing acknowledged is lost, nothing is stored twice, a clear error where the core must stop, and the
-//! recovery time (printed; recorded in the README).
+//! recovery time (printed; recorded in results/PERFORMANCE.md).
 
 use std::time::{Duration, Instant};
 
