@@ -1,0 +1,319 @@
+//! The command line as clap parses it: every command, subcommand and flag, with its help text. `main.rs`
+//! dispatches what it parsed.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use towntwin_harness::mqtt::Mode;
+use towntwin_harness::run::{Speed, asset, default_scenario};
+
+#[derive(Parser)]
+#[command(name = "towntwin", version, about = "A digital twin of Gaohang town's smart-community platform")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a scenario: the twin publishes the town's device traffic to a broker (embedded by default).
+    Run(RunArgs),
+    /// Generate or check the town model.
+    #[command(subcommand)]
+    Town(TownCommand),
+    /// Check a scenario file.
+    #[command(subcommand)]
+    Scenario(ScenarioCommand),
+    /// Run the rules and work-order core as a service on a broker, until interrupted; or manage its tokens.
+    #[command(args_conflicts_with_subcommands = true)]
+    Core {
+        #[command(subcommand)]
+        action: Option<CoreAction>,
+        #[command(flatten)]
+        serve: CoreArgs,
+    },
+    /// Run a planners' experiment (scenarios/experiments/*.ron): replications of each variant on common
+    /// random numbers, on all cores, then KPIs with 95% intervals, paired differences, validity checks,
+    /// plots and report.html in the results folder. A folder holding the same plan resumes.
+    #[command(args_conflicts_with_subcommands = true)]
+    Experiment {
+        #[command(subcommand)]
+        action: Option<ExperimentAction>,
+        #[command(flatten)]
+        run: ExperimentArgs,
+    },
+    /// Load-test the core as deployed: `towntwin core` in its own process, the twin's traffic sent open loop
+    /// at the profile's rates (scenarios/load/*.ron), faults injected on schedule, every event and work order
+    /// accounted for; report in the results folder. Exit 1 when the SLO is missed, 3 when the run is invalid
+    /// (the generator could not keep to its schedule).
+    Load {
+        /// The load profile.
+        profile: PathBuf,
+        /// A broker on loopback, `mqtt://127.0.0.1:PORT` (default: the embedded broker, as its own process).
+        #[arg(long)]
+        broker: Option<String>,
+        /// Results folder (default: results/load/<profile>-<unix time>); must not hold a run already.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Search for the highest steady rate that holds the profile's SLO (its `find_max` block, or from
+        /// 5,000 events/s x1.5 a step): each trial's report in DIR/rate-N, the search in DIR/knee.md.
+        #[arg(long)]
+        find_max: bool,
+    },
+    /// An operator drill (scenarios/drills/*.ron, a master scenario events list): the embedded broker, the
+    /// core (its API where the trainees work) and the town's twin, the town at full speed up to the drill's
+    /// minute 0 and then at --speed; injects made real in the twin as their start conditions come; the
+    /// controller's panel over HTTP (start, pause, resume, speed, fire or skip an inject, stop); then the
+    /// after-action report (aar.html, aar.json) in the drill's folder. The script is checked first (exit 2
+    /// naming file, field and reason when it is refused).
+    Drill {
+        /// The drill script (not needed with --replay).
+        #[arg(required_unless_present = "replay")]
+        file: Option<PathBuf>,
+        /// Check the script and print its events list, without running it.
+        #[arg(long)]
+        check: bool,
+        /// Town minutes per wall minute once the drill starts (1: real time).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// The drill's folder (default: results/drills/<name>-<unix time>); its name is the exercise id.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where the core serves its API and console (port 0: a free one; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        http: std::net::SocketAddr,
+        /// Where the controller's panel listens (port 0: a free one; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        control: std::net::SocketAddr,
+        /// Hold at minute 0 until the controller starts the drill (POST /drill/start).
+        #[arg(long)]
+        wait_for_start: bool,
+        /// Score a finished drill again from its folder (drill-log.json and the core's store).
+        #[arg(long, conflicts_with_all = ["file", "check"])]
+        replay: Option<PathBuf>,
+    },
+    /// Run the embedded broker (rumqttd, patched: harness/vendor/rumqttd) on a loopback port until interrupted.
+    Broker {
+        /// Loopback port (0: a free one; the address is printed).
+        #[arg(long, default_value_t = 1883)]
+        port: u16,
+    },
+    /// Measure a broker's raw ceiling for messages of a given size.
+    Ceiling {
+        /// Broker to measure (default: start the embedded one).
+        #[arg(long)]
+        broker: Option<String>,
+        #[arg(long, default_value_t = 200_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 400)]
+        size: usize,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct ExperimentArgs {
+    /// The experiment file.
+    pub file: Option<PathBuf>,
+    /// Results folder (default: results/experiments/<name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replications run at once (default: the machine's cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Run only the slice i of n of the replications (k % n == i - 1), e.g. for a batch array job; join the
+    /// slices with `towntwin experiment merge`.
+    #[arg(long, value_parser = towntwin_harness::experiment::parse_shard)]
+    pub shard: Option<(u32, u32)>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ExperimentAction {
+    /// Join the replications of shards (or interrupted runs) of one experiment and write its report.
+    Merge {
+        /// Results folders of the shards.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Folder for the merged results and report.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct CoreArgs {
+    /// Broker to subscribe to, `mqtt://host:port`.
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// The core's SQLite file; state is resumed from it.
+    #[arg(long, default_value = "towntwin-core.db")]
+    pub db: PathBuf,
+    #[arg(long, default_value_os_t = asset("assets/town.ron"))]
+    pub town: PathBuf,
+    #[arg(long, default_value_os_t = asset("assets/rules.ron"))]
+    pub rules: PathBuf,
+    #[arg(long, default_value_os_t = asset("scenarios/policies/standard.ron"))]
+    pub policy: PathBuf,
+    /// MQTT client id: keep it across restarts so the broker keeps the session.
+    #[arg(long, default_value = "towntwin-core")]
+    pub client_id: String,
+    /// Topic filter this instance owns.
+    #[arg(long, default_value = "town/#")]
+    pub filter: String,
+    /// Threads that decode the broker's messages ahead of the one that applies and commits them, in the
+    /// order they came (the orders are the same for any number; 1: that one decodes too).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub partitions: u16,
+    /// Messages a batch (one commit, one acknowledgement write) holds at most: a third of the broker's window
+    /// of unacknowledged QoS 1 messages to one client keeps it sending while a batch commits (stock rumqttd:
+    /// 100; the embedded broker: 1,000; mosquitto: `max_inflight_messages`, 20 unless configured).
+    #[arg(long, default_value_t = 34, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    pub batch_max: u16,
+    /// Serve the HTTP JSON API on this address, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    pub http: Option<std::net::SocketAddr>,
+    /// Log in to the broker as user `core` with the credentials `towntwin town credentials` wrote (the folder
+    /// or its credentials.csv).
+    #[arg(long)]
+    pub credentials: Option<PathBuf>,
+    /// Take only the events of this exercise (an operator drill's `exerciseid`), none of the town's own.
+    #[arg(long)]
+    pub exercise: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum CoreAction {
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The audit log (every transition, refusal and token, hash-chained).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit log's hash chain; prints its length and head (record the head to detect a cut at the
+    /// end later). Exit 1 and the first broken entry if it was changed, removed or inserted into.
+    Verify {
+        /// The core's SQLite file.
+        #[arg(long, default_value = "towntwin-core.db")]
+        db: PathBuf,
+        /// A head printed by an earlier verify: the log must still contain it.
+        #[arg(long)]
+        head: Option<String>,
+    },
+    /// Print the last entries, one per line.
+    Show {
+        #[arg(long, default_value = "towntwin-core.db")]
+        db: PathBuf,
+        /// How many entries from the end.
+        #[arg(long, default_value_t = 20)]
+        tail: usize,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token for a principal into the core's store (it may be running); prints the token once.
+    Issue {
+        /// `district`, `town`, `committee:C05`, `estate:E012`, optionally `/name`.
+        #[arg(long)]
+        principal: String,
+        /// The core's SQLite file.
+        #[arg(long, default_value = "towntwin-core.db")]
+        db: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Scenario file.
+    #[arg(long, default_value_os_t = default_scenario())]
+    pub scenario: PathBuf,
+    /// Simulated days (overrides the scenario's).
+    #[arg(long)]
+    pub days: Option<u32>,
+    /// Seed (overrides the scenario's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// `max`, or a multiple of real time: 1 for drills, 60, 3600.
+    #[arg(long, default_value = "max")]
+    pub speed: Speed,
+    /// `mqtt://host:port` of an external broker; `none` to run without network. Default: embedded rumqttd.
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// One MQTT connection in all, one per estate gateway, or one per device.
+    #[arg(long, value_enum, default_value_t = Mode::One)]
+    pub connections: Mode,
+    /// Results folder (default: results/<scenario>-<seed>-<unix time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Worker threads for the twin's ECS (the output is the same for any number).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Do not subscribe to town/# to count delivered messages.
+    #[arg(long)]
+    pub no_observe: bool,
+    /// Check that every delivered payload is a valid CloudEvent.
+    #[arg(long)]
+    pub validate: bool,
+    /// Also measure the broker's raw ceiling for messages of the run's mean size.
+    #[arg(long)]
+    pub ceiling: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Run without the rules and work-order core.
+    #[arg(long)]
+    pub no_core: bool,
+    /// Feed the core the twin's messages directly instead of over the broker.
+    #[arg(long)]
+    pub in_process: bool,
+    /// Rule set for the core.
+    #[arg(long, default_value_os_t = asset("assets/rules.ron"))]
+    pub rules: PathBuf,
+    /// Escalation policy for the core (scenarios/policies/*.ron).
+    #[arg(long, default_value_os_t = asset("scenarios/policies/standard.ron"))]
+    pub policy: PathBuf,
+    /// The core's SQLite file (default: core.db in the results folder).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Log every client in to the broker as its own user (devices, gateways, the clock, the core, the
+    /// observers) with the credentials `towntwin town credentials` wrote. Needs --broker.
+    #[arg(long)]
+    pub credentials: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum TownCommand {
+    /// Write the deterministic town model.
+    Generate {
+        #[arg(long, default_value_t = 20240913)]
+        seed: u64,
+        #[arg(long, default_value = "assets/town.ron")]
+        out: PathBuf,
+    },
+    /// Write broker credentials for the town: a mosquitto password file and ACL (each device may publish
+    /// only under its own topic), and credentials.csv for the twin and the core.
+    Credentials {
+        #[arg(long, default_value = "assets/town.ron")]
+        town: PathBuf,
+        /// An empty or new folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Load and validate a town file and print its census.
+    Check {
+        #[arg(default_value = "assets/town.ron")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ScenarioCommand {
+    /// Load and validate a scenario file (and its town).
+    Check { file: PathBuf },
+}
