@@ -9,7 +9,7 @@ use towntwin_core::orders::Order;
 use towntwin_core::rules::RuleSet;
 use towntwin_core::time::{MINUTE, Millis};
 use towntwin_core::truth::MatchBy;
-use towntwin_sim::world::Incident;
+use towntwin_sim::Incident;
 
 use crate::percentiles::Recorder;
 
@@ -88,8 +88,8 @@ pub fn score(rules: &RuleSet, orders: &[Order], incidents: &[Incident], run_end:
 
 /// What each rule's orders are about, for the twin's responders: a resolution of an order can then end
 /// the incident it was about in the town (see `towntwin_sim::scenario::Response`).
-pub fn rule_targets(rules: &RuleSet) -> towntwin_sim::plugins::responders::RuleTargets {
-    towntwin_sim::plugins::responders::RuleTargets(rules.rules.iter().map(|r| (r.id.clone(), r.detects.clone())).collect())
+pub fn rule_targets(rules: &RuleSet) -> towntwin_sim::RuleTargets {
+    towntwin_sim::RuleTargets(rules.rules.iter().map(|r| (r.id.clone(), r.detects.clone())).collect())
 }
 
 /// Checks that every crew the policy sends a rule's orders to has shifts in the scenario: the crew that

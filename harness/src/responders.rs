@@ -15,7 +15,7 @@ use serde::Serialize;
 use towntwin_core::orders::Notice;
 use towntwin_core::service::Core;
 use towntwin_core::time::{Millis, rfc3339};
-use towntwin_sim::plugins::responders::{Act, ResponderStats};
+use towntwin_sim::{Act, ResponderStats};
 
 use crate::broker::Endpoint;
 use crate::transport::{Heard, OrdersFeed};

@@ -118,7 +118,7 @@ impl Setup {
     }
 
     /// The rule targets the twin's responders answer for (none without a core).
-    pub fn rule_targets(&self) -> towntwin_sim::plugins::responders::RuleTargets {
+    pub fn rule_targets(&self) -> towntwin_sim::RuleTargets {
         self.core.as_ref().map(|c| crate::detect::rule_targets(&c.rules)).unwrap_or_default()
     }
 }

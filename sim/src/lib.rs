@@ -2,25 +2,38 @@
 //! produces the town's device traffic as encoded CloudEvents. It has no network code: the harness
 //! carries what it produces to a broker.
 //!
+//! The public face is small: the [`Twin`] and its options, what it emits ([`Message`], [`Stats`]), what
+//! a drill injects and what that made happen ([`Inject`], [`InjectEffect`]), the ground-truth
+//! [`Incident`]s, the responders' actions and statistics ([`Act`], [`ResponderStats`], [`CrewStats`],
+//! [`RuleTargets`]), the [`scenario`] file and the town [`generate`]or. The features (`plugins`), the
+//! ECS world and the town's setup are the crate's own.
+//!
 //! Without its default feature `twin` the crate is the scenario file's types and checks alone
 //! ([`scenario`], [`dist`], [`rng`]), with no bevy: the fuzz crate reads scenarios that way.
 
 pub mod dist;
 #[cfg(feature = "twin")]
 pub mod generate;
-#[cfg(feature = "twin")]
-pub mod plugins;
+mod plugins;
 pub mod rng;
 pub mod scenario;
 #[cfg(feature = "twin")]
-pub mod setup;
+mod setup;
 #[cfg(feature = "twin")]
-pub mod twin;
+mod twin;
 #[cfg(feature = "twin")]
-pub mod world;
+mod world;
 
 #[cfg(feature = "twin")]
+pub use plugins::drill::Inject;
+#[cfg(feature = "twin")]
 pub use plugins::emit::{Message, Stats};
+#[cfg(feature = "twin")]
+pub use plugins::messages::InjectEffect;
+#[cfg(feature = "twin")]
+pub use plugins::responders::{Act, CrewStats, ResponderStats, RuleTargets};
 pub use scenario::Scenario;
 #[cfg(feature = "twin")]
 pub use twin::{Twin, TwinOptions};
+#[cfg(feature = "twin")]
+pub use world::Incident;

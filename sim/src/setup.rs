@@ -55,7 +55,6 @@ pub fn populate(world: &mut World, town: &Town, start: i64) {
             let interval_ms = interval as i64 * 60_000;
             let battery = d.kind.battery_powered().then(|| rng.random_range(15.0..100.0f32));
             let health = Health {
-                dev: idx,
                 online: true,
                 stuck: false,
                 battery,
@@ -68,7 +67,6 @@ pub fn populate(world: &mut World, town: &Town, start: i64) {
                 next_heartbeat: start + rng.random_range(0..interval_ms / 1000) * 1000,
                 down_since: 0,
                 until: 0,
-                replace_at: 0,
                 incident: None,
                 battery_incident: None,
             };
@@ -84,15 +82,7 @@ pub fn populate(world: &mut World, town: &Town, start: i64) {
                     }
                 }
             }
-            reg.devices.push(DeviceInfo {
-                id: d.id.clone(),
-                kind: d.kind,
-                area: area.to_string(),
-                estate,
-                building: d.building,
-                elevator: d.elevator,
-                room: d.room,
-            });
+            reg.devices.push(DeviceInfo { id: d.id.clone(), kind: d.kind, area: area.to_string(), estate, building: d.building, elevator: d.elevator });
         }
     }
     reg.cameras_by_road = town.roads.iter().map(|r| r.devices.iter().filter_map(|d| reg.by_id.get(&d.id).copied()).collect()).collect();

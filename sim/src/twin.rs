@@ -9,12 +9,13 @@ use towntwin_contracts::time::Millis;
 use towntwin_contracts::town::Town;
 
 use crate::plugins::emit::{Emitted, Message, Stats, StreamDigest, Typed};
+use crate::plugins::messages::{Applied, InjectEffect};
 use crate::plugins::responders::{Act, Acts, Inbox, ResponderStats, RuleTargets};
 use crate::plugins::{
     FeatureOrderPlugin, clock, devices, drill, emit, fence, garbage, hotline, renovation, rental, residents, responders, safety, vehicles, vulnerable,
 };
 use crate::scenario::Scenario;
-use crate::world::{Clock, GroundTruth, Outbox, Params, Registry, TownData};
+use crate::world::{Clock, GroundTruth, Incident, Outbox, Params, TownData};
 use towntwin_contracts::orders::Notice;
 
 /// Options that change how the twin runs, never what it produces.
@@ -117,11 +118,6 @@ impl Twin {
         std::mem::take(&mut self.app.world_mut().resource_mut::<Typed>().events)
     }
 
-    /// The device registry: with [`crate::plugins::emit::names`], the parts of an event's source.
-    pub fn registry(&self) -> &Registry {
-        self.app.world().resource::<Registry>()
-    }
-
     /// Hands the responders the core's notices; they act on them from the next tick.
     pub fn deliver(&mut self, notices: Vec<Notice>) {
         self.app.world_mut().resource_mut::<Inbox>().0.extend(notices);
@@ -133,8 +129,12 @@ impl Twin {
     }
 
     /// When the injects took effect, and what they made, since the last call.
-    pub fn take_applied(&mut self) -> Vec<drill::Effect> {
-        std::mem::take(&mut self.app.world_mut().resource_mut::<drill::Applied>().0)
+    /// In the order they took effect, then by inject (the features that make injects real run one after
+    /// another within a tick).
+    pub fn take_applied(&mut self) -> Vec<InjectEffect> {
+        let mut applied = std::mem::take(&mut self.app.world_mut().resource_mut::<Applied>().0);
+        applied.sort_by_key(|e| (e.at, e.inject));
+        applied
     }
 
     /// Marks every event from now on as traffic of `exercise` (the CloudEvents extension `exerciseid`).
@@ -168,7 +168,12 @@ impl Twin {
         self.app.world().resource::<Clock>().finished()
     }
 
-    pub fn clock(&self) -> &Clock {
+    /// The simulated instant: the start of the next tick.
+    pub fn now(&self) -> Millis {
+        self.clock().now
+    }
+
+    fn clock(&self) -> &Clock {
         self.app.world().resource::<Clock>()
     }
 
@@ -182,8 +187,9 @@ impl Twin {
         self.app.world().resource::<Stats>()
     }
 
-    pub fn truth(&self) -> &GroundTruth {
-        self.app.world().resource::<GroundTruth>()
+    /// The ground truth: every incident so far, open or ended.
+    pub fn incidents(&self) -> &[Incident] {
+        &self.app.world().resource::<GroundTruth>().incidents
     }
 
     /// Hex BLAKE3 digest of the encoded event stream so far.
@@ -200,9 +206,5 @@ impl Twin {
                 break;
             }
         }
-    }
-
-    pub fn world(&self) -> &World {
-        self.app.world()
     }
 }

@@ -97,7 +97,6 @@ pub struct DeviceInfo {
     pub estate: u16,
     pub building: Option<u16>,
     pub elevator: Option<u8>,
-    pub room: Option<u16>,
 }
 
 /// Device index `u32`, as stored in actions and events.
@@ -137,7 +136,6 @@ pub struct TownData(pub Town);
 /// A device's health. Offline devices say nothing; stuck sensors report a frozen reading.
 #[derive(Component, Debug, Clone)]
 pub struct Health {
-    pub dev: Dev,
     pub online: bool,
     pub stuck: bool,
     /// Battery percentage, for battery-powered devices.
@@ -148,7 +146,6 @@ pub struct Health {
     pub next_heartbeat: Millis,
     pub down_since: Millis,
     pub until: Millis,
-    pub replace_at: Millis,
     pub incident: Option<usize>,
     pub battery_incident: Option<usize>,
 }
@@ -279,14 +276,6 @@ impl<A: Send + Sync + 'static> Agenda<A> {
             out.extend(entry.remove());
         }
         out
-    }
-
-    pub fn len(&self) -> usize {
-        self.buckets.values().map(Vec::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
     }
 }
 

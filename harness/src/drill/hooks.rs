@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use towntwin_core::orders::{Notice, State as OrderState};
 use towntwin_core::principal::Principal;
 use towntwin_core::time::{MINUTE, Millis};
+use towntwin_sim::InjectEffect;
 use towntwin_sim::Twin;
-use towntwin_sim::plugins::drill::Effect;
 
 use super::aar::{InjectLog, Status, kind_of, town_time};
 use super::panel::Control;
@@ -102,7 +102,7 @@ impl Hooks for DrillHooks {
     /// Injects that took effect this tick: marks timed against the pace.
     fn stepped(&mut self, twin: &mut Twin) -> Vec<(usize, Millis)> {
         let mut started = Vec::new();
-        for Effect { inject, at, what, .. } in twin.take_applied() {
+        for InjectEffect { inject, at, what, .. } in twin.take_applied() {
             let log = &mut self.plan.logs[inject as usize];
             if log.started_at.is_none() {
                 log.started_at = Some(at);

@@ -21,7 +21,7 @@ use towntwin_core::ingest::IngestConfig;
 use towntwin_core::principal::Principal;
 use towntwin_core::server::CoreConfig;
 use towntwin_core::time::{DAY, MINUTE, Millis};
-use towntwin_sim::plugins::responders::RuleTargets;
+use towntwin_sim::RuleTargets;
 use towntwin_sim::{Twin, TwinOptions};
 
 use super::aar::{self, InjectLog, Lateness, Log, Status, kind_of, town_time};

@@ -100,7 +100,7 @@ impl Start {
 }
 
 /// What an inject makes happen in the twin (the twin makes it real: the detectors and people react to it).
-pub use towntwin_sim::plugins::drill::Inject as What;
+pub use towntwin_sim::Inject as What;
 
 /// What a trainee is expected to do about an inject's order, within how long of the inject's start.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use towntwin_core::server::CoreConfig;
 use towntwin_core::service::Core;
 use towntwin_core::time::Millis;
 use towntwin_core::town::Town;
-use towntwin_sim::plugins::responders::RuleTargets;
+use towntwin_sim::RuleTargets;
 use towntwin_sim::{Scenario, Twin, TwinOptions};
 
 pub use self::options::{BrokerChoice, RunOptions, Speed, asset, default_scenario};
@@ -125,7 +125,7 @@ impl Hooks for Progress {
         let (done, total) = twin.progress();
         if done % 60 == 0 || done == total {
             self.0.set_position(done);
-            self.0.set_message(towntwin_core::time::rfc3339(twin.clock().now)[..16].replace('T', " "));
+            self.0.set_message(towntwin_core::time::rfc3339(twin.now())[..16].replace('T', " "));
         }
     }
 }

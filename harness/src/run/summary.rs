@@ -10,8 +10,8 @@ use towntwin_core::event::EventType;
 use towntwin_core::orders::{Order, State};
 use towntwin_core::service::CoreStats;
 use towntwin_core::time::HOUR;
+use towntwin_sim::Incident;
 use towntwin_sim::Scenario;
-use towntwin_sim::world::Incident;
 
 use super::RunOptions;
 use crate::mqtt::Mode;

@@ -13,8 +13,8 @@ use towntwin_core::orders::Notice;
 use towntwin_core::server::{self, CoreConfig, CoreHandle};
 use towntwin_core::service::{Core, CoreError};
 use towntwin_core::time::Millis;
+use towntwin_sim::Act;
 use towntwin_sim::Message;
-use towntwin_sim::plugins::responders::Act;
 
 use crate::broker::Endpoint;
 use crate::responders::{HttpActor, OrdersWatch};

@@ -21,8 +21,8 @@ use anyhow::{Result, anyhow};
 use towntwin_core::event::{Event, EventType};
 use towntwin_core::orders::Notice;
 use towntwin_core::time::{MINUTE, Millis};
-use towntwin_sim::plugins::responders::{Act, ResponderStats};
-use towntwin_sim::world::Incident;
+use towntwin_sim::Incident;
+use towntwin_sim::{Act, ResponderStats};
 use towntwin_sim::{Message, Stats, Twin};
 
 use self::link::CoreLink;
@@ -150,7 +150,7 @@ impl<H: Hooks> TwinSide<H> {
         let report = TwinReport {
             stats: self.twin.stats().clone(),
             digest: self.twin.digest(),
-            incidents: self.twin.truth().incidents.clone(),
+            incidents: self.twin.incidents().to_vec(),
             busy: self.busy,
             end: self.next,
             responders: self.twin.responder_stats().clone(),

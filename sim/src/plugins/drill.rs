@@ -11,28 +11,25 @@
 
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
-use rand::Rng as _;
 use serde::{Deserialize, Serialize};
-use towntwin_contracts::event::{Data, Direction, EventType, FlatRef, HotlineCall, Method};
+use towntwin_contracts::event::{Data, EventType, FlatRef, HotlineCall};
 use towntwin_contracts::time::{MINUTE, Millis};
-use towntwin_contracts::town::DeviceKind;
 use towntwin_contracts::truth::IncidentKind;
 
-use super::Feature;
-use super::devices::DeviceAction;
-use super::messages::StandDown;
-use super::rental::{GroupRented, Letting};
-use super::residents::GateAction;
-use super::safety::SafetyAction;
-use super::vulnerable::VulnAction;
-use crate::setup::{Flats, Members};
-use crate::world::{Agenda, Ctx, HOTLINE_BASE, Household, Outbox, Presence, State, TownData, Vulnerable};
+use crate::plugins::Feature;
+use crate::plugins::messages::{Applied, Asks, FireAsk, InjectEffect, MoveIn, StandDown};
+use crate::setup::Flats;
+use crate::world::{Agenda, Ctx, HOTLINE_BASE, Outbox, Presence, State, TownData, Vulnerable};
 
 pub struct DrillPlugin;
 
 impl Plugin for DrillPlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<Injections>().init_resource::<Applied>().init_resource::<StandDown>().add_systems(Update, apply.in_set(Feature::Drill));
+        app.init_resource::<Injections>()
+            .init_resource::<Applied>()
+            .init_resource::<Asks>()
+            .init_resource::<StandDown>()
+            .add_systems(Update, apply.in_set(Feature::Drill));
     }
 }
 
@@ -74,37 +71,11 @@ impl Injections {
     }
 }
 
-/// When each inject took effect in the town, and what it made there.
-#[derive(Resource, Debug, Default)]
-pub struct Applied(pub Vec<Effect>);
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Effect {
-    /// The inject's number in the drill.
-    pub inject: u32,
-    /// The tick it took effect in.
-    pub at: Millis,
-    /// What happened, for the timeline: "V0001 taken ill at home in E001 B08-505" ...
-    pub what: String,
-    /// Ground-truth incidents it opened (indices into [`crate::world::GroundTruth::incidents`]).
-    pub incidents: Vec<usize>,
-}
-
-/// The agendas injects are put on: the features that own them make them real.
-#[derive(SystemParam)]
-struct Agendas<'w> {
-    vulnerable: ResMut<'w, Agenda<VulnAction>>,
-    safety: ResMut<'w, Agenda<SafetyAction>>,
-    devices: ResMut<'w, Agenda<DeviceAction>>,
-    gates: ResMut<'w, Agenda<GateAction>>,
-}
-
 /// The town the injects act on.
 #[derive(SystemParam)]
 struct Town<'w, 's> {
     data: Res<'w, TownData>,
     flats: Res<'w, Flats>,
-    households: Query<'w, 's, (&'static Household, &'static Members), Without<GroupRented>>,
     people: Query<'w, 's, (Entity, &'static Vulnerable, &'static Presence)>,
 }
 
@@ -112,20 +83,19 @@ fn apply(
     ctx: Ctx,
     mut injections: ResMut<Injections>,
     mut applied: ResMut<Applied>,
-    mut agendas: Agendas,
+    mut asks: ResMut<Asks>,
     town: Town,
-    mut letting: Letting,
     mut outbox: ResMut<Outbox>,
+    mut truth: ResMut<crate::world::GroundTruth>,
 ) {
-    let Ctx { clock, params, reg } = &ctx;
+    let Ctx { clock, reg, .. } = &ctx;
     let now = clock.now;
     let injections = &mut *injections;
     let mut todo = std::mem::take(&mut injections.waiting);
     todo.append(&mut injections.queued);
     for (n, inject) in todo {
-        let mut rng = params.rng("drill", n as u64, 0);
         let estate_of = |id: &str| reg.estate_ids.iter().position(|e| e == id).map(|i| i as u16);
-        let mut effect = |what: String, incidents: Vec<usize>| applied.0.push(Effect { inject: n, at: now, what, incidents });
+        let mut effect = |what: String, incidents: Vec<usize>| applied.0.push(InjectEffect { inject: n, at: now, what, incidents });
         match &inject {
             Inject::Incapacitate { resident, call_after_minutes } => {
                 let Some(reg_index) = town.data.0.register.iter().position(|r| r.id == *resident) else { continue };
@@ -135,7 +105,7 @@ fn apply(
                     injections.waiting.push((n, inject));
                     continue;
                 }
-                agendas.vulnerable.push(now, VulnAction::Emergency(who));
+                asks.taken_ill.push(who);
                 let entry = &town.data.0.register[reg_index];
                 if let (Some(m), Some(e)) = (call_after_minutes, estate_of(&entry.estate)) {
                     // At least the next minute: she is taken ill later in this tick (the vulnerable feature runs after this one).
@@ -145,34 +115,16 @@ fn apply(
             }
             Inject::Fire { estate, flat } => {
                 let (Some(e), Ok(f)) = (estate_of(estate), flat.parse::<FlatRef>()) else { continue };
-                let i = letting.truth.instant(IncidentKind::Fire, estate, f.to_string(), now, false);
-                for &d in reg.in_building(e, f.building, DeviceKind::Smoke) {
-                    let delay = rng.random_range(1..=3) * MINUTE;
-                    agendas.safety.push(now + delay, SafetyAction::Smoke { dev: d, obscuration_pct: rng.random_range(12.0..30.0) });
-                }
-                effect(format!("fire in {estate} {f}"), vec![i]);
+                asks.fire.push(FireAsk { inject: n, estate: e, area: estate.clone(), flat: f });
             }
             Inject::NewFaces { estate, flat, people } => {
                 let (Some(e), Ok(f)) = (estate_of(estate), flat.parse::<FlatRef>()) else { continue };
                 let Some(&home) = town.flats.by_place.get(&(e, f.building, f.room)) else { continue };
-                let Ok((h, members)) = town.households.get(home) else {
-                    effect(format!("{estate} {f} is let by the bed already: no new faces"), Vec::new());
-                    continue;
-                };
-                let newcomers = letting.convert(reg, home, h, members, *people, false, &mut rng);
-                for &who in &newcomers {
-                    let gates = reg.of(e, DeviceKind::Gate);
-                    let gate = (!gates.is_empty()).then(|| gates[rng.random_range(0..gates.len())]);
-                    let at = now + rng.random_range(1..=10) * MINUTE;
-                    agendas.gates.push(at, GateAction { who, gate, direction: Direction::In, method: Method::Face, recognised: true, forced: true });
-                }
-                let i = letting.truth.open(IncidentKind::GroupRental, estate, h.label(), now, false);
-                letting.commands.entity(home).insert((Members(newcomers), GroupRented { incident: i }));
-                effect(format!("{people} new faces move into {estate} {f}"), vec![i]);
+                asks.move_in.push(MoveIn { inject: n, home, area: estate.clone(), flat: f, people: *people });
             }
             Inject::DeviceDark { device, hours } => {
                 let Some(&dev) = reg.by_id.get(device) else { continue };
-                agendas.devices.push(now, DeviceAction::Offline { dev, hours: *hours });
+                asks.dark.push((dev, *hours));
                 effect(format!("{device} goes dark for {hours} h"), Vec::new());
             }
         }
@@ -187,8 +139,13 @@ fn apply(
         let call = HotlineCall { category: IncidentKind::VulnerableEmergency, about: entry.id.clone() };
         outbox.emit(t, HOTLINE_BASE + e as u32, EventType::HotlineCall, None, Data::Hotline(call));
         if let Some(i) = v.incident {
-            letting.truth.incidents[i].calls.push(t);
+            truth.incidents[i].calls.push(t);
         }
-        applied.0.push(Effect { inject: n, at: t, what: format!("a neighbour calls 12345 about {}", entry.id), incidents: v.incident.into_iter().collect() });
+        applied.0.push(InjectEffect {
+            inject: n,
+            at: t,
+            what: format!("a neighbour calls 12345 about {}", entry.id),
+            incidents: v.incident.into_iter().collect(),
+        });
     }
 }

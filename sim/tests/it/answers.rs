@@ -9,9 +9,9 @@ use std::path::Path;
 use towntwin_contracts::orders::{Loop, Notice, OrderEvent, Role, State};
 use towntwin_contracts::time::{HOUR, MINUTE, Millis, parse_local_date};
 use towntwin_contracts::truth::{Detects, IncidentKind, MatchBy};
+use towntwin_sim::RuleTargets;
 use towntwin_sim::dist::Dist;
 use towntwin_sim::generate::small;
-use towntwin_sim::plugins::responders::RuleTargets;
 use towntwin_sim::scenario::{Effect, Patience, Probability};
 use towntwin_sim::{Message, Scenario, Twin, TwinOptions};
 
@@ -99,27 +99,27 @@ fn a_resolution_ends_the_incident_in_the_town_and_the_calls_stop() {
     answered.step();
     control.step();
     let (i, inc) =
-        answered.truth().incidents.iter().enumerate().find(|(_, i)| i.kind == IncidentKind::GroupRental).map(|(n, i)| (n, i.clone())).expect("a group rental");
+        answered.incidents().iter().enumerate().find(|(_, i)| i.kind == IncidentKind::GroupRental).map(|(n, i)| (n, i.clone())).expect("a group rental");
     let (area, flat) = (inc.area.clone(), inc.subject.clone());
     // Until 10:00 both towns are the same: the flat is let by the bed and residents call about it hourly.
     let (mut a, mut c) = (Seen::default(), Seen::default());
-    while answered.clock().now < start + 10 * HOUR {
+    while answered.now() < start + 10 * HOUR {
         watch(&answered.step(), &area, &flat, &mut a);
         watch(&control.step(), &area, &flat, &mut c);
     }
     assert_eq!(a.calls, c.calls);
     assert!(a.calls.len() >= 8, "residents called {} times about a group rental going on since the start", a.calls.len());
     // The property manager resolves the order at 10:00; the answered town clears the flat.
-    let at = answered.clock().now;
+    let at = answered.now();
     answered.deliver(vec![resolved(1, at, &area, &flat)]);
     let (mut a, mut c) = (Seen::default(), Seen::default());
-    while answered.clock().now < start + 34 * HOUR {
+    while answered.now() < start + 34 * HOUR {
         watch(&answered.step(), &area, &flat, &mut a);
         watch(&control.step(), &area, &flat, &mut c);
     }
-    let ended = &answered.truth().incidents[i];
+    let ended = &answered.incidents()[i];
     assert_eq!((ended.ended_by, ended.order, ended.end_ms.map(|e| e - start)), (Some("response"), Some(1), Some(at + MINUTE - start)));
-    assert_eq!(control.truth().incidents[i].end_ms, None, "the control's group rental goes on");
+    assert_eq!(control.incidents()[i].end_ms, None, "the control's group rental goes on");
     assert!(ended.calls.iter().all(|&t| t < at + MINUTE), "a call after the end: {:?}", ended.calls);
     // The gates see it: in the day after, the cleared flat shows at most the two who stayed; the control
     // flat its many bed-space tenants; and nobody calls about the cleared flat any more.

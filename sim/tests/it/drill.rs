@@ -9,7 +9,7 @@ use std::path::Path;
 use towntwin_contracts::principal::Principal;
 use towntwin_contracts::time::parse_local_date;
 use towntwin_contracts::town::Town;
-use towntwin_sim::plugins::drill::Inject;
+use towntwin_sim::Inject;
 use towntwin_sim::{Message, Scenario, Twin, TwinOptions};
 
 fn root() -> &'static Path {

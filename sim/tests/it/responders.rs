@@ -6,9 +6,9 @@ use std::path::Path;
 use towntwin_contracts::orders::{Loop, Notice, OrderEvent, Role, State};
 use towntwin_contracts::time::{HOUR, MINUTE, Millis, parse_local_date};
 use towntwin_contracts::town::Town;
+use towntwin_sim::Act;
 use towntwin_sim::dist::Dist;
 use towntwin_sim::generate::small;
-use towntwin_sim::plugins::responders::Act;
 use towntwin_sim::scenario::{Days, Probability, Shift};
 use towntwin_sim::{Scenario, Twin, TwinOptions};
 
@@ -48,7 +48,7 @@ impl Drive {
     /// Steps until simulated time `until` (exclusive), delivering `notices` before the first step.
     fn run(&mut self, notices: Vec<Notice>, until: Millis) {
         self.twin.deliver(notices);
-        while self.twin.clock().now + MINUTE < until && !self.twin.finished() {
+        while self.twin.now() + MINUTE < until && !self.twin.finished() {
             self.twin.step();
             self.acts.extend(self.twin.take_acts());
         }
@@ -84,7 +84,7 @@ fn property_staff_accept_travel_and_finish_then_dispatchers_verify() {
     assert!(within(start, &c.travel_minutes), "travelled {} min", start / MINUTE);
     assert!(within(done, &c.work_minutes), "worked {} min", done / MINUTE);
     // The core reports it resolved: a dispatcher verifies and closes (or reopens) it.
-    let now = d.twin.clock().now + MINUTE;
+    let now = d.twin.now() + MINUTE;
     d.run(vec![notice(1, now, State::Resolved, Loop::Small, &estate, &[Role::Property])], now + 6 * HOUR);
     let after: Vec<_> = d.of(1).into_iter().skip(3).collect();
     let names: Vec<_> = after.iter().map(|a| a.2).collect();
@@ -118,7 +118,7 @@ fn a_redispatch_takes_the_order_away_and_headcount_queues_the_rest() {
     let accepted_two = two.iter().find(|a| a.2 == "accept").expect("order 2 accepted").0;
     assert!(accepted_two >= resolved_one, "one member: order 2 accepted at {accepted_two} before order 1 was resolved at {resolved_one}");
     // Order 2 is escalated to the task force while property staff work it: they stop, the task force takes it.
-    let now = d.twin.clock().now + MINUTE;
+    let now = d.twin.now() + MINUTE;
     let before = d.of(2).len();
     d.run(vec![notice(2, now, State::Dispatched, Loop::Large, &estate, &[Role::TaskForce])], now + 4 * HOUR);
     let later: Vec<_> = d.of(2).into_iter().skip(before).collect();

@@ -31,7 +31,7 @@ fn run_with(s: &Scenario, town: Town, opts: TwinOptions) -> (String, towntwin_si
     let start = parse_local_date(&s.start_date).unwrap();
     let mut twin = Twin::new(s, start, town, opts);
     twin.run(|_| {});
-    (twin.digest(), twin.stats().clone(), twin.truth().incidents.len())
+    (twin.digest(), twin.stats().clone(), twin.incidents().len())
 }
 
 #[test]

@@ -1,0 +1,346 @@
+//! The engine: the state the rules keep, their timers, and the clock they run on (event time only).
+//! What each rule kind does with an event or a due timer is in [`kinds`].
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::{RuleKind, RuleSet};
+use crate::decode::{Devices, Event};
+use crate::event::{EventType, FlatRef};
+use crate::time::{DAY, HOUR, Local, MINUTE, Millis};
+use crate::town::{DeviceKind, Tenure, Town};
+
+mod kinds;
+
+/// What a rule decided: open (or count again) a work order keyed by (rule, key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub rule: String,
+    /// Dedup key within the rule: repeats of the same condition share it.
+    pub key: String,
+    pub area: String,
+    pub estate: Option<u16>,
+    pub subject: String,
+    /// Event time of the condition.
+    pub at: Millis,
+    pub detail: String,
+}
+
+/// Timers, ordered by due time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Timer {
+    /// (rule, registered person): each absence rule keeps its own deadline and fires under its own id.
+    Absence(u16, u32),
+    Duration(u16, u32),
+    Silence(u32),
+    Sample(u16),
+}
+
+/// Everything the engine remembers; serialisable so it survives a restart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub now: Millis,
+    /// Registered person -> last pass.
+    #[serde(with = "pairs")]
+    last_pass: FxMap<u32, Millis>,
+    /// (estate, flat) -> faces seen with their last time. Inline up to four (most households): the engine's
+    /// snapshot clones this map of ~80,000 flats, which with a heap vector each took 13-18 ms of the ingest
+    /// path every snapshot (measured at 60,000 events/s). Serialised as the vector it was.
+    #[serde(with = "pairs")]
+    faces: FxMap<(u16, FlatRef), Faces>,
+    /// (rule, device) -> start of an open condition.
+    #[serde(with = "pairs")]
+    open_since: FxMap<(u16, u32), Millis>,
+    /// Device -> last time heard.
+    #[serde(with = "pairs")]
+    heard: FxMap<u32, Millis>,
+    /// Gate -> its outages: when it went silent, and when it was heard again (None while silent).
+    #[serde(with = "pairs")]
+    gate_outages: FxMap<u32, Vec<(Millis, Option<Millis>)>>,
+    timers: BTreeSet<(Millis, Timer)>,
+    /// Rules whose daily sample is armed.
+    #[serde(with = "pairs")]
+    sampled: FxMap<u16, i64>,
+    /// Current due time of each timer that is re-armed often, so re-arming is a removal, not a scan.
+    #[serde(with = "pairs")]
+    silence_due: FxMap<u32, Millis>,
+    /// (absence rule, person) -> the deadline armed for it.
+    #[serde(with = "pairs")]
+    absence_due: FxMap<(u16, u32), Millis>,
+    /// (estate, flat) -> its last construction-waste drop, for a sample framed on them.
+    #[serde(with = "pairs", default)]
+    waste_drops: FxMap<(u16, FlatRef), Millis>,
+    /// Whether the register's residents are watched from the first clock tick on (see `watch_register`).
+    #[serde(default)]
+    watching: bool,
+}
+
+/// A flat's faces: (person, last seen).
+type Faces = smallvec::SmallVec<[(u32, Millis); 4]>;
+
+/// A hash map with the Fx hash: the rules' keys are small integers from the twin's registry, not
+/// attacker-chosen strings, and this map is on every event's path.
+type FxMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
+
+/// The town facts the rules need.
+#[derive(Debug, Clone)]
+struct Ctx {
+    devices: Devices,
+    estates: Vec<String>,
+    /// Registered person -> (register id, estate).
+    registered: FxMap<u32, (String, u16)>,
+    /// Occupied flats per estate, for the daily sample.
+    flats: Vec<Vec<FlatRef>>,
+    /// Gate devices per estate.
+    gates: Vec<Vec<u32>>,
+}
+
+/// How long after the core's feed broke, in event time, a silence is still put down to the core's own
+/// blindness while no live message has come in (see [`Engine::blind`]).
+pub const BLIND_OPEN_LIMIT: Millis = 24 * HOUR;
+
+/// What a blind span means for a silence that is due.
+enum Blindness {
+    /// Not blind over the silence.
+    No,
+    /// Blind over part of it: look again then.
+    LookAgain(Millis),
+    /// Still blind since then, for longer than [`BLIND_OPEN_LIMIT`]: fire, and say so.
+    Unsure(Millis),
+}
+
+/// Runs a rule set over decoded events.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub rules: RuleSet,
+    ctx: Ctx,
+    pub state: State,
+    /// When the core itself was not listening, in event time: from its clock when its feed broke (a
+    /// restart, a lost connection) to the first live message after (None while it is still blind).
+    /// QoS 0 messages of that time (heartbeats) were dropped by the broker, not by the devices, so a
+    /// silence that overlaps such a span is counted again from its end. Kept by the service in its store.
+    pub blind: Vec<(Millis, Option<Millis>)>,
+    /// Per event type (by its index in [`EventType::ALL`]), the rules an event of that type can move:
+    /// a gate pass visits the gate rules, not all of them.
+    by_type: Vec<Vec<u16>>,
+    /// The silence rule's (factor, mains minutes, battery minutes), if the set has one.
+    silence: Option<(f64, u32, u32)>,
+}
+
+/// Which event types can move rule `kind` (every type for a daily sample, which arms on the first event).
+fn moved_by(kind: &RuleKind, ty: EventType) -> bool {
+    match kind {
+        RuleKind::Absence { .. } | RuleKind::DistinctFaces { .. } => ty == EventType::GatePass,
+        RuleKind::Hotline => ty == EventType::HotlineCall,
+        RuleKind::Direct { event, .. } => ty == *event,
+        RuleKind::Duration { start, end, .. } => ty == *start || ty == *end,
+        RuleKind::DailySample { .. } => true,
+        RuleKind::Silence { .. } => false,
+    }
+}
+
+impl Engine {
+    pub fn new(rules: RuleSet, town: &Town) -> Engine {
+        let estates: Vec<String> = town.estates.iter().map(|e| e.id.clone()).collect();
+        let registered =
+            town.register.iter().filter_map(|r| estates.iter().position(|e| *e == r.estate).map(|i| (r.person.0, (r.id.clone(), i as u16)))).collect();
+        let flats = town
+            .estates
+            .iter()
+            .map(|e| {
+                e.buildings
+                    .iter()
+                    .flat_map(|b| b.rooms().filter(|f| f.tenure != Tenure::Vacant).map(move |f| FlatRef { building: b.no, room: f.room }))
+                    .collect()
+            })
+            .collect();
+        let devices = Devices::of(town);
+        let mut gates = vec![Vec::new(); estates.len()];
+        for (i, d) in devices.list.iter().enumerate() {
+            if let (DeviceKind::Gate, Some(e)) = (d.kind, d.estate) {
+                gates[e as usize].push(i as u32);
+            }
+        }
+        let by_type =
+            EventType::ALL.iter().map(|&ty| rules.rules.iter().enumerate().filter(|(_, r)| moved_by(&r.kind, ty)).map(|(i, _)| i as u16).collect()).collect();
+        let silence = rules.rules.iter().find_map(|r| match r.kind {
+            RuleKind::Silence { factor, mains_minutes, battery_minutes } => Some((factor, mains_minutes, battery_minutes)),
+            _ => None,
+        });
+        Engine { rules, ctx: Ctx { devices, estates, registered, flats, gates }, state: State::default(), blind: Vec::new(), by_type, silence }
+    }
+
+    pub fn devices(&self) -> &Devices {
+        &self.ctx.devices
+    }
+
+    /// Takes only events of `exercise` from now on (see [`Devices::exercise`]).
+    pub fn set_exercise(&mut self, exercise: Option<String>) {
+        self.ctx.devices.exercise = exercise;
+    }
+
+    /// Applies one event; returns what the rules found (with a clock tick, the timers due by its time).
+    /// Only the twin's `clock.tick` moves the clock: a device's event updates state at its own time, and
+    /// its timers fire at the next tick that passes them.
+    pub fn apply(&mut self, ev: &Event) -> Vec<Finding> {
+        let mut out = Vec::new();
+        if ev.ty == EventType::ClockTick && ev.time > self.state.now {
+            if !self.state.watching {
+                self.watch_register(ev.time);
+            }
+            self.advance_to(ev.time, &mut out);
+        }
+        if let Some(d) = ev.device {
+            self.hear(d, ev.time);
+        }
+        let rules = std::mem::take(&mut self.by_type[ev.ty as usize]);
+        for &ri in &rules {
+            self.apply_rule(ri as usize, ev, &mut out);
+        }
+        self.by_type[ev.ty as usize] = rules;
+        out
+    }
+
+    /// The first clock tick starts the watch over the register: every registered resident the core has not
+    /// yet seen pass a gate is taken as last seen then, so one who stays in from the start is missed after
+    /// `hours` like any other (not only from a first pass that may never come).
+    fn watch_register(&mut self, at: Millis) {
+        self.state.watching = true;
+        let mut people: Vec<u32> = self.ctx.registered.keys().copied().filter(|p| !self.state.last_pass.contains_key(p)).collect();
+        people.sort_unstable();
+        for p in &people {
+            self.state.last_pass.insert(*p, at);
+        }
+        let absences: Vec<(usize, u32)> = self
+            .rules
+            .rules
+            .iter()
+            .enumerate()
+            .filter_map(|(ri, r)| match r.kind {
+                RuleKind::Absence { hours } => Some((ri, hours)),
+                _ => None,
+            })
+            .collect();
+        for (ri, hours) in absences {
+            for &p in &people {
+                self.arm_absence(ri as u16, p, at + hours as Millis * HOUR);
+            }
+        }
+    }
+
+    /// Sets absence rule `ri`'s deadline for `person` to `due`, replacing the one armed before.
+    fn arm_absence(&mut self, ri: u16, person: u32, due: Millis) {
+        if let Some(old) = self.state.absence_due.insert((ri, person), due) {
+            self.state.timers.remove(&(old, Timer::Absence(ri, person)));
+        }
+        self.state.timers.insert((due, Timer::Absence(ri, person)));
+    }
+
+    /// Moves the event-time clock forward (a clock tick), firing due timers.
+    pub fn advance(&mut self, now: Millis) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.advance_to(now, &mut out);
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finding(&self, ri: usize, key: String, estate: Option<u16>, area: String, subject: String, at: Millis, detail: String) -> Finding {
+        Finding { rule: self.rules.rules[ri].id.clone(), key, area, estate, subject, at, detail }
+    }
+
+    /// The core stopped listening at its clock's time (if it has one and is not blind already).
+    /// Returns the span's start when a new span was opened.
+    pub fn blind_from_now(&mut self) -> Option<Millis> {
+        let now = self.state.now;
+        if now == 0 || self.blind.last().is_some_and(|b| b.1.is_none()) {
+            return None;
+        }
+        self.blind.push((now, None));
+        Some(now)
+    }
+
+    /// A live message at `t` ends the open blind span, if any. Returns the span when one was closed.
+    pub fn live_at(&mut self, t: Millis) -> Option<(Millis, Millis)> {
+        let last = self.blind.last_mut()?;
+        if last.1.is_some() {
+            return None;
+        }
+        let until = t.max(last.0);
+        last.1 = Some(until);
+        Some((last.0, until))
+    }
+
+    /// How long device `d` may stay silent before the silence rule fires, if there is such a rule.
+    fn silence_after(&self, d: u32) -> Option<Millis> {
+        let (factor, mains, battery) = self.silence?;
+        let entry = self.ctx.devices.list.get(d as usize)?;
+        let minutes = if entry.kind.battery_powered() { battery } else { mains };
+        Some(((minutes as f64 * factor) as Millis).saturating_mul(MINUTE))
+    }
+
+    fn hear(&mut self, d: u32, t: Millis) {
+        let last = self.state.heard.entry(d).or_insert(t);
+        if t > *last {
+            *last = t;
+        }
+        // A gate heard again ends its outage.
+        if let Some(list) = self.state.gate_outages.get_mut(&d)
+            && let Some(last) = list.last_mut()
+            && last.1.is_none()
+            && t >= last.0
+        {
+            last.1 = Some(t);
+        }
+        if let Some(after) = self.silence_after(d) {
+            let want = self.state.heard.get(&d).copied().unwrap_or(t) + after;
+            // A timer armed for earlier is left where it is, and moved on when it comes due (see `fire`):
+            // a heartbeat then costs no re-arming. One armed for later is brought forward now.
+            match self.state.silence_due.get(&d) {
+                Some(&armed) if armed <= want => {}
+                _ => self.arm_silence(d, want),
+            }
+        }
+    }
+
+    fn arm_silence(&mut self, d: u32, due: Millis) {
+        if let Some(old) = self.state.silence_due.insert(d, due) {
+            self.state.timers.remove(&(old, Timer::Silence(d)));
+        }
+        self.state.timers.insert((due, Timer::Silence(d)));
+    }
+
+    /// Whether device `d`'s silence up to `due` may be the core's own blindness. With a closed span, the
+    /// silence is counted again from its end. With one still open (no live message yet), the check steps on
+    /// for up to [`BLIND_OPEN_LIMIT`] after the span began; past that the order is opened and says so.
+    fn blind_recheck(&self, d: u32, due: Millis) -> Blindness {
+        let (Some(last), Some(after)) = (self.state.heard.get(&d).copied(), self.silence_after(d)) else { return Blindness::No };
+        let Some(&(from, until)) = self.blind.iter().rev().find(|(from, until)| *from < due && until.is_none_or(|u| u > last)) else { return Blindness::No };
+        match until {
+            Some(until) if until + after > due => Blindness::LookAgain(until + after),
+            Some(_) => Blindness::No,
+            None if due < from + BLIND_OPEN_LIMIT => Blindness::LookAgain(due + after),
+            None => Blindness::Unsure(from),
+        }
+    }
+}
+
+/// Maps as sorted lists of pairs: JSON object keys must be strings, and sorting keeps snapshots stable.
+mod pairs {
+    use std::collections::HashMap;
+    use std::hash::{BuildHasher, Hash};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize + Ord + Hash, V: Serialize, H, S: Serializer>(m: &HashMap<K, V, H>, s: S) -> Result<S::Ok, S::Error> {
+        let mut v: Vec<(&K, &V)> = m.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, K: Deserialize<'de> + Eq + Hash, V: Deserialize<'de>, H: BuildHasher + Default, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<HashMap<K, V, H>, D::Error> {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}

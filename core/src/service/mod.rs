@@ -1,0 +1,437 @@
+//! The core as one object: decode -> dedup -> rules -> work orders -> store, batch by batch. The networked
+//! service feeds it from MQTT; the in-process mode feeds it the twin's messages directly. Both go through
+//! [`Core::ingest`], so both produce the same work orders for the same stream.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::rules::TimeWindow;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::decode::{Event, Reject, decode, decode_on};
+use crate::event::EventType;
+use crate::orders::{Action, Illegal, OrderEvent, Orders, Policy, State};
+use crate::principal::Principal;
+use crate::rules::{Engine, Finding, RuleSet};
+use crate::store::{Store, StoreError};
+use crate::time::Millis;
+use crate::town::Town;
+
+mod dedup;
+mod snapshot;
+
+use dedup::RecentIds;
+pub use snapshot::{SNAPSHOT_TAG, decode_snapshot, encode_snapshot};
+
+/// Events between engine snapshots; a restart replays at most this many.
+pub const SNAPSHOT_EVERY: u64 = 100_000;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CoreStats {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: BTreeMap<String, u64>,
+    pub findings_by_rule: BTreeMap<String, u64>,
+}
+
+/// What one batch did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Rejected messages with their reasons, for the dead-letter topic.
+    pub rejected: Vec<(usize, Reject)>,
+    /// Work-order transitions committed by this batch, for the orders topic tree.
+    pub transitions: Vec<OrderEvent>,
+    /// For each transition, the id of the event whose arrival caused it (a finding, or a deadline its time
+    /// passed), for latency measurements.
+    pub causes: Vec<String>,
+    /// Event time of each accepted event that opened or repeated an order (for latency measurements).
+    pub findings: Vec<Finding>,
+    /// The core's event time after the batch, when the batch carried a clock tick (fresh or redelivered):
+    /// the watermark the networked service publishes.
+    pub clock: Option<Millis>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Illegal(#[from] Illegal),
+    #[error("engine snapshot is corrupt: {0}")]
+    Snapshot(String),
+    #[error("a core with a store takes messages as they came (their payloads are its log), not decoded events")]
+    NeedsPayloads,
+}
+
+pub struct Core {
+    pub engine: Engine,
+    pub orders: Orders,
+    pub policy: Policy,
+    pub stats: CoreStats,
+    store: Option<Store>,
+    /// Ids seen, when there is no store to ask (only those a duplicate could still be accepted with).
+    seen: RecentIds,
+    /// Token hashes, when there is no store to keep them.
+    tokens: HashMap<String, Principal>,
+    since_snapshot: u64,
+    last_seq: i64,
+    /// Events between engine snapshots ([`SNAPSHOT_EVERY`] unless set).
+    pub snapshot_every: u64,
+    /// The event sequence the store's engine snapshot covers, if there is one.
+    snapshot_upto: Option<i64>,
+    /// Whether any message ever came at QoS 0 (else a broken feed cannot have lost any).
+    qos0_seen: bool,
+}
+
+impl Core {
+    /// A core over `town` with `rules` and `policy`; with a store, state is loaded from it (orders, the
+    /// engine's snapshot, and a replay of the events logged after it).
+    pub fn open(rules: RuleSet, policy: Policy, town: &Town, db: Option<&Path>) -> Result<Core, CoreError> {
+        let mut core = Core {
+            engine: Engine::new(rules, town),
+            orders: Orders::default(),
+            policy,
+            stats: CoreStats::default(),
+            store: None,
+            seen: RecentIds::default(),
+            tokens: HashMap::new(),
+            since_snapshot: 0,
+            last_seq: 0,
+            snapshot_every: SNAPSHOT_EVERY,
+            snapshot_upto: None,
+            qos0_seen: false,
+        };
+        if let Some(path) = db {
+            let store = Store::open(path)?;
+            let loaded = store.load()?;
+            core.orders.orders = loaded.orders;
+            core.orders.reindex();
+            if let Some((upto, bytes)) = loaded.snapshot {
+                core.engine.state = decode_snapshot(&bytes)?;
+                core.last_seq = upto;
+                core.snapshot_upto = Some(upto);
+            }
+            // Blind spans before the replay, so that silences re-armed live are re-armed the same way here.
+            core.engine.blind = loaded.blind.clone();
+            // Replay rebuilds the engine only: the orders these events led to are already in the store.
+            for (seq, payload) in &loaded.replay {
+                if let Ok(ev) = decode(payload, core.engine.devices()) {
+                    let _ = core.engine.apply(&ev);
+                }
+                core.last_seq = *seq;
+                core.since_snapshot += 1;
+            }
+            core.stats.rejected = loaded.rejects.into_iter().collect();
+            core.qos0_seen = loaded.qos0_seen;
+            core.store = Some(store);
+        }
+        Ok(core)
+    }
+
+    /// Event time as far as the core knows.
+    pub fn now(&self) -> Millis {
+        self.engine.state.now
+    }
+
+    /// Decodes and applies a batch of message payloads, and commits all their effects in one transaction
+    /// before returning: the caller acknowledges the batch only after this returns `Ok`.
+    pub fn ingest(&mut self, payloads: &[&[u8]]) -> Result<Outcome, CoreError> {
+        self.ingest_from(payloads, None, None)
+    }
+
+    /// [`Core::ingest`] of messages with the topics they came on: each topic must match its event's source
+    /// and type (`topic_mismatch` otherwise).
+    pub fn ingest_on(&mut self, topics: &[&str], payloads: &[&[u8]]) -> Result<Outcome, CoreError> {
+        self.ingest_from(payloads, Some(topics), None)
+    }
+
+    /// [`Core::ingest_on`] of messages as a broker delivered them, with whether each came at QoS 0: after
+    /// [`Core::feed_broke`], the first accepted QoS 0 message is live traffic again (a broker drops QoS 0
+    /// for a client that is away, and sends what it queued at QoS 1 first), which ends the blind span.
+    pub fn ingest_delivered(&mut self, topics: &[&str], payloads: &[&[u8]], qos0: &[bool]) -> Result<Outcome, CoreError> {
+        self.ingest_from(payloads, Some(topics), Some(qos0))
+    }
+
+    /// The core's feed broke or is starting (a restart, a reconnect): messages sent at QoS 0 from its clock's
+    /// time until the next live one were lost to it, so the silence rule must not count them as a device's
+    /// silence (see [`crate::rules::Engine::blind`]). Recorded in the store. A core that never had a QoS 0
+    /// message cannot have lost one, and records nothing.
+    pub fn feed_broke(&mut self) -> Result<(), CoreError> {
+        if !self.qos0_seen {
+            // Everything comes at QoS 1 and the broker keeps it: nothing can have been lost.
+            return Ok(());
+        }
+        if let Some(from) = self.engine.blind_from_now() {
+            tracing::info!("core: not listening from event time {}", crate::time::rfc3339(from));
+            if let Some(store) = self.store.as_mut() {
+                let b = store.batch()?;
+                b.blind_span(from, None)?;
+                b.commit()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Events already decoded, as the twin made them, for a core without a store (an experiment's): the
+    /// same window, dedup, rules and orders as [`Core::ingest_on`] without encoding each event to JSON and
+    /// parsing it back. A core with a store must log every payload as it came, so it refuses this.
+    pub fn ingest_events(&mut self, events: Vec<Event>) -> Result<Outcome, CoreError> {
+        if self.store.is_some() {
+            return Err(CoreError::NeedsPayloads);
+        }
+        let n = events.len();
+        let (out, accepted) = self.admit(events.into_iter().map(Ok).enumerate(), n);
+        self.take(out, accepted, &[], None)
+    }
+
+    /// [`Core::ingest_delivered`] of messages decoded already (by the ingest's partitions, with
+    /// [`crate::decode::decode_on`] against this core's registry), one result for each payload.
+    pub fn ingest_decoded(&mut self, payloads: &[&[u8]], qos0: &[bool], decoded: Vec<Result<Event, Reject>>) -> Result<Outcome, CoreError> {
+        let n = payloads.len();
+        debug_assert_eq!(decoded.len(), n, "one decoded result for each payload");
+        let (out, accepted) = self.admit(decoded.into_iter().enumerate(), n);
+        self.take(out, accepted, payloads, Some(qos0))
+    }
+
+    fn ingest_from(&mut self, payloads: &[&[u8]], topics: Option<&[&str]>, qos0: Option<&[bool]>) -> Result<Outcome, CoreError> {
+        let devices = self.engine.devices();
+        let decoded = payloads.iter().enumerate().map(|(i, p)| {
+            let ev = match topics.and_then(|t| t.get(i)) {
+                Some(topic) => decode_on(topic, p, devices),
+                None => decode(p, devices),
+            };
+            (i, ev)
+        });
+        let (out, accepted) = self.admit(decoded, payloads.len());
+        self.take(out, accepted, payloads, qos0)
+    }
+
+    /// Of a batch's decoded events (with their indices), those inside the time window, checked against the
+    /// clock as it moves through the batch (only ticks move it); the rest rejected, with why.
+    fn admit(&self, decoded: impl Iterator<Item = (usize, Result<Event, Reject>)>, n: usize) -> (Outcome, Vec<(usize, Event)>) {
+        let mut out = Outcome::default();
+        let mut accepted = Vec::with_capacity(n);
+        let mut clock = self.engine.state.now;
+        for (i, decoded) in decoded {
+            match decoded {
+                Ok(ev) => match self.engine.rules.window.check(clock, ev.time) {
+                    None => {
+                        if ev.ty == EventType::ClockTick {
+                            clock = clock.max(ev.time);
+                        }
+                        accepted.push((i, ev));
+                    }
+                    Some(detail) => out.rejected.push((i, Reject { code: "out_of_window", detail })),
+                },
+                Err(r) => out.rejected.push((i, r)),
+            }
+        }
+        (out, accepted)
+    }
+
+    /// Logs (with a store), dedups and applies the accepted events of a batch; `payloads` are the messages
+    /// as they came (for the store's log), indexed like the events.
+    fn take(&mut self, mut out: Outcome, accepted: Vec<(usize, Event)>, payloads: &[&[u8]], qos0: Option<&[bool]>) -> Result<Outcome, CoreError> {
+        let mut batch = match self.store.as_mut() {
+            Some(s) => Some(s.batch()?),
+            None => None,
+        };
+        for (_, r) in &out.rejected {
+            *self.stats.rejected.entry(r.code.to_string()).or_default() += 1;
+            if let Some(b) = &batch {
+                b.count_reject(r.code)?;
+            }
+        }
+        for (i, ev) in accepted {
+            let tick = ev.ty == EventType::ClockTick;
+            // Unique as CloudEvents define it: source and id together (two devices may use the same id).
+            let fresh = match &mut batch {
+                Some(b) => b.append_event(&format!("{} {}", ev.source, ev.id), ev.time, payloads[i])?.inspect(|seq| self.last_seq = *seq).is_some(),
+                None => self.seen.insert(RecentIds::key(&ev.source, &ev.id), self.engine.state.now, &self.engine.rules.window),
+            };
+            if !fresh {
+                self.stats.duplicates += 1;
+                if tick {
+                    out.clock = Some(self.engine.state.now);
+                }
+                continue;
+            }
+            self.stats.accepted += 1;
+            self.since_snapshot += 1;
+            let live = qos0.and_then(|q| q.get(i)) == Some(&true);
+            if live && !self.qos0_seen {
+                self.qos0_seen = true;
+                if let Some(b) = &batch {
+                    b.qos0_seen()?;
+                }
+            }
+            if live && let Some((from, until)) = self.engine.live_at(ev.time) {
+                tracing::info!("core: listening again from event time {} (blind since {})", crate::time::rfc3339(until), crate::time::rfc3339(from));
+                if let Some(b) = &batch {
+                    b.blind_span(from, Some(until))?;
+                }
+            }
+            let before = self.orders.pending.len();
+            // `apply` moves the event-time clock to the event (a clock tick included) and fires due timers.
+            let call = match &ev.data {
+                crate::event::Data::Hotline(c) => Some(c.category),
+                _ => None,
+            };
+            for f in self.engine.apply(&ev) {
+                *self.stats.findings_by_rule.entry(f.rule.clone()).or_default() += 1;
+                // A 12345 call about a problem the platform already has an order for joins that order.
+                let joined = call.and_then(|c| self.orders.attach_call(&f, c, &self.engine.rules));
+                if joined.is_none() {
+                    self.orders.on_finding(&f, &self.engine.rules, &self.policy)?;
+                }
+                out.findings.push(f);
+            }
+            self.orders.tick(self.engine.state.now)?;
+            out.causes.resize(out.causes.len() + self.orders.pending.len() - before, ev.id.clone());
+            if tick {
+                out.clock = Some(self.engine.state.now);
+            }
+        }
+        let snapshot = self.since_snapshot >= self.snapshot_every;
+        if let Some(b) = batch.take() {
+            flush(&self.orders, &b)?;
+            b.commit()?;
+        }
+        drop(batch);
+        if snapshot && let Some(store) = &self.store {
+            // Encoded and written on the store's snapshot thread; only the clone is paid here.
+            let state = self.engine.state.clone();
+            store.snapshot(self.last_seq, Box::new(move || encode_snapshot(&state).map_err(|e| e.to_string())))?;
+            self.snapshot_upto = Some(self.last_seq);
+        }
+        if snapshot {
+            self.since_snapshot = 0;
+        }
+        out.transitions = std::mem::take(&mut self.orders.pending);
+        self.orders.dirty.clear();
+        Ok(out)
+    }
+
+    /// An action from a person (API, responder), at the core's event time; committed before returning.
+    pub fn act(&mut self, id: u64, actor: &str, action: Action) -> Result<(State, Vec<OrderEvent>), CoreError> {
+        let now = self.now();
+        let state = self.orders.act(id, now, actor, action)?;
+        if let Some(store) = self.store.as_mut() {
+            let b = store.batch()?;
+            flush(&self.orders, &b)?;
+            b.commit()?;
+        }
+        self.orders.dirty.clear();
+        Ok((state, std::mem::take(&mut self.orders.pending)))
+    }
+
+    /// Issues an API token for `principal`: kept as its hash (in the store, or in memory without one), and
+    /// returned once.
+    pub fn issue_token(&mut self, principal: &Principal) -> Result<String, CoreError> {
+        let token = crate::auth::new_token();
+        let hash = crate::auth::hash(&token);
+        let now = self.now();
+        match &mut self.store {
+            Some(s) => s.put_token(&hash, &principal.to_string(), &crate::auth::issue_entry(now, "core", principal))?,
+            None => {
+                self.tokens.insert(hash, principal.clone());
+            }
+        }
+        Ok(token)
+    }
+
+    /// Records in the audit log what the API did for `actor` that is no transition: an order viewed, or an
+    /// action refused (outside its scope, or illegal in the order's state). Stamped with event time, like the
+    /// transitions. Without a store there is no audit log, and nothing is recorded.
+    pub fn audit(&mut self, actor: &Principal, what: &str, target: &str, outcome: &str) -> Result<(), CoreError> {
+        let entry = crate::audit::Entry {
+            at: self.now(),
+            actor: actor.to_string(),
+            scope: actor.scope.to_string(),
+            what: what.to_string(),
+            target: target.to_string(),
+            outcome: outcome.to_string(),
+        };
+        if let Some(store) = self.store.as_mut() {
+            let b = store.batch()?;
+            b.audit(&entry)?;
+            b.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The principal a token was issued for, if it is a token of this core.
+    pub fn principal_of(&self, token: &str) -> Result<Option<Principal>, CoreError> {
+        let hash = crate::auth::hash(token);
+        match &self.store {
+            Some(s) => Ok(s.token(&hash)?.and_then(|p| p.parse().ok())),
+            None => Ok(self.tokens.get(&hash).cloned()),
+        }
+    }
+
+    /// Whether the store holds an engine snapshot (written by this core or loaded from the store).
+    pub fn has_snapshot(&self) -> bool {
+        self.snapshot_upto.is_some()
+    }
+
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+}
+
+/// Writes the orders changed and the transitions appended since the last flush.
+fn flush(orders: &Orders, b: &crate::store::Batch<'_>) -> Result<(), CoreError> {
+    for id in &orders.dirty {
+        if let Some(o) = orders.get(*id) {
+            b.put_order(o)?;
+        }
+    }
+    for e in &orders.pending {
+        b.append_order_event(e)?;
+        b.audit(&transition_entry(e))?;
+    }
+    Ok(())
+}
+
+/// A transition as the audit log records it.
+fn transition_entry(e: &OrderEvent) -> crate::audit::Entry {
+    let from = e.from.map_or("-", |f| f.as_str());
+    let mut outcome = format!("{from} -> {} ({})", e.to.as_str(), e.level.as_str());
+    if let Some(r) = &e.reason {
+        outcome.push_str("; reason: ");
+        outcome.push_str(r);
+    }
+    // The core's own decisions: opening and dispatching ("system"), escalating at a deadline ("policy").
+    let scope = if matches!(e.actor.as_str(), "system" | "policy") { crate::audit::SYSTEM.to_string() } else { crate::audit::Entry::scope_of(&e.actor) };
+    crate::audit::Entry { at: e.at, actor: e.actor.clone(), scope, what: e.action.clone(), target: format!("order {}", e.order), outcome }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::{HOUR, MINUTE};
+
+    #[test]
+    fn recent_ids_keep_an_id_as_long_as_the_window_could_let_a_duplicate_in() {
+        let w = TimeWindow { ahead_minutes: 10, behind_hours: 24 };
+        let mut ids = RecentIds::default();
+        let t0 = 1_000 * HOUR;
+        let k = |s: &str| RecentIds::key("/gaohang/E001/gate/E001-gate-01", s);
+        assert_ne!(k("a"), RecentIds::key("/gaohang/E001/gate/E001-gate-02", "a"), "the source is part of the key");
+        assert!(ids.insert(k("a"), t0, &w));
+        // Through several rotations, until the window has passed it for good.
+        let mut now = t0;
+        while now <= t0 + 24 * HOUR + 10 * MINUTE {
+            assert!(!ids.insert(k("a"), now, &w), "a duplicate at {} h after was taken as new", (now - t0) / HOUR);
+            assert!(ids.insert(k(&format!("b{now}")), now, &w));
+            now += 10 * MINUTE;
+        }
+        // Two generations at most: what was accepted more than two windows ago is gone.
+        for j in 0..400 {
+            ids.insert(k(&format!("c{j}")), now + j * 10 * MINUTE, &w);
+        }
+        assert!(ids.len() <= 2 * (24 * 6 + 2) + 2, "{} ids kept", ids.len());
+        assert!(ids.insert(k("a"), now + 400 * 10 * MINUTE, &w), "an id long out of the window is forgotten");
+    }
+}

@@ -1,0 +1,369 @@
+//! The after-action report: each inject scored from what the core recorded, against the script.
+//!
+//! A drill leaves two records in its folder: the core's store (`core.db`: every order, every transition
+//! with who made it and when, and in the audit log every order a principal opened) and the controller's
+//! log (`drill-log.json`: the script, when each inject took effect in the town, what the controller did,
+//! and how late the twin kept to the wall clock). The report is a function of those two alone, so
+//! `towntwin drill --replay DIR` rebuilds it from a finished drill's folder.
+//!
+//! For each inject: the order it made is the first order about it (a rule that detects what the inject
+//! does, in the inject's area, about its resident, flat or device, made at or after the inject took
+//! effect). Each expectation is met when its
+//! trainee did the action (opened the order, accepted it, started work on it, resolved it) within its
+//! minutes of the inject's start; times are the core's event time, to the minute of the twin's clock.
+//! Each objective is rated as HSEEP does, from the share of its points earned: P (performed without
+//! challenges, all of them), S (with some challenges, at least half), M (major challenges, some), U (unable
+//! to be performed, none). An expectation that was not due within the drill (its inject never started, was
+//! skipped, or its deadline came after the end) and was not done is left out: not exercised (`-`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use towntwin_core::orders::{Order, OrderEvent};
+use towntwin_core::time::{MINUTE, Millis};
+use towntwin_core::truth::{Detects, IncidentKind, MatchBy, Sighting, Span};
+use towntwin_core::web::html::esc;
+
+use super::script::{Expected, Script};
+use crate::plots::{color, e, plot};
+
+mod page;
+
+pub use page::*;
+
+/// How an inject went, as the controller saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Its start condition never came (or the controller never fired it).
+    NotStarted,
+    Started,
+    /// The controller skipped it.
+    Skipped,
+}
+
+/// One inject in the controller's log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InjectLog {
+    pub id: String,
+    pub status: Status,
+    /// Town time its start condition came (or the controller fired it).
+    pub due_at: Option<Millis>,
+    /// Town time it took effect in the twin (its first effect).
+    pub started_at: Option<Millis>,
+    /// What it made happen, with town times.
+    pub effects: Vec<(Millis, String)>,
+    /// How late (ms) the twin's traffic reached the inject's town time, against the wall time the pace
+    /// scheduled for it; `None` at full speed (warm-up) or when it never started.
+    pub lateness_ms: Option<f64>,
+    /// The rules whose orders are about this inject (those that detect what it does).
+    pub rules: Vec<String>,
+    /// The inject's area: the area of its order.
+    pub area: String,
+    /// What its order names within the area (the resident, the flat, the device); empty: any (a fire's
+    /// order names the detector that sounded first).
+    #[serde(default)]
+    pub subjects: Vec<String>,
+}
+
+impl InjectLog {
+    /// Whether an order of `rule`, seen as `o`, is about this inject by the one rule for it
+    /// (`Detects::is_about`): the inject's incident is of `kind`, in its area, about one of its subjects
+    /// (any, for an order that names only the area), going on from the inject's start.
+    pub fn is_about(&self, kind: IncidentKind, rule: &str, o: &Sighting<'_>) -> bool {
+        let Some(start) = self.started_at else { return false };
+        if !self.rules.iter().any(|r| r == rule) {
+            return false;
+        }
+        let by = if self.subjects.is_empty() { MatchBy::Area } else { MatchBy::Subject };
+        let detects = Detects { kinds: vec![kind], by };
+        let subjects: &[String] = if self.subjects.is_empty() { std::slice::from_ref(&self.area) } else { &self.subjects };
+        // Going on for the drill's whole length: `now` is the order's own last sighting.
+        subjects.iter().any(|s| detects.is_about(o, &Span { kind, area: &self.area, subject: s, start, end: None }, o.last_seen))
+    }
+}
+
+/// The controller's log of a drill (`drill-log.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Log {
+    pub script: Script,
+    pub exercise: String,
+    /// Trainee name -> principal.
+    pub principals: BTreeMap<String, String>,
+    /// Town time of drill minute 0.
+    pub drill_start: Millis,
+    /// Town time the drill ended, and why.
+    pub ended_at: Millis,
+    pub ended_by: String,
+    pub injects: Vec<InjectLog>,
+    /// What the controller did: (town time, wall seconds since the drill began, what).
+    pub control: Vec<(Millis, f64, String)>,
+    /// Lateness of every event of the drill's paced part against its scheduled wall time, ms.
+    pub event_lateness: Option<Lateness>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lateness {
+    pub events: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// What the core recorded, as far as the report needs it.
+pub struct Recorded {
+    pub orders: Vec<Order>,
+    pub history: HashMap<u64, Vec<OrderEvent>>,
+    /// (event time, principal, order) of every order opened.
+    pub views: Vec<(Millis, String, u64)>,
+}
+
+impl Recorded {
+    /// Reads the core's store at `db` (a finished drill's).
+    pub fn read(db: &Path) -> Result<Recorded> {
+        let store = towntwin_core::store::Reader::open(db).with_context(|| format!("cannot open the drill's store {}", db.display()))?;
+        let orders = store.orders().with_context(|| format!("cannot read {}", db.display()))?;
+        let mut history: HashMap<u64, Vec<OrderEvent>> = orders.iter().map(|o| (o.id, Vec::new())).collect();
+        for e in store.history()? {
+            history.entry(e.order).or_default().push(e);
+        }
+        let views = store
+            .audit_entries()?
+            .into_iter()
+            .filter(|s| s.entry.what == "view" && s.entry.outcome == "seen")
+            .filter_map(|s| s.entry.target.strip_prefix("order ").and_then(|n| n.parse().ok()).map(|n| (s.entry.at, s.entry.actor.clone(), n)))
+            .collect();
+        Ok(Recorded { orders, history, views })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Aar {
+    pub drill: String,
+    pub exercise: String,
+    pub description: String,
+    /// Town times.
+    pub start: String,
+    pub end: String,
+    pub ended_by: String,
+    pub minutes: f64,
+    pub trainees: BTreeMap<String, String>,
+    pub injects: Vec<InjectScore>,
+    pub objectives: Vec<ObjectiveScore>,
+    pub earned: u32,
+    pub possible: u32,
+    pub timeline: Vec<Moment>,
+    pub inject_lateness_ms: BTreeMap<String, f64>,
+    pub event_lateness: Option<Lateness>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InjectScore {
+    pub id: String,
+    pub title: String,
+    pub status: Status,
+    /// Drill minute it took effect.
+    pub started_minute: Option<f64>,
+    pub order: Option<u64>,
+    pub order_rule: Option<String>,
+    /// Minutes from the inject's start to its order.
+    pub order_after_minutes: Option<f64>,
+    pub expectations: Vec<ExpectationScore>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExpectationScore {
+    pub by: String,
+    pub action: Expected,
+    pub within_minutes: f64,
+    pub points: u32,
+    pub objective: String,
+    /// Minutes from the inject's start until the trainee did it, if they did.
+    pub done_after_minutes: Option<f64>,
+    pub met: bool,
+    pub earned: u32,
+    /// Whether it was due within the drill (its inject started and its deadline came before the end), or
+    /// done anyway. One that was not is left out of the points possible: it was not exercised.
+    pub exercised: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectiveScore {
+    pub id: String,
+    pub text: String,
+    pub earned: u32,
+    pub possible: u32,
+    /// HSEEP: P, S, M or U.
+    pub rating: String,
+}
+
+/// One line of the timeline, in drill minutes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Moment {
+    pub minute: f64,
+    pub what: String,
+}
+
+/// Town (local) time to the minute: `2026-03-02 08:05`.
+pub fn town_time(t: Millis) -> String {
+    let l = towntwin_core::time::Local::of(t);
+    format!("{} {:02}:{:02}", l.date_string(), l.hour, l.minute)
+}
+
+fn minutes_between(from: Millis, to: Millis) -> f64 {
+    (to - from) as f64 / MINUTE as f64
+}
+
+/// The order an inject made: the first about it ([`InjectLog::is_about`]); or, when the core added the
+/// inject's alarm to an order about the same thing that was open already, that order.
+pub fn order_of<'a>(inj: &InjectLog, kind: IncidentKind, orders: &'a [Order]) -> Option<&'a Order> {
+    let start = inj.started_at?;
+    // Of the orders about it, one made from the inject's minute on; else the first seen before.
+    orders.iter().filter(|o| inj.is_about(kind, &o.rule, &o.sighting())).min_by_key(|o| (o.created_at < start - MINUTE, o.created_at, o.id))
+}
+
+/// The incident kind each inject makes, whose rules' orders are about it.
+pub fn kind_of(what: &super::script::What) -> IncidentKind {
+    match what {
+        super::script::What::Incapacitate { .. } => IncidentKind::VulnerableEmergency,
+        super::script::What::Fire { .. } => IncidentKind::Fire,
+        super::script::What::NewFaces { .. } => IncidentKind::GroupRental,
+        super::script::What::DeviceDark { .. } => IncidentKind::DeviceOffline,
+    }
+}
+
+/// HSEEP's rating from the points an objective earned.
+pub fn rating(earned: u32, possible: u32) -> &'static str {
+    match (earned, possible) {
+        // Nothing of it was due within the drill: not exercised.
+        (_, 0) => "-",
+        (e, p) if e >= p => "P",
+        (e, p) if 2 * e >= p => "S",
+        (0, _) => "U",
+        _ => "M",
+    }
+}
+
+/// Scores the drill of `log` from what the core recorded.
+pub fn score(log: &Log, rec: &Recorded) -> Aar {
+    let s = &log.script;
+    let minute = |t: Millis| minutes_between(log.drill_start, t);
+    let mut timeline = Vec::new();
+    let mut injects = Vec::new();
+    for (inj, il) in s.injects.iter().zip(&log.injects) {
+        let order = order_of(il, kind_of(&inj.what), &rec.orders);
+        if let Some(t) = il.started_at {
+            timeline.push(Moment { minute: minute(t), what: format!("{} starts: {}", inj.id, inj.title) });
+        }
+        for (t, what) in &il.effects {
+            timeline.push(Moment { minute: minute(*t), what: format!("{}: {what}", inj.id) });
+        }
+        if il.status == Status::Skipped {
+            timeline.push(Moment { minute: minute(il.due_at.unwrap_or(log.ended_at)), what: format!("{} skipped by the controller", inj.id) });
+        }
+        let history = order.and_then(|o| rec.history.get(&o.id)).map(Vec::as_slice).unwrap_or(&[]);
+        if let Some(o) = order {
+            for ev in history {
+                timeline.push(Moment { minute: minute(ev.at), what: format!("order {} ({}): {} by {}", o.id, o.rule, ev.action, ev.actor) });
+            }
+        }
+        let expectations = inj
+            .expect
+            .iter()
+            .map(|x| {
+                let principal = log.principals.get(&x.by).cloned().unwrap_or_default();
+                let done = match (order, il.started_at) {
+                    (Some(o), Some(start)) => {
+                        let at = match x.action {
+                            Expected::Notice => rec.views.iter().filter(|v| v.2 == o.id && v.1 == principal).map(|v| v.0).min(),
+                            action => {
+                                let name = match action {
+                                    Expected::Accept => "accept",
+                                    Expected::Start => "start",
+                                    _ => "resolve",
+                                };
+                                history.iter().filter(|ev| ev.action == name && ev.actor == principal).map(|ev| ev.at).min()
+                            }
+                        };
+                        at.map(|t| minutes_between(start, t).max(0.0))
+                    }
+                    _ => None,
+                };
+                let met = done.is_some_and(|m| m <= x.within_minutes);
+                let due = il.started_at.map(|s| s + (x.within_minutes * MINUTE as f64) as Millis);
+                let exercised = done.is_some() || due.is_some_and(|d| d <= log.ended_at);
+                ExpectationScore {
+                    by: x.by.clone(),
+                    action: x.action,
+                    within_minutes: x.within_minutes,
+                    points: x.points,
+                    objective: x.objective.clone(),
+                    done_after_minutes: done,
+                    met,
+                    earned: if met { x.points } else { 0 },
+                    exercised,
+                }
+            })
+            .collect();
+        injects.push(InjectScore {
+            id: inj.id.clone(),
+            title: inj.title.clone(),
+            status: il.status,
+            started_minute: il.started_at.map(minute),
+            order: order.map(|o| o.id),
+            order_rule: order.map(|o| o.rule.clone()),
+            order_after_minutes: order.zip(il.started_at).map(|(o, t)| minutes_between(t, o.created_at)),
+            expectations,
+        });
+    }
+    for (t, wall, what) in &log.control {
+        timeline.push(Moment { minute: minute(*t), what: format!("controller: {what} (wall {wall:.0} s)") });
+    }
+    timeline.sort_by(|a, b| a.minute.total_cmp(&b.minute));
+    let objectives: Vec<ObjectiveScore> = s
+        .objectives
+        .iter()
+        .map(|ob| {
+            let serving = injects.iter().flat_map(|i| &i.expectations).filter(|x| x.objective == ob.id);
+            let (earned, possible) = serving.filter(|x| x.exercised).fold((0, 0), |(e, p), x| (e + x.earned, p + x.points));
+            ObjectiveScore { id: ob.id.clone(), text: ob.text.clone(), earned, possible, rating: rating(earned, possible).into() }
+        })
+        .collect();
+    let earned = objectives.iter().map(|o| o.earned).sum();
+    let possible = objectives.iter().map(|o| o.possible).sum();
+    Aar {
+        drill: s.name.clone(),
+        exercise: log.exercise.clone(),
+        description: s.description.clone(),
+        start: town_time(log.drill_start),
+        end: town_time(log.ended_at),
+        ended_by: log.ended_by.clone(),
+        minutes: minute(log.ended_at),
+        trainees: log.principals.clone(),
+        injects,
+        objectives,
+        earned,
+        possible,
+        timeline,
+        inject_lateness_ms: log.injects.iter().filter_map(|i| i.lateness_ms.map(|l| (i.id.clone(), l))).collect(),
+        event_lateness: log.event_lateness.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rating;
+
+    #[test]
+    fn ratings_follow_the_share_of_points_earned() {
+        assert_eq!(
+            [rating(20, 20), rating(30, 20), rating(10, 20), rating(9, 20), rating(1, 20), rating(0, 20), rating(0, 0)],
+            ["P", "P", "S", "M", "M", "U", "-"]
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! Household waste at smart sorting kiosks: drops in the fixed morning and evening windows (定时定点),
+//! wrong sorting by tenure, kiosk fill, overflow when a kiosk fills before its collection, and collections.
+
+use serde::{Deserialize, Serialize};
+use towntwin_contracts::load::Problems;
+
+use towntwin_contracts::time::HhMm;
+
+use crate::scenario::{Probability, hm, prob, rate};
+
+#[cfg(feature = "twin")]
+mod plugin;
+#[cfg(feature = "twin")]
+pub use plugin::*;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Garbage {
+    pub drops_per_household_day: f64,
+    /// Share of drops in the morning window (06:30-09:00); the rest fall in the evening (18:00-21:00).
+    pub morning_share: Probability,
+    /// Probability a drop is wrongly sorted, by tenure.
+    pub missort_owner: Probability,
+    pub missort_tenant: Probability,
+    pub missort_unregistered: Probability,
+    /// Probability the kiosk's camera flags a wrong sort; and flags a right one wrongly.
+    pub missort_recall: Probability,
+    pub missort_false_flag: Probability,
+    /// Drops a kiosk holds before it overflows.
+    pub bin_capacity_drops: u32,
+    /// Collection times, local `HH:MM`.
+    pub collections: Vec<HhMm>,
+    /// Probability a scheduled collection is missed.
+    pub collection_miss_prob: Probability,
+}
+
+impl Default for Garbage {
+    fn default() -> Self {
+        Garbage {
+            drops_per_household_day: 1.1,
+            morning_share: prob(0.55),
+            missort_owner: prob(0.04),
+            missort_tenant: prob(0.10),
+            missort_unregistered: prob(0.18),
+            missort_recall: prob(0.85),
+            missort_false_flag: prob(0.01),
+            bin_capacity_drops: 80,
+            collections: vec![hm(9, 30), hm(21, 30)],
+            collection_miss_prob: prob(0.03),
+        }
+    }
+}
+
+impl Garbage {
+    /// The section's checks beyond its types.
+    pub(crate) fn check(&self, p: &mut Problems) {
+        rate(p, "garbage.drops_per_household_day", self.drops_per_household_day);
+        p.check(self.bin_capacity_drops >= 1, || "garbage.bin_capacity_drops".into(), || "expected at least 1".into());
+    }
+}

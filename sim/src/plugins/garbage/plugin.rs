@@ -1,0 +1,133 @@
+//! The garbage feature's plugin and systems; its parameters are in [`super`].
+
+use bevy::prelude::*;
+use rand::Rng as _;
+use towntwin_contracts::event::{BinDrop, BinLevel, Data, EventType, WasteCategory};
+use towntwin_contracts::town::{DeviceKind, Tenure};
+use towntwin_contracts::truth::IncidentKind;
+
+use crate::generate::pick;
+use crate::plugins::messages::Answers;
+use crate::plugins::{Feature, day_start};
+use crate::world::{Agenda, Clock, Ctx, Dev, Health, Household, Params, Record, Registry, at_hours, in_order, poisson};
+
+pub struct GarbagePlugin;
+
+impl Plugin for GarbagePlugin {
+    fn build(&self, app: &mut App) {
+        app.init_resource::<Agenda<BinAction>>()
+            .add_systems(Startup, add_bin_state.in_set(Feature::Garbage))
+            .add_systems(Update, (answer, plan_day.run_if(day_start), act).chain().in_set(Feature::Garbage));
+    }
+}
+
+/// A kiosk's fill, in drops since its last collection.
+#[derive(Component, Debug, Clone, Default)]
+pub struct BinState {
+    pub drops: u32,
+    pub overflow: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub enum BinAction {
+    Drop { flat: Entity, bin: Dev, category: WasteCategory, weight_g: u32, missorted: bool },
+    Collect { bin: Dev },
+}
+
+fn add_bin_state(mut commands: Commands, reg: Res<Registry>) {
+    for (i, d) in reg.devices.iter().enumerate() {
+        if d.kind == DeviceKind::SortingBin {
+            commands.entity(reg.entity[i]).insert(BinState::default());
+        }
+    }
+}
+
+fn plan_day(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, households: Query<(Entity, &Household)>, mut agenda: ResMut<Agenda<BinAction>>) {
+    let cfg = &params.scenario.garbage;
+    let begin = clock.day_begin();
+    let mut rngs: Vec<_> = (0..reg.estate_ids.len()).map(|e| params.rng("garbage.drops", e as u64, clock.day)).collect();
+    for (flat, h) in in_order(households, |x| x.1.key()) {
+        let Some(bin) = h.bin else { continue };
+        let rng = &mut rngs[h.estate as usize];
+        let missort = match h.tenure {
+            Tenure::Owner | Tenure::Vacant => cfg.missort_owner.get(),
+            Tenure::RegisteredTenant => cfg.missort_tenant.get(),
+            Tenure::UnregisteredOccupant => cfg.missort_unregistered.get(),
+        };
+        // Bigger households drop a little more often.
+        let mean = cfg.drops_per_household_day * (0.8 + 0.1 * h.size.min(6) as f64);
+        for _ in 0..poisson(rng, mean) {
+            let t = if rng.random_bool(cfg.morning_share.get()) { at_hours(rng, begin, 6.5, 9.0) } else { at_hours(rng, begin, 18.0, 21.0) };
+            let category =
+                [WasteCategory::Residual, WasteCategory::Kitchen, WasteCategory::Recyclable, WasteCategory::Hazardous][pick(rng, &[0.45, 0.40, 0.13, 0.02])];
+            let weight_g = rng.random_range(200..2_500);
+            agenda.push(t, BinAction::Drop { flat, bin, category, weight_g, missorted: rng.random_bool(missort) });
+        }
+    }
+    let mut rng = params.rng("garbage.collect", 0, clock.day);
+    for (i, d) in reg.devices.iter().enumerate() {
+        if d.kind != DeviceKind::SortingBin {
+            continue;
+        }
+        for at in &cfg.collections {
+            if !rng.random_bool(cfg.collection_miss_prob.get()) {
+                agenda.push(begin + at.millis() + rng.random_range(0..900) * 1_000, BinAction::Collect { bin: i as Dev });
+            }
+        }
+    }
+}
+
+fn act(ctx: Ctx, mut agenda: ResMut<Agenda<BinAction>>, households: Query<&Household>, mut bins: Query<(&Health, &mut BinState)>, mut rec: Record) {
+    let Ctx { clock, params, reg } = &ctx;
+    let Record { truth, outbox } = &mut rec;
+    let cfg = &params.scenario.garbage;
+    let cap = cfg.bin_capacity_drops.max(1);
+    let mut rng = params.rng("garbage.act", 0, clock.tick as u32);
+    for (t, a) in agenda.due(clock.now) {
+        match a {
+            BinAction::Drop { flat, bin, category, weight_g, missorted } => {
+                let Ok(h) = households.get(flat) else { continue };
+                let Ok((health, mut state)) = bins.get_mut(reg.entity[bin as usize]) else { continue };
+                let area = &reg.devices[bin as usize].area;
+                state.drops += 1;
+                let fill_pct = (state.drops * 100 / cap) as u16;
+                if missorted {
+                    truth.instant(IncidentKind::GarbageMissort, area, h.label(), t, false);
+                }
+                let flagged = if missorted { rng.random_bool(cfg.missort_recall.get()) } else { rng.random_bool(cfg.missort_false_flag.get()) };
+                if health.reports() {
+                    // A stuck kiosk's level sensor keeps saying it is empty.
+                    let shown = if health.stuck { 0 } else { fill_pct };
+                    let data = BinDrop { flat: h.flat, category, weight_g, sorted_ok: !flagged, fill_pct: shown };
+                    outbox.emit(t, bin, EventType::BinDrop, Some(h.flat), Data::BinDrop(data));
+                }
+                if state.drops == cap + 1 {
+                    state.overflow = Some(truth.open(IncidentKind::BinOverflow, area, reg.devices[bin as usize].id.clone(), t, false));
+                    if health.senses() {
+                        outbox.emit(t, bin, EventType::BinOverflow, None, Data::BinLevel(BinLevel { fill_pct }));
+                    }
+                }
+            }
+            BinAction::Collect { bin } => {
+                let Ok((health, mut state)) = bins.get_mut(reg.entity[bin as usize]) else { continue };
+                let fill_pct = (state.drops * 100 / cap) as u16;
+                state.drops = 0;
+                if let Some(i) = state.overflow.take() {
+                    truth.close(i, t);
+                }
+                if health.reports() {
+                    outbox.emit(t, bin, EventType::BinCollected, None, Data::BinLevel(BinLevel { fill_pct }));
+                }
+            }
+        }
+    }
+}
+
+/// An overflowing kiosk a response reached is emptied now (a collection out of schedule).
+fn answer(answers: Res<Answers>, clock: Res<Clock>, reg: Res<Registry>, mut agenda: ResMut<Agenda<BinAction>>) {
+    for a in answers.0.iter().filter(|a| a.kind == IncidentKind::BinOverflow && a.incident.is_some()) {
+        if let Some(&bin) = reg.by_id.get(&a.subject) {
+            agenda.push(clock.now, BinAction::Collect { bin });
+        }
+    }
+}

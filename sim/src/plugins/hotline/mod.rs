@@ -1,0 +1,104 @@
+//! Residents and the 12345 citizens' hotline (接诉即办): residents affected by a problem that goes on call
+//! after their patience runs out (drawn per kind from the scenario's `hotline` section; some never call),
+//! and again while it still goes on. A call is a `hotline.call` CloudEvent from the estate's 12345 line
+//! (`town/{estate}/hotline/12345/hotline.call`) naming the kind of problem and what it is about; the core's
+//! hotline rule joins it to the open order for the same problem or opens one. A problem the platform
+//! solved first is never called about (未呼先应); the ground truth keeps every call's time.
+//!
+//! Each incident's draws come from a stream keyed by what the incident is (kind, place, subject, start),
+//! not by its place in the run, so replications of different variants draw the same patience for the same
+//! incident (common random numbers).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use towntwin_contracts::load::Problems;
+
+use towntwin_contracts::truth::IncidentKind;
+
+use crate::dist::Dist;
+use crate::scenario::{Probability, prob};
+
+#[cfg(feature = "twin")]
+mod plugin;
+#[cfg(feature = "twin")]
+pub use plugin::*;
+
+/// A synthetic kind of job for checking a crew against queueing theory: jobs arrive as a Poisson process at
+/// `per_hour` (exponential gaps in continuous time, not per minute), each an incident of kind
+/// `synthetic.job` in the first estate that is reported at once through the 12345 line, so the core's
+/// hotline rule opens one order per job (every job has its own subject: no repeats merge). Off (0) unless a
+/// scenario sets it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Synthetic {
+    pub per_hour: f64,
+}
+
+/// Residents and the 12345 citizens' hotline: per incident kind, the share of incidents someone calls about
+/// at all, how long after the start the first call comes (their patience, a [`Dist`] in hours), and how
+/// often they call again while it goes on (`None`: once). A call made after the incident ended is not
+/// made. Kinds not listed are never called about (a fire goes to 119, a dead sensor to nobody).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hotline {
+    pub patience: BTreeMap<IncidentKind, Patience>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Patience {
+    pub call_share: Probability,
+    pub first_call_hours: Dist,
+    #[serde(default)]
+    pub again_after_hours: Option<Dist>,
+}
+
+impl Default for Hotline {
+    fn default() -> Self {
+        let p = |share: f64, mean: f64, sd: f64, again: Option<Dist>| Patience {
+            call_share: prob(share),
+            first_call_hours: Dist::LogNormal { mean, sd },
+            again_after_hours: again,
+        };
+        Hotline {
+            patience: BTreeMap::from([
+                (IncidentKind::GroupRental, p(0.5, 96.0, 72.0, Some(Dist::LogNormal { mean: 168.0, sd: 96.0 }))),
+                (IncidentKind::RenovationIllegal, p(0.4, 48.0, 36.0, Some(Dist::LogNormal { mean: 96.0, sd: 48.0 }))),
+                (IncidentKind::EbikeFlyingWire, p(0.2, 2.0, 1.5, None)),
+                (IncidentKind::BinOverflow, p(0.2, 5.0, 4.0, None)),
+                (IncidentKind::VulnerableEmergency, p(0.3, 30.0, 18.0, None)),
+            ]),
+        }
+    }
+}
+
+impl Synthetic {
+    /// The section's checks beyond its types.
+    pub(crate) fn check(&self, p: &mut Problems) {
+        let sy = self.per_hour;
+        p.check(sy.is_finite() && (0.0..=100_000.0).contains(&sy), || "synthetic.per_hour".into(), || format!("expected 0..=100000 jobs an hour, got {sy}"));
+    }
+}
+
+impl Hotline {
+    /// The section's checks beyond its types.
+    pub(crate) fn check(&self, p: &mut Problems) {
+        for (kind, pt) in &self.patience {
+            for (f, d) in [("first_call_hours", Some(&pt.first_call_hours)), ("again_after_hours", pt.again_after_hours.as_ref())] {
+                if let Some(d) = d
+                    && let Err(msg) = d.check()
+                {
+                    p.push(format!("hotline.patience.{kind}.{f}"), msg);
+                }
+            }
+            if let Some(again) = &pt.again_after_hours {
+                p.check(
+                    again.mean() >= 0.1,
+                    || format!("hotline.patience.{kind}.again_after_hours"),
+                    || "expected a mean of at least 0.1 hours between calls".into(),
+                );
+            }
+        }
+    }
+}
