@@ -46,7 +46,13 @@ impl Polled {
 /// With `resubscribe`, a subscriber's client and filter: after a reconnect to a broker that kept no
 /// session for it (a restarted broker), the filter is subscribed again. `platform`: the platform's own
 /// services (the clock, the hotline, observers) retry every 300 ms; devices back off as firmware does.
-pub(super) fn spawn_loop(mut el: EventLoop, counters: Arc<Counters>, validate: Option<bool>, resubscribe: Option<(AsyncClient, String)>, platform: bool) -> Polled {
+pub(super) fn spawn_loop(
+    mut el: EventLoop,
+    counters: Arc<Counters>,
+    validate: Option<bool>,
+    resubscribe: Option<(AsyncClient, String)>,
+    platform: bool,
+) -> Polled {
     crate::transport::tune(&mut el, 30);
     let closing = Arc::new(AtomicBool::new(false));
     let closed = closing.clone();

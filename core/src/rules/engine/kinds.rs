@@ -1,8 +1,8 @@
 //! What each rule kind does: with an event that can move it ([`Engine::apply_rule`]) and with one of its
 //! timers that falls due ([`Engine::fire`]).
 
-use super::*;
 use super::super::{Frame, sample};
+use super::*;
 use crate::event::Data;
 
 impl Engine {
