@@ -14,6 +14,7 @@
 pub mod dist;
 #[cfg(feature = "twin")]
 pub mod generate;
+pub(crate) mod params;
 mod plugins;
 pub mod rng;
 pub mod scenario;
@@ -31,7 +32,7 @@ pub use plugins::emit::{Message, Stats};
 #[cfg(feature = "twin")]
 pub use plugins::messages::InjectEffect;
 #[cfg(feature = "twin")]
-pub use plugins::responders::{Act, CrewStats, ResponderStats, RuleTargets};
+pub use plugins::responders::plugin::{Act, CrewStats, ResponderStats, RuleTargets};
 pub use scenario::Scenario;
 #[cfg(feature = "twin")]
 pub use twin::{Twin, TwinOptions};

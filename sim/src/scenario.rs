@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use towntwin_contracts::load::{DataErrors, Problems, read_ron};
-use towntwin_contracts::time::{HhMm, Millis, parse_local_date};
+use towntwin_contracts::time::{Millis, parse_local_date};
 
+pub use crate::params::Probability;
 pub use crate::plugins::devices::Devices;
 pub use crate::plugins::fence::Fence;
 pub use crate::plugins::garbage::Garbage;
@@ -22,59 +23,6 @@ pub use crate::plugins::responders::{ANSWERABLE, Calendar, Crew, Days, Effect, H
 pub use crate::plugins::safety::Safety;
 pub use crate::plugins::vehicles::Vehicles;
 pub use crate::plugins::vulnerable::VulnerableResidents;
-
-/// A probability or a share, in 0..=1. A scenario file writes it as a bare number; anything outside
-/// 0..=1 (or NaN) is refused when the file is read, with the field's place.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
-#[serde(transparent)]
-pub struct Probability(f64);
-
-impl Probability {
-    pub const ZERO: Probability = Probability(0.0);
-
-    /// `p`, if it is in 0..=1.
-    pub fn new(p: f64) -> Result<Probability, String> {
-        if (0.0..=1.0).contains(&p) { Ok(Probability(p)) } else { Err(format!("expected a probability in 0..=1, got {p}")) }
-    }
-
-    pub const fn get(self) -> f64 {
-        self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for Probability {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Probability, D::Error> {
-        Probability::new(f64::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A probability for the built-in defaults, which are in range.
-pub(crate) const fn prob(v: f64) -> Probability {
-    assert!(v >= 0.0 && v <= 1.0, "a built-in probability out of 0..=1");
-    Probability(v)
-}
-
-/// A local time for the built-in defaults.
-pub(crate) const fn hm(h: u16, m: u16) -> HhMm {
-    match HhMm::new(h, m) {
-        Some(t) => t,
-        None => panic!("a built-in time out of range"),
-    }
-}
-
-/// Checks a rate: finite and at least 0.
-pub(crate) fn rate(p: &mut Problems, field: &str, v: f64) {
-    p.check(v.is_finite() && v >= 0.0, || field.to_string(), || format!("expected a rate >= 0, got {v}"));
-}
-
-/// Checks a range of a uniform draw: `0 < low <= high`, both finite.
-pub(crate) fn range(p: &mut Problems, field: &str, (a, b): (f64, f64)) {
-    p.check(
-        a.is_finite() && b.is_finite() && a > 0.0 && a <= b,
-        || field.to_string(),
-        || format!("expected a range (low, high) with 0 < low <= high, got ({a}, {b})"),
-    );
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -10,7 +10,7 @@ use towntwin_contracts::town::Town;
 
 use crate::plugins::emit::{Emitted, Message, Stats, StreamDigest, Typed};
 use crate::plugins::messages::{Applied, InjectEffect};
-use crate::plugins::responders::{Act, Acts, Inbox, ResponderStats, RuleTargets};
+use crate::plugins::responders::plugin::{Act, Acts, Inbox, ResponderStats, RuleTargets};
 use crate::plugins::{
     FeatureOrderPlugin, clock, devices, drill, emit, fence, garbage, hotline, renovation, rental, residents, responders, safety, vehicles, vulnerable,
 };
@@ -52,17 +52,17 @@ impl Plugin for TownPlugins {
             FeatureOrderPlugin,
             clock::ClockPlugin,
             drill::DrillPlugin,
-            responders::RespondersPlugin,
-            rental::RentalPlugin,
-            residents::ResidentsPlugin,
-            vulnerable::VulnerablePlugin,
-            garbage::GarbagePlugin,
-            renovation::RenovationPlugin,
-            vehicles::VehiclesPlugin,
-            fence::FencePlugin,
-            safety::SafetyPlugin,
-            devices::DevicesPlugin,
-            hotline::HotlinePlugin,
+            responders::plugin::RespondersPlugin,
+            rental::plugin::RentalPlugin,
+            residents::plugin::ResidentsPlugin,
+            vulnerable::plugin::VulnerablePlugin,
+            garbage::plugin::GarbagePlugin,
+            renovation::plugin::RenovationPlugin,
+            vehicles::plugin::VehiclesPlugin,
+            fence::plugin::FencePlugin,
+            safety::plugin::SafetyPlugin,
+            devices::plugin::DevicesPlugin,
+            hotline::plugin::HotlinePlugin,
             emit::EmitPlugin,
         ));
     }

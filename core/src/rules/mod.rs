@@ -100,7 +100,15 @@ pub struct Rule {
 pub enum RuleKind {
     /// A registered vulnerable resident with no gate pass for `hours`; suppressed while the estate's gates
     /// are silent (a dead gate must not flood the committee).
-    Absence { hours: u32 },
+    Absence {
+        hours: u32,
+        /// The fused rule: the order opens only when the resident's home has also shown no sign of life for
+        /// this many hours: no water used on her water meter, her flat's door not opened (the register names
+        /// both devices). A resident who stays in is not absent; a sign of life puts the check off until
+        /// this many hours after it. `None` (the default): gate passes alone.
+        #[serde(default)]
+        home_quiet_hours: Option<u32>,
+    },
     /// A flat used by more than `more_than` distinct faces within `window_days`.
     DistinctFaces { window_days: u32, more_than: u32 },
     /// At least `households` households drawn at random each day at local `at` (HH:MM), seeded by date and
@@ -153,7 +161,12 @@ impl RuleSet {
             p.check(!r.id.is_empty() && ids.insert(r.id.as_str()), || at("id"), || format!("rule ids must be unique and non-empty, `{}`", r.id));
             p.check(!r.targets.is_empty(), || at("targets"), || "expected at least one target role".into());
             match &r.kind {
-                RuleKind::Absence { hours } => p.check(*hours >= 1, || at("kind.hours"), || "expected at least 1 hour".into()),
+                RuleKind::Absence { hours, home_quiet_hours } => {
+                    p.check(*hours >= 1, || at("kind.hours"), || "expected at least 1 hour".into());
+                    if let Some(q) = home_quiet_hours {
+                        p.check((1..=8760).contains(q), || at("kind.home_quiet_hours"), || format!("expected 1..=8760 hours, got {q}"));
+                    }
+                }
                 RuleKind::DistinctFaces { window_days, more_than } => {
                     p.check(*window_days >= 1, || at("kind.window_days"), || "expected at least 1 day".into());
                     p.check(*more_than >= 1, || at("kind.more_than"), || "expected at least 1 face".into());

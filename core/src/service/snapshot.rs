@@ -4,8 +4,12 @@ use super::*;
 
 /// Engine snapshots are postcard (compact and fast: the town's engine state is about 2 MB this way against
 /// 7 MB of JSON) behind this tag; an untagged snapshot is the JSON older stores hold. Format 2 keys the
-/// absence deadlines by rule and person (format 1 by person alone, under the first absence rule).
-pub const SNAPSHOT_TAG: &[u8] = b"towntwin-engine-postcard-2\n";
+/// absence deadlines by rule and person (format 1 by person alone, under the first absence rule); format 3
+/// adds, last, the homes' signs of life for the fused absence rule.
+pub const SNAPSHOT_TAG: &[u8] = b"towntwin-engine-postcard-3\n";
+/// Format 2 is format 3 without its last field: read with an empty one (postcard writes an empty list as
+/// one zero byte).
+const SNAPSHOT_TAG_2: &[u8] = b"towntwin-engine-postcard-2\n";
 /// The tag of snapshots whose absence timers name no rule; they cannot be read into format 2.
 const SNAPSHOT_TAG_1: &[u8] = b"towntwin-engine-postcard-1\n";
 
@@ -22,6 +26,11 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<crate::rules::State, CoreError> {
         return Err(CoreError::Snapshot(
             "written by an older towntwin (engine format 1, absence timers without their rule); start this version from an empty store".into(),
         ));
+    }
+    if let Some(body) = bytes.strip_prefix(SNAPSHOT_TAG_2) {
+        let mut body = body.to_vec();
+        body.push(0);
+        return postcard::from_bytes(&body).map_err(|e| CoreError::Snapshot(format!("engine format 2: {e}")));
     }
     match bytes.strip_prefix(SNAPSHOT_TAG) {
         Some(body) => postcard::from_bytes(body).map_err(|e| CoreError::Snapshot(e.to_string())),

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use crate::common::town;
 use towntwin_core::decode::{Devices, Event};
-use towntwin_core::event::{BinLevel, ConstructionDrop, Data, Direction, EventType, FenceViolation, FlatRef, GatePass, Heartbeat, Method, PersonId, Tick};
+use towntwin_core::event::{
+    BinLevel, ConstructionDrop, Data, Direction, DoorOpen, EventType, FenceViolation, FlatRef, GatePass, Heartbeat, Method, PersonId, Tick, WaterReading,
+};
 use towntwin_core::rules::{Engine, Finding, RuleSet, sample};
 use towntwin_core::time::{DAY, HOUR, MINUTE, Millis, parse_local_date};
 
@@ -266,7 +268,7 @@ fn two_absence_rules_each_fire_under_their_own_id_and_hours() {
     let mut set = rules();
     let mut day = set.rules.iter().find(|r| r.id == "vulnerable-absence").cloned().expect("the shipped absence rule");
     day.id = "vulnerable-absence-24h".into();
-    day.kind = towntwin_core::rules::RuleKind::Absence { hours: 24 };
+    day.kind = towntwin_core::rules::RuleKind::Absence { hours: 24, home_quiet_hours: None };
     set.rules.push(day);
     set.validate(Path::new("rules.ron")).expect("two absence rules are a valid set");
     let town = town();
@@ -292,9 +294,82 @@ fn two_absence_rules_each_fire_under_their_own_id_and_hours() {
 }
 
 #[test]
+fn a_format_2_snapshot_reads_as_format_3_with_no_signs_of_life() {
+    // Format 2 is format 3 without its last field, the homes' signs of life (empty: one zero byte).
+    let mut b = Bench::new();
+    b.pass(VULNERABLE, FLAT, HOUR);
+    b.tick(2 * HOUR);
+    let three = towntwin_core::service::encode_snapshot(&b.engine.state).unwrap();
+    assert!(three.starts_with(b"towntwin-engine-postcard-3\n"));
+    assert_eq!(three.last(), Some(&0), "no signs of life: an empty list last");
+    let mut two = b"towntwin-engine-postcard-2\n".to_vec();
+    two.extend(&three[b"towntwin-engine-postcard-3\n".len()..three.len() - 1]);
+    assert_eq!(towntwin_core::service::decode_snapshot(&two).unwrap(), b.engine.state);
+}
+
+#[test]
 fn a_snapshot_of_the_older_engine_format_is_refused_by_name() {
     let mut bytes = b"towntwin-engine-postcard-1\n".to_vec();
     bytes.extend([0u8; 16]);
     let e = towntwin_core::service::decode_snapshot(&bytes).unwrap_err().to_string();
     assert!(e.contains("engine format 1"), "{e}");
+}
+
+#[test]
+fn the_fused_absence_rule_waits_while_the_home_shows_signs_of_life() {
+    use towntwin_core::rules::RuleKind;
+    let fused = |quiet: Option<u32>| {
+        let mut set = rules();
+        let r = set.rules.iter_mut().find(|r| r.id == "vulnerable-absence").expect("the shipped absence rule");
+        r.kind = RuleKind::Absence { hours: 48, home_quiet_hours: quiet };
+        set
+    };
+    // Zero quiet hours is refused, naming the field.
+    let e = fused(Some(0)).validate(Path::new("rules.ron")).unwrap_err().to_string();
+    assert!(e.contains("kind.home_quiet_hours") && e.contains("expected 1..=8760"), "{e}");
+    let set = fused(Some(12));
+    set.validate(Path::new("rules.ron")).expect("a fused absence rule is valid");
+    let mut b = Bench::new();
+    b.engine = Engine::new(set, &town());
+    let id = "vulnerable-absence";
+    let water =
+        |b: &mut Bench, at: Millis, litres: u32| b.ev(Some("E001-water-001"), EventType::WaterReading, at, Data::Water(WaterReading { flat: FLAT, litres }));
+    b.pass(VULNERABLE, FLAT, HOUR);
+    // She stays in: water every hour up to 40 h, then only her door opening at 55 h.
+    for h in 2..=40 {
+        water(&mut b, h * HOUR, 9);
+        assert!(of(&b.tick(h * HOUR), id).is_empty());
+    }
+    b.ev(Some("E001-door-001"), EventType::DoorOpen, 55 * HOUR, Data::Door(DoorOpen { flat: FLAT }));
+    // A reading of no water is no sign of life.
+    water(&mut b, 60 * HOUR, 0);
+    // The plain rule's 48 h pass without an order: the door at 55 h puts it off to 67 h.
+    assert!(of(&b.tick(49 * HOUR), id).is_empty());
+    assert!(of(&b.tick(67 * HOUR - MINUTE), id).is_empty());
+    let f = b.tick(67 * HOUR);
+    let found = of(&f, id);
+    assert_eq!(found.len(), 1, "{f:?}");
+    assert!(found[0].detail.contains("no gate pass for 66 h") && found[0].detail.contains("no sign of life at home for 12 h"), "{}", found[0].detail);
+    // Without signs at all, the fused rule is the plain one: a fresh pass, then 48 h of nothing.
+    let mut plain = Bench::new();
+    plain.engine = Engine::new(fused(Some(12)), &town());
+    plain.pass(VULNERABLE, FLAT, HOUR);
+    assert!(of(&plain.tick(49 * HOUR - MINUTE), id).is_empty());
+    let f = plain.tick(49 * HOUR);
+    assert_eq!(of(&f, id).len(), 1, "{f:?}");
+    assert!(of(&f, id)[0].detail.contains("since the watch began"), "{:?}", of(&f, id)[0].detail);
+    // The engine's state with signs survives a snapshot round trip.
+    let bytes = towntwin_core::service::encode_snapshot(&b.engine.state).unwrap();
+    assert_eq!(towntwin_core::service::decode_snapshot(&bytes).unwrap(), b.engine.state);
+}
+
+#[test]
+fn the_fused_rules_file_is_the_shipped_set_but_for_its_absence_rule() {
+    use towntwin_core::rules::RuleKind;
+    let fused = RuleSet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/rules/fused-absence.ron")).expect("the fused rules file is valid");
+    let mut shipped = rules();
+    let r = shipped.rules.iter_mut().find(|r| r.id == "vulnerable-absence").expect("the shipped absence rule");
+    assert_eq!(r.kind, RuleKind::Absence { hours: 48, home_quiet_hours: None });
+    r.kind = RuleKind::Absence { hours: 48, home_quiet_hours: Some(24) };
+    assert_eq!(fused, shipped);
 }

@@ -95,7 +95,9 @@ async fn a_trainee_works_the_injected_order_in_the_browser_and_the_report_scores
     assert!(c.current_url().await.unwrap().path().ends_with("/console/login"), "not signed in: sent to the login page");
     c.find(Locator::Id("token")).await.unwrap().send_keys("not-a-token").await.unwrap();
     c.find(Locator::Id("signin")).await.unwrap().click().await.unwrap();
-    assert!(c.source().await.unwrap().contains("not issued by this core"));
+    // Wait for the refusal's page: right after the click, the page may still be the form.
+    let refused = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("p.error")).await.expect("a page saying why the token was refused");
+    assert!(refused.text().await.unwrap().contains("not issued by this core"));
     c.goto(&format!("{console}/console/login")).await.unwrap();
     c.find(Locator::Id("token")).await.unwrap().send_keys(&trainee).await.unwrap();
     c.find(Locator::Id("signin")).await.unwrap().click().await.unwrap();

@@ -10,7 +10,16 @@ impl Engine {
         let rule = &self.rules.rules[ri];
         let dev = ev.device.and_then(|d| self.ctx.devices.list.get(d as usize));
         match (&rule.kind, &ev.data) {
-            (RuleKind::Absence { hours }, Data::GatePass(g)) if self.ctx.registered.contains_key(&g.person.0) => {
+            (RuleKind::Absence { home_quiet_hours: Some(_), .. }, Data::Water(_) | Data::Door(_)) => {
+                // A sign of life at home: water used (a reading of at least a litre), or the door opened.
+                if matches!(&ev.data, Data::Water(w) if w.litres == 0) {
+                    return;
+                }
+                let Some(&person) = ev.device.and_then(|d| self.ctx.home_devices.get(&d)) else { return };
+                let last = self.state.home_signs.entry(person).or_insert(ev.time);
+                *last = (*last).max(ev.time);
+            }
+            (RuleKind::Absence { hours, .. }, Data::GatePass(g)) if self.ctx.registered.contains_key(&g.person.0) => {
                 let last = self.state.last_pass.entry(g.person.0).or_insert(ev.time);
                 // `>=`: a second absence rule sees the pass the first one just recorded.
                 if ev.time >= *last {
@@ -144,8 +153,8 @@ impl Engine {
         match timer {
             Timer::Absence(ri16, person) => {
                 let ri = ri16 as usize;
-                let Some(RuleKind::Absence { hours }) = self.rules.rules.get(ri).map(|r| &r.kind) else { return };
-                let hours = *hours as Millis * HOUR;
+                let Some(RuleKind::Absence { hours, home_quiet_hours }) = self.rules.rules.get(ri).map(|r| &r.kind) else { return };
+                let (hours, quiet) = (*hours as Millis * HOUR, home_quiet_hours.map(|q| q as Millis * HOUR));
                 let Some((reg, estate)) = self.ctx.registered.get(&person).cloned() else { return };
                 let last = self.state.last_pass.get(&person).copied().unwrap_or(due);
                 // Suppressed while the estate's gates were silent: the order needs `hours` of absence with
@@ -166,17 +175,24 @@ impl Engine {
                     self.state.timers.insert((next, Timer::Absence(ri16, person)));
                     return;
                 }
+                // The fused rule: a sign of life at home within the quiet hours puts the order off.
+                let sign = self.state.home_signs.get(&person).copied();
+                if let (Some(quiet), Some(sign)) = (quiet, sign)
+                    && sign + quiet > due
+                {
+                    self.arm_absence(ri16, person, sign + quiet);
+                    return;
+                }
                 let area = self.ctx.estates[estate as usize].clone();
                 let hours = (due - last) / HOUR;
-                out.push(self.finding(
-                    ri,
-                    reg.clone(),
-                    Some(estate),
-                    area,
-                    reg,
-                    due,
-                    format!("no gate pass for {hours} h (since {})", crate::time::rfc3339(last)),
-                ));
+                let mut detail = format!("no gate pass for {hours} h (since {})", crate::time::rfc3339(last));
+                if quiet.is_some() {
+                    match sign {
+                        Some(s) => detail.push_str(&format!(", no sign of life at home for {} h", (due - s) / HOUR)),
+                        None => detail.push_str(", no sign of life at home since the watch began"),
+                    }
+                }
+                out.push(self.finding(ri, reg.clone(), Some(estate), area, reg, due, detail));
             }
             Timer::Duration(ri, d) => {
                 let Some(&since) = self.state.open_since.get(&(ri, d)) else { return };

@@ -74,6 +74,10 @@ pub struct State {
     /// Whether the register's residents are watched from the first clock tick on (see `watch_register`).
     #[serde(default)]
     watching: bool,
+    /// Registered person -> the last sign of life at home (water used, the flat's door opened), for a fused
+    /// absence rule. Last, so that a format-2 snapshot (without it) reads as this one with none.
+    #[serde(with = "pairs", default)]
+    home_signs: FxMap<u32, Millis>,
 }
 
 /// A flat's faces: (person, last seen).
@@ -90,6 +94,8 @@ struct Ctx {
     estates: Vec<String>,
     /// Registered person -> (register id, estate).
     registered: FxMap<u32, (String, u16)>,
+    /// A registered resident's water meter and door sensor (device index) -> the resident.
+    home_devices: FxMap<u32, u32>,
     /// Occupied flats per estate, for the daily sample.
     flats: Vec<Vec<FlatRef>>,
     /// Gate devices per estate.
@@ -131,6 +137,7 @@ pub struct Engine {
 /// Which event types can move rule `kind` (every type for a daily sample, which arms on the first event).
 fn moved_by(kind: &RuleKind, ty: EventType) -> bool {
     match kind {
+        RuleKind::Absence { home_quiet_hours: Some(_), .. } => matches!(ty, EventType::GatePass | EventType::WaterReading | EventType::DoorOpen),
         RuleKind::Absence { .. } | RuleKind::DistinctFaces { .. } => ty == EventType::GatePass,
         RuleKind::Hotline => ty == EventType::HotlineCall,
         RuleKind::Direct { event, .. } => ty == *event,
@@ -156,6 +163,12 @@ impl Engine {
             })
             .collect();
         let devices = Devices::of(town);
+        let home_devices = town
+            .register
+            .iter()
+            .flat_map(|r| [&r.water_meter, &r.door_sensor].map(|d| devices.index.get(d.as_str()).map(|&i| (i, r.person.0))))
+            .flatten()
+            .collect();
         let mut gates = vec![Vec::new(); estates.len()];
         for (i, d) in devices.list.iter().enumerate() {
             if let (DeviceKind::Gate, Some(e)) = (d.kind, d.estate) {
@@ -168,7 +181,7 @@ impl Engine {
             RuleKind::Silence { factor, mains_minutes, battery_minutes } => Some((factor, mains_minutes, battery_minutes)),
             _ => None,
         });
-        Engine { rules, ctx: Ctx { devices, estates, registered, flats, gates }, state: State::default(), blind: Vec::new(), by_type, silence }
+        Engine { rules, ctx: Ctx { devices, estates, registered, home_devices, flats, gates }, state: State::default(), blind: Vec::new(), by_type, silence }
     }
 
     pub fn devices(&self) -> &Devices {
@@ -218,7 +231,7 @@ impl Engine {
             .iter()
             .enumerate()
             .filter_map(|(ri, r)| match r.kind {
-                RuleKind::Absence { hours } => Some((ri, hours)),
+                RuleKind::Absence { hours, .. } => Some((ri, hours)),
                 _ => None,
             })
             .collect();

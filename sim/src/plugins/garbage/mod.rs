@@ -6,12 +6,10 @@ use towntwin_contracts::load::Problems;
 
 use towntwin_contracts::time::HhMm;
 
-use crate::scenario::{Probability, hm, prob, rate};
+use crate::params::{Probability, hm, prob, rate};
 
 #[cfg(feature = "twin")]
-mod plugin;
-#[cfg(feature = "twin")]
-pub use plugin::*;
+pub mod plugin;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -17,12 +17,10 @@ use towntwin_contracts::load::Problems;
 use towntwin_contracts::truth::IncidentKind;
 
 use crate::dist::Dist;
-use crate::scenario::{Probability, prob};
+use crate::params::{Probability, prob};
 
 #[cfg(feature = "twin")]
-mod plugin;
-#[cfg(feature = "twin")]
-pub use plugin::*;
+pub mod plugin;
 
 /// A synthetic kind of job for checking a crew against queueing theory: jobs arrive as a Poisson process at
 /// `per_hour` (exponential gaps in continuous time, not per minute), each an incident of kind

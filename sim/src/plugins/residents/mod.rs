@@ -5,12 +5,10 @@
 use serde::{Deserialize, Serialize};
 use towntwin_contracts::load::Problems;
 
-use crate::scenario::{Probability, prob, range};
+use crate::params::{Probability, prob, range};
 
 #[cfg(feature = "twin")]
-mod plugin;
-#[cfg(feature = "twin")]
-pub use plugin::*;
+pub mod plugin;
 
 /// One value per age band: mean outings a day (each outing an out pass and an in pass), or shares.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]

@@ -23,12 +23,10 @@ use towntwin_contracts::time::{HhMm, parse_local_date};
 use towntwin_contracts::truth::IncidentKind;
 
 use crate::dist::Dist;
-use crate::scenario::{Probability, hm, prob};
+use crate::params::{Probability, hm, prob};
 
 #[cfg(feature = "twin")]
-mod plugin;
-#[cfg(feature = "twin")]
-pub use plugin::*;
+pub mod plugin;
 
 mod calendar;
 
@@ -435,7 +433,7 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::hm;
+    use crate::params::hm;
     use towntwin_contracts::time::{Local, parse_local_date};
 
     fn day(date: &str) -> i64 {

@@ -116,6 +116,11 @@ pub struct CrewStats {
     /// Member-minutes spent on orders (from accepting to resolving, failing or losing the order), counted a
     /// minute at a time, so work still under way at the end counts too.
     pub busy_minutes: u64,
+    /// Minutes of on-site work drawn for the orders the crew started, each as it will be worked (whole
+    /// minutes). Work is not lost or added on the way: with no travel, the busy minutes match it but for
+    /// work under way at the edges of a window (the M/M/c check holds them to that).
+    #[serde(default)]
+    pub work_drawn_minutes: u64,
     /// Member-minutes on duty (paid), all units of the crew together.
     pub duty_minutes: u64,
     /// What the duty minutes cost at the crew's `cost_per_hour` (yuan).
@@ -144,6 +149,7 @@ impl CrewStats {
             wait_minutes: self.wait_minutes - earlier.wait_minutes,
             max_queue: self.max_queue,
             busy_minutes: self.busy_minutes - earlier.busy_minutes,
+            work_drawn_minutes: self.work_drawn_minutes - earlier.work_drawn_minutes,
             duty_minutes: self.duty_minutes - earlier.duty_minutes,
             cost_yuan: self.cost_yuan - earlier.cost_yuan,
             verified: self.verified - earlier.verified,
@@ -394,7 +400,9 @@ fn respond(
                     if let Step::Start = job.step {
                         acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Start });
                         let mut rng = params.rng("responders.work", job.order, job.dispatch);
-                        agenda.push(now + minutes(&mut rng, &crew.work_minutes), Job { step: Step::Finish, ..job });
+                        let work = minutes(&mut rng, &crew.work_minutes);
+                        stats.by_crew.entry(name.into()).or_default().work_drawn_minutes += (work / MINUTE) as u64;
+                        agenda.push(now + work, Job { step: Step::Finish, ..job });
                         continue;
                     }
                     let mut rng = params.rng("responders.outcome", job.order, job.dispatch);

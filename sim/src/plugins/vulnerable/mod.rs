@@ -5,12 +5,10 @@
 use serde::{Deserialize, Serialize};
 use towntwin_contracts::load::Problems;
 
-use crate::scenario::{Probability, prob, range, rate};
+use crate::params::{Probability, prob, range, rate};
 
 #[cfg(feature = "twin")]
-mod plugin;
-#[cfg(feature = "twin")]
-pub use plugin::*;
+pub mod plugin;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
