@@ -123,7 +123,8 @@ impl Twin {
         self.app.world_mut().resource_mut::<Inbox>().0.extend(notices);
     }
 
-    /// Queues inject number `n` of a drill: it takes effect at the next tick (see [`crate::plugins::drill`]).
+    /// Queues inject number `n` of a drill: it takes effect at the next tick, made real by the features that
+    /// own what it touches.
     pub fn inject(&mut self, n: u32, inject: drill::Inject) {
         self.app.world_mut().resource_mut::<drill::Injections>().push(n, inject);
     }
@@ -168,7 +169,7 @@ impl Twin {
         self.app.world().resource::<Clock>().finished()
     }
 
-    /// The simulated instant: the start of the next tick.
+    /// The simulated instant of the twin's clock: the start of the minute of the last tick run.
     pub fn now(&self) -> Millis {
         self.clock().now
     }

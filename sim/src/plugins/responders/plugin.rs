@@ -116,9 +116,11 @@ pub struct CrewStats {
     /// Member-minutes spent on orders (from accepting to resolving, failing or losing the order), counted a
     /// minute at a time, so work still under way at the end counts too.
     pub busy_minutes: u64,
-    /// Minutes of on-site work drawn for the orders the crew started, each as it will be worked (whole
-    /// minutes). Work is not lost or added on the way: with no travel, the busy minutes match it but for
-    /// work under way at the edges of a window (the M/M/c check holds them to that).
+    /// Minutes of on-site work drawn for the orders the crew started, each in full as it would be worked
+    /// (whole minutes). With no travel and no order taken away midway, the busy minutes match it but for
+    /// work under way at the edges of a window: the M/M/c check holds them to that, so that no work is
+    /// lost or added on the way. An order withdrawn midway counts here in full and in the busy minutes
+    /// only as far as it got.
     #[serde(default)]
     pub work_drawn_minutes: u64,
     /// Member-minutes on duty (paid), all units of the crew together.
