@@ -3,18 +3,15 @@
 
 use super::super::{Frame, sample};
 use super::*;
-use crate::event::Data;
+use crate::event::{Data, WaterReading};
 
 impl Engine {
     pub(super) fn apply_rule(&mut self, ri: usize, ev: &Event, out: &mut Vec<Finding>) {
         let rule = &self.rules.rules[ri];
         let dev = ev.device.and_then(|d| self.ctx.devices.list.get(d as usize));
         match (&rule.kind, &ev.data) {
-            (RuleKind::Absence { home_quiet_hours: Some(_), .. }, Data::Water(_) | Data::Door(_)) => {
-                // A sign of life at home: water used (a reading of at least a litre), or the door opened.
-                if matches!(&ev.data, Data::Water(w) if w.litres == 0) {
-                    return;
-                }
+            // A sign of life at home: water used (a reading of at least a litre), or the door opened.
+            (RuleKind::Absence { home_quiet_hours: Some(_), .. }, Data::Water(WaterReading { litres: 1.., .. }) | Data::Door(_)) => {
                 let Some(&person) = ev.device.and_then(|d| self.ctx.home_devices.get(&d)) else { return };
                 let last = self.state.home_signs.entry(person).or_insert(ev.time);
                 *last = (*last).max(ev.time);

@@ -85,8 +85,8 @@ fn move_in(
             continue;
         };
         let newcomers = letting.convert(reg, m.home, h, members, m.people, false, &mut rng);
+        let gates = reg.of(h.estate, towntwin_contracts::town::DeviceKind::Gate);
         for &who in &newcomers {
-            let gates = reg.of(h.estate, towntwin_contracts::town::DeviceKind::Gate);
             let gate = (!gates.is_empty()).then(|| gates[rng.random_range(0..gates.len())]);
             let at = now + rng.random_range(1..=10) * MINUTE;
             asks.passes.push((at, GateAction { who, gate, direction: Direction::In, method: Method::Face, recognised: true, forced: true }));
