@@ -111,10 +111,11 @@ pub fn decode(payload: &[u8], devices: &Devices) -> Result<Event, Reject> {
     let device_id = source.rsplit('/').next().unwrap_or_default();
     let device = match ty {
         EventType::ClockTick => None,
-        // The hotline is no device of the registry: its source must be an estate's 12345 line.
+        // The hotline is no device of the registry: its source must be one of an estate's report lines.
         EventType::HotlineCall => {
             let estate = hotline_area(source).ok_or_else(|| {
-                reject("unknown_device", format!("`{source}` is not {}/{{estate}}/{}/{}", event::SOURCE_PREFIX, event::HOTLINE_KIND, event::HOTLINE_DEVICE))
+                let lines: Vec<&str> = event::Line::ALL.iter().map(|l| l.device()).collect();
+                reject("unknown_device", format!("`{source}` is not {}/{{estate}}/{}/{{{}}}", event::SOURCE_PREFIX, event::HOTLINE_KIND, lines.join("|")))
             })?;
             if !devices.estates.contains(estate) {
                 return Err(reject("unknown_device", format!("`{source}`: no estate `{estate}`")));
@@ -149,11 +150,18 @@ pub fn decode_on(topic: &str, payload: &[u8], devices: &Devices) -> Result<Event
     Ok(ev)
 }
 
-/// The estate of a hotline call's source `/gaohang/{estate}/hotline/12345`.
+/// The estate of a report's source `/gaohang/{estate}/hotline/{line}` (the 12345 hotline, the estate's QR
+/// code or the grid's patrol).
 pub fn hotline_area(source: &str) -> Option<&str> {
+    report_line(source).map(|(area, _)| area)
+}
+
+/// The estate and the line of a report's source `/gaohang/{estate}/hotline/{line}`.
+pub fn report_line(source: &str) -> Option<(&str, event::Line)> {
     let rest = source.strip_prefix(event::SOURCE_PREFIX)?.strip_prefix('/')?;
-    let (area, line) = rest.split_once('/')?;
-    (line == format!("{}/{}", event::HOTLINE_KIND, event::HOTLINE_DEVICE)).then_some(area)
+    let (area, rest) = rest.split_once('/')?;
+    let line = rest.strip_prefix(event::HOTLINE_KIND)?.strip_prefix('/')?;
+    Some((area, event::Line::parse_device(line)?))
 }
 
 fn decode_data(ty: EventType, raw: &str) -> Result<Data, serde_json::Error> {

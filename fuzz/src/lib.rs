@@ -89,6 +89,7 @@ pub fn tiny_town() -> &'static Town {
                 water_meter: "E001-water-01".into(),
                 door_sensor: "E001-door-01".into(),
             }],
+            covered: None,
         };
         town.validate(Path::new("tiny-town")).unwrap_or_else(|e| panic!("{e}"));
         town

@@ -102,8 +102,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Scenario(ScenarioCommand::Check { file }) => {
+            // Loaded as a run loads it: the town too, and what the scenario names in it.
             let loaded = towntwin_sim::Scenario::load(&file).map_err(DataFault)?;
-            Town::load(&loaded.town_file).map_err(DataFault)?;
+            towntwin_harness::setup::Setup::load_one(&file, None, |_| {}).map_err(DataFault)?;
             println!("{}: ok ({} day(s) from {}, seed {})", file.display(), loaded.scenario.days, loaded.scenario.start_date, loaded.scenario.seed);
             Ok(())
         }

@@ -104,6 +104,18 @@ impl Setup {
         {
             errors.extend(e.0);
         }
+        // The platform's estates are the town's, and the core covers what the scenario deploys.
+        let town = town.map(|town| {
+            let mut p = towntwin_core::load::Problems::new(&loaded.file);
+            scenario.platform.check_town(&town, &mut p);
+            if let Err(e) = p.finish() {
+                errors.extend(e.0);
+            }
+            match scenario.platform.covered() {
+                None => town,
+                covered => Arc::new(Town { covered, ..(*town).clone() }),
+            }
+        });
         match town {
             Some(town) if errors.is_empty() && (core.is_none() || inputs.is_some()) => {
                 Ok(Setup { scenario, scenario_file: loaded.file, start: loaded.start, town, town_file: loaded.town_file, core: inputs })

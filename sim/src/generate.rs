@@ -137,7 +137,7 @@ pub fn generate(seed: u64) -> Town {
     let register = make_register(seed, &mut estates);
     let roads = make_roads(totals.cameras);
 
-    Town { name: "Gaohang, Pudong, Shanghai".into(), generator_seed: seed, declared: totals, committees, estates, roads, register }
+    Town { name: "Gaohang, Pudong, Shanghai".into(), generator_seed: seed, declared: totals, committees, estates, roads, register, covered: None }
 }
 
 fn make_buildings(rng: &mut crate::rng::Rng, kind: EstateKind, target_flats: u32) -> Vec<Building> {

@@ -15,7 +15,8 @@ pub use crate::params::Probability;
 pub use crate::plugins::devices::Devices;
 pub use crate::plugins::fence::Fence;
 pub use crate::plugins::garbage::Garbage;
-pub use crate::plugins::hotline::{Hotline, Patience, Synthetic};
+pub use crate::plugins::hotline::{Hotline, Patience, Patrols, Synthetic};
+pub use crate::plugins::platform::{Capital, Costs, Deployed, Platform};
 pub use crate::plugins::renovation::Renovation;
 pub use crate::plugins::rental::GroupRental;
 pub use crate::plugins::residents::{ByAge, Residents, Visitors};
@@ -64,6 +65,14 @@ pub struct Scenario {
     pub hotline: Hotline,
     #[serde(default)]
     pub synthetic: Synthetic,
+    #[serde(default)]
+    pub patrols: Patrols,
+    /// Where the platform is deployed (every estate when left out) and what residents do with it.
+    #[serde(default)]
+    pub platform: Platform,
+    /// What the platform and the problems it leaves cost (for a planner's totals; no effect on the run).
+    #[serde(default)]
+    pub costs: Costs,
 }
 
 /// A scenario with its file's place, ready to run.
@@ -110,6 +119,8 @@ impl Scenario {
         self.synthetic.check(&mut p);
         self.hotline.check(&mut p);
         self.response.check(&mut p);
+        self.platform.check(&mut p);
+        self.costs.check(&mut p);
         p.finish()?;
         Ok(start)
     }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use serde::Serialize;
-use towntwin_contracts::event::{Data, EventType, FlatRef};
+use towntwin_contracts::event::{Data, EventType, FlatRef, Line};
 use towntwin_contracts::time::{DAY, MINUTE, Millis, rfc3339};
 use towntwin_contracts::town::{DeviceKind, Tenure, Town};
 use towntwin_contracts::truth::IncidentKind;
@@ -103,8 +103,22 @@ pub struct DeviceInfo {
 pub type Dev = u32;
 /// The pseudo-device of the twin's own clock.
 pub const CLOCK_DEVICE: Dev = u32::MAX;
-/// The 12345 hotline's pseudo-devices, one per estate: `HOTLINE_BASE + estate index`.
+/// The estates' report lines' pseudo-devices: `HOTLINE_BASE + line x LINE_STRIDE + estate index`, the 12345
+/// hotline first (so its numbers are `HOTLINE_BASE + estate index`), then the QR code and the patrol.
 pub const HOTLINE_BASE: Dev = 0xFFFF_0000;
+const LINE_STRIDE: Dev = 0x1000;
+
+/// The pseudo-device of `line` in estate `estate`.
+pub fn line_device(line: Line, estate: usize) -> Dev {
+    let l = Line::ALL.iter().position(|x| *x == line).unwrap_or(0) as Dev;
+    HOTLINE_BASE + l * LINE_STRIDE + estate as Dev
+}
+
+/// The line and estate index of a report line's pseudo-device (`dev >= HOTLINE_BASE`, not the clock).
+pub fn line_of(dev: Dev) -> (Line, usize) {
+    let off = dev - HOTLINE_BASE;
+    (Line::ALL[((off / LINE_STRIDE) as usize).min(Line::ALL.len() - 1)], (off % LINE_STRIDE) as usize)
+}
 
 /// Device registry and lookups by place.
 #[derive(Resource, Debug, Default)]
@@ -321,6 +335,9 @@ pub struct Incident {
     /// When residents called the 12345 hotline about it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<Millis>,
+    /// Reports on the estate's other lines (the QR code, the patrol): when, and which.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<(Millis, Line)>,
 }
 
 impl Incident {
@@ -353,6 +370,7 @@ impl GroundTruth {
             ended_by: None,
             order: None,
             calls: Vec::new(),
+            reports: Vec::new(),
         });
         self.open.entry((area.to_string(), kind)).or_default().insert(n);
         n

@@ -138,6 +138,44 @@ pub const TOWN_AREA: &str = "_town";
 /// estate's problem as `town/{estate}/hotline/12345/hotline.call`.
 pub const HOTLINE_KIND: &str = "hotline";
 pub const HOTLINE_DEVICE: &str = "12345";
+
+/// The lines a report about an estate's problem comes in on, each the `device` segment of its source under
+/// the estate's `hotline` kind (`/gaohang/{estate}/hotline/{line}`): the 12345 citizens' hotline (a
+/// complaint), the estate's QR code (高行家园码, a resident's report through the platform) and the grid's
+/// patrol (网格巡查, a patrol that found it). All three carry a `hotline.call` payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Line {
+    Hotline,
+    Qr,
+    Patrol,
+}
+
+impl Line {
+    pub const ALL: [Line; 3] = [Line::Hotline, Line::Qr, Line::Patrol];
+
+    /// The source's and topic's `device` segment.
+    pub fn device(self) -> &'static str {
+        match self {
+            Line::Hotline => HOTLINE_DEVICE,
+            Line::Qr => "qr",
+            Line::Patrol => "patrol",
+        }
+    }
+
+    pub fn parse_device(s: &str) -> Option<Line> {
+        Line::ALL.into_iter().find(|l| l.device() == s)
+    }
+
+    /// How a work order's finding says it came in.
+    pub fn said(self) -> &'static str {
+        match self {
+            Line::Hotline => "a resident called 12345 about",
+            Line::Qr => "a resident reported by the estate's QR code",
+            Line::Patrol => "the grid's patrol found",
+        }
+    }
+}
 /// The CloudEvents `source` prefix of every device.
 pub const SOURCE_PREFIX: &str = "/gaohang";
 

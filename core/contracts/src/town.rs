@@ -22,6 +22,11 @@ pub struct Town {
     pub estates: Vec<Estate>,
     pub roads: Vec<Road>,
     pub register: Vec<Registered>,
+    /// The estates the platform covers (its devices installed, its register kept, its sampling drawn
+    /// from); `None`, as in a town file, is every estate. A run sets it from its scenario's `platform`
+    /// section (the town before the platform covers none; a pilot covers a few).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered: Option<Vec<String>>,
 }
 
 /// Totals a town file declares about itself (the source's figures for Gaohang).
@@ -363,6 +368,11 @@ impl Town {
         Ok(town)
     }
 
+    /// Whether the platform covers estate `id` (see [`Town::covered`]).
+    pub fn covers(&self, id: &str) -> bool {
+        self.covered.as_ref().is_none_or(|c| c.iter().any(|e| e == id))
+    }
+
     /// Counts what the town holds.
     pub fn census(&self) -> Census {
         let mut c = Census {
@@ -510,6 +520,12 @@ impl Town {
                     ),
                     None => p.push(format!("register[{i}].{field}"), format!("no device `{id}`")),
                 }
+            }
+        }
+        if let Some(covered) = &self.covered {
+            let ids: HashSet<&str> = self.estates.iter().map(|e| e.id.as_str()).collect();
+            for (i, id) in covered.iter().enumerate() {
+                p.check(ids.contains(id.as_str()), || format!("covered[{i}]"), || format!("`{id}` is not an estate id"));
             }
         }
         // Totals, once references are known to be sound.

@@ -54,6 +54,22 @@ impl IncidentKind {
         IncidentKind::Synthetic,
     ];
 
+    /// The source's application scenario a problem of this kind belongs to (`None`: the devices' own
+    /// faults, benign kinds and the synthetic job).
+    pub fn scenario(self) -> Option<&'static str> {
+        use IncidentKind::*;
+        Some(match self {
+            GroupRental => "group rentals",
+            RenovationIllegal => "illegal renovation",
+            VulnerableEmergency => "vulnerable residents",
+            EbikeElevator | EbikeIndoorCharging | EbikeFlyingWire => "vehicles and charging",
+            BinOverflow | GarbageMissort => "garbage",
+            FenceViolation => "road fences",
+            Fire | ElectricalFault | ManholeDisplaced => "safety",
+            RenovationLegal | VulnerableTrip | DeviceOffline | DeviceLowBattery | DeviceStuck | Synthetic => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             IncidentKind::GroupRental => "group_rental",

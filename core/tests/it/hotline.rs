@@ -134,3 +134,58 @@ fn a_call_from_no_estates_line_or_on_another_topic_is_refused() {
     assert_eq!(o.rejected.first().map(|r| r.1.code), Some("bad_data"), "{:?}", o.rejected);
     assert!(f.core.orders.orders.is_empty());
 }
+
+impl Feed {
+    /// A report on line `device` (`12345`, `qr`, `patrol` or another) of `estate`.
+    fn report(&mut self, estate: &str, device: &str, category: IncidentKind, about: &str, at: Millis) -> towntwin_core::service::Outcome {
+        self.n += 1;
+        let id = format!("{device}-{:x}", self.n);
+        let h = Header { id: &id, area: estate, kind: "hotline", device, ty: EventType::HotlineCall, time: self.t0 + at, subject: None, exercise: None };
+        let topic = format!("town/{estate}/hotline/{device}/hotline.call");
+        self.send(&topic, h, Data::Hotline(HotlineCall { category, about: about.into() }))
+    }
+}
+
+#[test]
+fn reports_by_qr_code_and_by_patrol_become_orders_that_say_where_they_came_from() {
+    let mut f = Feed { core: core(), t0: parse_local_date("2026-03-02").unwrap(), n: 0 };
+    f.tick(0);
+    let o = f.report("E001", "qr", IncidentKind::RenovationIllegal, "B01-101", MINUTE);
+    assert!(o.rejected.is_empty(), "{:?}", o.rejected);
+    let o = f.report("E001", "patrol", IncidentKind::EbikeFlyingWire, "B01-102", 2 * MINUTE);
+    assert!(o.rejected.is_empty(), "{:?}", o.rejected);
+    let orders = &f.core.orders.orders;
+    assert_eq!(orders.len(), 2, "{orders:#?}");
+    assert!(orders.iter().all(|o| o.rule == "hotline"));
+    let details: Vec<String> = orders.iter().map(|o| format!("{o:?}")).collect();
+    assert!(details[0].contains("reported by the estate's QR code"), "{}", details[0]);
+    assert!(details[1].contains("the grid's patrol found"), "{}", details[1]);
+    // A line that is none of the estate's three is refused, naming the lines there are.
+    let o = f.report("E001", "fax", IncidentKind::BinOverflow, "", 3 * MINUTE);
+    let r = o.rejected.first().map(|r| (r.1.code, r.1.detail.clone()));
+    assert!(matches!(&r, Some(("unknown_device", d)) if d.contains("12345|qr|patrol")), "{r:?}");
+    assert_eq!(f.core.orders.orders.len(), 2);
+}
+
+#[test]
+fn an_estate_the_platform_does_not_cover_has_no_register_to_watch() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let open = |covered: Option<Vec<String>>| {
+        let rules = RuleSet::load(&root.join("assets/rules.ron")).unwrap();
+        let policy = Policy::load(&root.join("scenarios/policies/standard.ron")).unwrap();
+        let town = towntwin_core::town::Town { covered, ..common::town() };
+        Feed { core: Core::open(rules, policy, &town, None).unwrap(), t0: parse_local_date("2026-03-02").unwrap(), n: 0 }
+    };
+    let absences = |covered: Option<Vec<String>>| {
+        let mut f = open(covered);
+        // Three days with no gate pass from anyone: the registered resident is missed after 48 hours, unless
+        // the platform does not cover her estate (no gates, no register).
+        for m in 0..=72 * 6 {
+            f.tick(m * 10 * MINUTE);
+        }
+        f.core.orders.orders.iter().filter(|o| o.rule == "vulnerable-absence").count()
+    };
+    assert_eq!(absences(None), 1);
+    assert_eq!(absences(Some(vec!["E001".into()])), 1);
+    assert_eq!(absences(Some(Vec::new())), 0);
+}

@@ -38,6 +38,9 @@ pub struct Summary {
     /// Town days simulated, and the seconds one replication took per town day on one core (mean).
     pub replication_days: f64,
     pub seconds_per_town_day: f64,
+    /// The source's claims against the twin, when the experiment names its before and after variants.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub calibration: Vec<super::calibrate::Row>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,6 +84,17 @@ pub fn describe(name: &str) -> String {
         "backlog_mean" => "mean open orders (hourly samples over the window)",
         "backlog_slope_per_day" => "trend of open orders at midnight (orders per day; 0 in steady state)",
         "cost_yuan_per_day" => "staff cost per day (yuan, on-duty hours at each crew's rate)",
+        "capital_yuan_per_day" => "the platform's capital per day (yuan: devices, estates' systems and the town's, over their lifetime, with upkeep)",
+        "remediation_yuan_per_day" => "what the problems left going on cost later, per day (yuan, harm hours at each kind's rate)",
+        "total_cost_yuan_per_day" => "staff, capital and remediation per day (yuan)",
+        "going_on_at_end" => "real problems still going on at the end of the run",
+        "scenario_calls_per_week" => "12345 calls per week about the scenario's problems",
+        "scenario_harm_hours_per_day" => "hours the scenario's real problems went on, per day",
+        "scenario_remediation_yuan_per_day" => "remediation of the scenario's problems per day (yuan)",
+        "scenario_solved_before_any_call" => "share of the scenario's problems a response ended before anyone called 12345",
+        "capital_once_yuan_per_estate" => "the platform's capital per covered estate, once (yuan: its devices and system, and a share of the town's)",
+        "remediation_yuan_per_estate_lifetime" => "remediation per estate over the platform's lifetime (yuan)",
+        "reports_per_week" => "reports per week on the estates' line",
         "staff_hours_per_day" => "paid staff hours per day",
         "utilisation" => "share of on-duty staff time spent on orders",
         "wait_minutes_mean" => "mean minutes from dispatch to acceptance",
@@ -203,7 +217,7 @@ pub fn analyse(record: &PlanRecord, reps: &[Replication]) -> Summary {
     }
     let replication_days: f64 = reps.len() as f64 * record.experiment.days as f64;
     let seconds_per_town_day = reps.iter().map(|r| r.wall_seconds).sum::<f64>() / replication_days.max(1.0);
-    Summary {
+    let mut summary = Summary {
         experiment: record.experiment.name.clone(),
         fingerprint: record.fingerprint.clone(),
         days: record.experiment.days,
@@ -216,7 +230,12 @@ pub fn analyse(record: &PlanRecord, reps: &[Replication]) -> Summary {
         mser5_warmup_hours: mser,
         replication_days,
         seconds_per_town_day,
+        calibration: Vec::new(),
+    };
+    if let Some(c) = &record.experiment.calibration {
+        summary.calibration = super::calibrate::calibrate(c, &summary);
     }
+    summary
 }
 
 impl Summary {

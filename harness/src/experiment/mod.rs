@@ -8,6 +8,7 @@
 //! the plots and writes `report.html`.
 
 pub mod analyse;
+pub mod calibrate;
 pub mod replicate;
 pub mod report;
 pub mod spec;

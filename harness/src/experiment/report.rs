@@ -316,6 +316,76 @@ fn ci(i: &Interval) -> String {
     if i.half_width.is_nan() { num(i.mean) } else { format!("{} ± {}", num(i.mean), num(i.half_width)) }
 }
 
+/// What the platform changes, scenario by scenario: before and after with intervals, and the paired
+/// difference (for an experiment with a calibration, whose first variant is the town before).
+fn by_scenario_table(h: &mut String, s: &Summary, after: &str) {
+    let scenarios: std::collections::BTreeSet<&str> =
+        s.kpis.iter().filter_map(|r| r.name.strip_prefix("scenario_harm_hours_per_day/").or_else(|| r.name.strip_prefix("scenario_calls_per_week/"))).collect();
+    if scenarios.is_empty() {
+        return;
+    }
+    let _ = write!(
+        h,
+        "<h2>What the platform changes, scenario by scenario</h2><p>Per scenario of the source: <b>{}</b> (the town before the platform) against <b>{}</b>, 95% intervals; the difference is paired per replication.</p>",
+        esc(&s.reference),
+        esc(after)
+    );
+    h.push_str("<table><tr><th>scenario</th><th>measure</th><th>before</th><th>after</th><th>after − before</th></tr>");
+    let measures = [
+        ("scenario_calls_per_week/", "12345 calls a week"),
+        ("scenario_harm_hours_per_day/", "hours problems went on, a day"),
+        ("scenario_solved_before_any_call/", "solved before anyone called"),
+        ("scenario_remediation_yuan_per_day/", "remediation, yuan a day"),
+    ];
+    for sc in scenarios {
+        for (i, (prefix, what)) in measures.iter().enumerate() {
+            let Some(row) = s.kpis.iter().find(|r| r.name == format!("{prefix}{sc}")) else { continue };
+            let cell = |v: &str| row.by_variant.get(v).map(ci).unwrap_or_else(|| "-".into());
+            let diff = row.difference.get(after).map(|d| format!("{}<br><small>{}</small>", ci(&d.interval), esc(&d.verdict))).unwrap_or_default();
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td style=\"text-align:left\">{what}</td><td>{}</td><td>{}</td><td>{diff}</td></tr>",
+                if i == 0 { esc(sc) } else { String::new() },
+                cell(&s.reference),
+                cell(after)
+            );
+        }
+    }
+    h.push_str("</table>");
+}
+
+/// The source's claims against the twin (see [`super::calibrate`]).
+fn calibration_table(h: &mut String, s: &Summary) {
+    h.push_str(
+        "<h2>Calibration against the source</h2><p>Each claim the source makes about the town with the platform, against the twin's town before it and with it (95% intervals; the difference is paired per replication). <i>Direction</i>: does the twin move the same way; <i>size</i>: does it get as far, as the note says. Read every row with its note: where the twin contradicts the source, the assumptions behind it are the place to look.</p>",
+    );
+    h.push_str("<table><tr><th>the source's claim</th><th>KPI</th><th>before</th><th>after</th><th>after − before</th><th>direction</th><th>size</th><th>note</th></tr>");
+    let cell = |i: &Option<crate::stats::Interval>| i.as_ref().map(ci).unwrap_or_else(|| "-".into());
+    let class = |v: &str| match v {
+        "agrees" => "pass",
+        "contradicts" => "fail",
+        _ => "none",
+    };
+    for r in &s.calibration {
+        let _ = write!(
+            h,
+            "<tr><td style=\"text-align:left\">{}<br><small>{}</small></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td class=\"{}\">{}</td><td style=\"text-align:left\"><small>{}</small></td></tr>",
+            esc(&r.claim),
+            esc(&r.source),
+            esc(&r.kpi),
+            cell(&r.before),
+            cell(&r.after),
+            cell(&r.difference),
+            class(&r.direction),
+            esc(&r.direction),
+            class(&r.size),
+            esc(&r.size),
+            esc(&r.note)
+        );
+    }
+    h.push_str("</table>");
+}
+
 fn html(record: &PlanRecord, s: &Summary, drawn: &[Drawn]) -> Result<String> {
     let x = &record.experiment;
     let mut h = String::new();
@@ -361,6 +431,10 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th
         );
     }
     h.push_str("</table>");
+    if let Some(c) = &record.experiment.calibration {
+        by_scenario_table(&mut h, s, &c.after);
+        calibration_table(&mut h, s);
+    }
     let failed = s.failed_checks();
     let _ = write!(
         h,

@@ -38,6 +38,11 @@ pub struct Experiment {
     #[serde(default = "default_sla_hours")]
     pub sla_hours: u32,
     pub variants: Vec<Variant>,
+    /// The source's claims held against two variants: the town before the platform and with it (the report
+    /// then has a calibration table; `before` should be the first variant, so that differences are paired
+    /// against it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<super::calibrate::Calibration>,
 }
 
 fn default_sla_hours() -> u32 {
@@ -148,6 +153,20 @@ impl Plan {
                     || format!("expected a multiplier 0 < x <= 100, got {f}"),
                 );
             }
+        }
+        if let Some(c) = &spec.calibration {
+            for (field, name) in [("before", &c.before), ("after", &c.after)] {
+                p.check(
+                    spec.variants.iter().any(|v| v.name == *name),
+                    || format!("calibration.{field}"),
+                    || format!("{name:?} is not one of the variants ({})", spec.variants.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")),
+                );
+            }
+            p.check(
+                spec.variants.first().is_some_and(|v| v.name == c.before),
+                || "calibration.before".into(),
+                || "expected the first variant: differences are paired against the first".into(),
+            );
         }
         p.finish()?;
 

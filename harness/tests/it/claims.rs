@@ -45,3 +45,37 @@ fn the_loops_report_is_committed_with_the_kpis_the_book_quotes() {
     let quoted = row.split('|').nth(2).unwrap().split('±').next().unwrap().trim();
     assert_eq!(quoted, format!("{:.2}", mean("close_hours_rmst72")), "docs/src/planners/loops.md quotes another run");
 }
+
+#[test]
+fn the_platform_report_is_committed_with_the_calibration_the_book_quotes() {
+    let dir = root().join("results/experiments/platform");
+    for f in ["report.html", "summary.json", "replications.csv", "plan.json"] {
+        assert!(dir.join(f).is_file(), "{} is committed (docs/src/planners/platform.md links it)", dir.join(f).display());
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    let kpis = summary["kpis"].as_array().expect("kpis");
+    let mean = |name: &str, v: &str| -> f64 {
+        let k = kpis.iter().find(|k| k["name"] == name).unwrap_or_else(|| panic!("KPI {name} in the summary"));
+        k["by_variant"][v]["mean"].as_f64().unwrap_or_else(|| panic!("{name}: a mean for {v}"))
+    };
+    let page = std::fs::read_to_string(root().join("docs/src/planners/platform.md")).unwrap();
+    let row = page.lines().find(|l| l.starts_with("| calls to 12345 a week |")).expect("the KPI table's first row");
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    for (cell, v) in [(cells[2], "before"), (cells[3], "pilots"), (cells[4], "after")] {
+        assert_eq!(cell.split('±').next().unwrap().trim(), format!("{:.1}", mean("hotline_calls_per_week", v)), "{v}: the book quotes another run");
+    }
+    // The calibration table has its five claims, with the verdicts the book repeats.
+    let rows = summary["calibration"].as_array().expect("a calibration table");
+    assert_eq!(rows.len(), 5);
+    let verdicts: Vec<(String, String)> = rows.iter().map(|r| (r["direction"].as_str().unwrap().into(), r["size"].as_str().unwrap().into())).collect();
+    let book: Vec<(String, String)> = page
+        .lines()
+        .skip_while(|l| !l.starts_with("## Calibration"))
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| the source") && !l.starts_with("|---"))
+        .map(|l| {
+            let c: Vec<&str> = l.split('|').map(str::trim).collect();
+            (c[3].to_string(), c[4].to_string())
+        })
+        .collect();
+    assert_eq!(book, verdicts, "the book's calibration verdicts are the report's");
+}

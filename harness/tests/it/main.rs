@@ -14,4 +14,5 @@ mod faults;
 mod kill;
 mod load;
 mod mmc;
+mod platform;
 mod server;

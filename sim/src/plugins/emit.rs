@@ -6,11 +6,11 @@ use std::fmt::Write as _;
 
 use bevy::prelude::*;
 use bevy::tasks::{ComputeTaskPool, TaskPool};
-use towntwin_contracts::event::{Event, EventType, HOTLINE_DEVICE, HOTLINE_KIND, Header, SOURCE_PREFIX, TOWN_AREA, encode};
+use towntwin_contracts::event::{Event, EventType, HOTLINE_KIND, Header, SOURCE_PREFIX, TOWN_AREA, encode};
 use towntwin_contracts::time::Local;
 
 use super::Feature;
-use crate::world::{CLOCK_DEVICE, HOTLINE_BASE, Outbox, Pending, Registry};
+use crate::world::{CLOCK_DEVICE, HOTLINE_BASE, Outbox, Params, Pending, Registry, line_of};
 
 pub struct EmitPlugin;
 
@@ -63,7 +63,8 @@ pub fn names(reg: &Registry, dev: crate::world::Dev) -> (&str, &'static str, &st
     if dev == CLOCK_DEVICE {
         (TOWN_AREA, "clock", "twin")
     } else if dev >= HOTLINE_BASE {
-        (reg.estate_ids[(dev - HOTLINE_BASE) as usize].as_str(), HOTLINE_KIND, HOTLINE_DEVICE)
+        let (line, estate) = line_of(dev);
+        (reg.estate_ids[estate].as_str(), HOTLINE_KIND, line.device())
     } else {
         let d = &reg.devices[dev as usize];
         (d.area.as_str(), d.kind.slug(), d.id.as_str())
@@ -160,8 +161,27 @@ fn typed(reg: &Registry, p: Pending, seq: u32) -> Event {
 /// Below this many events a tick is encoded on the calling thread.
 const PARALLEL_MIN: usize = 256;
 
+/// Whether each device of the registry is installed, by the scenario's `platform` section: an estate the
+/// platform does not cover has none, and the road cameras may be off. A device not installed still lives
+/// in the twin (its draws are the same whatever is deployed); only its events are left out.
+#[derive(Default)]
+struct Installed(Vec<bool>, bool);
+
+impl Installed {
+    fn of(params: &Params, reg: &Registry) -> Installed {
+        let p = &params.scenario.platform;
+        let each: Vec<bool> =
+            reg.devices.iter().map(|d| p.installed(d.kind, (d.estate != u16::MAX).then(|| reg.estate_ids[d.estate as usize].as_str()))).collect();
+        let all = each.iter().all(|&x| x);
+        Installed(each, all)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn encode_tick(
     mut outbox: ResMut<Outbox>,
+    params: Res<Params>,
+    mut installed: bevy::prelude::Local<Installed>,
     reg: Res<Registry>,
     mut emitted: ResMut<Emitted>,
     mut typed: ResMut<Typed>,
@@ -170,6 +190,12 @@ fn encode_tick(
     exercise: Res<Exercise>,
 ) {
     let mut pending = std::mem::take(&mut outbox.0);
+    if installed.0.len() != reg.devices.len() {
+        *installed = Installed::of(&params, &reg);
+    }
+    if !installed.1 {
+        pending.retain(|p| p.device >= HOTLINE_BASE || installed.0[p.device as usize]);
+    }
     // In time order, and the clock tick that closes the minute last of all: once the core has it, it has
     // had the whole minute (the watermark the harness's lockstep with the core waits on).
     pending.sort_by_key(|p| (p.device == CLOCK_DEVICE, p.time));

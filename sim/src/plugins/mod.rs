@@ -21,6 +21,7 @@ pub mod garbage;
 pub mod hotline;
 #[cfg(feature = "twin")]
 pub mod messages;
+pub mod platform;
 pub mod renovation;
 pub mod rental;
 pub mod residents;

@@ -3,5 +3,6 @@
 
 mod answers;
 mod drill;
+mod platform;
 mod responders;
 mod twin;

@@ -50,7 +50,7 @@ impl Engine {
                 }
             }
             (RuleKind::Hotline, Data::Hotline(call)) => {
-                let Some(area) = crate::decode::hotline_area(&ev.source) else { return };
+                let Some((area, line)) = crate::decode::report_line(&ev.source) else { return };
                 let estate = self.ctx.estates.iter().position(|e| e == area).map(|i| i as u16);
                 let (area, about) = (area.to_string(), call.about.clone());
                 out.push(self.finding(
@@ -60,7 +60,7 @@ impl Engine {
                     area,
                     about,
                     ev.time,
-                    format!("a resident called 12345 about {}", call.category),
+                    format!("{} {}", line.said(), call.category),
                 ));
             }
             (RuleKind::Direct { event, min_confidence, codes, alarms }, data) if *event == ev.ty => {

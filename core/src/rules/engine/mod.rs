@@ -150,14 +150,22 @@ fn moved_by(kind: &RuleKind, ty: EventType) -> bool {
 impl Engine {
     pub fn new(rules: RuleSet, town: &Town) -> Engine {
         let estates: Vec<String> = town.estates.iter().map(|e| e.id.clone()).collect();
-        let registered =
-            town.register.iter().filter_map(|r| estates.iter().position(|e| *e == r.estate).map(|i| (r.person.0, (r.id.clone(), i as u16)))).collect();
+        // An estate the platform does not cover has no register and no sampling frame (its devices, not
+        // installed, send nothing).
+        let registered = town
+            .register
+            .iter()
+            .filter(|r| town.covers(&r.estate))
+            .filter_map(|r| estates.iter().position(|e| *e == r.estate).map(|i| (r.person.0, (r.id.clone(), i as u16))))
+            .collect();
         let flats = town
             .estates
             .iter()
             .map(|e| {
+                let covered = town.covers(&e.id);
                 e.buildings
                     .iter()
+                    .filter(move |_| covered)
                     .flat_map(|b| b.rooms().filter(|f| f.tenure != Tenure::Vacant).map(move |f| FlatRef { building: b.no, room: f.room }))
                     .collect()
             })

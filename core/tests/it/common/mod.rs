@@ -50,5 +50,6 @@ pub fn town() -> Town {
         estates: vec![estate],
         roads: vec![road],
         register,
+        covered: None,
     }
 }

@@ -2,6 +2,17 @@
 //! recorded.
 
 use super::*;
+use towntwin_core::event::Line;
+
+/// The source's scenario of incident kind `kind` (by its name).
+fn scenario_of(kind: &str) -> Option<&'static str> {
+    towntwin_core::truth::IncidentKind::ALL.iter().find(|k| k.as_str() == kind).and_then(|k| k.scenario())
+}
+
+/// The remediation rate of incident kind `kind` (by its name), 0 when not listed.
+fn rate_of(rates: &BTreeMap<towntwin_core::truth::IncidentKind, f64>, kind: &str) -> f64 {
+    rates.iter().find(|(k, _)| k.to_string() == kind).map_or(0.0, |(_, r)| *r)
+}
 
 /// What a finished replication is measured from.
 pub(super) struct Measure<'a> {
@@ -143,16 +154,68 @@ impl Measure<'_> {
             *harm.entry(i.kind.to_string()).or_default() += (b - a).max(0) as f64 / h;
         }
         let total: f64 = harm.values().sum();
+        // What the platform and the problems left going on cost (the scenario's `costs`, assumptions).
+        let costs = &self.v.scenario.costs;
+        // The same by the source's scenario.
+        let mut by_scenario: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+        for (kind, hours) in &harm {
+            if let Some(sc) = scenario_of(kind) {
+                let e = by_scenario.entry(sc).or_default();
+                e.0 += hours / days;
+                e.1 += hours * rate_of(&costs.remediation_yuan_per_hour, kind) / days;
+            }
+        }
+        for (sc, (hours, yuan)) in by_scenario {
+            k.insert(format!("scenario_harm_hours_per_day/{sc}"), hours);
+            k.insert(format!("scenario_remediation_yuan_per_day/{sc}"), yuan);
+        }
+        for (kind, hours) in &harm {
+            let r = rate_of(&costs.remediation_yuan_per_hour, kind);
+            if r > 0.0 {
+                k.insert(format!("remediation_yuan_per_day/{kind}"), hours * r / days);
+            }
+        }
+        let remediation: f64 = harm.iter().map(|(kind, hours)| hours * rate_of(&costs.remediation_yuan_per_hour, kind)).sum::<f64>() / days;
+        let capital = costs.capital(&self.v.scenario.platform, &self.v.town);
+        k.insert("capital_yuan_per_day".into(), capital.per_day_yuan);
+        if capital.estates_covered > 0 {
+            // A covered estate's own devices and system, with an even share of the town's platform (built for
+            // every estate of the town, whichever are covered yet).
+            let town_share = costs.town_yuan / self.v.town.estates.len().max(1) as f64;
+            let own = (capital.once_yuan - costs.town_yuan) / capital.estates_covered as f64;
+            k.insert("capital_once_yuan_per_estate".into(), own + town_share);
+        }
+        if !self.v.town.estates.is_empty() {
+            let lifetime = remediation * 365.0 * costs.lifetime_years;
+            k.insert("remediation_yuan_per_estate_lifetime".into(), lifetime / self.v.town.estates.len() as f64);
+        }
+        k.insert("remediation_yuan_per_day".into(), remediation);
+        k.insert("total_cost_yuan_per_day".into(), cost / days + capital.per_day_yuan + remediation);
         for (kind, hours) in harm {
             k.insert(format!("harm_hours_per_day/{kind}"), hours / days);
         }
         k.insert("harm_hours_per_day".into(), total / days);
+        // Problems still going on at the end, by kind ("zero group rentals").
+        let sc = &self.v.scenario;
+        let mut going: BTreeMap<String, u64> = sc.hotline.patience.keys().chain(sc.response.effects.keys()).map(|k| (k.to_string(), 0)).collect();
+        for i in self.incidents.iter().filter(|i| !i.benign && i.end_ms.is_none_or(|e| e > self.end)) {
+            *going.entry(i.kind.to_string()).or_default() += 1;
+        }
+        for (kind, n) in going {
+            k.insert(format!("going_on_at_end/{kind}"), n as f64);
+        }
+        // Reports on the estates' other lines: the QR code and the patrols.
+        for line in [Line::Qr, Line::Patrol] {
+            let n = self.incidents.iter().flat_map(|i| &i.reports).filter(|(t, l)| *l == line && *t >= self.window).count();
+            k.insert(format!("reports_per_week/{}", line.device()), n as f64 / (days / 7.0));
+        }
         // The 12345 hotline: calls in the window, problems solved before anyone called (未呼先应), and
         // hours from a problem's first call to its end (接诉即办; still going on at the end: censored).
         let weeks = days / 7.0;
         let mut calls: BTreeMap<String, u64> = BTreeMap::new();
         let callable: std::collections::BTreeSet<_> = self.v.scenario.hotline.patience.keys().copied().collect();
         let (mut solved, mut solved_first) = (0u64, 0u64);
+        let mut solved_by_kind: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let (mut started, mut called) = (0u64, 0u64);
         let mut to_end = Vec::new();
         for i in self.incidents.iter().filter(|i| !i.benign && callable.contains(&i.kind)) {
@@ -165,8 +228,12 @@ impl Measure<'_> {
             if i.ended_by == Some("response")
                 && let Some(end) = i.end_ms.filter(|&e| e >= self.window)
             {
+                let first = u64::from(i.calls.iter().all(|&c| c >= end));
                 solved += 1;
-                solved_first += u64::from(i.calls.iter().all(|&c| c >= end));
+                solved_first += first;
+                let e = solved_by_kind.entry(i.kind.to_string()).or_default();
+                e.0 += 1;
+                e.1 += first;
             }
             if let Some(&first) = i.calls.first().filter(|&&c| c >= self.window) {
                 match i.end_ms.filter(|&e| e <= self.end) {
@@ -175,12 +242,31 @@ impl Measure<'_> {
                 }
             }
         }
+        let mut scenario_calls: BTreeMap<&str, u64> = BTreeMap::new();
         for (kind, n) in &calls {
             k.insert(format!("hotline_calls_per_week/{kind}"), *n as f64 / weeks);
+            if let Some(sc) = scenario_of(kind) {
+                *scenario_calls.entry(sc).or_default() += n;
+            }
+        }
+        for (sc, n) in scenario_calls {
+            k.insert(format!("scenario_calls_per_week/{sc}"), n as f64 / weeks);
         }
         k.insert("hotline_calls_per_week".into(), calls.values().sum::<u64>() as f64 / weeks);
         if solved > 0 {
             k.insert("solved_before_any_call".into(), solved_first as f64 / solved as f64);
+        }
+        let mut solved_by_scenario: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for (kind, (n, first)) in solved_by_kind {
+            k.insert(format!("solved_before_any_call/{kind}"), first as f64 / n as f64);
+            if let Some(sc) = scenario_of(&kind) {
+                let e = solved_by_scenario.entry(sc).or_default();
+                e.0 += n;
+                e.1 += first;
+            }
+        }
+        for (sc, (n, first)) in solved_by_scenario {
+            k.insert(format!("scenario_solved_before_any_call/{sc}"), first as f64 / n as f64);
         }
         if started > 0 {
             k.insert("called_about_share".into(), called as f64 / started as f64);

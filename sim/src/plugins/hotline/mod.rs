@@ -71,6 +71,24 @@ impl Default for Hotline {
     }
 }
 
+/// Patrols (网格巡查: the grid's patrol, the property's rounds): per incident kind, the chance that a day's
+/// patrol finds a problem of that kind going on in the estate, and the local hour of the round. A find is
+/// filed on the estate's patrol line and reported again on later rounds while it goes on. Kinds not listed
+/// are not patrolled. A patrol is no part of the platform: the town before it patrols the same.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Patrols {
+    pub finds: BTreeMap<IncidentKind, Probability>,
+    pub at: Option<towntwin_contracts::time::HhMm>,
+}
+
+impl Patrols {
+    /// The round's local time (10:00 when not said).
+    pub fn round(&self) -> towntwin_contracts::time::HhMm {
+        self.at.unwrap_or(crate::params::hm(10, 0))
+    }
+}
+
 impl Synthetic {
     /// The section's checks beyond its types.
     pub(crate) fn check(&self, p: &mut Problems) {

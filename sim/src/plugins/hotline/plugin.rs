@@ -2,23 +2,34 @@
 
 use bevy::prelude::*;
 use rand::Rng as _;
-use towntwin_contracts::event::{Data, EventType, FlatRef, HotlineCall};
-use towntwin_contracts::time::{HOUR, Millis};
+use towntwin_contracts::event::{Data, EventType, FlatRef, HotlineCall, Line};
+use towntwin_contracts::time::{DAY, HOUR, LOCAL_OFFSET, Millis};
 
 use crate::plugins::Feature;
-use crate::world::{Agenda, Clock, GroundTruth, HOTLINE_BASE, Incident, Outbox, Params, Registry};
+use crate::world::{Agenda, Clock, GroundTruth, HOTLINE_BASE, Incident, Outbox, Params, Registry, line_device};
 
 pub struct HotlinePlugin;
 
 impl Plugin for HotlinePlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<Agenda<Call>>().init_resource::<Jobs>().add_systems(Update, (synthetic, call).chain().in_set(Feature::Hotline));
+        app.init_resource::<Agenda<Call>>()
+            .init_resource::<Agenda<Round>>()
+            .init_resource::<Jobs>()
+            .add_systems(Update, (synthetic, call, patrol).chain().in_set(Feature::Hotline));
     }
 }
 
 /// The `n`th call about incident `incident`, whose draws come from the streams of `id` ([`identity`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Call {
+    incident: usize,
+    id: u64,
+    n: u32,
+}
+
+/// The `n`th patrol round that finds incident `incident` (draws from the streams of `id`).
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
     incident: usize,
     id: u64,
     n: u32,
@@ -109,19 +120,86 @@ fn call(
             continue;
         }
         let Some(estate) = reg.estate_ids.iter().position(|e| *e == inc.area) else { continue };
-        let about = inc.subject.clone();
-        outbox.emit(
-            t,
-            HOTLINE_BASE + estate as u32,
-            EventType::HotlineCall,
-            about.parse::<FlatRef>().ok(),
-            Data::Hotline(HotlineCall { category: inc.kind, about }),
-        );
+        // Where the platform covers the estate, some residents report by its QR code instead of calling.
+        let platform = &params.scenario.platform;
+        let qr = platform.qr_share.get() > 0.0 && platform.covers(&inc.area) && params.rng("hotline.qr", c.id, c.n).random_bool(platform.qr_share.get());
+        let line = if qr { Line::Qr } else { Line::Hotline };
+        report(&mut outbox, t, line, estate, inc);
         let again = lines.get(&inc.kind).and_then(|p| p.again_after_hours.as_ref());
-        truth.incidents[c.incident].calls.push(t);
+        match line {
+            Line::Hotline => truth.incidents[c.incident].calls.push(t),
+            _ => truth.incidents[c.incident].reports.push((t, line)),
+        }
         if let Some(again) = again {
             let n = c.n + 1;
             agenda.push(t + gap(&params, again, c.id, n), Call { n, ..c });
         }
+    }
+}
+
+/// Files a report about `inc` on `line` of estate number `estate`.
+fn report(outbox: &mut Outbox, t: Millis, line: Line, estate: usize, inc: &Incident) {
+    let about = inc.subject.clone();
+    outbox.emit(t, line_device(line, estate), EventType::HotlineCall, about.parse::<FlatRef>().ok(), Data::Hotline(HotlineCall { category: inc.kind, about }));
+}
+
+/// Rounds from incident `id`'s round number `n` (0: the first after it began) to the round that finds it:
+/// each round finds it with probability `p`, so the rounds missed before are geometric.
+fn rounds_missed(params: &Params, p: f64, id: u64, n: u32) -> i64 {
+    if p >= 1.0 {
+        return 0;
+    }
+    let u: f64 = params.rng("patrol.find", id, n).random_range(f64::MIN_POSITIVE..1.0);
+    (u.ln() / (1.0 - p).ln()).floor().min(10_000.0) as i64
+}
+
+/// The first patrol round at or after `t`: the local time `round` of its day, or of the next.
+fn next_round(t: Millis, round: Millis) -> Millis {
+    let local = t + LOCAL_OFFSET;
+    let at = local - local.rem_euclid(DAY) + round - LOCAL_OFFSET;
+    if at >= t { at } else { at + DAY }
+}
+
+/// The patrols: each incident of a patrolled kind is found at a round drawn when it begins, filed on the
+/// estate's patrol line, and found again on later rounds while it goes on.
+fn patrol(
+    clock: Res<Clock>,
+    params: Res<Params>,
+    reg: Res<Registry>,
+    mut truth: ResMut<GroundTruth>,
+    mut outbox: ResMut<Outbox>,
+    mut agenda: ResMut<Agenda<Round>>,
+    mut seen: Local<usize>,
+) {
+    let patrols = &params.scenario.patrols;
+    if patrols.finds.is_empty() {
+        return;
+    }
+    let round = patrols.round().millis();
+    for i in *seen..truth.incidents.len() {
+        let inc = &truth.incidents[i];
+        let Some(p) = patrols.finds.get(&inc.kind).map(|p| p.get()).filter(|&p| p > 0.0 && !inc.benign) else { continue };
+        let id = identity(inc);
+        let mut at = next_round(inc.start_ms, round) + rounds_missed(&params, p, id, 0) * DAY;
+        let mut n = 0;
+        // An incident going on when the run starts: rounds before the start are not replayed.
+        while at < clock.now {
+            n += 1;
+            at += (1 + rounds_missed(&params, p, id, n)) * DAY;
+        }
+        agenda.push(at, Round { incident: i, id, n });
+    }
+    *seen = truth.incidents.len();
+    for (t, r) in agenda.due(clock.now) {
+        let inc = &truth.incidents[r.incident];
+        if inc.end_ms.is_some_and(|e| e <= t) {
+            continue;
+        }
+        let Some(estate) = reg.estate_ids.iter().position(|e| *e == inc.area) else { continue };
+        report(&mut outbox, t, Line::Patrol, estate, inc);
+        let p = patrols.finds.get(&inc.kind).map_or(1.0, |p| p.get());
+        truth.incidents[r.incident].reports.push((t, Line::Patrol));
+        let n = r.n + 1;
+        agenda.push(t + (1 + rounds_missed(&params, p, r.id, n)) * DAY, Round { n, ..r });
     }
 }

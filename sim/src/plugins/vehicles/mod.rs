@@ -29,6 +29,26 @@ pub struct Vehicles {
     /// Electrical-fire monitor recall for an e-bike charging signature indoors, and by flying wire.
     pub signature_recall_indoor: Probability,
     pub signature_recall_flying_wire: Probability,
+    /// Ports per shared charging pile, each charging one vehicle at a time; `None` (the baseline): a pile is
+    /// never full.
+    pub pile_ports: Option<u32>,
+    /// An e-bike household that finds every port of its estate's piles taken: the share that charges
+    /// upstairs instead, and by flying wire (the rest go without that night).
+    pub no_free_pile: NoFreePile,
+}
+
+/// What an e-bike rider does when the estate's piles are full.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NoFreePile {
+    pub upstairs: Probability,
+    pub flying_wire: Probability,
+}
+
+impl Default for NoFreePile {
+    fn default() -> Self {
+        NoFreePile { upstairs: prob(0.2), flying_wire: prob(0.1) }
+    }
 }
 
 impl Default for Vehicles {
@@ -46,6 +66,8 @@ impl Default for Vehicles {
             blocked_to_pile: prob(0.6),
             signature_recall_indoor: prob(0.8),
             signature_recall_flying_wire: prob(0.6),
+            pile_ports: None,
+            no_free_pile: NoFreePile::default(),
         }
     }
 }
@@ -63,5 +85,14 @@ impl Vehicles {
             p.check(x.is_finite() && x >= 1.0, || format!("vehicles.{n}"), || format!("expected at least 1 day, got {x}"));
         }
         rate(p, "vehicles.detector_false_per_day", self.detector_false_per_day);
+        if let Some(n) = self.pile_ports {
+            p.check((1..=100).contains(&n), || "vehicles.pile_ports".into(), || format!("expected 1..=100 ports a pile, got {n}"));
+        }
+        let f = self.no_free_pile;
+        p.check(
+            f.upstairs.get() + f.flying_wire.get() <= 1.0 + 1e-9,
+            || "vehicles.no_free_pile".into(),
+            || format!("upstairs + flying_wire must be at most 1, they are {}", f.upstairs.get() + f.flying_wire.get()),
+        );
     }
 }

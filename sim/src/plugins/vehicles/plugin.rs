@@ -20,8 +20,9 @@ impl Plugin for VehiclesPlugin {
         app.init_resource::<Agenda<VehicleAction>>()
             .init_resource::<Agenda<Relapse>>()
             .init_resource::<Sessions>()
+            .init_resource::<Ports>()
             .add_systems(Startup, assign_vehicles.in_set(Feature::Vehicles))
-            .add_systems(Update, (answer, plan_day.run_if(day_start), act).chain().in_set(Feature::Vehicles));
+            .add_systems(Update, (answer, points.run_if(day_start), plan_day.run_if(day_start), act).chain().in_set(Feature::Vehicles));
     }
 }
 
@@ -40,6 +41,31 @@ pub struct Ev;
 
 #[derive(Resource, Debug, Default)]
 pub struct Sessions(pub u64);
+
+/// Ports in use per pile (by device index), when piles have a number of ports (`vehicles.pile_ports`).
+#[derive(Resource, Debug, Default)]
+pub struct Ports(Vec<u32>);
+
+/// Points (the platform's `points_switch_per_week`): at the start of each week of the run, each household
+/// of a covered estate that charges upstairs or by flying wire takes to the piles with that chance, drawn
+/// from a stream keyed by the household and the week (the same household switches in every variant that
+/// has points).
+fn points(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, mut ebikes: Query<(&Household, &mut Ebike)>) {
+    let platform = &params.scenario.platform;
+    let p = platform.points_switch_per_week.get();
+    if p <= 0.0 || !clock.day.is_multiple_of(7) || clock.day == 0 {
+        return;
+    }
+    let week = clock.day / 7;
+    for (h, mut e) in &mut ebikes {
+        if e.0 != Habit::Pile
+            && platform.covers(&reg.estate_ids[h.estate as usize])
+            && params.rng("vehicles.points", crate::world::flat_key(h.estate, h.flat), week).random_bool(p)
+        {
+            e.0 = Habit::Pile;
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub enum VehicleAction {
@@ -100,10 +126,12 @@ fn plan_day(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn act(
     ctx: Ctx,
     mut agenda: ResMut<Agenda<VehicleAction>>,
     mut sessions: ResMut<Sessions>,
+    mut ports: ResMut<Ports>,
     households: Query<(&Household, Option<&Ebike>)>,
     health: Query<&Health>,
     mut rec: Record,
@@ -119,6 +147,9 @@ fn act(
             VehicleAction::Ebike { flat } => (flat, Vehicle::Ebike, false),
             VehicleAction::Ev { flat } => (flat, Vehicle::Ev, true),
             VehicleAction::End { pile, session, vehicle, wh, minutes } => {
+                if let Some(n) = ports.0.get_mut(pile as usize) {
+                    *n = n.saturating_sub(1);
+                }
                 if health.get(reg.entity[pile as usize]).is_ok_and(Health::reports) {
                     outbox.emit(t, pile, EventType::ChargingEnd, None, Data::ChargingEnd(ChargingEnd { session, vehicle, wh, minutes }));
                 }
@@ -158,25 +189,53 @@ fn act(
                 }
             }
         }
+        let mut off_pile = !at_pile;
         if at_pile {
             let piles = reg.of(h.estate, DeviceKind::ChargingPile);
             if piles.is_empty() {
                 continue;
             }
-            let pile = piles[rng.random_range(0..piles.len())];
-            sessions.0 += 1;
-            let session = format!("S{:08}", sessions.0);
-            let (hours, wh) = match vehicle {
-                Vehicle::Ebike => (uniform(&mut rng, (3.0, 6.0)), rng.random_range(300..900)),
-                Vehicle::Ev => (uniform(&mut rng, (3.0, 8.0)), rng.random_range(8_000..40_000)),
-            };
-            if health.get(reg.entity[pile as usize]).is_ok_and(Health::reports) {
-                let data = ChargingStart { session: session.clone(), vehicle, flat: h.flat };
-                outbox.emit(t, pile, EventType::ChargingStart, Some(h.flat), Data::ChargingStart(data));
+            let mut pile = piles[rng.random_range(0..piles.len())];
+            if let Some(cap) = cfg.pile_ports {
+                if ports.0.len() < reg.devices.len() {
+                    ports.0.resize(reg.devices.len(), 0);
+                }
+                // The chosen pile, or the next of the estate's with a free port.
+                let start = piles.iter().position(|&p| p == pile).unwrap_or(0);
+                match (0..piles.len()).map(|i| piles[(start + i) % piles.len()]).find(|&p| ports.0[p as usize] < cap) {
+                    Some(free) => {
+                        pile = free;
+                        ports.0[pile as usize] += 1;
+                    }
+                    None if vehicle == Vehicle::Ebike => {
+                        // Every port taken: upstairs, a flying wire, or no charge tonight.
+                        let f = cfg.no_free_pile;
+                        let u: f64 = rng.random();
+                        if u >= f.upstairs.get() + f.flying_wire.get() {
+                            continue;
+                        }
+                        flying = u >= f.upstairs.get();
+                        off_pile = true;
+                    }
+                    None => continue,
+                }
             }
-            let minutes = (hours * 60.0) as u32;
-            agenda.push(t + minutes as i64 * MINUTE, VehicleAction::End { pile, session, vehicle, wh, minutes });
-        } else {
+            if !off_pile {
+                sessions.0 += 1;
+                let session = format!("S{:08}", sessions.0);
+                let (hours, wh) = match vehicle {
+                    Vehicle::Ebike => (uniform(&mut rng, (3.0, 6.0)), rng.random_range(300..900)),
+                    Vehicle::Ev => (uniform(&mut rng, (3.0, 8.0)), rng.random_range(8_000..40_000)),
+                };
+                if health.get(reg.entity[pile as usize]).is_ok_and(Health::reports) {
+                    let data = ChargingStart { session: session.clone(), vehicle, flat: h.flat };
+                    outbox.emit(t, pile, EventType::ChargingStart, Some(h.flat), Data::ChargingStart(data));
+                }
+                let minutes = (hours * 60.0) as u32;
+                agenda.push(t + minutes as i64 * MINUTE, VehicleAction::End { pile, session, vehicle, wh, minutes });
+            }
+        }
+        if off_pile {
             // Charging indoors (carried up by stairs or elevator) or from a window by flying wire.
             let kind = if flying { IncidentKind::EbikeFlyingWire } else { IncidentKind::EbikeIndoorCharging };
             let i = truth.open(kind, area, h.label(), t, false);
