@@ -33,6 +33,8 @@ pub enum EventType {
     DeviceRecovered,
     HotlineCall,
     ClockTick,
+    /// Last, so that the others keep their numbers.
+    BinDumping,
 }
 
 /// Delivery class of an event type, which decides its MQTT QoS.
@@ -47,7 +49,7 @@ pub enum Class {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 20] = [
+    pub const ALL: [EventType; 21] = [
         EventType::GatePass,
         EventType::BinDrop,
         EventType::BinOverflow,
@@ -68,6 +70,7 @@ impl EventType {
         EventType::DeviceRecovered,
         EventType::HotlineCall,
         EventType::ClockTick,
+        EventType::BinDumping,
     ];
 
     /// The CloudEvents `type` attribute and last topic segment.
@@ -93,6 +96,7 @@ impl EventType {
             EventType::DeviceRecovered => "device.recovered",
             EventType::HotlineCall => "hotline.call",
             EventType::ClockTick => "clock.tick",
+            EventType::BinDumping => "bin.dumping",
         }
     }
 
@@ -110,7 +114,8 @@ impl EventType {
             | EventType::FenceViolation
             | EventType::ManholeAlarm
             | EventType::DeviceFault
-            | EventType::HotlineCall => Class::Alarm,
+            | EventType::HotlineCall
+            | EventType::BinDumping => Class::Alarm,
             EventType::DeviceHeartbeat | EventType::WaterReading => Class::Telemetry,
             // The clock tick drives the core's timers; it is cheap (one a simulated minute) and worth delivering.
             _ => Class::Activity,
@@ -358,6 +363,14 @@ pub enum Data {
     Recovered(Recovered),
     Hotline(HotlineCall),
     Tick(Tick),
+    Dumping(Dumping),
+}
+
+/// `bin.dumping`: the kiosk's camera sees bags left beside it outside the fixed times and places (定时定点).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dumping {
+    pub bags: u16,
 }
 
 /// `hotline.call`: a resident's call to the 12345 citizens' hotline, as its operator files it: what kind of

@@ -27,13 +27,15 @@ pub enum IncidentKind {
     DeviceLowBattery,
     DeviceStuck,
     GarbageMissort,
+    /// Bags dumped beside a kiosk outside the fixed times and places (定时定点), until cleared.
+    GarbageDumping,
     /// A job of the synthetic kind (`synthetic` in a scenario): Poisson arrivals at a constant rate, each
     /// reported at once through the 12345 line, for checking a crew against queueing theory.
     Synthetic,
 }
 
 impl IncidentKind {
-    pub const ALL: [IncidentKind; 18] = [
+    pub const ALL: [IncidentKind; 19] = [
         IncidentKind::GroupRental,
         IncidentKind::RenovationLegal,
         IncidentKind::RenovationIllegal,
@@ -51,6 +53,7 @@ impl IncidentKind {
         IncidentKind::DeviceLowBattery,
         IncidentKind::DeviceStuck,
         IncidentKind::GarbageMissort,
+        IncidentKind::GarbageDumping,
         IncidentKind::Synthetic,
     ];
 
@@ -63,7 +66,7 @@ impl IncidentKind {
             RenovationIllegal => "illegal renovation",
             VulnerableEmergency => "vulnerable residents",
             EbikeElevator | EbikeIndoorCharging | EbikeFlyingWire => "vehicles and charging",
-            BinOverflow | GarbageMissort => "garbage",
+            BinOverflow | GarbageMissort | GarbageDumping => "garbage",
             FenceViolation => "road fences",
             Fire | ElectricalFault | ManholeDisplaced => "safety",
             RenovationLegal | VulnerableTrip | DeviceOffline | DeviceLowBattery | DeviceStuck | Synthetic => return None,
@@ -89,6 +92,7 @@ impl IncidentKind {
             IncidentKind::DeviceLowBattery => "device.low_battery",
             IncidentKind::DeviceStuck => "device.stuck",
             IncidentKind::GarbageMissort => "garbage.missort",
+            IncidentKind::GarbageDumping => "garbage.dumping",
             IncidentKind::Synthetic => "synthetic.job",
         }
     }

@@ -33,7 +33,34 @@ pub struct RuleSet {
     #[serde(default)]
     pub window: TimeWindow,
     pub rules: Vec<Rule>,
+    /// The files this set was built on through `extends`, the first the deepest (none for a file that
+    /// states its whole set): an experiment's fingerprint reads them too.
+    #[serde(skip)]
+    pub bases: Vec<std::path::PathBuf>,
 }
+
+/// A rule file as written: a whole set, or changes to the set of another file (`extends`): that file's
+/// window and rules, each rule given here replacing the base's rule of the same id or added after them,
+/// and the window replaced when given.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    version: u32,
+    #[serde(default)]
+    extends: Option<String>,
+    #[serde(default, deserialize_with = "given")]
+    window: Option<TimeWindow>,
+    #[serde(default, deserialize_with = "given")]
+    rules: Option<Vec<Rule>>,
+}
+
+/// A field written plainly (not `Some(...)`) that may be left out.
+fn given<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// How many files deep `extends` may go (a file that extends itself stops here).
+const EXTENDS_DEPTH: usize = 8;
 
 /// How far from the core's clock an event's time may be. The clock moves only with the twin's
 /// `clock.tick`; an event outside the window is rejected (`out_of_window`, dead-lettered), never applied:
@@ -141,9 +168,63 @@ pub enum RuleKind {
 }
 
 impl RuleSet {
+    /// Reads and validates a rule file, and the files it `extends`.
     pub fn load(file: &Path) -> Result<RuleSet, DataErrors> {
-        let set: RuleSet = read_ron(file)?;
-        set.validate(file)?;
+        RuleSet::load_at(file, 0)
+    }
+
+    fn load_at(file: &Path, depth: usize) -> Result<RuleSet, DataErrors> {
+        let f: RuleFile = read_ron(file)?;
+        let mut p = Problems::new(file);
+        let set = match f.extends {
+            None => match f.rules {
+                Some(rules) => RuleSet { version: f.version, window: f.window.unwrap_or_default(), rules, bases: Vec::new() },
+                None => {
+                    p.push("rules", "expected the rules, or `extends` naming a rule file to build on");
+                    return Err(p.finish().unwrap_err());
+                }
+            },
+            Some(base) => {
+                if depth >= EXTENDS_DEPTH {
+                    p.push("extends", format!("more than {EXTENDS_DEPTH} files deep: does a file extend itself?"));
+                    return Err(p.finish().unwrap_err());
+                }
+                let path = file.parent().unwrap_or(Path::new(".")).join(&base);
+                let mut set = RuleSet::load_at(&path, depth + 1)?;
+                set.bases.push(path);
+                set.version = f.version;
+                if let Some(w) = f.window {
+                    set.window = w;
+                }
+                let mut ids = std::collections::HashSet::new();
+                for (i, r) in f.rules.unwrap_or_default().into_iter().enumerate() {
+                    if !ids.insert(r.id.clone()) {
+                        p.push(format!("rules[{i}].id"), format!("`{}` is given twice in this file", r.id));
+                        continue;
+                    }
+                    match set.rules.iter_mut().find(|x| x.id == r.id) {
+                        Some(x) => *x = r,
+                        None => set.rules.push(r),
+                    }
+                }
+                p.finish()?;
+                set
+            }
+        };
+        // An extended set's problems are named by the rule's id too: its place is in the merged set.
+        set.validate(file).map_err(|mut e| {
+            if !set.bases.is_empty() {
+                for d in &mut e.0 {
+                    let Some(field) = &d.field else { continue };
+                    let id =
+                        field.strip_prefix("rules[").and_then(|r| r.split(']').next()).and_then(|i| i.parse::<usize>().ok()).and_then(|i| set.rules.get(i));
+                    if let Some(r) = id {
+                        d.field = Some(format!("{field} (rule `{}`, after extends)", r.id));
+                    }
+                }
+            }
+            e
+        })?;
         Ok(set)
     }
 

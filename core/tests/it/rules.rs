@@ -389,5 +389,56 @@ fn the_fused_rules_file_is_the_shipped_set_but_for_its_absence_rule() {
     let r = shipped.rules.iter_mut().find(|r| r.id == "vulnerable-absence").expect("the shipped absence rule");
     assert_eq!(r.kind, RuleKind::Absence { hours: 48, home_quiet_hours: None });
     r.kind = RuleKind::Absence { hours: 48, home_quiet_hours: Some(24) };
-    assert_eq!(fused, shipped);
+    assert_eq!((fused.version, fused.window, &fused.rules), (shipped.version, shipped.window, &shipped.rules));
+    assert_eq!(fused.bases.len(), 1, "built on assets/rules.ron");
+}
+
+#[test]
+fn a_rule_file_that_extends_another_replaces_by_id_adds_the_rest_and_names_its_problems() {
+    use towntwin_core::rules::RuleKind;
+    let tmp = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/rules.ron").canonicalize().unwrap();
+    let write = |name: &str, text: String| {
+        let f = tmp.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        f
+    };
+    let rule = |id: &str, kind: &str| {
+        format!(r#"(id: "{id}", title: "t", service: "s", targets: [Property], kind: {kind}, detects: (kinds: ["bin.overflow"], by: Area))"#)
+    };
+    let f = write(
+        "more.ron",
+        format!(
+            r#"(version: 1, extends: Some("{}"), window: (ahead_minutes: 5, behind_hours: 12), rules: [{}, {}])"#,
+            shipped.display(),
+            rule("bin-overflow", "Duration(start: BinOverflow, end: BinCollected, minutes: 60)"),
+            rule("bin-overflow-long", "Duration(start: BinOverflow, end: BinCollected, minutes: 240)")
+        ),
+    );
+    let set = RuleSet::load(&f).unwrap();
+    let base = rules();
+    assert_eq!(set.rules.len(), base.rules.len() + 1);
+    assert_eq!((set.window.ahead_minutes, set.window.behind_hours), (5, 12));
+    let i = base.rules.iter().position(|r| r.id == "bin-overflow").unwrap();
+    assert!(matches!(set.rules[i].kind, RuleKind::Duration { minutes: 60, .. }), "replaced in place: {:?}", set.rules[i].kind);
+    assert_eq!(set.rules.last().unwrap().id, "bin-overflow-long");
+    // Extending an extending file: two bases, the deepest first.
+    let g = write("again.ron", r#"(version: 1, extends: Some("more.ron"))"#.to_string());
+    let again = RuleSet::load(&g).unwrap();
+    assert_eq!(again.rules, set.rules);
+    assert_eq!(again.bases, vec![shipped.clone(), f.clone()]);
+    // Refused, naming the file and the field: a rule given twice, a base that is not there, a file that
+    // extends itself, a bad rule (named by its id), and a file with neither rules nor a base.
+    let cases = [
+        (format!(r#"(version: 1, extends: Some("{}"), rules: [{}, {}])"#, shipped.display(), rule("x", "Hotline"), rule("x", "Hotline")), "rules[1].id"),
+        (r#"(version: 1, extends: Some("no-such-rules.ron"))"#.to_string(), "no-such-rules.ron"),
+        (r#"(version: 1, extends: Some("bad.ron"))"#.to_string(), "more than 8 files deep"),
+        (format!(r#"(version: 1, extends: Some("{}"), rules: [{}])"#, shipped.display(), rule("y", "Absence(hours: 0)")), "(rule `y`, after extends)"),
+        ("(version: 1)".to_string(), "expected the rules, or `extends`"),
+    ];
+    for (text, want) in cases {
+        let f = write("bad.ron", text);
+        let e = RuleSet::load(&f).unwrap_err().to_string();
+        assert!(e.contains(want), "expected {want:?} in: {e}");
+    }
 }

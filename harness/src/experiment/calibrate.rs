@@ -87,9 +87,9 @@ pub fn calibrate(c: &Calibration, s: &Summary) -> Vec<Row> {
     rows.push(zero(
         "Complaints about garbage sorting fell to 0",
         "近期高行镇垃圾分类……投诉皆为0",
-        "hotline_calls_per_week/bin.overflow",
+        "scenario_calls_per_week/garbage",
         "call a week",
-        "The twin's residents call 12345 about overflowing bins; a wrong sort is no problem anyone calls about yet, so this row reads the garbage calls there are.",
+        "Calls about household waste: overflowing kiosks and bags dumped beside them outside the fixed times. A wrong sort itself is no problem anyone calls about in the twin.",
     ));
     rows.push(zero(
         "Complaints about flying-wire charging fell to 0",

@@ -221,6 +221,10 @@ impl Plan {
                 read(&setup.town_file, &mut hasher);
             }
             let Some(CoreInputs { rules, policy, .. }) = setup.core else { continue };
+            // A rule file that extends another: the files it is built on are part of the plan too.
+            for base in &rules.bases {
+                read(base, &mut hasher);
+            }
             variants.push(Resolved {
                 name: v.name.clone(),
                 description: v.description.clone(),

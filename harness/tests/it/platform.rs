@@ -69,6 +69,9 @@ fn before_and_after_share_their_incidents_until_the_first_response_and_the_platf
         assert!(kpi(a, "hotline_calls_per_week") < kpi(b, "hotline_calls_per_week"));
         assert!(kpi(a, "solved_before_any_call") > kpi(b, "solved_before_any_call"));
         assert!(kpi(a, "capital_yuan_per_day") > kpi(p, "capital_yuan_per_day") && kpi(p, "capital_yuan_per_day") > 0.0);
+        // Household waste: the kiosks' cameras find dumped bags and a response clears them.
+        assert!(kpi(a, "recall/garbage-dumping") > 0.5, "{:?}", a.kpis.get("recall/garbage-dumping"));
+        assert!(kpi(a, "harm_hours_per_day/garbage.dumping") < kpi(b, "harm_hours_per_day/garbage.dumping"));
         // A response changes the town: after's problems go on for fewer hours.
         assert!(kpi(a, "harm_hours_per_day") < kpi(b, "harm_hours_per_day"));
     }
@@ -158,4 +161,7 @@ fn the_three_platform_scenarios_share_their_patrols() {
     assert_eq!((b.platform.points_switch_per_week, p.platform.points_switch_per_week), (a.platform.points_switch_per_week, a.platform.points_switch_per_week));
     assert!(a.platform.points_switch_per_week.get() > 0.0);
     assert_eq!((b.vehicles.clone(), p.vehicles.clone()), (a.vehicles.clone(), a.vehicles.clone()));
+    assert_eq!((&b.garbage, &b.response, &b.hotline), (&a.garbage, &a.response, &a.hotline));
+    assert_eq!((&p.garbage, &p.response, &p.hotline), (&a.garbage, &a.response, &a.hotline));
+    assert!(a.garbage.dumping_per_kiosk_day > 0.0);
 }

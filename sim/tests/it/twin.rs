@@ -124,7 +124,10 @@ fn gate_traffic_has_a_diurnal_and_weekly_shape() {
 
 #[test]
 fn every_event_kind_appears_over_a_week() {
-    let (_, stats, incidents) = run(&scenario(7, "2026-03-02"), small(3, 12, 3), None);
+    // With the opt-in features on (the baseline has no bags dumped beside the kiosks).
+    let mut s = scenario(7, "2026-03-02");
+    s.garbage.dumping_per_kiosk_day = 0.2;
+    let (_, stats, incidents) = run(&s, small(3, 12, 3), None);
     for t in EventType::ALL {
         // Fires and manhole alarms are too rare for a small town's week; the rest must all occur.
         if matches!(t, EventType::SmokeAlarm | EventType::ManholeAlarm) {

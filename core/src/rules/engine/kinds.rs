@@ -85,6 +85,8 @@ impl Engine {
                     Data::Manhole(m) => (true, d.id.clone(), format!("tilt {:.0} deg", m.tilt_deg)),
                     Data::Noise(n) => (true, format!("{}/B{:02}", d.area, n.building), format!("{} dB for {} s", n.db, n.seconds)),
                     Data::Fault(f) => (true, d.id.clone(), format!("{:?}", f.fault)),
+                    // Bags beside a kiosk: one order per kiosk, which later sightings join.
+                    Data::Dumping(x) => (true, d.id.clone(), format!("{} bag(s) beside the kiosk", x.bags)),
                     _ => (true, format!("{}/{}", d.id, ev.id), String::new()),
                 };
                 if ok {

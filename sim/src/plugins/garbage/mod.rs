@@ -30,6 +30,11 @@ pub struct Garbage {
     pub collections: Vec<HhMm>,
     /// Probability a scheduled collection is missed.
     pub collection_miss_prob: Probability,
+    /// Bags dumped beside a kiosk outside the fixed times (定时定点), per kiosk a day (0, the baseline: none).
+    /// They stay until the next collection clears them or a response does.
+    pub dumping_per_kiosk_day: f64,
+    /// Probability the kiosk's camera sees bags dumped beside it (video capture).
+    pub dumping_seen: Probability,
 }
 
 impl Default for Garbage {
@@ -45,6 +50,8 @@ impl Default for Garbage {
             bin_capacity_drops: 80,
             collections: vec![hm(9, 30), hm(21, 30)],
             collection_miss_prob: prob(0.03),
+            dumping_per_kiosk_day: 0.0,
+            dumping_seen: prob(0.8),
         }
     }
 }
@@ -53,6 +60,7 @@ impl Garbage {
     /// The section's checks beyond its types.
     pub(crate) fn check(&self, p: &mut Problems) {
         rate(p, "garbage.drops_per_household_day", self.drops_per_household_day);
+        rate(p, "garbage.dumping_per_kiosk_day", self.dumping_per_kiosk_day);
         p.check(self.bin_capacity_drops >= 1, || "garbage.bin_capacity_drops".into(), || "expected at least 1".into());
     }
 }

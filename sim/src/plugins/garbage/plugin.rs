@@ -2,7 +2,7 @@
 
 use bevy::prelude::*;
 use rand::Rng as _;
-use towntwin_contracts::event::{BinDrop, BinLevel, Data, EventType, WasteCategory};
+use towntwin_contracts::event::{BinDrop, BinLevel, Data, Dumping, EventType, WasteCategory};
 use towntwin_contracts::town::{DeviceKind, Tenure};
 use towntwin_contracts::truth::IncidentKind;
 
@@ -26,12 +26,27 @@ impl Plugin for GarbagePlugin {
 pub struct BinState {
     pub drops: u32,
     pub overflow: Option<usize>,
+    /// The incident of bags dumped beside it, while they are there.
+    pub dumping: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
 pub enum BinAction {
-    Drop { flat: Entity, bin: Dev, category: WasteCategory, weight_g: u32, missorted: bool },
-    Collect { bin: Dev },
+    Drop {
+        flat: Entity,
+        bin: Dev,
+        category: WasteCategory,
+        weight_g: u32,
+        missorted: bool,
+    },
+    Collect {
+        bin: Dev,
+    },
+    /// Bags dumped beside the kiosk.
+    Dump {
+        bin: Dev,
+        bags: u16,
+    },
 }
 
 fn add_bin_state(mut commands: Commands, reg: Res<Registry>) {
@@ -62,6 +77,19 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, househol
                 [WasteCategory::Residual, WasteCategory::Kitchen, WasteCategory::Recyclable, WasteCategory::Hazardous][pick(rng, &[0.45, 0.40, 0.13, 0.02])];
             let weight_g = rng.random_range(200..2_500);
             agenda.push(t, BinAction::Drop { flat, bin, category, weight_g, missorted: rng.random_bool(missort) });
+        }
+    }
+    // Dumping outside the fixed times: during the day between the windows, or late at night.
+    if cfg.dumping_per_kiosk_day > 0.0 {
+        let mut rng = params.rng("garbage.dumping", 0, clock.day);
+        for (i, d) in reg.devices.iter().enumerate() {
+            if d.kind != DeviceKind::SortingBin {
+                continue;
+            }
+            for _ in 0..poisson(&mut rng, cfg.dumping_per_kiosk_day) {
+                let t = if rng.random_bool(0.7) { at_hours(&mut rng, begin, 9.0, 18.0) } else { at_hours(&mut rng, begin, 21.0, 24.0) };
+                agenda.push(t, BinAction::Dump { bin: i as Dev, bags: rng.random_range(1..=4) });
+            }
         }
     }
     let mut rng = params.rng("garbage.collect", 0, clock.day);
@@ -108,11 +136,28 @@ fn act(ctx: Ctx, mut agenda: ResMut<Agenda<BinAction>>, households: Query<&House
                     }
                 }
             }
+            BinAction::Dump { bin, bags } => {
+                let Ok((health, mut state)) = bins.get_mut(reg.entity[bin as usize]) else { continue };
+                let d = &reg.devices[bin as usize];
+                // A new incident unless bags are still there (a response or a collection ends it).
+                if state.dumping.is_none_or(|i| truth.incidents[i].end_ms.is_some()) {
+                    state.dumping = Some(truth.open(IncidentKind::GarbageDumping, &d.area, d.id.clone(), t, false));
+                }
+                if health.senses() && params.rng("garbage.dumping_seen", bin as u64, clock.tick as u32).random_bool(cfg.dumping_seen.get()) {
+                    outbox.emit(t, bin, EventType::BinDumping, None, Data::Dumping(Dumping { bags }));
+                }
+            }
             BinAction::Collect { bin } => {
                 let Ok((health, mut state)) = bins.get_mut(reg.entity[bin as usize]) else { continue };
                 let fill_pct = (state.drops * 100 / cap) as u16;
                 state.drops = 0;
                 if let Some(i) = state.overflow.take() {
+                    truth.close(i, t);
+                }
+                // The collectors take the bags dumped beside it too.
+                if let Some(i) = state.dumping.take()
+                    && truth.incidents[i].end_ms.is_none()
+                {
                     truth.close(i, t);
                 }
                 if health.reports() {

@@ -340,11 +340,12 @@ pub struct Effect {
 }
 
 /// The kinds a response can end in the twin, and of those the habits that can resume.
-pub const ANSWERABLE: [IncidentKind; 11] = [
+pub const ANSWERABLE: [IncidentKind; 12] = [
     IncidentKind::GroupRental,
     IncidentKind::RenovationIllegal,
     IncidentKind::VulnerableEmergency,
     IncidentKind::BinOverflow,
+    IncidentKind::GarbageDumping,
     IncidentKind::DeviceOffline,
     IncidentKind::DeviceStuck,
     IncidentKind::DeviceLowBattery,
