@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use base64::Engine as _;
 use rand::RngCore as _;
-use towntwin_core::event::{HOTLINE_DEVICE, HOTLINE_KIND, TOWN_AREA};
+use towntwin_core::event::{HOTLINE_KIND, TOWN_AREA};
 use towntwin_core::town::Town;
 
 use crate::UsageFault;
@@ -56,7 +56,8 @@ pub fn users(town: &Town) -> Vec<User> {
         user(CORE, &["orders/#".into(), "deadletter/#".into()], &["town/#"]),
         user(GATEWAY, &["town/#".into()], &[]),
         user(CLOCK, &[format!("town/{TOWN_AREA}/#")], &[]),
-        user(HOTLINE, &[format!("town/+/{HOTLINE_KIND}/{HOTLINE_DEVICE}/hotline.call")], &[]),
+        // The estates' report lines: 12345, the QR code and the patrol.
+        user(HOTLINE, &towntwin_core::event::Line::ALL.map(|l| format!("town/+/{HOTLINE_KIND}/{}/hotline.call", l.device())), &[]),
         user(OBSERVER, &[], &["town/#", "orders/#", "deadletter/#"]),
     ];
     let areas = town.estates.iter().map(|e| (e.id.as_str(), &e.devices)).chain(town.roads.iter().map(|r| (r.id.as_str(), &r.devices)));
@@ -190,9 +191,9 @@ mod tests {
         let users = users(&town);
         let devices = town.estates.iter().map(|e| e.devices.len()).sum::<usize>() + town.roads.iter().map(|r| r.devices.len()).sum::<usize>();
         assert_eq!(users.len(), 5 + town.estates.len() + town.roads.len() + devices);
-        // The 12345 line may post calls for any estate, and nothing else.
+        // The residents' lines (12345, the QR code, the patrols) may post reports for any estate, and nothing else.
         let hotline = users.iter().find(|u| u.name == HOTLINE).unwrap();
-        assert_eq!(hotline.write, ["town/+/hotline/12345/hotline.call"]);
+        assert_eq!(hotline.write, ["town/+/hotline/12345/hotline.call", "town/+/hotline/qr/hotline.call", "town/+/hotline/patrol/hotline.call"]);
         let d = &town.estates[0].devices[0];
         let u = users.iter().find(|u| u.name == d.id).unwrap();
         assert_eq!(u.write, [format!("town/{}/{}/{}/+", town.estates[0].id, d.kind.slug(), d.id)]);

@@ -91,8 +91,10 @@ pub fn describe(name: &str) -> String {
         "scenario_calls_per_week" => "12345 calls per week about the scenario's problems",
         "scenario_harm_hours_per_day" => "hours the scenario's real problems went on, per day",
         "scenario_remediation_yuan_per_day" => "remediation of the scenario's problems per day (yuan)",
-        "scenario_solved_before_any_call" => "share of the scenario's problems a response ended before anyone called 12345",
-        "capital_once_yuan_per_estate" => "the platform's capital per covered estate, once (yuan: its devices and system, and a share of the town's)",
+        "scenario_solved_before_any_call" => "share of the scenario's problems a response ended before any resident reported them (12345 or QR code)",
+        "capital_once_yuan_per_estate" => {
+            "the platform's capital per covered estate, once (yuan: its devices and system, and an even share of the town's platform; not the road cameras)"
+        }
         "remediation_yuan_per_estate_lifetime" => "remediation per estate over the platform's lifetime (yuan)",
         "reports_per_week" => "reports per week on the estates' line",
         "staff_hours_per_day" => "paid staff hours per day",
@@ -104,7 +106,8 @@ pub fn describe(name: &str) -> String {
         "false_alarms_per_day" => "orders matching no real incident, per day",
         "detection_delay_p50_min" => "median minutes from incident start to its first order",
         "hotline_calls_per_week" => "residents' calls to the 12345 hotline per week",
-        "solved_before_any_call" => "share of incidents a response ended before anyone called 12345 (未呼先应)",
+        "solved_before_any_call" => "share of incidents a response ended before any resident reported them, by 12345 or the QR code (未呼先应)",
+        "resident_reports_per_week" => "residents' reports per week by 12345 or the estate's QR code",
         "called_about_share" => "share of incidents (of kinds residents call about) someone called 12345 about",
         "call_to_end_hours_rmst72" => "hours from the first 12345 call to the problem's end, Kaplan-Meier restricted to 72 h (接诉即办)",
         "ended_by_response" => "share of incidents that a response ended (not by themselves, not still going on)",

@@ -132,12 +132,16 @@ pub fn calibrate(c: &Calibration, s: &Summary) -> Vec<Row> {
         let capital = get(row("capital_once_yuan_per_estate"), &c.after);
         let r = row("remediation_yuan_per_estate_lifetime");
         let (before, after, difference) = (get(r, &c.before), get(r, &c.after), diff(r));
-        let saved = difference.as_ref().map(|d| -d.mean);
-        let size = match (&before, saved) {
-            (Some(b), Some(saved)) => verdict(
-                (1_000_000.0..=4_000_000.0).contains(&b.mean) && saved > capital.as_ref().map_or(0.0, |c| c.mean),
-                !(500_000.0..=8_000_000.0).contains(&b.mean),
-            ),
+        // The remediation spared (-difference) against the capital, by the difference's interval: all of it
+        // above the capital, all of it below, or neither.
+        let size = match (&before, &difference, &capital) {
+            (Some(b), Some(d), Some(cap)) if !d.half_width.is_nan() => {
+                let (spared_low, spared_high) = (-d.high(), -d.low());
+                verdict(
+                    (1_000_000.0..=4_000_000.0).contains(&b.mean) && spared_low > cap.mean,
+                    !(500_000.0..=8_000_000.0).contains(&b.mean) || spared_high < cap.mean,
+                )
+            }
             _ => CANNOT_TELL.to_string(),
         };
         rows.push(Row {
@@ -150,7 +154,7 @@ pub fn calibrate(c: &Calibration, s: &Summary) -> Vec<Row> {
             difference,
             size,
             note: format!(
-                "size: the before figure within a factor of 2 of 2,000,000 yuan per estate and the remediation spared above the capital (contradicts: off by more than 4). The platform's capital per estate is {} yuan once (devices, the estate's system and its share of the town's platform, at the scenario's unit prices, chosen near the source's 443,000). Remediation is harm hours at each kind's assumed rate over the platform's lifetime: the twin measures the hours; the rates are assumptions, so this row tests the assumptions as much as the twin.",
+                "size: agrees when the before figure is within a factor of 2 of 2,000,000 yuan per estate and the remediation spared (the whole interval) is above the capital; contradicts when the before figure is off by more than 4, or the whole interval of the remediation spared is below the capital. The platform's capital per estate is {} yuan once (its devices and system and an even share of the town's platform, not the road cameras, at the scenario's unit prices, chosen near the source's 443,000). Remediation is harm hours at each kind's assumed rate over the platform's lifetime: the twin measures the hours; the rates are assumptions, so this row tests the assumptions as much as the twin.",
                 capital.map_or("-".to_string(), |c| format!("{:.0}", c.mean))
             ),
         });

@@ -334,21 +334,23 @@ fn by_scenario_table(h: &mut String, s: &Summary, after: &str) {
     let measures = [
         ("scenario_calls_per_week/", "12345 calls a week"),
         ("scenario_harm_hours_per_day/", "hours problems went on, a day"),
-        ("scenario_solved_before_any_call/", "solved before anyone called"),
+        ("scenario_solved_before_any_call/", "solved before any resident reported it"),
         ("scenario_remediation_yuan_per_day/", "remediation, yuan a day"),
     ];
     for sc in scenarios {
-        for (i, (prefix, what)) in measures.iter().enumerate() {
+        let mut first = true;
+        for (prefix, what) in measures {
             let Some(row) = s.kpis.iter().find(|r| r.name == format!("{prefix}{sc}")) else { continue };
             let cell = |v: &str| row.by_variant.get(v).map(ci).unwrap_or_else(|| "-".into());
             let diff = row.difference.get(after).map(|d| format!("{}<br><small>{}</small>", ci(&d.interval), esc(&d.verdict))).unwrap_or_default();
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td style=\"text-align:left\">{what}</td><td>{}</td><td>{}</td><td>{diff}</td></tr>",
-                if i == 0 { esc(sc) } else { String::new() },
+                if first { esc(sc) } else { String::new() },
                 cell(&s.reference),
                 cell(after)
             );
+            first = false;
         }
     }
     h.push_str("</table>");

@@ -162,6 +162,7 @@ impl Plan {
                     || format!("{name:?} is not one of the variants ({})", spec.variants.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")),
                 );
             }
+            p.check(c.before != c.after, || "calibration.after".into(), || "expected another variant than `before`".into());
             p.check(
                 spec.variants.first().is_some_and(|v| v.name == c.before),
                 || "calibration.before".into(),

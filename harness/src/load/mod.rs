@@ -150,6 +150,18 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
     })
     .map_err(DataFault)?;
     let Setup { scenario, start, town, town_file, core, .. } = setup;
+    // The core under test runs as its own process over the town file, which covers every estate: a
+    // scenario that deploys the platform in some estates only would have it and the reference core disagree.
+    if town.covered.is_some() {
+        return Err(DataFault(towntwin_core::load::DataErrors(vec![towntwin_core::load::DataError {
+            file: loaded.scenario.clone(),
+            line: None,
+            col: None,
+            field: Some("platform.estates".into()),
+            message: "a load test runs the platform in every estate (`All`): deployment in some estates is for `run` and `experiment`".into(),
+        }]))
+        .into());
+    }
     let town = Arc::unwrap_or_clone(town);
     let (rules, policy) = core.map(|c| (c.rules, c.policy)).ok_or_else(|| anyhow!("a load test's core inputs were not loaded"))?;
 

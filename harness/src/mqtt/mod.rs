@@ -200,6 +200,13 @@ impl Publisher {
             clients.push(client);
             route.insert(k, i);
         }
+        // The estates' other report lines (the QR code, the patrol) go through the hotline's connection: the
+        // platform's own, like the 12345 line.
+        if let Some(&h) = route.get(towntwin_core::event::HOTLINE_DEVICE) {
+            for line in [towntwin_core::event::Line::Qr, towntwin_core::event::Line::Patrol] {
+                route.insert(line.device().to_string(), h);
+            }
+        }
         let n = clients.len() as u64;
         counters.wait_until(Instant::now() + timeout, |c| Counters::get(&c.connected) >= n || Counters::get(&c.refused) > 0).await;
         let (got, refused) = (Counters::get(&counters.connected), Counters::get(&counters.refused));

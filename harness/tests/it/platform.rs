@@ -121,6 +121,7 @@ fn a_deployment_or_a_calibration_that_names_what_is_not_there_is_refused() {
         (r#"(estates: Estates(["E001", "E900"]))"#, ["platform.estates[1]", "`E900` is not an estate"]),
         (r#"(estates: Estates(["E001", "E001"]))"#, ["platform.estates[1]", "named twice"]),
         ("(qr_share: 1.5)", ["qr_share", "0..=1"]),
+        ("(estates: Estates([]))", ["platform.estates", "`Nothing`"]),
     ] {
         let text = format!(r#"(name: "x", seed: 1, start_date: "2026-03-02", days: 1, town: "{}", platform: {platform})"#, town.display());
         std::fs::write(&scenario, text).unwrap();
@@ -140,6 +141,7 @@ fn a_deployment_or_a_calibration_that_names_what_is_not_there_is_refused() {
     for (calibration, want) in [
         ("calibration: Some((before: \"before\", after: \"later\")),", "calibration.after"),
         ("calibration: Some((before: \"after\", after: \"before\")),", "expected the first variant"),
+        ("calibration: Some((before: \"before\", after: \"before\")),", "expected another variant"),
     ] {
         let file = short(tmp.path(), calibration);
         let o = towntwin().arg("experiment").arg(&file).arg("--out").arg(tmp.path().join("e")).arg("-q").output().unwrap();
@@ -148,6 +150,32 @@ fn a_deployment_or_a_calibration_that_names_what_is_not_there_is_refused() {
         assert!(err.contains(want) && !err.contains("panicked"), "expected {want:?} in: {err}");
         assert!(!tmp.path().join("e").exists());
     }
+}
+
+#[test]
+fn an_hourly_cost_on_a_problem_that_lasts_no_time_and_a_load_test_of_a_pilot_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("s.ron");
+    let text = format!(
+        r#"(name: "x", seed: 1, start_date: "2026-03-02", days: 1, town: "{}", costs: (remediation_yuan_per_hour: {{"fire": 500.0}}))"#,
+        repo("assets/town.ron").display()
+    );
+    std::fs::write(&scenario, text).unwrap();
+    let o = towntwin().args(["scenario", "check"]).arg(&scenario).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("costs.remediation_yuan_per_hour.fire") && err.contains("no hours"), "{err}");
+    // A load test runs its core as a process over the town file: a pilot's coverage cannot reach it.
+    let profile = tmp.path().join("p.ron");
+    let text = format!(
+        r#"(name: "p", scenario: "{}", connections: One, phases: [Steady(rate: Town(100.0), seconds: 1.0)], slo: (p99_ms: 50.0, lost: 0, duplicated: 0))"#,
+        repo("scenarios/platform/pilots.ron").display()
+    );
+    std::fs::write(&profile, text).unwrap();
+    let o = towntwin().arg("load").arg(&profile).arg("--out").arg(tmp.path().join("out")).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("platform.estates") && err.contains("every estate"), "{err}");
 }
 
 #[test]

@@ -182,7 +182,7 @@ impl Measure<'_> {
             // A covered estate's own devices and system, with an even share of the town's platform (built for
             // every estate of the town, whichever are covered yet).
             let town_share = costs.town_yuan / self.v.town.estates.len().max(1) as f64;
-            let own = (capital.once_yuan - costs.town_yuan) / capital.estates_covered as f64;
+            let own = capital.estates_yuan / capital.estates_covered as f64;
             k.insert("capital_once_yuan_per_estate".into(), own + town_share);
         }
         if !self.v.town.estates.is_empty() {
@@ -204,11 +204,20 @@ impl Measure<'_> {
         for (kind, n) in going {
             k.insert(format!("going_on_at_end/{kind}"), n as f64);
         }
-        // Reports on the estates' other lines: the QR code and the patrols.
+        // Reports on the estates' other lines: the QR code and the patrols; and residents' reports by either
+        // line (12345 or the QR code), which a QR code moves between lines without changing.
+        let week = |n: usize| n as f64 / (days / 7.0);
         for line in [Line::Qr, Line::Patrol] {
             let n = self.incidents.iter().flat_map(|i| &i.reports).filter(|(t, l)| *l == line && *t >= self.window).count();
-            k.insert(format!("reports_per_week/{}", line.device()), n as f64 / (days / 7.0));
+            k.insert(format!("reports_per_week/{}", line.device()), week(n));
         }
+        let residents = self
+            .incidents
+            .iter()
+            .filter(|i| !i.benign)
+            .map(|i| i.calls.iter().filter(|&&c| c >= self.window).count() + i.reports.iter().filter(|r| r.1 == Line::Qr && r.0 >= self.window).count())
+            .sum::<usize>();
+        k.insert("resident_reports_per_week".into(), week(residents));
         // The 12345 hotline: calls in the window, problems solved before anyone called (未呼先应), and
         // hours from a problem's first call to its end (接诉即办; still going on at the end: censored).
         let weeks = days / 7.0;
@@ -228,7 +237,9 @@ impl Measure<'_> {
             if i.ended_by == Some("response")
                 && let Some(end) = i.end_ms.filter(|&e| e >= self.window)
             {
-                let first = u64::from(i.calls.iter().all(|&c| c >= end));
+                // Before any resident reported it: by 12345 or by the estate's QR code (a patrol is no resident).
+                let qr = i.reports.iter().filter(|r| r.1 == Line::Qr).map(|r| r.0);
+                let first = u64::from(i.calls.iter().copied().chain(qr).all(|c| c >= end));
                 solved += 1;
                 solved_first += first;
                 let e = solved_by_kind.entry(i.kind.to_string()).or_default();

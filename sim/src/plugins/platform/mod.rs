@@ -87,6 +87,7 @@ impl Platform {
     /// see [`Platform::check_town`]).
     pub(crate) fn check(&self, p: &mut Problems) {
         if let Deployed::Estates(list) = &self.estates {
+            p.check(!list.is_empty(), || "platform.estates".into(), || "expected at least one estate (the town before the platform is `Nothing`)".into());
             let mut seen = std::collections::BTreeSet::new();
             for (i, e) in list.iter().enumerate() {
                 p.check(seen.insert(e), || format!("platform.estates[{i}]"), || format!("`{e}` is named twice"));
@@ -123,7 +124,8 @@ pub struct Costs {
     /// Upkeep per year, as a share of the capital.
     pub upkeep_share_per_year: f64,
     /// What an hour of a real problem going on costs the town later (repairs, remediation, disputes), by
-    /// kind; kinds not listed cost nothing.
+    /// kind; kinds not listed cost nothing. Not for the kinds the twin makes over as soon as they happen
+    /// ([`INSTANT`]): they go on for no hours.
     pub remediation_yuan_per_hour: BTreeMap<IncidentKind, f64>,
 }
 
@@ -154,23 +156,31 @@ impl Default for Costs {
                 (IncidentKind::RenovationIllegal, 6.0),
                 (IncidentKind::EbikeFlyingWire, 3.0),
                 (IncidentKind::EbikeIndoorCharging, 3.0),
-                (IncidentKind::EbikeElevator, 3.0),
                 (IncidentKind::BinOverflow, 1.0),
                 (IncidentKind::VulnerableEmergency, 50.0),
-                (IncidentKind::Fire, 500.0),
-                (IncidentKind::ElectricalFault, 10.0),
-                (IncidentKind::ManholeDisplaced, 20.0),
-                (IncidentKind::FenceViolation, 0.5),
             ]),
         }
     }
 }
+
+/// The incident kinds the twin makes over as soon as they happen (a violation, a wrong sort, a fire put
+/// out by 119): they have no hours to cost.
+pub const INSTANT: [IncidentKind; 6] = [
+    IncidentKind::EbikeElevator,
+    IncidentKind::ElectricalFault,
+    IncidentKind::FenceViolation,
+    IncidentKind::Fire,
+    IncidentKind::GarbageMissort,
+    IncidentKind::ManholeDisplaced,
+];
 
 /// The platform's capital as a run deploys it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Capital {
     /// Spent once: the devices installed, the covered estates' own systems and the town's platform.
     pub once_yuan: f64,
+    /// Of that, the covered estates' devices and systems (not the road cameras, not the town's platform).
+    pub estates_yuan: f64,
     /// That, spread over the lifetime, plus upkeep, per day.
     pub per_day_yuan: f64,
     pub estates_covered: u32,
@@ -183,17 +193,19 @@ impl Costs {
         let mut c = Capital::default();
         for e in town.estates.iter().filter(|e| platform.covers(&e.id)) {
             c.estates_covered += 1;
-            c.once_yuan += self.estate_yuan;
+            c.estates_yuan += self.estate_yuan;
             for d in &e.devices {
                 c.devices_installed += 1;
-                c.once_yuan += self.device_yuan.get(&d.kind).copied().unwrap_or(0.0);
+                c.estates_yuan += self.device_yuan.get(&d.kind).copied().unwrap_or(0.0);
             }
         }
+        c.once_yuan = c.estates_yuan;
         for d in town.roads.iter().flat_map(|r| &r.devices).filter(|d| platform.installed(d.kind, None)) {
             c.devices_installed += 1;
             c.once_yuan += self.device_yuan.get(&d.kind).copied().unwrap_or(0.0);
         }
-        if c.devices_installed > 0 {
+        // The town's platform is built once anything is deployed (an estate covered, or the road fences).
+        if c.estates_covered > 0 || c.devices_installed > 0 {
             c.once_yuan += self.town_yuan;
         }
         c.per_day_yuan = c.once_yuan * (1.0 / self.lifetime_years + self.upkeep_share_per_year) / 365.0;
@@ -210,6 +222,11 @@ impl Costs {
         }
         for (k, v) in &self.remediation_yuan_per_hour {
             money(p, format!("costs.remediation_yuan_per_hour.{k}"), *v);
+            p.check(
+                !INSTANT.contains(k),
+                || format!("costs.remediation_yuan_per_hour.{k}"),
+                || format!("a {k} is over as soon as it happens in the twin: it goes on for no hours, so an hourly rate would cost nothing"),
+            );
         }
         money(p, "costs.estate_yuan".into(), self.estate_yuan);
         money(p, "costs.town_yuan".into(), self.town_yuan);

@@ -182,8 +182,11 @@ fn act(
                         {
                             let data = ElevatorEbike { building: h.building, elevator: el, confidence: rng.random_range(0.85..0.99) };
                             outbox.emit(t, det, EventType::ElevatorEbike, Some(h.flat), Data::ElevatorEbike(data));
-                            // The car is held; some riders give up and use a pile.
-                            at_pile = rng.random_bool(cfg.blocked_to_pile.get());
+                            // The car is held; some riders give up and use a pile. A detector the platform has
+                            // not installed holds nothing (the draw is made all the same, so that the stream
+                            // is the same whatever is deployed).
+                            let gives_up = rng.random_bool(cfg.blocked_to_pile.get());
+                            at_pile = gives_up && params.scenario.platform.installed(DeviceKind::EbikeDetector, Some(area));
                         }
                     }
                 }
