@@ -87,9 +87,13 @@ pub fn score(rules: &RuleSet, orders: &[Order], incidents: &[Incident], run_end:
 }
 
 /// What each rule's orders are about, for the twin's responders: a resolution of an order can then end
-/// the incident it was about in the town (see `towntwin_sim::scenario::Response`).
-pub fn rule_targets(rules: &RuleSet) -> towntwin_sim::RuleTargets {
-    towntwin_sim::RuleTargets(rules.rules.iter().map(|r| (r.id.clone(), r.detects.clone())).collect())
+/// the incident it was about in the town (see `towntwin_sim::scenario::Response`); and when the committees
+/// whistle on a rule's orders, by the policy.
+pub fn rule_targets(rules: &RuleSet, policy: &towntwin_core::orders::Policy) -> towntwin_sim::RuleTargets {
+    towntwin_sim::RuleTargets {
+        detects: rules.rules.iter().map(|r| (r.id.clone(), r.detects.clone())).collect(),
+        whistle: policy.whistle.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+    }
 }
 
 /// Checks that every crew the policy sends a rule's orders to has shifts in the scenario: the crew that

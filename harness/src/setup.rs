@@ -131,7 +131,7 @@ impl Setup {
 
     /// The rule targets the twin's responders answer for (none without a core).
     pub fn rule_targets(&self) -> towntwin_sim::RuleTargets {
-        self.core.as_ref().map(|c| crate::detect::rule_targets(&c.rules)).unwrap_or_default()
+        self.core.as_ref().map(|c| crate::detect::rule_targets(&c.rules, &c.policy)).unwrap_or_default()
     }
 }
 
@@ -155,6 +155,6 @@ mod tests {
         assert!(e.contains("baseline.ron") && e.contains("days"), "{e}");
         let ok = Setup::load_one(&default_scenario(), Some(&CoreFiles::standard()), |s| s.days = 2).unwrap();
         assert_eq!(ok.scenario.days, 2);
-        assert!(ok.core.is_some() && !ok.rule_targets().0.is_empty());
+        assert!(ok.core.is_some() && !ok.rule_targets().detects.is_empty());
     }
 }

@@ -159,6 +159,23 @@ pub enum Action {
     Whistle {
         reason: String,
     },
+    /// One party of a joint visit reports its part done on site. The order is resolved when every one of its
+    /// assignees has reported; until then it stays in progress.
+    Report {
+        role: Role,
+    },
+}
+
+/// When a committee blows the whistle (居村吹哨) on an order of its estates that is still in the small loop, by
+/// the policy's `whistle` (per rule). The twin's committees follow it; a person may whistle whenever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WhistleWhen {
+    /// As soon as the committee has noticed the order: a problem the estate cannot settle by its nature.
+    AtOnce,
+    /// After this many failed visits in the small loop.
+    AfterFails(u32),
+    /// When the order is still in the small loop this many hours after it was created.
+    AfterHours(u32),
 }
 
 impl Action {
@@ -176,6 +193,7 @@ impl Action {
             Action::Cancel { .. } => "cancel",
             Action::Escalate { .. } => "escalate",
             Action::Whistle { .. } => "whistle",
+            Action::Report { .. } => "report",
         }
     }
     /// The reason an action carries, if its kind takes one.
@@ -219,6 +237,10 @@ pub struct Notice {
     pub subject: String,
     pub estate: Option<u16>,
     pub assignee: Vec<Role>,
+    /// A joint visit: every assignee goes, and the order is resolved when all have reported
+    /// ([`Action::Report`]); otherwise the first assignee goes and the others are informed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joint: bool,
     /// The id of the event whose arrival caused this transition, when an event did (not an API action).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,

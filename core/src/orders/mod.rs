@@ -15,7 +15,9 @@ use crate::load::{DataErrors, Problems, read_ron};
 use crate::rules::{Finding, RuleKind, RuleSet};
 use crate::time::{HOUR, MINUTE, Millis};
 use crate::truth::{IncidentKind, MatchBy};
-pub use towntwin_contracts::orders::{Action, Loop, Notice, ORDERS_PREFIX, OrderEvent, Role, State, WATERMARK_TOPIC, parse_watermark, watermark_body};
+pub use towntwin_contracts::orders::{
+    Action, Loop, Notice, ORDERS_PREFIX, OrderEvent, Role, State, WATERMARK_TOPIC, WhistleWhen, parse_watermark, watermark_body,
+};
 
 mod policy;
 
@@ -47,6 +49,8 @@ pub fn next_state(from: State, action: &Action) -> Result<State, String> {
         // Escalation re-dispatches to the next loop.
         (Dispatched | Accepted | InProgress | Returned, Action::Escalate { .. } | Action::Whistle { .. }) => Dispatched,
         (Accepted | InProgress, Action::Fail { .. }) => Dispatched,
+        // A joint visit's party reports; the order resolves when the last has (see `Orders::act`).
+        (Accepted | InProgress, Action::Report { .. }) => InProgress,
         (s, a) => {
             return Err(format!("`{}` is not allowed from `{}`", a.name(), s.as_str()));
         }
@@ -84,6 +88,15 @@ pub struct Order {
     /// Residents' calls to the 12345 hotline attached to this order (counted in `count` too).
     #[serde(default)]
     pub calls: u32,
+    /// Failed visits at its present loop (an escalation starts the count again).
+    #[serde(default)]
+    pub fails: u32,
+    /// A joint visit at its present loop: every assignee goes, and it is resolved when all have reported.
+    #[serde(default)]
+    pub joint: bool,
+    /// The assignees of a joint visit that have reported since it was last dispatched.
+    #[serde(default)]
+    pub reported: Vec<Role>,
     /// The policy this order started under, kept whole so a policy change does not rewrite history.
     pub policy: Policy,
 }
@@ -188,6 +201,7 @@ impl Orders {
             subject: o.map(|o| o.subject.clone()).unwrap_or_default(),
             estate: o.and_then(|o| o.estate),
             assignee: o.map(|o| o.assignee.clone()).unwrap_or_default(),
+            joint: o.is_some_and(|o| o.joint),
             cause: None,
             first_seen: o.map_or(e.at, |o| o.first_seen),
             last_seen: o.map_or(e.at, |o| o.last_seen),
@@ -242,6 +256,9 @@ impl Orders {
             last_seen: f.at,
             reopened: 0,
             calls: 0,
+            fails: 0,
+            joint: policy.joint(level, &f.rule),
+            reported: Vec::new(),
             policy: policy.clone(),
         });
         self.open_by_key.insert((f.rule.clone(), f.key.clone()), id);
@@ -292,13 +309,28 @@ impl Orders {
             return Err(Illegal { order: id, action: action.name(), state: "missing", why: "no such work order".into() });
         };
         let from = o.state;
-        let to = next_state(from, &action).map_err(|why| Illegal { order: id, action: action.name(), state: from.as_str(), why })?;
+        let mut to = next_state(from, &action).map_err(|why| Illegal { order: id, action: action.name(), state: from.as_str(), why })?;
+        let illegal = |why: String| Illegal { order: id, action: action.name(), state: from.as_str(), why };
+        match &action {
+            Action::Report { .. } if !o.joint => return Err(illegal(format!("work order {id} is no joint visit: its lead resolves it"))),
+            Action::Report { role } if !o.assignee.contains(role) => {
+                let names: Vec<&str> = o.assignee.iter().map(|r| r.name()).collect();
+                return Err(illegal(format!("{} is not on this joint visit ({})", role.name(), names.join(", "))));
+            }
+            Action::Report { role } if o.reported.contains(role) => return Err(illegal(format!("{} has already reported", role.name()))),
+            Action::Report { role } if o.assignee.iter().all(|r| r == role || o.reported.contains(r)) => to = State::Resolved,
+            Action::Resolve if o.joint => {
+                let waiting: Vec<&str> = o.assignee.iter().filter(|r| !o.reported.contains(r)).map(|r| r.name()).collect();
+                return Err(illegal(format!("a joint visit is resolved when every party has reported (waiting for {})", waiting.join(", "))));
+            }
+            _ => {}
+        }
         let policy = o.policy.clone();
         let mut level = o.level;
         let mut escalate = matches!(action, Action::Escalate { .. });
         match &action {
             Action::Whistle { .. } => level = level.max(policy.whistle_to),
-            Action::Fail { .. } if policy.level(level).escalate_on_fail => escalate = true,
+            Action::Fail { .. } if policy.fails_to_escalate(level, &o.rule).is_some_and(|n| o.fails + 1 >= n) => escalate = true,
             _ => {}
         }
         if escalate {
@@ -316,6 +348,11 @@ impl Orders {
             let o = &mut self.orders[id as usize - 1];
             o.state = to;
             o.updated_at = at;
+            match &action {
+                Action::Fail { .. } => o.fails += 1,
+                Action::Report { role } => o.reported.push(*role),
+                _ => {}
+            }
             if reopened {
                 o.reopened += 1;
                 if policy.level(o.level).escalate_after_reopens.is_some_and(|n| o.reopened >= n)
@@ -328,9 +365,12 @@ impl Orders {
                 let (l, who) = policy.route_up(level, &o.rule, o.assignee.first().copied());
                 o.level = l;
                 o.assignee = who;
+                o.fails = 0;
+                o.joint = policy.joint(l, &o.rule);
             }
             if to == State::Dispatched {
                 o.dispatched_at = at;
+                o.reported.clear();
             }
         }
         self.log(id, at, actor, action.name(), Some(from), to, reason);
@@ -404,6 +444,7 @@ mod tests {
             Action::Cancel { reason: r() },
             Action::Escalate { reason: r() },
             Action::Whistle { reason: r() },
+            Action::Report { role: Role::Housing },
         ];
         let legal: &[(State, &str, State)] = &[
             (Created, "dispatch", Dispatched),
@@ -432,6 +473,8 @@ mod tests {
             (Returned, "whistle", Dispatched),
             (Accepted, "fail", Dispatched),
             (InProgress, "fail", Dispatched),
+            (Accepted, "report", InProgress),
+            (InProgress, "report", InProgress),
         ];
         let states = [Created, Dispatched, Accepted, InProgress, Resolved, Verified, Closed, Returned, Cancelled];
         let mut n_legal = 0;

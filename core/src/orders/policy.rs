@@ -14,8 +14,21 @@ pub struct Level {
     pub accept_within_minutes: Option<u32>,
     /// Escalate if not resolved within this many hours of dispatch.
     pub resolve_within_hours: Option<u32>,
-    /// Escalate when failed on site.
+    /// Escalate when failed on site (after the first failed visit at this loop; see `failed_visits`).
     pub escalate_on_fail: bool,
+    /// Per rule id, how many failed visits at this loop move an order up, in place of `escalate_on_fail`'s
+    /// one (or none): the estate may try a habit twice before the departments are called in.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed_visits: BTreeMap<String, u32>,
+    /// Rule ids whose orders are joint visits at this loop: every taker goes, and the order is resolved when
+    /// all have reported (部门报到), not when the first has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joint: Vec<String>,
+    /// A task force assembled for the problem (专班): an order reaching this loop goes, as a joint visit, to
+    /// this loop's takers (the task force's office) together with every department the rule has at the
+    /// medium loop. Only the large loop may assemble.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub assemble: bool,
     /// Escalate when reopened this many times.
     pub escalate_after_reopens: Option<u32>,
     /// Per rule id, the roles that take that rule's orders at this loop instead of `targets` (renovation
@@ -38,6 +51,10 @@ pub struct Policy {
     /// Rules whose orders start above the small loop (a direct large loop for safety-critical kinds).
     #[serde(default)]
     pub start_at: BTreeMap<String, Loop>,
+    /// Per rule id, when the estate's committee blows the whistle on an order still in the small loop
+    /// (居村吹哨): the twin's committees follow this; a person may whistle at any time.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub whistle: BTreeMap<String, WhistleWhen>,
 }
 
 impl Policy {
@@ -61,11 +78,36 @@ impl Policy {
             p.check(n == 1, || "levels".into(), || format!("expected exactly one {want:?} level, found {n}"));
         }
         for (i, l) in self.levels.iter().enumerate() {
+            for (rule, n) in &l.failed_visits {
+                p.check(*n >= 1, || format!("levels[{i}].failed_visits[\"{rule}\"]"), || "expected at least 1 failed visit".into());
+            }
+            p.check(
+                !l.assemble || l.level == Loop::Large,
+                || format!("levels[{i}].assemble"),
+                || "only the large loop assembles a task force (from the medium loop's departments)".into(),
+            );
+            for rule in &l.joint {
+                let n = self.takers(l.level, rule, &[]).len();
+                p.check(
+                    n >= 2,
+                    || format!("levels[{i}].joint[\"{rule}\"]"),
+                    || format!("a joint visit needs at least two takers at the {} loop; `{rule}` has {n} there (give it a route)", l.level.as_str()),
+                );
+            }
             p.check(l.accept_within_minutes != Some(0), || format!("levels[{i}].accept_within_minutes"), || "expected at least 1".into());
             p.check(l.resolve_within_hours != Some(0), || format!("levels[{i}].resolve_within_hours"), || "expected at least 1".into());
             p.check(l.escalate_after_reopens != Some(0), || format!("levels[{i}].escalate_after_reopens"), || "expected at least 1".into());
         }
         p.check(self.whistle_to != Loop::Small, || "whistle_to".into(), || "a whistle calls in the departments: Medium or Large".into());
+        for (rule, w) in &self.whistle {
+            let bad = matches!(w, WhistleWhen::AfterFails(0) | WhistleWhen::AfterHours(0));
+            p.check(!bad, || format!("whistle[\"{rule}\"]"), || "expected AtOnce, AfterFails(n) or AfterHours(n) with n at least 1".into());
+            p.check(
+                self.start_at.get(rule).is_none_or(|l| *l == Loop::Small),
+                || format!("whistle[\"{rule}\"]"),
+                || "its orders start above the small loop (start_at): there is nothing for a committee to whistle".into(),
+            );
+        }
         for (i, l) in self.levels.iter().enumerate() {
             p.check(
                 l.level == Loop::Small || !l.targets.is_empty(),
@@ -84,8 +126,12 @@ impl Policy {
     pub fn check_rules(&self, rules: &RuleSet, file: &Path) -> Result<(), DataErrors> {
         let mut p = Problems::new(file);
         let known = || rules.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ");
-        let routes = self.levels.iter().enumerate().flat_map(|(i, l)| l.routes.keys().map(move |rule| (format!("levels[{i}].routes"), rule)));
-        let starts = self.start_at.keys().map(|rule| ("start_at".to_string(), rule));
+        let routes = self.levels.iter().enumerate().flat_map(|(i, l)| {
+            let fails = l.failed_visits.keys().map(move |rule| (format!("levels[{i}].failed_visits"), rule));
+            let joint = l.joint.iter().map(move |rule| (format!("levels[{i}].joint"), rule));
+            l.routes.keys().map(move |rule| (format!("levels[{i}].routes"), rule)).chain(fails).chain(joint)
+        });
+        let starts = self.start_at.keys().map(|rule| ("start_at".to_string(), rule)).chain(self.whistle.keys().map(|rule| ("whistle".to_string(), rule)));
         for (field, rule) in routes.chain(starts) {
             p.check(
                 rules.rules.iter().any(|r| &r.id == rule),
@@ -102,13 +148,34 @@ impl Policy {
 
     /// Who takes an order of `rule` at loop `l`: the level's route for the rule, else the level's targets;
     /// at the small loop with neither, the rule's own `targets`.
+    /// A loop that assembles a task force takes its own takers first, then the medium loop's for the rule.
     pub fn takers(&self, l: Loop, rule: &str, rule_targets: &[Role]) -> Vec<Role> {
         let lvl = self.level(l);
-        match lvl.routes.get(rule) {
+        let mut who = match lvl.routes.get(rule) {
             Some(r) => r.clone(),
             None if lvl.targets.is_empty() => rule_targets.to_vec(),
             None => lvl.targets.clone(),
+        };
+        if lvl.assemble && l != Loop::Medium {
+            for r in self.takers(Loop::Medium, rule, rule_targets) {
+                if !who.contains(&r) {
+                    who.push(r);
+                }
+            }
         }
+        who
+    }
+
+    /// Whether an order of `rule` at loop `l` is a joint visit.
+    pub fn joint(&self, l: Loop, rule: &str) -> bool {
+        let lvl = self.level(l);
+        lvl.assemble || lvl.joint.iter().any(|r| r == rule)
+    }
+
+    /// How many failed visits at loop `l` move an order of `rule` up; `None`: failures never do.
+    pub fn fails_to_escalate(&self, l: Loop, rule: &str) -> Option<u32> {
+        let lvl = self.level(l);
+        lvl.failed_visits.get(rule).copied().or(lvl.escalate_on_fail.then_some(1))
     }
 
     /// Where an order of `rule` led by `lead` (the first of its assignees, the crew that went) goes when it

@@ -339,7 +339,8 @@ async fn order_page(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u
         o.calls
     );
     b.push_str("<h2>Actions</h2>");
-    let legal: Vec<Action> = all_actions().into_iter().filter(|a| next_state(o.state, a).is_ok()).collect();
+    // A joint visit is resolved by its parties' reports, one form per party still to report.
+    let legal: Vec<Action> = all_actions().into_iter().filter(|a| next_state(o.state, a).is_ok() && !(o.joint && *a == Action::Resolve)).collect();
     if legal.is_empty() {
         b.push_str("<p>None: the order is closed.</p>");
     }
@@ -350,6 +351,15 @@ async fn order_page(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u
             b,
             "<form class=act method=post action=/console/orders/{id}/actions><input type=hidden name=action value={name}>{reason}<button id=act-{name}>{name}</button></form>"
         );
+    }
+    if o.joint && matches!(o.state, OrderState::Accepted | OrderState::InProgress) {
+        for r in o.assignee.iter().filter(|r| !o.reported.contains(r)) {
+            let _ = write!(
+                b,
+                "<form class=act method=post action=/console/orders/{id}/actions><input type=hidden name=action value=report><input type=hidden name=role value={r:?}><button id=act-report-{n}>report for {n}</button></form>",
+                n = r.name()
+            );
+        }
     }
     b.push_str("<h2>History</h2><table id=history><tr><th>when</th><th>action</th><th>by</th><th>from</th><th>to</th><th>loop</th><th>reason</th></tr>");
     for e in &history {
@@ -374,6 +384,8 @@ async fn order_page(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u
 struct ActForm {
     action: String,
     reason: Option<String>,
+    /// The party a `report` is for, on a joint visit (`Housing`).
+    role: Option<String>,
 }
 
 async fn act(
@@ -392,6 +404,9 @@ async fn act(
             return Err(Refusal(StatusCode::BAD_REQUEST, format!("the reason is longer than {} characters", crate::limits::MAX_REASON_CHARS)));
         }
         body["reason"] = serde_json::Value::String(r);
+    }
+    if let Some(r) = f.role {
+        body["role"] = serde_json::Value::String(r);
     }
     let action: Action = serde_json::from_value(body).map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("not an action this console knows: {e}")))?;
     let mut core = api.lock().map_err(|e| Refusal(e.0, e.1))?;

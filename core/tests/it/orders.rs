@@ -201,3 +201,88 @@ fn a_route_naming_an_unknown_rule_or_an_empty_loop_is_refused() {
     let e = towntwin_core::load::parse_ron::<Policy>(f, &bad).unwrap_err().to_string();
     assert!(e.contains("Police") && e.contains("PublicSecurity"), "{e}");
 }
+
+fn rental(key: &str, at: i64) -> Finding {
+    Finding { rule: "group-rental".into(), key: key.into(), area: "E001".into(), estate: Some(0), subject: "B01-101".into(), at, detail: String::new() }
+}
+
+#[test]
+fn the_source_loops_try_a_habit_twice_visit_jointly_and_assemble_a_task_force() {
+    let (mut o, r, p) = (Orders::default(), rules(), policy("source-loops"));
+    // In the estate a failed visit moves nothing up by itself (the committee's whistle does) ...
+    o.on_finding(&finding("k", 0), &r, &p).unwrap();
+    for round in 0..3 {
+        o.act(1, MINUTE * (round * 10 + 1), "property", Action::Accept).unwrap();
+        o.act(1, MINUTE * (round * 10 + 2), "property", Action::Fail { reason: "nobody home".into() }).unwrap();
+    }
+    assert_eq!((o.get(1).unwrap().level, o.get(1).unwrap().fails), (Loop::Small, 3));
+    // ... and with `failed_visits: 2` the second failure does.
+    let text = std::fs::read_to_string(root().join("scenarios/policies/source-loops.ron")).unwrap();
+    let two: Policy =
+        towntwin_core::load::parse_ron(Path::new("p.ron"), &text.replace("\"fence-violation\": 1,", "\"elevator-ebike\": 2, \"fence-violation\": 1,")).unwrap();
+    o.on_finding(&finding("k2", 0), &r, &two).unwrap();
+    for round in 0..2 {
+        o.act(2, MINUTE * (round * 10 + 1), "property", Action::Accept).unwrap();
+        o.act(2, MINUTE * (round * 10 + 2), "property", Action::Fail { reason: "nobody home".into() }).unwrap();
+        let w = o.get(2).unwrap();
+        let want = if round == 0 { (Loop::Small, 1) } else { (Loop::Medium, 0) };
+        assert_eq!((w.level, w.fails), want, "after {} failed visits", round + 1);
+    }
+    // A group rental at the medium loop is a joint visit of the housing office and the police: resolved when
+    // both have reported, not before; a plain resolve is refused, and so is a report by someone not on it.
+    o.on_finding(&rental("r", 0), &r, &p).unwrap();
+    o.act(3, MINUTE, "committee:C01/cadre", Action::Whistle { reason: "the estate cannot evict".into() }).unwrap();
+    let w = o.get(3).unwrap();
+    assert_eq!((w.level, &w.assignee, w.joint), (Loop::Medium, &vec![Role::Housing, Role::PublicSecurity], true));
+    o.act(3, 2 * MINUTE, "town/housing", Action::Accept).unwrap();
+    o.act(3, 2 * MINUTE, "town/housing", Action::Start).unwrap();
+    let e = o.act(3, 3 * MINUTE, "town/housing", Action::Resolve).unwrap_err().to_string();
+    assert!(e.contains("waiting for housing, public_security"), "{e}");
+    let e = o.act(3, 3 * MINUTE, "town/fire-safety", Action::Report { role: Role::FireSafety }).unwrap_err().to_string();
+    assert!(e.contains("fire_safety is not on this joint visit"), "{e}");
+    assert_eq!(o.act(3, 3 * MINUTE, "town/housing", Action::Report { role: Role::Housing }).unwrap(), State::InProgress);
+    let e = o.act(3, 4 * MINUTE, "town/housing", Action::Report { role: Role::Housing }).unwrap_err().to_string();
+    assert!(e.contains("already reported"), "{e}");
+    assert_eq!(o.act(3, 5 * MINUTE, "town/public-security", Action::Report { role: Role::PublicSecurity }).unwrap(), State::Resolved);
+    // Reopened, the visit starts over: both report again.
+    o.act(3, 6 * MINUTE, "town/dispatcher", Action::Reopen { reason: "still rented out".into() }).unwrap();
+    assert!(o.get(3).unwrap().reported.is_empty());
+    // Failed at the medium loop: a task force assembled for it, the task force's office with both departments.
+    o.act(3, 7 * MINUTE, "town/housing", Action::Accept).unwrap();
+    o.act(3, 8 * MINUTE, "town/housing", Action::Fail { reason: "the landlord refuses".into() }).unwrap();
+    let w = o.get(3).unwrap();
+    assert_eq!((w.level, &w.assignee, w.joint), (Loop::Large, &vec![Role::TaskForce, Role::Housing, Role::PublicSecurity], true));
+    // A report on an order that is no joint visit is refused.
+    o.on_finding(&finding("m", 0), &r, &p).unwrap();
+    o.act(4, MINUTE, "property", Action::Accept).unwrap();
+    let e = o.act(4, 2 * MINUTE, "property", Action::Report { role: Role::Property }).unwrap_err().to_string();
+    assert!(e.contains("no joint visit"), "{e}");
+}
+
+#[test]
+fn a_policy_with_a_joint_visit_of_one_a_task_force_below_the_large_loop_or_a_whistle_of_nothing_is_refused() {
+    let text = std::fs::read_to_string(root().join("scenarios/policies/source-loops.ron")).unwrap();
+    for (from, to, wants) in [
+        ("joint: [\"group-rental\",", "joint: [\"smoke\", \"group-rental\",", vec!["levels[1].joint[\"smoke\"]", "at least two takers"]),
+        (
+            "escalate_after_reopens: Some(2),\n            routes: {",
+            "escalate_after_reopens: Some(2), assemble: true,\n            routes: {",
+            vec!["levels[1].assemble", "only the large loop"],
+        ),
+        ("\"group-rental\": AfterFails(1)", "\"group-rental\": AfterFails(0)", vec!["whistle[\"group-rental\"]", "at least 1"]),
+        ("\"smoke\": 1,", "\"smoke\": 0,", vec!["failed_visits[\"smoke\"]", "at least 1"]),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let bad = text.replacen(from, to, 1);
+        let p: Policy = towntwin_core::load::parse_ron(Path::new("p.ron"), &bad).unwrap();
+        let e = p.validate(Path::new("p.ron")).unwrap_err().to_string();
+        for want in wants {
+            assert!(e.contains(want), "expected {want:?} in {e}");
+        }
+    }
+    // A rule the rule set does not have, named by a whistle or a joint visit.
+    let bad = text.replace("\"hotline\": AfterFails(1)", "\"hotlines\": AfterFails(1)");
+    let p: Policy = towntwin_core::load::parse_ron(Path::new("p.ron"), &bad).unwrap();
+    let e = p.check_rules(&rules(), Path::new("p.ron")).unwrap_err().to_string();
+    assert!(e.contains("no rule `hotlines`"), "{e}");
+}

@@ -108,6 +108,68 @@ fn the_pilots_orders_come_only_from_the_pilot_estates_and_the_hotline() {
     assert!(rep.kpis["capital_once_yuan_per_estate"] > 0.0);
 }
 
+#[test]
+fn under_the_source_loops_committees_whistle_departments_visit_jointly_and_a_task_force_is_assembled() {
+    use towntwin_core::orders::{Loop, State, WhistleWhen};
+    let tmp = tempfile::tempdir().unwrap();
+    let file = short(tmp.path(), "");
+    let plan = Plan::load(&file).unwrap();
+    let vi = plan.variants.iter().position(|v| v.name == "after-source-loops").unwrap();
+    let policy = plan.variants[vi].policy.clone();
+    let (_, core, history) = replicate_with_store(&plan, vi, 0, None).unwrap();
+    let mut by_order = std::collections::BTreeMap::<u64, Vec<&towntwin_core::orders::OrderEvent>>::new();
+    for e in &history {
+        by_order.entry(e.order).or_default().push(e);
+    }
+    let (mut whistles, mut joint_resolved, mut assembled) = (0, 0, 0);
+    for (id, log) in &by_order {
+        let o = core.orders.get(*id).unwrap();
+        let created = log[0].at;
+        for (i, e) in log.iter().enumerate() {
+            let before = if i == 0 { Loop::Small } else { log[i - 1].level };
+            match e.action.as_str() {
+                // Only the estate's committee whistles, only on the rules the policy names, only from the small
+                // loop, and when the policy says.
+                "whistle" => {
+                    whistles += 1;
+                    assert!(e.actor.starts_with("committee:") && e.actor.ends_with("/cadre"), "order {id}: {e:?}");
+                    assert_eq!(before, Loop::Small, "order {id}: {e:?}");
+                    let fails = log[..i].iter().filter(|x| x.action == "fail" && x.level == Loop::Small).count() as u32;
+                    match policy.whistle.get(&o.rule) {
+                        Some(WhistleWhen::AfterHours(h)) => assert!(e.at - created >= *h as i64 * towntwin_core::time::HOUR, "order {id} whistled early"),
+                        Some(WhistleWhen::AfterFails(n)) => assert!(fails >= *n, "order {id} whistled after {fails} failed visits, not {n}"),
+                        Some(WhistleWhen::AtOnce) => {}
+                        None => panic!("order {id} of rule {} whistled: the policy names no whistle for it", o.rule),
+                    }
+                }
+                // In the estate a failed visit moves nothing up by itself: the whistle does.
+                "fail" if before == Loop::Small && policy.whistle.contains_key(&o.rule) => {
+                    assert_eq!(e.level, Loop::Small, "order {id} of rule {} left the estate on a failed visit", o.rule);
+                }
+                _ => {}
+            }
+            // A joint visit is resolved by the last party's report, after every party has reported.
+            if e.to == State::Resolved && e.level != Loop::Small && policy.joint(e.level, &o.rule) {
+                assert_eq!(e.action, "report", "order {id}: a joint visit resolved by {e:?}");
+                let since = log[..=i].iter().rposition(|x| x.to == State::Dispatched).unwrap();
+                let parties: std::collections::BTreeSet<&str> = log[since..=i].iter().filter(|x| x.action == "report").map(|x| x.actor.as_str()).collect();
+                let want = policy.takers(e.level, &o.rule, &[]).len();
+                assert_eq!(parties.len(), want, "order {id}: reports from {parties:?}");
+                joint_resolved += 1;
+                if e.level == Loop::Large {
+                    assert!(parties.contains("town/task-force"), "{parties:?}");
+                    assembled += 1;
+                }
+            }
+        }
+    }
+    assert!(whistles > 10, "{whistles} whistles");
+    assert!(joint_resolved > 10, "{joint_resolved} joint visits resolved");
+    assert!(assembled > 0, "no task force assembled");
+    // Owners' volunteers take the dumped bags in the estate.
+    assert!(history.iter().any(|e| e.actor.ends_with("/owners") && e.action == "accept"), "the owners took nothing");
+}
+
 fn towntwin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_towntwin"))
 }
@@ -191,5 +253,8 @@ fn the_three_platform_scenarios_share_their_patrols() {
     assert_eq!((b.vehicles.clone(), p.vehicles.clone()), (a.vehicles.clone(), a.vehicles.clone()));
     assert_eq!((&b.garbage, &b.response, &b.hotline), (&a.garbage, &a.response, &a.hotline));
     assert_eq!((&p.garbage, &p.response, &p.hotline), (&a.garbage, &a.response, &a.hotline));
+    // The same people in the estates: owners' volunteers and what the estate cannot settle.
+    assert_eq!((&b.responders, &p.responders), (&a.responders, &a.responders));
+    assert!(!a.responders.owners.shifts.is_empty() && !a.responders.property.fail_share_by_kind.is_empty());
     assert!(a.garbage.dumping_per_kiosk_day > 0.0);
 }

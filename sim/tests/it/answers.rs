@@ -36,7 +36,7 @@ fn scenario() -> Scenario {
 fn twin(s: &Scenario) -> Twin {
     let mut t = Twin::new(s, parse_local_date(&s.start_date).unwrap(), small(5, 2, 1), TwinOptions { threads: Some(1), ..TwinOptions::default() });
     let detects = Detects { kinds: vec![IncidentKind::GroupRental], by: MatchBy::Subject };
-    t.set_rule_targets(RuleTargets([("group-rental".to_string(), detects)].into_iter().collect()));
+    t.set_rule_targets(RuleTargets { detects: [("group-rental".to_string(), detects)].into_iter().collect(), ..RuleTargets::default() });
     t
 }
 
@@ -57,6 +57,7 @@ fn resolved(order: u64, at: Millis, area: &str, subject: &str) -> Notice {
         subject: subject.into(),
         estate: None,
         assignee: vec![Role::Property],
+        joint: false,
         cause: None,
         first_seen: at,
         last_seen: at,

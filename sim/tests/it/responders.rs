@@ -27,6 +27,7 @@ fn notice(order: u64, at: Millis, to: State, level: Loop, area: &str, assignee: 
         subject: String::new(),
         estate: None,
         assignee: assignee.to_vec(),
+        joint: false,
         cause: None,
         first_seen: at,
         last_seen: at,
@@ -173,4 +174,31 @@ fn crews_work_their_shifts_nights_and_working_days() {
     let taken = night.iter().find(|a| a.2 == "accept").expect("the night squad accepts");
     assert_eq!(taken.1, "town/city-management");
     assert!(taken.0 < 24 * HOUR, "accepted at {} min, not that night", taken.0 / MINUTE);
+}
+
+#[test]
+fn every_party_of_a_joint_visit_goes_and_reports_and_one_accepts_for_all() {
+    let mut s = scenario();
+    for c in [&mut s.responders.housing, &mut s.responders.public_security] {
+        c.fail_share = Probability::new(0.0).unwrap();
+    }
+    let town = small(3, 2, 1);
+    let estate = town.estates[0].id.clone();
+    let mut d = Drive::new(&s, town);
+    // Tuesday 3 March 2026, 10:00 local: the housing office is at work.
+    let t = d.start + 24 * HOUR + 10 * HOUR;
+    d.run(vec![], t);
+    let mut n = notice(1, t, State::Dispatched, Loop::Medium, &estate, &[Role::Housing, Role::PublicSecurity]);
+    n.joint = true;
+    d.run(vec![n], t + 8 * HOUR);
+    let acts = d.of(1);
+    let names: Vec<(&str, &str)> = acts.iter().map(|a| (a.1.as_str(), a.2)).collect();
+    assert_eq!(names.iter().filter(|a| a.1 == "accept").count(), 1, "{acts:?}");
+    assert_eq!(names.iter().filter(|a| a.1 == "start").count(), 1, "{acts:?}");
+    assert!(!names.iter().any(|a| a.1 == "resolve"), "a joint visit is resolved by its reports: {acts:?}");
+    let mut reporters: Vec<&str> = names.iter().filter(|a| a.1 == "report").map(|a| a.0).collect();
+    reporters.sort();
+    assert_eq!(reporters, ["town/housing", "town/public-security"], "{acts:?}");
+    let stats = d.twin.responder_stats();
+    assert_eq!((stats.by_crew["housing"].resolved, stats.by_crew["public_security"].resolved), (1, 1));
 }

@@ -180,7 +180,7 @@ fn run(plan: &Plan, vi: usize, k: u32, db: Option<&Path>) -> Result<(Replication
         digested: 0,
         incidents_digest_hourly: Vec::new(),
     };
-    let (start, town, targets, sc) = (v.start, (*v.town).clone(), detect::rule_targets(&v.rules), scenario.clone());
+    let (start, town, targets, sc) = (v.start, (*v.town).clone(), detect::rule_targets(&v.rules, &v.policy), scenario.clone());
     let make = move || {
         let mut twin = Twin::new(&sc, start, town, TwinOptions { threads: Some(1), typed, ..TwinOptions::default() });
         twin.set_rule_targets(targets);

@@ -70,6 +70,12 @@ pub struct Crew {
     pub work_minutes: Dist,
     /// Share of orders that fail on site (the policy may escalate them).
     pub fail_share: Probability,
+    /// Per incident kind, the share of visits to that kind of problem that fail on site, in place of
+    /// `fail_share` (an estate's staff cannot end a group rental that needs the housing office and the
+    /// police). Only where the problem is going on: a visit to a false alarm fails by `fail_share`. An
+    /// order about several kinds going on fails by the highest of theirs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fail_share_by_kind: BTreeMap<IncidentKind, Probability>,
     /// What an hour of one member's time costs (yuan), on duty whether busy or not.
     pub cost_per_hour: f64,
 }
@@ -162,6 +168,8 @@ struct CrewPatch {
     #[serde(deserialize_with = "given")]
     fail_share: Option<Probability>,
     #[serde(deserialize_with = "given")]
+    fail_share_by_kind: Option<BTreeMap<IncidentKind, Probability>>,
+    #[serde(deserialize_with = "given")]
     cost_per_hour: Option<f64>,
 }
 
@@ -173,6 +181,7 @@ impl CrewPatch {
             travel_minutes: self.travel_minutes.unwrap_or(base.travel_minutes),
             work_minutes: self.work_minutes.unwrap_or(base.work_minutes),
             fail_share: self.fail_share.unwrap_or(base.fail_share),
+            fail_share_by_kind: self.fail_share_by_kind.unwrap_or(base.fail_share_by_kind),
             cost_per_hour: self.cost_per_hour.unwrap_or(base.cost_per_hour),
         }
     }
@@ -229,7 +238,15 @@ const fn shift(days: Days, hours: Option<(HhMm, HhMm)>, headcount: u32) -> Shift
 }
 
 fn crew(shifts: &[Shift], notice: Dist, travel: Dist, work: Dist, fail_share: f64, cost_per_hour: f64) -> Crew {
-    Crew { shifts: shifts.to_vec(), notice_minutes: notice, travel_minutes: travel, work_minutes: work, fail_share: prob(fail_share), cost_per_hour }
+    Crew {
+        shifts: shifts.to_vec(),
+        notice_minutes: notice,
+        travel_minutes: travel,
+        work_minutes: work,
+        fail_share: prob(fail_share),
+        fail_share_by_kind: BTreeMap::new(),
+        cost_per_hour,
+    }
 }
 
 fn tri(min: f64, mode: f64, max: f64) -> Dist {

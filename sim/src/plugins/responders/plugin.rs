@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use bevy::prelude::*;
 use rand::Rng as _;
 use serde::Serialize;
-use towntwin_contracts::orders::{Action, Notice, Role, State};
+use towntwin_contracts::orders::{Action, Loop, Notice, Role, State, WhistleWhen};
 use towntwin_contracts::principal::Principal;
 use towntwin_contracts::time::{Local, MINUTE, Millis};
 
@@ -52,13 +52,18 @@ pub struct Inbox(pub Vec<Notice>);
 /// whether an order names its incident's subject (a flat, a device) or only its area. The harness sets it
 /// from the rules it runs the core with; without it no resolution changes the town.
 #[derive(Resource, Debug, Default, Clone)]
-pub struct RuleTargets(pub HashMap<String, Detects>);
+pub struct RuleTargets {
+    pub detects: HashMap<String, Detects>,
+    /// When the committees blow the whistle on an order of their estates still in the small loop, per rule
+    /// (the policy's `whistle`). None: they never do.
+    pub whistle: HashMap<String, WhistleWhen>,
+}
 
 /// The answers a resolution of the order in `n` gives: for each kind the rule is about that a response can
 /// end, the incident going on that the order is about (`Detects::is_about`, the one rule for it; the
 /// oldest, if several), ended with the kind's probability.
 fn answers_for(n: &Notice, now: Millis, params: &Params, truth: &mut GroundTruth, targets: &RuleTargets) -> Vec<Answer> {
-    let Some(detects) = targets.0.get(&n.rule) else { return Vec::new() };
+    let Some(detects) = targets.detects.get(&n.rule) else { return Vec::new() };
     let mut out = Vec::new();
     for (ki, &kind) in detects.kinds.iter().enumerate() {
         let Some(effect) = params.scenario.response.effects.get(&kind) else { continue };
@@ -129,6 +134,9 @@ pub struct CrewStats {
     pub cost_yuan: f64,
     pub verified: u64,
     pub reopened: u64,
+    /// Whistles blown (居村吹哨): a committee's, on orders of its estates the estate could not settle.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub whistles: u64,
     /// The crew's waiting line (dispatched, not yet accepted), for Little's law: orders that joined it,
     /// orders that left it (accepted or taken away), the minutes those spent in it, and its length summed
     /// over every minute (its area). A tick counts an order from the minute it joined to the minute it left.
@@ -156,6 +164,7 @@ impl CrewStats {
             cost_yuan: self.cost_yuan - earlier.cost_yuan,
             verified: self.verified - earlier.verified,
             reopened: self.reopened - earlier.reopened,
+            whistles: self.whistles - earlier.whistles,
             queue_joined: self.queue_joined - earlier.queue_joined,
             queue_left: self.queue_left - earlier.queue_left,
             queue_left_minutes: self.queue_left_minutes - earlier.queue_left_minutes,
@@ -189,7 +198,11 @@ struct Team {
     queue: BTreeMap<(Millis, u64), (u32, Millis, Millis)>,
 }
 
-/// Who holds an order now.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Who holds an order now (one crew; on a joint visit, each party).
 #[derive(Debug, Clone)]
 struct Held {
     team: (Role, Unit),
@@ -203,15 +216,45 @@ struct Desk {
     /// How many units each crew of [`Responders::crews`] has (committees, estates, 1 for the town's).
     units: [u64; 11],
     teams: BTreeMap<(Role, Unit), Team>,
-    held: HashMap<u64, Held>,
+    held: HashMap<u64, Vec<Held>>,
     /// Dispatch number per order: scheduled steps of an older dispatch are void.
     dispatch: HashMap<u64, u32>,
+    /// Each open order as its notices tell it, for joint visits and the committees' whistle.
+    track: HashMap<u64, Track>,
+}
+
+/// An open order as the responders know it from its notices.
+#[derive(Debug, Clone)]
+struct Track {
+    rule: String,
+    area: String,
+    /// What and when the order saw (its sighting), from its latest notice.
+    subject: String,
+    first_seen: Millis,
+    last_seen: Millis,
+    level: Loop,
+    state: State,
+    /// Failed visits while it was in the small loop.
+    small_fails: u32,
+    /// This dispatch of a joint visit: a party has accepted it, or started on site (the others follow
+    /// without acting on the order's state again).
+    accepted: bool,
+    started: bool,
+    /// This dispatch is a joint visit, led by `lead` (whose draws keep the order's own streams).
+    joint: bool,
+    lead: Option<Role>,
+    /// A committee's whistle is due or blown: it whistles once.
+    whistle: bool,
+    /// When the responders first saw the order (its creation, or a reopening after it was closed).
+    since: Millis,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Job {
     order: u64,
     dispatch: u32,
+    /// The party whose step this is (on a joint visit, each has its own).
+    role: Role,
     step: Step,
 }
 
@@ -220,6 +263,8 @@ enum Step {
     Start,
     Finish,
     Verify,
+    /// The estate's committee whistles, if the order is still in the small loop.
+    Whistle,
 }
 
 /// Where a role's crews sit: one per committee, one per estate, or one for the town.
@@ -273,23 +318,46 @@ fn minutes(rng: &mut crate::rng::Rng, dist: &crate::dist::Dist) -> Millis {
     dist.sample(rng).round().max(0.0) as Millis * MINUTE
 }
 
+/// What [`Desk::release`] took from one crew: its role, whether a member was working the order, and, if it
+/// was still waiting in the queue, since which tick.
+type Released = (Role, bool, Option<Millis>);
+
 impl Desk {
-    /// The crew an order goes to: its first assignee, at its estate (or committee) when it has one.
-    fn team_for(&self, n: &Notice) -> Option<(Role, Unit)> {
-        let role = *n.assignee.first()?;
-        let estate = self.committee_of.contains_key(&n.area);
+    /// The crew of `role` for an order in `area`: at its estate (or committee) when it has one.
+    fn team_of(&self, role: Role, area: &str) -> (Role, Unit) {
+        let estate = self.committee_of.contains_key(area);
         let unit = match scope_of(role) {
-            Scope::Committee if estate => Unit::Committee(self.committee_of[&n.area].clone()),
-            Scope::Estate if estate => Unit::Estate(n.area.clone()),
+            Scope::Committee if estate => Unit::Committee(self.committee_of[area].clone()),
+            Scope::Estate if estate => Unit::Estate(area.to_string()),
             _ => Unit::Town,
         };
-        Some((role, unit))
+        (role, unit)
     }
 
-    /// Takes `order` from whoever holds it; returns their role, whether a member was working it, and, if it
-    /// was still waiting in the queue, since which tick.
-    fn release(&mut self, order: u64) -> Option<(Role, bool, Option<Millis>)> {
-        let held = self.held.remove(&order)?;
+    /// The crews an order goes to: its first assignee, or on a joint visit every one.
+    fn teams_for(&self, n: &Notice) -> Vec<(Role, Unit)> {
+        let go = if n.joint { n.assignee.len() } else { 1 };
+        n.assignee.iter().take(go).map(|r| self.team_of(*r, &n.area)).collect()
+    }
+
+    /// Takes `order` from every crew that holds it.
+    fn release(&mut self, order: u64) -> Vec<Released> {
+        let held = self.held.remove(&order).unwrap_or_default();
+        held.into_iter().filter_map(|h| self.free(order, h)).collect()
+    }
+
+    /// Takes `order` from the crew of `role` only (a party of a joint visit that has reported).
+    fn release_one(&mut self, order: u64, role: Role) -> Option<Released> {
+        let list = self.held.get_mut(&order)?;
+        let i = list.iter().position(|h| h.team.0 == role)?;
+        let h = list.remove(i);
+        if list.is_empty() {
+            self.held.remove(&order);
+        }
+        self.free(order, h)
+    }
+
+    fn free(&mut self, order: u64, held: Held) -> Option<Released> {
         let team = self.teams.get_mut(&held.team)?;
         let mut joined = None;
         match held.queued_ready {
@@ -300,6 +368,16 @@ impl Desk {
         }
         Some((held.team.0, held.queued_ready.is_none(), joined))
     }
+
+    fn holding(&self, order: u64, role: Role) -> Option<&Held> {
+        self.held.get(&order)?.iter().find(|h| h.team.0 == role)
+    }
+}
+
+/// The stream a party's draws come from: the order's dispatch for its lead (as before joint visits), a
+/// stream of its own for each other party of a joint visit.
+fn part(dispatch: u32, role: Role, lead: bool) -> u32 {
+    if lead { dispatch } else { dispatch | (1 + role as u32) << 24 }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -324,11 +402,14 @@ fn respond(
         let found = answers_for(n, now, &params, &mut truth, &targets);
         answers.0.extend(found);
     }
-    let latest: BTreeMap<u64, Notice> = notices.into_iter().map(|n| (n.event.order, n)).collect();
     if !cfg.enabled {
         return;
     }
     let desk = &mut *desk;
+    for n in &notices {
+        track(desk, n, now, &params, &targets, &mut agenda);
+    }
+    let latest: BTreeMap<u64, Notice> = notices.into_iter().map(|n| (n.event.order, n)).collect();
     // Paid time: every member of every unit on duty this minute (a tick is a minute); busy time: every
     // member working an order this minute, on duty or finishing after hours (so busy can pass 100%).
     for ((name, crew), units) in cfg.crews().into_iter().zip(desk.units) {
@@ -347,35 +428,45 @@ fn respond(
     for (order, n) in latest {
         match n.event.to {
             State::Dispatched => {
-                withdraw(desk.release(order), cfg, now, &mut stats);
+                for r in desk.release(order) {
+                    withdraw(r, cfg, now, &mut stats);
+                }
                 let d = desk.dispatch.entry(order).or_insert(0);
                 *d += 1;
                 let d = *d;
-                let Some(key) = desk.team_for(&n) else { continue };
-                if stand_down.0.contains(&principal(key.0, &key.1)) {
-                    // A drill's trainee plays this crew: the order is theirs to work.
-                    continue;
+                if let Some(t) = desk.track.get_mut(&order) {
+                    (t.accepted, t.started, t.joint, t.lead) = (false, false, n.joint, n.assignee.first().copied());
                 }
-                let (name, crew) = crew_of(cfg, key.0);
-                let mut rng = params.rng("responders.notice", order, d);
-                let ready = n.event.at.max(now) + minutes(&mut rng, &crew.notice_minutes);
-                let team = desk.teams.entry(key.clone()).or_insert_with(|| Team { busy: 0, queue: BTreeMap::new() });
-                team.queue.insert((ready, order), (d, n.event.at, now));
-                let s = stats.by_crew.entry(name.into()).or_default();
-                s.dispatched += 1;
-                s.queue_joined += 1;
-                s.max_queue = s.max_queue.max(team.queue.len() as u64);
-                desk.held.insert(order, Held { team: key, queued_ready: Some(ready) });
+                for (i, key) in desk.teams_for(&n).into_iter().enumerate() {
+                    if stand_down.0.contains(&principal(key.0, &key.1)) {
+                        // A drill's trainee plays this crew: the order (or its part of a joint visit) is theirs.
+                        continue;
+                    }
+                    let (name, crew) = crew_of(cfg, key.0);
+                    let mut rng = params.rng("responders.notice", order, part(d, key.0, i == 0));
+                    let ready = n.event.at.max(now) + minutes(&mut rng, &crew.notice_minutes);
+                    let team = desk.teams.entry(key.clone()).or_insert_with(|| Team { busy: 0, queue: BTreeMap::new() });
+                    team.queue.insert((ready, order), (d, n.event.at, now));
+                    let s = stats.by_crew.entry(name.into()).or_default();
+                    s.dispatched += 1;
+                    s.queue_joined += 1;
+                    s.max_queue = s.max_queue.max(team.queue.len() as u64);
+                    desk.held.entry(order).or_default().push(Held { team: key, queued_ready: Some(ready) });
+                }
             }
             State::Resolved => {
                 // Resolved by someone else (a trainee, the API), or by the crew: whoever held it is free again.
-                withdraw(desk.release(order), cfg, now, &mut stats);
+                for r in desk.release(order) {
+                    withdraw(r, cfg, now, &mut stats);
+                }
                 let d = desk.dispatch.get(&order).copied().unwrap_or(0);
                 let mut rng = params.rng("responders.verify", order, d);
-                agenda.push(now + minutes(&mut rng, &cfg.verify_minutes), Job { order, dispatch: d, step: Step::Verify });
+                agenda.push(now + minutes(&mut rng, &cfg.verify_minutes), Job { order, dispatch: d, role: Role::Committee, step: Step::Verify });
             }
             State::Closed | State::Cancelled | State::Returned => {
-                withdraw(desk.release(order), cfg, now, &mut stats);
+                for r in desk.release(order) {
+                    withdraw(r, cfg, now, &mut stats);
+                }
                 *desk.dispatch.entry(order).or_insert(0) += 1;
             }
             // Accepted, in progress, verified: the responders' own doing (or a trainee's, whom they leave be).
@@ -390,34 +481,51 @@ fn respond(
         let stepped = !due.is_empty();
         let mut took = false;
         for (_, job) in due {
+            if let Step::Whistle = job.step {
+                whistle(desk, job, now, cfg, calendar, &stand_down, &mut acts, &mut agenda, &mut stats);
+                continue;
+            }
             if desk.dispatch.get(&job.order) != Some(&job.dispatch) {
                 continue;
             }
-            let held = desk.held.get(&job.order).cloned();
+            let (joint, lead) = desk.track.get(&job.order).map_or((false, None), |t| (t.joint, t.lead));
+            let stream = part(job.dispatch, job.role, lead.is_none_or(|l| l == job.role));
             match job.step {
                 Step::Start | Step::Finish => {
-                    let Some(Held { team, queued_ready: None }) = held else { continue };
+                    let Some(Held { team, queued_ready: None }) = desk.holding(job.order, job.role).cloned() else { continue };
                     let (name, crew) = crew_of(cfg, team.0);
                     let who = principal(team.0, &team.1);
                     if let Step::Start = job.step {
-                        acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Start });
-                        let mut rng = params.rng("responders.work", job.order, job.dispatch);
+                        let first = desk.track.get_mut(&job.order).is_none_or(|t| !std::mem::replace(&mut t.started, true));
+                        if !joint || first {
+                            acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Start });
+                        }
+                        let mut rng = params.rng("responders.work", job.order, stream);
                         let work = minutes(&mut rng, &crew.work_minutes);
                         stats.by_crew.entry(name.into()).or_default().work_drawn_minutes += (work / MINUTE) as u64;
                         agenda.push(now + work, Job { step: Step::Finish, ..job });
                         continue;
                     }
-                    let mut rng = params.rng("responders.outcome", job.order, job.dispatch);
+                    let mut rng = params.rng("responders.outcome", job.order, stream);
+                    let fail_share = desk.track.get(&job.order).map_or(crew.fail_share.get(), |t| fail_share(crew, t, &targets, &truth, now));
                     let s = stats.by_crew.entry(name.into()).or_default();
-                    let action = if rng.random_bool(crew.fail_share.get()) {
+                    if rng.random_bool(fail_share) {
                         s.failed += 1;
-                        Action::Fail { reason: "could not be fixed on site".into() }
+                        acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Fail { reason: "could not be fixed on site".into() } });
+                        // The whole visit goes back: the other parties stop too.
+                        desk.release_one(job.order, job.role);
+                        for r in desk.release(job.order) {
+                            withdraw(r, cfg, now, &mut stats);
+                        }
+                    } else if joint {
+                        s.resolved += 1;
+                        acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Report { role: job.role } });
+                        desk.release_one(job.order, job.role);
                     } else {
                         s.resolved += 1;
-                        Action::Resolve
-                    };
-                    acts.0.push(Act { at: now, order: job.order, principal: who, action });
-                    desk.release(job.order);
+                        acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Resolve });
+                        desk.release(job.order);
+                    }
                 }
                 Step::Verify => {
                     let mut rng = params.rng("responders.reopen", job.order, job.dispatch);
@@ -437,6 +545,7 @@ fn respond(
                         acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Close });
                     }
                 }
+                Step::Whistle => {}
             }
         }
         // Free members on duty take the orders they have noticed, oldest notice first.
@@ -455,15 +564,23 @@ fn respond(
                 let (d, dispatched_at, joined) = entry.remove();
                 team.busy += 1;
                 took = true;
-                desk.held.insert(order, Held { team: key.clone(), queued_ready: None });
-                acts.0.push(Act { at: now, order, principal: principal(key.0, &key.1), action: Action::Accept });
+                if let Some(h) = desk.held.get_mut(&order).and_then(|l| l.iter_mut().find(|h| h.team == *key)) {
+                    h.queued_ready = None;
+                }
+                // On a joint visit the first party to take it accepts the order; the others join it.
+                let (joint, lead, first) =
+                    desk.track.get_mut(&order).map_or((false, None, true), |t| (t.joint, t.lead, !std::mem::replace(&mut t.accepted, true)));
+                if !joint || first {
+                    acts.0.push(Act { at: now, order, principal: principal(key.0, &key.1), action: Action::Accept });
+                }
                 let s = stats.by_crew.entry(name.into()).or_default();
                 s.accepted += 1;
                 s.wait_minutes += ((now - dispatched_at).max(0) / MINUTE) as u64;
                 s.queue_left += 1;
                 s.queue_left_minutes += ((now - joined) / MINUTE) as u64;
-                let mut rng = params.rng("responders.travel", order, d);
-                agenda.push(now + minutes(&mut rng, &crew.travel_minutes), Job { order, dispatch: d, step: Step::Start });
+                let stream = part(d, key.0, lead.is_none_or(|l| l == key.0));
+                let mut rng = params.rng("responders.travel", order, stream);
+                agenda.push(now + minutes(&mut rng, &crew.travel_minutes), Job { order, dispatch: d, role: key.0, step: Step::Start });
             }
         }
         if !stepped && !took {
@@ -478,10 +595,116 @@ fn respond(
     }
 }
 
+/// The share of visits by `crew` to the order `t` that fail: the highest of the crew's shares for the kinds
+/// of problem going on that the order is about (`Detects::is_about`, as a resolution's answer finds them),
+/// else its `fail_share`. A false alarm is no problem the estate cannot settle.
+fn fail_share(crew: &Crew, t: &Track, targets: &RuleTargets, truth: &GroundTruth, now: Millis) -> f64 {
+    let Some(detects) = targets.detects.get(&t.rule) else { return crew.fail_share.get() };
+    let seen = towntwin_contracts::truth::Sighting { area: &t.area, subject: &t.subject, first_seen: t.first_seen, last_seen: t.last_seen };
+    detects
+        .kinds
+        .iter()
+        .filter_map(|k| crew.fail_share_by_kind.get(k).map(|p| (k, p.get())))
+        .filter(|(k, _)| truth.open_in(&t.area, **k).any(|i| detects.is_about(&seen, &truth.incidents[i].span(), now)))
+        .map(|(_, p)| p)
+        .reduce(f64::max)
+        .unwrap_or(crew.fail_share.get())
+}
+
+/// Follows one notice: the order's loop and state, its failed visits in the small loop, and the committee's
+/// whistle when the policy's rule for it is met (drawn to fall after the committee has noticed).
+fn track(desk: &mut Desk, n: &Notice, now: Millis, params: &Params, targets: &RuleTargets, agenda: &mut Agenda<Job>) {
+    let id = n.event.order;
+    if !n.event.to.is_open() {
+        desk.track.remove(&id);
+        return;
+    }
+    let t = desk.track.entry(id).or_insert_with(|| Track {
+        rule: n.rule.clone(),
+        area: n.area.clone(),
+        subject: n.subject.clone(),
+        first_seen: n.first_seen,
+        last_seen: n.last_seen,
+        level: n.event.level,
+        state: n.event.to,
+        small_fails: 0,
+        accepted: false,
+        started: false,
+        joint: n.joint,
+        lead: n.assignee.first().copied(),
+        whistle: false,
+        since: n.event.at,
+    });
+    if n.event.action == "fail" && t.level == Loop::Small {
+        t.small_fails += 1;
+    }
+    (t.level, t.state, t.first_seen, t.last_seen) = (n.event.level, n.event.to, n.first_seen, n.last_seen);
+    if t.whistle || t.level != Loop::Small || !desk.committee_of.contains_key(&t.area) {
+        return;
+    }
+    let noticed = || {
+        let mut rng = params.rng("responders.whistle", id, t.small_fails);
+        now + minutes(&mut rng, &params.scenario.responders.committee.notice_minutes)
+    };
+    let due = match targets.whistle.get(&t.rule) {
+        Some(WhistleWhen::AtOnce) => Some(noticed()),
+        Some(WhistleWhen::AfterFails(k)) if t.small_fails >= *k => Some(noticed()),
+        Some(WhistleWhen::AfterHours(h)) => Some((t.since + *h as Millis * towntwin_contracts::time::HOUR).max(now)),
+        _ => None,
+    };
+    if let Some(at) = due {
+        t.whistle = true;
+        agenda.push(at, Job { order: id, dispatch: 0, role: Role::Committee, step: Step::Whistle });
+    }
+}
+
+/// The estate's committee whistles on an order still in the small loop, when a cadre is on duty (until then
+/// the whistle waits); not where a drill's trainee plays the committee, nor once the order has left the loop
+/// or been resolved.
+#[allow(clippy::too_many_arguments)]
+fn whistle(
+    desk: &mut Desk,
+    job: Job,
+    now: Millis,
+    cfg: &Responders,
+    calendar: &Calendar,
+    stand_down: &StandDown,
+    acts: &mut Acts,
+    agenda: &mut Agenda<Job>,
+    stats: &mut ResponderStats,
+) {
+    let Some(t) = desk.track.get(&job.order) else { return };
+    if t.level != Loop::Small || !matches!(t.state, State::Dispatched | State::Accepted | State::InProgress | State::Returned) {
+        return;
+    }
+    let Some(committee) = desk.committee_of.get(&t.area) else { return };
+    let who = principal(Role::Committee, &Unit::Committee(committee.clone()));
+    if stand_down.0.contains(&who) {
+        return;
+    }
+    // Off duty, or the order already acted on this minute (resolved, say): the whistle waits a minute.
+    if staff(&cfg.committee, now, calendar) == 0 || acts.0.iter().any(|a| a.order == job.order) {
+        agenda.push(now + MINUTE, job);
+        return;
+    }
+    stats.by_crew.entry(Role::Committee.name().into()).or_default().whistles += 1;
+    acts.0.push(Act {
+        at: now,
+        order: job.order,
+        principal: who,
+        action: Action::Whistle { reason: "the estate cannot settle it: the committee whistles (居村吹哨)".into() },
+    });
+    // The order leaves the estate's crews now: none of them acts on it again this minute (an accept after
+    // the whistle would take the departments' order).
+    for r in desk.release(job.order) {
+        withdraw(r, cfg, now, stats);
+    }
+}
+
 /// Counts an order taken from a crew ([`Desk::release`]): a withdrawal if a member was working it, and a
 /// departure from the waiting line if it was still queued.
-fn withdraw(released: Option<(Role, bool, Option<Millis>)>, cfg: &Responders, now: Millis, stats: &mut ResponderStats) {
-    let Some((role, working, joined)) = released else { return };
+fn withdraw(released: Released, cfg: &Responders, now: Millis, stats: &mut ResponderStats) {
+    let (role, working, joined) = released;
     let s = stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default();
     if working {
         s.withdrawn += 1;
