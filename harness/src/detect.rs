@@ -114,12 +114,14 @@ pub fn check_staffed(
         let start = policy.start_at.get(&r.id).copied().unwrap_or(Loop::Small);
         let mut at = (start, policy.takers(start, &r.id, &r.targets));
         loop {
-            if let Some(&lead) = at.1.first() {
-                let crew = responders.crew(lead);
+            // The lead goes; on a joint visit every party goes, and the order waits for each.
+            let go = if policy.joint(at.0, &r.id) { at.1.len() } else { 1 };
+            for &role in at.1.iter().take(go) {
+                let crew = responders.crew(role);
                 p.check(
                     crew.shifts.iter().any(|s| s.headcount > 0),
                     || format!("rule `{}` at the {} loop", r.id, at.0.as_str()),
-                    || format!("routed to {lead:?}, which has no shifts in the scenario (responders.{}.shifts)", lead.name()),
+                    || format!("routed to {role:?}, which has no shifts in the scenario (responders.{}.shifts)", role.name()),
                 );
             }
             let Some(next) = at.0.next() else { break };

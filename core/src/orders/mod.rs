@@ -112,6 +112,8 @@ impl Order {
 enum Due {
     Accept,
     Resolve,
+    /// The operations centres' relay is over: dispatch.
+    Relay,
 }
 
 /// All work orders, with dedup by (rule, key) among open orders and event-time deadlines.
@@ -156,6 +158,11 @@ impl Orders {
         let resolve_due = resolve.map(|h| o.dispatched_at + h as Millis * HOUR);
         let mut due = Vec::new();
         match o.state {
+            State::Created => {
+                if let Some(m) = o.policy.relay_minutes.get(&o.rule) {
+                    due.push((o.created_at + *m as Millis * MINUTE, Due::Relay));
+                }
+            }
             State::Dispatched => {
                 if let Some(m) = accept {
                     due.push((o.dispatched_at + m as Millis * MINUTE, Due::Accept));
@@ -263,6 +270,11 @@ impl Orders {
         });
         self.open_by_key.insert((f.rule.clone(), f.key.clone()), id);
         self.log(id, f.at, "system", "create", None, State::Created, None);
+        if policy.relay_minutes.contains_key(&f.rule) {
+            // Relayed through the operations centres first: dispatched when the relay is over (`tick`).
+            self.arm(id);
+            return Ok(id);
+        }
         // Dispatch at once to the small loop's takers.
         self.act(id, f.at, "system", Action::Dispatch)?;
         Ok(id)
@@ -343,7 +355,11 @@ impl Orders {
             }
         }
         let reopened = matches!(action, Action::Reopen { .. });
-        let reason = action.reason().map(str::to_string);
+        // A report names its party in the history (the action itself carries no reason).
+        let reason = match &action {
+            Action::Report { role } => Some(format!("for {}", role.name())),
+            a => a.reason().map(str::to_string),
+        };
         {
             let o = &mut self.orders[id as usize - 1];
             o.state = to;
@@ -407,14 +423,21 @@ impl Orders {
                 }
             }
             let o = &self.orders[id as usize - 1];
+            if what == Due::Relay {
+                if o.state == State::Created {
+                    self.act(id, due, "operations-centre", Action::Dispatch)?;
+                }
+                continue;
+            }
             let stale = match what {
                 Due::Accept => o.state == State::Dispatched,
                 Due::Resolve => matches!(o.state, State::Dispatched | State::Accepted | State::InProgress),
+                Due::Relay => false,
             };
             if stale && o.level.next().is_some() {
                 let reason = match what {
                     Due::Accept => "not accepted in time",
-                    Due::Resolve => "not resolved in time",
+                    _ => "not resolved in time",
                 };
                 self.act(id, due, "policy", Action::Escalate { reason: reason.into() })?;
             }

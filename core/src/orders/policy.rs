@@ -55,6 +55,16 @@ pub struct Policy {
     /// (居村吹哨): the twin's committees follow this; a person may whistle at any time.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub whistle: BTreeMap<String, WhistleWhen>,
+    /// Per rule id, minutes an order waits, created but not yet dispatched, while its alarm is relayed
+    /// through the district's and the town's operations centres (区、镇城运中心) before it reaches the
+    /// loop's takers. None: dispatched as it is created.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub relay_minutes: BTreeMap<String, u32>,
+}
+
+/// Whether a list names a role more than once.
+fn twice(roles: &[Role]) -> bool {
+    roles.iter().enumerate().any(|(i, r)| roles[..i].contains(r))
 }
 
 impl Policy {
@@ -99,6 +109,9 @@ impl Policy {
             p.check(l.escalate_after_reopens != Some(0), || format!("levels[{i}].escalate_after_reopens"), || "expected at least 1".into());
         }
         p.check(self.whistle_to != Loop::Small, || "whistle_to".into(), || "a whistle calls in the departments: Medium or Large".into());
+        for (rule, m) in &self.relay_minutes {
+            p.check((1..=10_080).contains(m), || format!("relay_minutes[\"{rule}\"]"), || format!("expected 1..=10080 minutes (a week), got {m}"));
+        }
         for (rule, w) in &self.whistle {
             let bad = matches!(w, WhistleWhen::AfterFails(0) | WhistleWhen::AfterHours(0));
             p.check(!bad, || format!("whistle[\"{rule}\"]"), || "expected AtOnce, AfterFails(n) or AfterHours(n) with n at least 1".into());
@@ -107,6 +120,16 @@ impl Policy {
                 || format!("whistle[\"{rule}\"]"),
                 || "its orders start above the small loop (start_at): there is nothing for a committee to whistle".into(),
             );
+            let small = self.levels.iter().any(|l| l.level == Loop::Small);
+            if let (true, WhistleWhen::AfterFails(n)) = (small, w)
+                && let Some(m) = self.fails_to_escalate(Loop::Small, rule)
+                && m <= *n
+            {
+                p.push(
+                    format!("whistle[\"{rule}\"]"),
+                    format!("the small loop escalates on failed visit {m} already (escalate_on_fail or failed_visits): a whistle after {n} never blows"),
+                );
+            }
         }
         for (i, l) in self.levels.iter().enumerate() {
             p.check(
@@ -116,7 +139,9 @@ impl Policy {
             );
             for (rule, roles) in &l.routes {
                 p.check(!roles.is_empty(), || format!("levels[{i}].routes[\"{rule}\"]"), || "expected at least one role".into());
+                p.check(!twice(roles), || format!("levels[{i}].routes[\"{rule}\"]"), || "a role named twice".into());
             }
+            p.check(!twice(&l.targets), || format!("levels[{i}].targets"), || "a role named twice".into());
         }
         p.finish()
     }
@@ -131,7 +156,12 @@ impl Policy {
             let joint = l.joint.iter().map(move |rule| (format!("levels[{i}].joint"), rule));
             l.routes.keys().map(move |rule| (format!("levels[{i}].routes"), rule)).chain(fails).chain(joint)
         });
-        let starts = self.start_at.keys().map(|rule| ("start_at".to_string(), rule)).chain(self.whistle.keys().map(|rule| ("whistle".to_string(), rule)));
+        let starts = self
+            .start_at
+            .keys()
+            .map(|rule| ("start_at".to_string(), rule))
+            .chain(self.whistle.keys().map(|rule| ("whistle".to_string(), rule)))
+            .chain(self.relay_minutes.keys().map(|rule| ("relay_minutes".to_string(), rule)));
         for (field, rule) in routes.chain(starts) {
             p.check(
                 rules.rules.iter().any(|r| &r.id == rule),

@@ -241,6 +241,7 @@ fn the_source_loops_try_a_habit_twice_visit_jointly_and_assemble_a_task_force() 
     let e = o.act(3, 3 * MINUTE, "town/fire-safety", Action::Report { role: Role::FireSafety }).unwrap_err().to_string();
     assert!(e.contains("fire_safety is not on this joint visit"), "{e}");
     assert_eq!(o.act(3, 3 * MINUTE, "town/housing", Action::Report { role: Role::Housing }).unwrap(), State::InProgress);
+    assert_eq!(o.pending.last().unwrap().reason.as_deref(), Some("for housing"), "the history names the party");
     let e = o.act(3, 4 * MINUTE, "town/housing", Action::Report { role: Role::Housing }).unwrap_err().to_string();
     assert!(e.contains("already reported"), "{e}");
     assert_eq!(o.act(3, 5 * MINUTE, "town/public-security", Action::Report { role: Role::PublicSecurity }).unwrap(), State::Resolved);
@@ -260,6 +261,45 @@ fn the_source_loops_try_a_habit_twice_visit_jointly_and_assemble_a_task_force() 
 }
 
 #[test]
+fn an_alarm_relayed_by_the_operations_centres_is_dispatched_when_the_relay_is_over() {
+    let (mut o, r, p) = (Orders::default(), rules(), policy("source-loops"));
+    let alone = |at: i64| Finding {
+        rule: "vulnerable-absence".into(),
+        key: "E001/P1".into(),
+        area: "E001".into(),
+        estate: Some(0),
+        subject: "P1".into(),
+        at,
+        detail: String::new(),
+    };
+    o.on_finding(&alone(0), &r, &p).unwrap();
+    assert_eq!(o.get(1).unwrap().state, State::Created);
+    // A repeat during the relay counts on it; its deadlines start at the dispatch.
+    o.on_finding(&alone(10 * MINUTE), &r, &p).unwrap();
+    o.tick(29 * MINUTE).unwrap();
+    assert_eq!((o.get(1).unwrap().state, o.get(1).unwrap().count), (State::Created, 2));
+    o.tick(30 * MINUTE).unwrap();
+    let w = o.get(1).unwrap();
+    assert_eq!((w.state, w.dispatched_at, &w.assignee), (State::Dispatched, 30 * MINUTE, &vec![Role::Committee]));
+    assert_eq!(o.pending.last().unwrap().actor, "operations-centre");
+    // A snapshot taken during a relay dispatches on time after a reload.
+    o.on_finding(&Finding { key: "E001/P2".into(), subject: "P2".into(), ..alone(HOUR) }, &r, &p).unwrap();
+    let mut back: Orders = serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
+    back.reindex();
+    back.tick(HOUR + 30 * MINUTE).unwrap();
+    assert_eq!(back.get(2).unwrap().state, State::Dispatched);
+    // Refused: a relay of no time or of more than a week, or of a rule the rule set does not have.
+    let text = std::fs::read_to_string(root().join("scenarios/policies/source-loops.ron")).unwrap();
+    for (to, want) in [("0", "relay_minutes[\"vulnerable-absence\"]"), ("20000", "expected 1..=10080")] {
+        let bad: Policy =
+            towntwin_core::load::parse_ron(Path::new("p.ron"), &text.replace("\"vulnerable-absence\": 30 }", &format!("\"vulnerable-absence\": {to} }}")))
+                .unwrap();
+        let e = bad.validate(Path::new("p.ron")).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}
+
+#[test]
 fn a_policy_with_a_joint_visit_of_one_a_task_force_below_the_large_loop_or_a_whistle_of_nothing_is_refused() {
     let text = std::fs::read_to_string(root().join("scenarios/policies/source-loops.ron")).unwrap();
     for (from, to, wants) in [
@@ -271,6 +311,12 @@ fn a_policy_with_a_joint_visit_of_one_a_task_force_below_the_large_loop_or_a_whi
         ),
         ("\"group-rental\": AfterFails(1)", "\"group-rental\": AfterFails(0)", vec!["whistle[\"group-rental\"]", "at least 1"]),
         ("\"smoke\": 1,", "\"smoke\": 0,", vec!["failed_visits[\"smoke\"]", "at least 1"]),
+        (
+            "\"group-rental\": [Housing, PublicSecurity]",
+            "\"group-rental\": [Housing, Housing]",
+            vec!["levels[1].routes[\"group-rental\"]", "a role named twice"],
+        ),
+        ("\"smoke\": 1,", "\"smoke\": 1, \"hotline\": 1,", vec!["whistle[\"hotline\"]", "never blows"]),
     ] {
         assert!(text.contains(from), "{from}");
         let bad = text.replacen(from, to, 1);

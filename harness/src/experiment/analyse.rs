@@ -79,7 +79,7 @@ pub fn describe(name: &str) -> String {
         "closed_within_sla" => "share closed within the SLA hours, Kaplan-Meier",
         "accept_hours_rmst24" => "mean hours to acceptance, Kaplan-Meier restricted to 24 h",
         "accept_hours_km_median" => "median hours to acceptance, Kaplan-Meier",
-        "escalations_per_day" => "escalations and whistles into the loop per day",
+        "escalations_per_day" => "orders moved up into the loop per day (deadlines, failures, reopenings, whistles)",
         "open_at_end" => "orders open at the end of the run",
         "backlog_mean" => "mean open orders (hourly samples over the window)",
         "backlog_slope_per_day" => "trend of open orders at midnight (orders per day; 0 in steady state)",

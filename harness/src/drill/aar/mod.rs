@@ -287,7 +287,9 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
                                     Expected::Start => "start",
                                     _ => "resolve",
                                 };
-                                history.iter().filter(|ev| ev.action == name && ev.actor == principal).map(|ev| ev.at).min()
+                                // On a joint visit a party's resolve is its report.
+                                let done = |ev: &&towntwin_core::orders::OrderEvent| ev.action == name || (name == "resolve" && ev.action == "report");
+                                history.iter().filter(|ev| done(ev) && ev.actor == principal).map(|ev| ev.at).min()
                             }
                         };
                         at.map(|t| minutes_between(start, t).max(0.0))

@@ -117,9 +117,18 @@ impl Measure<'_> {
         if let Some(m) = km.quantile(0.5) {
             k.insert("accept_hours_km_median".into(), m);
         }
-        // Escalations (policy deadlines, failures, reopenings, whistles) into each loop.
-        for lvl in [Loop::Medium, Loop::Large] {
-            let n = self.history.iter().filter(|e| e.at >= self.window && matches!(e.action.as_str(), "escalate" | "whistle") && e.level == lvl).count();
+        // Escalations into each loop: every transition that moves an order up (a policy deadline, a failure,
+        // a reopening, a whistle), found as a loop higher than the order's transition before it.
+        let mut level_of: HashMap<u64, Loop> = HashMap::new();
+        let mut up = [0usize; 2];
+        for e in self.history {
+            // An order's first transition (an order that starts above the small loop) is no escalation.
+            let before = level_of.insert(e.order, e.level).unwrap_or(e.level);
+            if e.at >= self.window && e.level > before {
+                up[(e.level == Loop::Large) as usize] += 1;
+            }
+        }
+        for (lvl, n) in [Loop::Medium, Loop::Large].into_iter().zip(up) {
             k.insert(format!("escalations_per_day/{}", lvl.as_str()), n as f64 / days);
         }
         // The backlog: open orders at the end of each hour of the window.

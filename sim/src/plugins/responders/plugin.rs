@@ -221,6 +221,8 @@ struct Desk {
     dispatch: HashMap<u64, u32>,
     /// Each open order as its notices tell it, for joint visits and the committees' whistle.
     track: HashMap<u64, Track>,
+    /// Lives counted per order (see [`Track::life`]).
+    lives: HashMap<u64, u32>,
 }
 
 /// An open order as the responders know it from its notices.
@@ -247,6 +249,9 @@ struct Track {
     whistle: bool,
     /// When the responders first saw the order (its creation, or a reopening after it was closed).
     since: Millis,
+    /// Which of the order's lives this is (a closed order reopened starts a new one): a whistle job of an
+    /// earlier life is void.
+    life: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -619,6 +624,14 @@ fn track(desk: &mut Desk, n: &Notice, now: Millis, params: &Params, targets: &Ru
         desk.track.remove(&id);
         return;
     }
+    let life = match desk.track.contains_key(&id) {
+        true => 0,
+        false => {
+            let l = desk.lives.entry(id).or_insert(0);
+            *l += 1;
+            *l
+        }
+    };
     let t = desk.track.entry(id).or_insert_with(|| Track {
         rule: n.rule.clone(),
         area: n.area.clone(),
@@ -634,11 +647,18 @@ fn track(desk: &mut Desk, n: &Notice, now: Millis, params: &Params, targets: &Ru
         lead: n.assignee.first().copied(),
         whistle: false,
         since: n.event.at,
+        life,
     });
     if n.event.action == "fail" && t.level == Loop::Small {
         t.small_fails += 1;
     }
     (t.level, t.state, t.first_seen, t.last_seen) = (n.event.level, n.event.to, n.first_seen, n.last_seen);
+    // Whoever accepted or started it (a trainee, the API), the visit's other parties do not again.
+    match n.event.to {
+        State::Accepted => t.accepted = true,
+        State::InProgress => (t.accepted, t.started) = (true, true),
+        _ => {}
+    }
     if t.whistle || t.level != Loop::Small || !desk.committee_of.contains_key(&t.area) {
         return;
     }
@@ -654,7 +674,7 @@ fn track(desk: &mut Desk, n: &Notice, now: Millis, params: &Params, targets: &Ru
     };
     if let Some(at) = due {
         t.whistle = true;
-        agenda.push(at, Job { order: id, dispatch: 0, role: Role::Committee, step: Step::Whistle });
+        agenda.push(at, Job { order: id, dispatch: t.life, role: Role::Committee, step: Step::Whistle });
     }
 }
 
@@ -673,7 +693,20 @@ fn whistle(
     agenda: &mut Agenda<Job>,
     stats: &mut ResponderStats,
 ) {
-    let Some(t) = desk.track.get(&job.order) else { return };
+    let Some(t) = desk.track.get_mut(&job.order) else { return };
+    if t.life != job.dispatch {
+        return;
+    }
+    if t.level == Loop::Small && matches!(t.state, State::Resolved | State::Verified) {
+        // Settled in the estate after all, for now: if it is reopened, the committee's rule is looked at again.
+        t.whistle = false;
+        return;
+    }
+    if t.state == State::Created {
+        // Still being relayed by the operations centres: nothing to whistle on yet.
+        agenda.push(now + MINUTE, job);
+        return;
+    }
     if t.level != Loop::Small || !matches!(t.state, State::Dispatched | State::Accepted | State::InProgress | State::Returned) {
         return;
     }
