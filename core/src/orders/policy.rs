@@ -98,8 +98,10 @@ impl Policy {
             );
             for rule in &l.joint {
                 let n = self.takers(l.level, rule, &[]).len();
+                // A small loop that leaves the rule to its own targets is checked with the rules (`check_rules`).
+                let own_targets = n == 0 && l.level == Loop::Small;
                 p.check(
-                    n >= 2,
+                    n >= 2 || own_targets,
                     || format!("levels[{i}].joint[\"{rule}\"]"),
                     || format!("a joint visit needs at least two takers at the {} loop; `{rule}` has {n} there (give it a route)", l.level.as_str()),
                 );
@@ -168,6 +170,17 @@ impl Policy {
                 || format!("{field}[\"{rule}\"]"),
                 || format!("no rule `{rule}` in the rule set (it has {})", known()),
             );
+        }
+        // A joint visit in a small loop that takes the rule's own targets: the rule must name two.
+        for (i, l) in self.levels.iter().enumerate().filter(|(_, l)| l.level == Loop::Small) {
+            for rule in l.joint.iter().filter_map(|id| rules.rules.iter().find(|r| &r.id == id)) {
+                let n = self.takers(l.level, &rule.id, &rule.targets).len();
+                p.check(
+                    n >= 2,
+                    || format!("levels[{i}].joint[\"{}\"]", rule.id),
+                    || format!("a joint visit needs at least two takers at the small loop; `{}` has {n} there (its targets)", rule.id),
+                );
+            }
         }
         p.finish()
     }

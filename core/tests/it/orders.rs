@@ -326,6 +326,20 @@ fn a_policy_with_a_joint_visit_of_one_a_task_force_below_the_large_loop_or_a_whi
             assert!(e.contains(want), "expected {want:?} in {e}");
         }
     }
+    // A joint visit in the estate by the rule's own targets: group rentals have two (committee and property),
+    // a full kiosk's one.
+    for (rule, ok) in [("group-rental", true), ("bin-overflow", false)] {
+        let small = text.replace(
+            "routes: { \"garbage-dumping\": [Owners, Property] },",
+            &format!("routes: {{ \"garbage-dumping\": [Owners, Property] }}, joint: [\"{rule}\"],"),
+        );
+        let p: Policy = towntwin_core::load::parse_ron(Path::new("p.ron"), &small).unwrap();
+        p.validate(Path::new("p.ron")).unwrap();
+        // (assets/rules.ron has no garbage-dumping rule: that refusal is there either way.)
+        let got = p.check_rules(&rules(), Path::new("p.ron"));
+        let e = got.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(e.contains(&format!("levels[0].joint[\"{rule}\"]")), !ok, "{rule}: {e}");
+    }
     // A rule the rule set does not have, named by a whistle or a joint visit.
     let bad = text.replace("\"hotline\": AfterFails(1)", "\"hotlines\": AfterFails(1)");
     let p: Policy = towntwin_core::load::parse_ron(Path::new("p.ron"), &bad).unwrap();
