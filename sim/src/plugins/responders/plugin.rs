@@ -433,9 +433,7 @@ fn respond(
     for (order, n) in latest {
         match n.event.to {
             State::Dispatched => {
-                for r in desk.release(order) {
-                    withdraw(r, cfg, now, &mut stats);
-                }
+                withdraw(desk.release(order), cfg, now, &mut stats);
                 let d = desk.dispatch.entry(order).or_insert(0);
                 *d += 1;
                 let d = *d;
@@ -461,17 +459,13 @@ fn respond(
             }
             State::Resolved => {
                 // Resolved by someone else (a trainee, the API), or by the crew: whoever held it is free again.
-                for r in desk.release(order) {
-                    withdraw(r, cfg, now, &mut stats);
-                }
+                withdraw(desk.release(order), cfg, now, &mut stats);
                 let d = desk.dispatch.get(&order).copied().unwrap_or(0);
                 let mut rng = params.rng("responders.verify", order, d);
                 agenda.push(now + minutes(&mut rng, &cfg.verify_minutes), Job { order, dispatch: d, role: Role::Committee, step: Step::Verify });
             }
             State::Closed | State::Cancelled | State::Returned => {
-                for r in desk.release(order) {
-                    withdraw(r, cfg, now, &mut stats);
-                }
+                withdraw(desk.release(order), cfg, now, &mut stats);
                 *desk.dispatch.entry(order).or_insert(0) += 1;
             }
             // Accepted, in progress, verified: the responders' own doing (or a trainee's, whom they leave be).
@@ -519,9 +513,7 @@ fn respond(
                         acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Fail { reason: "could not be fixed on site".into() } });
                         // The whole visit goes back: the other parties stop too.
                         desk.release_one(job.order, job.role);
-                        for r in desk.release(job.order) {
-                            withdraw(r, cfg, now, &mut stats);
-                        }
+                        withdraw(desk.release(job.order), cfg, now, &mut stats);
                     } else if joint {
                         s.resolved += 1;
                         acts.0.push(Act { at: now, order: job.order, principal: who, action: Action::Report { role: job.role } });
@@ -729,21 +721,20 @@ fn whistle(
     });
     // The order leaves the estate's crews now: none of them acts on it again this minute (an accept after
     // the whistle would take the departments' order).
-    for r in desk.release(job.order) {
-        withdraw(r, cfg, now, stats);
-    }
+    withdraw(desk.release(job.order), cfg, now, stats);
 }
 
-/// Counts an order taken from a crew ([`Desk::release`]): a withdrawal if a member was working it, and a
-/// departure from the waiting line if it was still queued.
-fn withdraw(released: Released, cfg: &Responders, now: Millis, stats: &mut ResponderStats) {
-    let (role, working, joined) = released;
-    let s = stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default();
-    if working {
-        s.withdrawn += 1;
-    }
-    if let Some(j) = joined {
-        s.queue_left += 1;
-        s.queue_left_minutes += ((now - j) / MINUTE) as u64;
+/// Counts an order taken from its crews ([`Desk::release`]): for each, a withdrawal if a member was working
+/// it, and a departure from the waiting line if it was still queued.
+fn withdraw(released: Vec<Released>, cfg: &Responders, now: Millis, stats: &mut ResponderStats) {
+    for (role, working, joined) in released {
+        let s = stats.by_crew.entry(crew_of(cfg, role).0.into()).or_default();
+        if working {
+            s.withdrawn += 1;
+        }
+        if let Some(j) = joined {
+            s.queue_left += 1;
+            s.queue_left_minutes += ((now - j) / MINUTE) as u64;
+        }
     }
 }
