@@ -170,7 +170,7 @@ fn decode_data(ty: EventType, raw: &str) -> Result<Data, serde_json::Error> {
         EventType::GatePass => Data::GatePass(p(raw)?),
         EventType::BinDrop => Data::BinDrop(p(raw)?),
         EventType::BinOverflow | EventType::BinCollected => Data::BinLevel(p(raw)?),
-        EventType::BinDumping => Data::Dumping(p(raw)?),
+        EventType::BinDumping | EventType::ConstructionDumping => Data::Dumping(p(raw)?),
         EventType::ConstructionDrop => Data::ConstructionDrop(p(raw)?),
         EventType::NoiseAlarm => Data::Noise(p(raw)?),
         EventType::ElevatorEbike => Data::ElevatorEbike(p(raw)?),

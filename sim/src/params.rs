@@ -58,3 +58,10 @@ pub(crate) fn range(p: &mut Problems, field: &str, (a, b): (f64, f64)) {
         || format!("expected a range (low, high) with 0 < low <= high, got ({a}, {b})"),
     );
 }
+
+/// A range of days that a time in the run is drawn from: as [`range`], and at most ten years, so an
+/// instant a draw gives always fits in event time.
+pub(crate) fn days_range(p: &mut Problems, field: &str, (a, b): (f64, f64)) {
+    range(p, field, (a, b));
+    p.check(b <= 3650.0, || field.to_string(), || format!("expected at most 3650 days, got {b}"));
+}

@@ -15,8 +15,8 @@ pub use crate::params::Probability;
 pub use crate::plugins::devices::Devices;
 pub use crate::plugins::fence::Fence;
 pub use crate::plugins::garbage::Garbage;
-pub use crate::plugins::hotline::{Hotline, Patience, Patrols, Synthetic};
-pub use crate::plugins::platform::{Capital, Costs, Deployed, Platform};
+pub use crate::plugins::hotline::{Hotline, Patience, Patrols, Requests, Synthetic};
+pub use crate::plugins::platform::{Capital, Costs, Deployed, INSTANT, Platform, changed_by_deployment};
 pub use crate::plugins::renovation::Renovation;
 pub use crate::plugins::rental::GroupRental;
 pub use crate::plugins::residents::{ByAge, Residents, Visitors};
@@ -67,6 +67,9 @@ pub struct Scenario {
     pub synthetic: Synthetic,
     #[serde(default)]
     pub patrols: Patrols,
+    /// Residents' repair requests and questions, and how they reach the estate.
+    #[serde(default)]
+    pub requests: Requests,
     /// Where the platform is deployed (every estate when left out) and what residents do with it.
     #[serde(default)]
     pub platform: Platform,
@@ -118,6 +121,7 @@ impl Scenario {
         self.responders.check(&mut p);
         self.synthetic.check(&mut p);
         self.hotline.check(&mut p);
+        self.requests.check(&mut p);
         self.response.check(&mut p);
         self.platform.check(&mut p);
         self.costs.check(&mut p);

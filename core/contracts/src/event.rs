@@ -35,6 +35,8 @@ pub enum EventType {
     ClockTick,
     /// Last, so that the others keep their numbers.
     BinDumping,
+    /// Construction waste left outside a smart construction-waste box, seen by its camera.
+    ConstructionDumping,
 }
 
 /// Delivery class of an event type, which decides its MQTT QoS.
@@ -49,7 +51,7 @@ pub enum Class {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 21] = [
+    pub const ALL: [EventType; 22] = [
         EventType::GatePass,
         EventType::BinDrop,
         EventType::BinOverflow,
@@ -71,6 +73,7 @@ impl EventType {
         EventType::HotlineCall,
         EventType::ClockTick,
         EventType::BinDumping,
+        EventType::ConstructionDumping,
     ];
 
     /// The CloudEvents `type` attribute and last topic segment.
@@ -97,6 +100,7 @@ impl EventType {
             EventType::HotlineCall => "hotline.call",
             EventType::ClockTick => "clock.tick",
             EventType::BinDumping => "bin.dumping",
+            EventType::ConstructionDumping => "construction.dumping",
         }
     }
 
@@ -115,7 +119,8 @@ impl EventType {
             | EventType::ManholeAlarm
             | EventType::DeviceFault
             | EventType::HotlineCall
-            | EventType::BinDumping => Class::Alarm,
+            | EventType::BinDumping
+            | EventType::ConstructionDumping => Class::Alarm,
             EventType::DeviceHeartbeat | EventType::WaterReading => Class::Telemetry,
             // The clock tick drives the core's timers; it is cheap (one a simulated minute) and worth delivering.
             _ => Class::Activity,

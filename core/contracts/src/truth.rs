@@ -32,10 +32,17 @@ pub enum IncidentKind {
     /// A job of the synthetic kind (`synthetic` in a scenario): Poisson arrivals at a constant rate, each
     /// reported at once through the 12345 line, for checking a crew against queueing theory.
     Synthetic,
+    /// Construction waste left outside a smart construction-waste box (装修垃圾乱堆), until cleared.
+    ConstructionDumping,
+    /// Something in a flat or its building that needs the property manager's repair (物业报修: a leak, a
+    /// corridor light, a door closer), until repaired.
+    RepairNeeded,
+    /// A resident's question for the estate (fees, rules, a rental discussion), until answered.
+    ResidentQuestion,
 }
 
 impl IncidentKind {
-    pub const ALL: [IncidentKind; 19] = [
+    pub const ALL: [IncidentKind; 22] = [
         IncidentKind::GroupRental,
         IncidentKind::RenovationLegal,
         IncidentKind::RenovationIllegal,
@@ -55,6 +62,9 @@ impl IncidentKind {
         IncidentKind::GarbageMissort,
         IncidentKind::GarbageDumping,
         IncidentKind::Synthetic,
+        IncidentKind::ConstructionDumping,
+        IncidentKind::RepairNeeded,
+        IncidentKind::ResidentQuestion,
     ];
 
     /// The source's application scenario a problem of this kind belongs to (`None`: the devices' own
@@ -67,6 +77,8 @@ impl IncidentKind {
             VulnerableEmergency => "vulnerable residents",
             EbikeElevator | EbikeIndoorCharging | EbikeFlyingWire => "vehicles and charging",
             BinOverflow | GarbageMissort | GarbageDumping => "garbage",
+            ConstructionDumping => "construction waste",
+            RepairNeeded | ResidentQuestion => "repairs and questions",
             FenceViolation => "road fences",
             Fire | ElectricalFault | ManholeDisplaced => "safety",
             RenovationLegal | VulnerableTrip | DeviceOffline | DeviceLowBattery | DeviceStuck | Synthetic => return None,
@@ -94,6 +106,9 @@ impl IncidentKind {
             IncidentKind::GarbageMissort => "garbage.missort",
             IncidentKind::GarbageDumping => "garbage.dumping",
             IncidentKind::Synthetic => "synthetic.job",
+            IncidentKind::ConstructionDumping => "construction.dumping",
+            IncidentKind::RepairNeeded => "repair.needed",
+            IncidentKind::ResidentQuestion => "resident.question",
         }
     }
 }

@@ -154,7 +154,7 @@ impl Orders {
     fn arm(&mut self, id: u64) {
         let o = &self.orders[id as usize - 1];
         let lvl = o.policy.level(o.level);
-        let (accept, resolve) = (lvl.accept_within_minutes, lvl.resolve_within_hours);
+        let (accept, resolve) = lvl.deadlines(&o.rule);
         let resolve_due = resolve.map(|h| o.dispatched_at + h as Millis * HOUR);
         let mut due = Vec::new();
         match o.state {
@@ -282,13 +282,15 @@ impl Orders {
 
     /// A 12345 call about `category` (the finding of a hotline rule) joins the open order of a rule that
     /// detects that kind of problem at the same place: the same area, and the same subject for a rule that
-    /// names one. Returns the order it joined (the oldest, if several), or `None` when there is none and the
-    /// call makes its own hotline order.
+    /// names one. Failing that, a report on one line joins the open order the other report rule (hotline or
+    /// QR) made of the same problem (the same key: estate, category, subject): a resident who reported a
+    /// repair by QR and then calls 12345 about it adds to that order. Returns the order it joined (the
+    /// oldest, if several), or `None` when there is none and the call makes its own order.
     pub fn attach_call(&mut self, f: &Finding, category: IncidentKind, rules: &RuleSet) -> Option<u64> {
         let detecting: Vec<(&str, bool)> = rules
             .rules
             .iter()
-            .filter(|r| !matches!(r.kind, RuleKind::Hotline) && r.detects.kinds.contains(&category))
+            .filter(|r| !matches!(r.kind, RuleKind::Hotline | RuleKind::Qr) && r.detects.kinds.contains(&category))
             .map(|r| (r.id.as_str(), r.detects.by == MatchBy::Subject))
             .collect();
         let id = self
@@ -299,7 +301,15 @@ impl Orders {
                 let o = &self.orders[*id as usize - 1];
                 o.area == f.area && detecting.iter().any(|(rule, by_subject)| o.rule == *rule && (!by_subject || o.subject == f.subject))
             })
-            .min()?;
+            .min()
+            .or_else(|| {
+                rules
+                    .rules
+                    .iter()
+                    .filter(|r| matches!(r.kind, RuleKind::Hotline | RuleKind::Qr) && r.id != f.rule)
+                    .filter_map(|r| self.open_by_key.get(&(r.id.clone(), f.key.clone())).copied())
+                    .min()
+            })?;
         let o = &mut self.orders[id as usize - 1];
         o.calls += 1;
         o.count += 1;

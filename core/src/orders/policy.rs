@@ -36,6 +36,29 @@ pub struct Level {
     /// affairs). The first role leads: it is the crew that goes.
     #[serde(default)]
     pub routes: BTreeMap<String, Vec<Role>>,
+    /// Per rule id, a service promise of its own at this loop: deadlines in place of the level's (the QR
+    /// code's repair requests answered within the hour, say). A field left out keeps the level's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub promise: BTreeMap<String, Promise>,
+}
+
+/// A rule's own deadlines at one loop (see [`Level::promise`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Promise {
+    #[serde(default)]
+    pub accept_within_minutes: Option<u32>,
+    #[serde(default)]
+    pub resolve_within_hours: Option<u32>,
+}
+
+impl Level {
+    /// The accept and resolve deadlines for an order of `rule` at this loop: the rule's promise where it
+    /// gives one, else the level's.
+    pub fn deadlines(&self, rule: &str) -> (Option<u32>, Option<u32>) {
+        let p = self.promise.get(rule);
+        (p.and_then(|p| p.accept_within_minutes).or(self.accept_within_minutes), p.and_then(|p| p.resolve_within_hours).or(self.resolve_within_hours))
+    }
 }
 
 /// An escalation policy: what planners compare.
@@ -109,6 +132,24 @@ impl Policy {
             p.check(l.accept_within_minutes != Some(0), || format!("levels[{i}].accept_within_minutes"), || "expected at least 1".into());
             p.check(l.resolve_within_hours != Some(0), || format!("levels[{i}].resolve_within_hours"), || "expected at least 1".into());
             p.check(l.escalate_after_reopens != Some(0), || format!("levels[{i}].escalate_after_reopens"), || "expected at least 1".into());
+            for (rule, pr) in &l.promise {
+                let at = |f: &str| format!("levels[{i}].promise[\"{rule}\"].{f}");
+                p.check(
+                    pr.accept_within_minutes.is_some() || pr.resolve_within_hours.is_some(),
+                    || format!("levels[{i}].promise[\"{rule}\"]"),
+                    || "expected accept_within_minutes or resolve_within_hours (a promise of neither changes nothing)".into(),
+                );
+                p.check(
+                    pr.accept_within_minutes.is_none_or(|m| (1..=525_600).contains(&m)),
+                    || at("accept_within_minutes"),
+                    || "expected 1..=525600 minutes (a year)".into(),
+                );
+                p.check(
+                    pr.resolve_within_hours.is_none_or(|h| (1..=8_760).contains(&h)),
+                    || at("resolve_within_hours"),
+                    || "expected 1..=8760 hours (a year)".into(),
+                );
+            }
         }
         p.check(self.whistle_to != Loop::Small, || "whistle_to".into(), || "a whistle calls in the departments: Medium or Large".into());
         for (rule, m) in &self.relay_minutes {
@@ -156,7 +197,8 @@ impl Policy {
         let routes = self.levels.iter().enumerate().flat_map(|(i, l)| {
             let fails = l.failed_visits.keys().map(move |rule| (format!("levels[{i}].failed_visits"), rule));
             let joint = l.joint.iter().map(move |rule| (format!("levels[{i}].joint"), rule));
-            l.routes.keys().map(move |rule| (format!("levels[{i}].routes"), rule)).chain(fails).chain(joint)
+            let promise = l.promise.keys().map(move |rule| (format!("levels[{i}].promise"), rule));
+            l.routes.keys().map(move |rule| (format!("levels[{i}].routes"), rule)).chain(fails).chain(joint).chain(promise)
         });
         let starts = self
             .start_at

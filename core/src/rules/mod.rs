@@ -164,7 +164,19 @@ pub enum RuleKind {
     /// A resident's call to the 12345 hotline (`hotline.call`). The core attaches it to the open order of a
     /// rule that detects the call's category for the same place (the same subject, for a rule that names
     /// one); otherwise it opens (or repeats) an order of this rule keyed by estate, category and subject.
+    /// It takes the reports on the estates' patrol and QR lines too, unless the set has a [`RuleKind::Qr`]
+    /// rule, which then takes the QR reports.
     Hotline,
+    /// A resident's report by the estate's QR code (高行家园码): a repair request (物业报修), a question, or a
+    /// problem seen. Like [`RuleKind::Hotline`] (a report about a problem a rule already has an order for
+    /// joins that order), but for the QR line alone, so that a policy can give the platform's own channel
+    /// its own service promise (its deadlines and takers) apart from the city's hotline.
+    Qr,
+    /// A household whose drops the kiosk's camera flagged as wrongly sorted at least `times` times within
+    /// `within_days` days (the kiosks' data comparison and video capture, 数据比对、视频抓拍): an order to
+    /// call on the household and persuade it, keyed by the flat. The flags are counted afresh after each
+    /// finding.
+    WrongSorts { times: u32, within_days: u32 },
 }
 
 impl RuleSet {
@@ -281,6 +293,14 @@ impl RuleSet {
                 RuleKind::Hotline => {
                     let n = self.rules.iter().filter(|r| matches!(r.kind, RuleKind::Hotline)).count();
                     p.check(n == 1, || at("kind"), || format!("at most one Hotline rule (calls would open an order for each), found {n}"));
+                }
+                RuleKind::Qr => {
+                    let n = self.rules.iter().filter(|r| matches!(r.kind, RuleKind::Qr)).count();
+                    p.check(n == 1, || at("kind"), || format!("at most one Qr rule (reports would open an order for each), found {n}"));
+                }
+                RuleKind::WrongSorts { times, within_days } => {
+                    p.check((1..=1000).contains(times), || at("kind.times"), || format!("expected 1..=1000 flagged drops, got {times}"));
+                    p.check((1..=365).contains(within_days), || at("kind.within_days"), || format!("expected 1..=365 days, got {within_days}"));
                 }
             }
         }

@@ -189,3 +189,50 @@ fn an_estate_the_platform_does_not_cover_has_no_register_to_watch() {
     assert_eq!(absences(Some(vec!["E001".into()])), 1);
     assert_eq!(absences(Some(Vec::new())), 0);
 }
+
+/// A core on the platform comparison's rules (with the QR rule) and the source's loops (with its promise).
+fn platform_core() -> Core {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rules = RuleSet::load(&root.join("scenarios/rules/platform.ron")).unwrap();
+    let policy = Policy::load_for(&root.join("scenarios/policies/source-loops.ron"), &rules).unwrap();
+    Core::open(rules, policy, &common::town(), None).unwrap()
+}
+
+#[test]
+fn with_a_qr_rule_the_qr_code_has_its_own_orders_and_promise_and_a_later_12345_call_joins_them() {
+    use towntwin_core::orders::{Loop, State};
+    let mut f = Feed { core: platform_core(), t0: parse_local_date("2026-03-02").unwrap(), n: 0 };
+    f.tick(0);
+    // A repair request by QR: the QR rule's order, for the property manager.
+    let o = f.report("E001", "qr", IncidentKind::RepairNeeded, "B01-101", MINUTE);
+    assert!(o.rejected.is_empty(), "{:?}", o.rejected);
+    let orders = f.core.orders.orders.clone();
+    assert_eq!(orders.len(), 1, "{orders:#?}");
+    assert_eq!((orders[0].rule.as_str(), orders[0].subject.as_str()), ("qr", "B01-101"));
+    assert_eq!(orders[0].assignee.first(), Some(&towntwin_core::orders::Role::Property));
+    // The resident calls 12345 about the same repair: the call joins the QR order.
+    f.call("E001", IncidentKind::RepairNeeded, "B01-101", 5 * MINUTE);
+    assert_eq!(f.core.orders.orders.len(), 1);
+    assert_eq!((f.core.orders.orders[0].calls, f.core.orders.orders[0].count), (1, 2));
+    // A call about another flat's repair: the hotline rule's order, not the QR rule's.
+    f.call("E001", IncidentKind::RepairNeeded, "B01-102", 6 * MINUTE);
+    assert_eq!(f.core.orders.orders.len(), 2);
+    assert_eq!(f.core.orders.orders[1].rule, "hotline");
+    // The QR promise (accept within 60 minutes) moves the unaccepted QR order up at minute 61, while the
+    // hotline order waits for the small loop's own day.
+    for m in 7..=62 {
+        f.tick(m * MINUTE);
+    }
+    let (qr, hot) = (&f.core.orders.orders[0], &f.core.orders.orders[1]);
+    assert_eq!((qr.level, qr.state), (Loop::Medium, State::Dispatched), "{qr:#?}");
+    assert_eq!(hot.level, Loop::Small, "{hot:#?}");
+}
+
+#[test]
+fn without_a_qr_rule_the_hotline_rule_takes_the_qr_reports() {
+    let mut f = Feed { core: core(), t0: parse_local_date("2026-03-02").unwrap(), n: 0 };
+    f.tick(0);
+    f.report("E001", "qr", IncidentKind::RepairNeeded, "B01-101", MINUTE);
+    assert_eq!(f.core.orders.orders.len(), 1);
+    assert_eq!(f.core.orders.orders[0].rule, "hotline");
+}

@@ -330,12 +330,12 @@ fn a_policy_with_a_joint_visit_of_one_a_task_force_below_the_large_loop_or_a_whi
     // a full kiosk's one.
     for (rule, ok) in [("group-rental", true), ("bin-overflow", false)] {
         let small = text.replace(
-            "routes: { \"garbage-dumping\": [Owners, Property] },",
-            &format!("routes: {{ \"garbage-dumping\": [Owners, Property] }}, joint: [\"{rule}\"],"),
+            "routes: { \"garbage-dumping\": [Owners, Property], \"garbage-sorting\": [Owners, Property] },",
+            &format!("routes: {{ \"garbage-dumping\": [Owners, Property], \"garbage-sorting\": [Owners, Property] }}, joint: [\"{rule}\"],"),
         );
         let p: Policy = towntwin_core::load::parse_ron(Path::new("p.ron"), &small).unwrap();
         p.validate(Path::new("p.ron")).unwrap();
-        // (assets/rules.ron has no garbage-dumping rule: that refusal is there either way.)
+        // (assets/rules.ron has no garbage-dumping, garbage-sorting or qr rule: those refusals are there either way.)
         let got = p.check_rules(&rules(), Path::new("p.ron"));
         let e = got.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
         assert_eq!(e.contains(&format!("levels[0].joint[\"{rule}\"]")), !ok, "{rule}: {e}");
@@ -345,4 +345,25 @@ fn a_policy_with_a_joint_visit_of_one_a_task_force_below_the_large_loop_or_a_whi
     let p: Policy = towntwin_core::load::parse_ron(Path::new("p.ron"), &bad).unwrap();
     let e = p.check_rules(&rules(), Path::new("p.ron")).unwrap_err().to_string();
     assert!(e.contains("no rule `hotlines`"), "{e}");
+}
+
+#[test]
+fn a_promise_of_nothing_of_zero_or_for_an_unknown_rule_is_refused() {
+    let f = Path::new("p.ron");
+    let text = std::fs::read_to_string(root().join("scenarios/policies/standard.ron")).unwrap();
+    let with = |promise: &str| text.replace("escalate_after_reopens: Some(2)),", &format!("escalate_after_reopens: Some(2), promise: {{{promise}}}),"));
+    let p: Policy = towntwin_core::load::parse_ron(f, &with("\"hotline\": ()")).unwrap();
+    let e = p.validate(f).unwrap_err().to_string();
+    assert!(e.contains("levels[0].promise[\"hotline\"]") && e.contains("changes nothing"), "{e}");
+    let p: Policy = towntwin_core::load::parse_ron(f, &with("\"hotline\": (accept_within_minutes: Some(0))")).unwrap();
+    let e = p.validate(f).unwrap_err().to_string();
+    assert!(e.contains("levels[0].promise[\"hotline\"].accept_within_minutes"), "{e}");
+    let p: Policy = towntwin_core::load::parse_ron(f, &with("\"qr\": (resolve_within_hours: Some(4))")).unwrap();
+    p.validate(f).unwrap();
+    let e = p.check_rules(&rules(), f).unwrap_err().to_string();
+    assert!(e.contains("levels[0].promise[\"qr\"]") && e.contains("no rule `qr`"), "{e}");
+    // A promise keeps what it does not say from the level.
+    let p: Policy = towntwin_core::load::parse_ron(f, &with("\"hotline\": (resolve_within_hours: Some(4))")).unwrap();
+    assert_eq!(p.level(towntwin_core::orders::Loop::Small).deadlines("hotline"), (Some(120), Some(4)));
+    assert_eq!(p.level(towntwin_core::orders::Loop::Small).deadlines("smoke"), (Some(120), Some(24)));
 }

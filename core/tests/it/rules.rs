@@ -294,17 +294,21 @@ fn two_absence_rules_each_fire_under_their_own_id_and_hours() {
 }
 
 #[test]
-fn a_format_2_snapshot_reads_as_format_3_with_no_signs_of_life() {
-    // Format 2 is format 3 without its last field, the homes' signs of life (empty: one zero byte).
+fn older_snapshot_formats_read_as_format_4_with_their_missing_fields_empty() {
+    // Format 3 is format 4 without its last field (the flats' flagged wrong sorts), format 2 format 3
+    // without the homes' signs of life: each empty list is one zero byte.
     let mut b = Bench::new();
     b.pass(VULNERABLE, FLAT, HOUR);
     b.tick(2 * HOUR);
-    let three = towntwin_core::service::encode_snapshot(&b.engine.state).unwrap();
-    assert!(three.starts_with(b"towntwin-engine-postcard-3\n"));
-    assert_eq!(three.last(), Some(&0), "no signs of life: an empty list last");
-    let mut two = b"towntwin-engine-postcard-2\n".to_vec();
-    two.extend(&three[b"towntwin-engine-postcard-3\n".len()..three.len() - 1]);
-    assert_eq!(towntwin_core::service::decode_snapshot(&two).unwrap(), b.engine.state);
+    let four = towntwin_core::service::encode_snapshot(&b.engine.state).unwrap();
+    let tag = b"towntwin-engine-postcard-4\n";
+    assert!(four.starts_with(tag));
+    assert!(four.ends_with(&[0, 0]), "no signs of life, no wrong sorts: two empty lists last");
+    for (n, cut) in [(3, 1), (2, 2)] {
+        let mut old = format!("towntwin-engine-postcard-{n}\n").into_bytes();
+        old.extend(&four[tag.len()..four.len() - cut]);
+        assert_eq!(towntwin_core::service::decode_snapshot(&old).unwrap(), b.engine.state, "format {n}");
+    }
 }
 
 #[test]
@@ -441,4 +445,102 @@ fn a_rule_file_that_extends_another_replaces_by_id_adds_the_rest_and_names_its_p
         let e = RuleSet::load(&f).unwrap_err().to_string();
         assert!(e.contains(want), "expected {want:?} in: {e}");
     }
+}
+
+#[test]
+fn wrong_sorts_open_an_order_at_the_nth_flag_within_the_window_and_count_afresh_after() {
+    use towntwin_core::event::{BinDrop, WasteCategory};
+    use towntwin_core::rules::{Rule, RuleKind};
+    let mut b = Bench::new();
+    let mut set = rules();
+    set.rules.push(Rule {
+        id: "garbage-sorting".into(),
+        title: "t".into(),
+        service: "property".into(),
+        targets: vec![towntwin_core::rules::Role::Property],
+        kind: RuleKind::WrongSorts { times: 3, within_days: 7 },
+        quiet_hours: 0,
+        detects: Default::default(),
+    });
+    set.validate(Path::new("test")).unwrap();
+    b.engine = Engine::new(set, &crate::common::town());
+    let drop = |b: &mut Bench, flat: FlatRef, ok: bool, at: Millis| {
+        let data = Data::BinDrop(BinDrop { flat, category: WasteCategory::Kitchen, weight_g: 500, sorted_ok: ok, fill_pct: 10 });
+        of(&b.ev(Some("E001-bin-001"), EventType::BinDrop, at, data), "garbage-sorting").len()
+    };
+    let other = FlatRef { building: 2, room: 201 };
+    b.tick(HOUR);
+    // Right sorts count for nothing; two flags are not yet three; another flat's flag is its own.
+    assert_eq!(drop(&mut b, FLAT, true, HOUR), 0);
+    assert_eq!(drop(&mut b, FLAT, false, 2 * HOUR), 0);
+    assert_eq!(drop(&mut b, other, false, 2 * HOUR), 0);
+    assert_eq!(drop(&mut b, FLAT, false, 3 * DAY), 0);
+    // The first flag is more than 7 days old at the next one: still two in the window.
+    b.tick(8 * DAY);
+    assert_eq!(drop(&mut b, FLAT, false, 8 * DAY), 0);
+    // The third in the window: an order about the flat, keyed by it.
+    b.tick(9 * DAY);
+    let f = b.ev(
+        Some("E001-bin-001"),
+        EventType::BinDrop,
+        9 * DAY,
+        Data::BinDrop(BinDrop { flat: FLAT, category: WasteCategory::Residual, weight_g: 300, sorted_ok: false, fill_pct: 11 }),
+    );
+    let found = of(&f, "garbage-sorting");
+    assert_eq!(found.len(), 1, "{f:?}");
+    assert_eq!((found[0].subject.as_str(), found[0].key.as_str(), found[0].area.as_str()), ("B01-101", "E001/B01-101", "E001"));
+    assert!(found[0].detail.contains("3 drops flagged"), "{}", found[0].detail);
+    // Counted afresh: the next flag is the first of three again; the state survives a snapshot.
+    assert_eq!(drop(&mut b, FLAT, false, 9 * DAY + HOUR), 0);
+    let bytes = towntwin_core::service::encode_snapshot(&b.engine.state).unwrap();
+    assert_eq!(towntwin_core::service::decode_snapshot(&bytes).unwrap(), b.engine.state);
+    assert_eq!(drop(&mut b, FLAT, false, 9 * DAY + 2 * HOUR), 0);
+    assert_eq!(drop(&mut b, FLAT, false, 9 * DAY + 3 * HOUR), 1);
+}
+
+#[test]
+fn a_wrong_sorts_rule_out_of_range_and_a_second_qr_rule_are_refused_by_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.ron");
+    let rule = |id: &str, kind: &str| format!("(id: \"{id}\", title: \"t\", service: \"s\", targets: [Property], kind: {kind})");
+    let write = |rules: Vec<String>| {
+        std::fs::write(&file, format!("(version: 1, rules: [{}])", rules.join(", "))).unwrap();
+        RuleSet::load(&file).unwrap_err().to_string()
+    };
+    let e = write(vec![rule("w", "WrongSorts(times: 0, within_days: 400)")]);
+    assert!(e.contains("rules[0].kind.times") && e.contains("rules[0].kind.within_days"), "{e}");
+    let e = write(vec![rule("a", "Qr"), rule("b", "Qr")]);
+    assert!(e.contains("at most one Qr rule"), "{e}");
+}
+
+#[test]
+fn two_wrong_sorts_rules_keep_their_own_counts() {
+    use towntwin_core::event::{BinDrop, WasteCategory};
+    use towntwin_core::rules::{Rule, RuleKind};
+    let mut b = Bench::new();
+    let mut set = rules();
+    for (id, times) in [("sorting-2", 2), ("sorting-3", 3)] {
+        set.rules.push(Rule {
+            id: id.into(),
+            title: "t".into(),
+            service: "property".into(),
+            targets: vec![towntwin_core::rules::Role::Property],
+            kind: RuleKind::WrongSorts { times, within_days: 7 },
+            quiet_hours: 0,
+            detects: Default::default(),
+        });
+    }
+    b.engine = Engine::new(set, &crate::common::town());
+    b.tick(HOUR);
+    let mut fired = Vec::new();
+    for i in 1..=6 {
+        let data = Data::BinDrop(BinDrop { flat: FLAT, category: WasteCategory::Kitchen, weight_g: 500, sorted_ok: false, fill_pct: 10 });
+        for f in b.ev(Some("E001-bin-001"), EventType::BinDrop, HOUR + i * MINUTE, data) {
+            fired.push((i, f.rule));
+        }
+    }
+    // Each drop counts once for each rule; one rule's order does not reset the other's count.
+    let want: Vec<(i64, String)> =
+        [(2, "sorting-2"), (3, "sorting-3"), (4, "sorting-2"), (6, "sorting-2"), (6, "sorting-3")].map(|(i, r)| (i, r.to_string())).to_vec();
+    assert_eq!(fired, want);
 }

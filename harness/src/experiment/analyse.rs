@@ -89,6 +89,8 @@ pub fn describe(name: &str) -> String {
         "total_cost_yuan_per_day" => "staff, capital and remediation per day (yuan)",
         "going_on_at_end" => "real problems still going on at the end of the run",
         "scenario_calls_per_week" => "12345 calls per week about the scenario's problems",
+        "scenario_incidents_per_day" => "real problems of the scenario begun per day (a habit a response or points changed shows here)",
+        "incidents_per_day" => "real problems of the kind begun per day",
         "scenario_harm_hours_per_day" => "hours the scenario's real problems went on, per day",
         "scenario_remediation_yuan_per_day" => "remediation of the scenario's problems per day (yuan)",
         "scenario_solved_before_any_call" => "share of the scenario's problems a response ended before any resident reported them (12345 or QR code)",

@@ -332,6 +332,7 @@ fn by_scenario_table(h: &mut String, s: &Summary, after: &str) {
     );
     h.push_str("<table><tr><th>scenario</th><th>measure</th><th>before</th><th>after</th><th>after − before</th></tr>");
     let measures = [
+        ("scenario_incidents_per_day/", "problems begun, a day"),
         ("scenario_calls_per_week/", "12345 calls a week"),
         ("scenario_harm_hours_per_day/", "hours problems went on, a day"),
         ("scenario_solved_before_any_call/", "solved before any resident reported it"),

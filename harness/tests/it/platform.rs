@@ -72,6 +72,12 @@ fn before_and_after_share_their_incidents_until_the_first_response_and_the_platf
         // Household waste: the kiosks' cameras find dumped bags and a response clears them.
         assert!(kpi(a, "recall/garbage-dumping") > 0.5, "{:?}", a.kpis.get("recall/garbage-dumping"));
         assert!(kpi(a, "harm_hours_per_day/garbage.dumping") < kpi(b, "harm_hours_per_day/garbage.dumping"));
+        // Construction waste left outside the boxes: the box's camera finds it and a response clears it.
+        assert!(kpi(a, "recall/construction-dumping") > 0.0, "{:?}", a.kpis.get("recall/construction-dumping"));
+        assert_eq!(kpi(b, "recall/construction-dumping"), 0.0);
+        // Repair requests: by the QR code after, seen to sooner than by the property's phone before.
+        assert!(kpi(a, "harm_hours_per_day/repair.needed") < kpi(b, "harm_hours_per_day/repair.needed"));
+        assert!(kpi(a, "reports_per_week/qr") > kpi(p, "reports_per_week/qr"));
         // A response changes the town: after's problems go on for fewer hours.
         assert!(kpi(a, "harm_hours_per_day") < kpi(b, "harm_hours_per_day"));
     }

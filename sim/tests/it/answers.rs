@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use towntwin_contracts::orders::{Loop, Notice, OrderEvent, Role, State};
+use towntwin_contracts::orders::Notice;
 use towntwin_contracts::time::{HOUR, MINUTE, Millis, parse_local_date};
 use towntwin_contracts::truth::{Detects, IncidentKind, MatchBy};
 use towntwin_sim::RuleTargets;
@@ -40,28 +40,9 @@ fn twin(s: &Scenario) -> Twin {
     t
 }
 
+/// A resolution of a group-rental order.
 fn resolved(order: u64, at: Millis, area: &str, subject: &str) -> Notice {
-    Notice {
-        event: OrderEvent {
-            order,
-            at,
-            actor: "estate:x/property".into(),
-            action: "resolve".into(),
-            from: Some(State::InProgress),
-            to: State::Resolved,
-            level: Loop::Small,
-            reason: None,
-        },
-        area: area.into(),
-        rule: "group-rental".into(),
-        subject: subject.into(),
-        estate: None,
-        assignee: vec![Role::Property],
-        joint: false,
-        cause: None,
-        first_seen: at,
-        last_seen: at,
-    }
+    crate::scenarios::resolved(order, at, "group-rental", area, subject)
 }
 
 /// What the devices and the hotline said about one flat in a stretch of the run.

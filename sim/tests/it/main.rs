@@ -5,4 +5,5 @@ mod answers;
 mod drill;
 mod platform;
 mod responders;
+mod scenarios;
 mod twin;

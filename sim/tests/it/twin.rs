@@ -92,6 +92,7 @@ fn the_baseline_file_states_the_built_in_defaults() {
     assert_eq!(s.responders, Responders::default());
     assert_eq!(s.response, Response::default());
     assert_eq!(s.hotline, Hotline::default());
+    assert_eq!(s.requests, Requests::default());
 }
 
 #[test]
@@ -124,9 +125,12 @@ fn gate_traffic_has_a_diurnal_and_weekly_shape() {
 
 #[test]
 fn every_event_kind_appears_over_a_week() {
-    // With the opt-in features on (the baseline has no bags dumped beside the kiosks).
+    // With the opt-in features on (the baseline has no bags dumped beside the kiosks and no construction
+    // waste left outside the boxes).
     let mut s = scenario(7, "2026-03-02");
     s.garbage.dumping_per_kiosk_day = 0.2;
+    s.renovation.dumped_outside_legal = towntwin_sim::scenario::Probability::new(0.3).unwrap();
+    s.renovation.dumped_outside_illegal = towntwin_sim::scenario::Probability::new(0.3).unwrap();
     let (_, stats, incidents) = run(&s, small(3, 12, 3), None);
     for t in EventType::ALL {
         // Fires and manhole alarms are too rare for a small town's week; the rest must all occur.

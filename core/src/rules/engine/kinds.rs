@@ -49,8 +49,17 @@ impl Engine {
                     ));
                 }
             }
-            (RuleKind::Hotline, Data::Hotline(call)) => {
+            (kind @ (RuleKind::Hotline | RuleKind::Qr), Data::Hotline(call)) => {
                 let Some((area, line)) = crate::decode::report_line(&ev.source) else { return };
+                // With a QR rule in the set, QR reports are its own and the rest the hotline rule's.
+                let qr = line == crate::event::Line::Qr;
+                let take = match kind {
+                    RuleKind::Qr => qr,
+                    _ => !qr || !self.qr_rule,
+                };
+                if !take {
+                    return;
+                }
                 let estate = self.ctx.estates.iter().position(|e| e == area).map(|i| i as u16);
                 let (area, about) = (area.to_string(), call.about.clone());
                 out.push(self.finding(
@@ -86,6 +95,7 @@ impl Engine {
                     Data::Noise(n) => (true, format!("{}/B{:02}", d.area, n.building), format!("{} dB for {} s", n.db, n.seconds)),
                     Data::Fault(f) => (true, d.id.clone(), format!("{:?}", f.fault)),
                     // Bags beside a kiosk: one order per kiosk, which later sightings join.
+                    Data::Dumping(x) if ev.ty == EventType::ConstructionDumping => (true, d.id.clone(), format!("{} load(s) left outside the box", x.bags)),
                     Data::Dumping(x) => (true, d.id.clone(), format!("{} bag(s) beside the kiosk", x.bags)),
                     _ => (true, format!("{}/{}", d.id, ev.id), String::new()),
                 };
@@ -96,6 +106,30 @@ impl Engine {
                         _ => ev.subject.map_or(d.id.clone(), |s| s.to_string()),
                     };
                     out.push(self.finding(ri, key, d.estate, d.area.clone(), subject, ev.time, detail));
+                }
+            }
+            (RuleKind::WrongSorts { times, within_days }, Data::BinDrop(b)) if !b.sorted_ok => {
+                let Some(estate) = dev.as_ref().and_then(|d| d.estate) else { return };
+                let since = ev.time.max(self.state.now) - *within_days as Millis * DAY;
+                let key = (ri as u16, estate, b.flat);
+                let flags = self.state.missorts.entry(key).or_default();
+                flags.retain(|t| *t > since);
+                if ev.time > since {
+                    flags.push(ev.time);
+                }
+                if flags.len() >= *times as usize {
+                    let n = flags.len();
+                    self.state.missorts.remove(&key);
+                    let area = self.ctx.estates[estate as usize].clone();
+                    out.push(self.finding(
+                        ri,
+                        format!("{area}/{}", b.flat),
+                        Some(estate),
+                        area,
+                        b.flat.to_string(),
+                        ev.time,
+                        format!("{n} drops flagged as wrongly sorted in {within_days} days"),
+                    ));
                 }
             }
             (RuleKind::Duration { start, end, minutes }, _) => {

@@ -78,6 +78,11 @@ pub struct State {
     /// absence rule. Last, so that a format-2 snapshot (without it) reads as this one with none.
     #[serde(with = "pairs", default)]
     home_signs: FxMap<u32, Millis>,
+    /// (wrong-sorts rule, estate, flat) -> the times of the flat's drops flagged as wrongly sorted since
+    /// that rule's last finding about it (each rule keeps its own count). Last, so that a format-3 snapshot
+    /// (without it) reads as this one with none.
+    #[serde(with = "pairs", default)]
+    missorts: FxMap<(u16, u16, FlatRef), Vec<Millis>>,
 }
 
 /// A flat's faces: (person, last seen).
@@ -132,6 +137,8 @@ pub struct Engine {
     by_type: Vec<Vec<u16>>,
     /// The silence rule's (factor, mains minutes, battery minutes), if the set has one.
     silence: Option<(f64, u32, u32)>,
+    /// Whether the set has a QR rule, which then takes the QR reports from the hotline rule.
+    qr_rule: bool,
 }
 
 /// Which event types can move rule `kind` (every type for a daily sample, which arms on the first event).
@@ -139,7 +146,8 @@ fn moved_by(kind: &RuleKind, ty: EventType) -> bool {
     match kind {
         RuleKind::Absence { home_quiet_hours: Some(_), .. } => matches!(ty, EventType::GatePass | EventType::WaterReading | EventType::DoorOpen),
         RuleKind::Absence { .. } | RuleKind::DistinctFaces { .. } => ty == EventType::GatePass,
-        RuleKind::Hotline => ty == EventType::HotlineCall,
+        RuleKind::Hotline | RuleKind::Qr => ty == EventType::HotlineCall,
+        RuleKind::WrongSorts { .. } => ty == EventType::BinDrop,
         RuleKind::Direct { event, .. } => ty == *event,
         RuleKind::Duration { start, end, .. } => ty == *start || ty == *end,
         RuleKind::DailySample { .. } => true,
@@ -189,7 +197,16 @@ impl Engine {
             RuleKind::Silence { factor, mains_minutes, battery_minutes } => Some((factor, mains_minutes, battery_minutes)),
             _ => None,
         });
-        Engine { rules, ctx: Ctx { devices, estates, registered, home_devices, flats, gates }, state: State::default(), blind: Vec::new(), by_type, silence }
+        let qr_rule = rules.rules.iter().any(|r| matches!(r.kind, RuleKind::Qr));
+        Engine {
+            rules,
+            ctx: Ctx { devices, estates, registered, home_devices, flats, gates },
+            state: State::default(),
+            blind: Vec::new(),
+            by_type,
+            silence,
+            qr_rule,
+        }
     }
 
     pub fn devices(&self) -> &Devices {

@@ -303,8 +303,22 @@ impl Measure<'_> {
             e.0 += 1;
             e.1 += u64::from(i.ended_by == Some("response"));
         }
+        // How many real problems began a day, per kind and per scenario of the source: a response that
+        // changes a habit (a household persuaded to sort right, a rider to charge at a pile) shows here.
+        let mut began: BTreeMap<&str, u64> = BTreeMap::new();
+        for (kind, (n, _)) in &ended {
+            k.insert(format!("incidents_per_day/{kind}"), *n as f64 / days);
+            if let Some(sc) = scenario_of(kind) {
+                *began.entry(sc).or_default() += n;
+            }
+        }
+        for (sc, n) in began {
+            k.insert(format!("scenario_incidents_per_day/{sc}"), n as f64 / days);
+        }
         for (kind, (n, by_response)) in ended {
-            if self.v.scenario.response.effects.keys().any(|k| k.as_str() == kind) {
+            // Not the kinds that are over as they happen (a wrong sort): no response ends one.
+            let instant = towntwin_sim::scenario::INSTANT.iter().any(|k| k.as_str() == kind);
+            if !instant && self.v.scenario.response.effects.keys().any(|k| k.as_str() == kind) {
                 k.insert(format!("ended_by_response/{kind}"), by_response as f64 / n as f64);
             }
         }

@@ -53,11 +53,13 @@ pub struct Replication {
     /// The crews' counts over the window.
     pub crews: BTreeMap<String, CrewStats>,
     pub checks: Checks,
-    /// BLAKE3 of the ground-truth incidents' ids, kinds, places and starts as they were created, at the
-    /// end of every hour of the run: the same in every variant of a replication until a response changes
-    /// the town (common random numbers).
+    /// BLAKE3 of the ground-truth incidents' kinds, places and starts as they were created, at the end of
+    /// every hour of the run, less those deploying the platform changes by itself
+    /// ([`towntwin_sim::scenario::changed_by_deployment`]): the same in every variant of a replication until
+    /// a response changes the town (common random numbers).
     pub incidents_digest_hourly: Vec<String>,
-    /// When a response first ended an incident.
+    /// When a response first ended an incident that `incidents_digest_hourly` covers (see
+    /// `ResponderStats::first_answer_ms`).
     pub first_answer_ms: Option<Millis>,
     pub events: u64,
     pub wall_seconds: f64,
@@ -147,8 +149,11 @@ impl Hooks for Measures {
         if (end - self.start) % HOUR == 0 {
             self.backlog_hourly.push(self.open.max(0) as u32);
             let truth = &twin.incidents();
-            for i in &truth[self.digested..] {
-                self.digest.update(format!("{}|{}|{}|{}|{}\n", i.id, i.kind, i.area, i.subject, i.start_ms).as_bytes());
+            // Less what deploying the platform changes by itself (shared parking, the elevator detectors):
+            // the rest is the same in every variant until a response changes the town.
+            for i in truth[self.digested..].iter().filter(|i| !towntwin_sim::scenario::changed_by_deployment(i.kind, &i.subject)) {
+                // Not the id: it numbers incidents in the order they came, those left out included.
+                self.digest.update(format!("{}|{}|{}|{}\n", i.kind, i.area, i.subject, i.start_ms).as_bytes());
             }
             self.digested = truth.len();
             self.incidents_digest_hourly.push(self.digest.clone().finalize().to_hex()[..16].to_string());
@@ -226,7 +231,7 @@ fn run(plan: &Plan, vi: usize, k: u32, db: Option<&Path>) -> Result<(Replication
         crews: crews.by_crew,
         checks,
         incidents_digest_hourly,
-        first_answer_ms: incidents.iter().filter(|i| i.ended_by == Some("response")).filter_map(|i| i.end_ms).min(),
+        first_answer_ms: report.responders.first_answer_ms,
         events,
         wall_seconds: wall.elapsed().as_secs_f64(),
     };

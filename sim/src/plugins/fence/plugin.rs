@@ -12,6 +12,9 @@ use crate::world::{Agenda, Clock, Dev, GroundTruth, Health, Outbox, Params, Regi
 
 pub struct FencePlugin;
 
+/// The fence code of illegal parking, which shared parking spaces absorb.
+const PARKING: u8 = 1;
+
 impl Plugin for FencePlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<Agenda<FenceAction>>().add_systems(Update, (plan_day.run_if(day_start), act).chain().in_set(Feature::Fence));
@@ -24,6 +27,9 @@ pub struct FenceAction {
     pub road: usize,
     pub code: u8,
     pub real: bool,
+    /// Illegal parking that shared parking absorbed: it takes the camera's draws like any other, so the
+    /// others' stay as they were, and is neither an incident nor an event.
+    pub absorbed: bool,
 }
 
 fn plan_day(
@@ -36,27 +42,36 @@ fn plan_day(
 ) {
     let cfg = &params.scenario.fence;
     let begin = clock.day_begin();
+    // Shared parking absorbs a share of the illegal parking, in proportion to the estates covered; whether
+    // a violation is absorbed comes from a stream of its own, so the other draws stay as they were.
+    let platform = &params.scenario.platform;
+    let covered = reg.estate_ids.iter().filter(|e| platform.covers(e)).count() as f64 / reg.estate_ids.len().max(1) as f64;
+    let absorbed = platform.shared_parking.get() * covered;
     for (ri, road) in town.0.roads.iter().enumerate() {
         let cams = &reg.cameras_by_road[ri];
         if cams.is_empty() {
             continue;
         }
         let mut rng = params.rng("fence.day", ri as u64, clock.day);
+        let mut shared = (absorbed > 0.0).then(|| params.rng("fence.shared_parking", ri as u64, clock.day));
         let per_hour = cfg.violations_per_camera_day * cams.len() as f64 * road.traffic as f64 / 24.0;
         for hour in 0..24u32 {
             for v in &VIOLATIONS {
                 for _ in 0..poisson(&mut rng, per_hour * v.share * v.profile.weight(hour)) {
                     let t = begin + hour as i64 * HOUR + rng.random_range(0..3_600) * 1_000;
                     let camera = cams[rng.random_range(0..cams.len())];
-                    truth.instant(IncidentKind::FenceViolation, &road.id, format!("{}/{}", reg.devices[camera as usize].id, v.code), t, false);
-                    agenda.push(t, FenceAction { camera, road: ri, code: v.code, real: true });
+                    let absorbed = v.code == PARKING && shared.as_mut().is_some_and(|r| r.random_bool(absorbed));
+                    if !absorbed {
+                        truth.instant(IncidentKind::FenceViolation, &road.id, format!("{}/{}", reg.devices[camera as usize].id, v.code), t, false);
+                    }
+                    agenda.push(t, FenceAction { camera, road: ri, code: v.code, real: true, absorbed });
                 }
             }
             for _ in 0..poisson(&mut rng, cfg.false_per_camera_day * cams.len() as f64 / 24.0) {
                 let t = begin + hour as i64 * HOUR + rng.random_range(0..3_600) * 1_000;
                 let camera = cams[rng.random_range(0..cams.len())];
                 let code = VIOLATIONS[rng.random_range(0..VIOLATIONS.len())].code;
-                agenda.push(t, FenceAction { camera, road: ri, code, real: false });
+                agenda.push(t, FenceAction { camera, road: ri, code, real: false, absorbed: false });
             }
         }
     }
@@ -78,7 +93,7 @@ fn act(
             continue;
         }
         let (seen, confidence) = if a.real { (rng.random_bool(recall), rng.random_range(0.8..0.99)) } else { (true, rng.random_range(0.6..0.85)) };
-        if !seen {
+        if !seen || a.absorbed {
             continue;
         }
         let v = &VIOLATIONS[(a.code - 1) as usize];

@@ -1,5 +1,6 @@
 //! Household waste at smart sorting kiosks: drops in the fixed morning and evening windows (定时定点),
-//! wrong sorting by tenure, kiosk fill, overflow when a kiosk fills before its collection, and collections.
+//! wrong sorting by tenure (and by habit: a household persuaded, or won over by points, sorts carefully for a
+//! while), kiosk fill, overflow when a kiosk fills before its collection, and collections.
 
 use serde::{Deserialize, Serialize};
 use towntwin_contracts::load::Problems;
@@ -35,6 +36,10 @@ pub struct Garbage {
     pub dumping_per_kiosk_day: f64,
     /// Probability the kiosk's camera sees bags dumped beside it (video capture).
     pub dumping_seen: Probability,
+    /// A household that sorts carefully (persuaded by a visit after the kiosks flagged its wrong sorts, or
+    /// won over by the platform's points) sorts wrongly this share as often as its tenure does; it stays careful
+    /// until the response's drawn relapse (`response.effects.garbage.missort`), for good when won by points.
+    pub careful_missort_factor: Probability,
 }
 
 impl Default for Garbage {
@@ -52,6 +57,7 @@ impl Default for Garbage {
             collection_miss_prob: prob(0.03),
             dumping_per_kiosk_day: 0.0,
             dumping_seen: prob(0.8),
+            careful_missort_factor: prob(0.25),
         }
     }
 }

@@ -17,7 +17,8 @@ impl Plugin for GarbagePlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<Agenda<BinAction>>()
             .add_systems(Startup, add_bin_state.in_set(Feature::Garbage))
-            .add_systems(Update, (answer, plan_day.run_if(day_start), act).chain().in_set(Feature::Garbage));
+            .init_resource::<Agenda<Relapse>>()
+            .add_systems(Update, (answer, persuade, points.run_if(day_start), plan_day.run_if(day_start), act).chain().in_set(Feature::Garbage));
     }
 }
 
@@ -57,18 +58,99 @@ fn add_bin_state(mut commands: Commands, reg: Res<Registry>) {
     }
 }
 
-fn plan_day(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, households: Query<(Entity, &Household)>, mut agenda: ResMut<Agenda<BinAction>>) {
+/// A household that sorts carefully: persuaded by a response (until its relapse, `epoch` telling the
+/// relapse which persuasion it ends) or won over by points (`for_good`).
+#[derive(Component, Debug, Clone, Copy)]
+pub struct Careful {
+    pub for_good: bool,
+    pub epoch: u32,
+}
+
+/// A persuaded household going back to its old sorting.
+#[derive(Debug, Clone, Copy)]
+pub struct Relapse {
+    flat: Entity,
+    epoch: u32,
+}
+
+/// A household the response to a wrong-sorts order persuaded sorts carefully from now on, until the drawn
+/// relapse, if any. Answers name the flat by estate and label.
+#[allow(clippy::too_many_arguments)]
+fn persuade(
+    mut commands: Commands,
+    answers: Res<Answers>,
+    clock: Res<Clock>,
+    reg: Res<Registry>,
+    households: Query<(Entity, &Household, Option<&Careful>)>,
+    mut relapses: ResMut<Agenda<Relapse>>,
+    mut by_label: Local<Option<std::collections::HashMap<(String, String), Entity>>>,
+    mut epochs: Local<u32>,
+) {
+    for (_, r) in relapses.due(clock.now) {
+        if let Ok((_, _, Some(c))) = households.get(r.flat)
+            && !c.for_good
+            && c.epoch == r.epoch
+        {
+            commands.entity(r.flat).remove::<Careful>();
+        }
+    }
+    for a in answers.0.iter().filter(|a| a.kind == IncidentKind::GarbageMissort) {
+        let index = by_label.get_or_insert_with(|| households.iter().map(|(e, h, _)| ((reg.estate_ids[h.estate as usize].clone(), h.label()), e)).collect());
+        let Some(&flat) = index.get(&(a.area.clone(), a.subject.clone())) else { continue };
+        let Ok((_, _, careful)) = households.get(flat) else { continue };
+        if careful.is_some_and(|c| c.for_good) {
+            continue;
+        }
+        *epochs += 1;
+        commands.entity(flat).insert(Careful { for_good: false, epoch: *epochs });
+        if let Some(at) = a.resume_at {
+            relapses.push(at, Relapse { flat, epoch: *epochs });
+        }
+    }
+}
+
+/// Points for sorting right (the platform's `points_sorting_per_week`): at the start of each week of the
+/// run, each household of a covered estate not yet careful for good becomes so with that chance, drawn from
+/// a stream keyed by the household and the week (the same household in every variant that has points).
+fn points(mut commands: Commands, clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, households: Query<(Entity, &Household, Option<&Careful>)>) {
+    let platform = &params.scenario.platform;
+    let p = platform.points_sorting_per_week.get();
+    if p <= 0.0 || !clock.day.is_multiple_of(7) || clock.day == 0 {
+        return;
+    }
+    let week = clock.day / 7;
+    for (flat, h, careful) in &households {
+        if h.bin.is_some()
+            && careful.is_none_or(|c| !c.for_good)
+            && platform.covers(&reg.estate_ids[h.estate as usize])
+            && params.rng("garbage.points", crate::world::flat_key(h.estate, h.flat), week).random_bool(p)
+        {
+            commands.entity(flat).insert(Careful { for_good: true, epoch: 0 });
+        }
+    }
+}
+
+fn plan_day(
+    clock: Res<Clock>,
+    params: Res<Params>,
+    reg: Res<Registry>,
+    households: Query<(Entity, &Household, Has<Careful>)>,
+    mut agenda: ResMut<Agenda<BinAction>>,
+) {
     let cfg = &params.scenario.garbage;
     let begin = clock.day_begin();
     let mut rngs: Vec<_> = (0..reg.estate_ids.len()).map(|e| params.rng("garbage.drops", e as u64, clock.day)).collect();
-    for (flat, h) in in_order(households, |x| x.1.key()) {
+    for (flat, h, careful) in in_order(households, |x| x.1.key()) {
         let Some(bin) = h.bin else { continue };
         let rng = &mut rngs[h.estate as usize];
-        let missort = match h.tenure {
+        let mut missort = match h.tenure {
             Tenure::Owner | Tenure::Vacant => cfg.missort_owner.get(),
             Tenure::RegisteredTenant => cfg.missort_tenant.get(),
             Tenure::UnregisteredOccupant => cfg.missort_unregistered.get(),
         };
+        if careful {
+            missort *= cfg.careful_missort_factor.get();
+        }
         // Bigger households drop a little more often.
         let mean = cfg.drops_per_household_day * (0.8 + 0.1 * h.size.min(6) as f64);
         for _ in 0..poisson(rng, mean) {

@@ -89,6 +89,53 @@ impl Patrols {
     }
 }
 
+/// Residents' requests to their estate: repairs (物业报修: a leak, a corridor light, a door closer) and
+/// questions (fees, rules, a rental discussion). Each is an incident of the household's flat that goes on
+/// until someone sees to it. In an estate the platform covers, a share of residents file it by the estate's
+/// QR code (高行家园码) within hours, and the core's QR rule makes it an order; the rest reach the property
+/// by its own channels (a phone call, the doorman), which fix a repair or answer a question in the drawn
+/// days without any order. A request left unseen to is called about to 12345 as the `hotline` section's
+/// patience for `repair.needed` and `resident.question` says. Off (0) unless a scenario sets it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Requests {
+    pub repairs_per_household_year: f64,
+    /// Days the property's own channels take to fix a repair that no order fixed (uniform).
+    pub repair_fixed_days: (f64, f64),
+    pub questions_per_household_year: f64,
+    /// Days until a question no order answered is answered otherwise (uniform).
+    pub question_answered_days: (f64, f64),
+    /// In a covered estate, the share of requests filed by the QR code, and within how many hours of the
+    /// need (uniform from 0).
+    pub qr_share: Probability,
+    pub qr_within_hours: f64,
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        Requests {
+            repairs_per_household_year: 0.0,
+            repair_fixed_days: (1.0, 6.0),
+            questions_per_household_year: 0.0,
+            question_answered_days: (0.5, 4.0),
+            qr_share: prob(0.6),
+            qr_within_hours: 4.0,
+        }
+    }
+}
+
+impl Requests {
+    /// The section's checks beyond its types.
+    pub(crate) fn check(&self, p: &mut Problems) {
+        crate::params::rate(p, "requests.repairs_per_household_year", self.repairs_per_household_year);
+        crate::params::rate(p, "requests.questions_per_household_year", self.questions_per_household_year);
+        crate::params::days_range(p, "requests.repair_fixed_days", self.repair_fixed_days);
+        crate::params::days_range(p, "requests.question_answered_days", self.question_answered_days);
+        let h = self.qr_within_hours;
+        p.check(h.is_finite() && (0.0..=720.0).contains(&h), || "requests.qr_within_hours".into(), || format!("expected 0..=720 hours, got {h}"));
+    }
+}
+
 impl Synthetic {
     /// The section's checks beyond its types.
     pub(crate) fn check(&self, p: &mut Problems) {

@@ -6,7 +6,8 @@ use towntwin_contracts::event::{Data, EventType, FlatRef, HotlineCall, Line};
 use towntwin_contracts::time::{DAY, HOUR, LOCAL_OFFSET, Millis};
 
 use crate::plugins::Feature;
-use crate::world::{Agenda, Clock, GroundTruth, HOTLINE_BASE, Incident, Outbox, Params, Registry, line_device};
+use crate::setup::Flats;
+use crate::world::{Agenda, Clock, GroundTruth, HOTLINE_BASE, Household, Incident, Outbox, Params, Registry, at_hours, line_device, poisson, uniform};
 
 pub struct HotlinePlugin;
 
@@ -14,8 +15,9 @@ impl Plugin for HotlinePlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<Agenda<Call>>()
             .init_resource::<Agenda<Round>>()
+            .init_resource::<Agenda<Request>>()
             .init_resource::<Jobs>()
-            .add_systems(Update, (synthetic, call, patrol).chain().in_set(Feature::Hotline));
+            .add_systems(Update, (synthetic, requests, call, patrol).chain().in_set(Feature::Hotline));
     }
 }
 
@@ -64,6 +66,79 @@ fn synthetic(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, mut job
         next += gap(jobs.n);
     }
     jobs.next = Some(next);
+}
+
+/// What happens to a resident's request (see `scenario::Requests`).
+#[derive(Debug, Clone, Copy)]
+pub enum Request {
+    /// Filed by the estate's QR code.
+    Qr { incident: usize, estate: usize },
+    /// Seen to by the property's own channels, if no order has.
+    Done { incident: usize },
+}
+
+/// Residents' repair requests and questions: each day's new ones (per estate, Poisson, each a household's
+/// flat drawn at random, between 07:00 and 22:00), filed by QR in a covered estate with the section's
+/// share, and seen to by the property's own channels after the drawn days if no order has.
+#[allow(clippy::too_many_arguments)]
+fn requests(
+    clock: Res<Clock>,
+    params: Res<Params>,
+    reg: Res<Registry>,
+    flats: Res<Flats>,
+    households: Query<&Household>,
+    mut truth: ResMut<GroundTruth>,
+    mut outbox: ResMut<Outbox>,
+    mut agenda: ResMut<Agenda<Request>>,
+) {
+    use towntwin_contracts::truth::IncidentKind;
+    let cfg = &params.scenario.requests;
+    if clock.day_start && (cfg.repairs_per_household_year > 0.0 || cfg.questions_per_household_year > 0.0) {
+        let begin = clock.day_begin();
+        for (ei, list) in flats.by_estate.iter().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            let area = &reg.estate_ids[ei];
+            let covered = params.scenario.platform.covers(area);
+            let mut rng = params.rng("requests.day", ei as u64, clock.day);
+            for (kind, per_year, days) in [
+                (IncidentKind::RepairNeeded, cfg.repairs_per_household_year, cfg.repair_fixed_days),
+                (IncidentKind::ResidentQuestion, cfg.questions_per_household_year, cfg.question_answered_days),
+            ] {
+                for _ in 0..poisson(&mut rng, per_year / 365.0 * list.len() as f64) {
+                    let flat = list[rng.random_range(0..list.len())];
+                    let at = at_hours(&mut rng, begin, 7.0, 22.0);
+                    let done = at + (uniform(&mut rng, days) * DAY as f64) as Millis;
+                    let qr = rng.random_bool(cfg.qr_share.get());
+                    let qr_at = at + (rng.random_range(0.0..=1.0) * cfg.qr_within_hours * HOUR as f64) as Millis;
+                    let Ok(h) = households.get(flat) else { continue };
+                    let incident = truth.open(kind, area, h.label(), at, false);
+                    agenda.push(done, Request::Done { incident });
+                    if covered && qr {
+                        agenda.push(qr_at, Request::Qr { incident, estate: ei });
+                    }
+                }
+            }
+        }
+    }
+    for (t, r) in agenda.due(clock.now) {
+        match r {
+            Request::Qr { incident, estate } => {
+                let inc = &truth.incidents[incident];
+                if inc.end_ms.is_some_and(|e| e <= t) {
+                    continue;
+                }
+                report(&mut outbox, t, Line::Qr, estate, inc);
+                truth.incidents[incident].reports.push((t, Line::Qr));
+            }
+            Request::Done { incident } => {
+                if truth.incidents[incident].end_ms.is_none() {
+                    truth.close(incident, t);
+                }
+            }
+        }
+    }
 }
 
 fn identity(i: &Incident) -> u64 {

@@ -1,7 +1,8 @@
 //! The platform itself, as a lever: which estates it covers (its devices installed, its register kept, its
 //! QR code posted), whether the road cameras' fences are on, how residents use the QR code, and what it
 //! all costs. The town before the platform (`estates: Nothing, road_cameras: false`) is the same town with
-//! the same incidents: only what can find them differs, so a comparison of before and after is paired.
+//! the same incidents but for those deploying the platform changes by itself ([`changed_by_deployment`]):
+//! only what can find them differs, so a comparison of before and after is paired.
 //!
 //! There is no plugin: the emitter leaves out the events of devices that are not installed (they are
 //! still simulated, so every random draw is the same whatever is deployed), and the hotline feature files
@@ -36,6 +37,27 @@ pub struct Platform {
     /// Points (积分激励): in a covered estate, the chance each week that a household charging its e-bike
     /// upstairs or by flying wire takes to the piles for good, for the points they earn.
     pub points_switch_per_week: Probability,
+    /// Points for sorting right: in a covered estate, the chance each week that a household with a sorting
+    /// kiosk takes to sorting carefully for good (`garbage.careful_missort_factor`), for the points.
+    pub points_sorting_per_week: Probability,
+    /// Shared parking spaces (车位共享): the estates' spaces opened to others off-peak through the platform
+    /// absorb this share of the illegal parking on the roads (fence violation 1), in proportion to the
+    /// estates the platform covers.
+    pub shared_parking: Probability,
+}
+
+/// Whether an incident of `kind` about `subject` is one that deploying the platform changes by itself, before
+/// any response: illegal parking on the roads (fence violation 1, which shared parking absorbs), the
+/// e-bikes the elevator detectors turn back from the lifts (and so the charging upstairs they prevent), and
+/// wrong sorts (points for sorting right change them from the first week on).
+/// Everything else happens alike whatever is deployed until a response changes the town; a comparison of
+/// variants on common random numbers leaves these out of "the same incidents".
+pub fn changed_by_deployment(kind: IncidentKind, subject: &str) -> bool {
+    match kind {
+        IncidentKind::FenceViolation => subject.ends_with("/1"),
+        IncidentKind::EbikeElevator | IncidentKind::EbikeIndoorCharging | IncidentKind::GarbageMissort => true,
+        _ => false,
+    }
 }
 
 /// Which estates the platform covers.
@@ -52,7 +74,14 @@ pub enum Deployed {
 
 impl Default for Platform {
     fn default() -> Self {
-        Platform { estates: Deployed::All, road_cameras: true, qr_share: Probability::ZERO, points_switch_per_week: Probability::ZERO }
+        Platform {
+            estates: Deployed::All,
+            road_cameras: true,
+            qr_share: Probability::ZERO,
+            points_switch_per_week: Probability::ZERO,
+            points_sorting_per_week: Probability::ZERO,
+            shared_parking: Probability::ZERO,
+        }
     }
 }
 
@@ -158,6 +187,8 @@ impl Default for Costs {
                 (IncidentKind::EbikeIndoorCharging, 3.0),
                 (IncidentKind::BinOverflow, 1.0),
                 (IncidentKind::VulnerableEmergency, 50.0),
+                (IncidentKind::ConstructionDumping, 2.0),
+                (IncidentKind::RepairNeeded, 0.5),
             ]),
         }
     }

@@ -1,4 +1,5 @@
-//! Renovations, declared and illegal: construction waste at the estate's smart boxes and noise in the
+//! Renovations, declared and illegal: construction waste at the estate's smart boxes (and left outside
+//! them, seen by the box's camera, until an order or the property's rounds clear it) and noise in the
 //! stairwell, which illegal works make more often in forbidden hours. The core's daily sample draws
 //! households to check; the twin knows which renovations are illegal.
 
@@ -24,6 +25,14 @@ pub struct Renovation {
     pub forbidden_hours_share_illegal: Probability,
     /// Probability a building's noise monitor, where there is one, hears an episode.
     pub noise_recall: Probability,
+    /// Share of a renovation's loads of construction waste left outside the estate's smart box instead of
+    /// dropped into it (装修垃圾乱堆), for declared and for illegal works (0, the baseline: none).
+    pub dumped_outside_legal: Probability,
+    pub dumped_outside_illegal: Probability,
+    /// Probability the box's camera sees a load left outside it.
+    pub dumping_seen: Probability,
+    /// Days until the property's own rounds clear a pile left outside a box, if no order has (uniform).
+    pub dumping_cleared_days: (f64, f64),
 }
 
 impl Default for Renovation {
@@ -37,6 +46,10 @@ impl Default for Renovation {
             forbidden_hours_share_legal: prob(0.03),
             forbidden_hours_share_illegal: prob(0.35),
             noise_recall: prob(0.7),
+            dumped_outside_legal: Probability::ZERO,
+            dumped_outside_illegal: Probability::ZERO,
+            dumping_seen: prob(0.8),
+            dumping_cleared_days: (2.0, 7.0),
         }
     }
 }
@@ -48,5 +61,6 @@ impl Renovation {
         range(p, "renovation.duration_days", self.duration_days);
         rate(p, "renovation.waste_drops_per_week", self.waste_drops_per_week);
         rate(p, "renovation.noise_episodes_per_workday", self.noise_episodes_per_workday);
+        crate::params::days_range(p, "renovation.dumping_cleared_days", self.dumping_cleared_days);
     }
 }

@@ -2,7 +2,7 @@
 
 use bevy::prelude::*;
 use rand::Rng as _;
-use towntwin_contracts::event::{ConstructionDrop, Data, EventType, FlatRef, NoiseAlarm};
+use towntwin_contracts::event::{ConstructionDrop, Data, Dumping, EventType, FlatRef, NoiseAlarm};
 use towntwin_contracts::time::{DAY, Local, Millis};
 use towntwin_contracts::town::DeviceKind;
 use towntwin_contracts::truth::IncidentKind;
@@ -17,6 +17,7 @@ pub struct RenovationPlugin;
 impl Plugin for RenovationPlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<Agenda<RenoAction>>()
+            .init_resource::<Piles>()
             .add_systems(Startup, seed_renovations.in_set(Feature::Renovation))
             .add_systems(Update, (answer, end_and_start.run_if(day_start), plan_day.run_if(day_start), act).chain().in_set(Feature::Renovation));
     }
@@ -35,9 +36,28 @@ pub struct Renovation {
 
 #[derive(Debug, Clone)]
 pub enum RenoAction {
-    Waste { estate: u16, flat: FlatRef, weight_kg: u32 },
-    Noise { estate: u16, building: u16, db: u16, seconds: u32 },
+    /// A load of construction waste, dropped into a box or left outside it.
+    Waste {
+        estate: u16,
+        flat: FlatRef,
+        weight_kg: u32,
+        outside: bool,
+    },
+    Noise {
+        estate: u16,
+        building: u16,
+        db: u16,
+        seconds: u32,
+    },
+    /// The property's own rounds clear the pile outside a box (if no order has).
+    Clear {
+        incident: usize,
+    },
 }
+
+/// Per box (device index), the incident of the pile left outside it, while one may be there.
+#[derive(Resource, Debug, Default)]
+pub struct Piles(std::collections::HashMap<Dev, usize>);
 
 fn start(commands: &mut Commands, truth: &mut GroundTruth, ctx: &Ctx, rng: &mut crate::rng::Rng, h: &Household, at: Millis, days_left: f64) {
     let Ctx { params, reg, .. } = ctx;
@@ -103,9 +123,14 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, works: Query<&Renovation>, m
         if r.until <= begin {
             continue;
         }
+        // Whether a load is left outside comes from a stream of its own, so the other draws are the same
+        // whether anyone dumps or not.
+        let outside = if r.legal { cfg.dumped_outside_legal } else { cfg.dumped_outside_illegal }.get();
+        let mut outside_rng = (outside > 0.0).then(|| params.rng("renovation.outside", flat_key(r.estate, r.flat), clock.day));
         for _ in 0..poisson(&mut rng, cfg.waste_drops_per_week / 7.0) {
             let t = at_hours(&mut rng, begin, 8.0, 17.0);
-            agenda.push(t, RenoAction::Waste { estate: r.estate, flat: r.flat, weight_kg: rng.random_range(20..300) });
+            let outside = outside_rng.as_mut().is_some_and(|o| o.random_bool(outside));
+            agenda.push(t, RenoAction::Waste { estate: r.estate, flat: r.flat, weight_kg: rng.random_range(20..300), outside });
         }
         // Legal works keep to workday hours; illegal ones spill into weekends and forbidden hours.
         let episodes = if weekend && r.legal { 0.1 } else { 1.0 } * cfg.noise_episodes_per_workday;
@@ -128,18 +153,44 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, works: Query<&Renovation>, m
     }
 }
 
-fn act(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, mut agenda: ResMut<Agenda<RenoAction>>, health: Query<&Health>, mut outbox: ResMut<Outbox>) {
-    let recall = params.scenario.renovation.noise_recall.get();
+#[allow(clippy::too_many_arguments)]
+fn act(
+    clock: Res<Clock>,
+    params: Res<Params>,
+    reg: Res<Registry>,
+    mut agenda: ResMut<Agenda<RenoAction>>,
+    health: Query<&Health>,
+    mut outbox: ResMut<Outbox>,
+    mut truth: ResMut<GroundTruth>,
+    mut piles: ResMut<Piles>,
+) {
+    let cfg = &params.scenario.renovation;
+    let recall = cfg.noise_recall.get();
     let mut rng = params.rng("renovation.act", 0, clock.tick as u32);
     let senses = |d: Dev| health.get(reg.entity[d as usize]).is_ok_and(Health::senses);
     for (t, a) in agenda.due(clock.now) {
         match a {
-            RenoAction::Waste { estate, flat, weight_kg } => {
+            RenoAction::Waste { estate, flat, weight_kg, outside } => {
                 let boxes = reg.of(estate, DeviceKind::ConstructionBox);
                 if boxes.is_empty() {
                     continue;
                 }
                 let b = boxes[rng.random_range(0..boxes.len())];
+                if outside {
+                    // A pile outside the box: a new incident unless one is still there (an order or the
+                    // property's rounds end it), seen by the box's camera.
+                    let d = &reg.devices[b as usize];
+                    if piles.0.get(&b).is_none_or(|&i| truth.incidents[i].end_ms.is_some()) {
+                        let i = truth.open(IncidentKind::ConstructionDumping, &d.area, d.id.clone(), t, false);
+                        piles.0.insert(b, i);
+                        let mut r = params.rng("renovation.cleared", b as u64, clock.tick as u32);
+                        agenda.push(t + (uniform(&mut r, cfg.dumping_cleared_days) * DAY as f64) as Millis, RenoAction::Clear { incident: i });
+                    }
+                    if senses(b) && params.rng("renovation.dumping_seen", b as u64, clock.tick as u32).random_bool(cfg.dumping_seen.get()) {
+                        outbox.emit(t, b, EventType::ConstructionDumping, None, Data::Dumping(Dumping { bags: (weight_kg / 25).clamp(1, 12) as u16 }));
+                    }
+                    continue;
+                }
                 if health.get(reg.entity[b as usize]).is_ok_and(Health::reports) {
                     outbox.emit(t, b, EventType::ConstructionDrop, Some(flat), Data::ConstructionDrop(ConstructionDrop { flat, weight_kg }));
                 }
@@ -149,6 +200,11 @@ fn act(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, mut agenda: R
                     if senses(m) && rng.random_bool(recall) {
                         outbox.emit(t, m, EventType::NoiseAlarm, None, Data::Noise(NoiseAlarm { building, db, seconds }));
                     }
+                }
+            }
+            RenoAction::Clear { incident } => {
+                if truth.incidents[incident].end_ms.is_none() {
+                    truth.close(incident, t);
                 }
             }
         }

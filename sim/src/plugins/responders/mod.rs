@@ -350,14 +350,14 @@ pub struct Response {
 pub struct Effect {
     /// Probability that the resolution ends the incident.
     pub ends: Probability,
-    /// For habits (e-bike charging indoors or by flying wire, e-bikes in the elevator): days until the
+    /// For habits (e-bike charging indoors or by flying wire, e-bikes in the elevator, wrong sorting): days until the
     /// household goes back to it after the response ended it (a [`Dist`]); `None`: never.
     #[serde(default)]
     pub resumes_after_days: Option<Dist>,
 }
 
 /// The kinds a response can end in the twin, and of those the habits that can resume.
-pub const ANSWERABLE: [IncidentKind; 12] = [
+pub const ANSWERABLE: [IncidentKind; 16] = [
     IncidentKind::GroupRental,
     IncidentKind::RenovationIllegal,
     IncidentKind::VulnerableEmergency,
@@ -370,8 +370,13 @@ pub const ANSWERABLE: [IncidentKind; 12] = [
     IncidentKind::EbikeFlyingWire,
     IncidentKind::EbikeElevator,
     IncidentKind::Synthetic,
+    IncidentKind::GarbageMissort,
+    IncidentKind::ConstructionDumping,
+    IncidentKind::RepairNeeded,
+    IncidentKind::ResidentQuestion,
 ];
-pub const HABITS: [IncidentKind; 3] = [IncidentKind::EbikeIndoorCharging, IncidentKind::EbikeFlyingWire, IncidentKind::EbikeElevator];
+pub const HABITS: [IncidentKind; 4] =
+    [IncidentKind::EbikeIndoorCharging, IncidentKind::EbikeFlyingWire, IncidentKind::EbikeElevator, IncidentKind::GarbageMissort];
 
 impl Default for Response {
     fn default() -> Self {
@@ -389,6 +394,12 @@ impl Default for Response {
                 (IncidentKind::EbikeIndoorCharging, e(0.7, relapse())),
                 (IncidentKind::EbikeFlyingWire, e(0.7, relapse())),
                 (IncidentKind::EbikeElevator, e(0.5, relapse())),
+                // A visit persuades about half the households the kiosks flagged; the habit comes back
+                // after about two months.
+                (IncidentKind::GarbageMissort, e(0.5, Some(Dist::LogNormal { mean: 60.0, sd: 40.0 }))),
+                (IncidentKind::ConstructionDumping, e(1.0, None)),
+                (IncidentKind::RepairNeeded, e(0.9, None)),
+                (IncidentKind::ResidentQuestion, e(1.0, None)),
             ]),
         }
     }
@@ -439,7 +450,11 @@ impl Response {
                 },
             );
             if let Some(d) = &e.resumes_after_days {
-                p.check(HABITS.contains(kind), || format!("response.effects.{kind}.resumes_after_days"), || "only habits (the e-bike kinds) resume".into());
+                p.check(
+                    HABITS.contains(kind),
+                    || format!("response.effects.{kind}.resumes_after_days"),
+                    || "only habits (the e-bike kinds and wrong sorting) resume".into(),
+                );
                 if let Err(msg) = d.check() {
                     p.push(format!("response.effects.{kind}.resumes_after_days"), msg);
                 }

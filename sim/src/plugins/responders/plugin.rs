@@ -103,6 +103,11 @@ pub struct Acts(pub Vec<Act>);
 #[derive(Resource, Debug, Clone, Default, Serialize)]
 pub struct ResponderStats {
     pub by_crew: BTreeMap<String, CrewStats>,
+    /// When a resolution first ended an incident going on, if one has: of the incidents a comparison of
+    /// variants holds equal until then, so not the kinds deploying the platform changes by itself
+    /// ([`crate::scenario::changed_by_deployment`]: a persuaded household's sorting is one). A habit broken
+    /// between its incidents (a flying wire answered while nothing charges on it) is not seen here.
+    pub first_answer_ms: Option<Millis>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
@@ -177,7 +182,7 @@ impl ResponderStats {
     /// Every crew's [`CrewStats::since`] `earlier`.
     pub fn since(&self, earlier: &ResponderStats) -> ResponderStats {
         let by_crew = self.by_crew.iter().map(|(k, v)| (k.clone(), v.since(earlier.by_crew.get(k).unwrap_or(&CrewStats::default())))).collect();
-        ResponderStats { by_crew }
+        ResponderStats { by_crew, first_answer_ms: self.first_answer_ms }
     }
 }
 
@@ -406,6 +411,9 @@ fn respond(
     for n in notices.iter().filter(|n| n.event.to == State::Resolved) {
         let found = answers_for(n, now, &params, &mut truth, &targets);
         answers.0.extend(found);
+    }
+    if stats.first_answer_ms.is_none() && answers.0.iter().any(|a| a.incident.is_some() && !crate::scenario::changed_by_deployment(a.kind, &a.subject)) {
+        stats.first_answer_ms = Some(now);
     }
     if !cfg.enabled {
         return;
