@@ -15,7 +15,7 @@ pub use crate::params::Probability;
 pub use crate::plugins::devices::Devices;
 pub use crate::plugins::fence::Fence;
 pub use crate::plugins::garbage::Garbage;
-pub use crate::plugins::hotline::{Hotline, Patience, Patrols, Requests, Synthetic};
+pub use crate::plugins::hotline::{Hotline, Patience, Patrols, REQUESTS, Requests, Synthetic};
 pub use crate::plugins::platform::{Capital, Costs, Deployed, INSTANT, Platform, changed_by_deployment};
 pub use crate::plugins::renovation::Renovation;
 pub use crate::plugins::rental::GroupRental;

@@ -108,7 +108,9 @@ pub fn describe(name: &str) -> String {
         "false_alarms_per_day" => "orders matching no real incident, per day",
         "detection_delay_p50_min" => "median minutes from incident start to its first order",
         "hotline_calls_per_week" => "residents' calls to the 12345 hotline per week",
-        "solved_before_any_call" => "share of incidents a response ended before any resident reported them, by 12345 or the QR code (未呼先应)",
+        "solved_before_any_call" => {
+            "share of incidents a response ended before any resident reported them, by 12345 or the QR code (未呼先应; not residents' own repair requests and questions)"
+        }
         "resident_reports_per_week" => "residents' reports per week by 12345 or the estate's QR code",
         "called_about_share" => "share of incidents (of kinds residents call about) someone called 12345 about",
         "call_to_end_hours_rmst72" => "hours from the first 12345 call to the problem's end, Kaplan-Meier restricted to 72 h (接诉即办)",

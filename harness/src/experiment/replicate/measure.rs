@@ -243,7 +243,10 @@ impl Measure<'_> {
                 started += 1;
                 called += u64::from(!i.calls.is_empty());
             }
+            // A resident's own request (a repair, a question) is the resident's report: it is never solved
+            // before one, so it is not counted among the problems the platform could solve first (未呼先应).
             if i.ended_by == Some("response")
+                && !towntwin_sim::scenario::REQUESTS.contains(&i.kind)
                 && let Some(end) = i.end_ms.filter(|&e| e >= self.window)
             {
                 // Before any resident reported it: by 12345 or by the estate's QR code (a patrol is no resident).

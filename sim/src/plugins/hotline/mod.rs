@@ -89,6 +89,10 @@ impl Patrols {
     }
 }
 
+/// The incident kinds that are a resident's own request (`requests`): a resident reports each one, so no
+/// response can come before a report.
+pub const REQUESTS: [IncidentKind; 2] = [IncidentKind::RepairNeeded, IncidentKind::ResidentQuestion];
+
 /// Residents' requests to their estate: repairs (物业报修: a leak, a corridor light, a door closer) and
 /// questions (fees, rules, a rental discussion). Each is an incident of the household's flat that goes on
 /// until someone sees to it. In an estate the platform covers, a share of residents file it by the estate's
