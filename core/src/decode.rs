@@ -91,6 +91,10 @@ pub fn decode(payload: &[u8], devices: &Devices) -> Result<Event, Reject> {
     if payload.len() > MAX_PAYLOAD {
         return Err(reject("oversized", format!("{} bytes, at most {MAX_PAYLOAD}", payload.len())));
     }
+    // A message over the MQTT client's packet limit, which the connection skipped unread.
+    if let Some(n) = crate::wire::oversized_stub(payload) {
+        return Err(reject("oversized", format!("an MQTT packet of {n} bytes, skipped unread (events are at most {MAX_PAYLOAD} bytes)")));
+    }
     let env: Envelope = serde_json::from_slice(payload).map_err(|e| {
         let code = if e.is_data() { "mistyped_field" } else { "malformed_json" };
         reject(code, e.to_string())

@@ -45,22 +45,72 @@ pub struct Reader {
     max: usize,
     /// Packets that came in the same read as the CONNACK, handed out first.
     early: Vec<Packet>,
+    /// Bytes of an oversized PUBLISH still to come and be thrown away as they arrive.
+    skip: usize,
+}
+
+/// The payload that stands for a PUBLISH larger than the client's packet limit, which the reader skipped
+/// without reading it into memory: this prefix, then the packet's size in decimal. No JSON starts with a
+/// NUL byte, so no event is mistaken for it; the decoder rejects it as `oversized` with that size
+/// ([`oversized_stub`]).
+pub const OVERSIZED_STUB: &[u8] = b"\0towntwin-oversized:";
+
+/// The size of the skipped PUBLISH a payload stands for, if it is such a stub.
+pub fn oversized_stub(payload: &[u8]) -> Option<usize> {
+    std::str::from_utf8(payload.strip_prefix(OVERSIZED_STUB)?).ok()?.parse().ok()
+}
+
+/// What the buffer's next packet is, from its fixed header: its type and flags byte, the header's length
+/// and the remaining length. `None` while the header is not all in.
+fn fixed_header(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    let mut len = 0usize;
+    for i in 0..4 {
+        let b = *buf.get(1 + i)?;
+        len |= ((b & 0x7f) as usize) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((buf[0], 2 + i, len));
+        }
+    }
+    // A fifth length byte: malformed, left for the codec to refuse.
+    Some((buf[0], 5, usize::MAX))
 }
 
 impl Reader {
-    /// Waits for bytes, then parses every complete packet in hand into `out` (at least one, unless the
+    /// Waits for bytes, then parses every complete packet in hand onto `out` (at least one, unless the
     /// connection ends with an error).
+    ///
+    /// A PUBLISH larger than the packet limit (a broker with no size limit of its own, such as mosquitto by
+    /// default, delivers whatever a publisher sent) is not read into memory and does not end the
+    /// connection: its topic and packet id are kept, its bytes thrown away as they arrive, and it comes out
+    /// as a PUBLISH whose payload is an [`OVERSIZED_STUB`], so the core acknowledges it (it is not sent
+    /// again) and dead-letters a stub. Refusing it instead dropped the connection, and the broker sent it
+    /// again on every reconnect: one such message stopped the town for good.
     pub async fn read(&mut self, out: &mut Vec<Packet>) -> Result<(), WireError> {
+        let start = out.len();
         out.append(&mut self.early);
         loop {
-            loop {
+            if self.skip > 0 {
+                let n = self.skip.min(self.buf.len());
+                let _ = self.buf.split_to(n);
+                self.skip -= n;
+            }
+            while self.skip == 0 {
+                match self.oversized()? {
+                    Next::Skipped(p) => {
+                        out.push(p);
+                        continue;
+                    }
+                    // An oversized PUBLISH whose topic is not all in yet: the codec would refuse it.
+                    Next::More => break,
+                    Next::Other => {}
+                }
                 match Packet::read(&mut self.buf, self.max) {
                     Ok(p) => out.push(p),
                     Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => break,
                     Err(e) => return Err(e.into()),
                 }
             }
-            if !out.is_empty() {
+            if out.len() > start {
                 return Ok(());
             }
             if self.buf.capacity() - self.buf.len() < 64 * 1024 {
@@ -71,6 +121,44 @@ impl Reader {
             }
         }
     }
+
+    /// Whether the buffer's next packet is a PUBLISH over the limit: if its topic and packet id are in, its
+    /// stand-in, with the rest of it (in the buffer now and still to come) set to be skipped.
+    fn oversized(&mut self) -> Result<Next, WireError> {
+        let Some((first, header, len)) = fixed_header(&self.buf) else { return Ok(Next::Other) };
+        if first >> 4 != 3 || len == usize::MAX || header + len <= self.max {
+            return Ok(Next::Other);
+        }
+        let qos = (first >> 1) & 3;
+        let var = &self.buf[header..];
+        let Some(topic_len) = var.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) else { return Ok(Next::More) };
+        let id_len = if qos > 0 { 2 } else { 0 };
+        if var.len() < 2 + topic_len + id_len {
+            return Ok(Next::More);
+        }
+        let topic = std::str::from_utf8(&var[2..2 + topic_len]).map_err(|_| WireError::Codec(rumqttc::mqttbytes::Error::TopicNotUtf8))?.to_string();
+        let qos = rumqttc::mqttbytes::qos(qos).map_err(WireError::Codec)?;
+        let pkid = if id_len > 0 { u16::from_be_bytes([var[2 + topic_len], var[3 + topic_len]]) } else { 0 };
+        let total = header + len;
+        let mut payload = OVERSIZED_STUB.to_vec();
+        payload.extend_from_slice(total.to_string().as_bytes());
+        let mut p = Publish::new(topic, qos, payload);
+        p.pkid = pkid;
+        let n = total.min(self.buf.len());
+        let _ = self.buf.split_to(n);
+        self.skip = total - n;
+        Ok(Next::Skipped(Packet::Publish(p)))
+    }
+}
+
+/// What [`Reader::oversized`] found at the head of the buffer.
+enum Next {
+    /// Not an oversized PUBLISH: for the codec.
+    Other,
+    /// An oversized PUBLISH whose topic and packet id are still to come.
+    More,
+    /// An oversized PUBLISH's stand-in.
+    Skipped(Packet),
 }
 
 /// The write half of a connection.
@@ -167,7 +255,7 @@ pub async fn connect(cfg: &Connect, keep_alive: Duration, timeout: Duration) -> 
     let stream = tokio::time::timeout(timeout, TcpStream::connect((cfg.host.as_str(), cfg.port))).await.map_err(|_| WireError::Timeout(timeout))??;
     stream.set_nodelay(true)?;
     let (r, w) = stream.into_split();
-    let mut reader = Reader { half: r, buf: BytesMut::with_capacity(256 * 1024), max, early: Vec::new() };
+    let mut reader = Reader { half: r, buf: BytesMut::with_capacity(256 * 1024), max, early: Vec::new(), skip: 0 };
     let mut writer = Writer { half: w, buf: BytesMut::with_capacity(16 * 1024), max };
     let mut c = rumqttc::Connect::new(cfg.client_id.clone());
     c.keep_alive = keep_alive.as_secs().min(u16::MAX as u64) as u16;
@@ -221,7 +309,7 @@ mod tests {
         assert!(w.queue_publish("t", &vec![0u8; 2 << 20], None).is_err(), "over the packet limit");
         w.flush().await.unwrap();
         assert_eq!(w.queued(), 0);
-        let mut r = Reader { half: r, buf: BytesMut::new(), max: 1 << 20, early: Vec::new() };
+        let mut r = Reader { half: r, buf: BytesMut::new(), max: 1 << 20, early: Vec::new(), skip: 0 };
         let mut got = Vec::new();
         while got.len() < 2 {
             r.read(&mut got).await.unwrap();
@@ -230,5 +318,49 @@ mod tests {
         assert_eq!((p.topic.as_str(), &p.payload[..], p.qos), ("town/E001/gate/x/gate.pass", &b"{}"[..], QoS::AtMostOnce));
         let Packet::Publish(p) = &got[1] else { panic!("{:?}", got[1]) };
         assert_eq!((p.topic.as_str(), p.payload.len(), p.qos, p.pkid), ("town/E002/smoke/y/smoke.alarm", 300, QoS::AtLeastOnce, 513));
+    }
+
+    #[tokio::test]
+    async fn a_publish_over_the_limit_is_skipped_as_it_arrives_and_the_next_one_read() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let (_, w) = a.unwrap().into_split();
+        let (r, _) = b.unwrap().0.into_split();
+        // Two million bytes at QoS 1 (a writer with no limit), then an ordinary event, then another big one
+        // at QoS 0.
+        let mut w = Writer { half: w, buf: BytesMut::new(), max: usize::MAX >> 8 };
+        let topic = "town/E001/gate/E001-gate-01/gate.pass";
+        let sender = tokio::spawn(async move {
+            // The first in two writes apart: its fixed header and half its topic's length, then the rest.
+            w.queue_publish(topic, &vec![b'x'; 2_000_000], Some(7)).unwrap();
+            let first = w.buf.split();
+            w.half.write_all(&first[..5]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            w.half.write_all(&first[5..]).await.unwrap();
+            w.queue_publish(topic, b"{}", Some(8)).unwrap();
+            w.queue_publish("town/E002/x/y/z", &vec![b'y'; 3_000_000], None).unwrap();
+            w.queue_publish(topic, b"{\"a\":1}", None).unwrap();
+            w.flush().await.unwrap();
+            w
+        });
+        let mut r = Reader { half: r, buf: BytesMut::new(), max: 1 << 20, early: Vec::new(), skip: 0 };
+        let mut got = Vec::new();
+        let mut most = 0;
+        while got.len() < 4 {
+            r.read(&mut got).await.unwrap();
+            most = most.max(r.buf.capacity());
+        }
+        let _w = sender.await.unwrap();
+        let publishes: Vec<&Publish> = got.iter().map(|p| if let Packet::Publish(p) = p { p } else { panic!("{p:?}") }).collect();
+        let size = 2 + topic.len() + 2 + 2_000_000;
+        assert_eq!((publishes[0].topic.as_str(), publishes[0].pkid, publishes[0].qos), (topic, 7, QoS::AtLeastOnce));
+        assert_eq!(oversized_stub(&publishes[0].payload), Some(size + 4), "the packet's size, its fixed header included");
+        assert_eq!((publishes[1].pkid, &publishes[1].payload[..]), (8, &b"{}"[..]));
+        assert_eq!((publishes[2].topic.as_str(), publishes[2].qos), ("town/E002/x/y/z", QoS::AtMostOnce));
+        assert!(oversized_stub(&publishes[2].payload).is_some());
+        assert_eq!(&publishes[3].payload[..], b"{\"a\":1}");
+        assert!(most < 1 << 20, "the reader held {most} bytes: it must not read a skipped publish into memory");
+        assert_eq!(oversized_stub(b"{\"a\":1}"), None);
     }
 }

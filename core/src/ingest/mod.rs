@@ -322,9 +322,12 @@ pub async fn serve_on(
                 for (i, r) in &o.rejected {
                     tracing::info!("dead letter ({}) from {}: {}", r.code, batch[*i].topic, r.detail);
                     let topic = format!("deadletter/{}/{}", r.code, batch[*i].topic);
-                    // An oversized message is dead-lettered as a stub: its size and why, not itself.
-                    let body = if batch[*i].payload.len() > crate::limits::MAX_EVENT_BYTES {
-                        serde_json::json!({ "reason": r.code, "detail": r.detail, "bytes": batch[*i].payload.len() }).to_string().into_bytes()
+                    // An oversized message is dead-lettered as a stub: its size and why, not itself (one the
+                    // connection skipped unread carries only its size).
+                    let skipped = crate::wire::oversized_stub(&batch[*i].payload);
+                    let body = if batch[*i].payload.len() > crate::limits::MAX_EVENT_BYTES || skipped.is_some() {
+                        let bytes = skipped.unwrap_or(batch[*i].payload.len());
+                        serde_json::json!({ "reason": r.code, "detail": r.detail, "bytes": bytes }).to_string().into_bytes()
                     } else {
                         batch[*i].payload.to_vec()
                     };

@@ -197,6 +197,47 @@ fn oversized_messages_through_mosquitto_are_refused_once_and_ingest_goes_on() {
     assert_eq!(oversized, 1, "the message at the limit was rejected once, not redelivered");
 }
 
+/// A mosquitto with its default `message_size_limit` (none) delivers whatever a publisher sends: a
+/// 2,000,000-byte publish on a device topic made the core's connection fail on every reconnect, and the
+/// town stopped for good. Now the core skips it unread, dead-letters a stub and takes what comes after.
+#[test]
+fn a_message_over_the_clients_limit_from_a_broker_with_no_limit_is_skipped_and_ingest_goes_on() {
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    if !Mosquitto::available_for_test() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The last `message_size_limit` given wins: 0, mosquitto's default, is no limit.
+    let broker = Mosquitto::start(dir.path(), "message_size_limit 0").unwrap();
+    let ep = broker.endpoint();
+    let town = small(8, 2, 1);
+    std::fs::write(dir.path().join("town.ron"), to_ron(&town)).unwrap();
+    let (msgs, ticks) = stream(&town, 1);
+    let n = msgs.len();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut watch = rt.block_on(OrdersWatch::start(&ep)).unwrap();
+    let core = start_core(ep.port, dir.path(), "no-limit-test");
+    rt.block_on(async {
+        let mut o = MqttOptions::new("no-limit-publisher", ep.host.clone(), ep.port);
+        o.set_max_packet_size(4 << 20, 4 << 20).set_inflight(100);
+        let (client, mut el) = AsyncClient::new(o, 100);
+        let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+        client.publish("town/E001/gate/E001-gate-01/gate.pass", QoS::AtLeastOnce, false, vec![b'x'; 2_000_000]).await.unwrap();
+        let _ = client.disconnect().await;
+        let _ = pump.await;
+    });
+    rt.block_on(publish_all(&ep, &town, &msgs));
+    let drained = rt.block_on(watch.until(tick_before(&ticks, n - 1), Duration::from_secs(120)));
+    drop(core);
+    rt.block_on(watch.close());
+    if let Err(e) = drained {
+        panic!("the core did not take the stream after a 2,000,000-byte message ({} of {n} logged): {e}", logged(dir.path()));
+    }
+    assert_eq!(logged(dir.path()), n as i64, "every event after it logged once");
+    let oversized = towntwin_core::store::Reader::open(&dir.path().join("core.db")).unwrap().rejected("oversized").unwrap();
+    assert_eq!(oversized, 1, "rejected once, not sent again");
+}
+
 #[test]
 fn the_observer_subscribes_again_after_the_broker_restarts() {
     use towntwin_harness::mqtt::{Counters, Observer};
