@@ -206,6 +206,11 @@ impl Household {
     pub fn label(&self) -> String {
         self.flat.to_string()
     }
+
+    /// The household as an answer names it: its estate's id and its flat's label.
+    pub fn place(&self, reg: &Registry) -> (String, String) {
+        (reg.estate_ids[self.estate as usize].clone(), self.label())
+    }
 }
 
 /// A resident. `flat` is the household entity.

@@ -154,15 +154,13 @@ fn the_publisher_sends_again_what_a_broker_restart_left_unacknowledged() {
     eprintln!("broker restart mid-burst: {resent} requests sent again, {n} events logged once each");
 }
 
-#[test]
-fn oversized_messages_through_mosquitto_are_refused_once_and_ingest_goes_on() {
+/// Publishes payloads of `sizes` on a device topic to a mosquitto with `extra` config, then a day of a
+/// small town's stream; checks the core logged every event of the stream once, and returns the `oversized`
+/// rejections in the store.
+fn oversized_then_a_stream(extra: &str, id: &str, sizes: &[usize]) -> u64 {
     use rumqttc::{AsyncClient, MqttOptions, QoS};
-    use towntwin_core::limits::{BROKER_MAX_PAYLOAD, CLIENT_MAX_PACKET};
-    if !Mosquitto::available_for_test() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start(dir.path(), "").unwrap();
+    let broker = Mosquitto::start(dir.path(), extra).unwrap();
     let ep = broker.endpoint();
     let town = small(8, 2, 1);
     std::fs::write(dir.path().join("town.ron"), to_ron(&town)).unwrap();
@@ -170,18 +168,15 @@ fn oversized_messages_through_mosquitto_are_refused_once_and_ingest_goes_on() {
     let n = msgs.len();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut watch = rt.block_on(OrdersWatch::start(&ep)).unwrap();
-    let core = start_core(ep.port, dir.path(), "oversize-test");
+    let core = start_core(ep.port, dir.path(), &format!("{id}-test"));
     rt.block_on(async {
-        let mut o = MqttOptions::new("oversize-publisher", ep.host.clone(), ep.port);
-        o.set_max_packet_size(CLIENT_MAX_PACKET, 4 << 20).set_inflight(100);
+        let mut o = MqttOptions::new(format!("{id}-publisher"), ep.host.clone(), ep.port);
+        o.set_max_packet_size(4 << 20, 4 << 20).set_inflight(100);
         let (client, mut el) = AsyncClient::new(o, 100);
         let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
-        let topic = "town/E001/gate/E001-gate-01/gate.pass";
-        // At the limit: delivered in an MQTT packet larger than 1 MiB, which the core's client must read
-        // (a client limit of 1 MiB refused it, dropped the connection and was sent it again, forever).
-        client.publish(topic, QoS::AtLeastOnce, false, vec![b' '; BROKER_MAX_PAYLOAD]).await.unwrap();
-        // Over mosquitto's message_size_limit: the broker refuses it (and may drop this publisher).
-        client.publish(topic, QoS::AtLeastOnce, false, vec![b' '; 2 * BROKER_MAX_PAYLOAD]).await.unwrap();
+        for &size in sizes {
+            client.publish("town/E001/gate/E001-gate-01/gate.pass", QoS::AtLeastOnce, false, vec![b' '; size]).await.unwrap();
+        }
         let _ = client.disconnect().await;
         let _ = pump.await;
     });
@@ -193,7 +188,19 @@ fn oversized_messages_through_mosquitto_are_refused_once_and_ingest_goes_on() {
         panic!("the core did not take the stream after the oversized messages ({} of {n} logged): {e}", logged(dir.path()));
     }
     assert_eq!(logged(dir.path()), n as i64, "every event after them logged once");
-    let oversized = towntwin_core::store::Reader::open(&dir.path().join("core.db")).unwrap().rejected("oversized").unwrap();
+    towntwin_core::store::Reader::open(&dir.path().join("core.db")).unwrap().rejected("oversized").unwrap()
+}
+
+#[test]
+fn oversized_messages_through_mosquitto_are_refused_once_and_ingest_goes_on() {
+    use towntwin_core::limits::BROKER_MAX_PAYLOAD;
+    if !Mosquitto::available_for_test() {
+        return;
+    }
+    // At the limit: delivered in an MQTT packet larger than 1 MiB, which the core's client must read (a
+    // client limit of 1 MiB refused it, dropped the connection and was sent it again, forever). Then one
+    // over mosquitto's message_size_limit: the broker refuses it (and may drop this publisher).
+    let oversized = oversized_then_a_stream("", "oversize", &[BROKER_MAX_PAYLOAD, 2 * BROKER_MAX_PAYLOAD]);
     assert_eq!(oversized, 1, "the message at the limit was rejected once, not redelivered");
 }
 
@@ -202,39 +209,11 @@ fn oversized_messages_through_mosquitto_are_refused_once_and_ingest_goes_on() {
 /// town stopped for good. Now the core skips it unread, dead-letters a stub and takes what comes after.
 #[test]
 fn a_message_over_the_clients_limit_from_a_broker_with_no_limit_is_skipped_and_ingest_goes_on() {
-    use rumqttc::{AsyncClient, MqttOptions, QoS};
     if !Mosquitto::available_for_test() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
     // The last `message_size_limit` given wins: 0, mosquitto's default, is no limit.
-    let broker = Mosquitto::start(dir.path(), "message_size_limit 0").unwrap();
-    let ep = broker.endpoint();
-    let town = small(8, 2, 1);
-    std::fs::write(dir.path().join("town.ron"), to_ron(&town)).unwrap();
-    let (msgs, ticks) = stream(&town, 1);
-    let n = msgs.len();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let mut watch = rt.block_on(OrdersWatch::start(&ep)).unwrap();
-    let core = start_core(ep.port, dir.path(), "no-limit-test");
-    rt.block_on(async {
-        let mut o = MqttOptions::new("no-limit-publisher", ep.host.clone(), ep.port);
-        o.set_max_packet_size(4 << 20, 4 << 20).set_inflight(100);
-        let (client, mut el) = AsyncClient::new(o, 100);
-        let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
-        client.publish("town/E001/gate/E001-gate-01/gate.pass", QoS::AtLeastOnce, false, vec![b'x'; 2_000_000]).await.unwrap();
-        let _ = client.disconnect().await;
-        let _ = pump.await;
-    });
-    rt.block_on(publish_all(&ep, &town, &msgs));
-    let drained = rt.block_on(watch.until(tick_before(&ticks, n - 1), Duration::from_secs(120)));
-    drop(core);
-    rt.block_on(watch.close());
-    if let Err(e) = drained {
-        panic!("the core did not take the stream after a 2,000,000-byte message ({} of {n} logged): {e}", logged(dir.path()));
-    }
-    assert_eq!(logged(dir.path()), n as i64, "every event after it logged once");
-    let oversized = towntwin_core::store::Reader::open(&dir.path().join("core.db")).unwrap().rejected("oversized").unwrap();
+    let oversized = oversized_then_a_stream("message_size_limit 0", "no-limit", &[2_000_000]);
     assert_eq!(oversized, 1, "rejected once, not sent again");
 }
 

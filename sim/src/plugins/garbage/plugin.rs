@@ -95,7 +95,7 @@ fn persuade(
         }
     }
     for a in answers.0.iter().filter(|a| a.kind == IncidentKind::GarbageMissort) {
-        let index = by_label.get_or_insert_with(|| households.iter().map(|(e, h, _)| ((reg.estate_ids[h.estate as usize].clone(), h.label()), e)).collect());
+        let index = by_label.get_or_insert_with(|| households.iter().map(|(e, h, _)| (h.place(&reg), e)).collect());
         let Some(&flat) = index.get(&(a.area.clone(), a.subject.clone())) else { continue };
         let Ok((_, _, careful)) = households.get(flat) else { continue };
         if careful.is_some_and(|c| c.for_good) {

@@ -279,7 +279,7 @@ fn answer(
         }
     }
     for a in answers.0.iter().filter(|a| crate::scenario::HABITS.contains(&a.kind)) {
-        let index = by_label.get_or_insert_with(|| ebikes.iter().map(|(e, h, _)| ((reg.estate_ids[h.estate as usize].clone(), h.label()), e)).collect());
+        let index = by_label.get_or_insert_with(|| ebikes.iter().map(|(e, h, _)| (h.place(&reg), e)).collect());
         let Some(&flat) = index.get(&(a.area.clone(), a.subject.clone())) else { continue };
         let Ok((_, _, mut e)) = ebikes.get_mut(flat) else { continue };
         let produces = match e.0 {
