@@ -139,19 +139,19 @@ fn core_restart_mid_stream_loses_and_duplicates_nothing() {
         }
     };
 
-    let mut whole = Core::open(rules(), policy(), &town, Some(&dir.path().join("whole.db"))).unwrap();
+    let mut whole = Core::open(rules(), policy(), &town, Some(&dir.path().join("whole.db").into())).unwrap();
     feed(&mut whole, &ticks);
 
     let db = dir.path().join("restarted.db");
     let half = ticks.len() / 2 + 17;
     {
-        let mut first = Core::open(rules(), policy(), &town, Some(&db)).unwrap();
+        let mut first = Core::open(rules(), policy(), &town, Some(&(&db).into())).unwrap();
         // Snapshot often, so the restart loads a snapshot and replays only what followed it.
         first.snapshot_every = 5_000;
         feed(&mut first, &ticks[..half]);
         assert!(first.has_snapshot());
     } // dropped: as if the process ended after committing these batches
-    let mut second = Core::open(rules(), policy(), &town, Some(&db)).unwrap();
+    let mut second = Core::open(rules(), policy(), &town, Some(&(&db).into())).unwrap();
     // Written on the store's snapshot thread, and there before the first core's store closed.
     assert!(second.has_snapshot(), "the restart loads the snapshot");
     let before = second.stats.duplicates;

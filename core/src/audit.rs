@@ -88,22 +88,36 @@ fn wall_ms() -> i64 {
 /// store's batches are `IMMEDIATE`, so no other writer can append between the read of the head and the
 /// insert). Returns the new head.
 pub fn append(conn: &Connection, e: &Entry) -> rusqlite::Result<String> {
-    let (last, prev): (i64, String) = conn
-        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?
-        .unwrap_or((0, GENESIS.to_string()));
-    let seq = last + 1;
-    let recorded_at = wall_ms();
-    let hash = chain_hash(seq, recorded_at, e, &prev);
+    let last: Option<(i64, String)> =
+        conn.prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    let next = Next::after(last, e);
     conn.prepare_cached(
         "INSERT INTO audit (seq, at, recorded_at, actor, scope, what, target, outcome, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
-    .execute(params![seq, e.at, recorded_at, e.actor, e.scope, e.what, e.target, e.outcome, prev, hash])?;
-    Ok(hash)
+    .execute(params![next.seq, e.at, next.recorded_at, e.actor, e.scope, e.what, e.target, e.outcome, next.prev, next.hash])?;
+    Ok(next.hash)
 }
 
-/// A chain that holds: its length and head.
+/// The chain's fields of the entry that follows `last` (the head's sequence and hash; `None` for an empty
+/// log): what either store writes beside the entry.
+#[derive(Debug, Clone)]
+pub struct Next {
+    pub seq: i64,
+    pub recorded_at: i64,
+    pub prev: String,
+    pub hash: String,
+}
+
+impl Next {
+    pub fn after(last: Option<(i64, String)>, e: &Entry) -> Next {
+        let (last, prev) = last.unwrap_or((0, GENESIS.to_string()));
+        let seq = last + 1;
+        let recorded_at = wall_ms();
+        let hash = chain_hash(seq, recorded_at, e, &prev);
+        Next { seq, recorded_at, prev, hash }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub entries: u64,
@@ -123,9 +137,11 @@ pub enum Broken {
     HeadNotFound { head: String, last: i64, now: String },
     #[error("reading the audit log: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("reading the audit log: {0}")]
+    Read(String),
 }
 
-const SELECT_ALL: &str = "SELECT seq, at, recorded_at, actor, scope, what, target, outcome, prev, hash FROM audit ORDER BY seq";
+pub(crate) const SELECT_ALL: &str = "SELECT seq, at, recorded_at, actor, scope, what, target, outcome, prev, hash FROM audit ORDER BY seq";
 
 /// A row of [`SELECT_ALL`].
 fn stored(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
@@ -148,12 +164,17 @@ pub fn entries(conn: &Connection) -> rusqlite::Result<Vec<Stored>> {
 /// head recorded earlier, so a cut at the end is found too).
 pub fn verify(conn: &Connection, head: Option<&str>) -> Result<Verified, Broken> {
     let mut stmt = conn.prepare(SELECT_ALL)?;
-    let mut rows = stmt.query([])?;
+    let rows = stmt.query_map([], stored)?.map(|r| r.map_err(Broken::from));
+    verify_rows(rows, head)
+}
+
+/// [`verify`] over the entries as read, in order of their sequence (from either store).
+pub fn verify_rows(rows: impl IntoIterator<Item = Result<Stored, Broken>>, head: Option<&str>) -> Result<Verified, Broken> {
     let (mut last_seq, mut last_hash) = (0i64, GENESIS.to_string());
     let mut head_seen = head.is_none();
     let mut n = 0u64;
-    while let Some(r) = rows.next()? {
-        let Stored { seq, recorded_at, entry: e, prev, hash } = stored(r)?;
+    for r in rows {
+        let Stored { seq, recorded_at, entry: e, prev, hash } = r?;
         if seq > last_seq + 1 && prev == last_hash {
             // Renumbered to close a gap is caught by the hash (seq is hashed); a plain gap is a removal.
             return Err(Broken::Changed { seq });

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod decode;
 pub mod ingest;
+pub mod metrics;
 pub mod notices;
 pub mod orders;
 pub mod rules;

@@ -12,7 +12,8 @@ use crate::time::Millis;
 
 /// The publishing connection: its own client id (the subscribing one has the core's), a persistent session
 /// so that notices in flight survive a reconnect.
-fn options(cfg: &crate::wire::Connect) -> (AsyncClient, EventLoop) {
+/// The publishing connection's options, to `cfg`'s broker.
+pub(crate) fn mqtt_options(cfg: &crate::wire::Connect) -> MqttOptions {
     let mut o = MqttOptions::new(format!("{}-out", cfg.client_id), cfg.host.clone(), cfg.port);
     if let Some((user, password)) = &cfg.login {
         o.set_credentials(user, password);
@@ -22,7 +23,11 @@ fn options(cfg: &crate::wire::Connect) -> (AsyncClient, EventLoop) {
         .set_max_packet_size(crate::limits::CLIENT_MAX_PACKET, crate::limits::CLIENT_MAX_PACKET)
         .set_inflight(1_000)
         .set_request_channel_capacity(50_000);
-    let (client, mut el) = AsyncClient::new(o, 50_000);
+    o
+}
+
+fn options(cfg: &crate::wire::Connect) -> (AsyncClient, EventLoop) {
+    let (client, mut el) = AsyncClient::new(mqtt_options(cfg), 50_000);
     let mut n = NetworkOptions::new();
     n.set_tcp_nodelay(true);
     n.set_connection_timeout(30);

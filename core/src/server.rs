@@ -11,7 +11,6 @@
 //! through here.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use crate::notices::{Link, OrdersOut};
 use crate::orders::{Notice, Policy};
 use crate::rules::RuleSet;
 use crate::service::{Core, CoreError};
+use crate::store::{Location, Store};
 use crate::town::Town;
 use crate::web::Api;
 
@@ -32,9 +32,9 @@ pub struct CoreConfig {
     pub town: Town,
     pub rules: RuleSet,
     pub policy: Policy,
-    /// The SQLite store; the core resumes from it. `None` keeps everything in memory (tests only: a
-    /// restart then loses everything).
-    pub db: Option<PathBuf>,
+    /// The store (a SQLite file or a PostgreSQL schema); the core resumes from it. `None` keeps everything
+    /// in memory (tests only: a restart then loses everything).
+    pub db: Option<Location>,
     /// Broker, client id, topic filter and batching.
     pub ingest: IngestConfig,
     /// Serve the HTTP API on this address (port 0 picks a free one; [`CoreHandle::http_addr`] says which).
@@ -44,11 +44,15 @@ pub struct CoreConfig {
     /// The exercise (an operator drill) whose events this core takes; `None`: the town's own traffic only
     /// (see [`crate::decode::Devices::exercise`]).
     pub exercise: Option<String>,
+    /// Start as the town's standby: wait for its active core to let go of the store (a PostgreSQL store's
+    /// lock), then load it and take over the same broker session. Nothing connects to the broker before.
+    pub standby: bool,
 }
 
 impl CoreConfig {
-    pub fn new(town: Town, rules: RuleSet, policy: Policy, db: Option<PathBuf>, ingest: IngestConfig) -> CoreConfig {
-        CoreConfig { town, rules, policy, db, ingest, http: None, subscribe_timeout: Duration::from_secs(30), exercise: None }
+    pub fn new(town: Town, rules: RuleSet, policy: Policy, db: Option<impl Into<Location>>, ingest: IngestConfig) -> CoreConfig {
+        let db = db.map(Into::into);
+        CoreConfig { town, rules, policy, db, ingest, http: None, subscribe_timeout: Duration::from_secs(30), exercise: None, standby: false }
     }
 }
 
@@ -85,9 +89,20 @@ pub struct CoreHandle {
 /// Opens the store, binds the API, subscribes, and returns once the service is listening on both (a
 /// resumed session counts as subscribed).
 pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
-    let CoreConfig { town, rules, policy, db, ingest: icfg, http, subscribe_timeout, exercise } = cfg;
-    let mut core = Core::open(rules, policy, &town, db.as_deref())
-        .map_err(|source| ServerError::Open { path: db.as_ref().map_or_else(|| "(in memory)".into(), |p| p.display().to_string()), source })?;
+    let CoreConfig { town, rules, policy, db, ingest: icfg, http, subscribe_timeout, exercise, standby } = cfg;
+    let open_err = |source: CoreError| ServerError::Open { path: db.as_ref().map_or_else(|| "(in memory)".into(), |p| p.to_string()), source };
+    let mut core = match (&db, standby) {
+        (Some(at), true) => {
+            // Waiting may take as long as the active core lives: off the runtime's threads.
+            let at = at.clone();
+            let store = tokio::task::spawn_blocking(move || Store::open_standby(&at, None))
+                .await
+                .map_err(|e| ServerError::Task("standby", e.to_string()))?
+                .map_err(|e| open_err(e.into()))?;
+            Core::with_store(rules, policy, &town, Some(store)).map_err(open_err)?
+        }
+        _ => Core::open(rules, policy, &town, db.as_ref()).map_err(open_err)?,
+    };
     core.engine.set_exercise(exercise);
     let core = Arc::new(Mutex::new(core));
     let (stop, stop_rx) = watch::channel(false);
@@ -128,7 +143,7 @@ pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
     }
 
     let http = listener.map(|listener| {
-        let api = Api::new(core.clone(), &town).with_orders_out(out.clone()).with_stop(stop.clone());
+        let api = Api::new(core.clone(), &town).with_orders_out(out.clone()).with_stop(stop.clone()).with_progress(progress.clone());
         let mut stop_api = stop_rx.clone();
         tokio::spawn(async move {
             let stopped = async move {

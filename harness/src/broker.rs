@@ -62,6 +62,28 @@ pub fn parse_url(url: &str) -> Result<Endpoint> {
     Ok(Endpoint { host: host.to_string(), port, embedded: false, credentials: None })
 }
 
+/// The nodes of a broker cluster, `mqtt://host:port,host:port,...` (one node: [`parse_url`]'s form), once
+/// one of them accepts connections (within 3 s); in the order given.
+pub fn reach_cluster(url: &str) -> Result<Vec<Endpoint>> {
+    let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).unwrap_or(url);
+    let nodes = rest
+        .split(',')
+        .map(|n| parse_url(n.trim()))
+        .collect::<Result<Vec<_>>>()
+        .with_context(|| format!("`{url}`: expected mqtt://host:port[,host:port...]"))?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut last = None;
+    while Instant::now() < deadline {
+        for n in &nodes {
+            match check_reachable(n, Duration::from_millis(200)) {
+                Ok(()) => return Ok(nodes),
+                Err(e) => last = Some(e),
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("`{url}`: no broker node")))
+}
+
 /// The external broker at `url`, once it accepts connections (within 3 s).
 pub fn reach(url: &str) -> Result<Endpoint> {
     let ep = parse_url(url)?;

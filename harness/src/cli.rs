@@ -4,14 +4,24 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use towntwin_core::store::Location;
 use towntwin_harness::mqtt::Mode;
 use towntwin_harness::run::{Speed, asset, default_scenario};
 
 #[derive(Parser)]
 #[command(name = "towntwin", version, about = "A digital twin of Gaohang town's smart-community platform")]
 pub struct Cli {
+    /// Logs on stderr as text, or as one JSON object per line (for a log collector). `TOWNTWIN_LOG` filters them.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -147,9 +157,10 @@ pub struct CoreArgs {
     /// Broker to subscribe to, `mqtt://host:port`.
     #[arg(long)]
     pub broker: Option<String>,
-    /// The core's SQLite file; state is resumed from it.
-    #[arg(long, default_value = "towntwin-core.db")]
-    pub db: PathBuf,
+    /// The core's store, resumed from: a SQLite file, or a town's schema in PostgreSQL
+    /// (`postgres://user@host:port/db?schema=gaohang`; the core holds the town's advisory lock there).
+    #[arg(long, alias = "store", default_value = "towntwin-core.db")]
+    pub db: Location,
     #[arg(long, default_value_os_t = asset("assets/town.ron"))]
     pub town: PathBuf,
     #[arg(long, default_value_os_t = asset("assets/rules.ron"))]
@@ -181,6 +192,11 @@ pub struct CoreArgs {
     /// Take only the events of this exercise (an operator drill's `exerciseid`), none of the town's own.
     #[arg(long)]
     pub exercise: Option<String>,
+    /// Start as the town's standby: wait until its active core lets go of the store (a PostgreSQL store's
+    /// lock), then take over with the same client id (the broker's session resumes). Nothing connects to the
+    /// broker before.
+    #[arg(long)]
+    pub standby: bool,
 }
 
 #[derive(Subcommand)]
@@ -198,17 +214,18 @@ pub enum AuditCommand {
     /// Check the audit log's hash chain; prints its length and head (record the head to detect a cut at the
     /// end later). Exit 1 and the first broken entry if it was changed, removed or inserted into.
     Verify {
-        /// The core's SQLite file.
-        #[arg(long, default_value = "towntwin-core.db")]
-        db: PathBuf,
+        /// The core's store (a SQLite file or a `postgres://` URL).
+        #[arg(long, alias = "store", default_value = "towntwin-core.db")]
+        db: Location,
         /// A head printed by an earlier verify: the log must still contain it.
         #[arg(long)]
         head: Option<String>,
     },
     /// Print the last entries, one per line.
     Show {
-        #[arg(long, default_value = "towntwin-core.db")]
-        db: PathBuf,
+        /// The core's store (a SQLite file or a `postgres://` URL).
+        #[arg(long, alias = "store", default_value = "towntwin-core.db")]
+        db: Location,
         /// How many entries from the end.
         #[arg(long, default_value_t = 20)]
         tail: usize,
@@ -222,10 +239,53 @@ pub enum TokenCommand {
         /// `district`, `town`, `committee:C05`, `estate:E012`, optionally `/name`.
         #[arg(long)]
         principal: String,
-        /// The core's SQLite file.
-        #[arg(long, default_value = "towntwin-core.db")]
-        db: PathBuf,
+        /// The core's store (a SQLite file or a `postgres://` URL).
+        #[arg(long, alias = "store", default_value = "towntwin-core.db")]
+        db: Location,
+        /// How long the token is valid: `90d`, `12h`, `30m`, or `never`.
+        #[arg(long, default_value = "90d")]
+        expires_in: Validity,
     },
+    /// Revoke tokens (a core running on the store refuses them at once); each is audited. Exit 2 when nothing
+    /// matched a valid token.
+    Revoke {
+        /// The token to revoke, as it was printed.
+        #[arg(long, conflicts_with = "principal", required_unless_present = "principal")]
+        token: Option<String>,
+        /// Revoke every token of this principal.
+        #[arg(long)]
+        principal: Option<String>,
+        /// The core's store (a SQLite file or a `postgres://` URL).
+        #[arg(long, alias = "store", default_value = "towntwin-core.db")]
+        db: Location,
+    },
+}
+
+/// How long a token is valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity(pub Option<u64>);
+
+impl std::str::FromStr for Validity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Validity, String> {
+        if s == "never" {
+            return Ok(Validity(None));
+        }
+        let expected = || format!("{s:?}: expected a whole number of minutes, hours or days (`30m`, `12h`, `90d`) or `never`");
+        let (n, unit) = s.split_at(s.len().saturating_sub(1));
+        let n: u64 = n.parse().map_err(|_| expected())?;
+        let ms = match unit {
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(expected()),
+        };
+        if n == 0 || n > 3650 * 86_400_000 / ms {
+            return Err(format!("{s:?}: between one minute and ten years"));
+        }
+        Ok(Validity(Some(n * ms)))
+    }
 }
 
 #[derive(clap::Args)]
@@ -278,9 +338,10 @@ pub struct RunArgs {
     /// Escalation policy for the core (scenarios/policies/*.ron).
     #[arg(long, default_value_os_t = asset("scenarios/policies/standard.ron"))]
     pub policy: PathBuf,
-    /// The core's SQLite file (default: core.db in the results folder).
-    #[arg(long)]
-    pub db: Option<PathBuf>,
+    /// The core's store: a SQLite file (default: core.db in the results folder), or a town's schema in
+    /// PostgreSQL (`postgres://user@host:port/db?schema=gaohang`).
+    #[arg(long, alias = "store")]
+    pub db: Option<Location>,
     /// Log every client in to the broker as its own user (devices, gateways, the clock, the core, the
     /// observers) with the credentials `towntwin town credentials` wrote. Needs --broker.
     #[arg(long)]

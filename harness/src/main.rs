@@ -14,11 +14,14 @@ use cli::{AuditCommand, Cli, Command, CoreAction, CoreArgs, ExperimentAction, Ex
 use towntwin_harness::{DataFault, InvalidRun, UsageFault, exit_code};
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TOWNTWIN_LOG").unwrap_or_else(|_| "warn,rumqttd=off".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TOWNTWIN_LOG").unwrap_or_else(|_| "warn,rumqttd=off".into()))
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        cli::LogFormat::Text => logs.init(),
+        cli::LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
     towntwin_harness::raise_fd_limit();
     if let Err(e) = dispatch(cli) {
         eprintln!("error: {e:#}");
@@ -108,22 +111,45 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("{}: ok ({} day(s) from {}, seed {})", file.display(), loaded.scenario.days, loaded.scenario.start_date, loaded.scenario.seed);
             Ok(())
         }
-        Command::Core { action: Some(CoreAction::Token(TokenCommand::Issue { principal, db })), .. } => {
+        Command::Core { action: Some(CoreAction::Token(TokenCommand::Issue { principal, db, expires_in })), .. } => {
             let principal: towntwin_core::principal::Principal = principal.parse().map_err(|e| UsageFault(format!("--principal: {e}")))?;
-            let token = towntwin_core::auth::issue_into(&db, &principal).with_context(|| format!("cannot issue a token into {}", db.display()))?;
-            eprintln!("token for {principal} (shown once; the store keeps only its hash):");
+            let expires_at = expires_in.0.map(|ms| towntwin_core::auth::wall_ms() + ms as i64);
+            let token = towntwin_core::auth::issue_into(&db, &principal, expires_at).with_context(|| format!("cannot issue a token into {db}"))?;
+            let until = expires_at.map_or_else(|| "never expires".to_string(), |t| format!("valid until {}", towntwin_core::time::rfc3339(t)));
+            eprintln!("token for {principal}, {until} (shown once; the store keeps only its hash):");
             println!("{token}");
+            Ok(())
+        }
+        Command::Core { action: Some(CoreAction::Token(TokenCommand::Revoke { token, principal, db })), .. } => {
+            let which = match (token, principal) {
+                (Some(t), _) => towntwin_core::auth::Revoke::Token(t.trim().to_string()),
+                (None, Some(p)) => {
+                    let p: towntwin_core::principal::Principal = p.parse().map_err(|e| UsageFault(format!("--principal: {e}")))?;
+                    towntwin_core::auth::Revoke::Principal(p.to_string())
+                }
+                (None, None) => return Err(UsageFault("give --token or --principal".into()).into()),
+            };
+            if !db.may_exist() {
+                return Err(UsageFault(format!("{db}: no such store")).into());
+            }
+            let revoked = towntwin_core::auth::revoke(&db, &which).with_context(|| format!("cannot revoke tokens in {db}"))?;
+            if revoked.is_empty() {
+                return Err(UsageFault(format!("{db}: no valid token matched (already revoked, or never issued there)")).into());
+            }
+            for p in &revoked {
+                println!("revoked a token of {p}");
+            }
             Ok(())
         }
         Command::Core { action: Some(CoreAction::Audit(AuditCommand::Verify { db, head })), .. } => {
             let store = open_existing(&db)?;
-            let v = store.verify_audit(head.as_deref()).with_context(|| format!("{}: the audit log is broken", db.display()))?;
-            println!("{}: audit log intact: {} entries, head {}", db.display(), v.entries, v.head);
+            let v = store.verify_audit(head.as_deref()).with_context(|| format!("{db}: the audit log is broken"))?;
+            println!("{db}: audit log intact: {} entries, head {}", v.entries, v.head);
             Ok(())
         }
         Command::Core { action: Some(CoreAction::Audit(AuditCommand::Show { db, tail })), .. } => {
             let store = open_existing(&db)?;
-            let all = store.audit_entries().with_context(|| format!("cannot read the audit log of {}", db.display()))?;
+            let all = store.audit_entries().with_context(|| format!("cannot read the audit log of {db}"))?;
             for s in &all[all.len().saturating_sub(tail)..] {
                 let e = &s.entry;
                 println!("{:>8} {} {:<28} {:<16} {:<14} {:<12} {}", s.seq, rfc3339(e.at), e.actor, e.scope, e.what, e.target, e.outcome);
@@ -132,7 +158,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Core {
             action: None,
-            serve: CoreArgs { broker, db, town, rules, policy, client_id, filter, partitions, batch_max, http, credentials, exercise },
+            serve: CoreArgs { broker, db, town, rules, policy, client_id, filter, partitions, batch_max, http, credentials, exercise, standby },
         } => {
             let broker = broker.ok_or_else(|| UsageFault("`towntwin core` serves on a broker: give --broker mqtt://host:port".into()))?;
             towntwin_harness::serve::core(&towntwin_harness::serve::Serve {
@@ -148,6 +174,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 http,
                 credentials,
                 exercise,
+                standby,
             })
         }
         Command::Experiment { action: Some(ExperimentAction::Merge { dirs, out }), .. } => {
@@ -255,9 +282,13 @@ fn checks_pass(s: &towntwin_harness::experiment::analyse::Summary) -> Result<()>
 }
 
 /// A store that must already exist (read-only: checking never creates or changes one).
-fn open_existing(db: &std::path::Path) -> Result<towntwin_core::store::Reader> {
-    if !db.is_file() {
-        return Err(UsageFault(format!("{}: no such store (give the core's SQLite file with --db)", db.display())).into());
+fn open_existing(db: &towntwin_core::store::Location) -> Result<towntwin_core::store::Reader> {
+    if !db.may_exist() {
+        return Err(UsageFault(format!("{db}: no such store (give the core's SQLite file or postgres:// URL with --db)")).into());
     }
-    towntwin_core::store::Reader::open(db).with_context(|| format!("cannot open {}", db.display()))
+    towntwin_core::store::Reader::open(db).map_err(|e| match e {
+        towntwin_core::store::StoreError::Missing { .. } => anyhow::Error::new(UsageFault(e.to_string())),
+        // The store's error names it.
+        e => anyhow::Error::new(e),
+    })
 }

@@ -20,7 +20,7 @@ use crate::{DataFault, UsageFault};
 #[derive(Debug, Clone)]
 pub struct Serve {
     pub broker: String,
-    pub db: PathBuf,
+    pub db: towntwin_core::store::Location,
     pub town: PathBuf,
     pub rules: PathBuf,
     pub policy: PathBuf,
@@ -31,12 +31,21 @@ pub struct Serve {
     pub http: Option<SocketAddr>,
     pub credentials: Option<PathBuf>,
     pub exercise: Option<String>,
+    /// Wait as the town's standby (see [`towntwin_core::server::CoreConfig::standby`]).
+    pub standby: bool,
 }
 
 /// Serves until interrupted (Ctrl-C, SIGINT) or until the core stops on its own (a store that cannot be
 /// written): the core commits and acknowledges what it holds, then prints its counters.
 pub fn core(s: &Serve) -> Result<()> {
-    let ep = crate::broker::reach(&s.broker)?;
+    if s.standby && s.db.as_path().is_some() {
+        return Err(
+            UsageFault(format!("--standby: {} is a SQLite file; a standby waits on a PostgreSQL store's lock (give --store postgres://...)", s.db)).into()
+        );
+    }
+    // One broker, or the nodes of a cluster to fail over between.
+    let nodes = crate::broker::reach_cluster(&s.broker)?;
+    let ep = nodes[0].clone();
     let login = match &s.credentials {
         Some(p) => Some(
             crate::credentials::Credentials::load(p)?.login(crate::credentials::CORE).ok_or_else(|| UsageFault(format!("{}: no user `core`", p.display())))?,
@@ -52,20 +61,25 @@ pub fn core(s: &Serve) -> Result<()> {
         login,
         partitions: s.partitions.into(),
         batch_max: s.batch_max.into(),
+        also: nodes[1..].iter().map(|n| (n.host.clone(), n.port)).collect(),
         ..IngestConfig::new(&ep.host, ep.port)
     };
     let mut cfg = CoreConfig::new(town, rules, policy, Some(s.db.clone()), ingest);
     cfg.http = s.http;
     cfg.exercise = s.exercise.clone();
+    cfg.standby = s.standby;
     let rt = crate::runtime()?;
     let core = rt.block_on(async {
+        if s.standby {
+            Status::CoreStandby { db: s.db.to_string() }.print();
+        }
         let mut handle = server::start(cfg).await?;
         {
             let c = handle.core().lock().map_err(|_| anyhow::anyhow!("the core's lock was poisoned"))?;
-            Status::CoreLoaded { db: s.db.display().to_string(), orders: c.orders.orders.len() as u64, event_time: rfc3339(c.now()) }.print();
+            Status::CoreLoaded { db: s.db.to_string(), orders: c.orders.orders.len() as u64, event_time: rfc3339(c.now()) }.print();
         }
         // Printed once the broker has acknowledged the subscription: a publisher may start now.
-        Status::CoreSubscribed { broker: ep.to_string(), http: handle.http_addr().map(|a| format!("http://{a}")) }.print();
+        Status::CoreSubscribed { broker: s.broker.clone(), http: handle.http_addr().map(|a| format!("http://{a}")) }.print();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             r = handle.stopped() => r.context("the core stopped")?,

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub enum Status {
     /// The embedded broker accepts connections: a client may connect now.
     BrokerListening { broker: String },
+    /// The core is its town's standby: it waits for the active core to let go of the store.
+    CoreStandby { db: String },
     /// The core has loaded its store: `orders` work orders and its event-time clock.
     CoreLoaded { db: String, orders: u64, event_time: String },
     /// The broker has acknowledged the core's subscription (a publisher may start now), and where its

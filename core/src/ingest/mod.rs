@@ -27,6 +27,9 @@ const RETRY: Duration = Duration::from_millis(100);
 pub struct IngestConfig {
     pub host: String,
     pub port: u16,
+    /// Other nodes of the same broker cluster (one whose sessions every node shares, as nats-server's with
+    /// JetStream): after a connection to one fails or breaks, the next is tried, in turn.
+    pub also: Vec<(String, u16)>,
     /// Fixed, so the broker keeps the session (and unacknowledged messages) across restarts.
     pub client_id: String,
     /// Topic filter this instance owns (`town/#`, or `town/E012/#` for a shard).
@@ -55,13 +58,21 @@ pub struct IngestConfig {
 impl IngestConfig {
     /// The subscribing connection's settings, for [`crate::wire::connect`].
     pub fn connect(&self) -> crate::wire::Connect {
-        crate::wire::Connect { host: self.host.clone(), port: self.port, client_id: self.client_id.clone(), login: self.login.clone() }
+        self.connect_to(0)
+    }
+
+    /// The settings for the `i`-th of the broker's nodes (counting round: `host:port`, then `also`).
+    pub fn connect_to(&self, i: usize) -> crate::wire::Connect {
+        let k = i % (1 + self.also.len());
+        let (host, port) = if k == 0 { (self.host.clone(), self.port) } else { self.also[k - 1].clone() };
+        crate::wire::Connect { host, port, client_id: self.client_id.clone(), login: self.login.clone() }
     }
 
     pub fn new(host: &str, port: u16) -> IngestConfig {
         IngestConfig {
             host: host.to_string(),
             port,
+            also: Vec::new(),
             client_id: "towntwin-core".into(),
             filter: "town/#".into(),
             batch_max: 34,
@@ -85,11 +96,46 @@ pub enum IngestError {
 }
 
 /// Counters a running service exposes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IngestCounters {
+    /// Messages committed and acknowledged.
     pub received: std::sync::atomic::AtomicU64,
     pub batches: std::sync::atomic::AtomicU64,
     pub dead_lettered: std::sync::atomic::AtomicU64,
+    /// Messages read from the subscribing connection (committed or not yet).
+    pub arrived: std::sync::atomic::AtomicU64,
+    /// Whether the subscribing connection is up and subscribed (its SUBACK, or a resumed session).
+    pub connected: std::sync::atomic::AtomicBool,
+    /// Connections made by the subscribing side.
+    pub connects: std::sync::atomic::AtomicU64,
+    /// Whether the ingest loop runs.
+    pub running: std::sync::atomic::AtomicBool,
+    /// Wall-clock seconds to decode, apply and commit each batch (a measurement: nothing decides on it).
+    pub batch_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for IngestCounters {
+    fn default() -> Self {
+        IngestCounters {
+            received: Default::default(),
+            batches: Default::default(),
+            dead_lettered: Default::default(),
+            arrived: Default::default(),
+            connected: Default::default(),
+            connects: Default::default(),
+            running: Default::default(),
+            batch_seconds: prometheus_client::metrics::histogram::Histogram::new(crate::metrics::batch_buckets()),
+        }
+    }
+}
+
+/// Sets a flag while alive and clears it when dropped (however the task ends).
+struct Flag(Arc<Progress>, fn(&IngestCounters) -> &std::sync::atomic::AtomicBool);
+
+impl Drop for Flag {
+    fn drop(&mut self) {
+        (self.1)(&self.0.counters).store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What a running ingest reports as it goes: counters, and the received count as a signal to wait on.
@@ -118,13 +164,16 @@ pub async fn serve_on(
     subscribed: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), IngestError> {
     use std::sync::atomic::Ordering::Relaxed;
+    progress.counters.running.store(true, Relaxed);
+    let _running = Flag(progress.clone(), |c| &c.running);
     let counters = &progress.counters;
     let Link { client, mut el, out, mut out_rx } = link;
     let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // The publishing connection (notices, watermarks, dead letters), polled on its own task.
     let mut out_network = {
-        let closing = closing.clone();
+        let (closing, cfg) = (closing.clone(), cfg.clone());
         AbortOnDrop(tokio::spawn(async move {
+            let mut node = 0;
             loop {
                 match el.poll().await {
                     Ok(_) => {}
@@ -132,6 +181,11 @@ pub async fn serve_on(
                     Err(_) if closing.load(Relaxed) => break,
                     Err(e) => {
                         tracing::warn!("core publishing connection: {e}");
+                        if !cfg.also.is_empty() {
+                            // The next node of the cluster (the session is the cluster's).
+                            node += 1;
+                            el.mqtt_options = crate::notices::mqtt_options(&cfg.connect_to(node));
+                        }
                         // Back-off before reconnecting, so a broker that is down is not hammered.
                         tokio::time::sleep(RETRY).await;
                     }
@@ -157,24 +211,32 @@ pub async fn serve_on(
     let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Option<Publish>)>();
     let (write_tx, mut write_rx) = tokio::sync::mpsc::unbounded_channel::<ToWriter>();
     let network = {
-        let (cfg, closing, write_tx) = (cfg.clone(), closing.clone(), write_tx.clone());
+        let (cfg, closing, write_tx, progress) = (cfg.clone(), closing.clone(), write_tx.clone(), progress.clone());
         let mut subscribed = Some(subscribed);
         AbortOnDrop(tokio::spawn(async move {
+            let _connected = Flag(progress.clone(), |c| &c.connected);
+            let c = &progress.counters;
             let mut generation = 0u64;
+            // The node connected to: after a failed or broken connection, the next one of the cluster.
+            let mut node = 0usize;
             while !closing.load(Relaxed) {
-                let (mut reader, mut writer, session_present) = match crate::wire::connect(&cfg.connect(), KEEP_ALIVE, CONNECT_TIMEOUT).await {
+                let to = cfg.connect_to(node);
+                let (mut reader, mut writer, session_present) = match crate::wire::connect(&to, KEEP_ALIVE, CONNECT_TIMEOUT).await {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::warn!("core ingest connection: {e}");
+                        tracing::warn!("core ingest connection to {}:{}: {e}", to.host, to.port);
+                        node += 1;
                         // Back-off before reconnecting, so a broker that is down is not hammered.
                         tokio::time::sleep(RETRY).await;
                         continue;
                     }
                 };
                 generation += 1;
+                c.connects.fetch_add(1, Relaxed);
                 if session_present {
                     // Ready: the broker resumed a session that holds the subscription. (It sends what it
                     // queued at once: the SUBACK of a repeated subscribe would come only behind that backlog.)
+                    c.connected.store(true, Relaxed);
                     if let Some(s) = subscribed.take() {
                         let _ = s.send(());
                     }
@@ -205,6 +267,7 @@ pub async fn serve_on(
                         let p = match p {
                             rumqttc::Packet::Publish(p) => p,
                             rumqttc::Packet::SubAck(_) => {
+                                c.connected.store(true, Relaxed);
                                 if let Some(s) = subscribed.take() {
                                     let _ = s.send(());
                                 }
@@ -212,11 +275,14 @@ pub async fn serve_on(
                             }
                             _ => continue,
                         };
+                        c.arrived.fetch_add(1, Relaxed);
                         if in_tx.send((generation, Some(p))).is_err() {
                             return;
                         }
                     }
                 }
+                c.connected.store(false, Relaxed);
+                node += 1;
                 if !closing.load(Relaxed) {
                     // Back-off before reconnecting.
                     tokio::time::sleep(RETRY).await;
@@ -297,6 +363,7 @@ pub async fn serve_on(
         let payloads: Vec<&[u8]> = batch.iter().map(|p| &p.payload[..]).collect();
         let topics: Vec<&str> = batch.iter().map(|p| p.topic.as_str()).collect();
         let qos0: Vec<bool> = batch.iter().map(|p| p.qos == QoS::AtMostOnce).collect();
+        let took = std::time::Instant::now();
         let outcome = {
             // A poisoned lock means a thread panicked while it held the core: its state in memory can no
             // longer be trusted, so the service stops and a restart rebuilds it from the store.
@@ -319,6 +386,7 @@ pub async fn serve_on(
         };
         match outcome {
             Ok(o) => {
+                counters.batch_seconds.observe(took.elapsed().as_secs_f64());
                 for (i, r) in &o.rejected {
                     tracing::info!("dead letter ({}) from {}: {}", r.code, batch[*i].topic, r.detail);
                     let topic = format!("deadletter/{}/{}", r.code, batch[*i].topic);

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::rules::TimeWindow;
-use std::path::Path;
 
 use serde::Serialize;
 
@@ -87,7 +86,14 @@ pub struct Core {
 impl Core {
     /// A core over `town` with `rules` and `policy`; with a store, state is loaded from it (orders, the
     /// engine's snapshot, and a replay of the events logged after it).
-    pub fn open(rules: RuleSet, policy: Policy, town: &Town, db: Option<&Path>) -> Result<Core, CoreError> {
+    pub fn open(rules: RuleSet, policy: Policy, town: &Town, db: Option<&crate::store::Location>) -> Result<Core, CoreError> {
+        let store = db.map(Store::open).transpose()?;
+        Core::with_store(rules, policy, town, store)
+    }
+
+    /// A core over `town` resuming from `store` (opened already: by [`Store::open`], or by
+    /// [`Store::open_standby`] once the town's active core let go of it).
+    pub fn with_store(rules: RuleSet, policy: Policy, town: &Town, store: Option<Store>) -> Result<Core, CoreError> {
         let mut core = Core {
             engine: Engine::new(rules, town),
             orders: Orders::default(),
@@ -102,8 +108,7 @@ impl Core {
             snapshot_upto: None,
             qos0_seen: false,
         };
-        if let Some(path) = db {
-            let store = Store::open(path)?;
+        if let Some(store) = store {
             let loaded = store.load()?;
             core.orders.orders = loaded.orders;
             core.orders.reindex();

@@ -1,10 +1,11 @@
-//! The core's web side: the HTTP JSON API ([`api`]) and the operators' web console ([`console`]) beside
-//! it, over one state ([`Api`]); the HTML escape and the cookie and Origin checks every page shares
+//! The core's web side: the HTTP JSON API ([`api`]), the operators' web console ([`console`]) and the
+//! metrics and probes ([`ops`]) beside it, over one state ([`Api`]); the HTML escape and the cookie and Origin checks every page shares
 //! ([`html`], also the drill controller's panel's).
 
 pub mod api;
 pub mod console;
 pub mod html;
+pub mod ops;
 mod state;
 
 use axum::Router;
@@ -13,5 +14,8 @@ pub use self::state::Api;
 
 /// The JSON API and the console, with the body limit of both.
 pub fn router(api: Api) -> Router {
-    api::routes(api.clone()).merge(console::router(api)).layer(axum::extract::DefaultBodyLimit::max(crate::limits::API_MAX_BODY))
+    api::routes(api.clone())
+        .merge(ops::routes(api.clone()))
+        .merge(console::router(api))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::limits::API_MAX_BODY))
 }

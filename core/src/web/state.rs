@@ -25,12 +25,14 @@ pub struct Api {
     orders_out: Option<OrdersOut>,
     /// Stops the service when the core's lock is found poisoned.
     stop: Option<tokio::sync::watch::Sender<bool>>,
+    /// The ingest's counters, for the metrics and the probes (`None`: no ingest, as in tests of the API).
+    progress: Option<Arc<crate::ingest::Progress>>,
 }
 
 impl Api {
     pub fn new(core: Arc<Mutex<Core>>, town: &Town) -> Api {
         let committees = town.estates.iter().map(|e| (e.id.clone(), e.committee.clone())).collect();
-        Api { core, committees: Arc::new(committees), town: Arc::new(town.clone()), orders_out: None, stop: None }
+        Api { core, committees: Arc::new(committees), town: Arc::new(town.clone()), orders_out: None, stop: None, progress: None }
     }
 
     /// Stops the service (through this signal) if a request finds the core's lock poisoned.
@@ -49,6 +51,16 @@ impl Api {
             }
             ApiError(StatusCode::SERVICE_UNAVAILABLE, "the core stopped after an internal failure; it must be restarted".into())
         })
+    }
+
+    /// Reports the ingest's counters in the metrics and the probes.
+    pub fn with_progress(mut self, progress: Arc<crate::ingest::Progress>) -> Api {
+        self.progress = Some(progress);
+        self
+    }
+
+    pub(crate) fn progress(&self) -> Option<&crate::ingest::Progress> {
+        self.progress.as_deref()
     }
 
     /// Publishes the transitions made through the API on `orders/...`, on the ingest service's publishing connection.

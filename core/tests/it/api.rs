@@ -47,7 +47,7 @@ async fn scoped_principals_list_fetch_and_act() {
     let town = common::town();
     let rules = RuleSet::load(&root.join("assets/rules.ron")).unwrap();
     let policy = Policy::load(&root.join("scenarios/policies/standard.ron")).unwrap();
-    let mut core = Core::open(rules.clone(), policy.clone(), &town, Some(&dir.path().join("core.db"))).unwrap();
+    let mut core = Core::open(rules.clone(), policy.clone(), &town, Some(&dir.path().join("core.db").into())).unwrap();
     core.orders.on_finding(&finding("elevator-ebike", "E001", "B01-101"), &rules, &policy).unwrap();
     core.orders.on_finding(&finding("fence-violation", "R01", "R01-camera-001/5"), &rules, &policy).unwrap();
     // Tokens as an operator issues them; the API knows callers by their tokens only.

@@ -14,6 +14,7 @@ use anyhow::{Context, Result, anyhow};
 use indicatif::{ProgressBar, ProgressStyle};
 use towntwin_core::server::CoreConfig;
 use towntwin_core::service::Core;
+use towntwin_core::store::Location;
 use towntwin_core::time::Millis;
 use towntwin_core::town::Town;
 use towntwin_sim::RuleTargets;
@@ -47,10 +48,18 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
     let town = Arc::unwrap_or_clone(town);
     let core_inputs = core_inputs.map(|c| (c.rules, c.policy));
     let out_dir = opts.out.clone().unwrap_or_else(|| crate::results::stamped(&format!("{}-{}", scenario.name, scenario.seed)));
-    let db = opts.db.clone().unwrap_or_else(|| out_dir.join("core.db"));
+    let db: Location = opts.db.clone().unwrap_or_else(|| out_dir.join("core.db").into());
     // A store given outside the folder must not exist either: a run starts from an empty store.
-    let also: Vec<&Path> = opts.core.then_some(db.as_path()).into_iter().collect();
+    let also: Vec<&Path> = db.as_path().filter(|_| opts.core).into_iter().collect();
     crate::results::refuse_used(&out_dir, "a run", &also)?;
+    if opts.core && db.as_path().is_none() {
+        // Nor may a PostgreSQL schema hold events already.
+        if let Ok(r) = towntwin_core::store::Reader::open(&db)
+            && r.last_seq().unwrap_or(0) > 0
+        {
+            return Err(crate::UsageFault(format!("{db} already holds a run's events: a run starts from an empty store (name another schema)")).into());
+        }
+    }
     // The broker before the results folder: a run that cannot start leaves nothing behind.
     let ep = opts.broker.endpoint_with(opts.credentials.as_deref())?;
     crate::results::create(&out_dir)?;
@@ -84,7 +93,7 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
                         opts.connections
                     );
                 }
-                let core = Core::open(rules, policy, &town, Some(&db)).with_context(|| format!("cannot open the core's store {}", db.display()))?;
+                let core = Core::open(rules, policy, &town, Some(&db)).with_context(|| format!("cannot open the core's store {db}"))?;
                 drive(opts, &scenario, start, town, targets, ep.as_ref(), &bar, InProcess::new(core), lockstep).await
             }
         }

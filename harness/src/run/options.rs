@@ -78,8 +78,8 @@ pub struct RunOptions {
     pub in_process: bool,
     pub rules: PathBuf,
     pub policy: PathBuf,
-    /// The core's SQLite file (default: `core.db` in the results folder).
-    pub db: Option<PathBuf>,
+    /// The core's store (default: `core.db` in the results folder).
+    pub db: Option<towntwin_core::store::Location>,
     /// Broker logins (`towntwin town credentials`): every client logs in as its own user. External
     /// brokers only (the embedded one has no per-topic ACL).
     pub credentials: Option<PathBuf>,

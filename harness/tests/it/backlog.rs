@@ -188,7 +188,7 @@ fn oversized_then_a_stream(extra: &str, id: &str, sizes: &[usize]) -> u64 {
         panic!("the core did not take the stream after the oversized messages ({} of {n} logged): {e}", logged(dir.path()));
     }
     assert_eq!(logged(dir.path()), n as i64, "every event after them logged once");
-    towntwin_core::store::Reader::open(&dir.path().join("core.db")).unwrap().rejected("oversized").unwrap()
+    towntwin_core::store::Reader::open(dir.path().join("core.db")).unwrap().rejected("oversized").unwrap()
 }
 
 #[test]

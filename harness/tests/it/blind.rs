@@ -13,7 +13,7 @@ use towntwin_sim::generate::small;
 fn open(town: &towntwin_core::town::Town, db: Option<&std::path::Path>) -> Core {
     let rules = RuleSet::load(&root().join("assets/rules.ron")).unwrap();
     let policy = Policy::load(&root().join("scenarios/policies/standard.ron")).unwrap();
-    Core::open(rules, policy, town, db).unwrap()
+    Core::open(rules, policy, town, db.map(towntwin_core::store::Location::from).as_ref()).unwrap()
 }
 
 /// Delivers `msgs` (with their indices) to `core` in batches as a broker would, each with its QoS; a batch

@@ -192,3 +192,25 @@ fn the_audit_log_verifies_and_a_changed_removed_or_cut_entry_is_found() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("does not contain the head"), "{err}");
 }
+
+#[test]
+fn logs_can_be_json_lines_for_a_collector() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = Command::new(env!("CARGO_BIN_EXE_towntwin"))
+        .env("TOWNTWIN_LOG", "debug")
+        .args(["--log-format", "json", "run", "--days", "1", "--broker", "none", "-q", "--no-core", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(!lines.is_empty(), "debug logs were asked for");
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string() && v["message"].is_string(), "{l}");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_towntwin")).args(["--log-format", "xml", "scenario", "check", "x.ron"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

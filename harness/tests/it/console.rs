@@ -211,7 +211,7 @@ async fn a_trainee_works_the_injected_order_in_the_browser_and_the_report_scores
         std::fs::write(dir.join("aar.png"), c.screenshot().await.unwrap()).unwrap();
     }
     c.close().await.unwrap();
-    let audit = towntwin_core::store::Store::open(&out.join("core.db")).unwrap().audit_entries().unwrap();
+    let audit = towntwin_core::store::Store::open(out.join("core.db")).unwrap().audit_entries().unwrap();
     assert!(
         audit.iter().any(|s| s.entry.actor == "estate:E001/property"
             && s.entry.what == "view"

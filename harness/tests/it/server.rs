@@ -84,7 +84,7 @@ fn a_broker_that_never_acknowledges_is_an_error_in_bounded_time() {
     let port = silent.local_addr().unwrap().port();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (rules, policy) = inputs();
-    let mut cfg = CoreConfig::new(small(1, 1, 1), rules, policy, None, IngestConfig::new("127.0.0.1", port));
+    let mut cfg = CoreConfig::new(small(1, 1, 1), rules, policy, None::<std::path::PathBuf>, IngestConfig::new("127.0.0.1", port));
     cfg.subscribe_timeout = Duration::from_secs(2);
     let t0 = std::time::Instant::now();
     let err = rt.block_on(server::start(cfg)).err().expect("start fails");
@@ -237,5 +237,137 @@ fn partitions_make_the_same_orders() {
         assert_eq!(one.store().unwrap().event_count().unwrap(), four.store().unwrap().event_count().unwrap());
         let _ = client.disconnect().await;
         pump.abort();
+    });
+}
+
+/// A sample's value in a Prometheus text exposition (`name{labels} value`), summed over label sets.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The operators' side of a running core: `/metrics` scraped while it takes a stream (its counts agree with
+/// the core's), `/healthz` and `/readyz` as Kubernetes reads them (ready only while subscribed and the store
+/// takes writes; unhealthy once the ingest stopped), and tokens that expire or are revoked from the command
+/// line while the core runs.
+#[test]
+fn metrics_probes_and_tokens_that_expire_or_are_revoked() {
+    use towntwin_core::store::Location;
+    let dir = tempfile::tempdir().unwrap();
+    let db: Location = dir.path().join("core.db").into();
+    let town = small(6, 2, 1);
+    let (msgs, _) = stream(&town, 1);
+    let n = msgs.len() as u64;
+    let ep = towntwin_harness::broker::start_embedded().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (rules, policy) = inputs();
+        let mut cfg = CoreConfig::new(town, rules, policy, Some(db.clone()), IngestConfig::new(&ep.host, ep.port));
+        cfg.http = Some(([127, 0, 0, 1], 0).into());
+        let handle = server::start(cfg).await.unwrap();
+        let addr = handle.http_addr().unwrap();
+        let mut received = handle.received();
+        assert!(get(addr, "/healthz", "").await.starts_with("HTTP/1.1 200"));
+        let ready = get(addr, "/readyz", "").await;
+        assert!(ready.starts_with("HTTP/1.1 200") && ready.contains("ready"), "{ready}");
+
+        let mut o = MqttOptions::new("metrics-test-publisher", ep.host.clone(), ep.port);
+        o.set_max_packet_size(1 << 20, 1 << 20).set_inflight(100);
+        let (client, mut el) = AsyncClient::new(o, 10_000);
+        let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+        client.publish("town/E001/nonsense", QoS::AtLeastOnce, false, b"not json".to_vec()).await.unwrap();
+        for m in &msgs {
+            client.publish_bytes(m.topic().to_string(), QoS::AtLeastOnce, false, m.payload.clone()).await.unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(120), received.wait_for(|&got| got > n)).await.expect("the core takes the whole stream").unwrap();
+
+        let metrics = get(addr, "/metrics", "").await;
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        let (orders, accepted) = {
+            let core = handle.core().lock().unwrap();
+            (core.orders.orders.len() as f64, core.stats.accepted as f64)
+        };
+        assert_eq!(sample(&metrics, "towntwin_events_accepted_total"), accepted);
+        assert_eq!(accepted, n as f64);
+        assert_eq!(sample(&metrics, "towntwin_events_rejected_total"), 1.0, "the one bad message, by reason");
+        assert!(metrics.contains("towntwin_events_rejected_total{reason="), "{metrics}");
+        assert_eq!(sample(&metrics, "towntwin_orders"), orders, "orders by state and loop add up to all orders");
+        assert!(orders > 10.0);
+        assert!(metrics.contains("towntwin_orders{state=\"") && metrics.contains("loop=\""), "{metrics}");
+        assert_eq!(sample(&metrics, "towntwin_messages_received_total"), (n + 1) as f64);
+        let batches = sample(&metrics, "towntwin_batches_committed_total");
+        assert!(batches >= 1.0);
+        assert_eq!(sample(&metrics, "towntwin_batch_seconds_count"), batches, "one latency per batch committed");
+        assert!(sample(&metrics, "towntwin_batch_seconds_sum") > 0.0);
+        assert_eq!(sample(&metrics, "towntwin_broker_connected"), 1.0);
+        assert_eq!(sample(&metrics, "towntwin_broker_connects_total"), 1.0);
+        assert_eq!(sample(&metrics, "towntwin_broker_lag_messages"), 0.0, "everything read was committed");
+        assert!(metrics.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF");
+
+        // Tokens from the command line, beside the running core: one valid, then revoked; one expired.
+        let issued = std::process::Command::new(env!("CARGO_BIN_EXE_towntwin"))
+            .args(["core", "token", "issue", "--principal", "town", "--expires-in", "1d", "--store"])
+            .arg(dir.path().join("core.db"))
+            .output()
+            .unwrap();
+        assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
+        assert!(String::from_utf8_lossy(&issued.stderr).contains("valid until"));
+        let token = String::from_utf8_lossy(&issued.stdout).trim().to_string();
+        assert!(get(addr, "/orders", &token).await.starts_with("HTTP/1.1 200"));
+        let revoke = |args: &[&str]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_towntwin"))
+                .args(["core", "token", "revoke"])
+                .args(args)
+                .arg("--store")
+                .arg(dir.path().join("core.db"))
+                .output()
+                .unwrap()
+        };
+        let o = revoke(&["--token", &token]);
+        assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("revoked a token of town"), "{}", String::from_utf8_lossy(&o.stderr));
+        let refused = get(addr, "/orders", &token).await;
+        assert!(refused.starts_with("HTTP/1.1 401"), "a revoked token is refused at once: {refused}");
+        let o = revoke(&["--token", &token]);
+        assert_eq!(o.status.code(), Some(2), "revoking it again matches nothing: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("no valid token matched"));
+        let expired = towntwin_core::auth::issue_into(&db, &"committee:C01".parse().unwrap(), Some(towntwin_core::auth::wall_ms() - 1)).unwrap();
+        assert!(get(addr, "/orders", &expired).await.starts_with("HTTP/1.1 401"), "an expired token is refused");
+        let bad = std::process::Command::new(env!("CARGO_BIN_EXE_towntwin"))
+            .args(["core", "token", "issue", "--principal", "town", "--expires-in", "3 weeks"])
+            .output()
+            .unwrap();
+        assert_eq!(bad.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("expected a whole number"), "{}", String::from_utf8_lossy(&bad.stderr));
+        let audit = towntwin_core::store::Reader::open(&db).unwrap().audit_entries().unwrap();
+        assert_eq!(audit.iter().filter(|s| s.entry.what == "token.revoke").count(), 1);
+        assert!(towntwin_core::store::Reader::open(&db).unwrap().verify_audit(None).is_ok());
+
+        // The store stops taking writes: the next batch fails, the ingest stops, and the probes say so.
+        handle.core().lock().unwrap().store().unwrap().limit_pages(0).unwrap();
+        let (extra, _) = stream(&small(6, 2, 1), 2);
+        for m in extra.iter().skip(msgs.len()).take(500) {
+            client.publish_bytes(m.topic().to_string(), QoS::AtLeastOnce, false, m.payload.clone()).await.unwrap();
+        }
+        let t0 = std::time::Instant::now();
+        loop {
+            let health = get(addr, "/healthz", "").await;
+            if health.starts_with("HTTP/1.1 503") {
+                assert!(health.contains("ingest loop has stopped"), "{health}");
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "still healthy 30 s after the store failed: {health}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ready = get(addr, "/readyz", "").await;
+        assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+        let metrics = get(addr, "/metrics", "").await;
+        assert_eq!(sample(&metrics, "towntwin_ingest_running"), 0.0);
+        let _ = client.disconnect().await;
+        pump.abort();
+        let _ = handle.shutdown().await;
     });
 }

@@ -9,7 +9,6 @@
 //! both give the same orders and histories.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
@@ -109,8 +108,9 @@ pub fn replicate(plan: &Plan, vi: usize, k: u32) -> Result<Replication> {
     Ok(run(plan, vi, k, None)?.0)
 }
 
-/// The same with the core's SQLite store at `db`, returning the core too (for the equivalence test).
-pub fn replicate_with_store(plan: &Plan, vi: usize, k: u32, db: Option<&Path>) -> Result<(Replication, Core, Vec<OrderEvent>)> {
+/// The same with the core's store at `db` (a SQLite file or a PostgreSQL schema), returning the core too
+/// (for the equivalence tests).
+pub fn replicate_with_store(plan: &Plan, vi: usize, k: u32, db: Option<&towntwin_core::store::Location>) -> Result<(Replication, Core, Vec<OrderEvent>)> {
     run(plan, vi, k, db)
 }
 
@@ -164,7 +164,7 @@ impl Hooks for Measures {
     }
 }
 
-fn run(plan: &Plan, vi: usize, k: u32, db: Option<&Path>) -> Result<(Replication, Core, Vec<OrderEvent>)> {
+fn run(plan: &Plan, vi: usize, k: u32, db: Option<&towntwin_core::store::Location>) -> Result<(Replication, Core, Vec<OrderEvent>)> {
     let wall = Instant::now();
     let v: &Resolved = &plan.variants[vi];
     let mut scenario = v.scenario.clone();

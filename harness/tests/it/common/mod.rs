@@ -51,7 +51,7 @@ pub fn start_core(port: u16, dir: &Path, client_id: &str) -> Killed {
 
 /// Events in the core's log.
 pub fn logged(dir: &Path) -> i64 {
-    towntwin_core::store::Reader::open(&dir.join("core.db")).and_then(|r| r.event_count()).map_or(0, |n| n as i64)
+    towntwin_core::store::Reader::open(dir.join("core.db")).and_then(|r| r.event_count()).map_or(0, |n| n as i64)
 }
 
 /// The twin's messages over `town` for `days`, and the event time of each clock tick by its index.
@@ -87,7 +87,7 @@ pub fn reference(town: &Town, msgs: &[Message]) -> Vec<(String, String, i64)> {
 
 /// The work orders in the core's store in `dir`: (rule, key, created_at).
 pub fn stored_orders(dir: &Path) -> Vec<(String, String, i64)> {
-    let orders = towntwin_core::store::Reader::open(&dir.join("core.db")).unwrap().orders().unwrap();
+    let orders = towntwin_core::store::Reader::open(dir.join("core.db")).unwrap().orders().unwrap();
     orders.into_iter().map(|o| (o.rule, o.key, o.created_at)).collect()
 }
 

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::{StoreError, unname, wait_when_busy};
+use super::wait_when_busy;
 use crate::orders::{Order, OrderEvent};
+use crate::store::StoreError;
 
 /// A read-only connection to a core's store. Opening it never creates or changes a store.
 pub struct Reader {
@@ -104,7 +105,6 @@ pub(super) fn orders(conn: &Connection, path: &str) -> Result<Vec<Order>, StoreE
 /// The transitions of one order, or of all, in the order they were appended.
 pub(super) fn transitions(conn: &Connection, path: &str, order: Option<u64>) -> Result<Vec<OrderEvent>, StoreError> {
     let sql = |source| StoreError::Sql { path: path.to_string(), source };
-    let corrupt = |d: String| StoreError::Corrupt { path: path.to_string(), detail: d };
     const COLUMNS: &str = "SELECT order_id, at, actor, action, from_state, to_state, level, reason FROM order_events";
     let query = match order {
         Some(_) => format!("{COLUMNS} WHERE order_id = ?1 ORDER BY seq"),
@@ -128,19 +128,5 @@ pub(super) fn transitions(conn: &Connection, path: &str, order: Option<u64>) -> 
         None => stmt.query_map([], row),
     }
     .map_err(sql)?;
-    let mut out = Vec::new();
-    for r in rows {
-        let (order, at, actor, action, from, to, level, reason) = r.map_err(sql)?;
-        out.push(OrderEvent {
-            order: order as u64,
-            at,
-            actor,
-            action,
-            from: from.as_deref().map(unname).transpose().map_err(|e| corrupt(e.to_string()))?,
-            to: unname(&to).map_err(|e| corrupt(e.to_string()))?,
-            level: unname(&level).map_err(|e| corrupt(e.to_string()))?,
-            reason,
-        });
-    }
-    Ok(out)
+    rows.map(|r| crate::store::transition(r.map_err(sql)?, path)).collect()
 }

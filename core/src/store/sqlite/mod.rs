@@ -1,0 +1,476 @@
+//! The SQLite store, in WAL mode (the embedded default): an append-only log of every accepted input event (the engine's
+//! state is a pure function of it), the work orders' current state, their append-only transition log, and
+//! periodic snapshots of the engine so a restart replays only the events after the last one.
+//!
+//! WAL with `synchronous=NORMAL` is durable against the process being killed (what the core promises);
+//! a power cut may lose the last transactions.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::orders::{Order, OrderEvent};
+
+mod reader;
+
+pub use self::reader::Reader;
+use super::ids::Ids;
+use super::{Loaded, SnapshotJob, StoreError, name};
+
+pub struct Store {
+    conn: Connection,
+    path: String,
+    /// Every logged event id, for dedup: see [`Ids`].
+    ids: Ids,
+    /// Dropped with the store: stops the checkpointer.
+    _checkpointer: Option<StoreThread<()>>,
+    /// Writes engine snapshots off the ingest path: see [`snapshotter`].
+    snapshotter: Option<StoreThread<(i64, SnapshotJob)>>,
+}
+
+/// A thread of the store's, with its own connection, fed through a channel. Dropped with the store: the
+/// channel closes, and the thread finishes what it was handed and is waited for.
+struct StoreThread<T> {
+    tx: Option<std::sync::mpsc::Sender<T>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> StoreThread<T> {
+    fn spawn(name: &str, body: impl FnOnce(std::sync::mpsc::Receiver<T>) + Send + 'static) -> Option<StoreThread<T>> {
+        let (tx, rx) = std::sync::mpsc::channel::<T>();
+        let thread = std::thread::Builder::new().name(name.into()).spawn(move || body(rx)).ok()?;
+        Some(StoreThread { tx: Some(tx), thread: Some(thread) })
+    }
+
+    /// Hands `t` over; gives it back if the thread has ended.
+    fn send(&self, t: T) -> Result<(), T> {
+        match &self.tx {
+            Some(tx) => tx.send(t).map_err(|e| e.0),
+            None => Err(t),
+        }
+    }
+}
+
+impl<T> Drop for StoreThread<T> {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Encodes and writes engine snapshots from the store's own thread and connection. Encoding the engine's state
+/// took 28-53 ms at 1.5-2.8 MB, every 100,000 events, inside a batch's commit: at 33,000 events/s a stall
+/// every 3 s that alone set the p99 of the work-order latency. Now the ingest path only clones the state
+/// (after the batch that the snapshot covers is committed, so a snapshot never covers an event the log does
+/// not hold); a crash before the snapshot is written leaves the previous one, and a restart replays more.
+/// What was handed over is written before the store closes.
+fn snapshotter(path: &Path) -> Option<StoreThread<(i64, SnapshotJob)>> {
+    let conn = Connection::open(path).ok()?;
+    wait_when_busy(&conn).ok()?;
+    StoreThread::spawn("engine-snapshot", move |rx: std::sync::mpsc::Receiver<(i64, SnapshotJob)>| {
+        while let Ok(mut job) = rx.recv() {
+            // Only the latest of those waiting is worth writing.
+            while let Ok(later) = rx.try_recv() {
+                job = later;
+            }
+            let (upto, make) = job;
+            let written = make().and_then(|bytes| write_snapshot(&conn, upto, &bytes).map_err(|e| e.to_string()));
+            if let Err(e) = written {
+                tracing::warn!("engine snapshot up to event {upto} not written (a restart replays from the one before): {e}");
+            }
+        }
+    })
+}
+
+fn write_snapshot(conn: &Connection, upto: i64, engine: &[u8]) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("INSERT OR REPLACE INTO snapshots (upto, engine) VALUES (?1, ?2)", params![upto, engine])?;
+    tx.execute("DELETE FROM snapshots WHERE upto < ?1", [upto])?;
+    tx.commit()
+}
+
+/// The WAL's size past which a checkpoint makes the writer rewind it. A RESTART holds the writer off for
+/// its copy and the database's fsync: at 45,000 events/s, a 16 MiB cap checked ten times a second cut the
+/// core to 30,800-39,900 events/s; at this cap it comes once every several seconds of such load.
+const WAL_CAP: u64 = 256 << 20;
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Copies the WAL into the database from its own thread and connection, once a second, so that neither the
+/// copy nor its fsync ever runs inside a commit of the ingest path (SQLite's automatic checkpoint would run
+/// it there, a stall of tens of milliseconds every few seconds at town rates). PASSIVE checkpoints never
+/// block the writer; the writer rewinds the WAL once a checkpoint has caught up.
+///
+/// Under sustained load a PASSIVE checkpoint never catches up (the writer adds frames while it copies), so
+/// the WAL was never rewound: it grew by 37 MB a second at 45,000 events/s (400 MB in a 12 s load run, a full
+/// disk in a soak). So once the WAL holds over [`WAL_CAP`] the checkpointer finishes with a RESTART
+/// checkpoint, which holds the writer off while it copies the frames added since the PASSIVE one, so that
+/// the next commit rewinds the WAL; the database file is synced after each PASSIVE so that the RESTART's own
+/// sync is short. The channel carries nothing: its closing stops the thread.
+fn checkpointer(path: &Path, every: std::time::Duration, cap: u64) -> Option<StoreThread<()>> {
+    let conn = Connection::open(path).ok()?;
+    // A RESTART checkpoint waits for the writer's transaction in progress, and for readers.
+    wait_when_busy(&conn).ok()?;
+    let page: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).ok()?.max(512) as u64;
+    // The database file, to flush what the checkpoints copied into it without holding any lock.
+    let db = std::fs::File::open(path).ok()?;
+    // A PASSIVE checkpoint: (frames in the WAL, frames copied), or None on an error (logged).
+    let passive = move |conn: &Connection| {
+        let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
+        // Under NORMAL, SQLite syncs the database only after a checkpoint that completes, which only the
+        // RESTART below does: it then flushed everything the PASSIVE ones had copied since the last one
+        // (42-66 ms, measured, with the writer held off). Flushed here as it goes, the RESTART's is short.
+        if let Err(e) = db.sync_data() {
+            tracing::warn!("WAL checkpoint: syncing the database file: {e}");
+        }
+        r.map(|(log, copied)| (log.max(0) as u64, copied.max(0) as u64)).inspect_err(|e| tracing::warn!("WAL checkpoint: {e}")).ok()
+    };
+    StoreThread::spawn("sqlite-checkpoint", move |rx: std::sync::mpsc::Receiver<()>| {
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+            let Some((mut log, mut copied)) = passive(&conn) else { continue };
+            if log * page <= cap {
+                continue;
+            }
+            // Catch up with the writer in passes that do not hold it off (each copies what the writer added
+            // during the one before, so they shorten), until what is left is a short copy...
+            let mut passes = 1;
+            while (log - copied.min(log)) > CATCH_UP_FRAMES && passes < 20 {
+                let Some(next) = passive(&conn) else { break };
+                (log, copied) = next;
+                passes += 1;
+            }
+            // ... then hold the writer off for that short copy, after which its next commit rewinds the WAL.
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                tracing::warn!("WAL checkpoint (restart): {e}");
+            }
+        }
+    })
+}
+
+/// What a RESTART checkpoint may have left to copy while it holds the writer off (4 MiB at the default page
+/// size): the catch-up passes before it stop there.
+const CATCH_UP_FRAMES: u64 = 1_024;
+
+/// How long a connection waits for another's lock before it fails with "database is locked".
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Makes `conn` wait up to [`BUSY_TIMEOUT`] for a lock, retrying every 200 µs. SQLite's own busy timeout
+/// sleeps 1, 2, 5, 10, 15, 20, 25, 25, 50, 50 and then 100 ms between retries, so a writer held off for
+/// 66 ms by a checkpoint waited until 78 or 103 ms (measured in load runs): the retries' steps, not the
+/// lock, set the work orders' latency tail.
+pub(super) fn wait_when_busy(conn: &Connection) -> rusqlite::Result<()> {
+    const STEP: std::time::Duration = std::time::Duration::from_micros(200);
+    fn retry(n: i32) -> bool {
+        if (n as u128) * STEP.as_micros() >= BUSY_TIMEOUT.as_micros() {
+            return false;
+        }
+        std::thread::sleep(STEP);
+        true
+    }
+    conn.busy_handler(Some(retry))
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, time INTEGER NOT NULL, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, rule TEXT NOT NULL, key TEXT NOT NULL, area TEXT NOT NULL,
+    state TEXT NOT NULL, level TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS orders_by_state ON orders(state);
+CREATE TABLE IF NOT EXISTS order_events (seq INTEGER PRIMARY KEY, order_id INTEGER NOT NULL, at INTEGER NOT NULL, actor TEXT NOT NULL,
+    action TEXT NOT NULL, from_state TEXT, to_state TEXT NOT NULL, level TEXT NOT NULL, reason TEXT);
+CREATE INDEX IF NOT EXISTS order_events_by_order ON order_events(order_id);
+CREATE TABLE IF NOT EXISTS snapshots (upto INTEGER PRIMARY KEY, engine BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS rejects (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS blind_spans (from_ms INTEGER PRIMARY KEY, until_ms INTEGER);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+";
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let p = path.display().to_string();
+        let sql = |source| StoreError::Sql { path: p.clone(), source };
+        let conn = Connection::open(path).map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        // Another process may write briefly (`towntwin core token issue`): wait for it rather than fail.
+        wait_when_busy(&conn).map_err(sql)?;
+        // The event log grows by ~300 MB a town day: a large page cache and memory-mapped reads keep the
+        // id index in memory. Checkpoints run on their own thread (see [`checkpointer`]).
+        conn.pragma_update(None, "cache_size", -16_384).map_err(sql)?;
+        conn.pragma_update(None, "mmap_size", 1_i64 << 30).map_err(sql)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sql)?;
+        conn.execute_batch(SCHEMA).map_err(sql)?;
+        conn.execute_batch(crate::audit::SCHEMA).map_err(sql)?;
+        conn.execute_batch(crate::auth::TOKENS_TABLE).map_err(sql)?;
+        crate::auth::migrate_tokens(&conn).map_err(sql)?;
+        let checkpointer = checkpointer(path, CHECKPOINT_EVERY, WAL_CAP);
+        if checkpointer.is_none() {
+            // Without one, SQLite's own checkpoints keep the WAL bounded, in the commit path.
+            conn.pragma_update(None, "wal_autocheckpoint", 8_192).map_err(sql)?;
+        }
+        let mut ids = Ids::default();
+        {
+            let mut stmt = conn.prepare("SELECT seq, id FROM events").map_err(sql)?;
+            let mut rows = stmt.query([]).map_err(sql)?;
+            while let Some(r) = rows.next().map_err(sql)? {
+                let (seq, id): (i64, String) = (r.get(0).map_err(sql)?, r.get(1).map_err(sql)?);
+                ids.insert(Ids::hash(&id), seq);
+            }
+        }
+        let snapshotter = snapshotter(path);
+        Ok(Store { conn, path: p, ids, _checkpointer: checkpointer, snapshotter })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sql { path: self.path.clone(), source }
+    }
+
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        let orders = reader::orders(&self.conn, &self.path)?;
+        // Older stores hold JSON text, newer ones a blob: the bytes either way.
+        let snapshot: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row("SELECT upto, engine FROM snapshots ORDER BY upto DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get_ref(1)?.as_bytes()?.to_vec())))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let after = snapshot.as_ref().map_or(0, |s| s.0);
+        let mut stmt = self.conn.prepare("SELECT seq, payload FROM events WHERE seq > ?1 ORDER BY seq").map_err(|e| self.err(e))?;
+        let replay =
+            stmt.query_map([after], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))?;
+        let mut stmt = self.conn.prepare("SELECT reason, count FROM rejects").map_err(|e| self.err(e))?;
+        let rejects = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        let mut stmt = self.conn.prepare("SELECT from_ms, until_ms FROM blind_spans ORDER BY from_ms").map_err(|e| self.err(e))?;
+        let blind = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))?;
+        let qos0_seen =
+            self.conn.query_row("SELECT value FROM meta WHERE key = 'qos0_seen'", [], |r| r.get::<_, i64>(0)).optional().map_err(|e| self.err(e))?;
+        Ok(Loaded { orders, snapshot, replay, rejects, blind, qos0_seen: qos0_seen == Some(1) })
+    }
+
+    /// Keeps a token's hash for `principal`, with its audit entry (committed at once).
+    pub fn put_token(&mut self, hash: &str, principal: &str, audit: &crate::audit::Entry) -> Result<(), StoreError> {
+        let b = self.batch()?;
+        b.tx().execute("INSERT INTO tokens (hash, principal) VALUES (?1, ?2)", params![hash, principal]).map_err(|e| b.err(e))?;
+        b.audit(audit)?;
+        b.commit()
+    }
+
+    /// The principal a token's hash was issued for (tokens issued by another process included).
+    pub fn token(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        // Revoked or expired tokens are no one's.
+        self.conn
+            .query_row(
+                "SELECT principal FROM tokens WHERE hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
+                params![hash, crate::auth::wall_ms()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Writes an engine snapshot covering the log up to `upto` (committed): on the snapshot thread, or here
+    /// when there is none.
+    pub fn snapshot(&self, upto: i64, make: SnapshotJob) -> Result<(), StoreError> {
+        let make = match &self.snapshotter {
+            Some(s) => match s.send((upto, make)) {
+                Ok(()) => return Ok(()),
+                Err((_, make)) => make,
+            },
+            None => make,
+        };
+        let bytes = make().map_err(|detail| StoreError::Corrupt { path: self.path.clone(), detail })?;
+        write_snapshot(&self.conn, upto, &bytes).map_err(|e| self.err(e))
+    }
+
+    /// Starts a transaction for one batch; nothing is visible or durable until [`Batch::commit`]. It takes
+    /// the write lock at once (`IMMEDIATE`), so the audit chain's head it reads stays the head until it
+    /// commits, whatever other process writes to the store.
+    pub fn batch(&mut self) -> Result<Batch<'_>, StoreError> {
+        let path = self.path.clone();
+        let Store { conn, ids, .. } = self;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
+        Ok(Batch { tx: Some(tx), path, ids, added: Vec::new() })
+    }
+
+    pub fn probe(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").map_err(|e| self.err(e))
+    }
+
+    /// Caps the store at `extra` more pages than it has now (SQLite's `max_page_count`): from there every
+    /// write fails as a full disk does. For fault tests; returns the cap.
+    pub fn limit_pages(&self, extra: i64) -> Result<i64, StoreError> {
+        let now: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        let cap: i64 = self.conn.query_row(&format!("PRAGMA max_page_count = {}", now + extra.max(0)), [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        Ok(cap)
+    }
+
+    /// The audit log's chain, checked (see [`crate::audit::verify`]).
+    pub fn verify_audit(&self, head: Option<&str>) -> Result<crate::audit::Verified, crate::audit::Broken> {
+        crate::audit::verify(&self.conn, head)
+    }
+
+    /// The audit log's entries in order.
+    pub fn audit_entries(&self) -> Result<Vec<crate::audit::Stored>, StoreError> {
+        crate::audit::entries(&self.conn).map_err(|e| self.err(e))
+    }
+
+    /// Events in the log.
+    pub fn event_count(&self) -> Result<i64, StoreError> {
+        self.conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).map_err(|e| self.err(e))
+    }
+
+    /// One order's transitions, in the order they were appended.
+    pub fn order_events(&self, order: u64) -> Result<Vec<OrderEvent>, StoreError> {
+        reader::transitions(&self.conn, &self.path, Some(order))
+    }
+}
+
+/// One batch's writes, in one transaction. Dropped without [`Batch::commit`], it rolls back, ids included.
+pub struct Batch<'a> {
+    /// Always `Some` until [`Batch::commit`] takes it.
+    tx: Option<rusqlite::Transaction<'a>>,
+    path: String,
+    ids: &'a mut Ids,
+    /// Ids this batch added, taken back if it does not commit.
+    added: Vec<(u64, i64)>,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        for (h, seq) in self.added.drain(..) {
+            self.ids.remove(h, seq);
+        }
+    }
+}
+
+impl<'a> Batch<'a> {
+    fn tx(&self) -> &rusqlite::Transaction<'a> {
+        self.tx.as_ref().expect("a batch's transaction is there until commit consumes the batch")
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sql { path: self.path.clone(), source }
+    }
+
+    /// Appends an input event; returns its sequence, or `None` when its id was seen before.
+    pub fn append_event(&mut self, id: &str, time: i64, payload: &[u8]) -> Result<Option<i64>, StoreError> {
+        let h = Ids::hash(id);
+        for seq in self.ids.candidates(h).collect::<Vec<_>>() {
+            let mut stmt = self.tx().prepare_cached("SELECT id FROM events WHERE seq = ?1").map_err(|e| self.err(e))?;
+            let stored: Option<String> = stmt.query_row([seq], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
+            if stored.as_deref() == Some(id) {
+                return Ok(None);
+            }
+        }
+        let seq = {
+            let mut stmt = self.tx().prepare_cached("INSERT INTO events (id, time, payload) VALUES (?1, ?2, ?3)").map_err(|e| self.err(e))?;
+            stmt.execute(params![id, time, payload]).map_err(|e| self.err(e))?;
+            self.tx().last_insert_rowid()
+        };
+        self.ids.insert(h, seq);
+        self.added.push((h, seq));
+        Ok(Some(seq))
+    }
+
+    pub fn put_order(&self, o: &Order) -> Result<(), StoreError> {
+        let body = serde_json::to_string(o).map_err(|e| StoreError::Corrupt { path: self.path.clone(), detail: e.to_string() })?;
+        let mut stmt = self
+            .tx()
+            .prepare_cached(
+                "INSERT INTO orders (id, rule, key, area, state, level, created_at, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(id) DO UPDATE SET state = excluded.state, level = excluded.level, updated_at = excluded.updated_at, body = excluded.body",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.execute(params![o.id as i64, o.rule, o.key, o.area, o.state.as_str(), format!("{:?}", o.level), o.created_at, o.updated_at, body])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn append_order_event(&self, e: &OrderEvent) -> Result<(), StoreError> {
+        let mut stmt = self
+            .tx()
+            .prepare_cached(
+                "INSERT INTO order_events (order_id, at, actor, action, from_state, to_state, level, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.execute(params![e.order as i64, e.at, e.actor, e.action, e.from.as_ref().map(name), name(&e.to), name(&e.level), e.reason])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Appends an audit entry (see [`crate::audit`]) in this batch's transaction.
+    pub fn audit(&self, e: &crate::audit::Entry) -> Result<(), StoreError> {
+        crate::audit::append(self.tx(), e).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records a blind span's start, or its end.
+    pub fn blind_span(&self, from: i64, until: Option<i64>) -> Result<(), StoreError> {
+        self.tx()
+            .execute(
+                "INSERT INTO blind_spans (from_ms, until_ms) VALUES (?1, ?2) ON CONFLICT(from_ms) DO UPDATE SET until_ms = excluded.until_ms",
+                params![from, until],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records that a message came at QoS 0.
+    pub fn qos0_seen(&self) -> Result<(), StoreError> {
+        self.tx().execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('qos0_seen', 1)", []).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn count_reject(&self, reason: &str) -> Result<(), StoreError> {
+        self.tx()
+            .execute("INSERT INTO rejects (reason, count) VALUES (?1, 1) ON CONFLICT(reason) DO UPDATE SET count = count + 1", [reason])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let Some(tx) = self.tx.take() else { return Ok(()) };
+        tx.commit().map_err(|source| StoreError::Sql { path, source })?;
+        // Committed: the ids stay.
+        self.added.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sustained writes with a checkpointer beside them: without the RESTART step the WAL only grows.
+    #[test]
+    fn the_wal_stays_bounded_under_sustained_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("core.db");
+        let mut store = Store::open(&path).unwrap();
+        // This store's own checkpointer, every 20 ms, capped at 1 MiB.
+        store._checkpointer = checkpointer(&path, std::time::Duration::from_millis(20), 1 << 20);
+        let wal = dir.path().join("core.db-wal");
+        let payload = vec![b'x'; 400];
+        let (mut largest, mut n) = (0u64, 0u64);
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+        while std::time::Instant::now() < until {
+            let mut b = store.batch().unwrap();
+            for _ in 0..50 {
+                b.append_event(&format!("src id-{n}"), n as i64, &payload).unwrap();
+                n += 1;
+            }
+            b.commit().unwrap();
+            // The ingest loop lets go of the store between batches (it gathers the next one).
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        let written = n * 450;
+        assert!(written > 16 << 20, "enough written to tell: {written} bytes");
+        assert!(largest < 8 << 20, "the WAL reached {largest} bytes for {written} written");
+        assert_eq!(store.conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0)).unwrap() as u64, n);
+    }
+}
