@@ -359,7 +359,6 @@ pub async fn serve_on(
             }
             Item::Batch(g) => g,
         };
-        counters.received.fetch_add(batch.len() as u64, Relaxed);
         let payloads: Vec<&[u8]> = batch.iter().map(|p| &p.payload[..]).collect();
         let topics: Vec<&str> = batch.iter().map(|p| p.topic.as_str()).collect();
         let qos0: Vec<bool> = batch.iter().map(|p| p.qos == QoS::AtMostOnce).collect();
@@ -416,6 +415,8 @@ pub async fn serve_on(
                     from = to;
                 }
                 counters.batches.fetch_add(1, Relaxed);
+                // Committed and acknowledged: counted only now, so a batch in hand shows as lag.
+                counters.received.fetch_add(batch.len() as u64, Relaxed);
                 received += batch.len() as u64;
                 progress.received.send_replace(received);
             }

@@ -60,6 +60,19 @@ impl Url {
         if cfg.get_application_name().is_none() {
             cfg.application_name("towntwin");
         }
+        // A server that vanishes (its network cut) fails the next call within seconds instead of a quarter
+        // of an hour of retransmissions, with the core's lock held: the core stops, and its standby, which
+        // the server let have the town once its own keepalives gave up on this session, is not fought for
+        // the broker session.
+        if cfg.get_tcp_user_timeout().is_none() {
+            cfg.tcp_user_timeout(std::time::Duration::from_secs(10));
+        }
+        if cfg.get_keepalives_interval().is_none() {
+            cfg.keepalives(true)
+                .keepalives_idle(std::time::Duration::from_secs(5))
+                .keepalives_interval(std::time::Duration::from_secs(1))
+                .keepalives_retries(5);
+        }
         Ok(cfg)
     }
 
@@ -75,7 +88,7 @@ fn check_schema(s: &str) -> Result<(), String> {
         && s.len() <= 63
         && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok { Ok(()) } else { Err(format!("schema {s:?}: expected 1 to 63 of a-z, 0-9 and _, not starting with a digit")) }
+    if ok && !s.starts_with("pg_") { Ok(()) } else { Err(format!("schema {s:?}: expected 1 to 63 of a-z, 0-9 and _, not starting with a digit or pg_")) }
 }
 
 impl std::str::FromStr for Url {
@@ -165,7 +178,7 @@ impl Conn {
     pub(crate) fn open(url: &Url, name: &str) -> Result<Conn, StoreError> {
         let at = url.to_string();
         let cfg = url.config()?;
-        let search_path = format!("SET search_path TO {}", url.schema);
+        let search_path = format!("SET search_path TO \"{}\"", url.schema);
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), String>>(1);
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
@@ -246,7 +259,8 @@ CREATE OR REPLACE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON {s}.audit F
 fn create_tables(c: &mut Client, schema: &str) -> Result<(), postgres::Error> {
     let mut tx = c.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&0x746f_776e_7477_696e_i64])?;
-    tx.batch_execute(&SCHEMA.replace("{s}", schema))?;
+    // Quoted: a valid name may still be a reserved word (`user`, `order`).
+    tx.batch_execute(&SCHEMA.replace("{s}", &format!("\"{schema}\"")))?;
     tx.commit()
 }
 
@@ -256,9 +270,9 @@ fn passing(e: &StoreError) -> bool {
     match e {
         StoreError::Held { .. } => true,
         StoreError::Postgres { detail, .. } => {
-            ["error connecting to server", "connection closed", "starting up", "shutting down", "the connection's thread ended", "timed out"]
-                .iter()
-                .any(|s| detail.contains(s))
+            // A host name that does not resolve will not resolve by waiting.
+            !detail.contains("lookup")
+                && ["error connecting to server", "connection closed", "starting up", "shutting down", "timed out"].iter().any(|s| detail.contains(s))
         }
         _ => false,
     }
@@ -303,13 +317,18 @@ impl Store {
     /// is waited for too; at most `patience` in all (`None`: for ever).
     pub fn open_when_free(url: &Url, every: std::time::Duration, patience: Option<std::time::Duration>) -> Result<Store, StoreError> {
         let until = patience.map(|p| std::time::Instant::now() + p);
-        let mut said = false;
+        let mut last = String::new();
         loop {
             match Store::open(url) {
                 Err(e) if passing(&e) && until.is_none_or(|u| std::time::Instant::now() < u) => {
-                    if !said {
-                        tracing::info!("standby for {url}: {e}; waiting");
-                        said = true;
+                    // Each new reason once: the town held is what a standby expects; anything else a warning.
+                    let why = e.to_string();
+                    if why != last {
+                        match e {
+                            StoreError::Held { .. } => tracing::info!("standby for {url}: {why}; waiting"),
+                            _ => tracing::warn!("standby for {url}: {why}; waiting"),
+                        }
+                        last = why;
                     }
                     std::thread::sleep(every);
                 }
@@ -884,7 +903,13 @@ mod tests {
         assert_eq!(d.schema, DEFAULT_SCHEMA);
         assert_eq!(d.with_schema("town_b").unwrap().schema, "town_b");
         assert_ne!(u.lock_key(), d.lock_key());
-        for bad in ["postgres://h/db?schema=Gaohang", "postgres://h/db?schema=1town", "postgres://h/db?schema=a;drop", "postgres://h/db?schema="] {
+        for bad in [
+            "postgres://h/db?schema=Gaohang",
+            "postgres://h/db?schema=1town",
+            "postgres://h/db?schema=a;drop",
+            "postgres://h/db?schema=",
+            "postgres://h/db?schema=pg_town",
+        ] {
             let err = bad.parse::<Url>().expect_err(bad);
             assert!(err.contains("schema"), "{bad}: {err}");
         }

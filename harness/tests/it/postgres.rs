@@ -106,6 +106,11 @@ fn tokens_audit_and_bad_postgres_urls_from_the_command_line() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(r.verify_audit(None).unwrap().entries, 2);
 
+    // A town named by a reserved word is a town like any other (its name is quoted in every statement).
+    let o = towntwin().args(["core", "token", "issue", "--principal", "town", "--store", &pg.url("order")]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(Reader::open(pg.location("order")).unwrap().tokens().unwrap().len(), 1);
+
     // Refused, saying what was wrong: a schema that is not a name, a store that is not there, a server
     // that does not answer (quickly, not after a long hang).
     let o = towntwin().args(["core", "audit", "verify", "--store", &pg.url("Bad-Name")]).output().unwrap();
