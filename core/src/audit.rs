@@ -80,10 +80,6 @@ pub fn chain_hash(seq: i64, recorded_at: i64, e: &Entry, prev: &str) -> String {
     h.finalize().to_hex().to_string()
 }
 
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Appends `e` after the current head. Call inside the write transaction of the change it records (the
 /// store's batches are `IMMEDIATE`, so no other writer can append between the read of the head and the
 /// insert). Returns the new head.
@@ -112,7 +108,7 @@ impl Next {
     pub fn after(last: Option<(i64, String)>, e: &Entry) -> Next {
         let (last, prev) = last.unwrap_or((0, GENESIS.to_string()));
         let seq = last + 1;
-        let recorded_at = wall_ms();
+        let recorded_at = crate::auth::wall_ms();
         let hash = chain_hash(seq, recorded_at, e, &prev);
         Next { seq, recorded_at, prev, hash }
     }

@@ -23,10 +23,16 @@ pub fn hash(token: &str) -> String {
 
 /// The tokens table of a SQLite store. `expires_at` and `revoked_at` are wall-clock Unix milliseconds
 /// (security, not simulation: the run's event time decides no token).
-pub const TOKENS_TABLE: &str = "CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, principal TEXT NOT NULL, expires_at INTEGER, revoked_at INTEGER);";
+const TOKENS_TABLE: &str = "CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, principal TEXT NOT NULL, expires_at INTEGER, revoked_at INTEGER);";
+
+/// Makes the tokens table of a SQLite store, or brings one made before tokens expired up to date.
+pub fn tokens_table(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(TOKENS_TABLE)?;
+    migrate_tokens(conn)
+}
 
 /// Adds `expires_at` and `revoked_at` to a SQLite store's tokens table made before tokens expired.
-pub fn migrate_tokens(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+fn migrate_tokens(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('tokens')")?;
     let columns: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     for column in ["expires_at", "revoked_at"] {
@@ -71,7 +77,7 @@ fn revoke_sqlite(db: &std::path::Path, column: &str, value: &str) -> Result<Vec<
     let mut conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     migrate_tokens(&conn)?;
-    let at: i64 = conn.query_row("SELECT COALESCE((SELECT time FROM events ORDER BY seq DESC LIMIT 1), 0)", [], |r| r.get(0)).unwrap_or(0);
+    let at = newest_event_time(&conn)?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = wall_ms();
     let principals: Vec<String> = {
@@ -83,6 +89,17 @@ fn revoke_sqlite(db: &std::path::Path, column: &str, value: &str) -> Result<Vec<
     }
     tx.commit()?;
     Ok(principals)
+}
+
+/// The newest logged event's time (0 in a store without events), which stamps what the command line
+/// audits. Read by its key before the write lock is taken: a scan of the event log, hundreds of megabytes,
+/// under the lock would keep the running core from committing.
+fn newest_event_time(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    let has_events: bool = conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'", [], |r| r.get::<_, i64>(0))? > 0;
+    if !has_events {
+        return Ok(0);
+    }
+    conn.query_row("SELECT COALESCE((SELECT time FROM events ORDER BY seq DESC LIMIT 1), 0)", [], |r| r.get(0))
 }
 
 /// The audit entry of a token revoked from the command line.
@@ -118,13 +135,9 @@ fn issue_into_sqlite(db: &std::path::Path, hash: &str, principal: &crate::princi
     let mut conn = rusqlite::Connection::open(db)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.execute_batch(TOKENS_TABLE)?;
-    migrate_tokens(&conn)?;
+    tokens_table(&conn)?;
     conn.execute_batch(crate::audit::SCHEMA)?;
-    // The newest event's time, read by its key before the write lock is taken (a scan of the event log,
-    // hundreds of megabytes, under the lock would keep the running core from committing).
-    let has_events: bool = conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'", [], |r| r.get::<_, i64>(0))? > 0;
-    let at: i64 = if has_events { conn.query_row("SELECT COALESCE((SELECT time FROM events ORDER BY seq DESC LIMIT 1), 0)", [], |r| r.get(0))? } else { 0 };
+    let at = newest_event_time(&conn)?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute("INSERT INTO tokens (hash, principal, expires_at) VALUES (?1, ?2, ?3)", rusqlite::params![hash, principal.to_string(), expires_at])?;
     crate::audit::append(&tx, &issue_entry(at, "cli", principal))?;

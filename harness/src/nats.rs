@@ -143,11 +143,6 @@ impl NatsCluster {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// The nodes' MQTT ports.
-    pub fn ports(&self) -> Vec<u16> {
-        self.nodes.iter().map(|n| n.mqtt).collect()
-    }
-
     /// Kills node `i` (SIGKILL, as a crash would).
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {

@@ -40,16 +40,6 @@ pub struct Url {
 pub const DEFAULT_SCHEMA: &str = "towntwin";
 
 impl Url {
-    /// The same database, another town's schema.
-    pub fn with_schema(&self, schema: &str) -> Result<Url, String> {
-        check_schema(schema)?;
-        let shown = match self.shown.rsplit_once("?schema=") {
-            Some((base, _)) => format!("{base}?schema={schema}"),
-            None => self.shown.clone(),
-        };
-        Ok(Url { conn: self.conn.clone(), schema: schema.to_string(), shown })
-    }
-
     fn config(&self) -> Result<postgres::Config, StoreError> {
         let mut cfg: postgres::Config =
             self.conn.parse().map_err(|e| StoreError::Postgres { at: self.shown.clone(), detail: format!("not a PostgreSQL URL: {e}") })?;
@@ -728,11 +718,16 @@ pub fn issue_token(
     conn.call(move |c| create_tables(c, &schema))?;
     let (hash, principal) = (hash.to_string(), principal.to_string());
     conn.call(move |c| {
-        let at: i64 = c.query_one("SELECT COALESCE((SELECT time FROM events ORDER BY seq DESC LIMIT 1), 0)", &[])?.get(0);
+        let at = newest_event_time(c)?;
         let ops = Ops { tokens: vec![(hash, principal, expires_at)], audit: vec![entry(at)], ..Ops::default() };
         let head = read_head(c)?;
         write(c, &ops, head).map(drop)
     })
+}
+
+/// The newest logged event's time (0 for none): what the command line's audit entries are stamped with.
+fn newest_event_time(c: &mut Client) -> Result<i64, postgres::Error> {
+    Ok(c.query_one("SELECT COALESCE((SELECT time FROM events ORDER BY seq DESC LIMIT 1), 0)", &[])?.get(0))
 }
 
 fn token(conn: &Conn, hash: &str) -> Result<Option<String>, StoreError> {
@@ -752,7 +747,7 @@ pub fn revoke_tokens(url: &Url, column: &'static str, value: &str, entry: fn(i64
     let value = value.to_string();
     let now = crate::auth::wall_ms();
     conn.call(move |c| {
-        let at: i64 = c.query_one("SELECT COALESCE((SELECT time FROM events ORDER BY seq DESC LIMIT 1), 0)", &[])?.get(0);
+        let at = newest_event_time(c)?;
         let mut tx = c.transaction()?;
         tx.batch_execute("LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE")?;
         let principals: Vec<String> = tx
@@ -877,17 +872,6 @@ impl Reader {
     }
 }
 
-/// The towns (schemas holding a core's tables) of the database at `url`, in name order.
-pub fn towns(url: &Url) -> Result<Vec<String>, StoreError> {
-    let conn = Conn::open(url, "towns-postgres")?;
-    conn.call(|c| {
-        Ok(c.query("SELECT table_schema FROM information_schema.tables WHERE table_name = 'events' AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1", &[])?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -901,7 +885,6 @@ mod tests {
         assert!(u.conn.contains("connect_timeout=2"));
         let d: Url = "postgresql://127.0.0.1/db".parse().unwrap();
         assert_eq!(d.schema, DEFAULT_SCHEMA);
-        assert_eq!(d.with_schema("town_b").unwrap().schema, "town_b");
         assert_ne!(u.lock_key(), d.lock_key());
         for bad in [
             "postgres://h/db?schema=Gaohang",

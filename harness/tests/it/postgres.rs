@@ -6,9 +6,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{reference, root, stream};
+use crate::common::{publisher, reference, root, stream};
 
-use rumqttc::{AsyncClient, MqttOptions, QoS};
+use rumqttc::QoS;
 use towntwin_core::ingest::IngestConfig;
 use towntwin_core::orders::Policy;
 use towntwin_core::rules::RuleSet;
@@ -37,10 +37,7 @@ fn a_core_over_the_broker_writes_postgres_holds_the_town_and_resumes() {
     let publish_all = |client_id: &'static str| {
         let (ep, msgs) = (ep.clone(), msgs.clone());
         async move {
-            let mut o = MqttOptions::new(client_id, ep.host.clone(), ep.port);
-            o.set_max_packet_size(1 << 20, 1 << 20).set_inflight(100);
-            let (client, mut el) = AsyncClient::new(o, 10_000);
-            let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+            let (client, pump) = publisher(&ep, client_id).await;
             for m in &msgs {
                 client.publish_bytes(m.topic().to_string(), QoS::AtLeastOnce, false, m.payload.clone()).await.unwrap();
             }
@@ -210,12 +207,7 @@ fn a_standby_core_takes_over_the_town_when_the_active_one_is_killed() {
     assert!(!standby.said("core_loaded"), "a standby loads nothing while the town is held");
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (client, pump) = rt.block_on(async {
-        let mut o = MqttOptions::new("standby-test-publisher", ep.host.clone(), ep.port);
-        o.set_max_packet_size(1 << 20, 1 << 20).set_inflight(100);
-        let (client, mut el) = AsyncClient::new(o, 10_000);
-        (client, tokio::spawn(async move { while el.poll().await.is_ok() {} }))
-    });
+    let (client, pump) = rt.block_on(publisher(&ep, "standby-test-publisher"));
     let publish = |range: &[towntwin_sim::Message]| {
         rt.block_on(async {
             for m in range {

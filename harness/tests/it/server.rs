@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::common::{root, stream};
+use crate::common::{publisher, root, stream};
 
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,10 +48,7 @@ fn start_is_ready_when_it_returns_and_shutdown_returns_what_was_committed() {
         let mut received = handle.received();
 
         // Published at once: start returned after the broker's SUBACK, so nothing may be missed.
-        let mut o = MqttOptions::new("server-test-publisher", ep.host.clone(), ep.port);
-        o.set_max_packet_size(1 << 20, 1 << 20).set_inflight(100);
-        let (client, mut el) = AsyncClient::new(o, 10_000);
-        let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+        let (client, pump) = publisher(&ep, "server-test-publisher").await;
         for m in &msgs {
             client.publish_bytes(m.topic().to_string(), QoS::AtLeastOnce, false, m.payload.clone()).await.unwrap();
         }
@@ -203,10 +200,7 @@ fn partitions_make_the_same_orders() {
             let cfg = CoreConfig::new(town.clone(), rules, policy, Some(dir.path().join(format!("core-{partitions}.db"))), ingest);
             handles.push(server::start(cfg).await.unwrap());
         }
-        let mut o = MqttOptions::new("partitions-test-publisher", ep.host.clone(), ep.port);
-        o.set_max_packet_size(1 << 20, 1 << 20).set_inflight(100);
-        let (client, mut el) = AsyncClient::new(o, 10_000);
-        let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+        let (client, pump) = publisher(&ep, "partitions-test-publisher").await;
         for (topic, payload) in &msgs {
             client.publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
         }
@@ -275,10 +269,7 @@ fn metrics_probes_and_tokens_that_expire_or_are_revoked() {
         let ready = get(addr, "/readyz", "").await;
         assert!(ready.starts_with("HTTP/1.1 200") && ready.contains("ready"), "{ready}");
 
-        let mut o = MqttOptions::new("metrics-test-publisher", ep.host.clone(), ep.port);
-        o.set_max_packet_size(1 << 20, 1 << 20).set_inflight(100);
-        let (client, mut el) = AsyncClient::new(o, 10_000);
-        let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+        let (client, pump) = publisher(&ep, "metrics-test-publisher").await;
         client.publish("town/E001/nonsense", QoS::AtLeastOnce, false, b"not json".to_vec()).await.unwrap();
         for m in &msgs {
             client.publish_bytes(m.topic().to_string(), QoS::AtLeastOnce, false, m.payload.clone()).await.unwrap();

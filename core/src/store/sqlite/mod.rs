@@ -201,8 +201,7 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         conn.execute_batch(crate::audit::SCHEMA).map_err(sql)?;
-        conn.execute_batch(crate::auth::TOKENS_TABLE).map_err(sql)?;
-        crate::auth::migrate_tokens(&conn).map_err(sql)?;
+        crate::auth::tokens_table(&conn).map_err(sql)?;
         let checkpointer = checkpointer(path, CHECKPOINT_EVERY, WAL_CAP);
         if checkpointer.is_none() {
             // Without one, SQLite's own checkpoints keep the WAL bounded, in the commit path.

@@ -183,3 +183,12 @@ impl LiveDrill {
         (status, self.reader.join().unwrap())
     }
 }
+
+/// A QoS 1 publisher as the tests send the twin's stream with (100 in flight, packets up to 1 MiB) on the
+/// broker at `ep`, its event loop polled on a task until the connection ends. Call inside a runtime.
+pub async fn publisher(ep: &towntwin_harness::broker::Endpoint, client_id: &str) -> (rumqttc::AsyncClient, tokio::task::JoinHandle<()>) {
+    let mut o = rumqttc::MqttOptions::new(client_id, ep.host.clone(), ep.port);
+    o.set_max_packet_size(1 << 20, 1 << 20).set_inflight(100);
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 10_000);
+    (client, tokio::spawn(async move { while el.poll().await.is_ok() {} }))
+}
