@@ -44,6 +44,9 @@ pub struct Devices {
     /// and with `None` it must carry none. A drill's traffic never mixes with a town's, nor with another
     /// drill's (rejected as `wrong_exercise`).
     pub exercise: Option<String>,
+    /// The town's topic root and source prefix: an event's topic must be under the one and its `source`
+    /// under the other (the default town's unless the core serves a named town of a district).
+    pub ns: event::Namespace,
 }
 
 #[derive(Debug, Clone)]
@@ -117,9 +120,9 @@ pub fn decode(payload: &[u8], devices: &Devices) -> Result<Event, Reject> {
         EventType::ClockTick => None,
         // The hotline is no device of the registry: its source must be one of an estate's report lines.
         EventType::HotlineCall => {
-            let estate = hotline_area(source).ok_or_else(|| {
+            let estate = source.strip_prefix(devices.ns.source()).filter(|r| r.starts_with('/')).and(hotline_area(source)).ok_or_else(|| {
                 let lines: Vec<&str> = event::Line::ALL.iter().map(|l| l.device()).collect();
-                reject("unknown_device", format!("`{source}` is not {}/{{estate}}/{}/{{{}}}", event::SOURCE_PREFIX, event::HOTLINE_KIND, lines.join("|")))
+                reject("unknown_device", format!("`{source}` is not {}/{{estate}}/{}/{{{}}}", devices.ns.source(), event::HOTLINE_KIND, lines.join("|")))
             })?;
             if !devices.estates.contains(estate) {
                 return Err(reject("unknown_device", format!("`{source}`: no estate `{estate}`")));
@@ -138,15 +141,20 @@ pub fn decode(payload: &[u8], devices: &Devices) -> Result<Event, Reject> {
 }
 
 /// [`decode`], and the MQTT topic it came on must be the one its `source` and `type` publish to
-/// (`town/{area}/{kind}/{device}/{type}`): a publisher cannot post one device's event under another's topic.
+/// (`town/{area}/{kind}/{device}/{type}`, under the town's root): a publisher cannot post one device's event
+/// under another's topic, nor one town's under another's.
 pub fn decode_on(topic: &str, payload: &[u8], devices: &Devices) -> Result<Event, Reject> {
     let ev = decode(payload, devices)?;
-    let mut parts = topic.split('/');
+    let ns = &devices.ns;
+    let mut parts = ns.strip(topic).unwrap_or("").split('/');
     let (Some("town"), Some(_area), Some(_kind), Some(device), Some(ty), None) =
         (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(reject("topic_mismatch", format!("topic `{topic}` is not town/{{area}}/{{kind}}/{{device}}/{{type}}")));
+        return Err(reject("topic_mismatch", format!("topic `{topic}` is not {}town/{{area}}/{{kind}}/{{device}}/{{type}}", ns.prefix())));
     };
+    if !ev.source.strip_prefix(ns.source()).is_some_and(|r| r.starts_with('/')) {
+        return Err(reject("topic_mismatch", format!("source `{}` is not this town's ({}/...)", ev.source, ns.source())));
+    }
     let source_device = ev.source.rsplit('/').next().unwrap_or_default();
     if device != source_device || ty != ev.ty.as_str() {
         return Err(reject("topic_mismatch", format!("topic `{topic}` does not match source `{}` and type `{}`", ev.source, ev.ty)));
@@ -160,9 +168,10 @@ pub fn hotline_area(source: &str) -> Option<&str> {
     report_line(source).map(|(area, _)| area)
 }
 
-/// The estate and the line of a report's source `/gaohang/{estate}/hotline/{line}`.
+/// The estate and the line of a report's source `/{town}/{estate}/hotline/{line}` (`/gaohang/...`; which
+/// town's is [`decode`]'s to check).
 pub fn report_line(source: &str) -> Option<(&str, event::Line)> {
-    let rest = source.strip_prefix(event::SOURCE_PREFIX)?.strip_prefix('/')?;
+    let (_town, rest) = source.strip_prefix('/')?.split_once('/')?;
     let (area, rest) = rest.split_once('/')?;
     let line = rest.strip_prefix(event::HOTLINE_KIND)?.strip_prefix('/')?;
     Some((area, event::Line::parse_device(line)?))
@@ -210,6 +219,7 @@ mod tests {
         let mut out = Vec::new();
         let flat = FlatRef { building: 3, room: 1102 };
         let h = Header {
+            source: event::SOURCE_PREFIX,
             id: "E001-gate-01-1",
             area: "E001",
             kind: "gate",
@@ -261,5 +271,27 @@ mod tests {
         assert_eq!(decode(&gate_pass(), &drill).unwrap_err().code, "wrong_exercise", "a drill's core takes none of the town's");
         assert_eq!(decode(other.as_bytes(), &drill).unwrap_err().code, "wrong_exercise", "nor another drill's");
         assert_eq!(decode(marked.as_bytes(), &drill).map(|e| e.id), Ok("E001-gate-01-1".to_string()));
+    }
+
+    #[test]
+    fn a_named_towns_core_takes_its_own_root_and_source_only() {
+        let ns = event::Namespace::town("jinqiao").unwrap();
+        let mine = Devices { ns: ns.clone(), ..devices() };
+        let ours = String::from_utf8(gate_pass()).unwrap().replace("\"/gaohang/", "\"/jinqiao/");
+        let topic = "jinqiao/town/E001/gate/E001-gate-01/gate.pass";
+        assert!(decode_on(topic, ours.as_bytes(), &mine).is_ok());
+        // The default town's topic, another town's root, or another town's source under this root.
+        for (t, p) in [
+            ("town/E001/gate/E001-gate-01/gate.pass", ours.as_bytes().to_vec()),
+            ("caolu/town/E001/gate/E001-gate-01/gate.pass", ours.as_bytes().to_vec()),
+            (topic, gate_pass()),
+        ] {
+            assert_eq!(decode_on(t, &p, &mine).unwrap_err().code, "topic_mismatch", "{t}");
+        }
+        // And the single town's core takes none of a named town's.
+        assert_eq!(decode_on(topic, ours.as_bytes(), &devices()).unwrap_err().code, "topic_mismatch");
+        assert!(decode_on("town/E001/gate/E001-gate-01/gate.pass", &gate_pass(), &devices()).is_ok());
+        // A report line's estate is read whatever the town.
+        assert_eq!(report_line("/jinqiao/E003/hotline/qr"), Some(("E003", event::Line::Qr)));
     }
 }

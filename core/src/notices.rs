@@ -45,6 +45,8 @@ pub struct OrdersOut {
     tx: tokio::sync::mpsc::UnboundedSender<(String, Vec<u8>)>,
     /// The same notices for listeners in this process.
     feed: tokio::sync::broadcast::Sender<Notice>,
+    /// The town's topic prefix (`""`, or `{town}/` for a named town of a district).
+    prefix: std::sync::Arc<str>,
 }
 
 impl OrdersOut {
@@ -60,7 +62,7 @@ impl OrdersOut {
                     continue;
                 }
             };
-            if self.tx.send((n.topic(), body)).is_err() {
+            if self.tx.send((format!("{}{}", self.prefix, n.topic()), body)).is_err() {
                 tracing::warn!("the core's connection is closed: work-order notice {} {} not published", n.event.order, n.event.action);
             }
             // In-process listeners (tests, benchmarks) get the same notices; none listening is fine.
@@ -70,7 +72,7 @@ impl OrdersOut {
 
     /// Publishes `{"now": ms}` on [`WATERMARK_TOPIC`].
     pub fn watermark(&self, now: Millis) {
-        if self.tx.send((WATERMARK_TOPIC.to_string(), crate::orders::watermark_body(now))).is_err() {
+        if self.tx.send((format!("{}{WATERMARK_TOPIC}", self.prefix), crate::orders::watermark_body(now))).is_err() {
             tracing::warn!("the core's connection is closed: watermark not published");
         }
     }
@@ -93,12 +95,12 @@ pub struct Link {
 }
 
 impl Link {
-    /// The publishing connection of the core that subscribes as `cfg`.
-    pub fn new(cfg: &crate::wire::Connect) -> Link {
+    /// The publishing connection of the core that subscribes as `cfg`, publishing under `ns`'s topic root.
+    pub fn new(cfg: &crate::wire::Connect, ns: &crate::event::Namespace) -> Link {
         let (client, el) = options(cfg);
         let (tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
         let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
-        Link { client, el, out: OrdersOut { tx, feed }, out_rx }
+        Link { client, el, out: OrdersOut { tx, feed, prefix: ns.prefix().into() }, out_rx }
     }
 
     /// A handle that publishes on this connection (for the API).

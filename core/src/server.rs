@@ -104,9 +104,10 @@ pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
         _ => Core::open(rules, policy, &town, db.as_ref()).map_err(open_err)?,
     };
     core.engine.set_exercise(exercise);
+    core.engine.set_namespace(icfg.ns.clone());
     let core = Arc::new(Mutex::new(core));
     let (stop, stop_rx) = watch::channel(false);
-    let link = Link::new(&icfg.connect());
+    let link = Link::new(&icfg.connect(), &icfg.ns);
     let out = link.orders_out();
 
     // The API's listener is bound before anything else can fail late, so its address is known and taken.

@@ -34,6 +34,11 @@ pub enum Command {
     /// Check a scenario file.
     #[command(subcommand)]
     Scenario(ScenarioCommand),
+    /// A district: several towns (scenarios/district/*.ron) on one broker or broker cluster and one
+    /// PostgreSQL, each town's twin and core (and standby core) a process of its own under its own topic
+    /// root; then every town's orders, and the district's API and console over them.
+    #[command(subcommand)]
+    District(DistrictCommand),
     /// Run the rules and work-order core as a service on a broker, until interrupted; or manage its tokens.
     #[command(args_conflicts_with_subcommands = true)]
     Core {
@@ -170,9 +175,13 @@ pub struct CoreArgs {
     /// MQTT client id: keep it across restarts so the broker keeps the session.
     #[arg(long, default_value = "towntwin-core")]
     pub client_id: String,
-    /// Topic filter this instance owns.
-    #[arg(long, default_value = "town/#")]
-    pub filter: String,
+    /// Topic filter this instance owns (default: every event of the town, `town/#` or `ID/town/#`).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// The town's id in a district: take its events under `ID/town/#` whose source is `/ID/...`, publish
+    /// its orders under `ID/orders/...` (default: the single town).
+    #[arg(long, value_name = "ID", value_parser = town_namespace)]
+    pub town_id: Option<towntwin_core::event::Namespace>,
     /// Threads that decode the broker's messages ahead of the one that applies and commits them, in the
     /// order they came (the orders are the same for any number; 1: that one decodes too).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -197,6 +206,72 @@ pub struct CoreArgs {
     /// broker before.
     #[arg(long)]
     pub standby: bool,
+}
+
+#[derive(Subcommand)]
+pub enum DistrictCommand {
+    /// Run the district: its broker (embedded, a nats-server cluster, or given), its PostgreSQL (a
+    /// throwaway one, or given), every town's core (and standby) and twin; print and write (district.json)
+    /// every town's events and orders as the store holds them.
+    Run {
+        /// The district file.
+        file: PathBuf,
+        /// Results folder (default: results/district-<name>-<unix time>); must not hold a run already.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Then serve the district's API and console here (e.g. 127.0.0.1:8090) until interrupted; prints
+        /// a `district` token for them.
+        #[arg(long)]
+        serve: Option<std::net::SocketAddr>,
+        /// Kill the active core of town ID with SIGKILL once its store holds EVENTS events (`ID:EVENTS`);
+        /// its standby takes over, and the takeover time is reported.
+        #[arg(long, value_name = "ID:EVENTS", value_parser = kill_core)]
+        kill_core: Option<(String, u64)>,
+    },
+    /// Check a district file (and each town's scenario) without running it.
+    Check { file: PathBuf },
+    /// Serve the district's API and console over a PostgreSQL database its towns' cores write, until
+    /// interrupted.
+    Serve {
+        /// The database (`postgres://user@host:port/db`; its schema parameter is ignored).
+        #[arg(long)]
+        store: towntwin_core::store::postgres::Url,
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        http: std::net::SocketAddr,
+    },
+    /// The district's own tokens (a town's are its core's: `towntwin core token issue`).
+    #[command(subcommand)]
+    Token(DistrictTokenCommand),
+}
+
+#[derive(Subcommand)]
+pub enum DistrictTokenCommand {
+    /// Issue a `district` token (sees every town); prints it once.
+    Issue {
+        #[arg(long)]
+        store: towntwin_core::store::postgres::Url,
+        /// `district`, optionally `/name`.
+        #[arg(long, default_value = "district")]
+        principal: String,
+        /// How long the token is valid: `90d`, `12h`, `30m`, or `never`.
+        #[arg(long, default_value = "90d")]
+        expires_in: Validity,
+    },
+    /// Revoke every district token of a principal. Exit 2 when none matched.
+    Revoke {
+        #[arg(long)]
+        store: towntwin_core::store::postgres::Url,
+        #[arg(long)]
+        principal: String,
+    },
+}
+
+/// `ID:EVENTS`, as `--kill-core` takes it.
+fn kill_core(s: &str) -> Result<(String, u64), String> {
+    let (id, n) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected ID:EVENTS, e.g. jinqiao:5000"))?;
+    let n: u64 = n.parse().map_err(|_| format!("{s:?}: EVENTS must be a whole number"))?;
+    towntwin_core::event::Namespace::check_id(id)?;
+    Ok((id.to_string(), n))
 }
 
 #[derive(Subcommand)]
@@ -346,6 +421,16 @@ pub struct RunArgs {
     /// observers) with the credentials `towntwin town credentials` wrote. Needs --broker.
     #[arg(long)]
     pub credentials: Option<PathBuf>,
+    /// The town's id in a district: its traffic under the topic root `ID/` (`ID/town/...`) and the
+    /// CloudEvents source `/ID`, its core's under `ID/orders/...` (default: the single town, `town/...` and
+    /// `/gaohang`).
+    #[arg(long, value_name = "ID", value_parser = town_namespace)]
+    pub town_id: Option<towntwin_core::event::Namespace>,
+}
+
+/// A town id, as `--town-id` takes it.
+pub fn town_namespace(s: &str) -> Result<towntwin_core::event::Namespace, String> {
+    towntwin_core::event::Namespace::town(s)
 }
 
 #[derive(Subcommand)]

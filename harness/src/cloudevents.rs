@@ -54,6 +54,7 @@ mod tests {
         use towntwin_core::event::{Data, EventType, Header, Tick, encode};
         let mut out = Vec::new();
         let h = Header {
+            source: towntwin_core::event::SOURCE_PREFIX,
             id: "twin-1",
             area: "_town",
             kind: "clock",

@@ -6,6 +6,7 @@ pub mod ceiling;
 pub mod cloudevents;
 pub mod credentials;
 pub mod detect;
+pub mod district;
 pub mod drill;
 pub mod experiment;
 pub mod load;

@@ -10,7 +10,10 @@ use towntwin_harness::status::Status;
 
 mod cli;
 
-use cli::{AuditCommand, Cli, Command, CoreAction, CoreArgs, ExperimentAction, ExperimentArgs, ScenarioCommand, TokenCommand, TownCommand};
+use cli::{
+    AuditCommand, Cli, Command, CoreAction, CoreArgs, DistrictCommand, DistrictTokenCommand, ExperimentAction, ExperimentArgs, ScenarioCommand, TokenCommand,
+    TownCommand,
+};
 use towntwin_harness::{DataFault, InvalidRun, UsageFault, exit_code};
 
 fn main() {
@@ -56,6 +59,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 policy: a.policy,
                 db: a.db,
                 credentials: a.credentials,
+                ns: a.town_id.unwrap_or_default(),
             };
             let summary = run(&opts)?;
             print!("{}", render(&summary));
@@ -111,6 +115,58 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("{}: ok ({} day(s) from {}, seed {})", file.display(), loaded.scenario.days, loaded.scenario.start_date, loaded.scenario.seed);
             Ok(())
         }
+        Command::District(DistrictCommand::Check { file }) => {
+            let d = towntwin_harness::district::District::load(&file).map_err(DataFault)?;
+            for ((ns, scenario), t) in d.towns.iter().zip(&d.spec.towns) {
+                towntwin_sim::Scenario::load(scenario).map_err(DataFault)?;
+                println!("{:<12} {:<24} topics {:<18} source {:<12} scenario {}", ns.id(), t.name, ns.events_filter(), ns.source(), scenario.display());
+            }
+            println!("{}: {} towns, broker {:?}, store {:?}, standby cores: {}", file.display(), d.towns.len(), d.spec.broker, d.spec.store, d.spec.standby);
+            Ok(())
+        }
+        Command::District(DistrictCommand::Run { file, out, serve, kill_core }) => {
+            towntwin_harness::district::run(&file, &towntwin_harness::district::RunOpts { out, serve, kill_core }).map(drop)
+        }
+        Command::District(DistrictCommand::Serve { store, http }) => {
+            let state = towntwin_harness::district::serve::State::open(&store).with_context(|| format!("cannot open the district's registry in {store}"))?;
+            let rt = towntwin_harness::runtime()?;
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind(http).await.with_context(|| format!("cannot listen on {http}"))?;
+                eprintln!("the district's API and console on http://{}/district", listener.local_addr()?);
+                towntwin_harness::district::serve::serve(listener, state, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .context("the district's server")
+            })
+        }
+        Command::District(DistrictCommand::Token(DistrictTokenCommand::Issue { store, principal, expires_in })) => {
+            let p: towntwin_core::principal::Principal = principal.parse().map_err(|e| UsageFault(format!("--principal: {e}")))?;
+            if p.scope != towntwin_core::principal::Scope::District {
+                return Err(UsageFault(format!(
+                    "--principal {p}: the district issues district principals only (a town's come from `towntwin core token issue --store ...?schema=TOWN`)"
+                ))
+                .into());
+            }
+            let registry = towntwin_core::store::postgres::District::open(&store).with_context(|| format!("cannot open the district's registry in {store}"))?;
+            let (token, now) = (towntwin_core::auth::new_token(), towntwin_core::auth::wall_ms());
+            let expires_at = expires_in.0.map(|ms| now + ms as i64);
+            registry.issue_token(&towntwin_core::auth::hash(&token), &p.to_string(), now, expires_at)?;
+            let until = expires_at.map_or_else(|| "never expires".to_string(), |t| format!("valid until {}", towntwin_core::time::rfc3339(t)));
+            eprintln!("token for {p}, {until} (shown once; the registry keeps only its hash):");
+            println!("{token}");
+            Ok(())
+        }
+        Command::District(DistrictCommand::Token(DistrictTokenCommand::Revoke { store, principal })) => {
+            let registry = towntwin_core::store::postgres::District::open(&store).with_context(|| format!("cannot open the district's registry in {store}"))?;
+            match registry.revoke(&principal)? {
+                0 => Err(UsageFault(format!("{store}: no valid district token of {principal}")).into()),
+                n => {
+                    println!("revoked {n} district token(s) of {principal}");
+                    Ok(())
+                }
+            }
+        }
         Command::Core { action: Some(CoreAction::Token(TokenCommand::Issue { principal, db, expires_in })), .. } => {
             let principal: towntwin_core::principal::Principal = principal.parse().map_err(|e| UsageFault(format!("--principal: {e}")))?;
             let expires_at = expires_in.0.map(|ms| towntwin_core::auth::wall_ms() + ms as i64);
@@ -158,17 +214,19 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Core {
             action: None,
-            serve: CoreArgs { broker, db, town, rules, policy, client_id, filter, partitions, batch_max, http, credentials, exercise, standby },
+            serve: CoreArgs { broker, db, town, rules, policy, client_id, filter, town_id, partitions, batch_max, http, credentials, exercise, standby },
         } => {
             let broker = broker.ok_or_else(|| UsageFault("`towntwin core` serves on a broker: give --broker mqtt://host:port".into()))?;
+            let ns = town_id.unwrap_or_default();
             towntwin_harness::serve::core(&towntwin_harness::serve::Serve {
                 broker,
+                filter: filter.unwrap_or_else(|| ns.events_filter()),
+                ns,
                 db,
                 town,
                 rules,
                 policy,
                 client_id,
-                filter,
                 partitions,
                 batch_max,
                 http,

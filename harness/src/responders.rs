@@ -38,7 +38,12 @@ pub struct OrdersWatch {
 
 impl OrdersWatch {
     pub async fn start(ep: &Endpoint) -> Result<OrdersWatch> {
-        Ok(OrdersWatch { feed: OrdersFeed::start(ep, "towntwin-responders").await? })
+        OrdersWatch::start_for(ep, &towntwin_core::event::Namespace::default()).await
+    }
+
+    /// [`OrdersWatch::start`] for the town `ns`.
+    pub async fn start_for(ep: &Endpoint, ns: &towntwin_core::event::Namespace) -> Result<OrdersWatch> {
+        Ok(OrdersWatch { feed: OrdersFeed::start_for(ep, "towntwin-responders", ns).await? })
     }
 
     /// The notices published until the core's watermark reaches `tick` (the minute's closing clock tick).

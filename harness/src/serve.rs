@@ -26,6 +26,8 @@ pub struct Serve {
     pub policy: PathBuf,
     pub client_id: String,
     pub filter: String,
+    /// The town's topic root and source prefix.
+    pub ns: towntwin_core::event::Namespace,
     pub partitions: u16,
     pub batch_max: u16,
     pub http: Option<SocketAddr>,
@@ -58,6 +60,7 @@ pub fn core(s: &Serve) -> Result<()> {
     let ingest = IngestConfig {
         client_id: s.client_id.clone(),
         filter: s.filter.clone(),
+        ns: s.ns.clone(),
         login,
         partitions: s.partitions.into(),
         batch_max: s.batch_max.into(),

@@ -21,6 +21,9 @@ pub enum Status {
     CoreSubscribed { broker: String, http: Option<String> },
     /// The core stopped cleanly, with its counters.
     CoreStopped { accepted: u64, duplicates: u64, rejected: BTreeMap<String, u64>, orders: u64 },
+    /// The district's API and console listen (`towntwin district run --serve`), with a `district` token
+    /// for them and the store's URL (a town's tokens are issued into its schema there).
+    DistrictServing { http: String, token: String, store: String },
 }
 
 impl Status {

@@ -79,10 +79,16 @@ pub struct OrdersFeed {
 impl OrdersFeed {
     /// Subscribes as `name` (with this process's id) and returns once the broker has acknowledged it.
     pub async fn start(ep: &Endpoint, name: &str) -> Result<OrdersFeed> {
+        OrdersFeed::start_for(ep, name, &towntwin_core::event::Namespace::default()).await
+    }
+
+    /// [`OrdersFeed::start`] for the town `ns` (its `orders/#` under the town's root).
+    pub async fn start_for(ep: &Endpoint, name: &str, ns: &towntwin_core::event::Namespace) -> Result<OrdersFeed> {
+        let (filter, watermark) = (ns.topic("orders/#"), ns.topic(WATERMARK_TOPIC));
         let o = options(ep, &format!("{name}-{}", std::process::id()), crate::credentials::OBSERVER, Client::PLAIN)?;
         let (client, mut el) = AsyncClient::new(o, 1_000);
         tune(&mut el, 30);
-        client.subscribe("orders/#", QoS::AtLeastOnce).await?;
+        client.subscribe(filter.as_str(), QoS::AtLeastOnce).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
         let again = client.clone();
@@ -92,8 +98,8 @@ impl OrdersFeed {
             loop {
                 let heard = match el.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        if connected && let Err(e) = again.try_subscribe("orders/#", QoS::AtLeastOnce) {
-                            tracing::warn!("cannot subscribe to orders/# again: {e}");
+                        if connected && let Err(e) = again.try_subscribe(filter.as_str(), QoS::AtLeastOnce) {
+                            tracing::warn!("cannot subscribe to {filter} again: {e}");
                         }
                         connected = true;
                         continue;
@@ -104,7 +110,7 @@ impl OrdersFeed {
                         }
                         continue;
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == WATERMARK_TOPIC => match towntwin_core::orders::parse_watermark(&p.payload) {
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == watermark => match towntwin_core::orders::parse_watermark(&p.payload) {
                         Some(w) => Heard::Watermark(w),
                         None => Heard::Bad(format!("bad watermark {:?}", String::from_utf8_lossy(&p.payload))),
                     },

@@ -138,6 +138,11 @@ impl Twin {
         applied
     }
 
+    /// Puts the town's traffic under its own topic root and CloudEvents source (a town of a district).
+    pub fn set_namespace(&mut self, ns: towntwin_contracts::event::Namespace) {
+        self.app.world_mut().insert_resource(emit::TownNamespace(ns));
+    }
+
     /// Marks every event from now on as traffic of `exercise` (the CloudEvents extension `exerciseid`).
     pub fn mark_exercise(&mut self, exercise: &str) {
         self.app.world_mut().insert_resource(emit::Exercise(Some(exercise.to_string())));

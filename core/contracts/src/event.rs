@@ -186,8 +186,92 @@ impl Line {
         }
     }
 }
-/// The CloudEvents `source` prefix of every device.
+/// The CloudEvents `source` prefix of every device of the default town (Gaohang, the reference).
 pub const SOURCE_PREFIX: &str = "/gaohang";
+
+/// Where one town's traffic lives when several towns share a broker (a district): its MQTT topics under a
+/// root of their own and its CloudEvents sources under `/{town}`. The default is the single town as it
+/// always was (Gaohang): `town/...`, `orders/...` and `deadletter/...` at the top, sources `/gaohang/...`.
+/// A named town `jinqiao` puts all three under `jinqiao/` (`jinqiao/town/E012/gate/...`,
+/// `jinqiao/orders/...`) and its sources under `/jinqiao`, so that no town's core takes another's events.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Namespace {
+    /// The town's id (`gaohang` for the default).
+    id: String,
+    /// `""` for the default, `"{id}/"` for a named town: put before every topic.
+    prefix: String,
+    /// `/{id}`: the CloudEvents `source` prefix.
+    source: String,
+}
+
+impl Default for Namespace {
+    fn default() -> Namespace {
+        Namespace { id: SOURCE_PREFIX[1..].to_string(), prefix: String::new(), source: SOURCE_PREFIX.to_string() }
+    }
+}
+
+/// Top-level topic segments a town's id may not take: the default town's roots, and MQTT's system topics.
+const RESERVED_IDS: [&str; 4] = ["town", "orders", "deadletter", "towntwin"];
+
+impl Namespace {
+    /// A named town's namespace. The id is 1 to 32 characters of `a-z`, `0-9` and `-`, starting with a
+    /// letter, and is none of `town`, `orders`, `deadletter`, `towntwin` (the default town's roots).
+    pub fn town(id: &str) -> Result<Namespace, String> {
+        Namespace::check_id(id)?;
+        Ok(Namespace { id: id.to_string(), prefix: format!("{id}/"), source: format!("/{id}") })
+    }
+
+    /// Whether `id` can name a town (see [`Namespace::town`]); the reason if not.
+    pub fn check_id(id: &str) -> Result<(), String> {
+        let ok = (1..=32).contains(&id.len())
+            && id.starts_with(|c: char| c.is_ascii_lowercase())
+            && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !ok {
+            return Err(format!("town id `{id}`: 1 to 32 characters of a-z, 0-9 and -, starting with a letter"));
+        }
+        if RESERVED_IDS.contains(&id) {
+            return Err(format!("town id `{id}` is reserved (a topic root of the single town): choose another"));
+        }
+        Ok(())
+    }
+
+    /// Whether this is the single town's namespace (no topic prefix).
+    pub fn is_default(&self) -> bool {
+        self.prefix.is_empty()
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// What every topic of this town starts with: `""` or `"{id}/"`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The CloudEvents `source` prefix: `/gaohang`, `/{id}`.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The filter of every device event of the town: `town/#`, `{id}/town/#`.
+    pub fn events_filter(&self) -> String {
+        format!("{}town/#", self.prefix)
+    }
+
+    /// A topic of this town: `rest` (`town/...`, `orders/...`) under the town's prefix.
+    pub fn topic(&self, rest: &str) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + rest.len());
+        s.push_str(&self.prefix);
+        s.push_str(rest);
+        s
+    }
+
+    /// `topic` without this town's prefix; `None` if it is not under it.
+    pub fn strip<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic.strip_prefix(self.prefix.as_str())
+    }
+}
 
 /// `town/{area}/{kind}/{device}/{type}`.
 pub fn topic(area: &str, kind: &str, device: &str, ty: EventType) -> String {
@@ -222,6 +306,8 @@ pub struct Event {
 #[derive(Debug, Clone, Copy)]
 pub struct Header<'a> {
     pub id: &'a str,
+    /// The town's source prefix ([`Namespace::source`]): `/gaohang` for the default town.
+    pub source: &'a str,
     pub area: &'a str,
     pub kind: &'a str,
     pub device: &'a str,
@@ -243,7 +329,7 @@ pub fn encode(out: &mut Vec<u8>, h: &Header<'_>, data: &Data) {
     out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":");
     json_str(out, h.id);
     out.extend_from_slice(b",\"source\":\"");
-    out.extend_from_slice(SOURCE_PREFIX.as_bytes());
+    out.extend_from_slice(h.source.as_bytes());
     for seg in [h.area, h.kind, h.device] {
         out.push(b'/');
         json_inner(out, seg);
@@ -593,6 +679,7 @@ mod tests {
     fn encodes_a_structured_cloudevent() {
         let mut out = Vec::new();
         let h = Header {
+            source: SOURCE_PREFIX,
             id: "E012-gate-03-1f",
             area: "E012",
             kind: "gate",
@@ -626,5 +713,19 @@ mod tests {
         }
         assert_eq!(EventType::DeviceHeartbeat.qos(), 0);
         assert_eq!(EventType::FenceViolation.qos(), 1);
+    }
+
+    #[test]
+    fn a_town_namespace_puts_topics_and_sources_under_its_id() {
+        let d = Namespace::default();
+        assert!(d.is_default());
+        assert_eq!((d.events_filter(), d.topic("orders/#"), d.source()), ("town/#".into(), "orders/#".into(), "/gaohang"));
+        let j = Namespace::town("jin-qiao2").unwrap();
+        assert_eq!((j.events_filter(), j.topic("orders/#"), j.source()), ("jin-qiao2/town/#".into(), "jin-qiao2/orders/#".into(), "/jin-qiao2"));
+        assert_eq!(j.strip("jin-qiao2/town/E1/x"), Some("town/E1/x"));
+        assert_eq!(j.strip("town/E1/x"), None);
+        for bad in ["", "Jinqiao", "9ine", "a b", "a/b", "a+", "#", "town", "orders", "deadletter", &"x".repeat(33)] {
+            assert!(Namespace::town(bad).is_err(), "{bad:?}");
+        }
     }
 }

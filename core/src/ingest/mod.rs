@@ -32,8 +32,12 @@ pub struct IngestConfig {
     pub also: Vec<(String, u16)>,
     /// Fixed, so the broker keeps the session (and unacknowledged messages) across restarts.
     pub client_id: String,
-    /// Topic filter this instance owns (`town/#`, or `town/E012/#` for a shard).
+    /// Topic filter this instance owns (`town/#`, or `town/E012/#` for a shard; under the town's root for a
+    /// named town: `jinqiao/town/#`).
     pub filter: String,
+    /// The town's topic root and source prefix: what decoding accepts, and where orders and dead letters
+    /// are published.
+    pub ns: crate::event::Namespace,
     /// At most this many messages a batch. rumqttd lets a subscriber have 100 unacknowledged QoS 1
     /// messages at once and the core acknowledges after committing, so a batch of 100 would leave the broker
     /// idle while the core commits; 34 keeps three batches in the window, one arriving while another commits
@@ -68,6 +72,13 @@ impl IngestConfig {
         crate::wire::Connect { host, port, client_id: self.client_id.clone(), login: self.login.clone() }
     }
 
+    /// Serves the town `ns` (its events' filter, its orders' and dead letters' root).
+    pub fn for_town(mut self, ns: crate::event::Namespace) -> IngestConfig {
+        self.filter = ns.events_filter();
+        self.ns = ns;
+        self
+    }
+
     pub fn new(host: &str, port: u16) -> IngestConfig {
         IngestConfig {
             host: host.to_string(),
@@ -75,6 +86,7 @@ impl IngestConfig {
             also: Vec::new(),
             client_id: "towntwin-core".into(),
             filter: "town/#".into(),
+            ns: crate::event::Namespace::default(),
             batch_max: 34,
             batch_wait: Duration::from_millis(1),
             batch_linger: Duration::from_millis(4),
@@ -388,7 +400,7 @@ pub async fn serve_on(
                 counters.batch_seconds.observe(took.elapsed().as_secs_f64());
                 for (i, r) in &o.rejected {
                     tracing::info!("dead letter ({}) from {}: {}", r.code, batch[*i].topic, r.detail);
-                    let topic = format!("deadletter/{}/{}", r.code, batch[*i].topic);
+                    let topic = format!("{}deadletter/{}/{}", cfg.ns.prefix(), r.code, batch[*i].topic);
                     // An oversized message is dead-lettered as a stub: its size and why, not itself (one the
                     // connection skipped unread carries only its size).
                     let skipped = crate::wire::oversized_stub(&batch[*i].payload);

@@ -66,6 +66,19 @@ impl Url {
         Ok(cfg)
     }
 
+    /// The URL as given, password included, with its schema: for a process started with it.
+    pub fn full(&self) -> String {
+        let sep = if self.conn.contains('?') { '&' } else { '?' };
+        format!("{}{sep}schema={}", self.conn, self.schema)
+    }
+
+    /// The same database, another schema (a town's, or the district's registry).
+    pub fn in_schema(&self, schema: &str) -> Result<Url, String> {
+        check_schema(schema)?;
+        let base = self.shown.rsplit_once("?schema=").map_or(self.shown.as_str(), |(b, _)| b);
+        Ok(Url { conn: self.conn.clone(), schema: schema.to_string(), shown: format!("{base}?schema={schema}") })
+    }
+
     /// The advisory lock that makes one core the town's writer.
     pub fn lock_key(&self) -> i64 {
         let h = blake3::hash(format!("towntwin-writer:{}", self.schema).as_bytes());
@@ -826,6 +839,11 @@ impl Reader {
         Ok(Reader { conn })
     }
 
+    /// The principal of a token issued into this town's schema (none if unknown, expired or revoked).
+    pub fn token(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        token(&self.conn, hash)
+    }
+
     pub fn last_seq(&self) -> Result<u64, StoreError> {
         self.conn.call(|c| c.query_one("SELECT COALESCE(MAX(seq), 0) FROM events", &[]).map(|r| r.get::<_, i64>(0) as u64))
     }
@@ -898,5 +916,107 @@ mod tests {
         }
         let err = "postgres://u:pw@h/db?nonsense=1".parse::<Url>().expect_err("unknown option");
         assert!(!err.contains("pw"), "{err}");
+    }
+}
+
+/// The schema that holds a district's registry: its towns (each with the schema its core writes), the
+/// towns' areas and committees (so that a committee's principal sees its estates' orders), and the district's
+/// own tokens. Never a town's id (town ids take no `_`).
+pub const DISTRICT_SCHEMA: &str = "district_registry";
+
+const DISTRICT_TABLES: &str = "
+CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.towns (id TEXT PRIMARY KEY, name TEXT NOT NULL, schema TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS {s}.areas (town TEXT NOT NULL REFERENCES {s}.towns (id), area TEXT NOT NULL, committee TEXT,
+    PRIMARY KEY (town, area));
+CREATE TABLE IF NOT EXISTS {s}.tokens (hash TEXT PRIMARY KEY, principal TEXT NOT NULL, issued_at BIGINT NOT NULL, expires_at BIGINT,
+    revoked_at BIGINT);
+";
+
+/// A town as the district's registry holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredTown {
+    pub id: String,
+    pub name: String,
+    /// The schema its core writes (read with [`Reader`]).
+    pub schema: String,
+}
+
+/// The district's registry ([`DISTRICT_SCHEMA`]) in a database its towns' schemas share.
+pub struct District {
+    conn: Conn,
+    url: Url,
+}
+
+impl District {
+    /// Opens the registry of the database `url` names (its `schema` is ignored), creating it if need be.
+    pub fn open(url: &Url) -> Result<District, StoreError> {
+        let url = url.in_schema(DISTRICT_SCHEMA).map_err(|detail| StoreError::Postgres { at: url.to_string(), detail })?;
+        let conn = Conn::open(&url, "district-postgres")?;
+        conn.call(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&0x746f_776e_7477_696e_i64])?;
+            tx.batch_execute(&DISTRICT_TABLES.replace("{s}", DISTRICT_SCHEMA))?;
+            tx.commit()
+        })?;
+        Ok(District { conn, url })
+    }
+
+    /// Registers a town (or updates it): its name, its schema, and its areas with their committees (a
+    /// road has none).
+    pub fn register(&self, town: &RegisteredTown, areas: Vec<(String, Option<String>)>) -> Result<(), StoreError> {
+        let t = town.clone();
+        self.conn.call(move |c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO towns (id, name, schema) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET name = excluded.name, schema = excluded.schema",
+                &[&t.id, &t.name, &t.schema],
+            )?;
+            tx.execute("DELETE FROM areas WHERE town = $1", &[&t.id])?;
+            let (names, committees): (Vec<String>, Vec<Option<String>>) = areas.into_iter().unzip();
+            tx.execute("INSERT INTO areas (town, area, committee) SELECT $1, * FROM UNNEST($2::text[], $3::text[])", &[&t.id, &names, &committees])?;
+            tx.commit()
+        })
+    }
+
+    /// The registered towns, by id.
+    pub fn towns(&self) -> Result<Vec<RegisteredTown>, StoreError> {
+        self.conn.call(|c| {
+            Ok(c.query("SELECT id, name, schema FROM towns ORDER BY id", &[])?
+                .iter()
+                .map(|r| RegisteredTown { id: r.get(0), name: r.get(1), schema: r.get(2) })
+                .collect())
+        })
+    }
+
+    /// A town's areas and their committees.
+    pub fn areas(&self, town: &str) -> Result<std::collections::HashMap<String, Option<String>>, StoreError> {
+        let town = town.to_string();
+        self.conn.call(move |c| Ok(c.query("SELECT area, committee FROM areas WHERE town = $1", &[&town])?.iter().map(|r| (r.get(0), r.get(1))).collect()))
+    }
+
+    /// A town's schema, to read with [`Reader::open`].
+    pub fn town_url(&self, town: &RegisteredTown) -> Result<Url, StoreError> {
+        self.url.in_schema(&town.schema).map_err(|detail| StoreError::Postgres { at: self.url.to_string(), detail })
+    }
+
+    /// Issues a district token (its hash stored; `at` is the wall-clock time of issue, as for a town's).
+    pub fn issue_token(&self, hash: &str, principal: &str, issued_at: i64, expires_at: Option<i64>) -> Result<(), StoreError> {
+        let (hash, principal) = (hash.to_string(), principal.to_string());
+        self.conn.call(move |c| {
+            c.execute("INSERT INTO tokens (hash, principal, issued_at, expires_at) VALUES ($1, $2, $3, $4)", &[&hash, &principal, &issued_at, &expires_at])
+                .map(drop)
+        })
+    }
+
+    /// The principal of a district token (none if unknown, expired or revoked).
+    pub fn token(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        token(&self.conn, hash)
+    }
+
+    /// Revokes the district's tokens of `principal`; returns how many.
+    pub fn revoke(&self, principal: &str) -> Result<u64, StoreError> {
+        let (principal, now) = (principal.to_string(), crate::auth::wall_ms());
+        self.conn.call(move |c| c.execute("UPDATE tokens SET revoked_at = $1 WHERE principal = $2 AND revoked_at IS NULL", &[&now, &principal]))
     }
 }

@@ -22,21 +22,51 @@ fn core() -> Core {
 fn alarm(id: &str, device: &str, camera_code: u8, t: Millis) -> (String, Vec<u8>) {
     use towntwin_core::event::FenceViolation;
     let mut out = Vec::new();
-    let h = Header { id, area: "R01", kind: "camera", device, ty: EventType::FenceViolation, time: t, subject: None, exercise: None };
+    let h = Header {
+        id,
+        source: towntwin_core::event::SOURCE_PREFIX,
+        area: "R01",
+        kind: "camera",
+        device,
+        ty: EventType::FenceViolation,
+        time: t,
+        subject: None,
+        exercise: None,
+    };
     encode(&mut out, &h, &Data::Fence(FenceViolation { road: "R01".into(), code: camera_code, violation: "v".into(), confidence: 0.95 }));
     (format!("town/R01/camera/{device}/fence.violation"), out)
 }
 
 fn heartbeat(id: &str, device: &str, t: Millis) -> Vec<u8> {
     let mut out = Vec::new();
-    let h = Header { id, area: "E001", kind: "gate", device, ty: EventType::DeviceHeartbeat, time: t, subject: None, exercise: None };
+    let h = Header {
+        id,
+        source: towntwin_core::event::SOURCE_PREFIX,
+        area: "E001",
+        kind: "gate",
+        device,
+        ty: EventType::DeviceHeartbeat,
+        time: t,
+        subject: None,
+        exercise: None,
+    };
     encode(&mut out, &h, &Data::Heartbeat(Heartbeat { battery_pct: None, rssi_dbm: -70 }));
     out
 }
 
 fn tick(id: &str, t: Millis) -> Vec<u8> {
     let mut out = Vec::new();
-    let h = Header { id, area: "_town", kind: "clock", device: "twin", ty: EventType::ClockTick, time: t, subject: None, exercise: None };
+    let h = Header {
+        id,
+        source: towntwin_core::event::SOURCE_PREFIX,
+        area: "_town",
+        kind: "clock",
+        device: "twin",
+        ty: EventType::ClockTick,
+        time: t,
+        subject: None,
+        exercise: None,
+    };
     encode(&mut out, &h, &Data::Tick(Tick { tick: 1 }));
     out
 }

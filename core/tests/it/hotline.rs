@@ -35,14 +35,33 @@ impl Feed {
     fn tick(&mut self, at: Millis) {
         self.n += 1;
         let id = format!("twin-{:x}", self.n);
-        let h = Header { id: &id, area: "_town", kind: "clock", device: "twin", ty: EventType::ClockTick, time: self.t0 + at, subject: None, exercise: None };
+        let h = Header {
+            id: &id,
+            source: towntwin_core::event::SOURCE_PREFIX,
+            area: "_town",
+            kind: "clock",
+            device: "twin",
+            ty: EventType::ClockTick,
+            time: self.t0 + at,
+            subject: None,
+            exercise: None,
+        };
         self.send("town/_town/clock/twin/clock.tick", h, Data::Tick(Tick { tick: self.n as u64 }));
     }
     fn call(&mut self, estate: &str, category: IncidentKind, about: &str, at: Millis) -> towntwin_core::service::Outcome {
         self.n += 1;
         let id = format!("12345-{:x}", self.n);
-        let h =
-            Header { id: &id, area: estate, kind: "hotline", device: "12345", ty: EventType::HotlineCall, time: self.t0 + at, subject: None, exercise: None };
+        let h = Header {
+            id: &id,
+            source: towntwin_core::event::SOURCE_PREFIX,
+            area: estate,
+            kind: "hotline",
+            device: "12345",
+            ty: EventType::HotlineCall,
+            time: self.t0 + at,
+            subject: None,
+            exercise: None,
+        };
         let topic = format!("town/{estate}/hotline/12345/hotline.call");
         self.send(&topic, h, Data::Hotline(HotlineCall { category, about: about.into() }))
     }
@@ -54,6 +73,7 @@ fn a_call_joins_the_open_order_for_its_problem_or_becomes_a_hotline_order() {
     f.tick(0);
     // A kiosk overflowing for more than 30 minutes: the platform opens its order.
     let h = Header {
+        source: towntwin_core::event::SOURCE_PREFIX,
         id: "E001-bin-001-1",
         area: "E001",
         kind: "bin",
@@ -105,6 +125,7 @@ fn a_call_from_no_estates_line_or_on_another_topic_is_refused() {
     assert_eq!(o.rejected.first().map(|r| r.1.code), Some("unknown_device"), "{:?}", o.rejected);
     // The hotline's event posted under a device's topic.
     let h = Header {
+        source: towntwin_core::event::SOURCE_PREFIX,
         id: "12345-x",
         area: "E001",
         kind: "hotline",
@@ -119,6 +140,7 @@ fn a_call_from_no_estates_line_or_on_another_topic_is_refused() {
     // A category that is no incident kind.
     let mut bad = Vec::new();
     let h = Header {
+        source: towntwin_core::event::SOURCE_PREFIX,
         id: "12345-y",
         area: "E001",
         kind: "hotline",
@@ -140,7 +162,17 @@ impl Feed {
     fn report(&mut self, estate: &str, device: &str, category: IncidentKind, about: &str, at: Millis) -> towntwin_core::service::Outcome {
         self.n += 1;
         let id = format!("{device}-{:x}", self.n);
-        let h = Header { id: &id, area: estate, kind: "hotline", device, ty: EventType::HotlineCall, time: self.t0 + at, subject: None, exercise: None };
+        let h = Header {
+            id: &id,
+            source: towntwin_core::event::SOURCE_PREFIX,
+            area: estate,
+            kind: "hotline",
+            device,
+            ty: EventType::HotlineCall,
+            time: self.t0 + at,
+            subject: None,
+            exercise: None,
+        };
         let topic = format!("town/{estate}/hotline/{device}/hotline.call");
         self.send(&topic, h, Data::Hotline(HotlineCall { category, about: about.into() }))
     }

@@ -80,7 +80,7 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
             Some(ep) if !opts.in_process && opts.connections == Mode::One => {
                 let ingest = towntwin_core::ingest::IngestConfig {
                     login: ep.login(crate::credentials::CORE)?,
-                    ..towntwin_core::ingest::IngestConfig::new(&ep.host, ep.port)
+                    ..towntwin_core::ingest::IngestConfig::new(&ep.host, ep.port).for_town(opts.ns.clone())
                 };
                 let cfg = CoreConfig::new(town.clone(), rules, policy, Some(db.clone()), ingest);
                 let core = OverNetwork::start(cfg, ep, lockstep).await?;
@@ -93,7 +93,8 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
                         opts.connections
                     );
                 }
-                let core = Core::open(rules, policy, &town, Some(&db)).with_context(|| format!("cannot open the core's store {db}"))?;
+                let mut core = Core::open(rules, policy, &town, Some(&db)).with_context(|| format!("cannot open the core's store {db}"))?;
+                core.engine.set_namespace(opts.ns.clone());
                 drive(opts, &scenario, start, town, targets, ep.as_ref(), &bar, InProcess::new(core), lockstep).await
             }
         }
@@ -163,17 +164,18 @@ async fn drive<C: CoreLink>(
     lockstep: bool,
 ) -> Result<Ended> {
     let observer = match ep {
-        Some(ep) if opts.observe => Some(Observer::start(ep, "town/#", opts.validate).await?),
+        Some(ep) if opts.observe => Some(Observer::start(ep, &opts.ns.events_filter(), opts.validate).await?),
         _ => None,
     };
     let mut publisher = match ep {
         Some(ep) => Some(Publisher::connect(ep, opts.connections, &town, Duration::from_secs(120)).await?),
         None => None,
     };
-    let (scenario, threads, progress) = (scenario.clone(), opts.threads, Progress(bar.clone()));
+    let (scenario, threads, progress, ns) = (scenario.clone(), opts.threads, Progress(bar.clone()), opts.ns.clone());
     let make = move || {
         let mut twin = Twin::new(&scenario, start, town, TwinOptions { threads, ..TwinOptions::default() });
         twin.set_rule_targets(targets);
+        twin.set_namespace(ns);
         TwinSide::new(twin, start, false, progress)
     };
     let publish_started = Instant::now();

@@ -83,6 +83,9 @@ pub struct RunOptions {
     /// Broker logins (`towntwin town credentials`): every client logs in as its own user. External
     /// brokers only (the embedded one has no per-topic ACL).
     pub credentials: Option<PathBuf>,
+    /// The town's topic root and CloudEvents source (a named town of a district; the default town's
+    /// otherwise).
+    pub ns: towntwin_core::event::Namespace,
 }
 
 impl Default for RunOptions {
@@ -106,6 +109,7 @@ impl Default for RunOptions {
             policy: asset("scenarios/policies/standard.ron"),
             db: None,
             credentials: None,
+            ns: towntwin_core::event::Namespace::default(),
         }
     }
 }

@@ -137,14 +137,15 @@ impl OverNetwork {
         cfg.ingest = IngestConfig {
             client_id: format!("towntwin-core-{}", std::process::id()),
             login: ep.login(crate::credentials::CORE)?,
-            ..IngestConfig::new(&ep.host, ep.port)
+            ..IngestConfig::new(&ep.host, ep.port).for_town(cfg.ingest.ns.clone())
         };
         cfg.http = cfg.http.or(Some(([127, 0, 0, 1], 0).into()));
+        let cfg_ns = cfg.ingest.ns.clone();
         let handle = server::start(cfg).await.context("the core could not start")?;
         let addr = handle.http_addr().ok_or_else(|| anyhow!("the core's HTTP API did not start"))?;
         tracing::info!("core HTTP API on http://{addr}");
         let actor = HttpActor::new(addr, handle.core().clone())?;
-        let watch = if lockstep { Some(OrdersWatch::start(ep).await?) } else { None };
+        let watch = if lockstep { Some(OrdersWatch::start_for(ep, &cfg_ns).await?) } else { None };
         Ok(OverNetwork { handle, actor, watch })
     }
 }

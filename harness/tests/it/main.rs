@@ -9,6 +9,7 @@ mod cluster;
 mod common;
 mod console;
 mod credentials;
+mod district;
 mod drill;
 mod experiment;
 mod faults;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use bevy::prelude::*;
 use bevy::tasks::{ComputeTaskPool, TaskPool};
-use towntwin_contracts::event::{Event, EventType, HOTLINE_KIND, Header, SOURCE_PREFIX, TOWN_AREA, encode};
+use towntwin_contracts::event::{Event, EventType, HOTLINE_KIND, Header, Namespace, TOWN_AREA, encode};
 use towntwin_contracts::time::Local;
 
 use super::Feature;
@@ -21,6 +21,7 @@ impl Plugin for EmitPlugin {
             .init_resource::<Stats>()
             .init_resource::<StreamDigest>()
             .init_resource::<Exercise>()
+            .init_resource::<TownNamespace>()
             .add_systems(Update, encode_tick.in_set(Feature::Emit));
     }
 }
@@ -99,6 +100,11 @@ impl Stats {
 #[derive(Resource, Debug, Default, Clone)]
 pub struct Exercise(pub Option<String>);
 
+/// The town's topic root and CloudEvents source ([`Namespace`]); the default town's unless a district
+/// names the town.
+#[derive(Resource, Debug, Default, Clone)]
+pub struct TownNamespace(pub Namespace);
+
 /// BLAKE3 over every encoded event in generation order: topic, newline, payload, newline.
 #[derive(Resource, Debug, Default)]
 pub struct StreamDigest(pub blake3::Hasher);
@@ -106,7 +112,7 @@ pub struct StreamDigest(pub blake3::Hasher);
 /// Encodes a run of events whose per-device sequence numbers are already assigned, into one buffer laid
 /// out as the digest takes it (`topic\npayload\n` each); messages hold slices of it. A pure function of its
 /// input, so pieces of a tick can be encoded on different threads and joined in order.
-fn encode_run(reg: &Registry, exercise: Option<&str>, run: &[(Pending, u32)]) -> (bytes::Bytes, Vec<Message>) {
+fn encode_run(reg: &Registry, ns: &Namespace, exercise: Option<&str>, run: &[(Pending, u32)]) -> (bytes::Bytes, Vec<Message>) {
     let mut buf = Vec::with_capacity(run.len() * 420);
     let mut spans = Vec::with_capacity(run.len());
     let mut id = String::with_capacity(32);
@@ -114,9 +120,10 @@ fn encode_run(reg: &Registry, exercise: Option<&str>, run: &[(Pending, u32)]) ->
     for (p, seq) in run {
         let (area, kind, device) = names(reg, p.device);
         event_id(&mut id, device, *seq);
-        let header = Header { id: &id, area, kind, device, ty: p.ty, time: p.time, subject: p.subject, exercise };
+        let header = Header { id: &id, source: ns.source(), area, kind, device, ty: p.ty, time: p.time, subject: p.subject, exercise };
         encode(&mut payload, &header, &p.data);
         let topic_start = buf.len();
+        buf.extend_from_slice(ns.prefix().as_bytes());
         for (i, seg) in ["town", area, kind, device, p.ty.as_str()].into_iter().enumerate() {
             if i > 0 {
                 buf.push(b'/');
@@ -146,12 +153,12 @@ fn event_id(id: &mut String, device: &str, seq: u32) {
 
 /// An event as the core takes it, without encoding: the id and source its CloudEvent would carry, and the
 /// registry's device index (none for the clock and the 12345 line, which are not devices).
-fn typed(reg: &Registry, p: Pending, seq: u32) -> Event {
+fn typed(reg: &Registry, ns: &Namespace, p: Pending, seq: u32) -> Event {
     let (area, kind, device) = names(reg, p.device);
     let mut id = String::with_capacity(device.len() + 9);
     event_id(&mut id, device, seq);
-    let mut source = String::with_capacity(SOURCE_PREFIX.len() + area.len() + kind.len() + device.len() + 3);
-    for part in [SOURCE_PREFIX, "/", area, "/", kind, "/", device] {
+    let mut source = String::with_capacity(ns.source().len() + area.len() + kind.len() + device.len() + 3);
+    for part in [ns.source(), "/", area, "/", kind, "/", device] {
         source.push_str(part);
     }
     let dev = (p.device != CLOCK_DEVICE && p.device < HOTLINE_BASE).then_some(p.device);
@@ -188,6 +195,7 @@ fn encode_tick(
     mut stats: ResMut<Stats>,
     mut digest: ResMut<StreamDigest>,
     exercise: Res<Exercise>,
+    ns: Res<TownNamespace>,
 ) {
     let mut pending = std::mem::take(&mut outbox.0);
     if installed.0.len() != reg.devices.len() {
@@ -221,18 +229,18 @@ fn encode_tick(
         run.push((p, seq));
     }
     if typed.on {
-        typed.events.extend(run.into_iter().map(|(p, seq)| self::typed(&reg, p, seq)));
+        typed.events.extend(run.into_iter().map(|(p, seq)| self::typed(&reg, &ns.0, p, seq)));
         return;
     }
     let pool = ComputeTaskPool::get_or_init(TaskPool::default);
     let pieces: Vec<(bytes::Bytes, Vec<Message>)> = if run.len() < PARALLEL_MIN || pool.thread_num() <= 1 {
-        vec![encode_run(&reg, exercise.0.as_deref(), &run)]
+        vec![encode_run(&reg, &ns.0, exercise.0.as_deref(), &run)]
     } else {
         let size = run.len().div_ceil(pool.thread_num());
-        let (reg, exercise) = (&*reg, exercise.0.as_deref());
+        let (reg, ns, exercise) = (&*reg, &ns.0, exercise.0.as_deref());
         pool.scope(|scope| {
             for piece in run.chunks(size) {
-                scope.spawn(async move { encode_run(reg, exercise, piece) });
+                scope.spawn(async move { encode_run(reg, ns, exercise, piece) });
             }
         })
     };

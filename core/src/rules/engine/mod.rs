@@ -218,6 +218,11 @@ impl Engine {
         self.ctx.devices.exercise = exercise;
     }
 
+    /// Takes the events of the town `ns` (its topic root and source prefix).
+    pub fn set_namespace(&mut self, ns: crate::event::Namespace) {
+        self.ctx.devices.ns = ns;
+    }
+
     /// Applies one event; returns what the rules found (with a clock tick, the timers due by its time).
     /// Only the twin's `clock.tick` moves the clock: a device's event updates state at its own time, and
     /// its timers fire at the next tick that passes them.

@@ -1,0 +1,433 @@
+//! `towntwin district`: several towns on one broker (or a broker cluster) and one PostgreSQL, each town's
+//! twin a process of its own under its own topic root and CloudEvents source, each town's core a process
+//! of its own with, if asked, a standby that takes over when it dies; then every town's orders read back
+//! from the store, and the district's API and console ([`serve`]) over all of them.
+
+pub mod serve;
+pub mod spec;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use towntwin_core::event::Namespace;
+use towntwin_core::store::postgres::{District as Registry, RegisteredTown, Url};
+
+pub use self::spec::{BrokerSpec, District, StoreSpec, schema_of};
+use crate::load::procs::{Proc, core_ready};
+use crate::status::Status;
+use crate::{DataFault, UsageFault};
+
+/// What `towntwin district run` is asked besides the file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOpts {
+    pub out: Option<PathBuf>,
+    /// After the towns' days: serve the district's API and console here until interrupted.
+    pub serve: Option<std::net::SocketAddr>,
+    /// Kill this town's active core with SIGKILL once its store holds this many events (its standby takes
+    /// over): `(town id, events)`.
+    pub kill_core: Option<(String, u64)>,
+}
+
+/// One town's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct TownOutcome {
+    pub id: String,
+    pub name: String,
+    pub topic_root: String,
+    pub source: String,
+    pub schema: String,
+    pub estates: usize,
+    pub devices: usize,
+    /// QoS 1 events its twin published (every one must be logged once).
+    pub published_qos1: u64,
+    pub published: u64,
+    pub events_logged: u64,
+    pub orders: u64,
+    pub open_orders: u64,
+    /// BLAKE3 of every order's rule, key and creation time in order: equal for two runs that made the same
+    /// orders (a run with a core killed and one without).
+    pub orders_digest: String,
+    /// The stream digest of its twin's run (same file and seed, same digest).
+    pub digest: String,
+    /// When its active core was killed: seconds from the kill until the standby was subscribed.
+    pub takeover_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub district: String,
+    pub file: String,
+    pub broker: String,
+    pub store: String,
+    pub standby: bool,
+    pub towns: Vec<TownOutcome>,
+    pub wall_seconds: f64,
+}
+
+/// A town made ready to run: its files in the results folder.
+struct Prepared {
+    ns: Namespace,
+    name: String,
+    scenario: PathBuf,
+    town_file: PathBuf,
+    town: towntwin_core::town::Town,
+}
+
+/// Writes each town's scenario (its seed, days and town) and, for a generated town, its town file, into
+/// `out/towns/{id}/`.
+fn prepare(d: &District, out: &Path) -> Result<Vec<Prepared>> {
+    let mut all = Vec::new();
+    for ((ns, scenario_file), t) in d.towns.iter().zip(&d.spec.towns) {
+        let dir = out.join("towns").join(ns.id());
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let loaded = towntwin_sim::Scenario::load(scenario_file).map_err(DataFault)?;
+        let mut scenario = loaded.scenario;
+        let (town, town_file) = match t.generate {
+            Some(g) => {
+                let mut town = towntwin_sim::generate::small(g.seed, g.estates, g.roads);
+                town.name = t.name.clone();
+                let f = dir.join("town.ron");
+                std::fs::write(&f, towntwin_sim::generate::to_ron(&town)).with_context(|| format!("cannot write {}", f.display()))?;
+                (town, f)
+            }
+            None => {
+                let town = towntwin_core::town::Town::load(&loaded.town_file).map_err(DataFault)?;
+                let f = std::fs::canonicalize(&loaded.town_file).with_context(|| format!("the town file {}", loaded.town_file.display()))?;
+                (town, f)
+            }
+        };
+        scenario.town = std::fs::canonicalize(&town_file)?.display().to_string();
+        scenario.seed = t.seed.unwrap_or(scenario.seed);
+        scenario.days = d.spec.days.unwrap_or(scenario.days);
+        scenario.name = format!("{}-{}", d.spec.name, ns.id());
+        let f = dir.join("scenario.ron");
+        let text = ron::ser::to_string_pretty(&scenario, ron::ser::PrettyConfig::new().struct_names(false)).context("cannot write a scenario")?;
+        std::fs::write(
+            &f,
+            format!("// {} in the district {}: written by `towntwin district run` from {}.\n{text}\n", t.name, d.spec.name, scenario_file.display()),
+        )?;
+        // Checked as `towntwin run` will read it.
+        towntwin_sim::Scenario::load(&f).map_err(DataFault)?;
+        all.push(Prepared { ns: ns.clone(), name: t.name.clone(), scenario: f, town_file, town });
+    }
+    Ok(all)
+}
+
+/// The broker the towns share, kept alive while the district runs.
+enum Broker {
+    Embedded(Proc),
+    Cluster(crate::nats::NatsCluster),
+    External,
+}
+
+/// The store the towns share, kept alive while the district runs.
+enum Store {
+    Local(crate::postgres::Postgres),
+    Url,
+}
+
+/// A town's cores: the active one and its standby.
+struct Cores {
+    active: Proc,
+    standby: Option<Proc>,
+}
+
+fn core_args(broker: &str, store: &Url, p: &Prepared, standby: bool) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "core".into(),
+        "--broker".into(),
+        broker.into(),
+        "--store".into(),
+        store.in_schema(&schema_of(p.ns.id())).map(|u| u.full()).unwrap_or_default(),
+        "--town".into(),
+        p.town_file.display().to_string(),
+        "--client-id".into(),
+        format!("core-{}", p.ns.id()),
+        "--town-id".into(),
+        p.ns.id().into(),
+        "--http".into(),
+        "127.0.0.1:0".into(),
+    ];
+    if standby {
+        a.push("--standby".into());
+    }
+    a
+}
+
+/// Runs a district: the broker, the store, every town's core (and standby), every town's twin at once;
+/// waits until every town's store holds its twin's QoS 1 events; reads back every town's orders; then,
+/// with `serve`, serves the district's API and console until interrupted.
+pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
+    let d = District::load(file).map_err(DataFault)?;
+    if let Some((id, _)) = &opts.kill_core {
+        if !d.spec.standby {
+            return Err(UsageFault(format!("--kill-core {id}: the district file has no standby cores (standby: true) to take over")).into());
+        }
+        if !d.towns.iter().any(|(ns, _)| ns.id() == id) {
+            return Err(UsageFault(format!("--kill-core {id}: no such town in {}", file.display())).into());
+        }
+    }
+    let out = opts.out.clone().unwrap_or_else(|| crate::results::stamped(&format!("district-{}", d.spec.name)));
+    crate::results::claim(&out, "a district run")?;
+    let wall = Instant::now();
+    let prepared = prepare(&d, &out)?;
+
+    let (store, store_url) = match &d.spec.store {
+        StoreSpec::Local => {
+            let pg = crate::postgres::Postgres::start().context("cannot start the district's PostgreSQL")?;
+            let url: Url = pg.url("towntwin").parse().map_err(|e: String| anyhow!(e))?;
+            (Store::Local(pg), url)
+        }
+        StoreSpec::Url(u) => (Store::Url, u.parse().map_err(|e: String| anyhow!(e))?),
+    };
+    let registry = Registry::open(&store_url).context("cannot open the district's registry")?;
+    for p in &prepared {
+        // A town's schema must hold no other run's events: a district run starts from empty stores.
+        let url = store_url.in_schema(&schema_of(p.ns.id())).map_err(|e| anyhow!(e))?;
+        if let Ok(r) = towntwin_core::store::postgres::Reader::open(&url)
+            && r.last_seq().unwrap_or(0) > 0
+        {
+            return Err(UsageFault(format!(
+                "{url} already holds a run's events: a district run starts from empty schemas (drop the schema or use another database)"
+            ))
+            .into());
+        }
+        let areas = p.town.estates.iter().map(|e| (e.id.clone(), Some(e.committee.clone()))).chain(p.town.roads.iter().map(|r| (r.id.clone(), None))).collect();
+        registry.register(&RegisteredTown { id: p.ns.id().into(), name: p.name.clone(), schema: schema_of(p.ns.id()) }, areas)?;
+    }
+
+    let (broker, broker_url, nodes) = match &d.spec.broker {
+        BrokerSpec::Embedded => {
+            let (proc, ep) = crate::load::procs::start_broker()?;
+            (Broker::Embedded(proc), format!("mqtt://{}:{}", ep.host, ep.port), vec![format!("mqtt://{}:{}", ep.host, ep.port)])
+        }
+        BrokerSpec::Cluster(n) => {
+            let c = crate::nats::NatsCluster::start(*n).context("cannot start the broker cluster")?;
+            let nodes = (0..*n).map(|i| c.endpoint(i)).map(|e| format!("mqtt://{}:{}", e.host, e.port)).collect();
+            let url = c.url();
+            (Broker::Cluster(c), url, nodes)
+        }
+        BrokerSpec::External(urls) => {
+            let mut hosts = Vec::new();
+            for u in urls {
+                let ep = crate::broker::reach(u)?;
+                hosts.push(format!("{}:{}", ep.host, ep.port));
+            }
+            (Broker::External, format!("mqtt://{}", hosts.join(",")), urls.clone())
+        }
+    };
+
+    // Every town's core, subscribed before any twin publishes; each standby waiting on its town's lock.
+    let mut cores = Vec::new();
+    for p in &prepared {
+        let active = Proc::start("core", core_args(&broker_url, &store_url, p, false), core_ready, Duration::from_secs(60))
+            .with_context(|| format!("town {}: the core did not start", p.ns.id()))?;
+        let standby = if d.spec.standby {
+            Some(
+                Proc::start("standby core", core_args(&broker_url, &store_url, p, true), |s| matches!(s, Status::CoreStandby { .. }), Duration::from_secs(60))
+                    .with_context(|| format!("town {}: the standby core did not start", p.ns.id()))?,
+            )
+        } else {
+            None
+        };
+        cores.push(Cores { active, standby });
+    }
+    println!("district {}: {} towns, broker {broker_url}, store {}", d.spec.name, prepared.len(), database(&store_url));
+
+    // Every town's twin at once, each on a node of its own in turn.
+    let mut twins: Vec<Child> = Vec::new();
+    for (i, p) in prepared.iter().enumerate() {
+        let exe = std::env::current_exe().context("cannot find this executable")?;
+        let child = Command::new(exe)
+            .args(["run", "--no-core", "--no-observe", "-q", "--scenario"])
+            .arg(&p.scenario)
+            .args(["--broker", &nodes[i % nodes.len()], "--town-id", p.ns.id(), "--out"])
+            .arg(out.join("towns").join(p.ns.id()).join("run"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("town {}: cannot start its twin", p.ns.id()))?;
+        twins.push(child);
+    }
+    let mut takeover = None;
+    if let Some((id, after)) = &opts.kill_core {
+        let i = prepared.iter().position(|p| p.ns.id() == id).ok_or_else(|| anyhow!("no town {id}"))?;
+        takeover = Some((i, kill_active(&mut cores[i], &store_url, &prepared[i], *after)?));
+    }
+    for (p, mut t) in prepared.iter().zip(twins) {
+        let status = t.wait().with_context(|| format!("town {}: its twin", p.ns.id()))?;
+        if !status.success() {
+            bail!("town {}: its twin failed ({status}); see its messages above", p.ns.id());
+        }
+    }
+
+    let mut towns = Vec::new();
+    for (i, p) in prepared.iter().enumerate() {
+        let summary_file = out.join("towns").join(p.ns.id()).join("run").join("summary.json");
+        let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary_file).with_context(|| format!("{}", summary_file.display()))?)?;
+        let published_qos1 = summary["network"]["published_qos1"].as_u64().unwrap_or(0);
+        let published = summary["network"]["published"].as_u64().unwrap_or(0);
+        let url = store_url.in_schema(&schema_of(p.ns.id())).map_err(|e| anyhow!(e))?;
+        let logged = drained(&url, published_qos1, Duration::from_secs(180)).with_context(|| format!("town {}", p.ns.id()))?;
+        let orders = towntwin_core::store::postgres::Reader::open(&url)?.orders()?;
+        let takeover_seconds = takeover.filter(|(k, _)| *k == i).map(|(_, s)| s);
+        towns.push(TownOutcome {
+            id: p.ns.id().into(),
+            name: p.name.clone(),
+            topic_root: p.ns.events_filter(),
+            source: p.ns.source().into(),
+            schema: schema_of(p.ns.id()),
+            estates: p.town.estates.len(),
+            devices: p.town.estates.iter().map(|e| e.devices.len()).sum::<usize>() + p.town.roads.iter().map(|r| r.devices.len()).sum::<usize>(),
+            published_qos1,
+            published,
+            events_logged: logged,
+            orders: orders.len() as u64,
+            open_orders: orders.iter().filter(|o| o.state.is_open()).count() as u64,
+            orders_digest: {
+                let mut h = blake3::Hasher::new();
+                for o in &orders {
+                    h.update(format!("{}\t{}\t{}\n", o.rule, o.key, o.created_at).as_bytes());
+                }
+                h.finalize().to_hex().to_string()
+            },
+            digest: summary["stream_digest"].as_str().unwrap_or_default().to_string(),
+            takeover_seconds,
+        });
+    }
+    let outcome = Outcome {
+        district: d.spec.name.clone(),
+        file: file.display().to_string(),
+        broker: broker_url.clone(),
+        store: database(&store_url),
+        standby: d.spec.standby,
+        towns,
+        wall_seconds: wall.elapsed().as_secs_f64(),
+    };
+    std::fs::write(out.join("district.json"), serde_json::to_string_pretty(&outcome)?)?;
+    print!("{}", render(&outcome));
+
+    if let Some(addr) = opts.serve {
+        let token = towntwin_core::auth::new_token();
+        registry.issue_token(&towntwin_core::auth::hash(&token), "district", towntwin_core::auth::wall_ms(), None)?;
+        let rt = crate::runtime()?;
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            let at = listener.local_addr()?;
+            Status::DistrictServing { http: format!("http://{at}"), token: token.clone(), store: store_url.full() }.print();
+            let app = serve::router(serve::State::open(&store_url)?);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+                .context("the district's server")
+        })?;
+    }
+    for c in &mut cores {
+        if let Some(s) = &mut c.standby {
+            s.stop(Duration::from_secs(10));
+        }
+        c.active.stop(Duration::from_secs(30));
+    }
+    drop(registry);
+    match broker {
+        Broker::Embedded(mut p) => {
+            p.stop(Duration::from_secs(10));
+        }
+        Broker::Cluster(c) => drop(c),
+        Broker::External => {}
+    }
+    if let Store::Local(pg) = store {
+        drop(pg);
+    }
+    Ok(outcome)
+}
+
+/// Waits until the town's store holds its core's `after`-th event, then kills the active core with SIGKILL;
+/// returns the seconds from the kill until the standby said it was subscribed (it had loaded the store
+/// and resumed the broker session).
+fn kill_active(cores: &mut Cores, store: &Url, p: &Prepared, after: u64) -> Result<f64> {
+    let url = store.in_schema(&schema_of(p.ns.id())).map_err(|e| anyhow!(e))?;
+    let limit = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = towntwin_core::store::postgres::Reader::open(&url).and_then(|r| r.event_count()).unwrap_or(0);
+        if n >= after {
+            break;
+        }
+        if Instant::now() > limit {
+            bail!("town {}: its store never held {after} events to kill its core after (it holds {n})", p.ns.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cores.active.kill()?;
+    let killed = Instant::now();
+    let standby = cores.standby.as_ref().ok_or_else(|| anyhow!("town {}: no standby core", p.ns.id()))?;
+    loop {
+        let lines = standby.lines.lock().map(|l| l.clone()).unwrap_or_default();
+        if Status::last(&lines, |s| matches!(s, Status::CoreSubscribed { .. }).then_some(())).is_some() {
+            return Ok(killed.elapsed().as_secs_f64());
+        }
+        if killed.elapsed() > Duration::from_secs(60) {
+            bail!("town {}: its standby core did not take over within 60 s of the active core's kill", p.ns.id());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until the town's store holds at least `qos1` events and has stopped growing for a second; returns
+/// how many it holds.
+fn drained(url: &Url, qos1: u64, limit: Duration) -> Result<u64> {
+    let t0 = Instant::now();
+    let (mut last, mut since) = (u64::MAX, Instant::now());
+    loop {
+        let n = towntwin_core::store::postgres::Reader::open(url).and_then(|r| r.event_count()).unwrap_or(0);
+        if n != last {
+            (last, since) = (n, Instant::now());
+        } else if n >= qos1 && since.elapsed() > Duration::from_secs(1) {
+            return Ok(n);
+        }
+        if t0.elapsed() > limit {
+            bail!("its store holds {n} events, fewer than the {qos1} QoS 1 events its twin published, {limit:?} after its twin ended");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The database, as shown (no password, no schema: every town has its own).
+fn database(url: &Url) -> String {
+    let s = url.to_string();
+    s.split_once("?schema=").map_or(s.clone(), |(b, _)| b.to_string())
+}
+
+/// The outcome as a table.
+pub fn render(o: &Outcome) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "district {} ({} towns) in {:.1} s: broker {}, store {}", o.district, o.towns.len(), o.wall_seconds, o.broker, o.store);
+    let _ = writeln!(
+        s,
+        "{:<12} {:<22} {:>7} {:>8} {:>10} {:>10} {:>8} {:>6}  takeover",
+        "town", "topics", "estates", "devices", "QoS 1 sent", "logged", "orders", "open"
+    );
+    for t in &o.towns {
+        let _ = writeln!(
+            s,
+            "{:<12} {:<22} {:>7} {:>8} {:>10} {:>10} {:>8} {:>6}  {}",
+            t.id,
+            t.topic_root,
+            t.estates,
+            t.devices,
+            t.published_qos1,
+            t.events_logged,
+            t.orders,
+            t.open_orders,
+            t.takeover_seconds.map_or_else(|| "-".into(), |s| format!("{s:.2} s"))
+        );
+    }
+    s
+}

@@ -1,0 +1,198 @@
+//! A district as a user meets it: `towntwin district run` on three small towns, each under its own topic
+//! root and CloudEvents source, with a core and a standby core each, over one broker and one PostgreSQL.
+//! Run undisturbed and again with one town's active core killed (SIGKILL) midway: every QoS 1 event is
+//! logged once and every town's orders are the same in both runs. Then the district's API and console: a
+//! `district` token sees all three towns, a town's token its town only, a committee's token its estates.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{http, root};
+use towntwin_harness::postgres::Postgres;
+
+fn towntwin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_towntwin"))
+}
+
+fn outcome(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("district.json")).unwrap()).unwrap()
+}
+
+/// A request with the console's cookie (and a form body, for a POST): the status and the body.
+fn console(addr: &str, method: &str, path: &str, cookie: Option<&str>, form: Option<&str>) -> (u16, String, String) {
+    let host = addr.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let cookie = cookie.map(|c| format!("Cookie: towntwin_district={c}\r\n")).unwrap_or_default();
+    let body = form.unwrap_or("");
+    let kind = if form.is_some() { "Content-Type: application/x-www-form-urlencoded\r\n" } else { "" };
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{cookie}{kind}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, head.to_string(), body.to_string())
+}
+
+#[test]
+fn a_district_of_three_towns_loses_nothing_when_a_core_is_killed_and_serves_each_principal_its_towns() {
+    if !Postgres::available_for_test() {
+        return;
+    }
+    let file = root().join("scenarios/district/small-three.ron");
+    let dir = tempfile::tempdir().unwrap();
+    let (calm, killed) = (dir.path().join("calm"), dir.path().join("killed"));
+
+    let st = towntwin().arg("district").arg("run").arg(&file).arg("--out").arg(&calm).status().unwrap();
+    assert!(st.success(), "{st}");
+    let calm_outcome = outcome(&calm);
+    let towns = calm_outcome["towns"].as_array().unwrap();
+    assert_eq!(towns.len(), 3);
+    let roots: std::collections::HashSet<&str> = towns.iter().map(|t| t["topic_root"].as_str().unwrap()).collect();
+    assert_eq!(roots.len(), 3, "each town under a topic root of its own: {roots:?}");
+    for t in towns {
+        let (sent, logged) = (t["published_qos1"].as_u64().unwrap(), t["events_logged"].as_u64().unwrap());
+        assert!(sent > 10_000 && logged >= sent, "{}: every QoS 1 event logged ({logged} of {sent})", t["id"]);
+        assert!(t["orders"].as_u64().unwrap() > 50, "{}: {} orders", t["id"], t["orders"]);
+        assert!(t["takeover_seconds"].is_null());
+    }
+    let digests: std::collections::HashSet<&str> = towns.iter().map(|t| t["digest"].as_str().unwrap()).collect();
+    assert_eq!(digests.len(), 3, "each town its own seed and stream");
+
+    // Again, with east's active core killed once its store holds 3,000 events; serving the district after.
+    let mut child = towntwin()
+        .arg("district")
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&killed)
+        .args(["--kill-core", "east:3000", "--serve", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let serving = loop {
+        let line = lines.next().expect("the district prints where it serves").unwrap();
+        if line.contains("\"district_serving\"") {
+            break serde_json::from_str::<serde_json::Value>(&line).unwrap();
+        }
+    };
+    let (addr, token, store) = (serving["http"].as_str().unwrap(), serving["token"].as_str().unwrap(), serving["store"].as_str().unwrap());
+    let killed_outcome = outcome(&killed);
+    for (a, b) in calm_outcome["towns"].as_array().unwrap().iter().zip(killed_outcome["towns"].as_array().unwrap()) {
+        for k in ["id", "published_qos1", "orders", "orders_digest", "digest"] {
+            assert_eq!(a[k], b[k], "{}: {k} differs between the undisturbed run and the one with east's core killed", a["id"]);
+        }
+        assert!(b["events_logged"].as_u64().unwrap() >= b["published_qos1"].as_u64().unwrap());
+    }
+    let east = &killed_outcome["towns"][1];
+    assert_eq!(east["id"], "east");
+    let takeover = east["takeover_seconds"].as_f64().expect("east's standby took over");
+    assert!(takeover < 30.0, "{takeover} s");
+
+    // The district principal sees every town; no token is 401.
+    let (st, all) = http(addr, "GET", "/district/towns", Some(token), None);
+    assert_eq!(st, 200, "{all}");
+    let ids: Vec<&str> = all.as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["east", "north", "south"]);
+    for t in all.as_array().unwrap() {
+        let want = killed_outcome["towns"].as_array().unwrap().iter().find(|x| x["id"] == t["id"]).unwrap();
+        assert_eq!(t["orders"].as_u64(), want["orders"].as_u64(), "{}", t["id"]);
+    }
+    assert_eq!(http(addr, "GET", "/district/towns", None, None).0, 401);
+    assert_eq!(http(addr, "GET", "/district/towns", Some("forged"), None).0, 401);
+    let (st, orders) = http(addr, "GET", "/district/towns/north/orders?loop=small", Some(token), None);
+    assert_eq!(st, 200);
+    let first = orders.as_array().unwrap().first().expect("north has orders")["id"].as_u64().unwrap();
+    let (st, one) = http(addr, "GET", &format!("/district/towns/north/orders/{first}"), Some(token), None);
+    assert_eq!(st, 200);
+    assert!(!one["history"].as_array().unwrap().is_empty());
+    assert_eq!(http(addr, "GET", "/district/towns/nowhere/orders", Some(token), None).0, 404);
+    assert_eq!(http(addr, "GET", "/district/towns/north/orders?loop=huge", Some(token), None).0, 400);
+
+    // A town's own token (issued into its schema, as for its core's API) sees that town only.
+    let issue = |schema: &str, principal: &str| {
+        let out = towntwin()
+            .args(["core", "token", "issue", "--principal", principal, "--store"])
+            .arg(store.replace("schema=towntwin", &format!("schema={schema}")))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let south = issue("south", "town/duty");
+    let (st, mine) = http(addr, "GET", "/district/towns", Some(&south), None);
+    assert_eq!(st, 200);
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    assert_eq!(mine[0]["id"], "south");
+    let (st, e) = http(addr, "GET", "/district/towns/north/orders", Some(&south), None);
+    assert_eq!(st, 403, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("outside your scope"));
+    // A committee of south sees its estates' orders only (no road's: those are the town's).
+    let town = towntwin_core::town::Town::load(&killed.join("towns/south/town.ron")).unwrap();
+    let committee = town.estates[0].committee.clone();
+    let its: std::collections::HashSet<&str> = town.estates.iter().filter(|e| e.committee == committee).map(|e| e.id.as_str()).collect();
+    let cadre = issue("south", &format!("committee:{committee}/cadre"));
+    let (st, theirs) = http(addr, "GET", "/district/towns/south/orders", Some(&cadre), None);
+    assert_eq!(st, 200);
+    let (_, whole) = http(addr, "GET", "/district/towns/south/orders", Some(&south), None);
+    let expected = whole.as_array().unwrap().iter().filter(|o| its.contains(o["area"].as_str().unwrap())).count();
+    let n_theirs = theirs.as_array().unwrap().len();
+    assert!(n_theirs > 0 && n_theirs == expected, "committee {committee}: {n_theirs}, expected {expected} of {}", whole.as_array().unwrap().len());
+    assert!(whole.as_array().unwrap().iter().any(|o| o["area"].as_str().unwrap().starts_with('R')), "south has road orders the committee does not see");
+
+    // The console: sign in with the district token, see every town by name; a bad token is told so.
+    let (st, head, _) = console(addr, "POST", "/district/login", None, Some(&format!("token={token}")));
+    assert_eq!(st, 303, "{head}");
+    assert!(head.contains("towntwin_district="), "{head}");
+    let (st, _, page) = console(addr, "GET", "/district", Some(token), None);
+    assert_eq!(st, 200);
+    for name in ["North (generated)", "East (generated)", "South (generated)"] {
+        assert!(page.contains(name), "{name} on the district's page");
+    }
+    let (st, _, page) = console(addr, "GET", "/district/view/east", Some(&south), None);
+    assert_eq!(st, 403, "{page}");
+    let (st, _, _) = console(addr, "POST", "/district/login", None, Some("token=nope"));
+    assert_eq!(st, 401);
+    let (st, head, _) = console(addr, "GET", "/district", None, None);
+    assert_eq!(st, 303, "{head}");
+
+    // Interrupted, the district stops its cores, broker and database and exits cleanly.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st}");
+}
+
+#[test]
+fn a_district_file_that_cannot_run_is_refused_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("d.ron");
+    let scenario = root().join("scenarios/baseline.ron");
+    std::fs::write(
+        &f,
+        format!(r#"(name: "d", towns: [(id: "a", name: "A", scenario: "{0}"), (id: "a", name: "B", scenario: "{0}"), (id: "b", name: "C", scenario: "nowhere.ron")])"#, scenario.display()),
+    )
+    .unwrap();
+    for cmd in ["check", "run"] {
+        let out = towntwin().args(["district", cmd]).arg(&f).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains("towns[1] (a).id") && e.contains("topic root of its own") && e.contains("nowhere.ron"), "{cmd}: {e}");
+    }
+    // An unreachable store is an error naming it, not a hang.
+    std::fs::write(
+        &f,
+        format!(r#"(name: "d", store: Url("postgres://nobody@127.0.0.1:1/db"), towns: [(id: "a", name: "A", scenario: "{}")])"#, scenario.display()),
+    )
+    .unwrap();
+    let out = towntwin().args(["district", "run"]).arg(&f).arg("--out").arg(dir.path().join("out")).output().unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("127.0.0.1:1"), "{e}");
+    // A kill of a town the file does not name, or with no standby to take over.
+    std::fs::write(&f, format!(r#"(name: "d", towns: [(id: "a", name: "A", scenario: "{}")])"#, scenario.display())).unwrap();
+    let out = towntwin().args(["district", "run"]).arg(&f).args(["--kill-core", "a:10"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no standby"), "{}", String::from_utf8_lossy(&out.stderr));
+}
