@@ -121,14 +121,14 @@ impl District {
         let mut towns = Vec::new();
         for (i, t) in spec.towns.iter().enumerate() {
             let at = |f: &str| format!("towns[{i}] ({}).{f}", t.id);
+            let scenario = dir.join(&t.scenario);
+            if !scenario.is_file() {
+                p.push(at("scenario"), format!("no scenario file {}", scenario.display()));
+            }
             match Namespace::town(&t.id) {
                 Ok(ns) => {
                     if !seen.insert(t.id.clone()) {
                         p.push(at("id"), format!("two towns with the id `{}`: each town needs a topic root of its own", t.id));
-                    }
-                    let scenario = dir.join(&t.scenario);
-                    if !scenario.is_file() {
-                        p.push(at("scenario"), format!("no scenario file {}", scenario.display()));
                     }
                     towns.push((ns, scenario));
                 }

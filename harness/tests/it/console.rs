@@ -178,7 +178,11 @@ async fn a_trainee_works_the_injected_order_in_the_browser_and_the_report_scores
     c.find(Locator::XPath("//button[text()='Pause']")).await.unwrap().click().await.unwrap();
     let paused = async {
         loop {
-            if c.find(Locator::Css("#status p")).await.unwrap().text().await.unwrap().contains("paused") {
+            // The panel redraws its status: an element found may be replaced before it is read (stale); try again.
+            if let Ok(p) = c.find(Locator::Css("#status p")).await
+                && let Ok(t) = p.text().await
+                && t.contains("paused")
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
