@@ -88,7 +88,7 @@ fn check_event(ev: &Event, devices: &Devices) {
         return;
     }
     let mut out = Vec::new();
-    encode(&mut out, &Header { id: &ev.id, area, kind, device, ty: ev.ty, time: ev.time, subject: ev.subject, exercise: None }, &ev.data);
+    encode(&mut out, &Header { id: &ev.id, source: towntwin_core::event::SOURCE_PREFIX, area, kind, device, ty: ev.ty, time: ev.time, subject: ev.subject, exercise: None }, &ev.data);
     let again = decode(&out, devices).unwrap_or_else(|r| panic!("re-encoded event is refused: {r}\n{}", String::from_utf8_lossy(&out)));
     assert_eq!(Event { source: ev.source.clone(), ..again }, *ev, "re-encoded event decodes differently");
     if !matches!(ev.data, Data::Tick(_) | Data::Hotline(_)) {
