@@ -91,14 +91,39 @@ pub struct CoreHandle {
 pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
     let CoreConfig { town, rules, policy, db, ingest: icfg, http, subscribe_timeout, exercise, standby } = cfg;
     let open_err = |source: CoreError| ServerError::Open { path: db.as_ref().map_or_else(|| "(in memory)".into(), |p| p.to_string()), source };
+    // The API's listener is bound before anything else can fail late, so its address is known and taken
+    // (a standby's too: it answers the probes while it waits).
+    let mut listener = match http {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Listen { addr, source })?),
+        None => None,
+    };
+    let http_addr = match (&listener, http) {
+        (Some(l), Some(addr)) => Some(l.local_addr().map_err(|source| ServerError::Listen { addr, source })?),
+        _ => None,
+    };
     let mut core = match (&db, standby) {
         (Some(at), true) => {
+            let probes = match (listener.take(), http_addr) {
+                (Some(l), Some(addr)) => {
+                    let (l, done, task) = standby_probes(l, addr)?;
+                    listener = Some(l);
+                    Some((done, task))
+                }
+                (l, _) => {
+                    listener = l;
+                    None
+                }
+            };
             // Waiting may take as long as the active core lives: off the runtime's threads.
             let at = at.clone();
             let store = tokio::task::spawn_blocking(move || Store::open_standby(&at, None))
                 .await
                 .map_err(|e| ServerError::Task("standby", e.to_string()))?
                 .map_err(|e| open_err(e.into()))?;
+            if let Some((done, task)) = probes {
+                let _ = done.send(());
+                let _ = task.await;
+            }
             Core::with_store(rules, policy, &town, Some(store)).map_err(open_err)?
         }
         _ => Core::open(rules, policy, &town, db.as_ref()).map_err(open_err)?,
@@ -109,16 +134,6 @@ pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
     let (stop, stop_rx) = watch::channel(false);
     let link = Link::new(&icfg.connect(), &icfg.ns);
     let out = link.orders_out();
-
-    // The API's listener is bound before anything else can fail late, so its address is known and taken.
-    let listener = match http {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Listen { addr, source })?),
-        None => None,
-    };
-    let http_addr = match (&listener, http) {
-        (Some(l), Some(addr)) => Some(l.local_addr().map_err(|source| ServerError::Listen { addr, source })?),
-        _ => None,
-    };
 
     let progress = Arc::new(Progress::default());
     let (subscribed_tx, subscribed_rx) = oneshot::channel();
@@ -157,6 +172,35 @@ pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
         })
     });
     Ok(CoreHandle { core, progress, out, http_addr, stop, ingest: Some(ingest), http })
+}
+
+/// While a standby waits for its town's lock, its address answers the probes: `/healthz` 200 (the process
+/// is sound: do not restart it), `/readyz` and everything else 503 (it takes no traffic yet). Served on a
+/// copy of the listener, until `done`; the full API then serves on the listener itself.
+#[allow(clippy::type_complexity)]
+fn standby_probes(listener: tokio::net::TcpListener, addr: SocketAddr) -> Result<(tokio::net::TcpListener, oneshot::Sender<()>, JoinHandle<()>), ServerError> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let both = listener.into_std().and_then(|l| {
+        let copy = l.try_clone()?;
+        Ok((tokio::net::TcpListener::from_std(l)?, tokio::net::TcpListener::from_std(copy)?))
+    });
+    let (listener, copy) = both.map_err(|source| ServerError::Listen { addr, source })?;
+    let waiting = || async { (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "standby", "why": "waiting for the town's lock" }))) };
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok", "role": "standby" })) }))
+        .route("/readyz", get(waiting))
+        .fallback(waiting);
+    let (done, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let stop = async move {
+            let _ = rx.await;
+        };
+        if let Err(e) = axum::serve(copy, app).with_graceful_shutdown(stop).await {
+            tracing::warn!("the standby's probes stopped: {e}");
+        }
+    });
+    Ok((listener, done, task))
 }
 
 impl CoreHandle {

@@ -227,6 +227,10 @@ pub enum DistrictCommand {
         /// its standby takes over, and the takeover time is reported.
         #[arg(long, value_name = "ID:EVENTS", value_parser = kill_core)]
         kill_core: Option<(String, u64)>,
+        /// Restart the district's own PostgreSQL (`store: Local`) once the first town's store holds EVENTS
+        /// events: every core's session ends; the time until each town logs again is reported.
+        #[arg(long, value_name = "EVENTS")]
+        restart_store: Option<u64>,
     },
     /// Check a district file (and each town's scenario) without running it.
     Check { file: PathBuf },

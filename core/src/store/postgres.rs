@@ -275,7 +275,18 @@ fn passing(e: &StoreError) -> bool {
         StoreError::Postgres { detail, .. } => {
             // A host name that does not resolve will not resolve by waiting.
             !detail.contains("lookup")
-                && ["error connecting to server", "connection closed", "starting up", "shutting down", "timed out"].iter().any(|s| detail.contains(s))
+                && [
+                    "error connecting to server",
+                    "error communicating with the server",
+                    "connection closed",
+                    // A server restarting ends its sessions (`pg_ctl stop -m fast`) as an administrator's command.
+                    "terminating connection",
+                    "starting up",
+                    "shutting down",
+                    "timed out",
+                ]
+                .iter()
+                .any(|s| detail.contains(s))
         }
         _ => false,
     }
@@ -842,6 +853,16 @@ impl Reader {
     /// The principal of a token issued into this town's schema (none if unknown, expired or revoked).
     pub fn token(&self, hash: &str) -> Result<Option<String>, StoreError> {
         token(&self.conn, hash)
+    }
+
+    /// How many events of each CloudEvents type the log holds (read from the payloads, in the server).
+    pub fn count_by_type(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.conn.call(|c| {
+            Ok(c.query("SELECT COALESCE(substring(convert_from(payload, 'UTF8') from '\"type\":\"([^\"]+)\"'), '?'), COUNT(*) FROM events GROUP BY 1", &[])?
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+                .collect())
+        })
     }
 
     pub fn last_seq(&self) -> Result<u64, StoreError> {

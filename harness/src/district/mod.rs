@@ -29,6 +29,9 @@ pub struct RunOpts {
     /// Kill this town's active core with SIGKILL once its store holds this many events (its standby takes
     /// over): `(town id, events)`.
     pub kill_core: Option<(String, u64)>,
+    /// Restart the district's PostgreSQL (`pg_ctl stop -m fast`, then start: every core's session ends)
+    /// once the first town's store holds this many events: a throwaway store (`store: Local`) only.
+    pub restart_store: Option<u64>,
 }
 
 /// One town's outcome.
@@ -45,6 +48,8 @@ pub struct TownOutcome {
     pub published_qos1: u64,
     pub published: u64,
     pub events_logged: u64,
+    /// Of those, events of a QoS 1 type (alarms and activities): every one the twin sent must be here.
+    pub qos1_logged: u64,
     pub orders: u64,
     pub open_orders: u64,
     /// BLAKE3 of every order's rule, key and creation time in order: equal for two runs that made the same
@@ -54,6 +59,11 @@ pub struct TownOutcome {
     pub digest: String,
     /// When its active core was killed: seconds from the kill until the standby was subscribed.
     pub takeover_seconds: Option<f64>,
+    /// When the store was restarted: seconds from the restart's start until this town's store grew again.
+    pub store_recovery_seconds: Option<f64>,
+    /// Whether its standby core took the town over (its active core was killed, or stopped when the store
+    /// went away).
+    pub standby_took_over: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -135,7 +145,11 @@ struct Cores {
     standby: Option<Proc>,
 }
 
-fn core_args(broker: &str, store: &Url, p: &Prepared, standby: bool) -> Vec<String> {
+/// A third of nats-server's `max_ack_pending` (1,024, as `NatsCluster` configures it): the batch that keeps
+/// the cluster sending while one commits ([A broker cluster] in the book).
+const CLUSTER_BATCH_MAX: u16 = 341;
+
+fn core_args(broker: &str, store: &Url, p: &Prepared, standby: bool, batch_max: Option<u16>) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "core".into(),
         "--broker".into(),
@@ -154,6 +168,9 @@ fn core_args(broker: &str, store: &Url, p: &Prepared, standby: bool) -> Vec<Stri
     if standby {
         a.push("--standby".into());
     }
+    if let Some(n) = batch_max {
+        a.extend(["--batch-max".into(), n.to_string()]);
+    }
     a
 }
 
@@ -169,6 +186,9 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
         if !d.towns.iter().any(|(ns, _)| ns.id() == id) {
             return Err(UsageFault(format!("--kill-core {id}: no such town in {}", file.display())).into());
         }
+    }
+    if opts.restart_store.is_some() && d.spec.store != StoreSpec::Local {
+        return Err(UsageFault("--restart-store: the district restarts only a PostgreSQL of its own (store: Local)".into()).into());
     }
     let out = opts.out.clone().unwrap_or_else(|| crate::results::stamped(&format!("district-{}", d.spec.name)));
     crate::results::claim(&out, "a district run")?;
@@ -221,14 +241,20 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
     };
 
     // Every town's core, subscribed before any twin publishes; each standby waiting on its town's lock.
+    let batch_max = matches!(d.spec.broker, BrokerSpec::Cluster(_)).then_some(CLUSTER_BATCH_MAX);
     let mut cores = Vec::new();
     for p in &prepared {
-        let active = Proc::start("core", core_args(&broker_url, &store_url, p, false), core_ready, Duration::from_secs(60))
+        let active = Proc::start("core", core_args(&broker_url, &store_url, p, false, batch_max), core_ready, Duration::from_secs(60))
             .with_context(|| format!("town {}: the core did not start", p.ns.id()))?;
         let standby = if d.spec.standby {
             Some(
-                Proc::start("standby core", core_args(&broker_url, &store_url, p, true), |s| matches!(s, Status::CoreStandby { .. }), Duration::from_secs(60))
-                    .with_context(|| format!("town {}: the standby core did not start", p.ns.id()))?,
+                Proc::start(
+                    "standby core",
+                    core_args(&broker_url, &store_url, p, true, batch_max),
+                    |s| matches!(s, Status::CoreStandby { .. }),
+                    Duration::from_secs(60),
+                )
+                .with_context(|| format!("town {}: the standby core did not start", p.ns.id()))?,
             )
         } else {
             None
@@ -258,6 +284,10 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
         let i = prepared.iter().position(|p| p.ns.id() == id).ok_or_else(|| anyhow!("no town {id}"))?;
         takeover = Some((i, kill_active(&mut cores[i], &store_url, &prepared[i], *after)?));
     }
+    let mut recovery = vec![None; prepared.len()];
+    if let (Some(after), Store::Local(pg)) = (opts.restart_store, &store) {
+        recovery = restart_store(pg, &store_url, &prepared, after)?.into_iter().map(Some).collect();
+    }
     for (p, mut t) in prepared.iter().zip(twins) {
         let status = t.wait().with_context(|| format!("town {}: its twin", p.ns.id()))?;
         if !status.success() {
@@ -273,8 +303,15 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
         let published = summary["network"]["published"].as_u64().unwrap_or(0);
         let url = store_url.in_schema(&schema_of(p.ns.id())).map_err(|e| anyhow!(e))?;
         let logged = drained(&url, published_qos1, Duration::from_secs(180)).with_context(|| format!("town {}", p.ns.id()))?;
-        let orders = towntwin_core::store::postgres::Reader::open(&url)?.orders()?;
+        let reader = towntwin_core::store::postgres::Reader::open(&url)?;
+        let orders = reader.orders()?;
+        let qos1_logged =
+            reader.count_by_type()?.iter().filter(|(t, _)| towntwin_core::event::EventType::parse(t).is_some_and(|t| t.qos() == 1)).map(|(_, n)| n).sum();
         let takeover_seconds = takeover.filter(|(k, _)| *k == i).map(|(_, s)| s);
+        let standby_took_over = cores[i].standby.as_ref().is_some_and(|s| {
+            let lines = s.lines.lock().map(|l| l.clone()).unwrap_or_default();
+            Status::last(&lines, |s| matches!(s, Status::CoreSubscribed { .. }).then_some(())).is_some()
+        });
         towns.push(TownOutcome {
             id: p.ns.id().into(),
             name: p.name.clone(),
@@ -286,6 +323,7 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
             published_qos1,
             published,
             events_logged: logged,
+            qos1_logged,
             orders: orders.len() as u64,
             open_orders: orders.iter().filter(|o| o.state.is_open()).count() as u64,
             orders_digest: {
@@ -297,6 +335,8 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
             },
             digest: summary["stream_digest"].as_str().unwrap_or_default().to_string(),
             takeover_seconds,
+            store_recovery_seconds: recovery[i],
+            standby_took_over,
         });
     }
     let outcome = Outcome {
@@ -379,6 +419,39 @@ fn kill_active(cores: &mut Cores, store: &Url, p: &Prepared, after: u64) -> Resu
     }
 }
 
+/// Waits until the first town's store holds `after` events, restarts the store, and returns for each town
+/// the seconds from the restart's start until its store grew again (its core, or its standby that took
+/// over, committing once more).
+fn restart_store(pg: &crate::postgres::Postgres, store: &Url, towns: &[Prepared], after: u64) -> Result<Vec<f64>> {
+    let urls: Vec<Url> = towns.iter().map(|p| store.in_schema(&schema_of(p.ns.id())).map_err(|e| anyhow!(e))).collect::<Result<_>>()?;
+    let count = |u: &Url| towntwin_core::store::postgres::Reader::open(u).and_then(|r| r.event_count()).ok();
+    let limit = Instant::now() + Duration::from_secs(120);
+    while count(&urls[0]).unwrap_or(0) < after {
+        if Instant::now() > limit {
+            bail!("town {}: its store never held {after} events to restart the store after", towns[0].ns.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t0 = Instant::now();
+    pg.restart().context("cannot restart the district's PostgreSQL")?;
+    let restarted = t0.elapsed();
+    let before: Vec<Option<u64>> = urls.iter().map(count).collect();
+    let mut out = vec![None; towns.len()];
+    while out.iter().any(Option::is_none) {
+        for (i, u) in urls.iter().enumerate() {
+            if out[i].is_none() && count(u).zip(before[i]).is_some_and(|(n, b)| n > b) {
+                out[i] = Some(t0.elapsed().as_secs_f64());
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            let stuck: Vec<&str> = towns.iter().zip(&out).filter(|(_, o)| o.is_none()).map(|(p, _)| p.ns.id()).collect();
+            bail!("120 s after the store's restart (which took {:.1} s), no new event logged for {}", restarted.as_secs_f64(), stuck.join(", "));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
 /// Waits until the town's store holds at least `qos1` events and has stopped growing for a second; returns
 /// how many it holds.
 fn drained(url: &Url, qos1: u64, limit: Duration) -> Result<u64> {
@@ -411,23 +484,32 @@ pub fn render(o: &Outcome) -> String {
     let _ = writeln!(s, "district {} ({} towns) in {:.1} s: broker {}, store {}", o.district, o.towns.len(), o.wall_seconds, o.broker, o.store);
     let _ = writeln!(
         s,
-        "{:<12} {:<22} {:>7} {:>8} {:>10} {:>10} {:>8} {:>6}  takeover",
-        "town", "topics", "estates", "devices", "QoS 1 sent", "logged", "orders", "open"
+        "{:<12} {:<22} {:>7} {:>8} {:>10} {:>12} {:>10} {:>8} {:>6}  takeover",
+        "town", "topics", "estates", "devices", "QoS 1 sent", "QoS 1 logged", "logged", "orders", "open"
     );
     for t in &o.towns {
         let _ = writeln!(
             s,
-            "{:<12} {:<22} {:>7} {:>8} {:>10} {:>10} {:>8} {:>6}  {}",
+            "{:<12} {:<22} {:>7} {:>8} {:>10} {:>12} {:>10} {:>8} {:>6}  {}",
             t.id,
             t.topic_root,
             t.estates,
             t.devices,
             t.published_qos1,
+            t.qos1_logged,
             t.events_logged,
             t.orders,
             t.open_orders,
-            t.takeover_seconds.map_or_else(|| "-".into(), |s| format!("{s:.2} s"))
+            match (t.takeover_seconds, t.standby_took_over) {
+                (Some(s), _) => format!("{s:.2} s"),
+                (None, true) => "standby".into(),
+                (None, false) => "-".into(),
+            }
         );
+        if let Some(r) = t.store_recovery_seconds {
+            s.pop();
+            let _ = writeln!(s, "  (logging again {r:.2} s after the store's restart began)");
+        }
     }
     s
 }

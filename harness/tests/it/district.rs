@@ -1,7 +1,8 @@
 //! A district as a user meets it: `towntwin district run` on three small towns, each under its own topic
 //! root and CloudEvents source, with a core and a standby core each, over one broker and one PostgreSQL.
 //! Run undisturbed and again with one town's active core killed (SIGKILL) midway: every QoS 1 event is
-//! logged once and every town's orders are the same in both runs. Then the district's API and console: a
+//! logged once and every town's orders are the same in both runs; and again with the PostgreSQL restarted
+//! under the towns' load. Then the district's API and console: a
 //! `district` token sees all three towns, a town's token its town only, a committee's token its estates.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -52,13 +53,28 @@ fn a_district_of_three_towns_loses_nothing_when_a_core_is_killed_and_serves_each
     let roots: std::collections::HashSet<&str> = towns.iter().map(|t| t["topic_root"].as_str().unwrap()).collect();
     assert_eq!(roots.len(), 3, "each town under a topic root of its own: {roots:?}");
     for t in towns {
-        let (sent, logged) = (t["published_qos1"].as_u64().unwrap(), t["events_logged"].as_u64().unwrap());
-        assert!(sent > 10_000 && logged >= sent, "{}: every QoS 1 event logged ({logged} of {sent})", t["id"]);
+        let (sent, logged) = (t["published_qos1"].as_u64().unwrap(), t["qos1_logged"].as_u64().unwrap());
+        assert!(sent > 10_000 && logged == sent, "{}: every QoS 1 event logged once ({logged} of {sent})", t["id"]);
         assert!(t["orders"].as_u64().unwrap() > 50, "{}: {} orders", t["id"], t["orders"]);
         assert!(t["takeover_seconds"].is_null());
     }
     let digests: std::collections::HashSet<&str> = towns.iter().map(|t| t["digest"].as_str().unwrap()).collect();
     assert_eq!(digests.len(), 3, "each town its own seed and stream");
+
+    // Again, with the district's PostgreSQL restarted once north's store holds 3,000 events: every core's
+    // session ends; each town logs again (its active core, or its standby taking over), and nothing differs.
+    let restarted = dir.path().join("restarted");
+    let st = towntwin().arg("district").arg("run").arg(&file).arg("--out").arg(&restarted).args(["--restart-store", "3000"]).status().unwrap();
+    assert!(st.success(), "{st}");
+    let restarted_outcome = outcome(&restarted);
+    for (a, b) in towns.iter().zip(restarted_outcome["towns"].as_array().unwrap()) {
+        for k in ["id", "published_qos1", "orders", "orders_digest", "digest"] {
+            assert_eq!(a[k], b[k], "{}: {k} differs between the undisturbed run and the one with the store restarted", a["id"]);
+        }
+        assert_eq!(b["qos1_logged"], b["published_qos1"], "{}: every QoS 1 event logged once", b["id"]);
+        let r = b["store_recovery_seconds"].as_f64().expect("each town's recovery is measured");
+        assert!(r > 0.0 && r < 60.0, "{}: {r} s", b["id"]);
+    }
 
     // Again, with east's active core killed once its store holds 3,000 events; serving the district after.
     let mut child = towntwin()
@@ -84,7 +100,7 @@ fn a_district_of_three_towns_loses_nothing_when_a_core_is_killed_and_serves_each
         for k in ["id", "published_qos1", "orders", "orders_digest", "digest"] {
             assert_eq!(a[k], b[k], "{}: {k} differs between the undisturbed run and the one with east's core killed", a["id"]);
         }
-        assert!(b["events_logged"].as_u64().unwrap() >= b["published_qos1"].as_u64().unwrap());
+        assert_eq!(b["qos1_logged"], b["published_qos1"], "{}: every QoS 1 event logged once", b["id"]);
     }
     let east = &killed_outcome["towns"][1];
     assert_eq!(east["id"], "east");
@@ -195,4 +211,38 @@ fn a_district_file_that_cannot_run_is_refused_saying_why() {
     let out = towntwin().args(["district", "run"]).arg(&f).args(["--kill-core", "a:10"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no standby"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The same three towns on a 3-node nats-server cluster (MQTT on JetStream, replicated): the same streams,
+/// every QoS 1 event logged once. (A node's death is not here: redelivery after it reorders a stream, see
+/// the book's QA, A broker cluster.)
+#[test]
+fn a_district_on_a_broker_cluster_logs_every_qos1_event_once() {
+    if !Postgres::available_for_test() || !towntwin_harness::nats::NatsCluster::available_for_test() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (one, cluster) = (dir.path().join("one"), dir.path().join("cluster"));
+    for (file, out) in [("scenarios/district/small-three.ron", &one), ("scenarios/district/cluster-three.ron", &cluster)] {
+        let st = towntwin().arg("district").arg("run").arg(root().join(file)).arg("--out").arg(out).status().unwrap();
+        assert!(st.success(), "{file}: {st}");
+    }
+    let (a, b) = (outcome(&one), outcome(&cluster));
+    assert!(b["broker"].as_str().unwrap().matches(',').count() == 2, "three nodes: {}", b["broker"]);
+    for (x, y) in a["towns"].as_array().unwrap().iter().zip(b["towns"].as_array().unwrap()) {
+        for k in ["id", "published_qos1", "digest"] {
+            assert_eq!(x[k], y[k], "{}: {k} differs between one broker and the cluster", x["id"]);
+        }
+        assert_eq!(y["qos1_logged"], y["published_qos1"], "{}: every QoS 1 event logged once on the cluster", y["id"]);
+        // QoS 0 telemetry is at most once: the cluster drops some on the way to the core at full speed (a
+        // finding, in the book), and a missed heartbeat can make an order; so the orders are not compared.
+        eprintln!(
+            "{}: telemetry logged {} on one broker, {} on the cluster; orders {} and {}",
+            x["id"],
+            x["events_logged"].as_u64().unwrap() - x["qos1_logged"].as_u64().unwrap(),
+            y["events_logged"].as_u64().unwrap() - y["qos1_logged"].as_u64().unwrap(),
+            x["orders"],
+            y["orders"]
+        );
+    }
 }

@@ -201,10 +201,17 @@ fn a_standby_core_takes_over_the_town_when_the_active_one_is_killed() {
 
     let active = CoreProcess::start(ep.port, &url, &town_file, &[]);
     active.until("core_subscribed", Duration::from_secs(60));
-    let standby = CoreProcess::start(ep.port, &url, &town_file, &["--standby"]);
+    let probe_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let probes = format!("127.0.0.1:{probe_port}");
+    let standby = CoreProcess::start(ep.port, &url, &town_file, &["--standby", "--http", &probes]);
     standby.until("core_standby", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(500));
     assert!(!standby.said("core_loaded"), "a standby loads nothing while the town is held");
+    // While it waits, its address answers the probes: alive (do not restart it), not ready (no traffic).
+    let (st, body) = crate::common::http(&probes, "GET", "/healthz", None, None);
+    assert_eq!((st, body["role"].as_str()), (200, Some("standby")), "{body}");
+    assert_eq!(crate::common::http(&probes, "GET", "/readyz", None, None).0, 503);
+    assert_eq!(crate::common::http(&probes, "GET", "/orders", None, None).0, 503, "no API before it holds the town");
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (client, pump) = rt.block_on(publisher(&ep, "standby-test-publisher"));
@@ -229,6 +236,9 @@ fn a_standby_core_takes_over_the_town_when_the_active_one_is_killed() {
     publish(&msgs[a..b]); // while the town has no active core
     standby.until("core_subscribed", Duration::from_secs(60));
     let takeover = killed_at.elapsed();
+    // Then the same address is the town's API and ready.
+    assert_eq!(crate::common::http(&probes, "GET", "/readyz", None, None).0, 200);
+    assert_eq!(crate::common::http(&probes, "GET", "/orders", None, None).0, 401, "the API, asking for a token");
     publish(&msgs[b..]);
     let t0 = std::time::Instant::now();
     while logged() < n {
