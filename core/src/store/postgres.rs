@@ -749,6 +749,20 @@ pub fn issue_token(
     })
 }
 
+/// Appends an entry to a town's audit log from beside the core that may be running on it (the district's
+/// view of an order): the entry after the log's head, in a transaction of its own; the running core's next
+/// batch then collides on the head and is written after it (as after a token issued from the command line).
+/// `entry` makes the entry from the newest logged event's time.
+pub fn append_audit(url: &Url, entry: impl FnOnce(i64) -> crate::audit::Entry + Send + 'static) -> Result<(), StoreError> {
+    let conn = Conn::open(url, "audit-postgres")?;
+    conn.call(move |c| {
+        let at = newest_event_time(c)?;
+        let ops = Ops { audit: vec![entry(at)], ..Ops::default() };
+        let head = read_head(c)?;
+        write(c, &ops, head).map(drop)
+    })
+}
+
 /// The newest logged event's time (0 for none): what the command line's audit entries are stamped with.
 fn newest_event_time(c: &mut Client) -> Result<i64, postgres::Error> {
     Ok(c.query_one("SELECT COALESCE((SELECT time FROM events ORDER BY seq DESC LIMIT 1), 0)", &[])?.get(0))

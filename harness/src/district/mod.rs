@@ -64,6 +64,9 @@ pub struct TownOutcome {
     /// Whether its standby core took the town over (its active core was killed, or stopped when the store
     /// went away).
     pub standby_took_over: bool,
+    /// Standby cores started again after a takeover (the dead active core's place taken by a new standby,
+    /// as a supervisor would), so that the town always has one.
+    pub standbys_rearmed: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +146,24 @@ enum Store {
 struct Cores {
     active: Proc,
     standby: Option<Proc>,
+    /// Standbys started again after a takeover.
+    rearmed: u32,
+}
+
+/// What a supervisor does: when a town's active core has died and its standby has taken over, the standby
+/// is the town's active core and a new standby is started in the dead one's place.
+fn rearm(cores: &mut Cores, standby_args: impl FnOnce() -> Vec<String>) -> Result<()> {
+    let Some(standby) = cores.standby.as_ref() else { return Ok(()) };
+    let lines = standby.lines.lock().map(|l| l.clone()).unwrap_or_default();
+    if Status::last(&lines, |s| matches!(s, Status::CoreSubscribed { .. }).then_some(())).is_none() || !cores.active.exited() {
+        return Ok(());
+    }
+    let fresh = Proc::start("standby core", standby_args(), |s| matches!(s, Status::CoreStandby { .. }), Duration::from_secs(60))?;
+    if let Some(taken_over) = cores.standby.replace(fresh) {
+        cores.active = taken_over;
+    }
+    cores.rearmed += 1;
+    Ok(())
 }
 
 /// A third of nats-server's `max_ack_pending` (1,024, as `NatsCluster` configures it): the batch that keeps
@@ -259,7 +280,7 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
         } else {
             None
         };
-        cores.push(Cores { active, standby });
+        cores.push(Cores { active, standby, rearmed: 0 });
     }
     println!("district {}: {} towns, broker {broker_url}, store {}", d.spec.name, prepared.len(), database(&store_url));
 
@@ -288,10 +309,37 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
     if let (Some(after), Store::Local(pg)) = (opts.restart_store, &store) {
         recovery = restart_store(pg, &store_url, &prepared, after)?.into_iter().map(Some).collect();
     }
-    for (p, mut t) in prepared.iter().zip(twins) {
-        let status = t.wait().with_context(|| format!("town {}: its twin", p.ns.id()))?;
+    // Until every twin has finished: a town whose standby took over gets a new standby.
+    let mut ended = vec![None; twins.len()];
+    while ended.iter().any(Option::is_none) {
+        for (i, t) in twins.iter_mut().enumerate() {
+            if ended[i].is_none() {
+                ended[i] = t.try_wait().with_context(|| format!("town {}: its twin", prepared[i].ns.id()))?;
+            }
+        }
+        for (c, p) in cores.iter_mut().zip(&prepared) {
+            rearm(c, || core_args(&broker_url, &store_url, p, true, batch_max)).with_context(|| format!("town {}: a new standby core", p.ns.id()))?;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (p, status) in prepared.iter().zip(ended.into_iter().flatten()) {
         if !status.success() {
             bail!("town {}: its twin failed ({status}); see its messages above", p.ns.id());
+        }
+    }
+    // A takeover near the end: the town still gets its new standby before the district reports.
+    for (c, p) in cores.iter_mut().zip(&prepared) {
+        let took_over = c.standby.as_ref().is_some_and(|s| {
+            let lines = s.lines.lock().map(|l| l.clone()).unwrap_or_default();
+            Status::last(&lines, |s| matches!(s, Status::CoreSubscribed { .. }).then_some(())).is_some()
+        });
+        if took_over {
+            // The stopped core may take a moment to exit (it closes its connections).
+            let limit = Instant::now() + Duration::from_secs(60);
+            while !c.active.exited() && Instant::now() < limit {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            rearm(c, || core_args(&broker_url, &store_url, p, true, batch_max)).with_context(|| format!("town {}: a new standby core", p.ns.id()))?;
         }
     }
 
@@ -308,10 +356,11 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
         let qos1_logged =
             reader.count_by_type()?.iter().filter(|(t, _)| towntwin_core::event::EventType::parse(t).is_some_and(|t| t.qos() == 1)).map(|(_, n)| n).sum();
         let takeover_seconds = takeover.filter(|(k, _)| *k == i).map(|(_, s)| s);
-        let standby_took_over = cores[i].standby.as_ref().is_some_and(|s| {
-            let lines = s.lines.lock().map(|l| l.clone()).unwrap_or_default();
-            Status::last(&lines, |s| matches!(s, Status::CoreSubscribed { .. }).then_some(())).is_some()
-        });
+        let standby_took_over = cores[i].rearmed > 0
+            || cores[i].standby.as_ref().is_some_and(|s| {
+                let lines = s.lines.lock().map(|l| l.clone()).unwrap_or_default();
+                Status::last(&lines, |s| matches!(s, Status::CoreSubscribed { .. }).then_some(())).is_some()
+            });
         towns.push(TownOutcome {
             id: p.ns.id().into(),
             name: p.name.clone(),
@@ -337,6 +386,7 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
             takeover_seconds,
             store_recovery_seconds: recovery[i],
             standby_took_over,
+            standbys_rearmed: cores[i].rearmed,
         });
     }
     let outcome = Outcome {

@@ -236,13 +236,24 @@ async fn api_orders(
 }
 
 /// One order and its history, or 404 (no such order, or one outside the caller's scope: a town's principal
-/// learns nothing of orders it may not see).
+/// learns nothing of orders it may not see). The view, or the refusal, is written to the town's audit log
+/// as the town's own API writes it (who, in what scope, which order, event time), marked as the district's;
+/// if the audit log cannot be written the caller gets a 500: no view goes unrecorded.
 fn one_order(state: &State, who: &Caller, id: &str, n: u64) -> Result<(RegisteredTown, Order, Vec<towntwin_core::orders::OrderEvent>), Refusal> {
     let town = town_for(state, who, id)?;
-    let order = visible_orders(state, who, &town)?
+    let found = visible_orders(state, who, &town)?
         .into_iter()
         .find(|o| o.id == n)
-        .ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no work order {n} in town `{id}` within your scope")))?;
+        .ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no work order {n} in town `{id}` within your scope")));
+    let outcome = match &found {
+        Ok(_) => "seen (district view)".to_string(),
+        Err(r) => format!("refused {} (district view): {}", r.0.as_u16(), r.1),
+    };
+    let url = state.url.in_schema(&town.schema).map_err(internal)?;
+    let (actor, scope, target) = (who.principal.to_string(), who.principal.scope.to_string(), format!("order {n}"));
+    towntwin_core::store::postgres::append_audit(&url, move |at| towntwin_core::audit::Entry { at, actor, scope, what: "view".into(), target, outcome })
+        .map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("the audit log could not be written: {e}")))?;
+    let order = found?;
     let history = state.reader(&town)?.order_events(n).map_err(internal)?;
     Ok((town, order, history))
 }

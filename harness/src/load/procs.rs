@@ -36,6 +36,11 @@ impl Proc {
         Ok(Proc { name, args, ready, child, lines, starts: 1 })
     }
 
+    /// Whether it has exited (reaped if so).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

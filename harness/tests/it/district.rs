@@ -72,6 +72,8 @@ fn a_district_of_three_towns_loses_nothing_when_a_core_is_killed_and_serves_each
             assert_eq!(a[k], b[k], "{}: {k} differs between the undisturbed run and the one with the store restarted", a["id"]);
         }
         assert_eq!(b["qos1_logged"], b["published_qos1"], "{}: every QoS 1 event logged once", b["id"]);
+        assert_eq!(b["standby_took_over"], true, "{}", b["id"]);
+        assert_eq!(b["standbys_rearmed"], 1, "{}: a new standby in the stopped core's place", b["id"]);
         let r = b["store_recovery_seconds"].as_f64().expect("each town's recovery is measured");
         assert!(r > 0.0 && r < 60.0, "{}: {r} s", b["id"]);
     }
@@ -105,6 +107,7 @@ fn a_district_of_three_towns_loses_nothing_when_a_core_is_killed_and_serves_each
     let east = &killed_outcome["towns"][1];
     assert_eq!(east["id"], "east");
     let takeover = east["takeover_seconds"].as_f64().expect("east's standby took over");
+    assert_eq!(east["standbys_rearmed"], 1, "a new standby in the killed core's place");
     assert!(takeover < 30.0, "{takeover} s");
 
     // The district principal sees every town; no token is 401.
@@ -125,6 +128,15 @@ fn a_district_of_three_towns_loses_nothing_when_a_core_is_killed_and_serves_each
     assert_eq!(st, 200);
     assert!(!one["history"].as_array().unwrap().is_empty());
     assert_eq!(http(addr, "GET", "/district/towns/nowhere/orders", Some(token), None).0, 404);
+    assert_eq!(http(addr, "GET", "/district/towns/north/orders/999999", Some(token), None).0, 404);
+    // The views and the refusal are in north's own audit log, whose chain still holds.
+    let north = store.replace("schema=towntwin", "schema=north");
+    let out = towntwin().args(["core", "audit", "show", "--tail", "5", "--store", &north]).output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains(&format!("order {first}")) && shown.contains("seen (district view)"), "{shown}");
+    assert!(shown.contains("order 999999") && shown.contains("refused 404 (district view)"), "{shown}");
+    let out = towntwin().args(["core", "audit", "verify", "--store", &north]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(http(addr, "GET", "/district/towns/north/orders?loop=huge", Some(token), None).0, 400);
 
     // A town's own token (issued into its schema, as for its core's API) sees that town only.
