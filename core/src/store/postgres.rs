@@ -741,12 +741,7 @@ pub fn issue_token(
     let schema = url.schema.clone();
     conn.call(move |c| create_tables(c, &schema))?;
     let (hash, principal) = (hash.to_string(), principal.to_string());
-    conn.call(move |c| {
-        let at = newest_event_time(c)?;
-        let ops = Ops { tokens: vec![(hash, principal, expires_at)], audit: vec![entry(at)], ..Ops::default() };
-        let head = read_head(c)?;
-        write(c, &ops, head).map(drop)
-    })
+    write_beside(&conn, move |at| Ops { tokens: vec![(hash, principal, expires_at)], audit: vec![entry(at)], ..Ops::default() })
 }
 
 /// Appends an entry to a town's audit log from beside the core that may be running on it (the district's
@@ -755,9 +750,14 @@ pub fn issue_token(
 /// `entry` makes the entry from the newest logged event's time.
 pub fn append_audit(url: &Url, entry: impl FnOnce(i64) -> crate::audit::Entry + Send + 'static) -> Result<(), StoreError> {
     let conn = Conn::open(url, "audit-postgres")?;
+    write_beside(&conn, move |at| Ops { audit: vec![entry(at)], ..Ops::default() })
+}
+
+/// Writes what `make` makes (from the newest logged event's time) after the audit log's head, from beside
+/// a core that may be running on the town: the command line's tokens, the district's views.
+fn write_beside(conn: &Conn, make: impl FnOnce(i64) -> Ops + Send + 'static) -> Result<(), StoreError> {
     conn.call(move |c| {
-        let at = newest_event_time(c)?;
-        let ops = Ops { audit: vec![entry(at)], ..Ops::default() };
+        let ops = make(newest_event_time(c)?);
         let head = read_head(c)?;
         write(c, &ops, head).map(drop)
     })

@@ -150,12 +150,43 @@ struct Cores {
     rearmed: u32,
 }
 
+/// Whether a core has said it is subscribed (a standby: it has taken its town over).
+fn subscribed(core: &Proc) -> bool {
+    let lines = core.lines.lock().map(|l| l.clone()).unwrap_or_default();
+    Status::last(&lines, |s| matches!(s, Status::CoreSubscribed { .. }).then_some(())).is_some()
+}
+
+/// A town's schema in the district's database.
+fn town_url(store: &Url, ns: &Namespace) -> Result<Url> {
+    store.in_schema(&schema_of(ns.id())).map_err(|e| anyhow!(e))
+}
+
+/// How many events a town's store holds, read again and again on one connection (opened again only after
+/// it failed: a store restarting).
+struct Logged {
+    url: Url,
+    reader: Option<towntwin_core::store::postgres::Reader>,
+}
+
+impl Logged {
+    fn new(url: Url) -> Logged {
+        Logged { url, reader: None }
+    }
+
+    /// `None` while the store cannot be read. A connection that a restart ended is opened again at once.
+    fn count(&mut self) -> Option<u64> {
+        if let Some(n) = self.reader.as_ref().and_then(|r| r.event_count().ok()) {
+            return Some(n);
+        }
+        self.reader = towntwin_core::store::postgres::Reader::open(&self.url).ok();
+        self.reader.as_ref()?.event_count().ok()
+    }
+}
+
 /// What a supervisor does: when a town's active core has died and its standby has taken over, the standby
 /// is the town's active core and a new standby is started in the dead one's place.
 fn rearm(cores: &mut Cores, standby_args: impl FnOnce() -> Vec<String>) -> Result<()> {
-    let Some(standby) = cores.standby.as_ref() else { return Ok(()) };
-    let lines = standby.lines.lock().map(|l| l.clone()).unwrap_or_default();
-    if Status::last(&lines, |s| matches!(s, Status::CoreSubscribed { .. }).then_some(())).is_none() || !cores.active.exited() {
+    if !cores.standby.as_ref().is_some_and(subscribed) || !cores.active.exited() {
         return Ok(());
     }
     let fresh = Proc::start("standby core", standby_args(), |s| matches!(s, Status::CoreStandby { .. }), Duration::from_secs(60))?;
@@ -176,7 +207,7 @@ fn core_args(broker: &str, store: &Url, p: &Prepared, standby: bool, batch_max: 
         "--broker".into(),
         broker.into(),
         "--store".into(),
-        store.in_schema(&schema_of(p.ns.id())).map(|u| u.full()).unwrap_or_default(),
+        town_url(store, &p.ns).map(|u| u.full()).unwrap_or_default(),
         "--town".into(),
         p.town_file.display().to_string(),
         "--client-id".into(),
@@ -227,7 +258,7 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
     let registry = Registry::open(&store_url).context("cannot open the district's registry")?;
     for p in &prepared {
         // A town's schema must hold no other run's events: a district run starts from empty stores.
-        let url = store_url.in_schema(&schema_of(p.ns.id())).map_err(|e| anyhow!(e))?;
+        let url = town_url(&store_url, &p.ns)?;
         if let Ok(r) = towntwin_core::store::postgres::Reader::open(&url)
             && r.last_seq().unwrap_or(0) > 0
         {
@@ -329,10 +360,7 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
     }
     // A takeover near the end: the town still gets its new standby before the district reports.
     for (c, p) in cores.iter_mut().zip(&prepared) {
-        let took_over = c.standby.as_ref().is_some_and(|s| {
-            let lines = s.lines.lock().map(|l| l.clone()).unwrap_or_default();
-            Status::last(&lines, |s| matches!(s, Status::CoreSubscribed { .. }).then_some(())).is_some()
-        });
+        let took_over = c.standby.as_ref().is_some_and(subscribed);
         if took_over {
             // The stopped core may take a moment to exit (it closes its connections).
             let limit = Instant::now() + Duration::from_secs(60);
@@ -349,18 +377,14 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
         let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary_file).with_context(|| format!("{}", summary_file.display()))?)?;
         let published_qos1 = summary["network"]["published_qos1"].as_u64().unwrap_or(0);
         let published = summary["network"]["published"].as_u64().unwrap_or(0);
-        let url = store_url.in_schema(&schema_of(p.ns.id())).map_err(|e| anyhow!(e))?;
+        let url = town_url(&store_url, &p.ns)?;
         let logged = drained(&url, published_qos1, Duration::from_secs(180)).with_context(|| format!("town {}", p.ns.id()))?;
         let reader = towntwin_core::store::postgres::Reader::open(&url)?;
         let orders = reader.orders()?;
         let qos1_logged =
             reader.count_by_type()?.iter().filter(|(t, _)| towntwin_core::event::EventType::parse(t).is_some_and(|t| t.qos() == 1)).map(|(_, n)| n).sum();
         let takeover_seconds = takeover.filter(|(k, _)| *k == i).map(|(_, s)| s);
-        let standby_took_over = cores[i].rearmed > 0
-            || cores[i].standby.as_ref().is_some_and(|s| {
-                let lines = s.lines.lock().map(|l| l.clone()).unwrap_or_default();
-                Status::last(&lines, |s| matches!(s, Status::CoreSubscribed { .. }).then_some(())).is_some()
-            });
+        let standby_took_over = cores[i].rearmed > 0 || cores[i].standby.as_ref().is_some_and(subscribed);
         towns.push(TownOutcome {
             id: p.ns.id().into(),
             name: p.name.clone(),
@@ -442,10 +466,10 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
 /// returns the seconds from the kill until the standby said it was subscribed (it had loaded the store
 /// and resumed the broker session).
 fn kill_active(cores: &mut Cores, store: &Url, p: &Prepared, after: u64) -> Result<f64> {
-    let url = store.in_schema(&schema_of(p.ns.id())).map_err(|e| anyhow!(e))?;
+    let mut logged = Logged::new(town_url(store, &p.ns)?);
     let limit = Instant::now() + Duration::from_secs(120);
     loop {
-        let n = towntwin_core::store::postgres::Reader::open(&url).and_then(|r| r.event_count()).unwrap_or(0);
+        let n = logged.count().unwrap_or(0);
         if n >= after {
             break;
         }
@@ -458,8 +482,7 @@ fn kill_active(cores: &mut Cores, store: &Url, p: &Prepared, after: u64) -> Resu
     let killed = Instant::now();
     let standby = cores.standby.as_ref().ok_or_else(|| anyhow!("town {}: no standby core", p.ns.id()))?;
     loop {
-        let lines = standby.lines.lock().map(|l| l.clone()).unwrap_or_default();
-        if Status::last(&lines, |s| matches!(s, Status::CoreSubscribed { .. }).then_some(())).is_some() {
+        if subscribed(standby) {
             return Ok(killed.elapsed().as_secs_f64());
         }
         if killed.elapsed() > Duration::from_secs(60) {
@@ -473,10 +496,9 @@ fn kill_active(cores: &mut Cores, store: &Url, p: &Prepared, after: u64) -> Resu
 /// the seconds from the restart's start until its store grew again (its core, or its standby that took
 /// over, committing once more).
 fn restart_store(pg: &crate::postgres::Postgres, store: &Url, towns: &[Prepared], after: u64) -> Result<Vec<f64>> {
-    let urls: Vec<Url> = towns.iter().map(|p| store.in_schema(&schema_of(p.ns.id())).map_err(|e| anyhow!(e))).collect::<Result<_>>()?;
-    let count = |u: &Url| towntwin_core::store::postgres::Reader::open(u).and_then(|r| r.event_count()).ok();
+    let mut logged: Vec<Logged> = towns.iter().map(|p| town_url(store, &p.ns).map(Logged::new)).collect::<Result<_>>()?;
     let limit = Instant::now() + Duration::from_secs(120);
-    while count(&urls[0]).unwrap_or(0) < after {
+    while logged[0].count().unwrap_or(0) < after {
         if Instant::now() > limit {
             bail!("town {}: its store never held {after} events to restart the store after", towns[0].ns.id());
         }
@@ -485,11 +507,11 @@ fn restart_store(pg: &crate::postgres::Postgres, store: &Url, towns: &[Prepared]
     let t0 = Instant::now();
     pg.restart().context("cannot restart the district's PostgreSQL")?;
     let restarted = t0.elapsed();
-    let before: Vec<Option<u64>> = urls.iter().map(count).collect();
+    let before: Vec<Option<u64>> = logged.iter_mut().map(Logged::count).collect();
     let mut out = vec![None; towns.len()];
     while out.iter().any(Option::is_none) {
-        for (i, u) in urls.iter().enumerate() {
-            if out[i].is_none() && count(u).zip(before[i]).is_some_and(|(n, b)| n > b) {
+        for (i, l) in logged.iter_mut().enumerate() {
+            if out[i].is_none() && l.count().zip(before[i]).is_some_and(|(n, b)| n > b) {
                 out[i] = Some(t0.elapsed().as_secs_f64());
             }
         }
@@ -507,8 +529,9 @@ fn restart_store(pg: &crate::postgres::Postgres, store: &Url, towns: &[Prepared]
 fn drained(url: &Url, qos1: u64, limit: Duration) -> Result<u64> {
     let t0 = Instant::now();
     let (mut last, mut since) = (u64::MAX, Instant::now());
+    let mut logged = Logged::new(url.clone());
     loop {
-        let n = towntwin_core::store::postgres::Reader::open(url).and_then(|r| r.event_count()).unwrap_or(0);
+        let n = logged.count().unwrap_or(0);
         if n != last {
             (last, since) = (n, Instant::now());
         } else if n >= qos1 && since.elapsed() > Duration::from_secs(1) {

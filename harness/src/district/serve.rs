@@ -170,7 +170,7 @@ fn town_rows(state: &State, who: &Caller) -> Result<Vec<TownRow>, Refusal> {
         for o in orders.iter().filter(|o| o.state.is_open()) {
             by_loop[o.level as usize] += 1;
         }
-        rows.push(TownRow { id: t.id, name: t.name, events, orders: orders.len(), open: orders.iter().filter(|o| o.state.is_open()).count(), by_loop });
+        rows.push(TownRow { id: t.id, name: t.name, events, orders: orders.len(), open: by_loop.iter().sum(), by_loop });
     }
     Ok(rows)
 }
