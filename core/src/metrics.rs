@@ -21,6 +21,21 @@ pub fn render(core: &Core, ingest: &IngestCounters) -> String {
     let mut reg = Registry::with_prefix("towntwin");
     reg.register("events_accepted", "Events logged, each event id once", ConstCounter::new(core.stats.accepted));
     reg.register("events_duplicate", "Events whose id was logged before (redeliveries), not applied again", ConstCounter::new(core.stats.duplicates));
+    reg.register(
+        "events_held",
+        "With --order minutes: events logged and held until their minute is whole (its tick and every event it counts)",
+        ConstGauge::new(core.stats.holding as i64),
+    );
+    reg.register(
+        "minutes_forced",
+        "With --order minutes: minutes applied before they were whole (their events never came within a day of ticks)",
+        ConstCounter::new(core.stats.minutes_forced),
+    );
+    reg.register(
+        "events_late",
+        "With --order minutes: events that came after their minute was applied (applied at once, as they came)",
+        ConstCounter::new(core.stats.late),
+    );
     let rejected = Family::<Labels, Counter>::default();
     for (reason, n) in &core.stats.rejected {
         rejected.get_or_create(&vec![("reason".into(), reason.clone())]).inc_by(*n);

@@ -47,12 +47,25 @@ pub struct CoreConfig {
     /// Start as the town's standby: wait for its active core to let go of the store (a PostgreSQL store's
     /// lock), then load it and take over the same broker session. Nothing connects to the broker before.
     pub standby: bool,
+    /// In what order the core applies what it takes (a store must be resumed in the order it was written).
+    pub order: crate::service::Order,
 }
 
 impl CoreConfig {
     pub fn new(town: Town, rules: RuleSet, policy: Policy, db: Option<impl Into<Location>>, ingest: IngestConfig) -> CoreConfig {
         let db = db.map(Into::into);
-        CoreConfig { town, rules, policy, db, ingest, http: None, subscribe_timeout: Duration::from_secs(30), exercise: None, standby: false }
+        CoreConfig {
+            town,
+            rules,
+            policy,
+            db,
+            ingest,
+            http: None,
+            subscribe_timeout: Duration::from_secs(30),
+            exercise: None,
+            standby: false,
+            order: crate::service::Order::Arrival,
+        }
     }
 }
 
@@ -89,7 +102,7 @@ pub struct CoreHandle {
 /// Opens the store, binds the API, subscribes, and returns once the service is listening on both (a
 /// resumed session counts as subscribed).
 pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
-    let CoreConfig { town, rules, policy, db, ingest: icfg, http, subscribe_timeout, exercise, standby } = cfg;
+    let CoreConfig { town, rules, policy, db, ingest: icfg, http, subscribe_timeout, exercise, standby, order } = cfg;
     let open_err = |source: CoreError| ServerError::Open { path: db.as_ref().map_or_else(|| "(in memory)".into(), |p| p.to_string()), source };
     // The API's listener is bound before anything else can fail late, so its address is known and taken
     // (a standby's too: it answers the probes while it waits).
@@ -124,9 +137,12 @@ pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
                 let _ = done.send(());
                 let _ = task.await;
             }
-            Core::with_store(rules, policy, &town, Some(store)).map_err(open_err)?
+            Core::with_store(rules, policy, &town, Some(store), order).map_err(open_err)?
         }
-        _ => Core::open(rules, policy, &town, db.as_ref()).map_err(open_err)?,
+        _ => {
+            let store = db.as_ref().map(Store::open).transpose().map_err(|e| open_err(e.into()))?;
+            Core::with_store(rules, policy, &town, store, order).map_err(open_err)?
+        }
     };
     core.engine.set_exercise(exercise);
     core.engine.set_namespace(icfg.ns.clone());

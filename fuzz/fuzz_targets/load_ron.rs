@@ -82,7 +82,7 @@ fn run_rules(rules: RuleSet) {
             time: t0 + step,
             device: None,
             subject: None,
-            data: Data::Tick(Tick { tick: i as u64 }),
+            data: Data::Tick(Tick { tick: i as u64, sent: None }),
         };
         findings += engine.apply(&tick).len();
     }

@@ -206,6 +206,12 @@ pub struct CoreArgs {
     /// broker before.
     #[arg(long)]
     pub standby: bool,
+    /// In what order to apply the events: `arrival`, as they come (one broker keeps the twin's order), or
+    /// `minutes`, a minute at a time once it is whole, in a fixed order: the same orders whatever order the
+    /// broker delivered them in (a broker cluster, whose QoS 0 and QoS 1 take different paths and whose
+    /// redeliveries come late). A store must be resumed in the order it was written.
+    #[arg(long, default_value = "arrival", value_name = "ORDER")]
+    pub order: towntwin_core::service::Order,
 }
 
 #[derive(Subcommand)]

@@ -64,7 +64,7 @@ mod tests {
             subject: None,
             exercise: None,
         };
-        encode(&mut out, &h, &Data::Tick(Tick { tick: 1 }));
+        encode(&mut out, &h, &Data::Tick(Tick { tick: 1, sent: None }));
         assert_eq!(check(&out), Ok(()), "{}", String::from_utf8_lossy(&out));
     }
 }

@@ -214,7 +214,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Core {
             action: None,
-            serve: CoreArgs { broker, db, town, rules, policy, client_id, filter, town_id, partitions, batch_max, http, credentials, exercise, standby },
+            serve: CoreArgs { broker, db, town, rules, policy, client_id, filter, town_id, partitions, batch_max, http, credentials, exercise, standby, order },
         } => {
             let broker = broker.ok_or_else(|| UsageFault("`towntwin core` serves on a broker: give --broker mqtt://host:port".into()))?;
             let ns = town_id.unwrap_or_default();
@@ -233,6 +233,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 credentials,
                 exercise,
                 standby,
+                order,
             })
         }
         Command::Experiment { action: Some(ExperimentAction::Merge { dirs, out }), .. } => {

@@ -21,6 +21,8 @@ use crate::broker::Endpoint;
 struct Node {
     child: Option<Child>,
     mqtt: u16,
+    /// The monitoring endpoint (`/jsz`).
+    http: u16,
     conf: PathBuf,
 }
 
@@ -85,14 +87,15 @@ impl NatsCluster {
         let free = || -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
         let mut ports = Vec::new();
         for _ in 0..n {
-            ports.push((free()?, free()?, free()?));
+            ports.push((free()?, free()?, free()?, free()?));
         }
         let mut nodes = Vec::new();
-        for (i, (client, route, mqtt)) in ports.iter().enumerate() {
+        for (i, (client, route, mqtt, http)) in ports.iter().enumerate() {
             let routes: Vec<String> = ports.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| format!("nats-route://127.0.0.1:{}", p.1)).collect();
             let conf = dir.path().join(format!("n{}.conf", i + 1));
-            std::fs::write(&conf, config(i + 1, n, *client, *route, *mqtt, &routes, &dir.path().join(format!("n{}", i + 1))))?;
-            nodes.push(Node { child: None, mqtt: *mqtt, conf });
+            let text = config(i + 1, n, *client, *route, *mqtt, &routes, &dir.path().join(format!("n{}", i + 1)));
+            std::fs::write(&conf, format!("http: 127.0.0.1:{http}\n{text}"))?;
+            nodes.push(Node { child: None, mqtt: *mqtt, http: *http, conf });
         }
         let mut cluster = NatsCluster { exe, nodes, _dir: dir };
         for i in 0..n {
@@ -124,6 +127,41 @@ impl NatsCluster {
             }
         }
         Ok(())
+    }
+
+    /// Waits until every JetStream stream and consumer on the running nodes (the MQTT sessions', messages'
+    /// and each subscriber's) has a leader and every replica of it is current: a node killed before then
+    /// can take the only up-to-date copy of a group with it, and the rest never elect a leader for it (seen
+    /// here: a stream created a second before its leader's SIGKILL stalled the cluster for good). Returns
+    /// how long it took.
+    pub fn settled(&self, limit: Duration) -> Result<Duration> {
+        let t0 = Instant::now();
+        loop {
+            let mut why = None;
+            for (i, node) in self.nodes.iter().enumerate().filter(|(_, n)| n.child.is_some()) {
+                match jsz(node.http).map(|v| unsettled(&v, &format!("n{}", i + 1))) {
+                    Ok(None) => {}
+                    Ok(Some(w)) => why = Some(format!("node {}: {w}", i + 1)),
+                    Err(e) => why = Some(format!("node {}: {e}", i + 1)),
+                }
+            }
+            match why {
+                None => return Ok(t0.elapsed()),
+                Some(w) if t0.elapsed() > limit => bail!("the cluster's JetStream groups did not settle in {limit:?}: {w}"),
+                Some(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// The node (from 0) that leads JetStream stream `name` (`$MQTT_msgs` holds the QoS 1 messages), as a
+    /// running node reports it.
+    pub fn stream_leader(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().filter(|n| n.child.is_some()).find_map(|n| {
+            let v = jsz(n.http).ok()?;
+            let streams = v.get("account_details")?.as_array()?.iter().filter_map(|a| a.get("stream_detail")?.as_array()).flatten();
+            let leader = streams.filter(|s| s.get("name").and_then(|x| x.as_str()) == Some(name)).find_map(|s| s.get("cluster")?.get("leader")?.as_str())?;
+            leader.strip_prefix('n')?.parse::<usize>().ok().map(|i| i - 1)
+        })
     }
 
     /// The MQTT endpoint of node `i` (from 0).
@@ -193,6 +231,45 @@ fn config(i: usize, n: usize, client: u16, route: u16, mqtt: u16, routes: &[Stri
         payload = towntwin_core::limits::BROKER_MAX_PAYLOAD,
         store = store.display(),
     )
+}
+
+/// A node's `/jsz` with its streams' and consumers' groups.
+fn jsz(port: u16) -> Result<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET /jsz?accounts=true&streams=true&consumers=true HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).context("no HTTP body from /jsz")?;
+    Ok(serde_json::from_str(body)?)
+}
+
+/// Why node `me`'s `/jsz` answer is not settled: a group (a stream or consumer, any object with a
+/// `cluster`) without a leader, or one `me` leads with a replica that is not current (only a group's
+/// leader knows its replicas' state).
+fn unsettled(v: &serde_json::Value, me: &str) -> Option<String> {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(c) = m.get("cluster").filter(|c| c.get("raft_group").is_some()) {
+                let name = m.get("name").and_then(|n| n.as_str()).unwrap_or("?");
+                let leader = c.get("leader").and_then(|l| l.as_str()).unwrap_or_default();
+                if leader.is_empty() {
+                    return Some(format!("{name} has no leader"));
+                }
+                let stale =
+                    c.get("replicas").and_then(|r| r.as_array()).and_then(|r| r.iter().find(|r| r.get("current") != Some(&serde_json::Value::Bool(true))));
+                if leader == me
+                    && let Some(r) = stale
+                {
+                    return Some(format!("{name}'s replica {} is not current", r.get("name").and_then(|n| n.as_str()).unwrap_or("?")));
+                }
+            }
+            m.values().find_map(|v| unsettled(v, me))
+        }
+        serde_json::Value::Array(a) => a.iter().find_map(|v| unsettled(v, me)),
+        _ => None,
+    }
 }
 
 /// Connects with a persistent session and subscribes at QoS 1: what the core does first.

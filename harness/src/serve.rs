@@ -35,6 +35,8 @@ pub struct Serve {
     pub exercise: Option<String>,
     /// Wait as the town's standby (see [`towntwin_core::server::CoreConfig::standby`]).
     pub standby: bool,
+    /// In what order the core applies events ([`towntwin_core::service::Order`]).
+    pub order: towntwin_core::service::Order,
 }
 
 /// Serves until interrupted (Ctrl-C, SIGINT) or until the core stops on its own (a store that cannot be
@@ -71,6 +73,7 @@ pub fn core(s: &Serve) -> Result<()> {
     cfg.http = s.http;
     cfg.exercise = s.exercise.clone();
     cfg.standby = s.standby;
+    cfg.order = s.order;
     let rt = crate::runtime()?;
     let core = rt.block_on(async {
         if s.standby {

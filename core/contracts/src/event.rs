@@ -664,11 +664,25 @@ pub struct Recovered {
     pub down_minutes: u32,
 }
 
-/// `clock.tick`: the twin's simulated clock, once a simulated minute; the core's timers run on it.
+/// `clock.tick`: the twin's simulated clock, once a simulated minute; the core's timers run on it. Tick `n`
+/// is stamped at the end of minute `n - 1` and closes it: the twin sends it after that minute's events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tick {
     pub tick: u64,
+    /// How many events of the minute this tick closes the twin sent, by QoS: what a core that orders its
+    /// input by minutes (`towntwin core --order minutes`) waits for before it applies the minute, whatever
+    /// order a broker delivered them in. Absent from ticks that do not count (hand-made ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent: Option<Sent>,
+}
+
+/// The events of one minute the twin sent, by QoS (see [`Tick::sent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sent {
+    pub qos0: u32,
+    pub qos1: u32,
 }
 
 #[cfg(test)]

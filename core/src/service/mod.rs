@@ -18,9 +18,11 @@ use crate::time::Millis;
 use crate::town::Town;
 
 mod dedup;
+pub mod minutes;
 mod snapshot;
 
 use dedup::RecentIds;
+use minutes::{Held, Minutes};
 pub use snapshot::{SNAPSHOT_TAG, decode_snapshot, encode_snapshot};
 
 /// Events between engine snapshots; a restart replays at most this many.
@@ -30,6 +32,11 @@ pub const SNAPSHOT_EVERY: u64 = 100_000;
 pub struct CoreStats {
     pub accepted: u64,
     pub duplicates: u64,
+    /// With `--order minutes`: events logged and held until their minute is whole, and minutes applied
+    /// before they were (see [`minutes`]).
+    pub holding: u64,
+    pub minutes_forced: u64,
+    pub late: u64,
     pub rejected: BTreeMap<String, u64>,
     pub findings_by_rule: BTreeMap<String, u64>,
 }
@@ -49,6 +56,38 @@ pub struct Outcome {
     /// The core's event time after the batch, when the batch carried a clock tick (fresh or redelivered):
     /// the watermark the networked service publishes.
     pub clock: Option<Millis>,
+}
+
+/// In what order the core applies the events it takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// As they come (the twin's order over one broker, or in process).
+    #[default]
+    Arrival,
+    /// A minute at a time, once the minute is whole, in a fixed order: the same orders whatever order a
+    /// broker delivered the events in (a broker cluster). See [`minutes`].
+    Minutes,
+}
+
+impl std::str::FromStr for Order {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Order, String> {
+        match s {
+            "arrival" => Ok(Order::Arrival),
+            "minutes" => Ok(Order::Minutes),
+            _ => Err(format!("unknown order `{s}`: expected `arrival` or `minutes`")),
+        }
+    }
+}
+
+impl std::fmt::Display for Order {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Order::Arrival => "arrival",
+            Order::Minutes => "minutes",
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +120,8 @@ pub struct Core {
     snapshot_upto: Option<i64>,
     /// Whether any message ever came at QoS 0 (else a broken feed cannot have lost any).
     qos0_seen: bool,
+    /// With [`Order::Minutes`], the minutes held.
+    minutes: Option<Minutes>,
 }
 
 impl Core {
@@ -88,12 +129,13 @@ impl Core {
     /// engine's snapshot, and a replay of the events logged after it).
     pub fn open(rules: RuleSet, policy: Policy, town: &Town, db: Option<&crate::store::Location>) -> Result<Core, CoreError> {
         let store = db.map(Store::open).transpose()?;
-        Core::with_store(rules, policy, town, store)
+        Core::with_store(rules, policy, town, store, Order::Arrival)
     }
 
     /// A core over `town` resuming from `store` (opened already: by [`Store::open`], or by
-    /// [`Store::open_standby`] once the town's active core let go of it).
-    pub fn with_store(rules: RuleSet, policy: Policy, town: &Town, store: Option<Store>) -> Result<Core, CoreError> {
+    /// [`Store::open_standby`] once the town's active core let go of it), applying events in `order`. A
+    /// store written in one order must be resumed in the same.
+    pub fn with_store(rules: RuleSet, policy: Policy, town: &Town, store: Option<Store>, order: Order) -> Result<Core, CoreError> {
         let mut core = Core {
             engine: Engine::new(rules, town),
             orders: Orders::default(),
@@ -107,6 +149,7 @@ impl Core {
             snapshot_every: SNAPSHOT_EVERY,
             snapshot_upto: None,
             qos0_seen: false,
+            minutes: None,
         };
         if let Some(store) = store {
             let loaded = store.load()?;
@@ -119,10 +162,23 @@ impl Core {
             }
             // Blind spans before the replay, so that silences re-armed live are re-armed the same way here.
             core.engine.blind = loaded.blind.clone();
-            // Replay rebuilds the engine only: the orders these events led to are already in the store.
+            // Snapshots are taken only while no minute is held: the minutes applied are those before the
+            // snapshot's clock.
+            if order == Order::Minutes {
+                core.minutes = Some(Minutes::resuming_at(core.engine.state.now));
+            }
+            // Replay rebuilds the engine only: the orders these events led to are already in the store. The
+            // log is in the order the events came, so minutes are held and applied as they were.
+            let mut ready = Vec::new();
             for (seq, payload) in &loaded.replay {
                 if let Ok(ev) = decode(payload, core.engine.devices()) {
-                    let _ = core.engine.apply(&ev);
+                    match core.minutes.as_mut() {
+                        Some(m) => m.push(Held { ev, live: false }, &core.engine.rules.window, &mut ready),
+                        None => ready.push(Held { ev, live: false }),
+                    }
+                    for h in ready.drain(..) {
+                        let _ = core.engine.apply(&h.ev);
+                    }
                 }
                 core.last_seq = *seq;
                 core.since_snapshot += 1;
@@ -130,8 +186,19 @@ impl Core {
             core.stats.rejected = loaded.rejects.into_iter().collect();
             core.qos0_seen = loaded.qos0_seen;
             core.store = Some(store);
+        } else if order == Order::Minutes {
+            core.minutes = Some(Minutes::default());
         }
+        core.sync_minute_stats();
         Ok(core)
+    }
+
+    fn sync_minute_stats(&mut self) {
+        if let Some(m) = &self.minutes {
+            self.stats.holding = m.holding as u64;
+            self.stats.minutes_forced = m.forced;
+            self.stats.late = m.late;
+        }
     }
 
     /// Event time as far as the core knows.
@@ -218,9 +285,16 @@ impl Core {
         let mut out = Outcome::default();
         let mut accepted = Vec::with_capacity(n);
         let mut clock = self.engine.state.now;
+        let window = &self.engine.rules.window;
         for (i, decoded) in decoded {
+            // Ordered by minutes, an event ahead of the clock is held, not refused, unless it is far ahead
+            // of every tick that came; one behind is refused as in arrival order.
+            let check = |ev: &Event| match &self.minutes {
+                Some(m) if ev.time > clock => m.may_hold(window, ev.time),
+                _ => window.check(clock, ev.time),
+            };
             match decoded {
-                Ok(ev) => match self.engine.rules.window.check(clock, ev.time) {
+                Ok(ev) => match check(&ev) {
                     None => {
                         if ev.ty == EventType::ClockTick {
                             clock = clock.max(ev.time);
@@ -248,6 +322,8 @@ impl Core {
                 b.count_reject(r.code)?;
             }
         }
+        let window = self.engine.rules.window;
+        let mut ready: Vec<Held> = Vec::new();
         for (i, ev) in accepted {
             let tick = ev.ty == EventType::ClockTick;
             // Unique as CloudEvents define it: source and id together (two devices may use the same id).
@@ -271,39 +347,50 @@ impl Core {
                     b.qos0_seen()?;
                 }
             }
-            if live && let Some((from, until)) = self.engine.live_at(ev.time) {
-                tracing::info!("core: listening again from event time {} (blind since {})", crate::time::rfc3339(until), crate::time::rfc3339(from));
-                if let Some(b) = &batch {
-                    b.blind_span(from, Some(until))?;
-                }
+            // Logged; applied now, or (ordered by minutes) once its minute is whole.
+            match self.minutes.as_mut() {
+                Some(m) => m.push(Held { ev, live }, &window, &mut ready),
+                None => ready.push(Held { ev, live }),
             }
-            let before = self.orders.pending.len();
-            // `apply` moves the event-time clock to the event (a clock tick included) and fires due timers.
-            let call = match &ev.data {
-                crate::event::Data::Hotline(c) => Some(c.category),
-                _ => None,
-            };
-            for f in self.engine.apply(&ev) {
-                *self.stats.findings_by_rule.entry(f.rule.clone()).or_default() += 1;
-                // A 12345 call about a problem the platform already has an order for joins that order.
-                let joined = call.and_then(|c| self.orders.attach_call(&f, c, &self.engine.rules));
-                if joined.is_none() {
-                    self.orders.on_finding(&f, &self.engine.rules, &self.policy)?;
+            for Held { ev, live } in ready.drain(..) {
+                let tick = ev.ty == EventType::ClockTick;
+                if live && let Some((from, until)) = self.engine.live_at(ev.time) {
+                    tracing::info!("core: listening again from event time {} (blind since {})", crate::time::rfc3339(until), crate::time::rfc3339(from));
+                    if let Some(b) = &batch {
+                        b.blind_span(from, Some(until))?;
+                    }
                 }
-                out.findings.push(f);
-            }
-            self.orders.tick(self.engine.state.now)?;
-            out.causes.resize(out.causes.len() + self.orders.pending.len() - before, ev.id.clone());
-            if tick {
-                out.clock = Some(self.engine.state.now);
+                let before = self.orders.pending.len();
+                // `apply` moves the event-time clock to the event (a clock tick included) and fires due timers.
+                let call = match &ev.data {
+                    crate::event::Data::Hotline(c) => Some(c.category),
+                    _ => None,
+                };
+                for f in self.engine.apply(&ev) {
+                    *self.stats.findings_by_rule.entry(f.rule.clone()).or_default() += 1;
+                    // A 12345 call about a problem the platform already has an order for joins that order.
+                    let joined = call.and_then(|c| self.orders.attach_call(&f, c, &self.engine.rules));
+                    if joined.is_none() {
+                        self.orders.on_finding(&f, &self.engine.rules, &self.policy)?;
+                    }
+                    out.findings.push(f);
+                }
+                self.orders.tick(self.engine.state.now)?;
+                out.causes.resize(out.causes.len() + self.orders.pending.len() - before, ev.id.clone());
+                if tick {
+                    out.clock = Some(self.engine.state.now);
+                }
             }
         }
-        let snapshot = self.since_snapshot >= self.snapshot_every;
+        // Taken only while no minute is held, so that a restart knows which minutes were applied from the
+        // snapshot's clock alone.
+        let snapshot = self.since_snapshot >= self.snapshot_every && self.minutes.as_ref().is_none_or(|m| m.holding == 0);
         if let Some(b) = batch.take() {
             flush(&self.orders, &b)?;
             b.commit()?;
         }
         drop(batch);
+        self.sync_minute_stats();
         if snapshot && let Some(store) = &self.store {
             // Encoded and written on the store's snapshot thread; only the clone is paid here.
             let state = self.engine.state.clone();

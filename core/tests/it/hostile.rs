@@ -67,7 +67,7 @@ fn tick(id: &str, t: Millis) -> Vec<u8> {
         subject: None,
         exercise: None,
     };
-    encode(&mut out, &h, &Data::Tick(Tick { tick: 1 }));
+    encode(&mut out, &h, &Data::Tick(Tick { tick: 1, sent: None }));
     out
 }
 

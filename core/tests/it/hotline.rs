@@ -46,7 +46,7 @@ impl Feed {
             subject: None,
             exercise: None,
         };
-        self.send("town/_town/clock/twin/clock.tick", h, Data::Tick(Tick { tick: self.n as u64 }));
+        self.send("town/_town/clock/twin/clock.tick", h, Data::Tick(Tick { tick: self.n as u64, sent: None }));
     }
     fn call(&mut self, estate: &str, category: IncidentKind, about: &str, at: Millis) -> towntwin_core::service::Outcome {
         self.n += 1;

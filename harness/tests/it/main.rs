@@ -15,6 +15,7 @@ mod experiment;
 mod faults;
 mod kill;
 mod load;
+mod minutes;
 mod mmc;
 mod platform;
 mod postgres;

@@ -19,5 +19,5 @@ impl Plugin for ClockPlugin {
 fn advance_clock(mut clock: ResMut<Clock>, mut outbox: ResMut<Outbox>) {
     clock.advance();
     let tick = clock.tick + 1;
-    outbox.emit(clock.now + Clock::TICK, CLOCK_DEVICE, EventType::ClockTick, None, Data::Tick(Tick { tick }));
+    outbox.emit(clock.now + Clock::TICK, CLOCK_DEVICE, EventType::ClockTick, None, Data::Tick(Tick { tick, sent: None }));
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use bevy::prelude::*;
 use bevy::tasks::{ComputeTaskPool, TaskPool};
-use towntwin_contracts::event::{Event, EventType, HOTLINE_KIND, Header, Namespace, TOWN_AREA, encode};
+use towntwin_contracts::event::{Data, Event, EventType, HOTLINE_KIND, Header, Namespace, Sent, TOWN_AREA, encode};
 use towntwin_contracts::time::Local;
 
 use super::Feature;
@@ -165,6 +165,27 @@ fn typed(reg: &Registry, ns: &Namespace, p: Pending, seq: u32) -> Event {
     Event { id, source, ty: p.ty, time: p.time, device: dev, subject: p.subject, data: p.data }
 }
 
+/// Makes the tick's events the minute its clock tick closes, and has the tick say how many there are: an
+/// event due earlier (an agenda's entry that came due late) is stamped at the minute's start, so that every
+/// event the twin sends between two ticks lies in the minute the second one closes, as a core that orders
+/// its input by minutes takes it ([`towntwin_contracts::event::Tick::sent`]). `pending` is in time order
+/// with the tick last; a frame without a tick (the clock's feature off) is left as it is.
+fn close_minute(pending: &mut [Pending]) {
+    let Some((last, events)) = pending.split_last_mut() else { return };
+    let Data::Tick(tick) = &mut last.data else { return };
+    let start = last.time - crate::world::Clock::TICK;
+    let mut sent = Sent::default();
+    for p in events.iter_mut() {
+        p.time = p.time.clamp(start, last.time - 1);
+        if p.ty.qos() == 0 {
+            sent.qos0 += 1;
+        } else {
+            sent.qos1 += 1;
+        }
+    }
+    tick.sent = Some(sent);
+}
+
 /// Below this many events a tick is encoded on the calling thread.
 const PARALLEL_MIN: usize = 256;
 
@@ -207,6 +228,7 @@ fn encode_tick(
     // In time order, and the clock tick that closes the minute last of all: once the core has it, it has
     // had the whole minute (the watermark the harness's lockstep with the core waits on).
     pending.sort_by_key(|p| (p.device == CLOCK_DEVICE, p.time));
+    close_minute(&mut pending);
     if stats.seq.len() < reg.devices.len() {
         stats.seq.resize(reg.devices.len(), 0);
     }

@@ -80,9 +80,14 @@ pub fn tick_before(ticks: &[(usize, i64)], i: usize) -> i64 {
 /// The work orders an uninterrupted in-process core makes of `msgs` (the load test's reference core, with
 /// the shipped rules and the standard policy): (rule, key, created_at).
 pub fn reference(town: &Town, msgs: &[Message]) -> Vec<(String, String, i64)> {
+    reference_in(town, msgs, towntwin_core::service::Order::Arrival)
+}
+
+/// [`reference`] of a core that applies events in `order`.
+pub fn reference_in(town: &Town, msgs: &[Message], order: towntwin_core::service::Order) -> Vec<(String, String, i64)> {
     let rules = towntwin_core::rules::RuleSet::load(&root().join("assets/rules.ron")).unwrap();
     let policy = towntwin_core::orders::Policy::load(&root().join("scenarios/policies/standard.ron")).unwrap();
-    towntwin_harness::load::reference::reference(&rules, &policy, town, msgs).unwrap().orders
+    towntwin_harness::load::reference::reference_in(&rules, &policy, town, msgs, order).unwrap().orders
 }
 
 /// The work orders in the core's store in `dir`: (rule, key, created_at).
