@@ -79,7 +79,13 @@ pub fn core(s: &Serve) -> Result<()> {
         if s.standby {
             Status::CoreStandby { db: s.db.to_string() }.print();
         }
-        let mut handle = server::start(cfg).await?;
+        // Interruptible from the start: a standby waits inside `start` as long as its active core lives.
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
+        let mut handle = tokio::select! {
+            h = server::start(cfg) => h?,
+            _ = &mut interrupted => return Ok(None),
+        };
         {
             let c = handle.core().lock().map_err(|_| anyhow::anyhow!("the core's lock was poisoned"))?;
             Status::CoreLoaded { db: s.db.to_string(), orders: c.orders.orders.len() as u64, event_time: rfc3339(c.now()) }.print();
@@ -87,11 +93,18 @@ pub fn core(s: &Serve) -> Result<()> {
         // Printed once the broker has acknowledged the subscription: a publisher may start now.
         Status::CoreSubscribed { broker: s.broker.clone(), http: handle.http_addr().map(|a| format!("http://{a}")) }.print();
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = &mut interrupted => {}
             r = handle.stopped() => r.context("the core stopped")?,
         }
-        handle.shutdown().await.context("the core did not stop cleanly")
+        handle.shutdown().await.context("the core did not stop cleanly").map(Some)
     })?;
+    let Some(core) = core else {
+        // Interrupted while it waited: the wait for the lock runs on a blocking thread, which the runtime
+        // would otherwise wait for on the way out.
+        rt.shutdown_background();
+        Status::CoreInterrupted { db: s.db.to_string() }.print();
+        return Ok(());
+    };
     Status::CoreStopped {
         accepted: core.stats.accepted,
         duplicates: core.stats.duplicates,

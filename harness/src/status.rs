@@ -19,6 +19,9 @@ pub enum Status {
     /// The broker has acknowledged the core's subscription (a publisher may start now), and where its
     /// HTTP API listens.
     CoreSubscribed { broker: String, http: Option<String> },
+    /// The core was interrupted (SIGINT) before it served: a standby while it waited for its town's
+    /// lock. It took nothing over and wrote nothing.
+    CoreInterrupted { db: String },
     /// The core stopped cleanly, with its counters.
     CoreStopped { accepted: u64, duplicates: u64, rejected: BTreeMap<String, u64>, orders: u64 },
     /// The district's API and console listen (`towntwin district run --serve`), with a `district` token

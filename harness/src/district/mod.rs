@@ -446,6 +446,13 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
                 .context("the district's server")
         })?;
     }
+    // Every core asked at once (SIGINT), then each waited for: the stop takes as long as the slowest core,
+    // not the sum of them.
+    for c in &cores {
+        for p in c.standby.iter().chain([&c.active]) {
+            let _ = p.signal(nix::sys::signal::Signal::SIGINT);
+        }
+    }
     for c in &mut cores {
         if let Some(s) = &mut c.standby {
             s.stop(Duration::from_secs(10));

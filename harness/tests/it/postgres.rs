@@ -212,6 +212,17 @@ fn a_standby_core_takes_over_the_town_when_the_active_one_is_killed() {
     assert_eq!((st, body["role"].as_str()), (200, Some("standby")), "{body}");
     assert_eq!(crate::common::http(&probes, "GET", "/readyz", None, None).0, 503);
     assert_eq!(crate::common::http(&probes, "GET", "/orders", None, None).0, 503, "no API before it holds the town");
+    // A second standby, interrupted while it waits (as a district's stop does): it goes at once, having
+    // taken nothing.
+    let mut second = CoreProcess::start(ep.port, &url, &town_file, &["--standby"]);
+    second.until("core_standby", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(second.child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    second.until("core_interrupted", Duration::from_secs(10));
+    let st = second.child.wait().unwrap();
+    assert!(st.success(), "{st}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "a waiting standby stops on SIGINT: {:?}", t0.elapsed());
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (client, pump) = rt.block_on(publisher(&ep, "standby-test-publisher"));
