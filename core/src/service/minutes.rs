@@ -91,6 +91,12 @@ impl Minutes {
         })
     }
 
+    /// Whether nothing is held, not even a tick waiting for its minute's events: only then does the engine's
+    /// clock say which minutes are applied (what an engine snapshot may be taken at).
+    pub fn idle(&self) -> bool {
+        self.held.is_empty()
+    }
+
     /// Takes a fresh event (logged already) and appends to `out` what is to be applied now, in order.
     pub fn push(&mut self, h: Held, window: &TimeWindow, out: &mut Vec<Held>) {
         let m = minute_of(&h.ev);
@@ -278,6 +284,7 @@ mod tests {
         let mut out = Vec::new();
         // The tick of minute 10 says one QoS 1 event was sent; it never comes.
         m.push(tick(11, Some((0, 1))), &w, &mut out);
+        assert!(out.is_empty() && m.holding == 0 && !m.idle(), "a tick held alone is held");
         for n in 12..(11 + 24 * 60 + 2) {
             m.push(tick(n, Some((0, 0))), &w, &mut out);
         }

@@ -384,7 +384,7 @@ impl Core {
         }
         // Taken only while no minute is held, so that a restart knows which minutes were applied from the
         // snapshot's clock alone.
-        let snapshot = self.since_snapshot >= self.snapshot_every && self.minutes.as_ref().is_none_or(|m| m.holding == 0);
+        let snapshot = self.since_snapshot >= self.snapshot_every && self.minutes.as_ref().is_none_or(Minutes::idle);
         if let Some(b) = batch.take() {
             flush(&self.orders, &b)?;
             b.commit()?;
