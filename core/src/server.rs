@@ -139,10 +139,7 @@ pub async fn start(cfg: CoreConfig) -> Result<CoreHandle, ServerError> {
             }
             Core::with_store(rules, policy, &town, Some(store), order).map_err(open_err)?
         }
-        _ => {
-            let store = db.as_ref().map(Store::open).transpose().map_err(|e| open_err(e.into()))?;
-            Core::with_store(rules, policy, &town, store, order).map_err(open_err)?
-        }
+        _ => Core::open_in(rules, policy, &town, db.as_ref(), order).map_err(open_err)?,
     };
     core.engine.set_exercise(exercise);
     core.engine.set_namespace(icfg.ns.clone());

@@ -128,8 +128,13 @@ impl Core {
     /// A core over `town` with `rules` and `policy`; with a store, state is loaded from it (orders, the
     /// engine's snapshot, and a replay of the events logged after it).
     pub fn open(rules: RuleSet, policy: Policy, town: &Town, db: Option<&crate::store::Location>) -> Result<Core, CoreError> {
+        Core::open_in(rules, policy, town, db, Order::Arrival)
+    }
+
+    /// [`Core::open`] of a core that applies events in `order`.
+    pub fn open_in(rules: RuleSet, policy: Policy, town: &Town, db: Option<&crate::store::Location>, order: Order) -> Result<Core, CoreError> {
         let store = db.map(Store::open).transpose()?;
-        Core::with_store(rules, policy, town, store, Order::Arrival)
+        Core::with_store(rules, policy, town, store, order)
     }
 
     /// A core over `town` resuming from `store` (opened already: by [`Store::open`], or by

@@ -60,10 +60,10 @@ fn ordered_by_minutes_a_reordered_stream_and_a_restart_make_the_orders_of_the_tw
     let db = dir.path().join("core.db");
     let mut core = open(&db, &rules, &policy, &town);
     let half = delivered.len() / 2;
-    let mut held_at_restart = 0;
+    let mut restarted = false;
     for (c, chunk) in delivered.chunks(341).enumerate() {
-        if c * 341 >= half && held_at_restart == 0 {
-            held_at_restart = core.stats.holding.max(1);
+        if c * 341 >= half && !restarted {
+            restarted = true;
             assert!(core.stats.holding > 0, "minutes are held when the core stops");
             drop(core);
             core = open(&db, &rules, &policy, &town);
