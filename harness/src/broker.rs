@@ -16,6 +16,9 @@ pub struct Endpoint {
     pub embedded: bool,
     /// Logins for the broker's users (`towntwin town credentials`); None: connect anonymously.
     pub credentials: Option<std::sync::Arc<crate::credentials::Credentials>>,
+    /// The other nodes of a broker cluster (`mqtt://a,b,c`), in the order a client fails over to them
+    /// after `host:port`; empty for one broker.
+    pub others: Vec<(String, u16)>,
 }
 
 impl Endpoint {
@@ -36,6 +39,21 @@ impl Endpoint {
         }
     }
 
+    /// Every node, this endpoint's own first.
+    pub fn nodes(&self) -> Vec<(String, u16)> {
+        std::iter::once((self.host.clone(), self.port)).chain(self.others.iter().cloned()).collect()
+    }
+
+    /// The same cluster, starting at node `i` (modulo the number of nodes) and failing over to the next ones
+    /// in turn: how a district spreads its towns' clients over the nodes.
+    pub fn starting_at(&self, i: usize) -> Endpoint {
+        let mut nodes = self.nodes();
+        let k = i % nodes.len();
+        nodes.rotate_left(k);
+        let (host, port) = nodes.remove(0);
+        Endpoint { host, port, others: nodes, ..self.clone() }
+    }
+
     /// The same endpoint, connecting with these credentials.
     pub fn with_credentials(mut self, c: crate::credentials::Credentials) -> Endpoint {
         self.credentials = Some(std::sync::Arc::new(c));
@@ -45,7 +63,11 @@ impl Endpoint {
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "mqtt://{}:{}{}", self.host, self.port, if self.embedded { " (embedded rumqttd)" } else { "" })
+        write!(f, "mqtt://{}:{}", self.host, self.port)?;
+        for (h, p) in &self.others {
+            write!(f, ",{h}:{p}")?;
+        }
+        f.write_str(if self.embedded { " (embedded rumqttd)" } else { "" })
     }
 }
 
@@ -55,11 +77,14 @@ pub fn parse_url(url: &str) -> Result<Endpoint> {
     if rest.is_empty() || rest.contains('/') {
         bail!("`{url}` is not a broker address: expected mqtt://host:port");
     }
+    if rest.contains(',') {
+        bail!("`{url}` names several broker nodes where one is expected: mqtt://host:port");
+    }
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => (h, p.parse::<u16>().with_context(|| format!("`{p}` in `{url}` is not a port number"))?),
         None => (rest, 1883),
     };
-    Ok(Endpoint { host: host.to_string(), port, embedded: false, credentials: None })
+    Ok(Endpoint { host: host.to_string(), port, embedded: false, credentials: None, others: Vec::new() })
 }
 
 /// The nodes of a broker cluster, `mqtt://host:port,host:port,...` (one node: [`parse_url`]'s form), once
@@ -84,8 +109,14 @@ pub fn reach_cluster(url: &str) -> Result<Vec<Endpoint>> {
     Err(last.unwrap_or_else(|| anyhow::anyhow!("`{url}`: no broker node")))
 }
 
-/// The external broker at `url`, once it accepts connections (within 3 s).
+/// The external broker at `url`, once it accepts connections (within 3 s). A cluster's nodes
+/// (`mqtt://a:1883,b:1883`) make one endpoint that connects to the first and fails over to the others.
 pub fn reach(url: &str) -> Result<Endpoint> {
+    if url.contains(',') {
+        let mut nodes = reach_cluster(url)?.into_iter();
+        let first = nodes.next().ok_or_else(|| anyhow::anyhow!("`{url}`: no broker node"))?;
+        return Ok(Endpoint { others: nodes.map(|n| (n.host, n.port)).collect(), ..first });
+    }
     let ep = parse_url(url)?;
     check_reachable(&ep, Duration::from_secs(3))?;
     Ok(ep)
@@ -171,7 +202,7 @@ pub fn start_embedded_on(port: u16) -> Result<Endpoint> {
             }
         })
         .context("cannot start the embedded broker thread")?;
-    let ep = Endpoint { host: "127.0.0.1".into(), port, embedded: true, credentials: None };
+    let ep = Endpoint { host: "127.0.0.1".into(), port, embedded: true, credentials: None, others: Vec::new() };
     check_reachable(&ep, Duration::from_secs(10)).context("the embedded broker did not start")?;
     Ok(ep)
 }
@@ -182,9 +213,23 @@ mod tests {
 
     #[test]
     fn parses_broker_urls() {
-        assert_eq!(parse_url("mqtt://localhost:1884").unwrap(), Endpoint { host: "localhost".into(), port: 1884, embedded: false, credentials: None });
+        assert_eq!(
+            parse_url("mqtt://localhost:1884").unwrap(),
+            Endpoint { host: "localhost".into(), port: 1884, embedded: false, credentials: None, others: vec![] }
+        );
         assert_eq!(parse_url("127.0.0.1").unwrap().port, 1883);
         assert!(parse_url("mqtt://h:notaport").is_err());
         assert!(parse_url("http://h:1/x").is_err());
+        assert!(parse_url("a:1,b:2").is_err(), "a list of nodes is reach's to take apart");
+    }
+
+    #[test]
+    fn a_cluster_endpoint_starts_at_any_node_and_keeps_the_others_in_turn() {
+        let ep = Endpoint { others: vec![("b".into(), 2), ("c".into(), 3)], ..parse_url("a:1").unwrap() };
+        assert_eq!(ep.to_string(), "mqtt://a:1,b:2,c:3");
+        let s = ep.starting_at(4);
+        assert_eq!((s.host.as_str(), s.port), ("b", 2));
+        assert_eq!(s.others, vec![("c".to_string(), 3), ("a".to_string(), 1)]);
+        assert_eq!(ep.starting_at(0), ep);
     }
 }

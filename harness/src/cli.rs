@@ -237,6 +237,12 @@ pub enum DistrictCommand {
         /// events: every core's session ends; the time until each town logs again is reported.
         #[arg(long, value_name = "EVENTS")]
         restart_store: Option<u64>,
+        /// Kill a node of the district's own broker cluster (`broker: Cluster(n)`) with SIGKILL once the
+        /// towns' stores together hold EVENTS events (`NODE:EVENTS`; NODE from 1, or `follower`: the first
+        /// node that does not lead the stream of QoS 1 messages). Each town's twin and cores fail over to
+        /// the next node; the time until each town logs again is reported.
+        #[arg(long, value_name = "NODE:EVENTS", value_parser = kill_node)]
+        kill_node: Option<(towntwin_harness::district::NodeChoice, u64)>,
     },
     /// Check a district file (and each town's scenario) without running it.
     Check { file: PathBuf },
@@ -282,6 +288,13 @@ fn kill_core(s: &str) -> Result<(String, u64), String> {
     let n: u64 = n.parse().map_err(|_| format!("{s:?}: EVENTS must be a whole number"))?;
     towntwin_core::event::Namespace::check_id(id)?;
     Ok((id.to_string(), n))
+}
+
+/// `NODE:EVENTS`, as `--kill-node` takes it.
+fn kill_node(s: &str) -> Result<(towntwin_harness::district::NodeChoice, u64), String> {
+    let (node, n) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected NODE:EVENTS, e.g. follower:3000 or 2:3000"))?;
+    let n: u64 = n.parse().map_err(|_| format!("{s:?}: EVENTS must be a whole number"))?;
+    Ok((node.parse()?, n))
 }
 
 #[derive(Subcommand)]

@@ -124,8 +124,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("{}: {} towns, broker {:?}, store {:?}, standby cores: {}", file.display(), d.towns.len(), d.spec.broker, d.spec.store, d.spec.standby);
             Ok(())
         }
-        Command::District(DistrictCommand::Run { file, out, serve, kill_core, restart_store }) => {
-            towntwin_harness::district::run(&file, &towntwin_harness::district::RunOpts { out, serve, kill_core, restart_store }).map(drop)
+        Command::District(DistrictCommand::Run { file, out, serve, kill_core, restart_store, kill_node }) => {
+            towntwin_harness::district::run(&file, &towntwin_harness::district::RunOpts { out, serve, kill_core, restart_store, kill_node }).map(drop)
         }
         Command::District(DistrictCommand::Serve { store, http }) => {
             let state = towntwin_harness::district::serve::State::open(&store).with_context(|| format!("cannot open the district's registry in {store}"))?;

@@ -57,7 +57,7 @@ impl Mosquitto {
     }
 
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint { host: "127.0.0.1".into(), port: self.port, embedded: false, credentials: None }
+        Endpoint { host: "127.0.0.1".into(), port: self.port, embedded: false, credentials: None, others: Vec::new() }
     }
 
     /// Kills it (SIGKILL: every session and queued message it held in memory is gone) and starts it again

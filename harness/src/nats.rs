@@ -164,9 +164,14 @@ impl NatsCluster {
         })
     }
 
+    /// How many nodes the cluster has (running or not).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// The MQTT endpoint of node `i` (from 0).
     pub fn endpoint(&self, i: usize) -> Endpoint {
-        Endpoint { host: "127.0.0.1".into(), port: self.nodes[i].mqtt, embedded: false, credentials: None }
+        Endpoint { host: "127.0.0.1".into(), port: self.nodes[i].mqtt, embedded: false, credentials: None, others: Vec::new() }
     }
 
     /// `mqtt://127.0.0.1:P1,127.0.0.1:P2,...`: every node, for a client that fails over between them.

@@ -97,6 +97,17 @@ impl Minutes {
         self.held.is_empty()
     }
 
+    /// The feed broke: what is held came before the break, so none of it is live traffic after it (a
+    /// QoS 0 event held from before a break, applied after it, would end the core's blind span at a time
+    /// before the messages it lost, and the silence rule would count their devices as silent).
+    pub fn broke(&mut self) {
+        for m in self.held.values_mut() {
+            for h in m.events.iter_mut().chain(m.tick.as_mut()) {
+                h.live = false;
+            }
+        }
+    }
+
     /// Takes a fresh event (logged already) and appends to `out` what is to be applied now, in order.
     pub fn push(&mut self, h: Held, window: &TimeWindow, out: &mut Vec<Held>) {
         let m = minute_of(&h.ev);
@@ -275,6 +286,27 @@ mod tests {
         assert_eq!(out.iter().map(|h| h.ev.id.as_str()).collect::<Vec<_>>(), ["a", "tick-6"]);
         assert!(m.may_hold(&w, 6 * MINUTE + 23 * crate::time::HOUR).is_none());
         assert!(m.may_hold(&w, 6 * MINUTE + 25 * crate::time::HOUR).is_some());
+    }
+
+    /// A heartbeat held from before the feed broke is not live traffic after it: applied after the break, it
+    /// must not end the core's blind span (found with a broker node killed under a district: the span closed
+    /// at a time before the heartbeats lost, and 112 devices got silence orders they should not have).
+    #[test]
+    fn what_is_held_when_the_feed_breaks_is_not_live_after_it() {
+        let w = TimeWindow::default();
+        let mut m = Minutes::resuming_at(5 * MINUTE);
+        let mut out = Vec::new();
+        let mut before = ev("hb-before", EventType::DeviceHeartbeat, 5 * MINUTE + 10);
+        before.live = true;
+        m.push(before, &w, &mut out);
+        assert!(out.is_empty());
+        m.broke();
+        let mut after = ev("hb-after", EventType::DeviceHeartbeat, 5 * MINUTE + 20);
+        after.live = true;
+        m.push(after, &w, &mut out);
+        m.push(tick(6, Some((2, 0))), &w, &mut out);
+        let live: Vec<(&str, bool)> = out.iter().map(|h| (h.ev.id.as_str(), h.live)).collect();
+        assert_eq!(live, [("hb-before", false), ("hb-after", true), ("tick-6", false)]);
     }
 
     #[test]

@@ -235,6 +235,9 @@ impl Core {
     /// silence (see [`crate::rules::Engine::blind`]). Recorded in the store. A core that never had a QoS 0
     /// message cannot have lost one, and records nothing.
     pub fn feed_broke(&mut self) -> Result<(), CoreError> {
+        if let Some(m) = self.minutes.as_mut() {
+            m.broke();
+        }
         if !self.qos0_seen {
             // Everything comes at QoS 1 and the broker keeps it: nothing can have been lost.
             return Ok(());

@@ -32,6 +32,45 @@ pub struct RunOpts {
     /// Restart the district's PostgreSQL (`pg_ctl stop -m fast`, then start: every core's session ends)
     /// once the first town's store holds this many events: a throwaway store (`store: Local`) only.
     pub restart_store: Option<u64>,
+    /// Kill a node of the district's own broker cluster (`broker: Cluster(n)`) with SIGKILL once the towns'
+    /// stores together hold this many events: `(node, events)`.
+    pub kill_node: Option<(NodeChoice, u64)>,
+}
+
+/// Which node `--kill-node` kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeChoice {
+    /// Node `n` (from 1).
+    Number(usize),
+    /// The first node that does not lead the stream of QoS 1 messages (`$MQTT_msgs`): the death nats-server
+    /// survives (a dead stream leader under write can stall the cluster: [A broker cluster] in the book).
+    Follower,
+}
+
+impl std::str::FromStr for NodeChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<NodeChoice, String> {
+        match s {
+            "follower" => Ok(NodeChoice::Follower),
+            n => n
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n >= 1)
+                .map(NodeChoice::Number)
+                .ok_or_else(|| format!("{s:?}: expected a node number from 1, or `follower`")),
+        }
+    }
+}
+
+/// The broker node a run killed.
+#[derive(Debug, Clone, Serialize)]
+pub struct KilledNode {
+    /// From 1.
+    pub node: usize,
+    /// Whether it led the stream of QoS 1 messages when it was killed.
+    pub led_message_stream: bool,
+    /// The towns' events logged (together) when it was killed.
+    pub at_events: u64,
 }
 
 /// One town's outcome.
@@ -55,12 +94,27 @@ pub struct TownOutcome {
     /// BLAKE3 of every order's rule, key and creation time in order: equal for two runs that made the same
     /// orders (a run with a core killed and one without).
     pub orders_digest: String,
+    /// The same digest over the orders of every rule that reads no telemetry (all but the silence rules,
+    /// which read devices' heartbeats): what a lost QoS 0 event cannot change.
+    pub alarm_orders_digest: String,
+    /// Orders by rule.
+    pub orders_by_rule: std::collections::BTreeMap<String, u64>,
     /// The stream digest of its twin's run (same file and seed, same digest).
     pub digest: String,
     /// When its active core was killed: seconds from the kill until the standby was subscribed.
     pub takeover_seconds: Option<f64>,
     /// When the store was restarted: seconds from the restart's start until this town's store grew again.
     pub store_recovery_seconds: Option<f64>,
+    /// When a broker node was killed: seconds from the kill until this town's store grew again (its twin's
+    /// and its core's connections on the surviving nodes).
+    pub node_kill_recovery_seconds: Option<f64>,
+    /// QoS 0 events (telemetry) its twin published that its store does not hold: lost on the way, as
+    /// QoS 0 may be (a broker node's death, say).
+    pub qos0_missing: u64,
+    /// The node its twin's connections start on and the node its cores connect to first (from 1; each fails
+    /// over to the next nodes in turn).
+    pub twin_node: usize,
+    pub core_node: usize,
     /// Whether its standby core took the town over (its active core was killed, or stopped when the store
     /// went away).
     pub standby_took_over: bool,
@@ -76,6 +130,8 @@ pub struct Outcome {
     pub broker: String,
     pub store: String,
     pub standby: bool,
+    /// The broker node killed (`--kill-node`).
+    pub killed_node: Option<KilledNode>,
     pub towns: Vec<TownOutcome>,
     pub wall_seconds: f64,
 }
@@ -243,6 +299,18 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
             return Err(UsageFault(format!("--kill-core {id}: no such town in {}", file.display())).into());
         }
     }
+    if let Some((node, _)) = &opts.kill_node {
+        match (&d.spec.broker, node) {
+            (BrokerSpec::Cluster(n), NodeChoice::Number(k)) if k > n => {
+                return Err(UsageFault(format!("--kill-node {k}: the district's cluster has {n} nodes")).into());
+            }
+            (BrokerSpec::Cluster(n), _) if *n < 3 => {
+                return Err(UsageFault(format!("--kill-node: a cluster of {n} nodes has no quorum without one (3 or more)")).into());
+            }
+            (BrokerSpec::Cluster(_), _) => {}
+            _ => return Err(UsageFault("--kill-node: the district kills a node only of a cluster of its own (broker: Cluster(n))".into()).into()),
+        }
+    }
     if opts.restart_store.is_some() && d.spec.store != StoreSpec::Local {
         return Err(UsageFault("--restart-store: the district restarts only a PostgreSQL of its own (store: Local)".into()).into());
     }
@@ -275,7 +343,7 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
         registry.register(&RegisteredTown { id: p.ns.id().into(), name: p.name.clone(), schema: schema_of(p.ns.id()) }, areas)?;
     }
 
-    let (broker, broker_url, nodes) = match &d.spec.broker {
+    let (mut broker, broker_url, nodes) = match &d.spec.broker {
         BrokerSpec::Embedded => {
             let (proc, ep) = crate::load::procs::start_broker()?;
             (Broker::Embedded(proc), format!("mqtt://{}:{}", ep.host, ep.port), vec![format!("mqtt://{}:{}", ep.host, ep.port)])
@@ -298,15 +366,24 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
 
     // Every town's core, subscribed before any twin publishes; each standby waiting on its town's lock.
     let batch_max = matches!(d.spec.broker, BrokerSpec::Cluster(_)).then_some(CLUSTER_BATCH_MAX);
+    // On a cluster, town i's twin starts on node i and its cores on node i + 1 (each failing over to the
+    // next nodes in turn): a node's death takes some town's twin connections and another's core.
+    let start_at = |k: usize| {
+        let mut n = nodes.clone();
+        n.rotate_left(k % nodes.len());
+        format!("mqtt://{}", n.iter().map(|u| u.trim_start_matches("mqtt://")).collect::<Vec<_>>().join(","))
+    };
+    let core_broker: Vec<String> = (0..prepared.len()).map(|i| start_at(i + 1)).collect();
     let mut cores = Vec::new();
-    for p in &prepared {
-        let active = Proc::start("core", core_args(&broker_url, &store_url, p, false, batch_max), core_ready, Duration::from_secs(60))
+    for (i, p) in prepared.iter().enumerate() {
+        let broker_url = &core_broker[i];
+        let active = Proc::start("core", core_args(broker_url, &store_url, p, false, batch_max), core_ready, Duration::from_secs(60))
             .with_context(|| format!("town {}: the core did not start", p.ns.id()))?;
         let standby = if d.spec.standby {
             Some(
                 Proc::start(
                     "standby core",
-                    core_args(&broker_url, &store_url, p, true, batch_max),
+                    core_args(broker_url, &store_url, p, true, batch_max),
                     |s| matches!(s, Status::CoreStandby { .. }),
                     Duration::from_secs(60),
                 )
@@ -326,7 +403,7 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
         let child = Command::new(exe)
             .args(["run", "--no-core", "--no-observe", "-q", "--scenario"])
             .arg(&p.scenario)
-            .args(["--broker", &nodes[i % nodes.len()], "--town-id", p.ns.id(), "--out"])
+            .args(["--broker", &start_at(i), "--town-id", p.ns.id(), "--out"])
             .arg(out.join("towns").join(p.ns.id()).join("run"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -340,6 +417,11 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
         let i = prepared.iter().position(|p| p.ns.id() == id).ok_or_else(|| anyhow!("no town {id}"))?;
         takeover = Some((i, kill_active(&mut cores[i], &store_url, &prepared[i], *after)?));
     }
+    let (mut killed_node, mut regrowth) = (None, None);
+    if let (Some((node, after)), Broker::Cluster(c)) = (opts.kill_node, &mut broker) {
+        let (k, r) = kill_node(c, node, &store_url, &prepared, after)?;
+        (killed_node, regrowth) = (Some(k), Some(r));
+    }
     let mut recovery = vec![None; prepared.len()];
     if let (Some(after), Store::Local(pg)) = (opts.restart_store, &store) {
         recovery = restart_store(pg, &store_url, &prepared, after)?.into_iter().map(Some).collect();
@@ -352,8 +434,12 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
                 ended[i] = t.try_wait().with_context(|| format!("town {}: its twin", prepared[i].ns.id()))?;
             }
         }
-        for (c, p) in cores.iter_mut().zip(&prepared) {
-            rearm(c, || core_args(&broker_url, &store_url, p, true, batch_max)).with_context(|| format!("town {}: a new standby core", p.ns.id()))?;
+        if let Some(r) = &mut regrowth {
+            let running: Vec<bool> = ended.iter().map(Option::is_none).collect();
+            r.poll(&running, &prepared, Duration::from_secs(180))?;
+        }
+        for ((c, p), b) in cores.iter_mut().zip(&prepared).zip(&core_broker) {
+            rearm(c, || core_args(b, &store_url, p, true, batch_max)).with_context(|| format!("town {}: a new standby core", p.ns.id()))?;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -363,7 +449,7 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
         }
     }
     // A takeover near the end: the town still gets its new standby before the district reports.
-    for (c, p) in cores.iter_mut().zip(&prepared) {
+    for ((c, p), b) in cores.iter_mut().zip(&prepared).zip(&core_broker) {
         let took_over = c.standby.as_ref().is_some_and(subscribed);
         if took_over {
             // The stopped core may take a moment to exit (it closes its connections).
@@ -371,11 +457,15 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
             while !c.active.exited() && Instant::now() < limit {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            rearm(c, || core_args(&broker_url, &store_url, p, true, batch_max)).with_context(|| format!("town {}: a new standby core", p.ns.id()))?;
+            rearm(c, || core_args(b, &store_url, p, true, batch_max)).with_context(|| format!("town {}: a new standby core", p.ns.id()))?;
         }
     }
 
+    // The rules every core runs (the default set), for the orders that read telemetry.
+    let rules = towntwin_core::rules::RuleSet::load(&crate::setup::asset("assets/rules.ron")).map_err(|e| anyhow!("{e}"))?;
+    let silence: Vec<String> = rules.rules.iter().filter(|r| matches!(r.kind, towntwin_core::rules::RuleKind::Silence { .. })).map(|r| r.id.clone()).collect();
     let mut towns = Vec::new();
+    let node_recovery = |i: usize| regrowth.as_ref().and_then(|r| r.seconds[i]);
     for (i, p) in prepared.iter().enumerate() {
         let summary_file = out.join("towns").join(p.ns.id()).join("run").join("summary.json");
         let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary_file).with_context(|| format!("{}", summary_file.display()))?)?;
@@ -403,16 +493,19 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
             qos1_logged,
             orders: orders.len() as u64,
             open_orders: orders.iter().filter(|o| o.state.is_open()).count() as u64,
-            orders_digest: {
-                let mut h = blake3::Hasher::new();
-                for o in &orders {
-                    h.update(format!("{}\t{}\t{}\n", o.rule, o.key, o.created_at).as_bytes());
-                }
-                h.finalize().to_hex().to_string()
-            },
+            orders_digest: orders_digest(orders.iter()),
+            alarm_orders_digest: orders_digest(orders.iter().filter(|o| !silence.contains(&o.rule))),
+            orders_by_rule: orders.iter().fold(Default::default(), |mut m, o| {
+                *m.entry(o.rule.clone()).or_default() += 1;
+                m
+            }),
             digest: summary["stream_digest"].as_str().unwrap_or_default().to_string(),
             takeover_seconds,
             store_recovery_seconds: recovery[i],
+            node_kill_recovery_seconds: node_recovery(i),
+            qos0_missing: (published - published_qos1).saturating_sub(logged - qos1_logged),
+            twin_node: i % nodes.len() + 1,
+            core_node: (i + 1) % nodes.len() + 1,
             standby_took_over,
             standbys_rearmed: cores[i].rearmed,
         });
@@ -423,6 +516,7 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
         broker: broker_url.clone(),
         store: database(&store_url),
         standby: d.spec.standby,
+        killed_node,
         towns,
         wall_seconds: wall.elapsed().as_secs_f64(),
     };
@@ -503,6 +597,62 @@ fn kill_active(cores: &mut Cores, store: &Url, p: &Prepared, after: u64) -> Resu
     }
 }
 
+/// Waits until the towns' stores together hold `after` events, then kills a node of the cluster (SIGKILL).
+fn kill_node(c: &mut crate::nats::NatsCluster, node: NodeChoice, store: &Url, towns: &[Prepared], after: u64) -> Result<(KilledNode, Regrowth)> {
+    let mut logged: Vec<Logged> = towns.iter().map(|p| town_url(store, &p.ns).map(Logged::new)).collect::<Result<_>>()?;
+    let limit = Instant::now() + Duration::from_secs(120);
+    let mut n = 0;
+    while n < after {
+        n = logged.iter_mut().map(|l| l.count().unwrap_or(0)).sum();
+        if Instant::now() > limit {
+            bail!("the towns' stores never held {after} events to kill a broker node after (they hold {n})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let leader = c.stream_leader("$MQTT_msgs");
+    let i = match node {
+        NodeChoice::Number(k) => k - 1,
+        NodeChoice::Follower => (0..c.node_count()).find(|&i| Some(i) != leader).unwrap_or(0),
+    };
+    let before = logged.iter_mut().map(|l| l.count().unwrap_or(0)).collect();
+    c.kill(i);
+    println!(
+        "district: broker node {} killed (SIGKILL) at {n} events logged{}",
+        i + 1,
+        if leader == Some(i) { "; it led the QoS 1 message stream" } else { "" }
+    );
+    let regrowth = Regrowth { since: Instant::now(), before, logged, seconds: vec![None; towns.len()] };
+    Ok((KilledNode { node: i + 1, led_message_stream: leader == Some(i), at_events: n }, regrowth))
+}
+
+/// After a fault: for each town, the seconds until its store grew again (none for a town that had nothing
+/// more to log).
+struct Regrowth {
+    since: Instant,
+    before: Vec<u64>,
+    logged: Vec<Logged>,
+    seconds: Vec<Option<f64>>,
+}
+
+impl Regrowth {
+    /// Reads the stores once; an error when a town whose twin is still running (`running[i]`) has logged
+    /// nothing for `limit` since the fault.
+    fn poll(&mut self, running: &[bool], towns: &[Prepared], limit: Duration) -> Result<()> {
+        for (j, l) in self.logged.iter_mut().enumerate() {
+            if self.seconds[j].is_none() && l.count().is_some_and(|m| m > self.before[j]) {
+                self.seconds[j] = Some(self.since.elapsed().as_secs_f64());
+            }
+        }
+        if self.since.elapsed() > limit {
+            let stuck: Vec<&str> = towns.iter().zip(&self.seconds).zip(running).filter(|((_, s), r)| s.is_none() && **r).map(|((p, _), _)| p.ns.id()).collect();
+            if !stuck.is_empty() {
+                bail!("{limit:?} after the fault, no new event logged for {} (whose twins still run)", stuck.join(", "));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Waits until the first town's store holds `after` events, restarts the store, and returns for each town
 /// the seconds from the restart's start until its store grew again (its core, or its standby that took
 /// over, committing once more).
@@ -555,6 +705,15 @@ fn drained(url: &Url, qos1: u64, limit: Duration) -> Result<u64> {
     }
 }
 
+/// BLAKE3 of each order's rule, key and creation time, in order.
+fn orders_digest<'a>(orders: impl Iterator<Item = &'a towntwin_core::orders::Order>) -> String {
+    let mut h = blake3::Hasher::new();
+    for o in orders {
+        h.update(format!("{}\t{}\t{}\n", o.rule, o.key, o.created_at).as_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
+
 /// The database, as shown (no password, no schema: every town has its own).
 fn database(url: &Url) -> String {
     let s = url.to_string();
@@ -594,6 +753,20 @@ pub fn render(o: &Outcome) -> String {
             s.pop();
             let _ = writeln!(s, "  (logging again {r:.2} s after the store's restart began)");
         }
+        if let Some(r) = t.node_kill_recovery_seconds {
+            s.pop();
+            let _ = writeln!(s, "  (logging again {r:.2} s after the node's death)");
+        }
+    }
+    if let Some(k) = &o.killed_node {
+        let _ = writeln!(
+            s,
+            "broker node {} killed at {} events logged{}; QoS 0 events lost: {}",
+            k.node,
+            k.at_events,
+            if k.led_message_stream { " (it led the QoS 1 message stream)" } else { "" },
+            o.towns.iter().map(|t| format!("{} {}", t.id, t.qos0_missing)).collect::<Vec<_>>().join(", ")
+        );
     }
     s
 }

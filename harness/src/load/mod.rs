@@ -123,7 +123,7 @@ fn check_broker(loaded: &Loaded, broker: Option<&str>) -> Result<Endpoint> {
             }
             Ok(crate::broker::reach(url).map_err(|e| UsageFault(format!("--broker: {e:#}")))?)
         }
-        None => Ok(Endpoint { host: "127.0.0.1".into(), port: 0, embedded: true, credentials: None }),
+        None => Ok(Endpoint { host: "127.0.0.1".into(), port: 0, embedded: true, credentials: None, others: Vec::new() }),
     }
 }
 

@@ -212,7 +212,7 @@ pub fn start_broker() -> Result<(Proc, crate::broker::Endpoint)> {
         |s| matches!(s, Status::BrokerListening { .. }),
         Duration::from_secs(30),
     )?;
-    Ok((p, crate::broker::Endpoint { host: "127.0.0.1".into(), port, embedded: true, credentials: None }))
+    Ok((p, crate::broker::Endpoint { host: "127.0.0.1".into(), port, embedded: true, credentials: None, others: Vec::new() }))
 }
 
 /// A folder for the load's files.

@@ -21,7 +21,7 @@ mod observe;
 mod poll;
 
 pub use observe::{Observer, Storm};
-use poll::{Polled, options, qos, spawn_loop};
+use poll::{Polled, failover, options, qos, spawn_loop};
 
 /// How the twin's devices connect to the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -194,9 +194,13 @@ impl Publisher {
                 Mode::Device if k == towntwin_core::event::HOTLINE_DEVICE => crate::credentials::HOTLINE.to_string(),
                 Mode::Device => k.clone(),
             };
-            let (client, el) = AsyncClient::new(options(&format!("towntwin-{pid}-{k}"), &user, ep, inflight, capacity, mode == Mode::Device)?, capacity);
+            // On a cluster, the connections spread over its nodes in turn, each failing over to the next.
+            let node = ep.starting_at(i);
+            let id = format!("towntwin-{pid}-{k}");
+            let make = |e: &Endpoint| options(&id, &user, e, inflight, capacity, mode == Mode::Device);
+            let (client, el) = AsyncClient::new(make(&node)?, capacity);
             let platform = mode != Mode::Device || user == CLOCK || user == crate::credentials::HOTLINE;
-            tasks.push(spawn_loop(el, counters.clone(), None, None, platform));
+            tasks.push(spawn_loop(el, counters.clone(), None, None, platform, failover(&node, make)?));
             clients.push(client);
             route.insert(k, i);
         }

@@ -68,8 +68,9 @@ impl Observer {
     pub async fn start(ep: &Endpoint, filter: &str, validate: bool) -> Result<Observer> {
         let counters = Counters::new();
         let id = format!("towntwin-observer-{}-{}", std::process::id(), filter.len());
-        let (client, el) = AsyncClient::new(options(&id, crate::credentials::OBSERVER, ep, 1_000, 1_000, false)?, 1_000);
-        let task = spawn_loop(el, counters.clone(), Some(validate), Some((client.clone(), filter.to_string())), true);
+        let make = |e: &Endpoint| options(&id, crate::credentials::OBSERVER, e, 1_000, 1_000, false);
+        let (client, el) = AsyncClient::new(make(ep)?, 1_000);
+        let task = spawn_loop(el, counters.clone(), Some(validate), Some((client.clone(), filter.to_string())), true, failover(ep, make)?);
         client.subscribe(filter, QoS::AtLeastOnce).await?;
         if !counters.wait_until(Instant::now() + Duration::from_secs(10), |c| Counters::get(&c.subscribed) > 0 || Counters::get(&c.refused) > 0).await
             || Counters::get(&counters.refused) > 0

@@ -137,6 +137,7 @@ impl OverNetwork {
         cfg.ingest = IngestConfig {
             client_id: format!("towntwin-core-{}", std::process::id()),
             login: ep.login(crate::credentials::CORE)?,
+            also: ep.others.clone(),
             ..IngestConfig::new(&ep.host, ep.port).for_town(cfg.ingest.ns.clone())
         };
         cfg.http = cfg.http.or(Some(([127, 0, 0, 1], 0).into()));
