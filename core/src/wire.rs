@@ -251,6 +251,11 @@ pub struct Connect {
 /// Connects, logs in with a persistent session (the client id of `cfg`) and returns the two halves and
 /// whether the broker kept the session.
 pub async fn connect(cfg: &Connect, keep_alive: Duration, timeout: Duration) -> Result<(Reader, Writer, bool), WireError> {
+    connect_with(cfg, keep_alive, timeout, false).await
+}
+
+/// [`connect`], with a clean session (the broker keeps nothing for the client) when `clean`.
+pub async fn connect_with(cfg: &Connect, keep_alive: Duration, timeout: Duration, clean: bool) -> Result<(Reader, Writer, bool), WireError> {
     let max = crate::limits::CLIENT_MAX_PACKET;
     let stream = tokio::time::timeout(timeout, TcpStream::connect((cfg.host.as_str(), cfg.port))).await.map_err(|_| WireError::Timeout(timeout))??;
     stream.set_nodelay(true)?;
@@ -259,7 +264,7 @@ pub async fn connect(cfg: &Connect, keep_alive: Duration, timeout: Duration) -> 
     let mut writer = Writer { half: w, buf: BytesMut::with_capacity(16 * 1024), max };
     let mut c = rumqttc::Connect::new(cfg.client_id.clone());
     c.keep_alive = keep_alive.as_secs().min(u16::MAX as u64) as u16;
-    c.clean_session = false;
+    c.clean_session = clean;
     if let Some((u, p)) = &cfg.login {
         c.login = Some(rumqttc::Login::new(u.clone(), p.clone()));
     }
@@ -283,6 +288,13 @@ pub async fn connect(cfg: &Connect, keep_alive: Duration, timeout: Duration) -> 
 pub fn subscribe(filter: &str) -> Packet {
     let mut s = rumqttc::Subscribe::new(filter, QoS::AtLeastOnce);
     s.pkid = 1;
+    Packet::Subscribe(s)
+}
+
+/// A SUBSCRIBE of each of `filters` at QoS 0 (packet id 2).
+pub fn subscribe_qos0(filters: &[String]) -> Packet {
+    let mut s = rumqttc::Subscribe::new_many(filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtMostOnce)));
+    s.pkid = 2;
     Packet::Subscribe(s)
 }
 

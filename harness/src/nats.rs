@@ -164,6 +164,11 @@ impl NatsCluster {
         })
     }
 
+    /// The process id of node `i` (from 0), while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
     /// How many nodes the cluster has (running or not).
     pub fn node_count(&self) -> usize {
         self.nodes.len()

@@ -99,6 +99,8 @@ pub struct TownOutcome {
     pub alarm_orders_digest: String,
     /// Orders by rule.
     pub orders_by_rule: std::collections::BTreeMap<String, u64>,
+    /// Events its core refused, by reason (none expected).
+    pub rejected: std::collections::BTreeMap<String, u64>,
     /// The stream digest of its twin's run (same file and seed, same digest).
     pub digest: String,
     /// When its active core was killed: seconds from the kill until the standby was subscribed.
@@ -115,6 +117,12 @@ pub struct TownOutcome {
     /// over to the next nodes in turn).
     pub twin_node: usize,
     pub core_node: usize,
+    /// Its serving core's ordering counters at the end, from its `/metrics`: events still held (their
+    /// minute not yet whole), events that came after their minute was applied, and minutes applied before
+    /// they were whole. `None` where the core could not be asked.
+    pub core_events_held: Option<u64>,
+    pub core_events_late: Option<u64>,
+    pub core_minutes_forced: Option<u64>,
     /// Whether its standby core took the town over (its active core was killed, or stopped when the store
     /// went away).
     pub standby_took_over: bool,
@@ -212,6 +220,29 @@ fn subscribed(core: &Proc) -> bool {
     Status::last(&lines, |s| matches!(s, Status::CoreSubscribed { .. }).then_some(())).is_some()
 }
 
+/// The `/metrics` text of the town's serving core (its standby once that has taken over), if it answers.
+fn serving_metrics(c: &Cores) -> Option<String> {
+    let serving = c.standby.as_ref().filter(|s| subscribed(s)).unwrap_or(&c.active);
+    let lines = serving.lines.lock().map(|l| l.clone()).unwrap_or_default();
+    let http = Status::last(&lines, |s| match s {
+        Status::CoreSubscribed { http, .. } => http.clone(),
+        _ => None,
+    })?;
+    let rt = crate::runtime().ok()?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().ok()?;
+        client.get(format!("{}/metrics", http.trim_end_matches('/'))).send().await.ok()?.error_for_status().ok()?.text().await.ok()
+    })
+}
+
+/// A metric's value in Prometheus' text format (the first sample of that name, without labels).
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse::<f64>().ok().map(|v| v as u64)).flatten()
+    })
+}
+
 /// A town's schema in the district's database.
 fn town_url(store: &Url, ns: &Namespace) -> Result<Url> {
     store.in_schema(&schema_of(ns.id())).map_err(|e| anyhow!(e))
@@ -236,6 +267,12 @@ impl Logged {
         }
         self.reader = towntwin_core::store::postgres::Reader::open(&self.url).ok();
         self.reader.as_ref()?.event_count().ok()
+    }
+
+    /// Its events of a QoS 1 type; `None` while the store cannot be read.
+    fn qos1(&mut self) -> Option<u64> {
+        self.count()?;
+        qos1_of(self.reader.as_ref()?).ok()
     }
 }
 
@@ -448,6 +485,9 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
             bail!("town {}: its twin failed ({status}); see its messages above", p.ns.id());
         }
     }
+    if let Some(r) = &mut regrowth {
+        r.settle(Duration::from_secs(180));
+    }
     // A takeover near the end: the town still gets its new standby before the district reports.
     for ((c, p), b) in cores.iter_mut().zip(&prepared).zip(&core_broker) {
         let took_over = c.standby.as_ref().is_some_and(subscribed);
@@ -475,10 +515,11 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
         let logged = drained(&url, published_qos1, Duration::from_secs(180)).with_context(|| format!("town {}", p.ns.id()))?;
         let reader = towntwin_core::store::postgres::Reader::open(&url)?;
         let orders = reader.orders()?;
-        let qos1_logged =
-            reader.count_by_type()?.iter().filter(|(t, _)| towntwin_core::event::EventType::parse(t).is_some_and(|t| t.qos() == 1)).map(|(_, n)| n).sum();
+        let qos1_logged = qos1_of(&reader)?;
         let takeover_seconds = takeover.filter(|(k, _)| *k == i).map(|(_, s)| s);
         let standby_took_over = cores[i].rearmed > 0 || cores[i].standby.as_ref().is_some_and(subscribed);
+        let metrics = serving_metrics(&cores[i]);
+        let counter = |name: &str| metrics.as_deref().and_then(|m| metric(m, name));
         towns.push(TownOutcome {
             id: p.ns.id().into(),
             name: p.name.clone(),
@@ -495,6 +536,7 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
             open_orders: orders.iter().filter(|o| o.state.is_open()).count() as u64,
             orders_digest: orders_digest(orders.iter()),
             alarm_orders_digest: orders_digest(orders.iter().filter(|o| !silence.contains(&o.rule))),
+            rejected: reader.rejects()?,
             orders_by_rule: orders.iter().fold(Default::default(), |mut m, o| {
                 *m.entry(o.rule.clone()).or_default() += 1;
                 m
@@ -506,6 +548,9 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
             qos0_missing: (published - published_qos1).saturating_sub(logged - qos1_logged),
             twin_node: i % nodes.len() + 1,
             core_node: (i + 1) % nodes.len() + 1,
+            core_events_held: counter("towntwin_events_held"),
+            core_events_late: counter("towntwin_events_late_total"),
+            core_minutes_forced: counter("towntwin_minutes_forced_total"),
             standby_took_over,
             standbys_rearmed: cores[i].rearmed,
         });
@@ -651,6 +696,30 @@ impl Regrowth {
         }
         Ok(())
     }
+
+    /// After the twins have ended: reads the stores until every town has logged again, or the stores of
+    /// those that have not are still for 2 s (they had nothing more to log), at most `limit`. A town whose
+    /// core is behind its twin logs after the twin ends.
+    fn settle(&mut self, limit: Duration) {
+        let t0 = Instant::now();
+        let (mut last, mut since) = (Vec::new(), Instant::now());
+        while self.seconds.iter().any(Option::is_none) && t0.elapsed() < limit {
+            let mut now = Vec::new();
+            for (j, l) in self.logged.iter_mut().enumerate() {
+                let n = l.count();
+                if self.seconds[j].is_none() && n.is_some_and(|m| m > self.before[j]) {
+                    self.seconds[j] = Some(self.since.elapsed().as_secs_f64());
+                }
+                now.push(n);
+            }
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() > Duration::from_secs(2) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// Waits until the first town's store holds `after` events, restarts the store, and returns for each town
@@ -685,8 +754,8 @@ fn restart_store(pg: &crate::postgres::Postgres, store: &Url, towns: &[Prepared]
     Ok(out.into_iter().flatten().collect())
 }
 
-/// Waits until the town's store holds at least `qos1` events and has stopped growing for a second; returns
-/// how many it holds.
+/// Waits until the town's store holds at least `qos1` events of a QoS 1 type and has stopped growing for a
+/// second; returns how many events it holds.
 fn drained(url: &Url, qos1: u64, limit: Duration) -> Result<u64> {
     let t0 = Instant::now();
     let (mut last, mut since) = (u64::MAX, Instant::now());
@@ -696,13 +765,25 @@ fn drained(url: &Url, qos1: u64, limit: Duration) -> Result<u64> {
         if n != last {
             (last, since) = (n, Instant::now());
         } else if n >= qos1 && since.elapsed() > Duration::from_secs(1) {
-            return Ok(n);
+            // Telemetry counts in `n`: the QoS 1 events themselves must all be there.
+            let q = logged.qos1().unwrap_or(0);
+            if q >= qos1 {
+                return Ok(n);
+            }
+            if t0.elapsed() > limit {
+                bail!("its store holds {q} QoS 1 events, fewer than the {qos1} its twin published, {limit:?} after its twin ended");
+            }
         }
         if t0.elapsed() > limit {
             bail!("its store holds {n} events, fewer than the {qos1} QoS 1 events its twin published, {limit:?} after its twin ended");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// How many of a store's events are of a QoS 1 type.
+fn qos1_of(r: &towntwin_core::store::postgres::Reader) -> Result<u64> {
+    Ok(r.count_by_type()?.iter().filter(|(t, _)| towntwin_core::event::EventType::parse(t).is_some_and(|t| t.qos() == 1)).map(|(_, n)| n).sum())
 }
 
 /// BLAKE3 of each order's rule, key and creation time, in order.
@@ -766,6 +847,16 @@ pub fn render(o: &Outcome) -> String {
             k.at_events,
             if k.led_message_stream { " (it led the QoS 1 message stream)" } else { "" },
             o.towns.iter().map(|t| format!("{} {}", t.id, t.qos0_missing)).collect::<Vec<_>>().join(", ")
+        );
+    }
+    // A core that ends with events held has not applied them: its orders are short of them.
+    for t in o.towns.iter().filter(|t| t.core_events_held.is_some_and(|n| n > 0) || t.core_minutes_forced.is_some_and(|n| n > 0)) {
+        let _ = writeln!(
+            s,
+            "{}: its core holds {} events of minutes not yet whole (not applied), and applied {} minutes before they were whole",
+            t.id,
+            t.core_events_held.unwrap_or(0),
+            t.core_minutes_forced.unwrap_or(0)
         );
     }
     s

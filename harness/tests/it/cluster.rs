@@ -169,3 +169,125 @@ fn node_kill(on_the_leader: bool) {
     assert_eq!(got, want, "the orders of an uninterrupted in-process run");
     assert_eq!(core.stats.holding, 0, "no minute left held");
 }
+
+/// By hand (`cargo test --release -p towntwin-harness --test it measure_a_nats_cluster -- --ignored
+/// --nocapture`): the figures of *Measured* in `docs/src/qa/cluster.md`. QoS 1 throughput over one
+/// connection and over three (one per node) to a subscriber on another node, and the connect time and the
+/// nodes' memory for Gaohang's 9,751 device connections spread over the three nodes.
+#[test]
+#[ignore = "by hand: measures a 3-node nats-server cluster (about a minute)"]
+fn measure_a_nats_cluster() {
+    if !NatsCluster::available_for_test() {
+        return;
+    }
+    let cluster = NatsCluster::start(3).unwrap();
+    cluster.settled(Duration::from_secs(60)).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    const EACH: usize = 30_000;
+    const BYTES: usize = 600;
+    for (run, publishers) in [(1, vec![0]), (2, vec![0, 1, 2])] {
+        let (accepted, delivered) = rt.block_on(qos1_throughput(&cluster, run, &publishers, 1, EACH, BYTES));
+        let n = (EACH * publishers.len()) as f64;
+        eprintln!(
+            "QoS 1, {} publisher(s) (nodes {:?}), {n} messages of {BYTES} B, subscriber on node 2: acknowledged to the publishers at {:.0}/s, delivered at {:.0}/s",
+            publishers.len(),
+            publishers.iter().map(|p| p + 1).collect::<Vec<_>>(),
+            n / accepted.as_secs_f64(),
+            n / delivered.as_secs_f64()
+        );
+    }
+    let rss = |c: &NatsCluster| -> Vec<u64> {
+        (0..3)
+            .map(|i| {
+                let status = std::fs::read_to_string(format!("/proc/{}/status", c.pid(i).unwrap())).unwrap();
+                status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap()
+            })
+            .collect()
+    };
+    let before = rss(&cluster);
+    let town = towntwin_core::town::Town::load(&root().join("assets/town.ron")).unwrap();
+    let ep = towntwin_harness::broker::reach(&cluster.url()).unwrap();
+    let publisher =
+        rt.block_on(towntwin_harness::mqtt::Publisher::connect(&ep, towntwin_harness::mqtt::Mode::Device, &town, Duration::from_secs(300))).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss(&cluster);
+    let n = publisher.connections();
+    eprintln!(
+        "{n} device connections (persistent sessions) spread over 3 nodes: every CONNACK in {:.1} s; nodes' memory {:?} MiB before, {:?} MiB after: {:.1} KiB a connection",
+        publisher.connect_time.as_secs_f64(),
+        before.iter().map(|k| k / 1024).collect::<Vec<_>>(),
+        after.iter().map(|k| k / 1024).collect::<Vec<_>>(),
+        (after.iter().sum::<u64>() - before.iter().sum::<u64>()) as f64 / n as f64
+    );
+    assert_eq!(n, 9_751);
+    rt.block_on(publisher.close());
+}
+
+/// Publishes `each` QoS 1 messages of `bytes` from a connection on each of `publishers` (nodes, from 0) to a
+/// persistent subscriber on node `sub`; returns the time until every publish was acknowledged and until the
+/// subscriber had every message.
+async fn qos1_throughput(cluster: &NatsCluster, run: usize, publishers: &[usize], sub: usize, each: usize, bytes: usize) -> (Duration, Duration) {
+    use rumqttc::{Event, Packet};
+    let total = each * publishers.len();
+    let ep = cluster.endpoint(sub);
+    let mut o = MqttOptions::new(format!("measure-sub-{run}"), ep.host.clone(), ep.port);
+    o.set_clean_session(false).set_max_packet_size(1 << 20, 1 << 20);
+    let (sc, mut sel) = AsyncClient::new(o, 100);
+    let (got_tx, mut got_rx) = tokio::sync::watch::channel(0usize);
+    let sub_task = tokio::spawn(async move {
+        let mut got = 0;
+        loop {
+            match sel.poll().await {
+                Ok(Event::Incoming(Packet::Publish(_))) => {
+                    got += 1;
+                    let _ = got_tx.send(got);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("subscriber: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    sc.subscribe(format!("bench{run}/#"), QoS::AtLeastOnce).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t0 = Instant::now();
+    let mut pubs = Vec::new();
+    for (k, &node) in publishers.iter().enumerate() {
+        let ep = cluster.endpoint(node);
+        let mut o = MqttOptions::new(format!("measure-pub-{run}-{k}"), ep.host.clone(), ep.port);
+        o.set_max_packet_size(1 << 20, 1 << 20).set_inflight(100);
+        let (c, mut el) = AsyncClient::new(o, 10_000);
+        pubs.push(tokio::spawn(async move {
+            let sender = tokio::spawn(async move {
+                for i in 0..each {
+                    c.publish(format!("bench{run}/p{k}/m"), QoS::AtLeastOnce, false, vec![(i % 251) as u8; bytes]).await.unwrap();
+                }
+            });
+            let mut acked = 0;
+            while acked < each {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                    Ok(_) => {}
+                    Err(e) => panic!("publisher: {e}"),
+                }
+            }
+            sender.await.unwrap();
+            t0.elapsed()
+        }));
+    }
+    let mut accepted = Duration::ZERO;
+    for p in pubs {
+        accepted = accepted.max(p.await.unwrap());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while *got_rx.borrow() < total {
+        if tokio::time::timeout_at(deadline, got_rx.changed()).await.is_err() {
+            panic!("the subscriber had {} of {total} after 300 s", *got_rx.borrow());
+        }
+    }
+    let delivered = t0.elapsed();
+    sub_task.abort();
+    (accepted, delivered)
+}
