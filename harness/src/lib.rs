@@ -22,6 +22,7 @@ pub mod run;
 pub mod runner;
 pub mod serve;
 pub mod setup;
+pub mod slurm;
 pub mod stats;
 pub mod status;
 pub mod transport;

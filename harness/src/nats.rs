@@ -36,6 +36,10 @@ pub struct NatsCluster {
 /// The MQTT window: QoS 1 messages a subscription may have unacknowledged (nats-server's default 1,024).
 pub const MAX_ACK_PENDING: u16 = 1_024;
 
+/// A core's `--batch-max` on the cluster: a third of [`MAX_ACK_PENDING`], the batch that keeps the cluster
+/// sending while one commits ([A broker cluster] in the book).
+pub const CLUSTER_BATCH_MAX: u16 = MAX_ACK_PENDING / 3;
+
 impl NatsCluster {
     /// An installed nats-server that takes the twin's topics: 2.10 or later. (Debian's 2.9.10 refuses an MQTT
     /// topic with a `.` in it, which every event topic has, `.../device.heartbeat`, and closes the

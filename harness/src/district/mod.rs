@@ -290,10 +290,6 @@ fn rearm(cores: &mut Cores, standby_args: impl FnOnce() -> Vec<String>) -> Resul
     Ok(())
 }
 
-/// A third of nats-server's `max_ack_pending` (1,024, as `NatsCluster` configures it): the batch that keeps
-/// the cluster sending while one commits ([A broker cluster] in the book).
-const CLUSTER_BATCH_MAX: u16 = 341;
-
 fn core_args(broker: &str, store: &Url, p: &Prepared, standby: bool, batch_max: Option<u16>) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "core".into(),
@@ -402,7 +398,7 @@ pub fn run(file: &Path, opts: &RunOpts) -> Result<Outcome> {
     };
 
     // Every town's core, subscribed before any twin publishes; each standby waiting on its town's lock.
-    let batch_max = matches!(d.spec.broker, BrokerSpec::Cluster(_)).then_some(CLUSTER_BATCH_MAX);
+    let batch_max = matches!(d.spec.broker, BrokerSpec::Cluster(_)).then_some(crate::nats::CLUSTER_BATCH_MAX);
     // On a cluster, town i's twin starts on node i and its cores on node i + 1 (each failing over to the
     // next nodes in turn): a node's death takes some town's twin connections and another's core.
     let start_at = |k: usize| {

@@ -62,6 +62,107 @@ impl PlanRecord {
     }
 }
 
+/// Which slice of the plan a results folder holds and which build of towntwin made it (`run.json`):
+/// a folder resumed by another slice or another binary is refused, and so is a merge that mixes binaries
+/// or lacks a slice.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunRecord {
+    /// `(i, n)` for shard i of n; `None` for the whole plan.
+    pub shard: Option<(u32, u32)>,
+    /// The binary: its version and a digest of the executable ([`binary_id`]).
+    pub binary: String,
+}
+
+/// This executable's identity: the package version and the first 16 hex digits of the BLAKE3 of its file
+/// (two builds of different code differ; an unreadable executable gives its version alone).
+pub fn binary_id() -> String {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let digest = std::env::current_exe().and_then(std::fs::read).map(|b| blake3::hash(&b).to_hex()[..16].to_string());
+        format!("towntwin {} {}", env!("CARGO_PKG_VERSION"), digest.unwrap_or_else(|_| "unknown".into()))
+    })
+    .clone()
+}
+
+fn read_run(dir: &Path) -> Result<Option<RunRecord>> {
+    let f = dir.join("run.json");
+    if !f.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
+    Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{}: not a run record this version can read", f.display()))?))
+}
+
+fn shard_name(s: Option<(u32, u32)>) -> String {
+    s.map_or("the whole plan".into(), |(i, n)| format!("shard {i}/{n}"))
+}
+
+/// Makes `out` hold this slice made by this binary: a folder of another slice or binary is refused.
+fn claim_run(out: &Path, run: &RunRecord) -> Result<()> {
+    match read_run(out)? {
+        Some(old) if old.shard != run.shard => Err(UsageFault(format!(
+            "{} holds {} of this plan; this run is {}: give each shard its own --out",
+            out.display(),
+            shard_name(old.shard),
+            shard_name(run.shard)
+        ))
+        .into()),
+        Some(old) if old.binary != run.binary => Err(UsageFault(format!(
+            "{} was begun by another towntwin binary ({}; this is {}): finish it with that binary, or give another --out",
+            out.display(),
+            old.binary,
+            run.binary
+        ))
+        .into()),
+        Some(_) => Ok(()),
+        None => write_atomic(&out.join("run.json"), serde_json::to_vec_pretty(run)?.as_slice()),
+    }
+}
+
+/// Refuses a merge of folders made by different binaries, of shards that are not one whole set (each of
+/// 1..n once), or, for a fixed number of replications, a set that lacks some; each named.
+fn check_complete(dirs: &[PathBuf], runs: &[Option<RunRecord>], record: &PlanRecord, reps: &BTreeMap<(String, u32), Replication>) -> Result<()> {
+    let mut problems = Vec::new();
+    for (d, r) in dirs.iter().zip(runs) {
+        if r.is_none() {
+            problems.push(format!("{}: no run.json (made by an older towntwin): which shard and binary made it is unknown", d.display()));
+        }
+    }
+    let known: Vec<(&PathBuf, &RunRecord)> = dirs.iter().zip(runs).filter_map(|(d, r)| Some((d, r.as_ref()?))).collect();
+    if let Some((d0, r0)) = known.first() {
+        for (d, r) in &known[1..] {
+            if r.binary != r0.binary {
+                problems.push(format!("{} was made by {}, {} by {}: shards of one binary only", d.display(), r.binary, d0.display(), r0.binary));
+            }
+        }
+    }
+    let shards: Vec<(&PathBuf, (u32, u32))> = known.iter().filter_map(|(d, r)| Some((*d, r.shard?))).collect();
+    if let Some(&(_, (_, n))) = shards.first() {
+        if let Some((d, (i, m))) = shards.iter().find(|(_, (_, m))| *m != n) {
+            problems.push(format!("{} is shard {i}/{m}, the others of {n}", d.display()));
+        }
+        for i in 1..=n {
+            match shards.iter().filter(|(_, (j, _))| *j == i).count() {
+                0 => problems.push(format!("shard {i}/{n} is missing")),
+                1 => {}
+                c => problems.push(format!("shard {i}/{n} is given {c} times")),
+            }
+        }
+    }
+    if let Replications::Fixed(r) = record.experiment.replications {
+        for v in &record.variants {
+            let lacking: Vec<String> = (0..r).filter(|k| !reps.contains_key(&(v.clone(), *k))).map(|k| k.to_string()).collect();
+            if !lacking.is_empty() {
+                problems.push(format!("variant {v} lacks replication(s) {} of {r} (a shard not finished?)", lacking.join(", ")));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(UsageFault(format!("cannot merge: {}", problems.join("; "))).into())
+}
+
 /// What a run of the command did.
 pub struct Finished {
     pub out: PathBuf,
@@ -95,6 +196,7 @@ pub fn run(opts: &Options) -> Result<Finished> {
     let out = opts.out.clone().unwrap_or_else(|| crate::setup::asset("results/experiments").join(&plan.spec.name));
     let record = PlanRecord::of(&plan);
     claim(&out, &record)?;
+    claim_run(&out, &RunRecord { shard: opts.shard, binary: binary_id() })?;
     let wall = Instant::now();
     let jobs = opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let in_shard = |k: u32| opts.shard.is_none_or(|(i, n)| k % n == i - 1);
@@ -110,7 +212,11 @@ pub fn run(opts: &Options) -> Result<Finished> {
             }
         }
         ran += missing.len();
-        run_jobs(&plan, &out, missing, jobs, opts.progress)?;
+        let label = match opts.shard {
+            Some((i, n)) => format!("experiment {} shard {i}/{n}", plan.spec.name),
+            None => format!("experiment {}", plan.spec.name),
+        };
+        run_jobs(&plan, &out, missing, jobs, opts.progress, &label)?;
         if opts.shard.is_some() {
             return Ok(Finished { out, ran, resumed, wall_seconds: wall.elapsed().as_secs_f64(), summary: None });
         }
@@ -137,6 +243,7 @@ pub fn run(opts: &Options) -> Result<Finished> {
 /// them and writes the report there.
 pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<analyse::Summary> {
     let mut record: Option<PlanRecord> = None;
+    let mut runs = Vec::new();
     let mut reps: BTreeMap<(String, u32), Replication> = BTreeMap::new();
     for d in dirs {
         let r = read_record(d)?.ok_or_else(|| UsageFault(format!("{}: no plan.json; not an experiment's results folder", d.display())))?;
@@ -154,6 +261,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<analyse::Summary> {
             ))
             .into());
         }
+        runs.push(read_run(d)?);
         for rep in load_all(d, &r)? {
             let key = (rep.variant.clone(), rep.k);
             match reps.get(&key) {
@@ -172,7 +280,10 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<analyse::Summary> {
         record.get_or_insert(r);
     }
     let record = record.ok_or_else(|| UsageFault("give at least one folder to merge".into()))?;
+    check_complete(dirs, &runs, &record, &reps)?;
     claim(out, &record)?;
+    let binary = runs.iter().flatten().next().map_or_else(binary_id, |r| r.binary.clone());
+    claim_run(out, &RunRecord { shard: None, binary })?;
     for rep in reps.values() {
         save_rep(out, rep)?;
     }
@@ -262,11 +373,15 @@ fn load_all(out: &Path, record: &PlanRecord) -> Result<Vec<Replication>> {
 }
 
 /// Runs the replications on `jobs` threads, writing each as it finishes; the first failure stops the rest.
-fn run_jobs(plan: &Plan, out: &Path, todo: Vec<(u32, usize)>, jobs: usize, progress: bool) -> Result<()> {
+/// Runs the replications `todo` on `jobs` threads. With `progress`, a bar on a terminal; elsewhere (a batch
+/// scheduler's log) a line per finished replication, `label` first.
+fn run_jobs(plan: &Plan, out: &Path, todo: Vec<(u32, usize)>, jobs: usize, progress: bool, label: &str) -> Result<()> {
     if todo.is_empty() {
         return Ok(());
     }
-    let bar = if progress {
+    let lines = progress && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (total, finished, t0) = (todo.len(), std::sync::atomic::AtomicUsize::new(0), Instant::now());
+    let bar = if progress && !lines {
         let b = ProgressBar::new(todo.len() as u64);
         b.set_style(
             ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} replications {elapsed_precise} eta {eta}")
@@ -282,10 +397,11 @@ fn run_jobs(plan: &Plan, out: &Path, todo: Vec<(u32, usize)>, jobs: usize, progr
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     std::thread::scope(|s| {
         for w in 0..jobs {
-            let (queue, failed, first_error, bar) = (&queue, &failed, &first_error, &bar);
+            let (queue, failed, first_error, bar, finished) = (&queue, &failed, &first_error, &bar, &finished);
             let spawned = std::thread::Builder::new().name(format!("replication-{w}")).spawn_scoped(s, move || {
                 while !failed.load(Ordering::Relaxed) {
                     let Some((k, v)) = queue.lock().ok().and_then(|mut q| q.pop_front()) else { break };
+                    let started = Instant::now();
                     let done = replicate::replicate(plan, v, k).and_then(|rep| save_rep(out, &rep));
                     if let Err(e) = done {
                         failed.store(true, Ordering::Relaxed);
@@ -295,6 +411,15 @@ fn run_jobs(plan: &Plan, out: &Path, todo: Vec<(u32, usize)>, jobs: usize, progr
                         break;
                     }
                     bar.inc(1);
+                    let n = finished.fetch_add(1, Ordering::Relaxed) + 1;
+                    if lines {
+                        eprintln!(
+                            "{label}: replication {k} of {} done in {:.1} s ({n} of {total}, {:.0} s in all)",
+                            plan.variants[v].name,
+                            started.elapsed().as_secs_f64(),
+                            t0.elapsed().as_secs_f64()
+                        );
+                    }
                 }
             });
             if let Err(e) = spawned {

@@ -116,10 +116,15 @@ fn check_broker(loaded: &Loaded, broker: Option<&str>) -> Result<Endpoint> {
     }
     match broker {
         Some(url) => {
-            let ep = crate::broker::parse_url(url).map_err(|e| UsageFault(format!("--broker: {e:#}")))?;
-            let loopback = std::net::ToSocketAddrs::to_socket_addrs(&(ep.host.as_str(), ep.port)).map(|mut a| a.all(|a| a.ip().is_loopback())).unwrap_or(false);
-            if !loopback {
-                return Err(UsageFault(format!("--broker {url}: a load test targets loopback only (127.0.0.1, localhost)")).into());
+            // A cluster's nodes (`mqtt://a,b,c`), each of them on loopback.
+            let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).unwrap_or(url);
+            for node in rest.split(',') {
+                let ep = crate::broker::parse_url(node.trim()).map_err(|e| UsageFault(format!("--broker: {e:#}")))?;
+                let loopback =
+                    std::net::ToSocketAddrs::to_socket_addrs(&(ep.host.as_str(), ep.port)).map(|mut a| a.all(|a| a.ip().is_loopback())).unwrap_or(false);
+                if !loopback {
+                    return Err(UsageFault(format!("--broker {url}: a load test targets loopback only (127.0.0.1, localhost)")).into());
+                }
             }
             Ok(crate::broker::reach(url).map_err(|e| UsageFault(format!("--broker: {e:#}")))?)
         }
@@ -192,17 +197,20 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
         let (p, ep) = procs::start_broker()?;
         (Some(p), ep)
     };
-    let url = format!("mqtt://{}:{}", ep.host, ep.port);
+    // On a cluster the generator publishes to the first node and the core subscribes on the second (failing
+    // over to the next ones), ordering its input by minutes as a core on a cluster must.
+    let cluster = !ep.others.is_empty();
+    let url = if cluster { ep.starting_at(1).to_string() } else { format!("mqtt://{}:{}", ep.host, ep.port) };
     let client_id = format!("towntwin-core-load-{}", std::process::id());
-    let batch_max = prof.batch_max.or(if external { None } else { Some(profile::EMBEDDED_BATCH_MAX) });
+    let batch_max = prof.batch_max.or(if external { cluster.then_some(crate::nats::CLUSTER_BATCH_MAX) } else { Some(profile::EMBEDDED_BATCH_MAX) });
     let tuning = [("partitions", prof.partitions), ("batch-max", batch_max)];
-    let core_flags: Vec<String> = tuning.iter().filter_map(|(f, v)| v.map(|v| format!("--{f} {v}"))).collect();
-    let core_proc = Proc::start(
-        "core",
-        procs::core_args(&url, &db, &town_file, &loaded.rules, &loaded.policy, &client_id, &tuning),
-        procs::core_ready,
-        Duration::from_secs(60),
-    )?;
+    let mut core_flags: Vec<String> = tuning.iter().filter_map(|(f, v)| v.map(|v| format!("--{f} {v}"))).collect();
+    let mut args = procs::core_args(&url, &db, &town_file, &loaded.rules, &loaded.policy, &client_id, &tuning);
+    if cluster {
+        args.extend(["--order".into(), "minutes".into()]);
+        core_flags.push("--order minutes".into());
+    }
+    let core_proc = Proc::start("core", args, procs::core_ready, Duration::from_secs(60))?;
     let procs = Arc::new(Mutex::new(Procs { core: core_proc, broker: broker_proc }));
 
     let rt = crate::runtime()?;

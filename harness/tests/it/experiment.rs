@@ -103,6 +103,21 @@ fn common_random_numbers_shards_merged_equal_one_run_and_a_killed_run_resumes() 
     run(&opts(&file, &s2, Some((2, 2)))).unwrap();
     merge(&[s1.clone(), s2.clone()], &merged).unwrap();
     assert_eq!(kpis_of(&merged), kpis_of(&whole));
+    // Each shard's folder says which shard and which binary made it; shard 1 alone is not a whole set.
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(s2.join("run.json")).unwrap()).unwrap();
+    assert_eq!(rec["shard"], serde_json::json!([2, 2]));
+    assert_eq!(rec["binary"], towntwin_harness::experiment::binary_id());
+    let err = merge(std::slice::from_ref(&s1), &tmp.path().join("half")).expect_err("half a set must not merge");
+    assert_eq!(towntwin_harness::exit_code(&err), 2, "{err:#}");
+    assert!(format!("{err:#}").contains("shard 2/2 is missing"), "{err:#}");
+    // Shards of another build are neither merged nor resumed.
+    std::fs::write(s2.join("run.json"), serde_json::to_vec(&serde_json::json!({"shard": [2, 2], "binary": "towntwin 0.0.0 0123456789abcdef"})).unwrap())
+        .unwrap();
+    let err = merge(&[s1.clone(), s2.clone()], &tmp.path().join("mixed-builds")).expect_err("shards of two builds must not merge");
+    assert_eq!(towntwin_harness::exit_code(&err), 2, "{err:#}");
+    assert!(format!("{err:#}").contains("shards of one binary only"), "{err:#}");
+    let err = run(&opts(&file, &s2, Some((2, 2)))).err().expect("a folder begun by another build must not resume");
+    assert!(format!("{err:#}").contains("another towntwin binary"), "{err:#}");
 
     // Killed midway: one replication missing and another half-written. The rerun runs just the missing one
     // and ignores the partial file; the analysis is unchanged.

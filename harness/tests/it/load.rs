@@ -220,3 +220,31 @@ fn a_reconnect_storm_loses_no_qos1_event_and_keeps_the_clock_up() {
     assert_eq!(s["core_refused"], serde_json::json!({}), "the core refused nothing");
     assert!(s["faults"][0]["recovery_seconds"].as_f64().is_some_and(|r| r < 15.0));
 }
+
+/// `towntwin load` against a 3-node nats-server cluster: the generator publishes to node 1, the core
+/// subscribes on node 2 and orders its input by minutes (a cluster reorders). The accounting holds: every
+/// event sent is logged once, none lost or duplicated, and the work orders are the reference core's.
+#[test]
+fn the_load_accounting_holds_through_a_nats_cluster() {
+    let _one = serial();
+    if !towntwin_harness::nats::NatsCluster::available_for_test() {
+        return;
+    }
+    let cluster = towntwin_harness::nats::NatsCluster::start(3).unwrap();
+    cluster.settled(Duration::from_secs(60)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = profile(dir.path(), "cluster", "phases: [Steady(rate: Town(100.0), seconds: 10.0)], slo: (p99_ms: 1000.0)");
+    let out = dir.path().join("out");
+    let o = towntwin().arg("load").arg(&p).args(["--broker", &cluster.url()]).arg("--out").arg(&out).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "the load run ran (its SLO held or not): {stderr}");
+    let s = summary(&out);
+    assert_eq!(s["broker"].as_str().unwrap().matches(',').count(), 2, "the three nodes: {}", s["broker"]);
+    assert!(s["core_flags"].as_array().unwrap().iter().any(|f| f == "--order minutes"), "{}", s["core_flags"]);
+    assert_eq!(s["valid"], true, "{}", s["invalid_reason"]);
+    assert!(s["sent"].as_u64().unwrap() > 3_000, "{}", s["sent"]);
+    assert_eq!(s["accepted"], s["sent"], "every event logged once: {stderr}");
+    assert_eq!((s["lost"].as_u64(), s["duplicated"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(s["work_orders"], s["expected_work_orders"], "the reference core's orders");
+    eprintln!("through the cluster: {} events, latency p99 {} ms, SLO {}", s["sent"], s["latency_ms"]["p99"], s["slo_pass"]);
+}

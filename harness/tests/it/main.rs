@@ -20,3 +20,4 @@ mod mmc;
 mod platform;
 mod postgres;
 mod server;
+mod slurm;

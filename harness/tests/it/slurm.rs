@@ -1,0 +1,140 @@
+//! Experiments on a batch engine: a single-node Slurm on loopback (`towntwin_harness::slurm`, Debian's
+//! `slurm-wlm` and `munge`; `.ci/run` installs them) runs an experiment as the project ships it for a
+//! planner: `deploy/slurm/submit-experiment.sh` submits the shards as an array job and the merge as a job
+//! that depends on it. One shard is requeued while it runs (a retried task): it resumes in its folder. The
+//! merged report equals the one-process run's, every KPI and interval; a merge of an incomplete set is
+//! refused.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use towntwin_harness::slurm::Slurm;
+
+use crate::common::root;
+
+fn towntwin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_towntwin"))
+}
+
+/// The analysis without its timings.
+fn kpis_of(dir: &Path) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    serde_json::json!({ "kpis": v["kpis"], "checks": v["checks"], "replications": v["replications"] })
+}
+
+fn reps_in(dir: &Path) -> usize {
+    let Ok(vs) = std::fs::read_dir(dir.join("replications")) else { return 0 };
+    vs.flatten()
+        .filter_map(|v| std::fs::read_dir(v.path()).ok())
+        .flat_map(|d| d.flatten())
+        .filter(|f| f.path().extension().is_some_and(|e| e == "json"))
+        .count()
+}
+
+#[test]
+fn an_experiment_runs_as_a_slurm_array_with_a_requeued_shard_and_its_merge_equals_one_run() {
+    if !Slurm::available_for_test() {
+        return;
+    }
+    let slurm = Slurm::start(&root().join("deploy/slurm/slurm.conf")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // The shipped smoke experiment: two variants, two replications of two days (one a warm-up).
+    let file = root().join("scenarios/experiments/smoke.ron");
+    let (one, results, logs) = (tmp.path().join("one"), tmp.path().join("results"), tmp.path().join("logs"));
+    std::fs::create_dir_all(&logs).unwrap();
+
+    // On Slurm: the shipped script, two shards, one CPU each (so that both run at once on two cores).
+    let t0 = Instant::now();
+    let o = Command::new(root().join("deploy/slurm/submit-experiment.sh"))
+        .arg(&file)
+        .arg(&results)
+        .arg("2")
+        .arg("--cpus-per-task=1")
+        .current_dir(&logs)
+        .env("SLURM_CONF", slurm.conf())
+        .env("TOWNTWIN", env!("CARGO_BIN_EXE_towntwin"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "submit: {}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let id = |what: &str| text.lines().find_map(|l| l.strip_prefix(what)).map(|s| s.trim().to_string()).unwrap_or_else(|| panic!("no {what} in {text}"));
+    let (array, merge) = (id("array "), id("merge "));
+
+    // Shard 2 requeued once it has finished a replication: killed and run again, it resumes.
+    let shard2 = results.join("shard-2");
+    while reps_in(&shard2) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(300), "shard 2 finished no replication in 300 s; logs in {}", slurm.log_dir().display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = slurm.command("scontrol").args(["requeue", &format!("{array}_2")]).status().unwrap();
+    assert!(st.success(), "scontrol requeue {array}_2");
+
+    // Meanwhile, the same experiment in one process.
+    // (A short experiment may fail a validity check: exit 1, after writing everything.)
+    let o = towntwin().arg("experiment").arg(&file).arg("--out").arg(&one).args(["--jobs", "1", "-q"]).output().unwrap();
+    let code = o.status.code().unwrap();
+    assert!(code == 0 || code == 1, "{}", String::from_utf8_lossy(&o.stderr));
+
+    let ended = slurm.wait(&merge, Duration::from_secs(600)).unwrap();
+    eprintln!("the array and its merge on Slurm: {:.1} s from submission (one shard requeued)", t0.elapsed().as_secs_f64());
+    let log = |pattern: &str| -> String {
+        std::fs::read_dir(&logs)
+            .unwrap()
+            .flatten()
+            .filter(|f| f.file_name().to_string_lossy().contains(pattern))
+            .map(|f| std::fs::read_to_string(f.path()).unwrap())
+            .collect()
+    };
+    // The merge job ends as the one-process run did: COMPLETED, or FAILED with its exit 1 (a check failed).
+    let want = if code == 0 { "COMPLETED" } else { "FAILED" };
+    assert_eq!(
+        (ended.state.as_str(), ended.exit_code.as_str()),
+        (want, format!("{code}:0").as_str()),
+        "the merge job: {ended:?}\n{}\n{}",
+        log("experiment"),
+        log("merge")
+    );
+    let task2 = log(&format!("{array}_2"));
+    assert!(task2.contains("attempt 2") && task2.contains("resuming"), "shard 2 ran again and resumed:\n{task2}");
+    assert!(task2.contains("shard 2/2: replication"), "progress lines in the scheduler's log:\n{task2}");
+    assert_eq!(kpis_of(&results.join("merged")), kpis_of(&one), "the merged report equals the one-process run");
+
+    // A merge of shard 1 alone is refused, naming what is missing (exit 2).
+    let o = towntwin().args(["experiment", "merge"]).arg(results.join("shard-1")).arg("--out").arg(tmp.path().join("part")).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("shard 2/2 is missing") && err.contains("lacks replication"), "{err}");
+    // A shard's folder resumed as another shard is refused.
+    let o = towntwin().arg("experiment").arg(&file).args(["--shard", "2/2", "-q"]).arg("--out").arg(results.join("shard-1")).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("holds shard 1/2"), "{err}");
+}
+
+/// The experiment in `deploy/k8s/experiment-configmap.yaml` is one `towntwin experiment` takes (the image's
+/// `/opt/towntwin` being the repository), and the Indexed Job runs as many shards as it has completions.
+#[test]
+fn the_kubernetes_files_hold_a_valid_experiment_and_agree_on_the_shards() {
+    let map = std::fs::read_to_string(root().join("deploy/k8s/experiment-configmap.yaml")).unwrap();
+    let body: Vec<&str> =
+        map.lines().skip_while(|l| !l.trim_start().starts_with("experiment.ron: |")).skip(1).take_while(|l| l.starts_with("    ") || l.is_empty()).collect();
+    assert!(!body.is_empty(), "no experiment.ron in the ConfigMap");
+    let text = body.iter().map(|l| l.strip_prefix("    ").unwrap_or(l)).collect::<Vec<_>>().join("\n").replace("/opt/towntwin", &root().display().to_string());
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("experiment.ron");
+    std::fs::write(&file, text).unwrap();
+    let plan = towntwin_harness::experiment::spec::Plan::load(&file).unwrap_or_else(|e| panic!("the ConfigMap's experiment: {e}"));
+    assert_eq!(plan.variants.len(), 2);
+    let job = std::fs::read_to_string(root().join("deploy/k8s/experiment-job.yaml")).unwrap();
+    let field = |name: &str| job.lines().find_map(|l| l.trim().strip_prefix(name)).map(|v| v.trim().trim_matches('"').to_string()).unwrap();
+    let shards = job
+        .lines()
+        .skip_while(|l| !l.contains("name: SHARDS"))
+        .nth(1)
+        .and_then(|l| l.trim().strip_prefix("value:"))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .unwrap();
+    assert_eq!(field("completions:"), shards, "completions and SHARDS must agree");
+    assert_eq!(field("completionMode:"), "Indexed");
+}
