@@ -21,8 +21,10 @@ case "$n" in
 esac
 here=$(dirname "$(realpath "$0")")
 mkdir -p "$results"
-array=$(sbatch --parsable --array="1-$n" --export="ALL,EXPERIMENT=$experiment,RESULTS=$results" "$@" "$here/experiment.sbatch")
+# The jobs take their settings from this environment (a path with a comma could not go in --export=).
+export EXPERIMENT="$experiment" RESULTS="$results" SHARDS="$n"
+array=$(sbatch --parsable "$@" --array="1-$n" --export=ALL "$here/experiment.sbatch")
 array=${array%%;*}
-merge=$(sbatch --parsable --dependency="afterok:$array" --kill-on-invalid-dep=yes --export="ALL,RESULTS=$results" "$@" "$here/merge.sbatch")
+merge=$(sbatch --parsable "$@" --dependency="afterok:$array" --kill-on-invalid-dep=yes --export=ALL "$here/merge.sbatch")
 echo "array $array"
 echo "merge ${merge%%;*}"

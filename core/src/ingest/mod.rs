@@ -478,7 +478,8 @@ const TELEMETRY_GENERATIONS: u64 = 1 << 62;
 
 /// The telemetry connection of a core on a cluster: a clean session on a node of its own (the one after the
 /// subscribing connection's first), subscribed at QoS 0 to the town's telemetry types, each message handed
-/// on as the subscribing connection's are; each (re)connect a break (QoS 0 may have been lost meanwhile).
+/// on as the subscribing connection's are; each break and each (re)connect a break of the feed (QoS 0 may
+/// have been lost meanwhile).
 async fn telemetry(cfg: IngestConfig, closing: Arc<std::sync::atomic::AtomicBool>, in_tx: tokio::sync::mpsc::UnboundedSender<Incoming>) {
     use std::sync::atomic::Ordering::Relaxed;
     let filters: Vec<String> =
@@ -540,6 +541,10 @@ async fn telemetry(cfg: IngestConfig, closing: Arc<std::sync::atomic::AtomicBool
                     return;
                 }
             }
+        }
+        // Telemetry may be lost from the moment the connection broke, not only from the reconnect.
+        if closing.load(Relaxed) || in_tx.send((generation, None)).is_err() {
+            return;
         }
         tokio::time::sleep(RETRY).await;
     }

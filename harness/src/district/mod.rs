@@ -238,8 +238,9 @@ fn serving_metrics(c: &Cores) -> Option<String> {
 /// A metric's value in Prometheus' text format (the first sample of that name, without labels).
 fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (n, v) = l.split_once(' ')?;
-        (n == name).then(|| v.trim().parse::<f64>().ok().map(|v| v as u64)).flatten()
+        let mut fields = l.split_whitespace();
+        let (n, v) = (fields.next()?, fields.next()?);
+        (n == name).then(|| v.parse::<f64>().ok().map(|v| v.max(0.0) as u64)).flatten()
     })
 }
 

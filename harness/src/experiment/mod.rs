@@ -78,7 +78,9 @@ pub struct RunRecord {
 pub fn binary_id() -> String {
     static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     ID.get_or_init(|| {
-        let digest = std::env::current_exe().and_then(std::fs::read).map(|b| blake3::hash(&b).to_hex()[..16].to_string());
+        // /proc/self/exe reads the running file even after a rebuild has replaced it on disk.
+        let digest =
+            std::fs::read("/proc/self/exe").or_else(|_| std::env::current_exe().and_then(std::fs::read)).map(|b| blake3::hash(&b).to_hex()[..16].to_string());
         format!("towntwin {} {}", env!("CARGO_PKG_VERSION"), digest.unwrap_or_else(|_| "unknown".into()))
     })
     .clone()
@@ -122,12 +124,9 @@ fn claim_run(out: &Path, run: &RunRecord) -> Result<()> {
 /// Refuses a merge of folders made by different binaries, of shards that are not one whole set (each of
 /// 1..n once), or, for a fixed number of replications, a set that lacks some; each named.
 fn check_complete(dirs: &[PathBuf], runs: &[Option<RunRecord>], record: &PlanRecord, reps: &BTreeMap<(String, u32), Replication>) -> Result<()> {
+    // A folder without run.json (made by an older towntwin) says nothing of its shard or binary: it is
+    // judged by its replications alone.
     let mut problems = Vec::new();
-    for (d, r) in dirs.iter().zip(runs) {
-        if r.is_none() {
-            problems.push(format!("{}: no run.json (made by an older towntwin): which shard and binary made it is unknown", d.display()));
-        }
-    }
     let known: Vec<(&PathBuf, &RunRecord)> = dirs.iter().zip(runs).filter_map(|(d, r)| Some((d, r.as_ref()?))).collect();
     if let Some((d0, r0)) = known.first() {
         for (d, r) in &known[1..] {
@@ -347,7 +346,11 @@ fn save_rep(out: &Path, rep: &Replication) -> Result<()> {
 /// Writes through a temporary file in the same folder and a rename: a reader sees the old file or the whole
 /// new one, never a part.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.partial", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    // A name of its own per writer (process and call): two processes writing one folder (a retried task
+    // beside the one it replaces) never rename each other's half-written file into place.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("{}.{}-{n}.partial", path.extension().and_then(|e| e.to_str()).unwrap_or(""), std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }

@@ -294,12 +294,16 @@ fn a_district_on_a_broker_cluster_logs_every_event_once_and_makes_the_same_order
         }
         assert_eq!(z["core_events_held"], 0, "{id}: its core applied every minute");
         // A silence that overlaps a core's time away is counted again from its return: a device-silent
-        // order may come later (past the day's end), never one the undisturbed cluster did not make.
+        // order may come later (past the day's end), never one the undisturbed cluster did not make,
+        // unless the town's telemetry was lost on its way (its twin's node died): devices whose heartbeats
+        // were lost are silent to the core, and at full speed a fraction of a second is many minutes.
         let silent = |t: &serde_json::Value| t["orders_by_rule"]["device-silent"].as_u64().unwrap_or(0);
-        assert!(silent(z) <= silent(y), "{id}: {} device-silent orders, {} undisturbed", silent(z), silent(y));
+        if z["qos0_missing"] == 0 {
+            assert!(silent(z) <= silent(y), "{id}: {} device-silent orders, {} undisturbed", silent(z), silent(y));
+        }
         assert_eq!(
-            z["orders"].as_u64().unwrap() + silent(y) - silent(z),
-            y["orders"].as_u64().unwrap(),
+            z["orders"].as_u64().unwrap() - silent(z),
+            y["orders"].as_u64().unwrap() - silent(y),
             "{id}: orders by rule {} vs {}",
             z["orders_by_rule"],
             y["orders_by_rule"]
