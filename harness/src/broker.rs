@@ -87,15 +87,16 @@ pub fn parse_url(url: &str) -> Result<Endpoint> {
     Ok(Endpoint { host: host.to_string(), port, embedded: false, credentials: None, others: Vec::new() })
 }
 
+/// Parses one broker's URL or a cluster's nodes (`mqtt://a:1883,b:1883`), without reaching them.
+pub fn parse_nodes(url: &str) -> Result<Vec<Endpoint>> {
+    let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).unwrap_or(url);
+    rest.split(',').map(|n| parse_url(n.trim())).collect::<Result<Vec<_>>>().with_context(|| format!("`{url}`: expected mqtt://host:port[,host:port...]"))
+}
+
 /// The nodes of a broker cluster, `mqtt://host:port,host:port,...` (one node: [`parse_url`]'s form), once
 /// one of them accepts connections (within 3 s); in the order given.
 pub fn reach_cluster(url: &str) -> Result<Vec<Endpoint>> {
-    let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).unwrap_or(url);
-    let nodes = rest
-        .split(',')
-        .map(|n| parse_url(n.trim()))
-        .collect::<Result<Vec<_>>>()
-        .with_context(|| format!("`{url}`: expected mqtt://host:port[,host:port...]"))?;
+    let nodes = parse_nodes(url)?;
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut last = None;
     while Instant::now() < deadline {

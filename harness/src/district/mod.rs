@@ -680,11 +680,7 @@ impl Regrowth {
     /// Reads the stores once; an error when a town whose twin is still running (`running[i]`) has logged
     /// nothing for `limit` since the fault.
     fn poll(&mut self, running: &[bool], towns: &[Prepared], limit: Duration) -> Result<()> {
-        for (j, l) in self.logged.iter_mut().enumerate() {
-            if self.seconds[j].is_none() && l.count().is_some_and(|m| m > self.before[j]) {
-                self.seconds[j] = Some(self.since.elapsed().as_secs_f64());
-            }
-        }
+        self.look();
         if self.since.elapsed() > limit {
             let stuck: Vec<&str> = towns.iter().zip(&self.seconds).zip(running).filter(|((_, s), r)| s.is_none() && **r).map(|((p, _), _)| p.ns.id()).collect();
             if !stuck.is_empty() {
@@ -701,14 +697,7 @@ impl Regrowth {
         let t0 = Instant::now();
         let (mut last, mut since) = (Vec::new(), Instant::now());
         while self.seconds.iter().any(Option::is_none) && t0.elapsed() < limit {
-            let mut now = Vec::new();
-            for (j, l) in self.logged.iter_mut().enumerate() {
-                let n = l.count();
-                if self.seconds[j].is_none() && n.is_some_and(|m| m > self.before[j]) {
-                    self.seconds[j] = Some(self.since.elapsed().as_secs_f64());
-                }
-                now.push(n);
-            }
+            let now = self.look();
             if now != last {
                 (last, since) = (now, Instant::now());
             } else if since.elapsed() > Duration::from_secs(2) {
@@ -716,6 +705,19 @@ impl Regrowth {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Reads each town's store once, noting the towns that have grown since the fault; their counts.
+    fn look(&mut self) -> Vec<Option<u64>> {
+        let mut counts = Vec::with_capacity(self.logged.len());
+        for (j, l) in self.logged.iter_mut().enumerate() {
+            let n = l.count();
+            if self.seconds[j].is_none() && n.is_some_and(|m| m > self.before[j]) {
+                self.seconds[j] = Some(self.since.elapsed().as_secs_f64());
+            }
+            counts.push(n);
+        }
+        counts
     }
 }
 

@@ -87,12 +87,7 @@ pub fn binary_id() -> String {
 }
 
 fn read_run(dir: &Path) -> Result<Option<RunRecord>> {
-    let f = dir.join("run.json");
-    if !f.exists() {
-        return Ok(None);
-    }
-    let bytes = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
-    Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{}: not a run record this version can read", f.display()))?))
+    read_json(&dir.join("run.json"), "a run record")
 }
 
 fn shard_name(s: Option<(u32, u32)>) -> String {
@@ -316,12 +311,17 @@ fn claim(out: &Path, record: &PlanRecord) -> Result<()> {
 }
 
 fn read_record(dir: &Path) -> Result<Option<PlanRecord>> {
-    let f = dir.join("plan.json");
+    read_json(&dir.join("plan.json"), "a plan")
+}
+
+/// A results folder's JSON file `f`, if there is one; `what` names it in the error of one this version
+/// cannot read.
+fn read_json<T: serde::de::DeserializeOwned>(f: &Path, what: &str) -> Result<Option<T>> {
     if !f.exists() {
         return Ok(None);
     }
-    let bytes = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
-    Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{}: not a plan this version can read", f.display()))?))
+    let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+    Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("{}: not {what} this version can read", f.display()))?))
 }
 
 fn rep_path(out: &Path, variant: &str, k: u32) -> PathBuf {

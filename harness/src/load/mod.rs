@@ -117,9 +117,7 @@ fn check_broker(loaded: &Loaded, broker: Option<&str>) -> Result<Endpoint> {
     match broker {
         Some(url) => {
             // A cluster's nodes (`mqtt://a,b,c`), each of them on loopback.
-            let rest = url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).unwrap_or(url);
-            for node in rest.split(',') {
-                let ep = crate::broker::parse_url(node.trim()).map_err(|e| UsageFault(format!("--broker: {e:#}")))?;
+            for ep in crate::broker::parse_nodes(url).map_err(|e| UsageFault(format!("--broker: {e:#}")))? {
                 let loopback =
                     std::net::ToSocketAddrs::to_socket_addrs(&(ep.host.as_str(), ep.port)).map(|mut a| a.all(|a| a.ip().is_loopback())).unwrap_or(false);
                 if !loopback {
