@@ -87,6 +87,22 @@ impl NatsCluster {
             bail!("a cluster of {n} nodes: 1 to 7");
         }
         let exe = NatsCluster::find().with_context(NatsCluster::missing)?;
+        // Free ports are found by binding and letting go: a fixture starting beside this one may take one
+        // meanwhile, or a machine busy with other clusters may elect slowly. A cluster that does not come up
+        // is stopped and started again on fresh ports, twice at most.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match NatsCluster::start_on_fresh_ports(&exe, n) {
+                Ok(c) => return Ok(c),
+                Err(e) if tries < 3 => tracing::warn!("a nats-server cluster did not come up ({e:#}); starting it again on other ports"),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn start_on_fresh_ports(exe: &Path, n: usize) -> Result<NatsCluster> {
+        let exe = exe.to_path_buf();
         let dir = tempfile::Builder::new().prefix("towntwin-nats-").tempdir()?;
         let free = || -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
         let mut ports = Vec::new();
