@@ -60,20 +60,14 @@ pub enum Command {
     /// Load-test the core as deployed: `towntwin core` in its own process, the twin's traffic sent open loop
     /// at the profile's rates (scenarios/load/*.ron), faults injected on schedule, every event and work order
     /// accounted for; report in the results folder. Exit 1 when the SLO is missed, 3 when the run is invalid
-    /// (the generator could not keep to its schedule).
+    /// (the generator could not keep to its schedule). With `--generator i/n`, one generator of several
+    /// against a core that runs on its own; `towntwin load merge` joins them.
+    #[command(args_conflicts_with_subcommands = true)]
     Load {
-        /// The load profile.
-        profile: PathBuf,
-        /// A broker on loopback, `mqtt://127.0.0.1:PORT` (default: the embedded broker, as its own process).
-        #[arg(long)]
-        broker: Option<String>,
-        /// Results folder (default: results/load/<profile>-<unix time>); must not hold a run already.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Search for the highest steady rate that holds the profile's SLO (its `find_max` block, or from
-        /// 5,000 events/s x1.5 a step): each trial's report in DIR/rate-N, the search in DIR/knee.md.
-        #[arg(long)]
-        find_max: bool,
+        #[command(subcommand)]
+        action: Option<LoadAction>,
+        #[command(flatten)]
+        run: LoadArgs,
     },
     /// An operator drill (scenarios/drills/*.ron, a master scenario events list): the embedded broker, the
     /// core (its API where the trainees work) and the town's twin, the town at full speed up to the drill's
@@ -142,6 +136,54 @@ pub struct ExperimentArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+#[derive(clap::Args)]
+pub struct LoadArgs {
+    /// The load profile.
+    pub profile: Option<PathBuf>,
+    /// A broker on loopback, `mqtt://127.0.0.1:PORT` (default: the embedded broker, as its own process);
+    /// with --generator, the broker (or a cluster's nodes) the core takes its events from.
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// Results folder (default: results/load/<profile>-<unix time>); must not hold a run already.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Search for the highest steady rate that holds the profile's SLO (its `find_max` block, or from
+    /// 5,000 events/s x1.5 a step): each trial's report in DIR/rate-N, the search in DIR/knee.md.
+    #[arg(long, conflicts_with = "generator")]
+    pub find_max: bool,
+    /// Be generator i of n: send only the events of the devices numbered k with k mod n = i - 1 (and, for
+    /// generator 1, the clock and the report lines) to --broker, where a core runs on its own (`towntwin
+    /// core --order minutes`); write this generator's record and HdrHistogram log to --out. Join the
+    /// generators with `towntwin load merge`.
+    #[arg(long, value_name = "I/N", value_parser = towntwin_harness::load::slice::Slice::parse, requires = "broker")]
+    pub generator: Option<towntwin_harness::load::slice::Slice>,
+    /// With --generator: the agreed start, milliseconds since the Unix epoch, the same for every generator
+    /// (e.g. `$(( $(date +%s%3N) + 30000 ))`: 30 s from now). Needed when n > 1.
+    #[arg(long, value_name = "UNIX_MS", requires = "generator")]
+    pub start_at: Option<i64>,
+}
+
+#[derive(Subcommand)]
+pub enum LoadAction {
+    /// Join the records of a load's generators (`towntwin load PROFILE --generator i/n`) into one run's
+    /// report, judged against the core's store: every event and work order accounted for, latency from the
+    /// generators' histograms added together.
+    Merge {
+        /// The generators' folders, one for each of 1..n.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// The core's store: its --db (a SQLite file or a postgres:// URL).
+        #[arg(long)]
+        store: towntwin_core::store::Location,
+        /// The profile (default: the path the generators read it from).
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Folder for the merged report; must not hold a run already.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

@@ -11,8 +11,8 @@ use towntwin_harness::status::Status;
 mod cli;
 
 use cli::{
-    AuditCommand, Cli, Command, CoreAction, CoreArgs, DistrictCommand, DistrictTokenCommand, ExperimentAction, ExperimentArgs, ScenarioCommand, TokenCommand,
-    TownCommand,
+    AuditCommand, Cli, Command, CoreAction, CoreArgs, DistrictCommand, DistrictTokenCommand, ExperimentAction, ExperimentArgs, LoadAction, LoadArgs,
+    ScenarioCommand, TokenCommand, TownCommand,
 };
 use towntwin_harness::{DataFault, InvalidRun, UsageFault, exit_code};
 
@@ -282,7 +282,21 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Drill { file: None, .. } => Err(UsageFault("`towntwin drill` needs a drill script, or --replay DIR".into()).into()),
-        Command::Load { profile, broker, out, find_max: true } => {
+        Command::Load { action: Some(LoadAction::Merge { dirs, store, profile, out }), .. } => {
+            let summary = towntwin_harness::load::merge::merge(&towntwin_harness::load::merge::MergeOptions { dirs, store, profile, out })?;
+            load_verdict(&summary)
+        }
+        Command::Load { action: None, run: LoadArgs { profile, generator: Some(slice), broker, out, start_at, .. } } => {
+            let profile =
+                profile.ok_or_else(|| UsageFault("give the load profile, e.g. `towntwin load scenarios/load/smoke.ron --generator 1/3 ...`".into()))?;
+            let broker = broker.ok_or_else(|| UsageFault("--generator needs --broker: the broker the core takes its events from".into()))?;
+            let opts = towntwin_harness::load::generator::GeneratorOptions { profile, broker, slice, start_at, out };
+            towntwin_harness::load::generator::run(&opts)?;
+            println!("generator {slice} done; join the generators with `towntwin load merge DIRS... --store CORE_DB --out DIR`");
+            Ok(())
+        }
+        Command::Load { action: None, run: LoadArgs { profile, broker, out, find_max: true, .. } } => {
+            let profile = profile.ok_or_else(|| UsageFault("give the load profile, e.g. `towntwin load scenarios/load/smoke.ron --find-max`".into()))?;
             let loaded = towntwin_harness::load::profile::load(&profile).map_err(DataFault)?;
             let out = out.unwrap_or_else(|| towntwin_harness::results::stamped(&format!("load/{}-knee", loaded.profile.name)));
             let knee = towntwin_harness::load::knee::find_max(&loaded, broker.as_deref(), &out)?;
@@ -293,18 +307,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Load { profile, broker, out, find_max: false } => {
+        Command::Load { action: None, run: LoadArgs { profile, broker, out, .. } } => {
+            let profile = profile.ok_or_else(|| UsageFault("give the load profile, e.g. `towntwin load scenarios/load/smoke.ron`".into()))?;
             let summary = towntwin_harness::load::run(&towntwin_harness::load::LoadOptions { profile, broker, out })?;
-            print!("{}", towntwin_harness::load::report::render(&summary));
-            if !summary.valid {
-                return Err(InvalidRun(summary.invalid_reason.unwrap_or_else(|| "?".into())).into());
-            }
-            if !summary.slo_pass {
-                let failed: Vec<&str> = summary.checks.iter().filter(|c| !c.pass).map(|c| c.what.as_str()).collect();
-                anyhow::bail!("SLO missed: {}", failed.join(", "));
-            }
-            println!("SLO met.");
-            Ok(())
+            load_verdict(&summary)
         }
         Command::Broker { port } => {
             let ep = towntwin_harness::broker::start_embedded_on(port)?;
@@ -331,6 +337,20 @@ fn dispatch(cli: Cli) -> Result<()> {
 }
 
 /// An experiment whose validity checks failed exits 1 (after writing its report, which says which).
+/// A load run's verdict: printed, then exit 0 (SLO met), 1 (missed) or 3 (invalid).
+fn load_verdict(summary: &towntwin_harness::load::Summary) -> Result<()> {
+    print!("{}", towntwin_harness::load::report::render(summary));
+    if !summary.valid {
+        return Err(InvalidRun(summary.invalid_reason.clone().unwrap_or_else(|| "?".into())).into());
+    }
+    if !summary.slo_pass {
+        let failed: Vec<&str> = summary.checks.iter().filter(|c| !c.pass).map(|c| c.what.as_str()).collect();
+        anyhow::bail!("SLO missed: {}", failed.join(", "));
+    }
+    println!("SLO met.");
+    Ok(())
+}
+
 fn checks_pass(s: &towntwin_harness::experiment::analyse::Summary) -> Result<()> {
     let failed = s.failed_checks();
     if failed.is_empty() {

@@ -41,6 +41,21 @@ impl Recorder {
         }
     }
 
+    /// A recorder holding `h`'s samples.
+    pub fn from_histogram(h: Histogram<u64>) -> Recorder {
+        Recorder(h)
+    }
+
+    /// Adds another histogram's samples (a generator's, say): the merged percentiles are those of every
+    /// sample, never an average of percentiles.
+    pub fn add(&mut self, other: &Histogram<u64>) {
+        if self.0.add(other).is_err() {
+            for v in other.iter_recorded() {
+                let _ = self.0.record_n(v.value_iterated_to(), v.count_at_value());
+            }
+        }
+    }
+
     /// The histogram itself (for interval logs and percentile spectra).
     pub fn histogram(&self) -> &Histogram<u64> {
         &self.0

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use crate::UsageFault;
 
 /// Files whose presence means a folder holds a run (finished, or killed before its end).
-pub const MARKERS: &[&str] = &["summary.json", "core.db", "knee.json", "drill-log.json", "aar.json", "district.json"];
+pub const MARKERS: &[&str] = &["summary.json", "core.db", "knee.json", "drill-log.json", "aar.json", "district.json", "generator.json"];
 
 /// `results/<name>-<unix time>`: a command's default folder.
 pub fn stamped(name: &str) -> PathBuf {

@@ -4,27 +4,64 @@
 
 use std::collections::{HashMap, HashSet};
 
+use std::time::Instant;
+
 use anyhow::{Context, Result};
-use towntwin_core::store::Reader;
+use towntwin_core::store::{Location, Reader};
 use towntwin_sim::Message;
 
 use super::profile::{Loaded, secs};
 use super::reference::Reference;
 use super::summary::{Check, Millis, Sample, Summary};
 use super::{Heard, Measured, account, report};
-use crate::broker::Endpoint;
 use crate::percentiles::Recorder;
+
+/// Work-order latency from each creation's cause's intended send to the notice's arrival: in all, by the
+/// second of the load it came in, and by order (for the late ones).
+#[derive(Default)]
+pub(super) struct Latency {
+    pub hist: Recorder,
+    pub per_second: Vec<Recorder>,
+    pub by_order: HashMap<u64, f64>,
+}
+
+impl Latency {
+    /// One creation notice: `us` microseconds after its cause's intended send, heard in second `second`.
+    pub fn record(&mut self, order: u64, us: i64, second: usize) {
+        self.hist.record(us);
+        self.by_order.entry(order).or_insert(us as f64 / 1000.0);
+        if self.per_second.len() <= second {
+            self.per_second.resize_with(second + 1, Recorder::new);
+        }
+        self.per_second[second].record(us);
+    }
+
+    /// From the notices heard, those whose cause is a message `mine` takes (a generator's own events).
+    pub fn of_heard(heard: &[Heard], t0: Instant, offsets: &[f64], by_id: &HashMap<String, usize>, mine: impl Fn(usize) -> bool) -> Latency {
+        let mut l = Latency::default();
+        for h in heard {
+            if let Heard::Created { order, cause, at } = h
+                && let Some(&i) = by_id.get(cause)
+                && mine(i)
+            {
+                let intended = t0 + secs(offsets[i]);
+                let us = at.saturating_duration_since(intended).as_micros().max(1) as i64;
+                l.record(*order, us, at.saturating_duration_since(t0).as_secs() as usize);
+            }
+        }
+        l
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn judge(
     loaded: &Loaded,
-    ep: &Endpoint,
+    broker: &str,
     out: &std::path::Path,
-    db: &std::path::Path,
+    store: &Location,
     msgs: &[Message],
     offsets: &[f64],
     keys: &[String],
-    by_id: &HashMap<String, usize>,
     reference: &Reference,
     m: Measured,
     stop_counts: Option<(u64, u64)>,
@@ -32,36 +69,17 @@ pub(super) fn judge(
     core_flags: &[String],
 ) -> Result<Summary> {
     let prof = &loaded.profile;
-    let store = Reader::open(db).with_context(|| format!("cannot read the core's store {}", db.display()))?;
+    let store = Reader::open(store).with_context(|| format!("cannot read the core's store {store}"))?;
     let logged = store.event_ids()?;
     let made: Vec<(u64, account::OrderKey)> = store.orders()?.into_iter().map(|o| (o.id, (o.rule, o.key, o.created_at))).collect();
     let refused = store.rejects()?;
-    let sent: Vec<account::Sent> = msgs[..m.sent].iter().zip(keys).map(|(msg, k)| account::Sent { key: k.clone(), qos: msg.qos }).collect();
-    let expected: HashSet<String> = keys[..m.sent].iter().zip(&reference.accepted).filter(|(_, ok)| **ok).map(|(k, _)| k.clone()).collect();
+    let sent: Vec<account::Sent> = m.sent.iter().map(|&i| account::Sent { key: keys[i].clone(), qos: msgs[i].qos }).collect();
+    let expected: HashSet<String> = m.sent.iter().filter(|&&i| reference.accepted[i]).map(|&i| keys[i].clone()).collect();
     let events = account::events(&sent, &expected, &logged);
+    let Latency { hist, per_second, by_order: latency_by_order } = m.latency;
 
-    // Latency from each creation's cause's intended send to the notice's arrival.
-    let mut hist = Recorder::new();
-    let mut per_second: Vec<Recorder> = Vec::new();
-    let mut latency_by_order = HashMap::new();
-    for h in &m.heard {
-        if let Heard::Created { order, cause, at } = h
-            && let Some(&i) = by_id.get(cause)
-        {
-            let intended = m.t0 + secs(offsets[i]);
-            let us = at.saturating_duration_since(intended).as_micros().max(1) as i64;
-            hist.record(us);
-            latency_by_order.entry(*order).or_insert(us as f64 / 1000.0);
-            let s = at.saturating_duration_since(m.t0).as_secs() as usize;
-            if per_second.len() <= s {
-                per_second.resize_with(s + 1, Recorder::new);
-            }
-            per_second[s].record(us);
-        }
-    }
     // Orders are expected from the events sent (a cut-short run expects less).
-    let cut = msgs.get(m.sent.saturating_sub(1)).map_or(i64::MIN, |x| x.time);
-    let expected_orders: Vec<account::OrderKey> = reference.orders.iter().filter(|k| k.2 <= cut).cloned().collect();
+    let expected_orders: Vec<account::OrderKey> = reference.orders.iter().filter(|k| k.2 <= m.cut).cloned().collect();
     let orders = account::orders(&expected_orders, &made, &latency_by_order, prof.slo.late_ms);
     let latency = Millis::of(&hist);
     let lag = Millis::of(&m.lag);
@@ -69,7 +87,7 @@ pub(super) fn judge(
     // Recovery: from a fault's start until the core's log holds everything due a second earlier that it
     // will ever hold.
     let logged_set: HashSet<&str> = logged.iter().map(String::as_str).collect();
-    let mut due_logged: Vec<f64> = offsets[..m.sent].iter().zip(keys).filter(|(_, k)| logged_set.contains(k.as_str())).map(|(w, _)| *w).collect();
+    let mut due_logged: Vec<f64> = m.sent.iter().filter(|&&i| logged_set.contains(keys[i].as_str())).map(|&i| offsets[i]).collect();
     due_logged.sort_by(f64::total_cmp);
     let caught_up = |s: &Sample| {
         let due = due_logged.partition_point(|&w| w <= s.t - 1.0) as u64;
@@ -125,14 +143,14 @@ pub(super) fn judge(
     let accepted_by_end = m.samples.iter().rev().find(|s| s.t <= m.sent_until).map_or(0, |s| s.accepted);
     let summary = Summary {
         profile: prof.name.clone(),
-        broker: if ep.embedded { format!("{} (embedded rumqttd, own process)", ep) } else { ep.to_string() },
+        broker: broker.to_string(),
         connections: prof.connections,
         connection_count: m.connection_count,
         connect_seconds: m.connect_seconds,
         seconds: load_secs,
         valid: invalid_reason.is_none(),
         invalid_reason,
-        sent: m.sent as u64,
+        sent: m.sent.len() as u64,
         broker_acknowledged: m.acked,
         publishers: m.churn,
         core_refused: refused,
@@ -147,7 +165,7 @@ pub(super) fn judge(
         latency_ms: latency,
         generator_lag_ms: lag,
         offered_per_second: msgs.len() as f64 / load_secs.max(1e-9),
-        sent_per_second: m.sent as f64 / m.sent_until.max(1e-9),
+        sent_per_second: m.sent.len() as f64 / m.sent_until.max(1e-9),
         core_per_second: accepted_by_end.saturating_sub(first_accept) as f64 / m.sent_until.max(1e-9),
         drain_seconds: m.drained,
         faults,
@@ -162,8 +180,17 @@ pub(super) fn judge(
         slo_pass,
         events,
         orders,
+        generators: m.generators,
         out_dir: out.display().to_string(),
     };
-    report::write_series(out, &hist, &per_second, &m.samples, &summary)?;
+    let mut sent_per_second: Vec<u64> = Vec::new();
+    for &i in &m.sent {
+        let s = offsets[i].max(0.0) as usize;
+        if sent_per_second.len() <= s {
+            sent_per_second.resize(s + 1, 0);
+        }
+        sent_per_second[s] += 1;
+    }
+    report::write_series(out, &hist, &per_second, &sent_per_second, &m.samples, &summary)?;
     Ok(summary)
 }

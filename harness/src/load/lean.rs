@@ -35,11 +35,11 @@ pub struct Lean {
 
 impl Lean {
     /// Connects (as the twin's gateway when the broker has logins) and starts counting acknowledgements.
-    pub async fn connect(ep: &Endpoint, timeout: Duration) -> Result<Lean> {
+    pub async fn connect(ep: &Endpoint, timeout: Duration, tag: &str) -> Result<Lean> {
         let cfg = wire::Connect {
             host: ep.host.clone(),
             port: ep.port,
-            client_id: format!("towntwin-{}-lean", std::process::id()),
+            client_id: format!("towntwin-{tag}{}-lean", std::process::id()),
             login: ep.login(crate::credentials::GATEWAY)?,
         };
         let started = Instant::now();

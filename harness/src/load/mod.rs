@@ -15,14 +15,17 @@
 
 pub mod account;
 mod faults;
+pub mod generator;
 mod judge;
 pub mod knee;
 pub mod lean;
+pub mod merge;
 pub mod procs;
 pub mod profile;
 pub mod reference;
 pub mod report;
 mod send;
+pub mod slice;
 mod summary;
 
 pub use self::send::{Sink, drive};
@@ -139,10 +142,38 @@ pub fn run(opts: &LoadOptions) -> Result<Summary> {
     run_loaded(&loaded, ep, &out)
 }
 
-/// Runs a checked profile into `out` (which holds no run).
-fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Summary> {
+/// A profile's traffic, scheduled before anything is sent: the same for the same profile and binary on any
+/// machine (so that generators on several machines agree on it, and a merge regenerates it).
+pub(crate) struct Prepared {
+    pub town: towntwin_core::town::Town,
+    pub town_file: PathBuf,
+    pub rules: towntwin_core::rules::RuleSet,
+    pub policy: towntwin_core::orders::Policy,
+    pub msgs: Vec<Message>,
+    /// Each message's intended send instant, seconds from the load's start.
+    pub offsets: Vec<f64>,
+    /// Each message's key in the core's event log (`source id`).
+    pub keys: Vec<String>,
+    pub by_id: HashMap<String, usize>,
+    /// The event time of the last clock tick (the core's watermark passing it: everything taken).
+    pub last_tick: Option<i64>,
+}
+
+impl Prepared {
+    /// BLAKE3 over every key in schedule order with its offset: what generators and their merge compare.
+    pub fn digest(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for (k, w) in self.keys.iter().zip(&self.offsets) {
+            h.update(k.as_bytes());
+            h.update(&w.to_le_bytes());
+        }
+        h.finalize().to_hex().to_string()
+    }
+}
+
+/// Loads the profile's scenario, town, rules and policy and generates and schedules its traffic.
+pub(crate) fn prepare(loaded: &Loaded) -> Result<Prepared> {
     let prof = &loaded.profile;
-    let external = !ep.embedded;
     let files = CoreFiles { rules: loaded.rules.clone(), policy: loaded.policy.clone() };
     // The town's own crews stay home in a load test (the core is driven by traffic alone), and the town
     // runs as long as it may: the profile's schedule takes what it needs of it.
@@ -168,7 +199,7 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
     let town = Arc::unwrap_or_clone(town);
     let (rules, policy) = core.map(|c| (c.rules, c.policy)).ok_or_else(|| anyhow!("a load test's core inputs were not loaded"))?;
 
-    // The traffic and its schedule, and what the reference core makes of it.
+    // The traffic and its schedule.
     eprintln!("load: {} ({} s); generating the traffic ...", prof.name, loaded.seconds());
     let traffic = Traffic { twin: Twin::new(&scenario, start, town.clone(), TwinOptions::default()), buf: Vec::new().into_iter() };
     let plan = profile::schedule(&loaded.segments, traffic, |m| m.time, prof.limits.max_events);
@@ -184,6 +215,43 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
         by_id.insert(ids.id.into_owned(), i);
     }
     let last_tick = msgs.iter().rev().find(|m| m.ty == EventType::ClockTick).map(|m| m.time);
+    Ok(Prepared { town, town_file, rules, policy, msgs, offsets, keys, by_id, last_tick })
+}
+
+/// Until the core's watermark (heard on the orders feed) passes `want`, or `limit`; then whatever comes in
+/// the next half second (notices published with the last batch). Returns what was heard and, when the
+/// watermark came, how long it took.
+async fn drain(feed: &mut OrdersFeed, want: Option<i64>, limit: Duration) -> (Vec<Heard>, Option<f64>) {
+    let mut heard = Vec::new();
+    let mut watermark = i64::MIN;
+    let deadline = tokio::time::Instant::now() + limit;
+    let drain_start = Instant::now();
+    let mut drained = None;
+    loop {
+        if want.is_some_and(|t| watermark >= t) {
+            drained = Some(drain_start.elapsed().as_secs_f64());
+            break;
+        }
+        match tokio::time::timeout_at(deadline, next_heard(feed)).await {
+            Ok(Some(Heard::Watermark(w))) => watermark = watermark.max(w),
+            Ok(Some(h)) => heard.push(h),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let quiet = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(h)) = tokio::time::timeout_at(quiet, next_heard(feed)).await {
+        if !matches!(h, Heard::Watermark(_)) {
+            heard.push(h);
+        }
+    }
+    (heard, drained)
+}
+
+/// Runs a checked profile into `out` (which holds no run).
+fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Summary> {
+    let prof = &loaded.profile;
+    let external = !ep.embedded;
+    let Prepared { town, town_file, rules, policy, msgs, offsets, keys, by_id, last_tick } = prepare(loaded)?;
     eprintln!("load: {} events over {:.0} s; the reference core takes them ...", msgs.len(), offsets.last().copied().unwrap_or(0.0));
     let reference = reference::reference(&rules, &policy, &town, &msgs)?;
 
@@ -214,7 +282,7 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
     let rt = crate::runtime()?;
     let measured = rt.block_on(async {
         let mut feed = OrdersFeed::start(&ep, "towntwin-load-orders").await?;
-        let mut publisher = Gen::connect(&ep, prof, &town).await?;
+        let mut publisher = Gen::connect(&ep, prof, &town, None).await?;
         let t0 = Instant::now() + Duration::from_millis(300);
 
         let (connection_count, connect_seconds) = (publisher.connections(), publisher.connect_time().as_secs_f64());
@@ -238,30 +306,8 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
         let sent = if sending.is_ok() { msgs.len() } else { publisher.published() as usize };
 
         // Drain: until the core's watermark passes the last clock tick sent, or the limit.
-        let mut heard = Vec::new();
-        let mut watermark = i64::MIN;
-        let deadline = tokio::time::Instant::now() + secs(prof.limits.drain_seconds);
-        let drain_start = Instant::now();
         let want = if sending.is_ok() { last_tick } else { None };
-        let mut drained = None;
-        loop {
-            if want.is_some_and(|t| watermark >= t) {
-                drained = Some(drain_start.elapsed().as_secs_f64());
-                break;
-            }
-            match tokio::time::timeout_at(deadline, next_heard(&mut feed)).await {
-                Ok(Some(Heard::Watermark(w))) => watermark = watermark.max(w),
-                Ok(Some(h)) => heard.push(h),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        // Notices published with the last batch, and any after it.
-        let quiet = tokio::time::Instant::now() + Duration::from_millis(500);
-        while let Ok(Some(h)) = tokio::time::timeout_at(quiet, next_heard(&mut feed)).await {
-            if !matches!(h, Heard::Watermark(_)) {
-                heard.push(h);
-            }
-        }
+        let (heard, drained) = drain(&mut feed, want, secs(prof.limits.drain_seconds)).await;
         let acked = publisher.counters().pubacks();
         let _ = publisher.flush(Duration::from_secs(2)).await;
         let churn = publisher.counters().churn();
@@ -270,20 +316,22 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
         stop_sampling.store(true, std::sync::atomic::Ordering::Relaxed);
         let faults = faults.join().map_err(|_| anyhow!("the fault thread panicked"))?;
         let samples = sampler.join().map_err(|_| anyhow!("the sampler thread panicked"))?;
+        let cut = msgs.get(sent.saturating_sub(1)).map_or(i64::MIN, |x| x.time);
         Ok::<_, anyhow::Error>(Measured {
             sending,
-            sent,
+            sent: (0..sent).collect(),
+            cut,
             sent_until,
             lag,
-            heard,
+            latency: judge::Latency::of_heard(&heard, t0, &offsets, &by_id, |_| true),
             drained,
             acked,
             churn,
             faults,
             samples,
-            t0,
             connection_count,
             connect_seconds,
+            generators: Vec::new(),
         })
     })?;
     // The core stops cleanly (it prints its counters), then the broker.
@@ -299,8 +347,10 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
     if !core_stopped {
         tracing::warn!("the core did not stop cleanly at the end of the load");
     }
+    let broker = if ep.embedded { format!("{ep} (embedded rumqttd, own process)") } else { ep.to_string() };
+    let store = towntwin_core::store::Location::Sqlite(db.clone());
     let summary =
-        judge::judge(loaded, &ep, out, &db, &msgs, &offsets, &keys, &by_id, &reference, measured, procs::core_stop_counts(&lines), starts, &core_flags)?;
+        judge::judge(loaded, &broker, out, &store, &msgs, &offsets, &keys, &reference, measured, procs::core_stop_counts(&lines), starts, &core_flags)?;
     report::write(out, &summary, loaded)?;
     Ok(summary)
 }
@@ -308,16 +358,20 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
 /// What the run measured, before it is judged.
 struct Measured {
     sending: Result<()>,
-    sent: usize,
+    /// The messages sent (indices, ascending).
+    sent: Vec<usize>,
+    /// Orders are expected from events up to this event time (a cut-short run expects less).
+    cut: i64,
     sent_until: f64,
     lag: Recorder,
-    heard: Vec<Heard>,
+    latency: judge::Latency,
     drained: Option<f64>,
     acked: u64,
     churn: crate::mqtt::Churn,
     faults: Vec<FaultRun>,
     samples: Vec<Sample>,
-    t0: Instant,
     connection_count: usize,
     connect_seconds: f64,
+    /// One generator of several each: what it sent and measured.
+    generators: Vec<summary::GeneratorLine>,
 }

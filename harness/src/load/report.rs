@@ -24,7 +24,8 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The interval log, the samples and the plots.
-pub fn write_series(out: &Path, all: &Recorder, per_second: &[Recorder], samples: &[Sample], summary: &Summary) -> Result<()> {
+/// `sent`: events sent in each second of the load (by their intended instants).
+pub fn write_series(out: &Path, all: &Recorder, per_second: &[Recorder], sent: &[u64], samples: &[Sample], summary: &Summary) -> Result<()> {
     let mut log = Vec::new();
     {
         let mut ser = V2DeflateSerializer::new();
@@ -51,9 +52,11 @@ pub fn write_series(out: &Path, all: &Recorder, per_second: &[Recorder], samples
     std::fs::create_dir_all(&plots).with_context(|| format!("cannot create {}", plots.display()))?;
     register_font();
     spectrum(&plots, all.histogram())?;
-    timeline(&plots, per_second, samples, summary)?;
-    resources(&plots, samples, summary)?;
-    if summary.connection_count > 1 {
+    timeline(&plots, per_second, sent, samples, summary)?;
+    if !samples.is_empty() {
+        resources(&plots, samples, summary)?;
+    }
+    if summary.connection_count > 1 && !samples.is_empty() {
         connections(&plots, samples, summary)?;
     }
     Ok(())
@@ -120,23 +123,29 @@ fn fault_spans(summary: &Summary) -> Vec<(f64, f64)> {
 }
 
 /// Events the core accepted a second, and the p99 latency of each second's notices.
-fn timeline(dir: &Path, per_second: &[Recorder], samples: &[Sample], summary: &Summary) -> Result<()> {
+/// Events sent and accepted a second (accepted: where the core was sampled), and the p99 latency of each
+/// second's notices.
+fn timeline(dir: &Path, per_second: &[Recorder], sent: &[u64], samples: &[Sample], summary: &Summary) -> Result<()> {
     let rate: Vec<(f64, f64)> =
         samples.windows(2).map(|w| (w[1].t, (w[1].accepted.saturating_sub(w[0].accepted)) as f64 / (w[1].t - w[0].t).max(1e-3))).collect();
+    let sent: Vec<(f64, f64)> = sent.iter().enumerate().map(|(s, &n)| (s as f64 + 0.5, n as f64)).collect();
     let p99: Vec<(f64, f64)> = per_second
         .iter()
         .enumerate()
         .filter(|(_, h)| !h.is_empty())
         .map(|(s, h)| (s as f64 + 0.5, h.histogram().value_at_quantile(0.99) as f64 / 1000.0))
         .collect();
-    let tmax = samples.last().map_or(1.0, |s| s.t).max(1.0);
-    let rmax = rate.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.1;
+    let tmax = samples.last().map_or(1.0, |s| s.t).max(per_second.len() as f64).max(sent.len() as f64).max(1.0);
+    let rmax = rate.iter().chain(&sent).map(|p| p.1).fold(1.0f64, f64::max) * 1.1;
     let lmax = p99.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.1;
     let spans = fault_spans(summary);
     plot!(dir, "timeline", (1000, 700), "Throughput and p99 over time", |root| {
         let (top, bottom) = root.split_vertically(350);
         let mut c = ChartBuilder::on(&top)
-            .caption("Events accepted by the core per second", ("sans-serif", 18))
+            .caption(
+                if samples.is_empty() { "Events sent per second (the core was not sampled)" } else { "Events sent and accepted by the core per second" },
+                ("sans-serif", 18),
+            )
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(70)
@@ -144,10 +153,16 @@ fn timeline(dir: &Path, per_second: &[Recorder], samples: &[Sample], summary: &S
             .map_err(e)?;
         c.configure_mesh().y_desc("events/s").draw().map_err(e)?;
         shade(&mut c, &spans, rmax)?;
-        c.draw_series(LineSeries::new(rate.iter().copied(), color(0).stroke_width(2)))
+        c.draw_series(LineSeries::new(sent.iter().copied(), color(2).stroke_width(1)))
             .map_err(e)?
-            .label("accepted/s")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], color(0)));
+            .label("sent/s")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], color(2)));
+        if !rate.is_empty() {
+            c.draw_series(LineSeries::new(rate.iter().copied(), color(0).stroke_width(2)))
+                .map_err(e)?
+                .label("accepted/s")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], color(0)));
+        }
         legend(&mut c, SeriesLabelPosition::UpperRight, 14)?;
         let mut c = ChartBuilder::on(&bottom)
             .caption("p99 event -> work order latency per second (faults shaded)", ("sans-serif", 18))
@@ -244,6 +259,23 @@ pub fn write(out: &Path, s: &Summary, loaded: &Loaded) -> Result<()> {
     write_file(&out.join("report.md"), md.as_bytes())
 }
 
+/// The core's, the broker's and the generator's resources (a run that started them itself).
+fn core_lines(o: &mut String, s: &Summary) {
+    let _ = writeln!(
+        o,
+        "| core | {}{} start(s); CPU max {:.2} cores; RSS max {:.0} MiB; redeliveries dropped {} |",
+        if s.core_flags.is_empty() { String::new() } else { format!("`{}`; ", s.core_flags.join(" ")) },
+        s.core_starts,
+        s.core_cpu_max,
+        s.core_rss_max_mb,
+        s.redelivered_dropped.map_or("?".into(), |n| n.to_string())
+    );
+    if let (Some(c), Some(m)) = (s.broker_cpu_max, s.broker_rss_max_mb) {
+        let _ = writeln!(o, "| broker | CPU max {c:.2} cores; RSS max {m:.0} MiB |");
+    }
+    let _ = writeln!(o, "| generator and twin | CPU max {:.2} cores |", s.generator_cpu_max);
+}
+
 /// The summary as text (the terminal and report.md).
 pub fn render(s: &Summary) -> String {
     let mut o = String::new();
@@ -277,21 +309,15 @@ pub fn render(s: &Summary) -> String {
         l.p50, l.p90, l.p99, l.p999, l.max, l.count
     );
     let _ = writeln!(o, "| generator lag (ms) | p50 {:.2}, p99 {:.2}, max {:.1} |", g.p50, g.p99, g.max);
-    let _ = writeln!(o, "| rates (events/s) | offered {:.0}, sent {:.0}, core {:.0} |", s.offered_per_second, s.sent_per_second, s.core_per_second);
+    let core_rate = if s.generators.is_empty() { format!("{:.0}", s.core_per_second) } else { "not sampled (it runs on its own)".into() };
+    let _ = writeln!(o, "| rates (events/s) | offered {:.0}, sent {:.0}, core {core_rate} |", s.offered_per_second, s.sent_per_second);
     let _ = writeln!(o, "| drain after the last send | {} |", s.drain_seconds.map_or("not within the limit".into(), |d| format!("{d:.2} s")));
-    let _ = writeln!(
-        o,
-        "| core | {}{} start(s); CPU max {:.2} cores; RSS max {:.0} MiB; redeliveries dropped {} |",
-        if s.core_flags.is_empty() { String::new() } else { format!("`{}`; ", s.core_flags.join(" ")) },
-        s.core_starts,
-        s.core_cpu_max,
-        s.core_rss_max_mb,
-        s.redelivered_dropped.map_or("?".into(), |n| n.to_string())
-    );
-    if let (Some(c), Some(m)) = (s.broker_cpu_max, s.broker_rss_max_mb) {
-        let _ = writeln!(o, "| broker | CPU max {c:.2} cores; RSS max {m:.0} MiB |");
+    if !s.generators.is_empty() {
+        // Several generators against a core of its own: the run's resources were not sampled here.
+        let _ = writeln!(o, "| core | on its own; {} |", s.core_flags.join(" "));
+    } else {
+        core_lines(&mut o, s);
     }
-    let _ = writeln!(o, "| generator and twin | CPU max {:.2} cores |", s.generator_cpu_max);
     for f in &s.faults {
         let _ = writeln!(
             o,
@@ -317,6 +343,28 @@ pub fn render(s: &Summary) -> String {
     ] {
         if !ids.is_empty() {
             let _ = writeln!(o, "\nFirst {what}: {}", ids.iter().take(10).cloned().collect::<Vec<_>>().join("; "));
+        }
+    }
+    if !s.generators.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n| generator | host | events | sent | broker acknowledged | connections | lag p99 (ms) | notices heard | |\n|---|---|---|---|---|---|---|---|---|"
+        );
+        for g in &s.generators {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} in {:.2} s | {:.2} | {} | {} |",
+                g.generator,
+                g.host,
+                g.events,
+                g.sent,
+                g.broker_acknowledged,
+                g.connections,
+                g.connect_seconds,
+                g.generator_lag_ms.p99,
+                g.notices,
+                g.invalid_reason.as_deref().unwrap_or("")
+            );
         }
     }
     let _ = writeln!(o, "\nResults: {}", s.out_dir);

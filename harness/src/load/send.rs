@@ -10,6 +10,7 @@ use towntwin_sim::Message;
 
 use super::lean;
 use super::profile::{Fault, Profile, secs};
+use super::slice::{Owner, Slice};
 use crate::broker::Endpoint;
 use crate::mqtt::Publisher;
 use crate::percentiles::Recorder;
@@ -54,13 +55,17 @@ pub(super) enum Gen {
 
 impl Gen {
     /// The lean publisher when the profile has one connection and no fault that drops it.
-    pub(super) async fn connect(ep: &Endpoint, prof: &Profile, town: &towntwin_core::town::Town) -> Result<Gen> {
+    /// `slice`: one generator of several, which connects only its own devices (with a connection per
+    /// device) and marks its client ids with its number.
+    pub(super) async fn connect(ep: &Endpoint, prof: &Profile, town: &towntwin_core::town::Town, slice: Option<(Slice, &Owner)>) -> Result<Gen> {
         let drops = prof.faults.iter().any(|f| matches!(f, Fault::RestartBroker { .. } | Fault::ReconnectStorm { .. }));
         let timeout = Duration::from_secs(60);
+        let tag = slice.map_or(String::new(), |(s, _)| format!("g{}of{}-", s.index, s.of));
         Ok(if prof.connections == crate::mqtt::Mode::One && !drops {
-            Gen::Lean(lean::Lean::connect(ep, timeout).await?)
+            Gen::Lean(lean::Lean::connect(ep, timeout, &tag).await?)
         } else {
-            Gen::Clients(Publisher::connect(ep, prof.connections, town, timeout).await?)
+            let keep = |key: &str| slice.is_none_or(|(s, owner)| owner.connects(s, key));
+            Gen::Clients(Publisher::connect_some(ep, prof.connections, town, timeout, &tag, &keep).await?)
         })
     }
 

@@ -39,7 +39,7 @@ pub struct UsageAt {
     pub rss_mb: f64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Default)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, Default)]
 pub struct Millis {
     pub count: u64,
     pub p50: f64,
@@ -120,5 +120,28 @@ pub struct Summary {
     pub slo_pass: bool,
     pub events: account::Events,
     pub orders: account::Orders,
+    /// A run of several generators (`towntwin load merge`): each one's part.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub generators: Vec<GeneratorLine>,
     pub out_dir: String,
+}
+
+/// One generator's part in a merged run.
+#[derive(Debug, Clone, Serialize)]
+pub struct GeneratorLine {
+    /// `i/n`.
+    pub generator: String,
+    pub host: String,
+    pub dir: String,
+    /// Events in its slice, and how many of them it sent.
+    pub events: u64,
+    pub sent: u64,
+    pub broker_acknowledged: u64,
+    pub connections: usize,
+    pub connect_seconds: f64,
+    pub generator_lag_ms: Millis,
+    /// Creation notices of orders its events caused that it heard.
+    pub notices: u64,
+    pub valid: bool,
+    pub invalid_reason: Option<String>,
 }

@@ -69,7 +69,7 @@ pub struct Counters {
 }
 
 /// What a publisher's connections went through, for a load report.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Churn {
     /// Connections lost after a CONNACK.
     pub drops: u64,
@@ -159,7 +159,14 @@ pub struct Publisher {
 impl Publisher {
     /// Connects every client the mode needs and waits for all CONNACKs (at most `timeout`).
     pub async fn connect(ep: &Endpoint, mode: Mode, town: &Town, timeout: Duration) -> Result<Publisher> {
-        let keys: Vec<String> = match mode {
+        Publisher::connect_some(ep, mode, town, timeout, "", &|_| true).await
+    }
+
+    /// [`Publisher::connect`] for one generator of several: only the connections whose key (a device's
+    /// id, `twin`, `12345`, an estate's id) `keep` keeps, their client ids marked with `tag` (so that
+    /// generators on machines whose process ids collide do not take each other's sessions).
+    pub async fn connect_some(ep: &Endpoint, mode: Mode, town: &Town, timeout: Duration, tag: &str, keep: &dyn Fn(&str) -> bool) -> Result<Publisher> {
+        let all: Vec<String> = match mode {
             Mode::One => vec!["town".into()],
             Mode::Estate => town.estates.iter().map(|e| e.id.clone()).chain(town.roads.iter().map(|r| r.id.clone())).chain([TOWN_AREA.to_string()]).collect(),
             Mode::Device => town
@@ -171,6 +178,7 @@ impl Publisher {
                 .chain(["twin".to_string(), towntwin_core::event::HOTLINE_DEVICE.to_string()])
                 .collect(),
         };
+        let keys: Vec<String> = all.into_iter().filter(|k| mode != Mode::Device || keep(k)).collect();
         let (inflight, capacity) = match mode {
             Mode::One => (1_000, 20_000),
             Mode::Estate => (200, 2_000),
@@ -196,7 +204,7 @@ impl Publisher {
             };
             // On a cluster, the connections spread over its nodes in turn, each failing over to the next.
             let node = ep.starting_at(i);
-            let id = format!("towntwin-{pid}-{k}");
+            let id = format!("towntwin-{tag}{pid}-{k}");
             let make = |e: &Endpoint| options(&id, &user, e, inflight, capacity, mode == Mode::Device);
             let (client, el) = AsyncClient::new(make(&node)?, capacity);
             let platform = mode != Mode::Device || user == CLOCK || user == crate::credentials::HOTLINE;

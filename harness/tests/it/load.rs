@@ -16,7 +16,7 @@ use towntwin_harness::percentiles::Recorder;
 /// The tests here run one at a time: each starts a broker, a core and a generator, and they measure time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 

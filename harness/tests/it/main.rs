@@ -13,6 +13,7 @@ mod district;
 mod drill;
 mod experiment;
 mod faults;
+mod generators;
 mod kill;
 mod load;
 mod minutes;

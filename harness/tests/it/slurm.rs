@@ -138,3 +138,67 @@ fn the_kubernetes_files_hold_a_valid_experiment_and_agree_on_the_shards() {
     assert_eq!(field("completions:"), shards, "completions and SHARDS must agree");
     assert_eq!(field("completionMode:"), "Indexed");
 }
+
+/// A load as QA runs it on Slurm: the core on its own (here, beside the test), `deploy/slurm/submit-load.sh`
+/// submits three generators as an array that start at one agreed instant and their merge as a job after
+/// them. The merged accounting equals a one-generator run's.
+#[test]
+fn a_load_runs_as_three_generator_tasks_on_slurm_and_merges_as_one_generator() {
+    use crate::generators::{accounting, check_merged, json, profile, spread, start_core};
+    if !Slurm::available_for_test() {
+        return;
+    }
+    let _one = crate::load::serial();
+    let slurm = Slurm::start(&root().join("deploy/slurm/slurm.conf")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = profile(tmp.path());
+    let ep = towntwin_harness::broker::start_embedded().unwrap();
+    // One generator (a plain process), for comparison.
+    let (one, _) = spread(&p, ep.port, 1, &tmp.path().join("one"));
+    let db = tmp.path().join("core.db");
+    let core = start_core(ep.port, &db, "slurm-spread-core");
+    let (results, logs) = (tmp.path().join("results"), tmp.path().join("logs"));
+    std::fs::create_dir_all(&logs).unwrap();
+    let t0 = Instant::now();
+    // Three tasks on two CPUs: they share them (the partition lets a job that asks).
+    let o = Command::new(root().join("deploy/slurm/submit-load.sh"))
+        .arg(&p)
+        .arg(format!("mqtt://127.0.0.1:{}", ep.port))
+        .arg(&db)
+        .arg(&results)
+        .arg("3")
+        .args(["--cpus-per-task=1", "--oversubscribe"])
+        .current_dir(&logs)
+        .env("SLURM_CONF", slurm.conf())
+        .env("TOWNTWIN", env!("CARGO_BIN_EXE_towntwin"))
+        .env("LEAD_SECONDS", "15")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "submit: {}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let id = |what: &str| text.lines().find_map(|l| l.strip_prefix(what)).map(|s| s.trim().to_string()).unwrap_or_else(|| panic!("no {what} in {text}"));
+    let (array, merge) = (id("array "), id("merge "));
+    let ended = slurm.wait(&merge, Duration::from_secs(300)).unwrap();
+    drop(core);
+    let log = |pattern: &str| -> String {
+        std::fs::read_dir(&logs)
+            .unwrap()
+            .flatten()
+            .filter(|f| f.file_name().to_string_lossy().contains(pattern))
+            .map(|f| std::fs::read_to_string(f.path()).unwrap())
+            .collect()
+    };
+    eprintln!("three generators and their merge on Slurm: {:.1} s from submission", t0.elapsed().as_secs_f64());
+    let array_ended = slurm.wait(&array, Duration::from_secs(10)).unwrap();
+    assert_eq!(array_ended.state, "COMPLETED", "the generators: {array_ended:?}\n{}", log("towntwin-load-"));
+    assert!(
+        matches!((ended.state.as_str(), ended.exit_code.as_str()), ("COMPLETED", "0:0") | ("FAILED", "1:0")),
+        "the merge ran (its SLO held or not): {ended:?}\n{}",
+        log("merge")
+    );
+    let gens: Vec<_> = (1..=3).map(|i| results.join(format!("generator-{i}"))).collect();
+    let merged = json(&results.join("merged/summary.json"));
+    check_merged(&merged, &gens);
+    assert_eq!(accounting(&merged), accounting(&one), "three generator tasks account as one generator");
+    assert!(log(&format!("{array}_2")).contains("generator 2/3"), "each task's log says which generator it is");
+}
