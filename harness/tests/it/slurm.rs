@@ -112,29 +112,64 @@ fn an_experiment_runs_as_a_slurm_array_with_a_requeued_shard_and_its_merge_equal
     assert!(err.contains("holds shard 1/2"), "{err}");
 }
 
+/// The file `key` of the ConfigMap `map` in deploy/k8s, written into `dir` with the image's `/opt/towntwin`
+/// as this repository.
+fn configmap_file(map: &str, key: &str, dir: &Path) -> std::path::PathBuf {
+    let map = std::fs::read_to_string(root().join("deploy/k8s").join(map)).unwrap();
+    let body: Vec<&str> =
+        map.lines().skip_while(|l| !l.trim_start().starts_with(&format!("{key}: |"))).skip(1).take_while(|l| l.starts_with("    ") || l.is_empty()).collect();
+    assert!(!body.is_empty(), "no {key} in the ConfigMap");
+    let text = body.iter().map(|l| l.strip_prefix("    ").unwrap_or(l)).collect::<Vec<_>>().join("\n").replace("/opt/towntwin", &root().display().to_string());
+    let file = dir.join(key);
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// A Job manifest's `field:` value (the first), and the value of its environment variable `name`.
+fn manifest(file: &str) -> (impl Fn(&str) -> String, impl Fn(&str) -> String) {
+    let job = std::fs::read_to_string(root().join("deploy/k8s").join(file)).unwrap();
+    let j = job.clone();
+    let field = move |name: &str| j.lines().find_map(|l| l.trim().strip_prefix(name)).map(|v| v.trim().trim_matches('"').to_string()).unwrap_or_else(|| panic!("no {name} in {file}"));
+    let env = move |name: &str| {
+        job.lines()
+            .skip_while(|l| !l.contains(&format!("name: {name}")))
+            .nth(1)
+            .and_then(|l| l.trim().strip_prefix("value:"))
+            .map(|v| v.trim().trim_matches('"').to_string())
+            .unwrap_or_else(|| panic!("no {name} in {file}"))
+    };
+    (field, env)
+}
+
+/// The load profile in `deploy/k8s/load-configmap.yaml` is one `towntwin load` takes, and every generator
+/// of the Indexed Job runs at once (parallelism = completions = GENERATORS), which the merge expects too.
+#[test]
+fn the_kubernetes_load_files_hold_a_valid_profile_and_agree_on_the_generators() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = configmap_file("load-configmap.yaml", "load.ron", tmp.path());
+    let loaded = towntwin_harness::load::profile::load(&file).unwrap_or_else(|e| panic!("the ConfigMap's profile: {e}"));
+    assert!(loaded.profile.faults.is_empty(), "generators inject no faults");
+    let (field, env) = manifest("load-generators-job.yaml");
+    assert_eq!(field("completionMode:"), "Indexed");
+    assert_eq!(field("completions:"), env("GENERATORS"), "completions and GENERATORS must agree");
+    assert_eq!(field("parallelism:"), field("completions:"), "every generator runs at once");
+    assert_eq!(field("backoffLimitPerIndex:"), "0", "a retried generator would miss the start");
+    assert_eq!(env("START_AT"), "@START_AT@", "the placeholder the docs' sed replaces");
+    let (_, merge_env) = manifest("load-merge-job.yaml");
+    assert_eq!(merge_env("GENERATORS"), env("GENERATORS"));
+    assert_eq!(merge_env("RESULTS"), env("RESULTS"));
+}
+
 /// The experiment in `deploy/k8s/experiment-configmap.yaml` is one `towntwin experiment` takes (the image's
 /// `/opt/towntwin` being the repository), and the Indexed Job runs as many shards as it has completions.
 #[test]
 fn the_kubernetes_files_hold_a_valid_experiment_and_agree_on_the_shards() {
-    let map = std::fs::read_to_string(root().join("deploy/k8s/experiment-configmap.yaml")).unwrap();
-    let body: Vec<&str> =
-        map.lines().skip_while(|l| !l.trim_start().starts_with("experiment.ron: |")).skip(1).take_while(|l| l.starts_with("    ") || l.is_empty()).collect();
-    assert!(!body.is_empty(), "no experiment.ron in the ConfigMap");
-    let text = body.iter().map(|l| l.strip_prefix("    ").unwrap_or(l)).collect::<Vec<_>>().join("\n").replace("/opt/towntwin", &root().display().to_string());
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("experiment.ron");
-    std::fs::write(&file, text).unwrap();
+    let file = configmap_file("experiment-configmap.yaml", "experiment.ron", tmp.path());
     let plan = towntwin_harness::experiment::spec::Plan::load(&file).unwrap_or_else(|e| panic!("the ConfigMap's experiment: {e}"));
     assert_eq!(plan.variants.len(), 2);
-    let job = std::fs::read_to_string(root().join("deploy/k8s/experiment-job.yaml")).unwrap();
-    let field = |name: &str| job.lines().find_map(|l| l.trim().strip_prefix(name)).map(|v| v.trim().trim_matches('"').to_string()).unwrap();
-    let shards = job
-        .lines()
-        .skip_while(|l| !l.contains("name: SHARDS"))
-        .nth(1)
-        .and_then(|l| l.trim().strip_prefix("value:"))
-        .map(|v| v.trim().trim_matches('"').to_string())
-        .unwrap();
+    let (field, env) = manifest("experiment-job.yaml");
+    let shards = env("SHARDS");
     assert_eq!(field("completions:"), shards, "completions and SHARDS must agree");
     assert_eq!(field("completionMode:"), "Indexed");
 }
