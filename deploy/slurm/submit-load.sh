@@ -19,14 +19,19 @@ store=$3
 results=$(realpath -m "$4")
 n=$5
 shift 5
-case "$n" in
-'' | *[!0-9]* | 0) echo "$0: N must be a number of generators, 1 or more (got '$n')" >&2; exit 2 ;;
-esac
+if ! [[ "$n" =~ ^[1-9][0-9]*$ ]]; then
+    echo "$0: N must be a number of generators, 1 or more (got '$n')" >&2
+    exit 2
+fi
 case "$store" in
 postgres://* | postgresql://*) ;;
 *) store=$(realpath -m "$store") ;;
 esac
 lead=${LEAD_SECONDS:-60}
+if ! [[ "$lead" =~ ^[0-9]+$ ]]; then
+    echo "$0: LEAD_SECONDS must be a number of seconds (got '$lead')" >&2
+    exit 2
+fi
 here=$(dirname "$(realpath "$0")")
 mkdir -p "$results"
 start_at=$(( $(date +%s%3N) + lead * 1000 ))

@@ -336,7 +336,6 @@ fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-/// An experiment whose validity checks failed exits 1 (after writing its report, which says which).
 /// A load run's verdict: printed, then exit 0 (SLO met), 1 (missed) or 3 (invalid).
 fn load_verdict(summary: &towntwin_harness::load::Summary) -> Result<()> {
     print!("{}", towntwin_harness::load::report::render(summary));
@@ -351,6 +350,7 @@ fn load_verdict(summary: &towntwin_harness::load::Summary) -> Result<()> {
     Ok(())
 }
 
+/// An experiment whose validity checks failed exits 1 (after writing its report, which says which).
 fn checks_pass(s: &towntwin_harness::experiment::analyse::Summary) -> Result<()> {
     let failed = s.failed_checks();
     if failed.is_empty() {

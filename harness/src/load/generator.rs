@@ -61,6 +61,8 @@ pub struct Record {
     /// Events in the whole traffic and the digest of their keys and intended instants ([`Prepared::digest`]).
     pub traffic_events: u64,
     pub traffic_digest: String,
+    /// BLAKE3 of the rules' and policy's files ([`Prepared::inputs_digest`]).
+    pub inputs_digest: String,
     pub generator: Slice,
     /// The binary's version and a digest of its executable.
     pub binary: String,
@@ -95,11 +97,17 @@ fn unix_ms_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The local instant of the agreed start (in the past when this generator is late for it).
-fn instant_of(start_at_ms: i64) -> Instant {
+/// The local instant of the agreed start (in the past when this generator is late for it), and how late
+/// this generator is for it by the wall clock (milliseconds, 0 when in time).
+fn instant_of(start_at_ms: i64) -> (Instant, f64) {
     let now = Instant::now();
     let ahead = start_at_ms - unix_ms_now();
-    if ahead >= 0 { now + Duration::from_millis(ahead as u64) } else { now.checked_sub(Duration::from_millis((-ahead) as u64)).unwrap_or(now) }
+    if ahead >= 0 {
+        (now + Duration::from_millis(ahead as u64), 0.0)
+    } else {
+        // An instant before this machine's monotonic clock began cannot be had: the lateness is still known.
+        (now.checked_sub(Duration::from_millis((-ahead) as u64)).unwrap_or(now), -ahead as f64)
+    }
 }
 
 fn host() -> String {
@@ -154,15 +162,17 @@ pub fn run(opts: &GeneratorOptions) -> Result<Record> {
         loaded.rules.display(),
         loaded.policy.display()
     );
-    let start_at_ms = opts.start_at.unwrap_or_else(|| unix_ms_now() + 1_000);
+    let inputs_digest = Prepared::inputs_digest(&loaded)?;
+    let last_offset = offsets.last().copied().unwrap_or(0.0);
 
     let rt = crate::runtime()?;
     let record = rt.block_on(async {
         let mut feed = OrdersFeed::start(&ep, &format!("towntwin-load-orders-g{}of{}", slice.index, slice.of)).await?;
         let mut publisher = Gen::connect(&ep, prof, town, Some((slice, &owner))).await?;
         let (connections, connect_seconds) = (publisher.connections(), publisher.connect_time().as_secs_f64());
-        let t0 = instant_of(start_at_ms);
-        let ready_late_ms = Instant::now().saturating_duration_since(t0).as_secs_f64() * 1000.0;
+        // One generator alone starts once it is connected.
+        let start_at_ms = opts.start_at.unwrap_or_else(|| unix_ms_now() + 300);
+        let (t0, ready_late_ms) = instant_of(start_at_ms);
         if ready_late_ms > 0.0 {
             eprintln!("load: generator {slice} was ready {ready_late_ms:.0} ms after the agreed start: its first sends are late by that much");
         } else {
@@ -175,7 +185,7 @@ pub fn run(opts: &GeneratorOptions) -> Result<Record> {
         let sent = if sending.is_ok() { mine_msgs.len() } else { publisher.published() as usize };
         // Every generator waits for the core to take the whole traffic (the last tick is generator 1's).
         let want = if sending.is_ok() { *last_tick } else { None };
-        let (heard, drained) = drain(&mut feed, want, secs(prof.limits.drain_seconds)).await;
+        let (heard, drained) = drain(&mut feed, want, t0 + secs(last_offset), secs(prof.limits.drain_seconds)).await;
         let _ = publisher.flush(Duration::from_secs(2)).await;
         let churn = publisher.counters().churn();
         let acked = publisher.counters().pubacks();
@@ -184,6 +194,7 @@ pub fn run(opts: &GeneratorOptions) -> Result<Record> {
         let latency = Latency::of_heard(&heard, t0, offsets, by_id, |i| is_mine[i]);
         write_log(&out, &latency, &lag, start_at_ms, sent_until, &prof.name, slice)?;
         Ok::<_, anyhow::Error>(Record {
+            inputs_digest,
             profile: prof.name.clone(),
             profile_file: std::path::absolute(&loaded.file).unwrap_or_else(|_| loaded.file.clone()),
             traffic_events: msgs.len() as u64,
@@ -258,9 +269,10 @@ pub(super) struct Log {
     pub lag: Histogram<u64>,
 }
 
-pub(super) fn read_log(dir: &Path) -> Result<Log> {
+/// `seconds`: how long the run may have lasted (intervals starting later are refused).
+pub(super) fn read_log(dir: &Path, seconds: f64) -> Result<Log> {
     let file = dir.join(LOG);
-    let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let bytes = std::fs::read(&file).map_err(|e| UsageFault(format!("{}: cannot read the generator's interval log: {e}", file.display())))?;
     let bad = |what: String| UsageFault(format!("{}: {what}", file.display()));
     let mut per_second: Vec<Histogram<u64>> = Vec::new();
     let mut lag = None;
@@ -271,12 +283,13 @@ pub(super) fn read_log(dir: &Path) -> Result<Log> {
         let hist: Histogram<u64> =
             Deserializer::new().deserialize(&mut Cursor::new(raw)).map_err(|e| bad(format!("a histogram that does not decode ({e:?})")))?;
         match h.tag().map(|t| t.as_str()) {
+            Some(LAG_TAG) if lag.is_some() => return Err(bad("two `lag` histograms: not one generator's log".into()).into()),
             Some(LAG_TAG) => lag = Some(hist),
             Some(other) => return Err(bad(format!("an interval tagged {other:?}: only untagged (latency) and `lag` are expected")).into()),
             None => {
                 let s = h.start_timestamp().as_secs() as usize;
-                if s > 1_000_000 {
-                    return Err(bad(format!("an interval {s} s after the start: a load run is shorter")).into());
+                if s as f64 > seconds {
+                    return Err(bad(format!("an interval {s} s after the start: this load lasts at most {seconds:.0} s")).into());
                 }
                 if per_second.len() <= s {
                     per_second.resize_with(s + 1, || Histogram::new(3).expect("3 significant digits"));

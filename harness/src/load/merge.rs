@@ -63,11 +63,36 @@ pub fn check(records: &[(PathBuf, Record)]) -> Result<(), UsageFault> {
         if r.binary != first.binary {
             problems.push(same("binary", &first.binary, &r.binary, dir));
         }
+        if r.inputs_digest != first.inputs_digest {
+            problems.push(same("rules and policy digest", &first.inputs_digest, &r.inputs_digest, dir));
+        }
     }
     let n = first.generator.of;
     let mut by_index: BTreeMap<u32, Vec<&PathBuf>> = BTreeMap::new();
     for (dir, r) in records {
-        by_index.entry(r.generator.index).or_default().push(dir);
+        let g = r.generator;
+        if g.of == 0 || g.index == 0 || g.index > g.of {
+            problems.push(format!("{} is generator {}/{}: not one of 1..n", dir.display(), g.index, g.of));
+        } else {
+            by_index.entry(g.index).or_default().push(dir);
+        }
+        if g.of != n {
+            continue;
+        }
+        if r.sending_error.is_none() && r.sent != r.slice_events {
+            problems.push(format!(
+                "{} (generator {g}) sent {} of its {} events and says nothing stopped it: a record cut short or altered",
+                dir.display(),
+                r.sent,
+                r.slice_events
+            ));
+        }
+        if r.sent > r.slice_events {
+            problems.push(format!("{} (generator {g}) sent {} events of a slice of {}", dir.display(), r.sent, r.slice_events));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(UsageFault(problems.join("; ")));
     }
     for (i, dirs) in &by_index {
         if dirs.len() > 1 {
@@ -75,10 +100,12 @@ pub fn check(records: &[(PathBuf, Record)]) -> Result<(), UsageFault> {
             problems.push(format!("generator {i}/{n} is there {} times: {}", dirs.len(), names.join(", ")));
         }
     }
-    for i in 1..=n {
-        if !by_index.contains_key(&i) {
-            problems.push(format!("generator {i}/{n} is missing: its slice of the devices would be left out"));
-        }
+    let missing: Vec<u32> = (1..=n).filter(|i| !by_index.contains_key(i)).take(10).collect();
+    for i in &missing {
+        problems.push(format!("generator {i}/{n} is missing: its slice of the devices would be left out"));
+    }
+    if missing.len() == 10 && by_index.len() + 10 < n as usize {
+        problems.push(format!("and {} more of {n} are missing", n as usize - by_index.len() - 10));
     }
     if problems.is_empty() { Ok(()) } else { Err(UsageFault(problems.join("; "))) }
 }
@@ -100,21 +127,37 @@ pub fn merge(opts: &MergeOptions) -> Result<Summary> {
     if !opts.store.may_exist() {
         return Err(UsageFault(format!("--store {}: no store there (the core's --db)", opts.store)).into());
     }
+    towntwin_core::store::Reader::open(&opts.store).map_err(|e| UsageFault(format!("--store {}: cannot read it as the core's store: {e}", opts.store)))?;
     crate::results::claim(&opts.out, "a load run")?;
 
     let p = prepare(&loaded)?;
+    let short = |d: &str| d.chars().take(12).collect::<String>();
     if p.digest() != first.traffic_digest {
         return Err(UsageFault(format!(
             "{}: its traffic now is not the generators' ({} events, digest {}; they had {} events, {}): another profile, scenario, town or binary",
             profile_file.display(),
             p.msgs.len(),
-            &p.digest()[..12],
+            short(&p.digest()),
             first.traffic_events,
-            &first.traffic_digest[..first.traffic_digest.len().min(12)]
+            short(&first.traffic_digest)
+        ))
+        .into());
+    }
+    let inputs = Prepared::inputs_digest(&loaded)?;
+    if inputs != first.inputs_digest {
+        return Err(UsageFault(format!(
+            "{}: its rules and policy ({} and {}, digest {}) are not those the generators had ({}): the reference core would judge by other rules",
+            profile_file.display(),
+            loaded.rules.display(),
+            loaded.policy.display(),
+            short(&inputs),
+            short(&first.inputs_digest)
         ))
         .into());
     }
     let Prepared { town, rules, policy, msgs, offsets, keys, .. } = &p;
+    let slo = &loaded.profile.slo;
+    let longest = loaded.seconds() + loaded.profile.limits.drain_seconds + 60.0;
     eprintln!("load merge: {} generators, {} events; the reference core takes them ...", records.len(), msgs.len());
     let reference = reference::reference_in(rules, policy, town, msgs, Order::Minutes)?;
 
@@ -151,7 +194,18 @@ pub fn merge(opts: &MergeOptions) -> Result<Summary> {
         if took.len() < mine.len() {
             cut = cut.min(took.last().map_or(i64::MIN, |&i| msgs[i].time));
         }
-        let log = generator::read_log(dir)?;
+        let log = generator::read_log(dir, longest)?;
+        let heard: u64 = log.per_second.iter().map(|h| h.len()).sum();
+        let lag_count = log.lag.len();
+        if heard != r.latency_ms.count || !(r.sent..=r.sent + 1).contains(&lag_count) {
+            return Err(UsageFault(format!(
+                "{}: its interval log ({heard} latencies, {lag_count} sends' lateness) is not its record's ({} latencies, {} sent): another run's log?",
+                dir.display(),
+                r.latency_ms.count,
+                r.sent
+            ))
+            .into());
+        }
         for (s, h) in log.per_second.iter().enumerate() {
             if latency.per_second.len() <= s {
                 latency.per_second.resize_with(s + 1, Recorder::new);
@@ -160,11 +214,30 @@ pub fn merge(opts: &MergeOptions) -> Result<Summary> {
             latency.hist.add(h);
         }
         lag.add(&log.lag);
+
         for (&order, &ms) in &r.latency_by_order {
-            latency.by_order.entry(order).or_insert(ms);
+            if latency.by_order.insert(order, ms).is_some() {
+                return Err(UsageFault(format!(
+                    "{}: work order {order} is claimed by two generators (each hears only the orders its own events caused)",
+                    dir.display()
+                ))
+                .into());
+            }
         }
+        // A generator that fell behind, or was late for the start, did not apply its part of the load.
+        let mut faults = Vec::new();
         if let Some(e) = &r.sending_error {
-            sending_errors.push(format!("generator {}: {e}", r.generator));
+            faults.push(e.clone());
+        }
+        if r.ready_late_ms > slo.generator_lag_p99_ms {
+            faults.push(format!("ready {:.0} ms after the agreed start", r.ready_late_ms));
+        }
+        let own_lag = Millis::of(&Recorder::from_histogram(log.lag.clone()));
+        if own_lag.p99 > slo.generator_lag_p99_ms {
+            faults.push(format!("its lag p99 {:.1} ms, over the {} ms it may be", own_lag.p99, slo.generator_lag_p99_ms));
+        }
+        if !faults.is_empty() {
+            sending_errors.push(format!("generator {}: {}", r.generator, faults.join(", ")));
         }
         acked += r.broker_acknowledged;
         connections += r.connections;
@@ -190,10 +263,10 @@ pub fn merge(opts: &MergeOptions) -> Result<Summary> {
             broker_acknowledged: r.broker_acknowledged,
             connections: r.connections,
             connect_seconds: r.connect_seconds,
-            generator_lag_ms: Millis::of(&Recorder::from_histogram(log.lag)),
+            generator_lag_ms: own_lag,
             notices: r.latency_by_order.len() as u64,
-            valid: r.sending_error.is_none(),
-            invalid_reason: r.sending_error.clone(),
+            valid: faults.is_empty(),
+            invalid_reason: (!faults.is_empty()).then(|| faults.join(", ")),
         });
     }
     sent.sort_unstable();

@@ -160,14 +160,32 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    /// BLAKE3 over every key in schedule order with its offset: what generators and their merge compare.
+    /// BLAKE3 over every event in schedule order (topic, QoS, key, intended instant) and the town's devices
+    /// in the order that numbers them for the generators' slices: what generators and their merge compare.
     pub fn digest(&self) -> String {
         let mut h = blake3::Hasher::new();
-        for (k, w) in self.keys.iter().zip(&self.offsets) {
+        for ((m, k), w) in self.msgs.iter().zip(&self.keys).zip(&self.offsets) {
+            h.update(&m.topic);
+            h.update(&[m.qos]);
             h.update(k.as_bytes());
             h.update(&w.to_le_bytes());
         }
+        for d in self.town.estates.iter().flat_map(|e| &e.devices).chain(self.town.roads.iter().flat_map(|r| &r.devices)) {
+            h.update(d.id.as_bytes());
+            h.update(b"\n");
+        }
         h.finalize().to_hex().to_string()
+    }
+
+    /// BLAKE3 over the rules' and the policy's files: the reference core's inputs, which the merge must
+    /// share with the core the generators ran against.
+    pub fn inputs_digest(loaded: &Loaded) -> Result<String> {
+        let mut h = blake3::Hasher::new();
+        for f in [&loaded.rules, &loaded.policy] {
+            h.update(&std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?);
+            h.update(b"\0");
+        }
+        Ok(h.finalize().to_hex().to_string())
     }
 }
 
@@ -218,14 +236,15 @@ pub(crate) fn prepare(loaded: &Loaded) -> Result<Prepared> {
     Ok(Prepared { town, town_file, rules, policy, msgs, offsets, keys, by_id, last_tick })
 }
 
-/// Until the core's watermark (heard on the orders feed) passes `want`, or `limit`; then whatever comes in
-/// the next half second (notices published with the last batch). Returns what was heard and, when the
-/// watermark came, how long it took.
-async fn drain(feed: &mut OrdersFeed, want: Option<i64>, limit: Duration) -> (Vec<Heard>, Option<f64>) {
+/// Until the core's watermark (heard on the orders feed) passes `want`, or `limit` after `from` (the
+/// traffic's last intended send, or now if that is past); then whatever comes in the next half second
+/// (notices published with the last batch). Returns what was heard and, when the watermark came, how long
+/// after `from` it came.
+async fn drain(feed: &mut OrdersFeed, want: Option<i64>, from: Instant, limit: Duration) -> (Vec<Heard>, Option<f64>) {
     let mut heard = Vec::new();
     let mut watermark = i64::MIN;
-    let deadline = tokio::time::Instant::now() + limit;
-    let drain_start = Instant::now();
+    let drain_start = from.max(Instant::now());
+    let deadline = tokio::time::Instant::from_std(drain_start + limit);
     let mut drained = None;
     loop {
         if want.is_some_and(|t| watermark >= t) {
@@ -307,7 +326,7 @@ fn run_loaded(loaded: &Loaded, ep: Endpoint, out: &std::path::Path) -> Result<Su
 
         // Drain: until the core's watermark passes the last clock tick sent, or the limit.
         let want = if sending.is_ok() { last_tick } else { None };
-        let (heard, drained) = drain(&mut feed, want, secs(prof.limits.drain_seconds)).await;
+        let (heard, drained) = drain(&mut feed, want, Instant::now(), secs(prof.limits.drain_seconds)).await;
         let acked = publisher.counters().pubacks();
         let _ = publisher.flush(Duration::from_secs(2)).await;
         let churn = publisher.counters().churn();

@@ -162,9 +162,11 @@ impl Publisher {
         Publisher::connect_some(ep, mode, town, timeout, "", &|_| true).await
     }
 
-    /// [`Publisher::connect`] for one generator of several: only the connections whose key (a device's
-    /// id, `twin`, `12345`, an estate's id) `keep` keeps, their client ids marked with `tag` (so that
-    /// generators on machines whose process ids collide do not take each other's sessions).
+    /// [`Publisher::connect`] for one generator of several: with a connection per device, only those whose
+    /// key (a device's id, `twin`, `12345`) `keep` keeps (with one connection, or one per estate, every
+    /// generator opens them all: each estate's gateway carries devices of every slice); client ids marked
+    /// with `tag`, so that generators on machines whose process ids collide do not take each other's
+    /// sessions.
     pub async fn connect_some(ep: &Endpoint, mode: Mode, town: &Town, timeout: Duration, tag: &str, keep: &dyn Fn(&str) -> bool) -> Result<Publisher> {
         let all: Vec<String> = match mode {
             Mode::One => vec!["town".into()],

@@ -77,7 +77,7 @@ pub fn spread(profile: &Path, port: u16, n: u32, dir: &Path) -> (serde_json::Val
     std::fs::create_dir_all(dir).unwrap();
     let db = dir.join("core.db");
     let core = start_core(port, &db, &format!("spread-core-{n}"));
-    let start_at = unix_ms() + 6_000;
+    let start_at = unix_ms() + 10_000;
     let gens: Vec<PathBuf> = (1..=n).map(|i| dir.join(format!("g{i}"))).collect();
     let children: Vec<_> = gens
         .iter()
@@ -168,6 +168,22 @@ fn three_generators_against_one_core_account_as_one_generator_and_a_wrong_set_is
     std::fs::write(forged.join("generator.json"), serde_json::to_vec(&r).unwrap()).unwrap();
     std::fs::copy(gens[2].join("latency.hlog"), forged.join("latency.hlog")).unwrap();
     refused(merge(&[&gens[0], &gens[1], &forged], &db, &out("m4")), "traffic digest");
+    // A record out of range, and a generator's log that is another's.
+    let forge = |name: &str, change: &dyn Fn(&mut serde_json::Value), log_of: &Path| {
+        let dir = out(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = json(&gens[2].join("generator.json"));
+        change(&mut r);
+        std::fs::write(dir.join("generator.json"), serde_json::to_vec(&r).unwrap()).unwrap();
+        std::fs::copy(log_of.join("latency.hlog"), dir.join("latency.hlog")).unwrap();
+        dir
+    };
+    let odd = forge("odd", &|r| r["generator"]["index"] = 4.into(), &gens[2]);
+    refused(merge(&[&gens[0], &gens[1], &odd], &db, &out("m5")), "not one of 1..n");
+    let swapped = forge("swapped", &|_| {}, &gens[0]);
+    refused(merge(&[&gens[0], &gens[1], &swapped], &db, &out("m6")), "is not its record's");
+    let cut = forge("cut", &|r| r["sent"] = 10.into(), &gens[2]);
+    refused(merge(&[&gens[0], &gens[1], &cut], &db, &out("m7")), "cut short or altered");
     // Generators that cannot start: out of range, several without an agreed start, a used folder.
     let generator = |args: &[&str], dir: &Path| towntwin().arg("load").arg(&p).args(args).arg("--out").arg(dir).output().unwrap();
     refused(generator(&["--generator", "4/3", "--broker", &url], &out("x")), "1 <= i <= n");

@@ -129,7 +129,9 @@ fn configmap_file(map: &str, key: &str, dir: &Path) -> std::path::PathBuf {
 fn manifest(file: &str) -> (impl Fn(&str) -> String, impl Fn(&str) -> String) {
     let job = std::fs::read_to_string(root().join("deploy/k8s").join(file)).unwrap();
     let j = job.clone();
-    let field = move |name: &str| j.lines().find_map(|l| l.trim().strip_prefix(name)).map(|v| v.trim().trim_matches('"').to_string()).unwrap_or_else(|| panic!("no {name} in {file}"));
+    let field = move |name: &str| {
+        j.lines().find_map(|l| l.trim().strip_prefix(name)).map(|v| v.trim().trim_matches('"').to_string()).unwrap_or_else(|| panic!("no {name} in {file}"))
+    };
     let env = move |name: &str| {
         job.lines()
             .skip_while(|l| !l.contains(&format!("name: {name}")))
@@ -206,7 +208,7 @@ fn a_load_runs_as_three_generator_tasks_on_slurm_and_merges_as_one_generator() {
         .current_dir(&logs)
         .env("SLURM_CONF", slurm.conf())
         .env("TOWNTWIN", env!("CARGO_BIN_EXE_towntwin"))
-        .env("LEAD_SECONDS", "15")
+        .env("LEAD_SECONDS", "20")
         .output()
         .unwrap();
     assert!(o.status.success(), "submit: {}", String::from_utf8_lossy(&o.stderr));
