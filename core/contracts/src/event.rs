@@ -340,8 +340,9 @@ pub fn encode(out: &mut Vec<u8>, h: &Header<'_>, data: &Data) {
     out.extend_from_slice(time.as_bytes());
     out.extend_from_slice(b"\",\"datacontenttype\":\"application/json\"");
     if let Some(s) = h.subject {
-        use std::io::Write as _;
-        let _ = write!(out, ",\"subject\":\"{s}\"");
+        out.extend_from_slice(b",\"subject\":\"");
+        s.write_to(out);
+        out.push(b'"');
     }
     out.extend_from_slice(b",\"estate\":");
     json_str(out, h.area);
@@ -381,6 +382,35 @@ impl std::fmt::Display for FlatRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "B{:02}-{}", self.building, self.room)
     }
+}
+
+impl FlatRef {
+    /// Appends what [`Display`](std::fmt::Display) writes, without the formatting machinery (the twin writes
+    /// one for most events it encodes).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.push(b'B');
+        if self.building < 10 {
+            out.push(b'0');
+        }
+        push_decimal(out, self.building);
+        out.push(b'-');
+        push_decimal(out, self.room);
+    }
+}
+
+fn push_decimal(out: &mut Vec<u8>, v: u16) {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut v = v;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 impl std::str::FromStr for FlatRef {
@@ -688,6 +718,18 @@ pub struct Sent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flat_writes_by_hand_as_it_displays() {
+        for building in [0u16, 1, 9, 10, 42, 99, 100, 999, u16::MAX] {
+            for room in [0u16, 1, 9, 10, 101, 1102, 65_535] {
+                let f = FlatRef { building, room };
+                let mut out = Vec::new();
+                f.write_to(&mut out);
+                assert_eq!(String::from_utf8(out).unwrap(), f.to_string());
+            }
+        }
+    }
 
     #[test]
     fn encodes_a_structured_cloudevent() {

@@ -22,3 +22,4 @@ mod platform;
 mod postgres;
 mod server;
 mod slurm;
+mod unchanged;
