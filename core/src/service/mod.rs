@@ -262,7 +262,20 @@ impl Core {
         }
         let n = events.len();
         let (out, accepted) = self.admit(events.into_iter().map(Ok).enumerate(), n);
-        self.take(out, accepted, &[], None)
+        self.take(out, accepted, &[], None, false)
+    }
+
+    /// [`Core::ingest_events`] of events the caller guarantees it has never given before (no `(source, id)`
+    /// twice): a twin in this process, which numbers each device's events, feeding an experiment's
+    /// store-less core. The window of recent ids is not consulted (a probe into a set of two days' ids was
+    /// a sixth of a replication-day); debug builds still check every id.
+    pub fn ingest_unique_events(&mut self, events: Vec<Event>) -> Result<Outcome, CoreError> {
+        if self.store.is_some() {
+            return Err(CoreError::NeedsPayloads);
+        }
+        let n = events.len();
+        let (out, accepted) = self.admit(events.into_iter().map(Ok).enumerate(), n);
+        self.take(out, accepted, &[], None, true)
     }
 
     /// [`Core::ingest_delivered`] of messages decoded already (by the ingest's partitions, with
@@ -271,7 +284,7 @@ impl Core {
         let n = payloads.len();
         debug_assert_eq!(decoded.len(), n, "one decoded result for each payload");
         let (out, accepted) = self.admit(decoded.into_iter().enumerate(), n);
-        self.take(out, accepted, payloads, Some(qos0))
+        self.take(out, accepted, payloads, Some(qos0), false)
     }
 
     fn ingest_from(&mut self, payloads: &[&[u8]], topics: Option<&[&str]>, qos0: Option<&[bool]>) -> Result<Outcome, CoreError> {
@@ -284,7 +297,7 @@ impl Core {
             (i, ev)
         });
         let (out, accepted) = self.admit(decoded, payloads.len());
-        self.take(out, accepted, payloads, qos0)
+        self.take(out, accepted, payloads, qos0, false)
     }
 
     /// Of a batch's decoded events (with their indices), those inside the time window, checked against the
@@ -319,7 +332,8 @@ impl Core {
 
     /// Logs (with a store), dedups and applies the accepted events of a batch; `payloads` are the messages
     /// as they came (for the store's log), indexed like the events.
-    fn take(&mut self, mut out: Outcome, accepted: Vec<(usize, Event)>, payloads: &[&[u8]], qos0: Option<&[bool]>) -> Result<Outcome, CoreError> {
+    /// `unique`: the caller guarantees every id is new ([`Core::ingest_unique_events`]).
+    fn take(&mut self, mut out: Outcome, accepted: Vec<(usize, Event)>, payloads: &[&[u8]], qos0: Option<&[bool]>, unique: bool) -> Result<Outcome, CoreError> {
         let mut batch = match self.store.as_mut() {
             Some(s) => Some(s.batch()?),
             None => None,
@@ -337,6 +351,13 @@ impl Core {
             // Unique as CloudEvents define it: source and id together (two devices may use the same id).
             let fresh = match &mut batch {
                 Some(b) => b.append_event(&format!("{} {}", ev.source, ev.id), ev.time, payloads[i])?.inspect(|seq| self.last_seq = *seq).is_some(),
+                None if unique => {
+                    if cfg!(debug_assertions) {
+                        let new = self.seen.insert(RecentIds::key(&ev.source, &ev.id), self.engine.state.now, &self.engine.rules.window);
+                        assert!(new, "event {} {} given twice to a core told its ids are unique", ev.source, ev.id);
+                    }
+                    true
+                }
                 None => self.seen.insert(RecentIds::key(&ev.source, &ev.id), self.engine.state.now, &self.engine.rules.window),
             };
             if !fresh {

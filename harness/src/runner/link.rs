@@ -101,8 +101,9 @@ impl CoreLink for InProcess {
             self.core.ingest_on(&topics, &payloads)
         } else {
             // The same rules and orders as from the encoded stream (an experiment's equivalence test runs
-            // one replication both ways), without JSON in between.
-            self.core.ingest_events(typed)
+            // one replication both ways), without JSON in between; the twin numbers each device's events,
+            // so no id comes twice.
+            self.core.ingest_unique_events(typed)
         }
         .context("the core failed")?;
         self.pending.extend(outcome.transitions.iter().map(|t| self.core.orders.notice(t)));
