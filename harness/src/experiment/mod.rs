@@ -462,7 +462,13 @@ pub fn render(s: &analyse::Summary, out: &Path) -> String {
     for c in failed {
         let _ = writeln!(t, "  FAILED {} ({}): {}", c.name, c.variant, c.detail);
     }
-    let _ = writeln!(t, "{:.2} s per town-day per core over {:.0} town-days", s.seconds_per_town_day, s.replication_days);
+    let _ = writeln!(
+        t,
+        "{:.2} s per town-day per core over {:.0} town-days: {:.0} replication-days an hour per core",
+        s.seconds_per_town_day,
+        s.replication_days,
+        3600.0 / s.seconds_per_town_day.max(1e-9)
+    );
     let _ = writeln!(t, "Report: {}", out.join("report.html").display());
     t
 }

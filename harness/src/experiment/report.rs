@@ -399,7 +399,7 @@ fn html(record: &PlanRecord, s: &Summary, drawn: &[Drawn]) -> Result<String> {
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}.fail{{background:#fdd}}.pass{{background:#dfd}}
 .lower{{color:#06c}}.higher{{color:#c60}}.none{{color:#888}}img{{max-width:100%;border:1px solid #eee;margin:0.5em 0}}code{{background:#f4f4f4;padding:1px 4px}}</style></head><body>
 <h1>Experiment <code>{name}</code></h1><p>{desc}</p>
-<p>{days} simulated days per replication, the first {warm} a warm-up that no KPI counts; replication <i>k</i> has the same seed in every variant (common random numbers, experiment seed {seed}); intervals are {lvl:.0}% Student t over replications; differences are paired per replication against <b>{refv}</b>. Plan {fp}; {rd:.0} town-days simulated at {spd:.2} s per town-day per core.</p>"#,
+<p>{days} simulated days per replication, the first {warm} a warm-up that no KPI counts; replication <i>k</i> has the same seed in every variant (common random numbers, experiment seed {seed}); intervals are {lvl:.0}% Student t over replications; differences are paired per replication against <b>{refv}</b>. Plan {fp}; {rd:.0} town-days simulated at {spd:.2} s per town-day per core: {rdh:.0} replication-days an hour per core.</p>"#,
         name = esc(&x.name),
         desc = esc(&x.description),
         days = x.days,
@@ -410,6 +410,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child,th
         fp = s.fingerprint,
         rd = s.replication_days,
         spd = s.seconds_per_town_day,
+        rdh = 3600.0 / s.seconds_per_town_day.max(1e-9),
     );
     h.push_str("<h2>Variants</h2><table><tr><th>variant</th><th>replications</th><th>what it changes</th></tr>");
     for v in &x.variants {

@@ -160,9 +160,8 @@ fn event_id(id: &mut String, device: &str, seq: u32) {
             break;
         }
     }
-    for &b in &hex[at..] {
-        id.push(b as char);
-    }
+    // Hex digits are ASCII.
+    id.push_str(std::str::from_utf8(&hex[at..]).unwrap_or_default());
 }
 
 /// An event as the core takes it, without encoding: the id and source its CloudEvent would carry, and the
