@@ -257,12 +257,7 @@ impl Core {
     /// same window, dedup, rules and orders as [`Core::ingest_on`] without encoding each event to JSON and
     /// parsing it back. A core with a store must log every payload as it came, so it refuses this.
     pub fn ingest_events(&mut self, events: Vec<Event>) -> Result<Outcome, CoreError> {
-        if self.store.is_some() {
-            return Err(CoreError::NeedsPayloads);
-        }
-        let n = events.len();
-        let (out, accepted) = self.admit(events.into_iter().map(Ok).enumerate(), n);
-        self.take(out, accepted, &[], None, false)
+        self.ingest_typed(events, false)
     }
 
     /// [`Core::ingest_events`] of events the caller guarantees it has never given before (no `(source, id)`
@@ -270,12 +265,16 @@ impl Core {
     /// store-less core. The window of recent ids is not consulted (a probe into a set of two days' ids was
     /// a sixth of a replication-day); debug builds still check every id.
     pub fn ingest_unique_events(&mut self, events: Vec<Event>) -> Result<Outcome, CoreError> {
+        self.ingest_typed(events, true)
+    }
+
+    fn ingest_typed(&mut self, events: Vec<Event>, unique: bool) -> Result<Outcome, CoreError> {
         if self.store.is_some() {
             return Err(CoreError::NeedsPayloads);
         }
         let n = events.len();
         let (out, accepted) = self.admit(events.into_iter().map(Ok).enumerate(), n);
-        self.take(out, accepted, &[], None, true)
+        self.take(out, accepted, &[], None, unique)
     }
 
     /// [`Core::ingest_delivered`] of messages decoded already (by the ingest's partitions, with

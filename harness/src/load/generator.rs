@@ -16,11 +16,11 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use base64::Engine as _;
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::interval_log::{IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag};
-use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use serde::{Deserialize, Serialize};
 use towntwin_sim::Message;
 
@@ -239,27 +239,10 @@ pub fn run(opts: &GeneratorOptions) -> Result<Record> {
 /// The generator's interval log: a histogram of its orders' latency (microseconds) for each second from
 /// the agreed start, and its sends' lateness over the whole run tagged `lag`.
 fn write_log(out: &Path, latency: &Latency, lag: &Recorder, start_at_ms: i64, sent_until: f64, profile: &str, slice: Slice) -> Result<()> {
-    let mut log = Vec::new();
-    {
-        let mut ser = V2DeflateSerializer::new();
-        let start = UNIX_EPOCH + Duration::from_millis(start_at_ms.max(0) as u64);
-        let mut w = IntervalLogWriterBuilder::new()
-            .add_comment(&format!(
-                "towntwin load {profile}, generator {slice}: work-order latency in microseconds from each event's intended send; tag lag: its sends' lateness"
-            ))
-            .with_start_time(start)
-            .with_base_time(start)
-            .with_max_value_divisor(1000.0)
-            .begin_log_with(&mut log, &mut ser)
-            .map_err(|e| anyhow!("cannot start the interval log: {e}"))?;
-        for (s, h) in latency.per_second.iter().map(Recorder::histogram).enumerate() {
-            if !h.is_empty() {
-                w.write_histogram(h, Duration::from_secs(s as u64), Duration::from_secs(1), None).map_err(|e| anyhow!("cannot write the interval log: {e}"))?;
-            }
-        }
-        w.write_histogram(lag.histogram(), Duration::ZERO, secs(sent_until.max(0.001)), Tag::new(LAG_TAG))
-            .map_err(|e| anyhow!("cannot write the interval log: {e}"))?;
-    }
+    let comment =
+        format!("towntwin load {profile}, generator {slice}: work-order latency in microseconds from each event's intended send; tag lag: its sends' lateness");
+    let start = UNIX_EPOCH + Duration::from_millis(start_at_ms.max(0) as u64);
+    let log = super::report::interval_log(&comment, Some(start), &latency.per_second, &[(LAG_TAG, lag, sent_until)])?;
     std::fs::write(out.join(LOG), log).with_context(|| format!("cannot write {}", out.join(LOG).display()))
 }
 

@@ -26,22 +26,8 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 /// The interval log, the samples and the plots.
 /// `sent`: events sent in each second of the load (by their intended instants).
 pub fn write_series(out: &Path, all: &Recorder, per_second: &[Recorder], sent: &[u64], samples: &[Sample], summary: &Summary) -> Result<()> {
-    let mut log = Vec::new();
-    {
-        let mut ser = V2DeflateSerializer::new();
-        let mut w = IntervalLogWriterBuilder::new()
-            .add_comment(&format!("towntwin load {}: work-order latency in microseconds from each event's intended send instant", summary.profile))
-            .with_max_value_divisor(1000.0)
-            .begin_log_with(&mut log, &mut ser)
-            .map_err(|e| anyhow::anyhow!("cannot start the interval log: {e}"))?;
-        for (s, h) in per_second.iter().map(Recorder::histogram).enumerate() {
-            if !h.is_empty() {
-                w.write_histogram(h, std::time::Duration::from_secs(s as u64), std::time::Duration::from_secs(1), None)
-                    .map_err(|e| anyhow::anyhow!("cannot write the interval log: {e}"))?;
-            }
-        }
-    }
-    write_file(&out.join("latency.hlog"), &log)?;
+    let comment = format!("towntwin load {}: work-order latency in microseconds from each event's intended send instant", summary.profile);
+    write_file(&out.join("latency.hlog"), &interval_log(&comment, None, per_second, &[])?)?;
     let mut csv = String::from("t,accepted,connections,core_cpu,core_rss_mb,broker_cpu,broker_rss_mb,generator_cpu,generator_rss_mb\n");
     for s in samples {
         let u = |u: Option<super::UsageAt>| u.map_or(",".to_string(), |u| format!("{:.3},{:.1}", u.cpu, u.rss_mb));
@@ -60,6 +46,33 @@ pub fn write_series(out: &Path, all: &Recorder, per_second: &[Recorder], sent: &
         connections(&plots, samples, summary)?;
     }
     Ok(())
+}
+
+/// An HdrHistogram interval log (values in microseconds): `comment`, one histogram for each second of
+/// `per_second` that has any, then each of `tagged` (its tag, its histogram, the seconds from the start it
+/// covers); `start`: the instant the log's timestamps count from, when there is one to state.
+pub(super) fn interval_log(comment: &str, start: Option<std::time::SystemTime>, per_second: &[Recorder], tagged: &[(&str, &Recorder, f64)]) -> Result<Vec<u8>> {
+    use std::time::Duration;
+    let mut log = Vec::new();
+    let mut ser = V2DeflateSerializer::new();
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder.add_comment(comment).with_max_value_divisor(1000.0);
+    if let Some(t) = start {
+        builder.with_start_time(t).with_base_time(t);
+    }
+    let mut w = builder.begin_log_with(&mut log, &mut ser).map_err(|e| anyhow::anyhow!("cannot start the interval log: {e}"))?;
+    let put = |e| anyhow::anyhow!("cannot write the interval log: {e}");
+    for (s, h) in per_second.iter().map(Recorder::histogram).enumerate() {
+        if !h.is_empty() {
+            w.write_histogram(h, Duration::from_secs(s as u64), Duration::from_secs(1), None).map_err(put)?;
+        }
+    }
+    for (tag, h, seconds) in tagged {
+        let tag = hdrhistogram::serialization::interval_log::Tag::new(tag).ok_or_else(|| anyhow::anyhow!("{tag:?} is not an interval log tag"))?;
+        w.write_histogram(h.histogram(), Duration::ZERO, Duration::from_secs_f64(seconds.max(0.001)), Some(tag)).map_err(put)?;
+    }
+    drop(w);
+    Ok(log)
 }
 
 /// The generator's connections up over time (a reconnect storm's dip and recovery).

@@ -84,6 +84,18 @@ pub struct Churn {
     pub pubacks: u64,
 }
 
+impl std::ops::AddAssign<&Churn> for Churn {
+    /// Another publisher's counts added (a load's generators together).
+    fn add_assign(&mut self, o: &Churn) {
+        self.drops += o.drops;
+        self.resumed += o.resumed;
+        self.resent += o.resent;
+        self.resent_qos1 += o.resent_qos1;
+        self.collisions += o.collisions;
+        self.pubacks += o.pubacks;
+    }
+}
+
 impl Counters {
     pub fn churn(&self) -> Churn {
         let g = Counters::get;

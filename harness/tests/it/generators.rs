@@ -26,8 +26,8 @@ pub fn profile(dir: &Path) -> PathBuf {
 /// and policy, input ordered by minutes (several generators' events come in any order).
 pub fn start_core(port: u16, db: &Path, client_id: &str) -> Killed {
     let root = common::root();
-    let mut child = towntwin()
-        .args(["core", "--broker", &format!("mqtt://127.0.0.1:{port}"), "--client-id", client_id, "--order", "minutes", "--batch-max", "300"])
+    let mut core = towntwin();
+    core.args(["core", "--broker", &format!("mqtt://127.0.0.1:{port}"), "--client-id", client_id, "--order", "minutes", "--batch-max", "300"])
         .arg("--db")
         .arg(db)
         .arg("--town")
@@ -35,19 +35,8 @@ pub fn start_core(port: u16, db: &Path, client_id: &str) -> Killed {
         .arg("--rules")
         .arg(root.join("assets/rules.ron"))
         .arg("--policy")
-        .arg(root.join("scenarios/policies/standard.ron"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("towntwin core starts");
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("subscribed") {
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
-    Killed(child)
+        .arg(root.join("scenarios/policies/standard.ron"));
+    common::until_subscribed(core)
 }
 
 pub fn unix_ms() -> i64 {

@@ -32,6 +32,23 @@ fn reps_in(dir: &Path) -> usize {
         .count()
 }
 
+/// The array's and the merge's job ids a submit script prints (`array ID`, `merge ID`).
+fn job_ids(stdout: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(stdout);
+    let id = |what: &str| text.lines().find_map(|l| l.strip_prefix(what)).map(|s| s.trim().to_string()).unwrap_or_else(|| panic!("no {what} in {text}"));
+    (id("array "), id("merge "))
+}
+
+/// The Slurm logs in `dir` whose names hold `pattern`, one after another.
+fn logs_matching(dir: &Path, pattern: &str) -> String {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|f| f.file_name().to_string_lossy().contains(pattern))
+        .map(|f| std::fs::read_to_string(f.path()).unwrap())
+        .collect()
+}
+
 #[test]
 fn an_experiment_runs_as_a_slurm_array_with_a_requeued_shard_and_its_merge_equals_one_run() {
     if !Slurm::available_for_test() {
@@ -57,9 +74,7 @@ fn an_experiment_runs_as_a_slurm_array_with_a_requeued_shard_and_its_merge_equal
         .output()
         .unwrap();
     assert!(o.status.success(), "submit: {}", String::from_utf8_lossy(&o.stderr));
-    let text = String::from_utf8_lossy(&o.stdout).to_string();
-    let id = |what: &str| text.lines().find_map(|l| l.strip_prefix(what)).map(|s| s.trim().to_string()).unwrap_or_else(|| panic!("no {what} in {text}"));
-    let (array, merge) = (id("array "), id("merge "));
+    let (array, merge) = job_ids(&o.stdout);
 
     // Shard 2 requeued once it has finished a replication: killed and run again, it resumes.
     let shard2 = results.join("shard-2");
@@ -78,14 +93,7 @@ fn an_experiment_runs_as_a_slurm_array_with_a_requeued_shard_and_its_merge_equal
 
     let ended = slurm.wait(&merge, Duration::from_secs(600)).unwrap();
     eprintln!("the array and its merge on Slurm: {:.1} s from submission (one shard requeued)", t0.elapsed().as_secs_f64());
-    let log = |pattern: &str| -> String {
-        std::fs::read_dir(&logs)
-            .unwrap()
-            .flatten()
-            .filter(|f| f.file_name().to_string_lossy().contains(pattern))
-            .map(|f| std::fs::read_to_string(f.path()).unwrap())
-            .collect()
-    };
+    let log = |pattern: &str| logs_matching(&logs, pattern);
     // The merge job ends as the one-process run did: COMPLETED, or FAILED with its exit 1 (a check failed).
     let want = if code == 0 { "COMPLETED" } else { "FAILED" };
     assert_eq!(
@@ -212,19 +220,10 @@ fn a_load_runs_as_three_generator_tasks_on_slurm_and_merges_as_one_generator() {
         .output()
         .unwrap();
     assert!(o.status.success(), "submit: {}", String::from_utf8_lossy(&o.stderr));
-    let text = String::from_utf8_lossy(&o.stdout).to_string();
-    let id = |what: &str| text.lines().find_map(|l| l.strip_prefix(what)).map(|s| s.trim().to_string()).unwrap_or_else(|| panic!("no {what} in {text}"));
-    let (array, merge) = (id("array "), id("merge "));
+    let (array, merge) = job_ids(&o.stdout);
     let ended = slurm.wait(&merge, Duration::from_secs(300)).unwrap();
     drop(core);
-    let log = |pattern: &str| -> String {
-        std::fs::read_dir(&logs)
-            .unwrap()
-            .flatten()
-            .filter(|f| f.file_name().to_string_lossy().contains(pattern))
-            .map(|f| std::fs::read_to_string(f.path()).unwrap())
-            .collect()
-    };
+    let log = |pattern: &str| logs_matching(&logs, pattern);
     eprintln!("three generators and their merge on Slurm: {:.1} s from submission", t0.elapsed().as_secs_f64());
     let array_ended = slurm.wait(&array, Duration::from_secs(10)).unwrap();
     assert_eq!(array_ended.state, "COMPLETED", "the generators: {array_ended:?}\n{}", log("towntwin-load-"));

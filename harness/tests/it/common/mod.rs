@@ -27,15 +27,19 @@ impl Drop for Killed {
 /// Starts `towntwin core` on the broker at `port` with its store and town in `dir`, and returns once it
 /// prints that the broker acknowledged its subscription.
 pub fn start_core(port: u16, dir: &Path, client_id: &str) -> Killed {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_towntwin"))
-        .args(["core", "--broker", &format!("mqtt://127.0.0.1:{port}"), "--client-id", client_id])
+    let mut core = Command::new(env!("CARGO_BIN_EXE_towntwin"));
+    core.args(["core", "--broker", &format!("mqtt://127.0.0.1:{port}"), "--client-id", client_id])
         .arg("--db")
         .arg(dir.join("core.db"))
         .arg("--town")
-        .arg(dir.join("town.ron"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("towntwin core starts");
+        .arg(dir.join("town.ron"));
+    until_subscribed(core)
+}
+
+/// Starts `core` (a `towntwin core` command) and returns once it prints that the broker acknowledged its
+/// subscription.
+pub fn until_subscribed(mut core: Command) -> Killed {
+    let mut child = core.stdout(Stdio::piped()).spawn().expect("towntwin core starts");
     let out = child.stdout.take().unwrap();
     let mut lines = BufReader::new(out).lines();
     loop {
