@@ -3,6 +3,7 @@
 
 mod backlog;
 mod blind;
+mod broker;
 mod claims;
 mod cli;
 mod cluster;

@@ -60,7 +60,13 @@ impl Scheduler {
     }
 
     pub fn reschedule(&mut self, id: ConnectionId, reason: ScheduleReason) {
-        let tracker = self.trackers.get_mut(id).unwrap();
+        // TOWNTWIN PATCH: a link that was blocked writing to a slow client sends `Event::Ready` when its
+        // write finishes, which can be after the router dropped the connection (its client id taken over by
+        // a new connection that has since left). Stock rumqttd unwrapped here and the router thread died.
+        let Some(tracker) = self.trackers.get_mut(id) else {
+            trace!(connection_id = id, "reschedule {:?} of a connection no longer tracked, ignored", reason);
+            return;
+        };
         if let Some(v) = tracker.try_ready(reason) {
             trace!(tracker_id = tracker.id, "reschedule {:?} -> Ready", v);
             self.readyqueue.push_back(id);
