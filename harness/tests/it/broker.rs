@@ -21,10 +21,10 @@ fn options(ep: &towntwin_harness::broker::Endpoint, id: &str) -> MqttOptions {
 async fn until(el: &mut EventLoop, what: fn(&Packet) -> bool) {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Event::Incoming(p) = el.poll().await.expect("connection failed") {
-                if what(&p) {
-                    return;
-                }
+            if let Event::Incoming(p) = el.poll().await.expect("connection failed")
+                && what(&p)
+            {
+                return;
             }
         }
     })
