@@ -145,8 +145,19 @@ pub fn check_reachable(ep: &Endpoint, timeout: Duration) -> Result<()> {
     }
 }
 
-/// The embedded broker's settings: no accept delay, room for 30,000 connections, 1 MiB payloads.
-pub fn embedded_config(listen: SocketAddr) -> Config {
+/// How much of the stream the embedded broker keeps per subscription filter, by default: rumqttd appends
+/// every message to the in-memory log of each filter it matches and drops a log's oldest segment (of
+/// [`LOG_SEGMENTS`]) only when the log is full, whether or not its subscribers have read it: this is the
+/// broker's memory, not a queue. 320 MiB (of topics and payloads; about twice that resident, measured) holds
+/// about 800,000 of the twin's events, most of a town day at full speed; a subscriber further behind than
+/// that (a core killed for longer) loses the oldest. At 1 GiB a 7-day run over it peaked at 2.1 GB.
+pub const LOG_BYTES: usize = 320 * 1024 * 1024;
+/// Segments of a filter's log; see [`LOG_BYTES`].
+pub const LOG_SEGMENTS: usize = 10;
+
+/// The embedded broker's settings: no accept delay, room for 30,000 connections, 1 MiB payloads, a log of
+/// `log_bytes` per subscription filter (see [`LOG_BYTES`]).
+pub fn embedded_config(listen: SocketAddr, log_bytes: usize) -> Config {
     let connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: towntwin_core::limits::BROKER_MAX_PAYLOAD,
@@ -161,8 +172,9 @@ pub fn embedded_config(listen: SocketAddr) -> Config {
         router: RouterConfig {
             max_connections: 30_010,
             max_outgoing_packet_count: 200,
-            max_segment_size: 100 * 1024 * 1024,
-            max_segment_count: 10,
+            // rumqttd refuses segments under 1 KiB.
+            max_segment_size: (log_bytes / LOG_SEGMENTS).max(1024),
+            max_segment_count: LOG_SEGMENTS,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
@@ -188,13 +200,18 @@ pub fn start_embedded() -> Result<Endpoint> {
 /// commit, the lockstep with the responders) stalled 40 ms a round. A relay in front of rumqttd used to fix
 /// that, at two more sockets per client, which 9,750 device connections could not afford.
 pub fn start_embedded_on(port: u16) -> Result<Endpoint> {
+    start_embedded_with(port, LOG_BYTES)
+}
+
+/// [`start_embedded_on`] keeping `log_bytes` of the stream per subscription filter (see [`LOG_BYTES`]).
+pub fn start_embedded_with(port: u16, log_bytes: usize) -> Result<Endpoint> {
     let port = match port {
         // Ask the OS for a free port, then hand it to rumqttd (which binds by address, not by listener).
         0 => TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("cannot find a free loopback port")?.port(),
         p => p,
     };
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut broker = Broker::new(embedded_config(listen));
+    let mut broker = Broker::new(embedded_config(listen, log_bytes));
     std::thread::Builder::new()
         .name("rumqttd".into())
         .spawn(move || {

@@ -106,6 +106,10 @@ pub enum Command {
         /// Loopback port (0: a free one; the address is printed).
         #[arg(long, default_value_t = 1883)]
         port: u16,
+        /// MiB of the stream kept in memory per subscription filter (about twice that resident): a
+        /// subscriber further behind loses the oldest messages.
+        #[arg(long, default_value_t = 320, value_parser = clap::value_parser!(u64).range(10..=65_536))]
+        log_mib: u64,
     },
     /// Measure a broker's raw ceiling for messages of a given size.
     Ceiling {

@@ -312,8 +312,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             let summary = towntwin_harness::load::run(&towntwin_harness::load::LoadOptions { profile, broker, out })?;
             load_verdict(&summary)
         }
-        Command::Broker { port } => {
-            let ep = towntwin_harness::broker::start_embedded_on(port)?;
+        Command::Broker { port, log_mib } => {
+            let ep = towntwin_harness::broker::start_embedded_with(port, (log_mib as usize) << 20)?;
             // Printed once it accepts connections: a client may connect now.
             Status::BrokerListening { broker: format!("mqtt://{}:{}", ep.host, ep.port) }.print();
             let rt = towntwin_harness::runtime()?;

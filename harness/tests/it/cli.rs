@@ -98,6 +98,15 @@ fn unreachable_broker_is_reported_and_exits_non_zero() {
 }
 
 #[test]
+fn a_broker_log_too_small_or_not_a_number_exits_2_naming_the_flag() {
+    for bad in ["5", "lots"] {
+        let (code, _, err) = run_with(&["broker", "--port", "0", "--log-mib", bad]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("--log-mib"), "{err}");
+    }
+}
+
+#[test]
 fn offline_run_writes_summary_and_ground_truth() {
     let (dir, scenario) = fixture();
     let out = dir.path().join("out");
