@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::event::{self, Data, EventType, FlatRef};
+use crate::event::{self, Data, EventType, FlatRef, SmolStr};
 use crate::time::parse_rfc3339;
 use crate::town::{DeviceKind, Town};
 
@@ -78,7 +78,9 @@ impl Devices {
 #[derive(Deserialize)]
 struct Envelope<'a> {
     specversion: Option<&'a str>,
-    id: Option<String>,
+    /// Borrowed unless it has escapes.
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
     source: Option<&'a str>,
     #[serde(rename = "type")]
     ty: Option<&'a str>,
@@ -137,7 +139,7 @@ pub fn decode(payload: &[u8], devices: &Devices) -> Result<Event, Reject> {
     };
     let raw = env.data.ok_or_else(|| reject("missing_field", "`data`"))?;
     let data = decode_data(ty, raw.get()).map_err(|e| reject("bad_data", format!("{ty_name}: {e}")))?;
-    Ok(Event { id, source: source.to_string(), ty, time, device, subject, data })
+    Ok(Event { id: SmolStr::new(id), source: SmolStr::new(source), ty, time, device, subject, data })
 }
 
 /// [`decode`], and the MQTT topic it came on must be the one its `source` and `type` publish to
@@ -270,7 +272,7 @@ mod tests {
         assert_eq!(decode(marked.as_bytes(), &devices()).unwrap_err().code, "wrong_exercise", "a town's core takes no drill traffic");
         assert_eq!(decode(&gate_pass(), &drill).unwrap_err().code, "wrong_exercise", "a drill's core takes none of the town's");
         assert_eq!(decode(other.as_bytes(), &drill).unwrap_err().code, "wrong_exercise", "nor another drill's");
-        assert_eq!(decode(marked.as_bytes(), &drill).map(|e| e.id), Ok("E001-gate-01-1".to_string()));
+        assert_eq!(decode(marked.as_bytes(), &drill).map(|e| e.id.to_string()), Ok("E001-gate-01-1".to_string()));
     }
 
     #[test]

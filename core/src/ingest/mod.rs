@@ -394,7 +394,7 @@ pub async fn serve_on(
                 // Published while the core is held, so the API's notices cannot overtake these.
                 if cfg.publish_orders {
                     let notices: Vec<Notice> =
-                        o.transitions.iter().zip(&o.causes).map(|(t, c)| Notice { cause: Some(c.clone()), ..core.orders.notice(t) }).collect();
+                        o.transitions.iter().zip(&o.causes).map(|(t, c)| Notice { cause: Some(c.to_string()), ..core.orders.notice(t) }).collect();
                     out.publish(&notices);
                     if let Some(now) = o.clock {
                         out.watermark(now);

@@ -189,7 +189,7 @@ mod tests {
             EventType::ClockTick => Data::Tick(Tick { tick: 0, sent: None }),
             _ => Data::Heartbeat(crate::event::Heartbeat { battery_pct: Some(90), rssi_dbm: -70 }),
         };
-        Held { ev: Event { id: id.into(), source: format!("/gaohang/E001/x/{id}"), ty, time, device: None, subject: None, data }, live: false }
+        Held { ev: Event { id: id.into(), source: format!("/gaohang/E001/x/{id}").into(), ty, time, device: None, subject: None, data }, live: false }
     }
 
     fn tick(n: i64, sent: Option<(u32, u32)>) -> Held {
@@ -226,7 +226,7 @@ mod tests {
             m.push(s[i].clone(), &w, &mut out);
         }
         assert_eq!(m.holding, 0);
-        out.into_iter().map(|h| h.ev.id).collect()
+        out.into_iter().map(|h| h.ev.id.to_string()).collect()
     }
 
     #[test]

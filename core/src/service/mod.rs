@@ -9,7 +9,7 @@ use crate::rules::TimeWindow;
 use serde::Serialize;
 
 use crate::decode::{Event, Reject, decode, decode_on};
-use crate::event::EventType;
+use crate::event::{EventType, SmolStr};
 use crate::orders::{Action, Illegal, OrderEvent, Orders, Policy, State};
 use crate::principal::Principal;
 use crate::rules::{Engine, Finding, RuleSet};
@@ -50,7 +50,7 @@ pub struct Outcome {
     pub transitions: Vec<OrderEvent>,
     /// For each transition, the id of the event whose arrival caused it (a finding, or a deadline its time
     /// passed), for latency measurements.
-    pub causes: Vec<String>,
+    pub causes: Vec<SmolStr>,
     /// Event time of each accepted event that opened or repeated an order (for latency measurements).
     pub findings: Vec<Finding>,
     /// The core's event time after the batch, when the batch carried a clock tick (fresh or redelivered):

@@ -35,7 +35,7 @@ impl Bench {
     fn ev(&mut self, device: Option<&str>, ty: EventType, at: Millis, data: Data) -> Vec<Finding> {
         self.n += 1;
         let device = device.map(|d| self.devices.index[d]);
-        let e = Event { id: format!("e{}", self.n), source: String::new(), ty, time: self.t0 + at, device, subject: None, data };
+        let e = Event { id: format!("e{}", self.n).into(), source: Default::default(), ty, time: self.t0 + at, device, subject: None, data };
         self.engine.apply(&e)
     }
     fn pass(&mut self, person: u32, flat: FlatRef, at: Millis) -> Vec<Finding> {

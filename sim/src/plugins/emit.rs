@@ -4,7 +4,7 @@
 
 use bevy::prelude::*;
 use bevy::tasks::{ComputeTaskPool, TaskPool};
-use towntwin_contracts::event::{Data, Event, EventType, HOTLINE_KIND, Header, Namespace, Sent, TOWN_AREA, encode};
+use towntwin_contracts::event::{Data, Event, EventType, HOTLINE_KIND, Header, Namespace, Sent, SmolStr, TOWN_AREA, encode};
 use towntwin_contracts::time::Local;
 
 use super::Feature;
@@ -54,6 +54,52 @@ pub struct Emitted(pub Vec<Message>);
 pub struct Typed {
     pub on: bool,
     pub events: Vec<Event>,
+    /// Each registry device's `source`, made once (for the namespace in `sources_of`) and shared by its
+    /// events.
+    sources: Vec<SmolStr>,
+    sources_of: String,
+    /// Each registry device's id, inline and side by side (the registry's own strings are scattered on
+    /// the heap: reading one was a cache miss an event).
+    devices: Vec<SmolStr>,
+}
+
+impl Typed {
+    /// Device `dev`'s source under namespace `ns`, from the cache for a registry device.
+    fn source(&mut self, reg: &Registry, ns: &Namespace, dev: crate::world::Dev) -> SmolStr {
+        self.fill(reg, ns);
+        match self.sources.get(dev as usize) {
+            Some(s) if dev != CLOCK_DEVICE && dev < HOTLINE_BASE => s.clone(),
+            _ => source_of(reg, ns, dev),
+        }
+    }
+}
+
+impl Typed {
+    fn fill(&mut self, reg: &Registry, ns: &Namespace) {
+        if self.sources_of != ns.source() || self.sources.len() != reg.devices.len() {
+            self.sources = (0..reg.devices.len() as crate::world::Dev).map(|d| source_of(reg, ns, d)).collect();
+            self.sources_of = ns.source().to_string();
+            self.devices = reg.devices.iter().map(|d| SmolStr::new(&d.id)).collect();
+        }
+    }
+
+    /// Device `dev`'s id (as [`names`] gives it).
+    fn device<'a>(&'a self, reg: &'a Registry, dev: crate::world::Dev) -> &'a str {
+        match self.devices.get(dev as usize) {
+            Some(d) if dev != CLOCK_DEVICE && dev < HOTLINE_BASE => d,
+            _ => names(reg, dev).2,
+        }
+    }
+}
+
+/// The CloudEvents `source` of device `dev`'s events: `{ns source}/{area}/{kind}/{device}`.
+fn source_of(reg: &Registry, ns: &Namespace, dev: crate::world::Dev) -> SmolStr {
+    let (area, kind, device) = names(reg, dev);
+    let mut source = String::with_capacity(ns.source().len() + area.len() + kind.len() + device.len() + 3);
+    for part in [ns.source(), "/", area, "/", kind, "/", device] {
+        source.push_str(part);
+    }
+    SmolStr::from(source)
 }
 
 /// The topic segments of an event from `dev`: area, device kind and device id, as the CloudEvent's `source`
@@ -165,17 +211,13 @@ fn event_id(id: &mut String, device: &str, seq: u32) {
 }
 
 /// An event as the core takes it, without encoding: the id and source its CloudEvent would carry, and the
-/// registry's device index (none for the clock and the 12345 line, which are not devices).
-fn typed(reg: &Registry, ns: &Namespace, p: Pending, seq: u32) -> Event {
-    let (area, kind, device) = names(reg, p.device);
-    let mut id = String::with_capacity(device.len() + 9);
-    event_id(&mut id, device, seq);
-    let mut source = String::with_capacity(ns.source().len() + area.len() + kind.len() + device.len() + 3);
-    for part in [ns.source(), "/", area, "/", kind, "/", device] {
-        source.push_str(part);
-    }
+/// registry's device index (none for the clock and the 12345 line, which are not devices). `id` is a
+/// scratch buffer; the event's id is inline (no allocation) and its source shared with the device's others.
+fn typed(reg: &Registry, ns: &Namespace, cache: &mut Typed, id: &mut String, p: Pending, seq: u32) -> Event {
+    let source = cache.source(reg, ns, p.device);
+    event_id(id, cache.device(reg, p.device), seq);
     let dev = (p.device != CLOCK_DEVICE && p.device < HOTLINE_BASE).then_some(p.device);
-    Event { id, source, ty: p.ty, time: p.time, device: dev, subject: p.subject, data: p.data }
+    Event { id: SmolStr::new(id.as_str()), source, ty: p.ty, time: p.time, device: dev, subject: p.subject, data: p.data }
 }
 
 /// Makes the tick's events the minute its clock tick closes, and has the tick say how many there are: an
@@ -264,7 +306,10 @@ fn encode_tick(
         run.push((p, seq));
     }
     if typed.on {
-        typed.events.extend(run.into_iter().map(|(p, seq)| self::typed(&reg, &ns.0, p, seq)));
+        let mut id = String::with_capacity(32);
+        let mut events = std::mem::take(&mut typed.events);
+        events.extend(run.into_iter().map(|(p, seq)| self::typed(&reg, &ns.0, &mut typed, &mut id, p, seq)));
+        typed.events = events;
         return;
     }
     let pool = ComputeTaskPool::get_or_init(TaskPool::default);
