@@ -105,7 +105,7 @@ pub enum CoreError {
 pub struct Core {
     pub engine: Engine,
     pub orders: Orders,
-    pub policy: Policy,
+    pub policy: std::sync::Arc<Policy>,
     pub stats: CoreStats,
     store: Option<Store>,
     /// Ids seen, when there is no store to ask (only those a duplicate could still be accepted with).
@@ -144,7 +144,7 @@ impl Core {
         let mut core = Core {
             engine: Engine::new(rules, town),
             orders: Orders::default(),
-            policy,
+            policy: std::sync::Arc::new(policy),
             stats: CoreStats::default(),
             store: None,
             seen: RecentIds::default(),
@@ -399,7 +399,7 @@ impl Core {
                     // A 12345 call about a problem the platform already has an order for joins that order.
                     let joined = call.and_then(|c| self.orders.attach_call(&f, c, &self.engine.rules));
                     if joined.is_none() {
-                        self.orders.on_finding(&f, &self.engine.rules, &self.policy)?;
+                        self.orders.on_finding_under(&f, &self.engine.rules, &self.policy)?;
                     }
                     out.findings.push(f);
                 }
