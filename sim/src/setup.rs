@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use bevy::prelude::*;
 use rand::Rng as _;
-use towntwin_contracts::event::FlatRef;
+use towntwin_contracts::event::{FlatRef, SmolStr};
 use towntwin_contracts::town::{DeviceKind, Town};
 
 use crate::generate::pick;
@@ -82,7 +82,14 @@ pub fn populate(world: &mut World, town: &Town, start: i64) {
                     }
                 }
             }
-            reg.devices.push(DeviceInfo { id: d.id.clone(), kind: d.kind, area: area.to_string(), estate, building: d.building, elevator: d.elevator });
+            reg.devices.push(DeviceInfo {
+                id: SmolStr::new(&d.id),
+                kind: d.kind,
+                area: SmolStr::new(area),
+                estate,
+                building: d.building,
+                elevator: d.elevator,
+            });
         }
     }
     reg.cameras_by_road = town.roads.iter().map(|r| r.devices.iter().filter_map(|d| reg.by_id.get(&d.id).copied()).collect()).collect();

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use serde::Serialize;
-use towntwin_contracts::event::{Data, EventType, FlatRef, Line};
+use towntwin_contracts::event::{Data, EventType, FlatRef, Line, SmolStr};
 use towntwin_contracts::time::{DAY, MINUTE, Millis, rfc3339};
 use towntwin_contracts::town::{DeviceKind, Tenure, Town};
 use towntwin_contracts::truth::IncidentKind;
@@ -89,10 +89,12 @@ impl Clock {
 /// Static facts of one device, indexed by its position in [`Registry::devices`].
 #[derive(Debug, Clone)]
 pub struct DeviceInfo {
-    pub id: String,
+    /// Inline (ids and areas are short), so that naming a device for its events reads the registry's one
+    /// array, not a string elsewhere on the heap (a cache miss an event).
+    pub id: SmolStr,
     pub kind: DeviceKind,
     /// Estate or road id.
-    pub area: String,
+    pub area: SmolStr,
     /// Estate index, or `u16::MAX` for road devices.
     pub estate: u16,
     pub building: Option<u16>,

@@ -58,9 +58,6 @@ pub struct Typed {
     /// events.
     sources: Vec<SmolStr>,
     sources_of: String,
-    /// Each registry device's id, inline and side by side (the registry's own strings are scattered on
-    /// the heap: reading one was a cache miss an event).
-    devices: Vec<SmolStr>,
 }
 
 impl Typed {
@@ -79,15 +76,6 @@ impl Typed {
         if self.sources_of != ns.source() || self.sources.len() != reg.devices.len() {
             self.sources = (0..reg.devices.len() as crate::world::Dev).map(|d| source_of(reg, ns, d)).collect();
             self.sources_of = ns.source().to_string();
-            self.devices = reg.devices.iter().map(|d| SmolStr::new(&d.id)).collect();
-        }
-    }
-
-    /// Device `dev`'s id (as [`names`] gives it).
-    fn device<'a>(&'a self, reg: &'a Registry, dev: crate::world::Dev) -> &'a str {
-        match self.devices.get(dev as usize) {
-            Some(d) if dev != CLOCK_DEVICE && dev < HOTLINE_BASE => d,
-            _ => names(reg, dev).2,
         }
     }
 }
@@ -215,7 +203,7 @@ fn event_id(id: &mut String, device: &str, seq: u32) {
 /// scratch buffer; the event's id is inline (no allocation) and its source shared with the device's others.
 fn typed(reg: &Registry, ns: &Namespace, cache: &mut Typed, id: &mut String, p: Pending, seq: u32) -> Event {
     let source = cache.source(reg, ns, p.device);
-    event_id(id, cache.device(reg, p.device), seq);
+    event_id(id, names(reg, p.device).2, seq);
     let dev = (p.device != CLOCK_DEVICE && p.device < HOTLINE_BASE).then_some(p.device);
     Event { id: SmolStr::new(id.as_str()), source, ty: p.ty, time: p.time, device: dev, subject: p.subject, data: p.data }
 }

@@ -67,7 +67,7 @@ fn plan_day(ctx: Ctx, mut agenda: ResMut<Agenda<DeviceAction>>, mut devices: Que
                 let at = clock.now;
                 let replace = uniform(&mut rng, cfg.battery_replace_days);
                 agenda.push(at + (replace * DAY as f64) as Millis, DeviceAction::ReplaceBattery { dev: i as Dev });
-                h.battery_incident = Some(truth.open(IncidentKind::DeviceLowBattery, &d.area, d.id.clone(), at, !installed(params, reg, i as Dev)));
+                h.battery_incident = Some(truth.open(IncidentKind::DeviceLowBattery, &d.area, d.id.to_string(), at, !installed(params, reg, i as Dev)));
                 if h.online {
                     outbox.emit(at, i as Dev, EventType::DeviceFault, None, Data::Fault(Fault { fault: FaultKind::LowBattery }));
                 }
@@ -99,7 +99,7 @@ fn act(
                 h.until = t + (hours * HOUR as f64) as Millis;
                 agenda.push(h.until, DeviceAction::Online { dev });
                 let d = &reg.devices[dev as usize];
-                h.incident = Some(truth.open(IncidentKind::DeviceOffline, &d.area, d.id.clone(), t, !installed(params, reg, dev)));
+                h.incident = Some(truth.open(IncidentKind::DeviceOffline, &d.area, d.id.to_string(), t, !installed(params, reg, dev)));
             }
             DeviceAction::Online { dev } => {
                 let Ok(mut h) = devices.get_mut(reg.entity[dev as usize]) else { continue };
@@ -148,7 +148,7 @@ fn act(
                 }
                 h.stuck = true;
                 let d = &reg.devices[dev as usize];
-                let i = truth.open(IncidentKind::DeviceStuck, &d.area, d.id.clone(), t, !installed(params, reg, dev));
+                let i = truth.open(IncidentKind::DeviceStuck, &d.area, d.id.to_string(), t, !installed(params, reg, dev));
                 commands.entity(entity).insert(StuckIncident(i));
                 agenda.push(t + (days * DAY as f64) as Millis, DeviceAction::Unstuck { dev });
                 if h.online && rng.random_bool(params.scenario.devices.stuck_self_report.get()) {

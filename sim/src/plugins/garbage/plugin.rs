@@ -212,7 +212,7 @@ fn act(ctx: Ctx, mut agenda: ResMut<Agenda<BinAction>>, households: Query<&House
                     outbox.emit(t, bin, EventType::BinDrop, Some(h.flat), Data::BinDrop(data));
                 }
                 if state.drops == cap + 1 {
-                    state.overflow = Some(truth.open(IncidentKind::BinOverflow, area, reg.devices[bin as usize].id.clone(), t, false));
+                    state.overflow = Some(truth.open(IncidentKind::BinOverflow, area, reg.devices[bin as usize].id.to_string(), t, false));
                     if health.senses() {
                         outbox.emit(t, bin, EventType::BinOverflow, None, Data::BinLevel(BinLevel { fill_pct }));
                     }
@@ -223,7 +223,7 @@ fn act(ctx: Ctx, mut agenda: ResMut<Agenda<BinAction>>, households: Query<&House
                 let d = &reg.devices[bin as usize];
                 // A new incident unless bags are still there (a response or a collection ends it).
                 if state.dumping.is_none_or(|i| truth.incidents[i].end_ms.is_some()) {
-                    state.dumping = Some(truth.open(IncidentKind::GarbageDumping, &d.area, d.id.clone(), t, false));
+                    state.dumping = Some(truth.open(IncidentKind::GarbageDumping, &d.area, d.id.to_string(), t, false));
                 }
                 if health.senses() && params.rng("garbage.dumping_seen", bin as u64, clock.tick as u32).random_bool(cfg.dumping_seen.get()) {
                     outbox.emit(t, bin, EventType::BinDumping, None, Data::Dumping(Dumping { bags }));

@@ -181,7 +181,7 @@ fn act(
                     // property's rounds end it), seen by the box's camera.
                     let d = &reg.devices[b as usize];
                     if piles.0.get(&b).is_none_or(|&i| truth.incidents[i].end_ms.is_some()) {
-                        let i = truth.open(IncidentKind::ConstructionDumping, &d.area, d.id.clone(), t, false);
+                        let i = truth.open(IncidentKind::ConstructionDumping, &d.area, d.id.to_string(), t, false);
                         piles.0.insert(b, i);
                         let mut r = params.rng("renovation.cleared", b as u64, clock.tick as u32);
                         agenda.push(t + (uniform(&mut r, cfg.dumping_cleared_days) * DAY as f64) as Millis, RenoAction::Clear { incident: i });

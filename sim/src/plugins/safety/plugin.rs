@@ -88,7 +88,7 @@ fn plan_day(clock: Res<Clock>, params: Res<Params>, reg: Res<Registry>, mut agen
                 for _ in 0..poisson(&mut rng, cfg.manhole_alarms_per_sensor_year / 365.0) {
                     let t = at_hours(&mut rng, begin, 0.0, 24.0);
                     if rng.random_bool(cfg.manhole_real_share.get()) {
-                        truth.instant(IncidentKind::ManholeDisplaced, &d.area, d.id.clone(), t, false);
+                        truth.instant(IncidentKind::ManholeDisplaced, &d.area, d.id.to_string(), t, false);
                     }
                     agenda.push(t, SafetyAction::Manhole { dev });
                 }
