@@ -34,6 +34,9 @@ pub struct TwinOptions {
     /// process, which then need not parse what the twin would only have encoded for it. `step` returns
     /// nothing and the stream digest is not kept.
     pub typed: bool,
+    /// Hand the events over typed as well as encoded: for a core in the same process that logs each
+    /// payload as it was sent (`run --broker none`), so it need not parse back what the twin encoded.
+    pub typed_too: bool,
 }
 
 #[derive(Component)]
@@ -102,6 +105,7 @@ impl Twin {
         app.insert_resource(TownData(town));
         app.add_plugins(TownPlugins);
         app.world_mut().resource_mut::<Typed>().on = opts.typed;
+        app.world_mut().resource_mut::<Typed>().too = opts.typed_too;
         app.finish();
         app.cleanup();
         // Every schedule on the single-threaded executor, not only `Update`: bevy's own schedules around it

@@ -172,11 +172,13 @@ async fn drive<C: CoreLink>(
         None => None,
     };
     let (scenario, threads, progress, ns) = (scenario.clone(), opts.threads, Progress(bar.clone()), opts.ns.clone());
+    // A core in this process takes each event typed as well as its payload.
+    let typed_too = core.takes_typed();
     let make = move || {
-        let mut twin = Twin::new(&scenario, start, town, TwinOptions { threads, ..TwinOptions::default() });
+        let mut twin = Twin::new(&scenario, start, town, TwinOptions { threads, typed_too, ..TwinOptions::default() });
         twin.set_rule_targets(targets);
         twin.set_namespace(ns);
-        TwinSide::new(twin, start, false, progress)
+        TwinSide::new(twin, start, typed_too, progress)
     };
     let publish_started = Instant::now();
     // Each event goes out at its simulated time, scaled by --speed.

@@ -44,6 +44,10 @@ pub(crate) trait CoreLink {
     /// Waits until the core has taken what was published (`published` messages, of which `qos1` may not
     /// be shed), stops it and returns its state; `None` without a core.
     async fn finish(self, published: u64, qos1: u64) -> Result<Option<CoreOutcome>>;
+    /// Whether it takes the tick's events typed alongside the encoded ones (a core in this process).
+    fn takes_typed(&self) -> bool {
+        false
+    }
 }
 
 /// No core: traffic only.
@@ -99,11 +103,26 @@ impl CoreLink for InProcess {
             let payloads: Vec<&[u8]> = msgs.iter().map(|m| &m.payload[..]).collect();
             let topics: Vec<&str> = msgs.iter().map(|m| m.topic()).collect();
             self.core.ingest_on(&topics, &payloads)
-        } else {
+        } else if msgs.is_empty() {
             // The same rules and orders as from the encoded stream (an experiment's equivalence test runs
             // one replication both ways), without JSON in between; the twin numbers each device's events,
             // so no id comes twice.
             self.core.ingest_unique_events(typed)
+        } else {
+            // Both (`run --broker none`): the store logs each payload as it was encoded, and the rules take
+            // the same event typed instead of parsing it back. Debug builds check that parsing would
+            // give the very same event.
+            anyhow::ensure!(msgs.len() == typed.len(), "the twin handed over {} messages and {} typed events", msgs.len(), typed.len());
+            if cfg!(debug_assertions) {
+                for (m, e) in msgs.iter().zip(&typed) {
+                    let parsed = towntwin_core::decode::decode_on(m.topic(), &m.payload, self.core.engine.devices());
+                    assert_eq!(parsed.as_ref(), Ok(e), "a typed event differs from its payload parsed");
+                }
+            }
+            let payloads: Vec<&[u8]> = msgs.iter().map(|m| &m.payload[..]).collect();
+            // Not live QoS 0 traffic after a break: nothing in this process breaks.
+            let qos0 = vec![false; msgs.len()];
+            self.core.ingest_decoded(&payloads, &qos0, typed.into_iter().map(Ok).collect())
         }
         .context("the core failed")?;
         self.pending.extend(outcome.transitions.iter().map(|t| self.core.orders.notice(t)));
@@ -116,6 +135,10 @@ impl CoreLink for InProcess {
 
     async fn finish(self, _: u64, _: u64) -> Result<Option<CoreOutcome>> {
         Ok(Some(CoreOutcome { core: self.core, mode: "in-process", actions_via: "in-process", applied: self.applied, refused: self.refused }))
+    }
+
+    fn takes_typed(&self) -> bool {
+        true
     }
 }
 

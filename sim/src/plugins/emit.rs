@@ -53,6 +53,9 @@ pub struct Emitted(pub Vec<Message>);
 #[derive(Resource, Debug, Default)]
 pub struct Typed {
     pub on: bool,
+    /// Typed as well as encoded (see `TwinOptions::typed_too`): the same events in the same order as
+    /// the tick's messages.
+    pub too: bool,
     pub events: Vec<Event>,
     /// Each registry device's `source`, made once (for the namespace in `sources_of`) and shared by its
     /// events.
@@ -299,6 +302,12 @@ fn encode_tick(
         events.extend(run.into_iter().map(|(p, seq)| self::typed(&reg, &ns.0, &mut typed, &mut id, p, seq)));
         typed.events = events;
         return;
+    }
+    if typed.too {
+        let mut id = String::with_capacity(32);
+        let mut events = std::mem::take(&mut typed.events);
+        events.extend(run.iter().map(|(p, seq)| self::typed(&reg, &ns.0, &mut typed, &mut id, p.clone(), *seq)));
+        typed.events = events;
     }
     let pool = ComputeTaskPool::get_or_init(TaskPool::default);
     let pieces: Vec<(bytes::Bytes, Vec<Message>)> = if run.len() < PARALLEL_MIN || pool.thread_num() <= 1 {
