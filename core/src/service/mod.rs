@@ -345,11 +345,18 @@ impl Core {
         }
         let window = self.engine.rules.window;
         let mut ready: Vec<Held> = Vec::new();
+        let mut key = String::with_capacity(96);
         for (i, ev) in accepted {
             let tick = ev.ty == EventType::ClockTick;
             // Unique as CloudEvents define it: source and id together (two devices may use the same id).
             let fresh = match &mut batch {
-                Some(b) => b.append_event(&format!("{} {}", ev.source, ev.id), ev.time, payloads[i])?.inspect(|seq| self.last_seq = *seq).is_some(),
+                Some(b) => {
+                    key.clear();
+                    for part in [ev.source.as_str(), " ", ev.id.as_str()] {
+                        key.push_str(part);
+                    }
+                    b.append_event(&key, ev.time, payloads[i])?.inspect(|seq| self.last_seq = *seq).is_some()
+                }
                 None if unique => {
                     if cfg!(debug_assertions) {
                         let new = self.seen.insert(RecentIds::key(&ev.source, &ev.id), self.engine.state.now, &self.engine.rules.window);
