@@ -45,7 +45,7 @@ fn parse<T: DeserializeOwned + Serialize + Debug>(text: &str) -> Option<T> {
 
 fn ev(id: &str, device: u32, ty: EventType, time: Millis, data: Data) -> Event {
     let source = format!("/gaohang/{}", fx::tiny_town().estates[0].devices.get(device as usize).map_or("R01-camera-01", |d| d.id.as_str()));
-    Event { id: id.into(), source, ty, time, device: Some(device), subject: None, data }
+    Event { id: id.into(), source: source.into(), ty, time, device: Some(device), subject: None, data }
 }
 
 /// A validated rule set, run over the tiny town through three days of passes, alarms and ticks.
@@ -76,7 +76,7 @@ fn run_rules(rules: RuleSet) {
     }
     for (i, step) in [MINUTE, HOUR, 13 * HOUR, DAY, 2 * DAY, 3 * DAY].into_iter().enumerate() {
         let tick = Event {
-            id: format!("t{i}"),
+            id: format!("t{i}").into(),
             source: "/gaohang/_town/clock/twin".into(),
             ty: EventType::ClockTick,
             time: t0 + step,
