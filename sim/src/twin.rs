@@ -78,9 +78,6 @@ impl Twin {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
         let threads = opts.threads.unwrap_or(cores).max(1);
         app.add_plugins(TaskPoolPlugin { task_pool_options: TaskPoolOptions::with_num_threads(threads) });
-        app.edit_schedule(Update, |s| {
-            s.set_executor(SingleThreadedExecutor::default());
-        });
         if opts.deny_ambiguity {
             let strict = || ScheduleBuildSettings { ambiguity_detection: LogLevel::Error, ..default() };
             app.edit_schedule(Startup, |s| {

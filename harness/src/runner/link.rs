@@ -99,8 +99,8 @@ impl CoreLink for InProcess {
     }
 
     async fn events(&mut self, msgs: &[Message], typed: Vec<Event>) -> Result<()> {
+        let payloads: Vec<&[u8]> = msgs.iter().map(|m| &m.payload[..]).collect();
         let outcome = if typed.is_empty() {
-            let payloads: Vec<&[u8]> = msgs.iter().map(|m| &m.payload[..]).collect();
             let topics: Vec<&str> = msgs.iter().map(|m| m.topic()).collect();
             self.core.ingest_on(&topics, &payloads)
         } else if msgs.is_empty() {
@@ -119,7 +119,6 @@ impl CoreLink for InProcess {
                     assert_eq!(parsed.as_ref(), Ok(e), "a typed event differs from its payload parsed");
                 }
             }
-            let payloads: Vec<&[u8]> = msgs.iter().map(|m| &m.payload[..]).collect();
             // Not live QoS 0 traffic after a break: nothing in this process breaks.
             let qos0 = vec![false; msgs.len()];
             self.core.ingest_decoded(&payloads, &qos0, typed.into_iter().map(Ok).collect())

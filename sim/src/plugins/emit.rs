@@ -64,17 +64,7 @@ pub struct Typed {
 }
 
 impl Typed {
-    /// Device `dev`'s source under namespace `ns`, from the cache for a registry device.
-    fn source(&mut self, reg: &Registry, ns: &Namespace, dev: crate::world::Dev) -> SmolStr {
-        self.fill(reg, ns);
-        match self.sources.get(dev as usize) {
-            Some(s) if dev != CLOCK_DEVICE && dev < HOTLINE_BASE => s.clone(),
-            _ => source_of(reg, ns, dev),
-        }
-    }
-}
-
-impl Typed {
+    /// Makes the sources of the registry's devices under `ns`, unless made already.
     fn fill(&mut self, reg: &Registry, ns: &Namespace) {
         if self.sources_of != ns.source() || self.sources.len() != reg.devices.len() {
             self.sources = (0..reg.devices.len() as crate::world::Dev).map(|d| source_of(reg, ns, d)).collect();
@@ -202,12 +192,16 @@ fn event_id(id: &mut String, device: &str, seq: u32) {
 }
 
 /// An event as the core takes it, without encoding: the id and source its CloudEvent would carry, and the
-/// registry's device index (none for the clock and the 12345 line, which are not devices). `id` is a
-/// scratch buffer; the event's id is inline (no allocation) and its source shared with the device's others.
-fn typed(reg: &Registry, ns: &Namespace, cache: &mut Typed, id: &mut String, p: Pending, seq: u32) -> Event {
-    let source = cache.source(reg, ns, p.device);
-    event_id(id, names(reg, p.device).2, seq);
+/// registry's device index (none for the clock and the 12345 line, which are not devices). `sources` are
+/// the registry's devices' ([`Typed::fill`]), `id` a scratch buffer; the event's id is inline (no
+/// allocation) and its source shared with the device's others.
+fn typed(reg: &Registry, ns: &Namespace, sources: &[SmolStr], id: &mut String, p: Pending, seq: u32) -> Event {
     let dev = (p.device != CLOCK_DEVICE && p.device < HOTLINE_BASE).then_some(p.device);
+    let source = match dev {
+        Some(d) => sources[d as usize].clone(),
+        None => source_of(reg, ns, p.device),
+    };
+    event_id(id, names(reg, p.device).2, seq);
     Event { id: SmolStr::new(id.as_str()), source, ty: p.ty, time: p.time, device: dev, subject: p.subject, data: p.data }
 }
 
@@ -296,18 +290,16 @@ fn encode_tick(
         stats.by_type_hour[p.ty as usize][Local::of(p.time).hour as usize] += 1;
         run.push((p, seq));
     }
-    if typed.on {
+    if typed.on || typed.too {
+        typed.fill(&reg, &ns.0);
         let mut id = String::with_capacity(32);
-        let mut events = std::mem::take(&mut typed.events);
-        events.extend(run.into_iter().map(|(p, seq)| self::typed(&reg, &ns.0, &mut typed, &mut id, p, seq)));
-        typed.events = events;
-        return;
-    }
-    if typed.too {
-        let mut id = String::with_capacity(32);
-        let mut events = std::mem::take(&mut typed.events);
-        events.extend(run.iter().map(|(p, seq)| self::typed(&reg, &ns.0, &mut typed, &mut id, p.clone(), *seq)));
-        typed.events = events;
+        // Only typed: the run itself; typed too: a copy, the run is encoded below.
+        let to_type = if typed.on { std::mem::take(&mut run) } else { run.clone() };
+        let Typed { events, sources, .. } = &mut *typed;
+        events.extend(to_type.into_iter().map(|(p, seq)| self::typed(&reg, &ns.0, sources, &mut id, p, seq)));
+        if typed.on {
+            return;
+        }
     }
     let pool = ComputeTaskPool::get_or_init(TaskPool::default);
     let pieces: Vec<(bytes::Bytes, Vec<Message>)> = if run.len() < PARALLEL_MIN || pool.thread_num() <= 1 {
