@@ -426,21 +426,58 @@ impl Core {
         }
         drop(batch);
         self.sync_minute_stats();
-        if snapshot && let Some(store) = &self.store {
-            // Encoded and written on the store's snapshot thread; only the clone is paid here.
-            let state = self.engine.state.clone();
-            store.snapshot(self.last_seq, Box::new(move || encode_snapshot(&state).map_err(|e| e.to_string())))?;
-            self.snapshot_upto = Some(self.last_seq);
-        }
         if snapshot {
-            self.since_snapshot = 0;
+            self.snapshot()?;
         }
         out.transitions = std::mem::take(&mut self.orders.pending);
         self.orders.dirty.clear();
         Ok(out)
     }
 
-    /// An action from a person (API, responder), at the core's event time; committed before returning.
+    /// Snapshots the engine's state (after the store's writer has committed what it was handed: a snapshot
+    /// covers only committed events), to be written on the store's snapshot thread; only the clone is paid here.
+    fn snapshot(&mut self) -> Result<(), CoreError> {
+        if let Some(store) = &mut self.store {
+            store.sync_writes()?;
+            let state = self.engine.state.clone();
+            store.snapshot(self.last_seq, Box::new(move || encode_snapshot(&state).map_err(|e| e.to_string())))?;
+            self.snapshot_upto = Some(self.last_seq);
+        }
+        self.since_snapshot = 0;
+        Ok(())
+    }
+
+    /// Commits what is held and snapshots the engine if events came since the last snapshot and no minute
+    /// is held (see [`minutes`]): a core that ends (the twin's own, at the end of a run) leaves a store
+    /// that a later core opens without replaying.
+    pub fn close_snapshot(&mut self) -> Result<(), CoreError> {
+        self.sync_writes()?;
+        if self.since_snapshot > 0 && self.minutes.as_ref().is_none_or(Minutes::idle) {
+            self.snapshot()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the store's writes to a thread of its own, committed every `group` batches, while the core goes
+    /// on (see [`Store::write_behind`]): for the twin's own core, whose event ids never repeat (they are not
+    /// looked up) and which acknowledges nothing to anyone. Reads of the store wait for what was handed.
+    pub fn write_behind(&mut self, group: u32) -> Result<(), CoreError> {
+        if let Some(s) = self.store.as_mut() {
+            s.write_behind(group)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the batches handed to the store's writer are committed (see [`Core::write_behind`]).
+    pub fn sync_writes(&mut self) -> Result<(), CoreError> {
+        if let Some(s) = self.store.as_mut() {
+            s.sync_writes()?;
+        }
+        Ok(())
+    }
+
+    /// An action from a person (API, responder), at the core's event time; committed before returning
+    /// (handed to the store's writer when it writes behind, see [`Core::write_behind`]).
     pub fn act(&mut self, id: u64, actor: &str, action: Action) -> Result<(State, Vec<OrderEvent>), CoreError> {
         let now = self.now();
         let state = self.orders.act(id, now, actor, action)?;

@@ -25,6 +25,8 @@ pub mod sqlite;
 pub enum StoreError {
     #[error("store {path}: {source}")]
     Sql { path: String, source: rusqlite::Error },
+    #[error("store {path}: writing behind stopped: {detail}")]
+    Behind { path: String, detail: String },
     #[error("store {path}: corrupt row: {detail}")]
     Corrupt { path: String, detail: String },
     #[error("store {at}: {detail}")]
@@ -206,6 +208,23 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.batch().map(Batch::Sqlite),
             Store::Postgres(s) => s.batch().map(|b| Batch::Postgres(Box::new(b))),
+        }
+    }
+
+    /// Hands the writes of every later batch to a thread of the store's, committed every `group` batches
+    /// (see [`sqlite::Store::write_behind`]); a PostgreSQL store writes each batch itself whatever this says.
+    pub fn write_behind(&mut self, group: u32) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.write_behind(group),
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Waits until the batches handed to the write-behind thread are committed (see [`Store::write_behind`]).
+    pub fn sync_writes(&mut self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.sync_writes(),
+            Store::Postgres(_) => Ok(()),
         }
     }
 

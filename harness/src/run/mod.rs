@@ -95,7 +95,7 @@ pub fn run(opts: &RunOptions) -> Result<Summary> {
                 }
                 let mut core = Core::open(rules, policy, &town, Some(&db)).with_context(|| format!("cannot open the core's store {db}"))?;
                 core.engine.set_namespace(opts.ns.clone());
-                drive(opts, &scenario, start, town, targets, ep.as_ref(), &bar, InProcess::new(core), lockstep).await
+                drive(opts, &scenario, start, town, targets, ep.as_ref(), &bar, InProcess::new(core)?, lockstep).await
             }
         }
     });

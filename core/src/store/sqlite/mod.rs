@@ -11,11 +11,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::orders::{Order, OrderEvent};
 
+mod behind;
 mod reader;
+mod write;
 
 pub use self::reader::Reader;
 use super::ids::Ids;
-use super::{Loaded, SnapshotJob, StoreError, name};
+use super::{Loaded, SnapshotJob, StoreError};
 
 pub struct Store {
     conn: Connection,
@@ -26,6 +28,9 @@ pub struct Store {
     _checkpointer: Option<StoreThread<()>>,
     /// Writes engine snapshots off the ingest path: see [`snapshotter`].
     snapshotter: Option<StoreThread<(i64, SnapshotJob)>>,
+    /// The write-behind thread, once started (see [`Store::write_behind`]), and the next event's sequence.
+    behind: Option<behind::Writer>,
+    next_seq: i64,
 }
 
 /// A thread of the store's, with its own connection, fed through a channel. Dropped with the store: the
@@ -185,6 +190,15 @@ CREATE TABLE IF NOT EXISTS blind_spans (from_ms INTEGER PRIMARY KEY, until_ms IN
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
 
+impl Drop for Store {
+    /// Closing the store waits for the write-behind thread to commit what it was handed.
+    fn drop(&mut self) {
+        if let Err(e) = self.drain() {
+            tracing::warn!("{e}: batches handed to the writer were not all committed");
+        }
+    }
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let p = path.display().to_string();
@@ -217,7 +231,7 @@ impl Store {
             }
         }
         let snapshotter = snapshotter(path);
-        Ok(Store { conn, path: p, ids, _checkpointer: checkpointer, snapshotter })
+        Ok(Store { conn, path: p, ids, _checkpointer: checkpointer, snapshotter, behind: None, next_seq: 0 })
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -249,16 +263,57 @@ impl Store {
         Ok(Loaded { orders, snapshot, replay, rejects, blind, qos0_seen: qos0_seen == Some(1) })
     }
 
-    /// Keeps a token's hash for `principal`, with its audit entry (committed at once).
+    /// Keeps a token's hash for `principal`, with its audit entry (committed at once, after what is held).
     pub fn put_token(&mut self, hash: &str, principal: &str, audit: &crate::audit::Entry) -> Result<(), StoreError> {
-        let b = self.batch()?;
-        b.tx().execute("INSERT INTO tokens (hash, principal) VALUES (?1, ?2)", params![hash, principal]).map_err(|e| b.err(e))?;
-        b.audit(audit)?;
-        b.commit()
+        self.direct(|c| {
+            c.execute("INSERT INTO tokens (hash, principal) VALUES (?1, ?2)", params![hash, principal])?;
+            crate::audit::append(c, audit).map(drop)
+        })
+    }
+
+    /// Runs `f` in a transaction of its own on the store's connection, committed before this returns, after
+    /// the batches held (or handed to the write-behind thread) are.
+    fn direct(&mut self, f: impl FnOnce(&Connection) -> rusqlite::Result<()>) -> Result<(), StoreError> {
+        self.drain()?;
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.err(e))?;
+        match f(&self.conn).and_then(|()| self.conn.execute_batch("COMMIT")) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(self.err(e))
+            }
+        }
+    }
+
+    /// Hands every later batch's writes to a thread of the store's, which writes them in order and commits
+    /// every `group` batches, while the caller goes on (see [`behind`]). For a caller whose event ids never
+    /// repeat (they are not looked up) and which acknowledges nothing to anyone: the twin's own core.
+    /// Reads through this store (and [`Store::sync_writes`]) wait until what was handed over is committed.
+    pub fn write_behind(&mut self, group: u32) -> Result<(), StoreError> {
+        if self.behind.is_some() {
+            return Ok(());
+        }
+        self.next_seq = self.conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        self.behind = Some(behind::Writer::start(Path::new(&self.path), group).map_err(|e| self.err(e))?);
+        Ok(())
+    }
+
+    /// Waits for the write-behind thread, if there is one, to commit what it was handed.
+    fn drain(&self) -> Result<(), StoreError> {
+        match &self.behind {
+            Some(w) => w.drain().map_err(|detail| StoreError::Behind { path: self.path.clone(), detail }),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the batches handed to the write-behind thread are committed (at once without one).
+    pub fn sync_writes(&mut self) -> Result<(), StoreError> {
+        self.drain()
     }
 
     /// The principal a token's hash was issued for (tokens issued by another process included).
     pub fn token(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        self.drain()?;
         // Revoked or expired tokens are no one's.
         self.conn
             .query_row(
@@ -280,6 +335,7 @@ impl Store {
             },
             None => make,
         };
+        self.drain()?;
         let bytes = make().map_err(|detail| StoreError::Corrupt { path: self.path.clone(), detail })?;
         write_snapshot(&self.conn, upto, &bytes).map_err(|e| self.err(e))
     }
@@ -289,18 +345,27 @@ impl Store {
     /// commits, whatever other process writes to the store.
     pub fn batch(&mut self) -> Result<Batch<'_>, StoreError> {
         let path = self.path.clone();
-        let Store { conn, ids, .. } = self;
+        let Store { conn, ids, behind, next_seq, .. } = self;
+        if let Some(writer) = behind {
+            if let Some(detail) = writer.failed() {
+                return Err(StoreError::Behind { path, detail });
+            }
+            let first = *next_seq;
+            return Ok(Batch { path, to: To::Behind { writer, ops: Default::default(), next: next_seq, first, ids }, done: false });
+        }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
-        Ok(Batch { tx: Some(tx), path, ids, added: Vec::new() })
+        Ok(Batch { path, to: To::Conn { tx: Some(tx), ids, added: Vec::new() }, done: false })
     }
 
     pub fn probe(&self) -> Result<(), StoreError> {
+        self.drain()?;
         self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").map_err(|e| self.err(e))
     }
 
     /// Caps the store at `extra` more pages than it has now (SQLite's `max_page_count`): from there every
     /// write fails as a full disk does. For fault tests; returns the cap.
     pub fn limit_pages(&self, extra: i64) -> Result<i64, StoreError> {
+        self.drain()?;
         let now: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(|e| self.err(e))?;
         let cap: i64 = self.conn.query_row(&format!("PRAGMA max_page_count = {}", now + extra.max(0)), [], |r| r.get(0)).map_err(|e| self.err(e))?;
         Ok(cap)
@@ -308,136 +373,177 @@ impl Store {
 
     /// The audit log's chain, checked (see [`crate::audit::verify`]).
     pub fn verify_audit(&self, head: Option<&str>) -> Result<crate::audit::Verified, crate::audit::Broken> {
+        // A writer that failed left a prefix, which is what is checked.
+        let _ = self.drain();
         crate::audit::verify(&self.conn, head)
     }
 
     /// The audit log's entries in order.
     pub fn audit_entries(&self) -> Result<Vec<crate::audit::Stored>, StoreError> {
+        self.drain()?;
         crate::audit::entries(&self.conn).map_err(|e| self.err(e))
     }
 
     /// Events in the log.
     pub fn event_count(&self) -> Result<i64, StoreError> {
+        self.drain()?;
         self.conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).map_err(|e| self.err(e))
     }
 
     /// One order's transitions, in the order they were appended.
     pub fn order_events(&self, order: u64) -> Result<Vec<OrderEvent>, StoreError> {
+        self.drain()?;
         reader::transitions(&self.conn, &self.path, Some(order))
     }
 }
 
-/// One batch's writes, in one transaction. Dropped without [`Batch::commit`], it rolls back, ids included.
+/// One batch's writes, in one transaction, or handed to the write-behind thread on commit (see
+/// [`Store::write_behind`]). Dropped without [`Batch::commit`], it rolls back, ids included (writing
+/// behind, nothing of it was handed over).
 pub struct Batch<'a> {
-    /// Always `Some` until [`Batch::commit`] takes it.
-    tx: Option<rusqlite::Transaction<'a>>,
     path: String,
-    ids: &'a mut Ids,
-    /// Ids this batch added, taken back if it does not commit.
-    added: Vec<(u64, i64)>,
+    to: To<'a>,
+    /// Whether [`Batch::commit`] ran.
+    done: bool,
+}
+
+enum To<'a> {
+    /// The store's own connection, in the batch's transaction (always `Some` until [`Batch::commit`]).
+    Conn {
+        tx: Option<rusqlite::Transaction<'a>>,
+        ids: &'a mut Ids,
+        /// Ids this batch added, taken back if it does not commit.
+        added: Vec<(u64, i64)>,
+    },
+    /// The writes kept to hand to the write-behind thread; events numbered from `next` on.
+    Behind { writer: &'a behind::Writer, ops: std::cell::RefCell<Vec<behind::Op>>, next: &'a mut i64, first: i64, ids: &'a mut Ids },
 }
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
-        for (h, seq) in self.added.drain(..) {
-            self.ids.remove(h, seq);
+        if self.done {
+            return;
+        }
+        match &mut self.to {
+            // The transaction rolls back as it drops.
+            To::Conn { ids, added, .. } => {
+                for (h, seq) in added.drain(..) {
+                    ids.remove(h, seq);
+                }
+            }
+            // Nothing was handed over: the numbers are free again.
+            To::Behind { next, first, .. } => **next = *first,
         }
     }
 }
 
 impl<'a> Batch<'a> {
-    fn tx(&self) -> &rusqlite::Transaction<'a> {
-        self.tx.as_ref().expect("a batch's transaction is there until commit consumes the batch")
-    }
-
     fn err(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sql { path: self.path.clone(), source }
     }
 
-    /// Appends an input event; returns its sequence, or `None` when its id was seen before.
-    pub fn append_event(&mut self, id: &str, time: i64, payload: &[u8]) -> Result<Option<i64>, StoreError> {
-        let h = Ids::hash(id);
-        for seq in self.ids.candidates(h).collect::<Vec<_>>() {
-            let mut stmt = self.tx().prepare_cached("SELECT id FROM events WHERE seq = ?1").map_err(|e| self.err(e))?;
-            let stored: Option<String> = stmt.query_row([seq], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
-            if stored.as_deref() == Some(id) {
-                return Ok(None);
+    /// Runs `f` on the open transaction, or keeps the write it makes for the write-behind thread.
+    fn write(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<()>, op: impl FnOnce() -> behind::Op) -> Result<(), StoreError> {
+        match &self.to {
+            To::Conn { tx, .. } => f(open(tx)).map_err(|e| self.err(e)),
+            To::Behind { ops, .. } => {
+                ops.borrow_mut().push(op());
+                Ok(())
             }
         }
-        let seq = {
-            let mut stmt = self.tx().prepare_cached("INSERT INTO events (id, time, payload) VALUES (?1, ?2, ?3)").map_err(|e| self.err(e))?;
-            stmt.execute(params![id, time, payload]).map_err(|e| self.err(e))?;
-            self.tx().last_insert_rowid()
-        };
-        self.ids.insert(h, seq);
-        self.added.push((h, seq));
-        Ok(Some(seq))
+    }
+
+    /// Appends an input event; returns its sequence, or `None` when its id was seen before. Writing behind,
+    /// ids are not looked up (the caller's never repeat; debug builds check).
+    pub fn append_event(&mut self, id: &str, time: i64, payload: &[u8]) -> Result<Option<i64>, StoreError> {
+        let path = &self.path;
+        let err = |source| StoreError::Sql { path: path.clone(), source };
+        match &mut self.to {
+            To::Conn { tx, ids, added } => {
+                let conn = open(tx);
+                let h = Ids::hash(id);
+                for seq in ids.candidates(h).collect::<Vec<_>>() {
+                    if write::event_id(conn, seq).map_err(err)?.as_deref() == Some(id) {
+                        return Ok(None);
+                    }
+                }
+                let seq = write::event(conn, None, id, time, payload).map_err(err)?;
+                ids.insert(h, seq);
+                added.push((h, seq));
+                Ok(Some(seq))
+            }
+            To::Behind { ops, next, ids, .. } => {
+                if cfg!(debug_assertions) {
+                    let h = Ids::hash(id);
+                    assert!(ids.candidates(h).next().is_none(), "event id {id} handed twice to a store writing behind");
+                    ids.insert(h, **next);
+                }
+                let seq = **next;
+                **next += 1;
+                ops.get_mut().push(behind::Op::Event { seq, id: id.to_string(), time, payload: payload.to_vec() });
+                Ok(Some(seq))
+            }
+        }
     }
 
     pub fn put_order(&self, o: &Order) -> Result<(), StoreError> {
-        let body = serde_json::to_string(o).map_err(|e| StoreError::Corrupt { path: self.path.clone(), detail: e.to_string() })?;
-        let mut stmt = self
-            .tx()
-            .prepare_cached(
-                "INSERT INTO orders (id, rule, key, area, state, level, created_at, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT(id) DO UPDATE SET state = excluded.state, level = excluded.level, updated_at = excluded.updated_at, body = excluded.body",
-            )
-            .map_err(|e| self.err(e))?;
-        stmt.execute(params![o.id as i64, o.rule, o.key, o.area, o.state.as_str(), format!("{:?}", o.level), o.created_at, o.updated_at, body])
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        match &self.to {
+            To::Conn { tx, .. } => write::order(open(tx), o).map_err(|detail| StoreError::Corrupt { path: self.path.clone(), detail }),
+            To::Behind { ops, .. } => {
+                ops.borrow_mut().push(behind::Op::Order(Box::new(o.clone())));
+                Ok(())
+            }
+        }
     }
 
     pub fn append_order_event(&self, e: &OrderEvent) -> Result<(), StoreError> {
-        let mut stmt = self
-            .tx()
-            .prepare_cached(
-                "INSERT INTO order_events (order_id, at, actor, action, from_state, to_state, level, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .map_err(|e| self.err(e))?;
-        stmt.execute(params![e.order as i64, e.at, e.actor, e.action, e.from.as_ref().map(name), name(&e.to), name(&e.level), e.reason])
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.write(|c| write::order_event(c, e), || behind::Op::OrderEvent(e.clone()))
     }
 
     /// Appends an audit entry (see [`crate::audit`]) in this batch's transaction.
     pub fn audit(&self, e: &crate::audit::Entry) -> Result<(), StoreError> {
-        crate::audit::append(self.tx(), e).map_err(|e| self.err(e))?;
-        Ok(())
+        self.write(|c| crate::audit::append(c, e).map(drop), || behind::Op::Audit(e.clone()))
     }
 
     /// Records a blind span's start, or its end.
     pub fn blind_span(&self, from: i64, until: Option<i64>) -> Result<(), StoreError> {
-        self.tx()
-            .execute(
-                "INSERT INTO blind_spans (from_ms, until_ms) VALUES (?1, ?2) ON CONFLICT(from_ms) DO UPDATE SET until_ms = excluded.until_ms",
-                params![from, until],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.write(|c| write::blind_span(c, from, until), || behind::Op::BlindSpan(from, until))
     }
 
     /// Records that a message came at QoS 0.
     pub fn qos0_seen(&self) -> Result<(), StoreError> {
-        self.tx().execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('qos0_seen', 1)", []).map_err(|e| self.err(e))?;
-        Ok(())
+        self.write(write::qos0_seen, || behind::Op::Qos0Seen)
     }
 
     pub fn count_reject(&self, reason: &str) -> Result<(), StoreError> {
-        self.tx()
-            .execute("INSERT INTO rejects (reason, count) VALUES (?1, 1) ON CONFLICT(reason) DO UPDATE SET count = count + 1", [reason])
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.write(|c| write::reject(c, reason), || behind::Op::Reject(reason.to_string()))
     }
 
+    /// Commits this batch; or, writing behind, hands it to the writer thread.
     pub fn commit(mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let Some(tx) = self.tx.take() else { return Ok(()) };
-        tx.commit().map_err(|source| StoreError::Sql { path, source })?;
-        // Committed: the ids stay.
-        self.added.clear();
-        Ok(())
+        match &mut self.to {
+            To::Conn { tx, added, .. } => {
+                if let Some(tx) = tx.take() {
+                    // Failed, the batch drops and takes its ids back.
+                    tx.commit().map_err(|source| StoreError::Sql { path, source })?;
+                }
+                // Committed: the ids stay.
+                added.clear();
+                self.done = true;
+                Ok(())
+            }
+            To::Behind { writer, ops, .. } => {
+                self.done = true;
+                writer.send(ops.take()).map_err(|detail| StoreError::Behind { path, detail })
+            }
+        }
     }
+}
+
+/// A batch's transaction, there until [`Batch::commit`] consumes the batch.
+fn open<'t>(tx: &'t Option<rusqlite::Transaction<'_>>) -> &'t Connection {
+    tx.as_ref().expect("a batch's transaction is there until commit consumes the batch")
 }
 
 #[cfg(test)]
@@ -471,5 +577,50 @@ mod tests {
         assert!(written > 16 << 20, "enough written to tell: {written} bytes");
         assert!(largest < 8 << 20, "the WAL reached {largest} bytes for {written} written");
         assert_eq!(store.conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0)).unwrap() as u64, n);
+    }
+
+    /// Writing behind: batches land in order and numbered as handed; a dropped batch gives its numbers back;
+    /// reads wait for the writer; a write that fails stops the writer, and the store says why on every later
+    /// batch (an error, not a panic), with what was committed before it kept.
+    #[test]
+    fn writing_behind_keeps_order_waits_for_reads_and_reports_a_failed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("core.db");
+        let mut store = Store::open(&path).unwrap();
+        store.write_behind(4).unwrap();
+        for n in 0..10i64 {
+            let mut b = store.batch().unwrap();
+            assert_eq!(b.append_event(&format!("src id-{n}"), n, b"{}").unwrap(), Some(n + 1));
+            b.count_reject("late").unwrap();
+            b.commit().unwrap();
+        }
+        {
+            let mut b = store.batch().unwrap();
+            assert_eq!(b.append_event("src dropped", 99, b"{}").unwrap(), Some(11));
+            // Dropped without commit: nothing handed over, its number free again.
+        }
+        let mut b = store.batch().unwrap();
+        assert_eq!(b.append_event("src id-10", 10, b"{}").unwrap(), Some(11));
+        b.commit().unwrap();
+        // Not a multiple of the group: the read waits for the writer to commit what it holds.
+        assert_eq!(store.event_count().unwrap(), 11);
+        let other = Connection::open(&path).unwrap();
+        let ids: Vec<String> = other.prepare("SELECT id FROM events ORDER BY seq").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        assert_eq!(ids, (0..11).map(|n| format!("src id-{n}")).collect::<Vec<_>>());
+        let late: i64 = other.query_row("SELECT count FROM rejects WHERE reason = 'late'", [], |r| r.get(0)).unwrap();
+        assert_eq!(late, 10);
+
+        // The events table gone under it: the writer's next insert fails.
+        other.execute_batch("DROP TABLE events").unwrap();
+        let mut b = store.batch().unwrap();
+        b.append_event("src id-11", 11, b"{}").unwrap();
+        b.commit().unwrap();
+        let err = store.sync_writes().unwrap_err().to_string();
+        assert!(err.contains("writing behind stopped") && err.contains("events"), "{err}");
+        let err = store.batch().err().expect("a stopped writer refuses the next batch").to_string();
+        assert!(err.contains("writing behind stopped"), "{err}");
+        let late: i64 = other.query_row("SELECT count FROM rejects WHERE reason = 'late'", [], |r| r.get(0)).unwrap();
+        assert_eq!(late, 10, "what was committed before the failure is kept");
+        drop(store);
     }
 }

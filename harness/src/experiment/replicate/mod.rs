@@ -191,7 +191,7 @@ fn run(plan: &Plan, vi: usize, k: u32, db: Option<&towntwin_core::store::Locatio
         twin.set_rule_targets(targets);
         TwinSide::new(twin, start, typed, measures)
     };
-    let mut link = InProcess::new(core);
+    let mut link = InProcess::new(core)?;
     // Nothing here waits: the in-process core answers at once, so the runtime is only the loop's frame.
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
     let driven = rt.block_on(runner::drive(make, &mut link, Drive { threaded: false, lockstep: true, publisher: None, throttle: None }))?;

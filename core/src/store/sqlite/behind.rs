@@ -1,0 +1,175 @@
+//! Write-behind: a batch's writes handed to a thread of the store's with its own connection, which runs
+//! them in order and commits them in groups, while the core goes on with the next batch. For a core whose
+//! input ids never repeat and which acknowledges nothing to anyone (the twin's own, in its process): the
+//! store's inserts and commits were most of `run --broker none`'s ingest thread, and the twin waits for
+//! that thread each tick (the responders answer the orders of the tick before).
+//!
+//! What is handed over is written in order; the store stays a prefix of what was handed (a kill loses the
+//! batches not yet committed, never part of one). A write that fails stops the thread's writing: its
+//! transaction is rolled back and every later call of the store's says why.
+
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+use crate::orders::{Order, OrderEvent};
+
+use super::write;
+
+/// One write of a batch, owned so that it can cross to the thread.
+pub(super) enum Op {
+    Event { seq: i64, id: String, time: i64, payload: Vec<u8> },
+    Order(Box<Order>),
+    OrderEvent(OrderEvent),
+    Audit(crate::audit::Entry),
+    BlindSpan(i64, Option<i64>),
+    Qos0Seen,
+    Reject(String),
+}
+
+enum Job {
+    Batch(Vec<Op>),
+    /// Commit what is held and answer (the error that stopped the thread, if one did).
+    Commit(std::sync::mpsc::Sender<Result<(), String>>),
+}
+
+/// Batches handed over and not yet written that the channel holds before the core waits: a bound on the
+/// memory the thread may be behind by (a tick's batch is about 600 events, 200 KB).
+const BEHIND: usize = 64;
+
+pub(super) struct Writer {
+    tx: Option<SyncSender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Why the thread stopped writing, once it has.
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl Writer {
+    /// Starts the thread on its own connection to `path`; it commits every `group` batches.
+    pub(super) fn start(path: &std::path::Path, group: u32) -> rusqlite::Result<Writer> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "cache_size", -16_384)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        super::wait_when_busy(&conn)?;
+        let failed = Arc::new(Mutex::new(None));
+        let (tx, rx) = sync_channel(BEHIND);
+        let why = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(conn, rx, group.max(1), why))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(Writer { tx: Some(tx), thread: Some(thread), failed })
+    }
+
+    /// Why the thread stopped writing, if it has.
+    pub(super) fn failed(&self) -> Option<String> {
+        self.failed.lock().map(|f| f.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Hands a batch over (waiting while the thread is [`BEHIND`] batches behind).
+    pub(super) fn send(&self, ops: Vec<Op>) -> Result<(), String> {
+        if let Some(why) = self.failed() {
+            return Err(why);
+        }
+        match &self.tx {
+            Some(tx) => tx.send(Job::Batch(ops)).map_err(|_| self.failed().unwrap_or_else(|| "the store's writer thread has ended".into())),
+            None => Err("the store's writer thread has ended".into()),
+        }
+    }
+
+    /// Waits until everything handed over is written and committed.
+    pub(super) fn drain(&self) -> Result<(), String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let gone = || self.failed().unwrap_or_else(|| "the store's writer thread has ended".into());
+        self.tx.as_ref().ok_or_else(gone)?.send(Job::Commit(tx)).map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
+    }
+}
+
+impl Drop for Writer {
+    /// Closing the channel: the thread writes and commits what it was handed, and is waited for.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(conn: Connection, rx: Receiver<Job>, group: u32, failed: Arc<Mutex<Option<String>>>) {
+    let mut held = 0u32;
+    let mut open = false;
+    let stop = |why: String, open: &mut bool| {
+        tracing::error!("the store's writer stopped: {why}");
+        if *open {
+            let _ = conn.execute_batch("ROLLBACK");
+            *open = false;
+        }
+        if let Ok(mut f) = failed.lock() {
+            f.get_or_insert(why);
+        }
+    };
+    let commit = |open: &mut bool, held: &mut u32| -> Result<(), String> {
+        *held = 0;
+        if !*open {
+            return Ok(());
+        }
+        *open = false;
+        conn.execute_batch("COMMIT").map_err(|e| format!("commit: {e}"))
+    };
+    let stopped = || failed.lock().map(|f| f.is_some()).unwrap_or(true);
+    for job in rx.iter() {
+        match job {
+            Job::Batch(ops) => {
+                if stopped() {
+                    continue;
+                }
+                let written = (|| {
+                    if !open {
+                        conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| format!("begin: {e}"))?;
+                        open = true;
+                    }
+                    for op in &ops {
+                        apply(&conn, op)?;
+                    }
+                    held += 1;
+                    if held >= group { commit(&mut open, &mut held) } else { Ok(()) }
+                })();
+                if let Err(why) = written {
+                    stop(why, &mut open);
+                }
+            }
+            Job::Commit(answer) => {
+                if !stopped()
+                    && let Err(why) = commit(&mut open, &mut held)
+                {
+                    stop(why, &mut open);
+                }
+                let _ = answer.send(match failed.lock() {
+                    Ok(f) => f.clone().map_or(Ok(()), Err),
+                    Err(_) => Err("the store's writer thread panicked".into()),
+                });
+            }
+        }
+    }
+    if !stopped()
+        && let Err(why) = commit(&mut open, &mut held)
+    {
+        stop(why, &mut open);
+    }
+}
+
+fn apply(conn: &Connection, op: &Op) -> Result<(), String> {
+    let sql = |e: rusqlite::Error| e.to_string();
+    match op {
+        Op::Event { seq, id, time, payload } => write::event(conn, Some(*seq), id, *time, payload).map(drop).map_err(sql),
+        Op::Order(o) => write::order(conn, o),
+        Op::OrderEvent(e) => write::order_event(conn, e).map_err(sql),
+        Op::Audit(e) => crate::audit::append(conn, e).map(drop).map_err(sql),
+        Op::BlindSpan(from, until) => write::blind_span(conn, *from, *until).map_err(sql),
+        Op::Qos0Seen => write::qos0_seen(conn).map_err(sql),
+        Op::Reject(r) => write::reject(conn, r).map_err(sql),
+    }
+}
