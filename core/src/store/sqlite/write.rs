@@ -15,6 +15,15 @@ pub(super) fn event(conn: &Connection, seq: Option<i64>, id: &str, time: i64, pa
     Ok(conn.last_insert_rowid())
 }
 
+/// Appends events at the sequences given, with one statement.
+pub(super) fn events<'e>(conn: &Connection, events: impl Iterator<Item = (i64, &'e str, i64, &'e [u8])>) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached("INSERT INTO events (seq, id, time, payload) VALUES (?1, ?2, ?3, ?4)")?;
+    for (seq, id, time, payload) in events {
+        stmt.execute(params![seq, id, time, payload])?;
+    }
+    Ok(())
+}
+
 /// The stored id of the event at `seq`.
 pub(super) fn event_id(conn: &Connection, seq: i64) -> rusqlite::Result<Option<String>> {
     use rusqlite::OptionalExtension;
