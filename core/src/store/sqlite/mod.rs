@@ -356,7 +356,7 @@ impl Store {
                 return Err(StoreError::Behind { path, detail });
             }
             let first = *next_seq;
-            let events = behind::Events::starting_at(first);
+            let events = Box::new(behind::Events::starting_at(first));
             return Ok(Batch { path, to: To::Behind { writer, events, ops: Default::default(), next: next_seq, first, ids }, done: false });
         }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
@@ -422,7 +422,14 @@ enum To<'a> {
         added: Vec<(u64, i64)>,
     },
     /// The writes kept to hand to the write-behind thread; events numbered from `next` on.
-    Behind { writer: &'a behind::Writer, events: behind::Events, ops: std::cell::RefCell<Vec<behind::Op>>, next: &'a mut i64, first: i64, ids: &'a mut Ids },
+    Behind {
+        writer: &'a behind::Writer,
+        events: Box<behind::Events>,
+        ops: std::cell::RefCell<Vec<behind::Op>>,
+        next: &'a mut i64,
+        first: i64,
+        ids: &'a mut Ids,
+    },
 }
 
 impl Drop for Batch<'_> {
@@ -541,7 +548,7 @@ impl<'a> Batch<'a> {
             }
             To::Behind { writer, events, ops, .. } => {
                 self.done = true;
-                writer.send(std::mem::take(events), ops.take()).map_err(|detail| StoreError::Behind { path, detail })
+                writer.send(std::mem::take(&mut **events), ops.take()).map_err(|detail| StoreError::Behind { path, detail })
             }
         }
     }
