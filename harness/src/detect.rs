@@ -25,8 +25,9 @@ pub struct RuleScore {
     pub delay_p90_min: Option<f64>,
 }
 
-/// Scores every rule of `rules` that says what it detects and has orders or target incidents.
-pub fn score(rules: &RuleSet, orders: &[Order], incidents: &[Incident], run_end: Millis) -> BTreeMap<String, RuleScore> {
+/// Scores every rule of `rules` that says what it detects and has orders or target incidents. Taken by
+/// reference: a 35-day replication's incidents and orders copied to be scored were a third of its peak memory.
+pub fn score(rules: &RuleSet, orders: &[&Order], incidents: &[&Incident], run_end: Millis) -> BTreeMap<String, RuleScore> {
     let mut out = BTreeMap::new();
     for rule in &rules.rules {
         let detects = &rule.detects;
@@ -34,8 +35,8 @@ pub fn score(rules: &RuleSet, orders: &[Order], incidents: &[Incident], run_end:
             continue;
         }
         let by_subject = &(detects.by == MatchBy::Subject);
-        let real: Vec<&Incident> = incidents.iter().filter(|i| !i.benign && detects.kinds.contains(&i.kind)).collect();
-        let mine: Vec<&Order> = orders.iter().filter(|o| o.rule == rule.id).collect();
+        let real: Vec<&Incident> = incidents.iter().copied().filter(|i| !i.benign && detects.kinds.contains(&i.kind)).collect();
+        let mine: Vec<&Order> = orders.iter().copied().filter(|o| o.rule == rule.id).collect();
         if real.is_empty() && mine.is_empty() {
             continue;
         }

@@ -205,6 +205,11 @@ impl Twin {
         &self.app.world().resource::<GroundTruth>().incidents
     }
 
+    /// The incidents so far, taken out of the twin (which keeps none after): for a twin that has ended.
+    pub fn take_incidents(&mut self) -> Vec<Incident> {
+        std::mem::take(&mut self.app.world_mut().resource_mut::<GroundTruth>().incidents)
+    }
+
     /// Hex BLAKE3 digest of the encoded event stream so far.
     pub fn digest(&self) -> String {
         self.app.world().resource::<StreamDigest>().0.finalize().to_hex().to_string()

@@ -321,33 +321,75 @@ impl Outbox {
 }
 
 /// One real incident: what happened, where, to whom, and when. Benign ones (a trip, a legal renovation)
-/// are recorded too, so that alarms about them can be scored as false.
-#[derive(Debug, Clone, Serialize)]
+/// are recorded too, so that alarms about them can be scored as false. Kept small (a 35-day run has some
+/// 600,000): its id and start time as text are made when it is written (see [`Incident::id`]).
+#[derive(Debug, Clone)]
 pub struct Incident {
-    pub id: String,
+    /// Its place in the run's ground truth (0 the first): its id is `GT-` and this plus one.
+    pub n: u32,
     pub kind: IncidentKind,
-    pub area: String,
-    pub subject: String,
-    pub start: String,
+    pub area: SmolStr,
+    pub subject: SmolStr,
     pub start_ms: Millis,
     pub end_ms: Option<Millis>,
     pub benign: bool,
     /// How it ended: `response` (a resolved work order ended it, see [`Incident::order`]) or `itself` (it
     /// ran its course); absent while it goes on.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_by: Option<&'static str>,
     /// The work order whose resolution ended it.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub order: Option<u64>,
     /// When residents called the 12345 hotline about it.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<Millis>,
     /// Reports on the estate's other lines (the QR code, the patrol): when, and which.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reports: Vec<(Millis, Line)>,
 }
 
+/// An incident as `ground_truth.jsonl` and the reports write it.
+impl Serialize for Incident {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Written<'a> {
+            id: String,
+            kind: IncidentKind,
+            area: &'a str,
+            subject: &'a str,
+            start: String,
+            start_ms: Millis,
+            end_ms: Option<Millis>,
+            benign: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            ended_by: Option<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            order: Option<u64>,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            calls: &'a [Millis],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            reports: &'a [(Millis, Line)],
+        }
+        Written {
+            id: self.id(),
+            kind: self.kind,
+            area: &self.area,
+            subject: &self.subject,
+            start: rfc3339(self.start_ms),
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            benign: self.benign,
+            ended_by: self.ended_by,
+            order: self.order,
+            calls: &self.calls,
+            reports: &self.reports,
+        }
+        .serialize(s)
+    }
+}
+
 impl Incident {
+    /// `GT-000001` for the first.
+    pub fn id(&self) -> String {
+        format!("GT-{:06}", self.n + 1)
+    }
+
     /// Where and when it went on, for matching the orders about it (`Detects::is_about`).
     pub fn span(&self) -> towntwin_contracts::truth::Span<'_> {
         towntwin_contracts::truth::Span { kind: self.kind, area: &self.area, subject: &self.subject, start: self.start_ms, end: self.end_ms }
@@ -359,18 +401,17 @@ impl Incident {
 #[derive(Resource, Debug, Default)]
 pub struct GroundTruth {
     pub incidents: Vec<Incident>,
-    open: HashMap<(String, IncidentKind), BTreeSet<usize>>,
+    open: HashMap<(SmolStr, IncidentKind), BTreeSet<usize>>,
 }
 
 impl GroundTruth {
     pub fn open(&mut self, kind: IncidentKind, area: &str, subject: String, start: Millis, benign: bool) -> usize {
         let n = self.incidents.len();
         self.incidents.push(Incident {
-            id: format!("GT-{:06}", n + 1),
+            n: n as u32,
             kind,
-            area: area.to_string(),
-            subject,
-            start: rfc3339(start),
+            area: area.into(),
+            subject: subject.into(),
             start_ms: start,
             end_ms: None,
             benign,
@@ -379,7 +420,7 @@ impl GroundTruth {
             calls: Vec::new(),
             reports: Vec::new(),
         });
-        self.open.entry((area.to_string(), kind)).or_default().insert(n);
+        self.open.entry((area.into(), kind)).or_default().insert(n);
         n
     }
 
@@ -415,7 +456,7 @@ impl GroundTruth {
 
     /// Incidents of `kind` in `area` still going on, oldest first.
     pub fn open_in(&self, area: &str, kind: IncidentKind) -> impl Iterator<Item = usize> + '_ {
-        self.open.get(&(area.to_string(), kind)).into_iter().flatten().copied()
+        self.open.get(&(SmolStr::from(area), kind)).into_iter().flatten().copied()
     }
 }
 

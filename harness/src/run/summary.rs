@@ -146,7 +146,8 @@ pub(crate) fn summarise(p: Parts<'_>) -> Summary {
         work_orders_by_state: by_state,
         close_hours: closure(orders),
         responders,
-        detection: core.map_or_else(BTreeMap::new, |c| detect::score(&c.engine.rules, orders, &r.incidents, r.end)),
+        detection: core
+            .map_or_else(BTreeMap::new, |c| detect::score(&c.engine.rules, &orders.iter().collect::<Vec<_>>(), &r.incidents.iter().collect::<Vec<_>>(), r.end)),
         core_stats: core.map(|c| c.stats.clone()),
         out_dir: out.display().to_string(),
     }

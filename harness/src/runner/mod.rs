@@ -146,11 +146,12 @@ impl<H: Hooks> TwinSide<H> {
         self.hooks.after(&self.twin, self.next);
     }
 
-    fn finish(self) -> (TwinReport, H) {
+    fn finish(mut self) -> (TwinReport, H) {
         let report = TwinReport {
             stats: self.twin.stats().clone(),
             digest: self.twin.digest(),
-            incidents: self.twin.incidents().to_vec(),
+            // Taken, not copied: the twin ends here (a copy was a second ground truth at the peak).
+            incidents: self.twin.take_incidents(),
             busy: self.busy,
             end: self.next,
             responders: self.twin.responder_stats().clone(),

@@ -78,7 +78,7 @@ fn run(mut t: Twin, mut notices: Vec<Notice>) -> Vec<Incident> {
 fn missorts(truth: &[Incident], from: Millis, to: Millis) -> BTreeMap<(String, String), u32> {
     let mut m = BTreeMap::new();
     for i in truth.iter().filter(|i| i.kind == IncidentKind::GarbageMissort && i.start_ms >= from && i.start_ms < to) {
-        *m.entry((i.area.clone(), i.subject.clone())).or_default() += 1;
+        *m.entry((i.area.to_string(), i.subject.to_string())).or_default() += 1;
     }
     m
 }

@@ -19,7 +19,7 @@ pub(super) struct Measure<'a> {
     pub(super) plan: &'a Plan,
     pub(super) v: &'a Resolved,
     pub(super) core: &'a Core,
-    pub(super) history: &'a [OrderEvent],
+    pub(super) history: &'a [Step],
     pub(super) incidents: &'a [Incident],
     pub(super) window: Millis,
     pub(super) end: Millis,
@@ -326,8 +326,8 @@ impl Measure<'_> {
             }
         }
         // Detection, over the incidents that started in the window.
-        let started: Vec<Incident> = self.incidents.iter().filter(|i| i.start_ms >= self.window).cloned().collect();
-        let orders: Vec<_> = self.core.orders.orders.iter().filter(|o| o.created_at >= self.window).cloned().collect();
+        let started: Vec<&Incident> = self.incidents.iter().filter(|i| i.start_ms >= self.window).collect();
+        let orders: Vec<_> = self.core.orders.orders.iter().filter(|o| o.created_at >= self.window).collect();
         for (rule, s) in detect::score(&self.v.rules, &orders, &started, self.end) {
             if let Some(r) = s.recall {
                 k.insert(format!("recall/{rule}"), r);

@@ -105,21 +105,35 @@ pub struct Little {
 
 /// Runs replication `k` of variant `vi` without a store.
 pub fn replicate(plan: &Plan, vi: usize, k: u32) -> Result<Replication> {
-    Ok(run(plan, vi, k, None)?.0)
+    Ok(run(plan, vi, k, None, false)?.0)
 }
 
 /// The same with the core's store at `db` (a SQLite file or a PostgreSQL schema), returning the core too
 /// (for the equivalence tests).
+/// Every transition is kept whole and returned (a replication alone keeps only what it measures).
 pub fn replicate_with_store(plan: &Plan, vi: usize, k: u32, db: Option<&towntwin_core::store::Location>) -> Result<(Replication, Core, Vec<OrderEvent>)> {
-    run(plan, vi, k, db)
+    run(plan, vi, k, db, true)
+}
+
+/// What the measures need of a transition: a whole [`OrderEvent`] was some 250 bytes with its strings, and
+/// a replication makes about 29,000 a town day (over half of a 35-day replication's memory).
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    order: u64,
+    at: Millis,
+    from: Option<State>,
+    to: State,
+    level: Loop,
 }
 
 /// What a replication keeps as it goes, on the twin's side of the runner.
 struct Measures {
     start: Millis,
     window: Millis,
-    /// Every transition, in the order the core made them.
-    history: Vec<OrderEvent>,
+    /// Every transition, in the order the core made them, as the measures need it.
+    steps: Vec<Step>,
+    /// The same whole, when asked for ([`replicate_with_store`]).
+    history: Option<Vec<OrderEvent>>,
     /// Orders open now (not closed or cancelled), kept from the transitions.
     open: i64,
     backlog_hourly: Vec<u32>,
@@ -140,7 +154,10 @@ impl Hooks for Measures {
             let e = &n.event;
             let was = e.from.is_some_and(State::is_open);
             self.open += i64::from(e.to.is_open()) - i64::from(was);
-            self.history.push(e.clone());
+            self.steps.push(Step { order: e.order, at: e.at, from: e.from, to: e.to, level: e.level });
+            if let Some(h) = &mut self.history {
+                h.push(e.clone());
+            }
         }
     }
 
@@ -164,7 +181,7 @@ impl Hooks for Measures {
     }
 }
 
-fn run(plan: &Plan, vi: usize, k: u32, db: Option<&towntwin_core::store::Location>) -> Result<(Replication, Core, Vec<OrderEvent>)> {
+fn run(plan: &Plan, vi: usize, k: u32, db: Option<&towntwin_core::store::Location>, whole: bool) -> Result<(Replication, Core, Vec<OrderEvent>)> {
     let wall = Instant::now();
     let v: &Resolved = &plan.variants[vi];
     let mut scenario = v.scenario.clone();
@@ -177,7 +194,8 @@ fn run(plan: &Plan, vi: usize, k: u32, db: Option<&towntwin_core::store::Locatio
     let measures = Measures {
         start: v.start,
         window,
-        history: Vec::new(),
+        steps: Vec::new(),
+        history: whole.then(Vec::new),
         open: 0,
         backlog_hourly: Vec::with_capacity(scenario.days as usize * 24),
         at_window: None,
@@ -196,7 +214,7 @@ fn run(plan: &Plan, vi: usize, k: u32, db: Option<&towntwin_core::store::Locatio
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
     let driven = rt.block_on(runner::drive(make, &mut link, Drive { threaded: false, lockstep: true, publisher: None, throttle: None }))?;
     let core = rt.block_on(link.finish(0, 0))?.map(|o| o.core).ok_or_else(|| anyhow!("the in-process core did not hand itself back"))?;
-    let Measures { history, backlog_hourly, at_window, incidents_digest_hourly, .. } = driven.hooks;
+    let Measures { steps, history, backlog_hourly, at_window, incidents_digest_hourly, .. } = driven.hooks;
     let report = driven.twin;
     let end = report.end;
     let crews = match &at_window {
@@ -205,7 +223,7 @@ fn run(plan: &Plan, vi: usize, k: u32, db: Option<&towntwin_core::store::Locatio
     };
     let incidents = report.incidents;
     let events = report.stats.total;
-    let m = Measure { plan, v, core: &core, history: &history, incidents: &incidents, window, end, crews: &crews };
+    let m = Measure { plan, v, core: &core, history: &steps, incidents: &incidents, window, end, crews: &crews };
     let (mut kpis, close_hours_by_loop) = m.kpis();
     let checks = m.checks();
     let window_hour = (plan.spec.warmup_days * 24) as usize;
@@ -235,7 +253,7 @@ fn run(plan: &Plan, vi: usize, k: u32, db: Option<&towntwin_core::store::Locatio
         events,
         wall_seconds: wall.elapsed().as_secs_f64(),
     };
-    Ok((rep, core, history))
+    Ok((rep, core, history.unwrap_or_default()))
 }
 
 /// The least-squares slope of `ys` against 0, 1, 2, ...

@@ -214,7 +214,7 @@ fn call(
 
 /// Files a report about `inc` on `line` of estate number `estate`.
 fn report(outbox: &mut Outbox, t: Millis, line: Line, estate: usize, inc: &Incident) {
-    let about = inc.subject.clone();
+    let about = inc.subject.to_string();
     outbox.emit(t, line_device(line, estate), EventType::HotlineCall, about.parse::<FlatRef>().ok(), Data::Hotline(HotlineCall { category: inc.kind, about }));
 }
 
