@@ -53,8 +53,7 @@ pub struct State {
     #[serde(with = "pairs")]
     open_since: FxMap<(u16, u32), Millis>,
     /// Device -> last time heard.
-    #[serde(with = "pairs")]
-    heard: FxMap<u32, Millis>,
+    heard: Dense<Millis>,
     /// Gate -> its outages: when it went silent, and when it was heard again (None while silent).
     #[serde(with = "pairs")]
     gate_outages: FxMap<u32, Vec<(Millis, Option<Millis>)>>,
@@ -63,8 +62,7 @@ pub struct State {
     #[serde(with = "pairs")]
     sampled: FxMap<u16, i64>,
     /// Current due time of each timer that is re-armed often, so re-arming is a removal, not a scan.
-    #[serde(with = "pairs")]
-    silence_due: FxMap<u32, Millis>,
+    silence_due: Dense<Millis>,
     /// (absence rule, person) -> the deadline armed for it.
     #[serde(with = "pairs")]
     absence_due: FxMap<(u16, u32), Millis>,
@@ -83,6 +81,68 @@ pub struct State {
     /// (without it) reads as this one with none.
     #[serde(with = "pairs", default)]
     missorts: FxMap<(u16, u16, FlatRef), Vec<Millis>>,
+}
+
+/// A map keyed by a device's index in the core's registry (dense, below the registry's size), as a vector:
+/// two of these are on every event's path, and a hash map's probe was most of what hearing a device cost.
+/// Serialised as the sorted pairs a map of the engine's is ([`pairs`]), so snapshots are unchanged.
+#[derive(Debug, Clone, Default)]
+struct Dense<V>(Vec<Option<V>>);
+
+/// Above any registry's device count: a snapshot naming a device past it is corrupt, not a reason to
+/// allocate.
+const DENSE_MAX: u32 = 1 << 24;
+
+impl<V: Copy> Dense<V> {
+    fn get(&self, k: &u32) -> Option<&V> {
+        self.0.get(*k as usize)?.as_ref()
+    }
+
+    fn slot(&mut self, k: u32) -> &mut Option<V> {
+        let i = k as usize;
+        if i >= self.0.len() {
+            self.0.resize(i + 1, None);
+        }
+        &mut self.0[i]
+    }
+
+    fn insert(&mut self, k: u32, v: V) -> Option<V> {
+        self.slot(k).replace(v)
+    }
+
+    fn remove(&mut self, k: &u32) -> Option<V> {
+        self.0.get_mut(*k as usize)?.take()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, &V)> {
+        self.0.iter().enumerate().filter_map(|(i, v)| Some((i as u32, v.as_ref()?)))
+    }
+}
+
+/// Equal when they hold the same pairs (a vector may end in empty slots).
+impl<V: Copy + PartialEq> PartialEq for Dense<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl<V: Copy + Serialize> Serialize for Dense<V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.iter().collect::<Vec<_>>().serialize(s)
+    }
+}
+
+impl<'de, V: Copy + Deserialize<'de>> Deserialize<'de> for Dense<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut m = Dense(Vec::new());
+        for (k, v) in Vec::<(u32, V)>::deserialize(d)? {
+            if k >= DENSE_MAX {
+                return Err(serde::de::Error::custom(format!("device index {k} out of range")));
+            }
+            m.insert(k, v);
+        }
+        Ok(m)
+    }
 }
 
 /// A flat's faces: (person, last seen).
@@ -323,7 +383,7 @@ impl Engine {
     }
 
     fn hear(&mut self, d: u32, t: Millis) {
-        let last = self.state.heard.entry(d).or_insert(t);
+        let last = self.state.heard.slot(d).get_or_insert(t);
         if t > *last {
             *last = t;
         }
