@@ -447,3 +447,29 @@ mod pairs {
         Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device map reads and writes as the sorted pairs a hash map of the engine's does, compares by its
+    /// pairs, and refuses a device index no registry has (a corrupt snapshot) instead of allocating for it.
+    #[test]
+    fn a_dense_map_is_written_as_sorted_pairs_and_refuses_an_absurd_index() {
+        let mut m = Dense::default();
+        m.insert(7, 70_i64);
+        m.insert(2, 20);
+        m.insert(9, 90);
+        assert_eq!(m.remove(&9), Some(90));
+        let written = serde_json::to_string(&m).unwrap();
+        let as_map: FxMap<u32, i64> = [(7, 70), (2, 20)].into_iter().collect();
+        #[derive(Serialize)]
+        struct Old<'a>(#[serde(with = "pairs")] &'a FxMap<u32, i64>);
+        assert_eq!(written, serde_json::to_string(&Old(&as_map)).unwrap(), "the same bytes as the hash map it replaced");
+        let back: Dense<i64> = serde_json::from_str(&written).unwrap();
+        assert_eq!(back, m, "equal though one ends in an empty slot");
+        assert_eq!((back.get(&2), back.get(&3), back.get(&1_000_000)), (Some(&20), None, None));
+        let err = serde_json::from_str::<Dense<i64>>(&format!("[[{DENSE_MAX},1]]")).unwrap_err().to_string();
+        assert!(err.contains("out of range"), "{err}");
+    }
+}
