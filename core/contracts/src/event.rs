@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 pub use smol_str::SmolStr;
 
-use crate::time::{Millis, write_rfc3339};
+use crate::time::Millis;
 
 /// Every event type the twin emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -328,8 +328,6 @@ pub struct Header<'a> {
 /// Attribute order is fixed, so equal events give equal bytes.
 pub fn encode(out: &mut Vec<u8>, h: &Header<'_>, data: &Data) {
     out.clear();
-    let mut time = String::with_capacity(24);
-    write_rfc3339(&mut time, h.time);
     out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":");
     json_str(out, h.id);
     out.extend_from_slice(b",\"source\":\"");
@@ -341,7 +339,7 @@ pub fn encode(out: &mut Vec<u8>, h: &Header<'_>, data: &Data) {
     out.extend_from_slice(b"\",\"type\":\"");
     out.extend_from_slice(h.ty.as_str().as_bytes());
     out.extend_from_slice(b"\",\"time\":\"");
-    out.extend_from_slice(time.as_bytes());
+    out.extend_from_slice(&crate::time::rfc3339_bytes(h.time));
     out.extend_from_slice(b"\",\"datacontenttype\":\"application/json\"");
     if let Some(s) = h.subject {
         out.extend_from_slice(b",\"subject\":\"");

@@ -65,6 +65,12 @@ fn days_in_month(y: i32, m: u32) -> u32 {
 /// Appends `t` as RFC 3339 UTC with milliseconds, e.g. `2026-03-02T07:31:12.250Z`. Digits are written
 /// by hand: this runs once per event and `write!` was a tenth of the twin's time.
 pub fn write_rfc3339(out: &mut String, t: Millis) {
+    out.push_str(std::str::from_utf8(&rfc3339_bytes(t)).unwrap_or_default());
+}
+
+/// `t` as RFC 3339 in UTC with milliseconds (`2026-03-01T08:00:00.000Z`), as bytes: for an encoder that
+/// writes it straight into its buffer.
+pub fn rfc3339_bytes(t: Millis) -> [u8; 24] {
     let days = t.div_euclid(DAY);
     let ms = t.rem_euclid(DAY);
     let (y, m, d) = civil_from_days(days);
@@ -83,7 +89,7 @@ pub fn write_rfc3339(out: &mut String, t: Millis) {
     put(14, 2, mi);
     put(17, 2, s);
     put(20, 3, milli);
-    out.push_str(std::str::from_utf8(&b).unwrap_or_default());
+    b
 }
 
 pub fn rfc3339(t: Millis) -> String {

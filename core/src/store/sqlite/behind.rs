@@ -5,11 +5,12 @@
 //! that thread each tick (the responders answer the orders of the tick before).
 //!
 //! What is handed over is written in order; the store stays a prefix of what was handed (a kill loses the
-//! batches not yet committed, never part of one). A write that fails stops the thread's writing: its
+//! batches not yet committed, never part of one, and none handed over more than a second or so before). A write that fails stops the thread's writing: its
 //! transaction is rolled back and every later call of the store's says why.
 
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -80,12 +81,14 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the thread on its own connection to `path`; it commits every `group` batches.
-    pub(super) fn start(path: &std::path::Path, group: u32) -> rusqlite::Result<Writer> {
+    /// Starts the thread on its own connection to `path`; it commits every `group` batches. Without the
+    /// store's checkpointer (`checkpointed` false) its commits checkpoint the WAL themselves, as the store's
+    /// own connection's would.
+    pub(super) fn start(path: &std::path::Path, group: u32, checkpointed: bool) -> rusqlite::Result<Writer> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "cache_size", -16_384)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "wal_autocheckpoint", if checkpointed { 0 } else { 8_192 })?;
         super::wait_when_busy(&conn)?;
         let failed = Arc::new(Mutex::new(None));
         let (tx, rx) = sync_channel(BEHIND);
@@ -132,51 +135,75 @@ impl Drop for Writer {
     }
 }
 
+/// The longest a transaction stays open: a run at `--speed 1` makes a batch a minute, and 128 of them
+/// held would keep the store two hours behind what a reader (or a kill) sees. Flat out, 128 batches take
+/// a fraction of this. When to commit is the store's housekeeping, like its checkpoints: no rule reads it.
+const HOLD_AT_MOST: Duration = Duration::from_secs(1);
+
 fn run(conn: Connection, rx: Receiver<Job>, group: u32, failed: Arc<Mutex<Option<String>>>) {
     let mut held = 0u32;
-    let mut open = false;
-    let stop = |why: String, open: &mut bool| {
+    // When the open transaction began, if one is open.
+    let mut open: Option<Instant> = None;
+    let stop = |why: String, open: &mut Option<Instant>| {
         tracing::error!("the store's writer stopped: {why}");
-        if *open {
+        if open.take().is_some() {
             let _ = conn.execute_batch("ROLLBACK");
-            *open = false;
         }
         if let Ok(mut f) = failed.lock() {
             f.get_or_insert(why);
         }
     };
-    let commit = |open: &mut bool, held: &mut u32| -> Result<(), String> {
+    let commit = |open: &mut Option<Instant>, held: &mut u32| -> Result<(), String> {
         *held = 0;
-        if !*open {
+        if open.take().is_none() {
             return Ok(());
         }
-        *open = false;
         conn.execute_batch("COMMIT").map_err(|e| format!("commit: {e}"))
     };
     let stopped = || failed.lock().map(|f| f.is_some()).unwrap_or(true);
-    for job in rx.iter() {
+    loop {
+        // With a transaction open, wait for the next batch only as long as it may stay open.
+        let job = match open {
+            Some(at) => match rx.recv_timeout(HOLD_AT_MOST.saturating_sub(at.elapsed())) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match rx.recv() {
+                Ok(job) => Some(job),
+                Err(_) => break,
+            },
+        };
         match job {
-            Job::Batch(events, ops) => {
+            None => {
+                if let Err(why) = commit(&mut open, &mut held) {
+                    stop(why, &mut open);
+                }
+            }
+            Some(Job::Batch(events, ops)) => {
                 if stopped() {
                     continue;
                 }
                 let written = (|| {
-                    if !open {
-                        conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| format!("begin: {e}"))?;
-                        open = true;
-                    }
+                    let began = match open {
+                        Some(at) => at,
+                        None => {
+                            conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| format!("begin: {e}"))?;
+                            *open.insert(Instant::now())
+                        }
+                    };
                     write::events(&conn, events.iter()).map_err(|e| e.to_string())?;
                     for op in &ops {
                         apply(&conn, op)?;
                     }
                     held += 1;
-                    if held >= group { commit(&mut open, &mut held) } else { Ok(()) }
+                    if held >= group || began.elapsed() >= HOLD_AT_MOST { commit(&mut open, &mut held) } else { Ok(()) }
                 })();
                 if let Err(why) = written {
                     stop(why, &mut open);
                 }
             }
-            Job::Commit(answer) => {
+            Some(Job::Commit(answer)) => {
                 if !stopped()
                     && let Err(why) = commit(&mut open, &mut held)
                 {

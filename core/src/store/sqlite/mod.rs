@@ -299,7 +299,8 @@ impl Store {
             return Ok(());
         }
         self.next_seq = self.conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events", [], |r| r.get(0)).map_err(|e| self.err(e))?;
-        self.behind = Some(behind::Writer::start(Path::new(&self.path), group).map_err(|e| self.err(e))?);
+        let checkpointed = self._checkpointer.is_some();
+        self.behind = Some(behind::Writer::start(Path::new(&self.path), group, checkpointed).map_err(|e| self.err(e))?);
         Ok(())
     }
 
@@ -634,6 +635,28 @@ mod tests {
         assert!(err.contains("writing behind stopped"), "{err}");
         let late: i64 = other.query_row("SELECT count FROM rejects WHERE reason = 'late'", [], |r| r.get(0)).unwrap();
         assert_eq!(late, 10, "what was committed before the failure is kept");
+        drop(store);
+    }
+
+    /// Writing behind at a run's slowest (a batch a minute at `--speed 1`), a batch is not held until its
+    /// group is whole: another reader sees it within about a second, without the store being asked.
+    #[test]
+    fn writing_behind_commits_a_lone_batch_within_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("core.db");
+        let mut store = Store::open(&path).unwrap();
+        store.write_behind(1_000).unwrap();
+        let mut b = store.batch().unwrap();
+        b.append_event("src alone", 1, b"{}").unwrap();
+        b.commit().unwrap();
+        let reader = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let t = std::time::Instant::now();
+        let count = || reader.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0)).unwrap();
+        while count() == 0 {
+            assert!(t.elapsed() < std::time::Duration::from_secs(10), "a lone batch held past 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(3), "committed after {:?}", t.elapsed());
         drop(store);
     }
 }
