@@ -593,15 +593,21 @@ mod tests {
         assert_eq!(store.conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0)).unwrap() as u64, n);
     }
 
+    /// A new store in a temporary folder, writing behind in groups of `group`.
+    fn behind(group: u32) -> (tempfile::TempDir, std::path::PathBuf, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("core.db");
+        let mut store = Store::open(&path).unwrap();
+        store.write_behind(group).unwrap();
+        (dir, path, store)
+    }
+
     /// Writing behind: batches land in order and numbered as handed; a dropped batch gives its numbers back;
     /// reads wait for the writer; a write that fails stops the writer, and the store says why on every later
     /// batch (an error, not a panic), with what was committed before it kept.
     #[test]
     fn writing_behind_keeps_order_waits_for_reads_and_reports_a_failed_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("core.db");
-        let mut store = Store::open(&path).unwrap();
-        store.write_behind(4).unwrap();
+        let (_dir, path, mut store) = behind(4);
         for n in 0..10i64 {
             let mut b = store.batch().unwrap();
             assert_eq!(b.append_event(&format!("src id-{n}"), n, b"{}").unwrap(), Some(n + 1));
@@ -642,10 +648,7 @@ mod tests {
     /// group is whole: another reader sees it within about a second, without the store being asked.
     #[test]
     fn writing_behind_commits_a_lone_batch_within_a_second() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("core.db");
-        let mut store = Store::open(&path).unwrap();
-        store.write_behind(1_000).unwrap();
+        let (_dir, path, mut store) = behind(1_000);
         let mut b = store.batch().unwrap();
         b.append_event("src alone", 1, b"{}").unwrap();
         b.commit().unwrap();
