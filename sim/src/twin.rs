@@ -205,7 +205,8 @@ impl Twin {
         &self.app.world().resource::<GroundTruth>().incidents
     }
 
-    /// The incidents so far, taken out of the twin (which keeps none after): for a twin that has ended.
+    /// The incidents so far, taken out of the twin (which keeps none after): for a twin that has ended and
+    /// is not stepped again (its index of open incidents still points into them).
     pub fn take_incidents(&mut self) -> Vec<Incident> {
         std::mem::take(&mut self.app.world_mut().resource_mut::<GroundTruth>().incidents)
     }

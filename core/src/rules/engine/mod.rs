@@ -89,8 +89,8 @@ pub struct State {
 #[derive(Debug, Clone, Default)]
 struct Dense<V>(Vec<Option<V>>);
 
-/// Above any registry's device count: a snapshot naming a device past it is corrupt, not a reason to
-/// allocate.
+/// Above any registry's device count (the town has under 10,000): a snapshot naming a device past it is
+/// corrupt, not a reason to allocate gigabytes (one just under it still costs some 256 MiB).
 const DENSE_MAX: u32 = 1 << 24;
 
 impl<V: Copy> Dense<V> {
@@ -453,7 +453,7 @@ mod tests {
     use super::*;
 
     /// A device map reads and writes as the sorted pairs a hash map of the engine's does, compares by its
-    /// pairs, and refuses a device index no registry has (a corrupt snapshot) instead of allocating for it.
+    /// pairs, and refuses a device index past any registry's (a corrupt snapshot).
     #[test]
     fn a_dense_map_is_written_as_sorted_pairs_and_refuses_an_absurd_index() {
         let mut m = Dense::default();

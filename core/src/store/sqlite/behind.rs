@@ -5,7 +5,8 @@
 //! that thread each tick (the responders answer the orders of the tick before).
 //!
 //! What is handed over is written in order; the store stays a prefix of what was handed (a kill loses the
-//! batches not yet committed, never part of one, and none handed over more than a second or so before). A write that fails stops the thread's writing: its
+//! batches not yet committed, never part of one). A transaction stays open a second at most; batches
+//! queued behind it (64 at most) wait their turn. A write that fails stops the thread's writing: its
 //! transaction is rolled back and every later call of the store's says why.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
@@ -158,7 +159,12 @@ fn run(conn: Connection, rx: Receiver<Job>, group: u32, failed: Arc<Mutex<Option
         if open.take().is_none() {
             return Ok(());
         }
-        conn.execute_batch("COMMIT").map_err(|e| format!("commit: {e}"))
+        conn.execute_batch("COMMIT").map_err(|e| {
+            // SQLite may leave the transaction open after a failed commit: end it, so that the write lock
+            // is not held for the snapshot thread, the checkpointer and other processes.
+            let _ = conn.execute_batch("ROLLBACK");
+            format!("commit: {e}")
+        })
     };
     let stopped = || failed.lock().map(|f| f.is_some()).unwrap_or(true);
     loop {

@@ -22,6 +22,8 @@ use super::{Loaded, SnapshotJob, StoreError};
 pub struct Store {
     conn: Connection,
     path: String,
+    /// The file itself (`path` is its name as shown), for the write-behind thread's connection.
+    file: std::path::PathBuf,
     /// Every logged event id, for dedup: see [`Ids`].
     ids: Ids,
     /// Dropped with the store: stops the checkpointer.
@@ -236,7 +238,7 @@ impl Store {
             }
         }
         let snapshotter = snapshotter(path);
-        Ok(Store { conn, path: p, ids, _checkpointer: checkpointer, snapshotter, behind: None, next_seq: 0 })
+        Ok(Store { conn, path: p, file: path.to_path_buf(), ids, _checkpointer: checkpointer, snapshotter, behind: None, next_seq: 0 })
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -244,6 +246,7 @@ impl Store {
     }
 
     pub fn load(&self) -> Result<Loaded, StoreError> {
+        self.drain()?;
         let orders = reader::orders(&self.conn, &self.path)?;
         // Older stores hold JSON text, newer ones a blob: the bytes either way.
         let snapshot: Option<(i64, Vec<u8>)> = self
@@ -300,7 +303,7 @@ impl Store {
         }
         self.next_seq = self.conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events", [], |r| r.get(0)).map_err(|e| self.err(e))?;
         let checkpointed = self._checkpointer.is_some();
-        self.behind = Some(behind::Writer::start(Path::new(&self.path), group, checkpointed).map_err(|e| self.err(e))?);
+        self.behind = Some(behind::Writer::start(&self.file, group, checkpointed).map_err(|e| self.err(e))?);
         Ok(())
     }
 
@@ -334,6 +337,8 @@ impl Store {
     /// Writes an engine snapshot covering the log up to `upto` (committed): on the snapshot thread, or here
     /// when there is none.
     pub fn snapshot(&self, upto: i64, make: SnapshotJob) -> Result<(), StoreError> {
+        // Only over committed events: what the write-behind thread was handed is committed first.
+        self.drain()?;
         let make = match &self.snapshotter {
             Some(s) => match s.send((upto, make)) {
                 Ok(()) => return Ok(()),
@@ -341,14 +346,14 @@ impl Store {
             },
             None => make,
         };
-        self.drain()?;
         let bytes = make().map_err(|detail| StoreError::Corrupt { path: self.path.clone(), detail })?;
         write_snapshot(&self.conn, upto, &bytes).map_err(|e| self.err(e))
     }
 
     /// Starts a transaction for one batch; nothing is visible or durable until [`Batch::commit`]. It takes
     /// the write lock at once (`IMMEDIATE`), so the audit chain's head it reads stays the head until it
-    /// commits, whatever other process writes to the store.
+    /// commits, whatever other process writes to the store. Writing behind ([`Store::write_behind`]), the
+    /// batch only gathers its writes; its commit hands them to the writer thread, which takes the lock.
     pub fn batch(&mut self) -> Result<Batch<'_>, StoreError> {
         let path = self.path.clone();
         let Store { conn, ids, behind, next_seq, .. } = self;
@@ -358,7 +363,7 @@ impl Store {
             }
             let first = *next_seq;
             let events = Box::new(behind::Events::starting_at(first));
-            return Ok(Batch { path, to: To::Behind { writer, events, ops: Default::default(), next: next_seq, first, ids }, done: false });
+            return Ok(Batch { path, to: To::Behind { writer, events, ops: Default::default(), next: next_seq, first, ids, added: Vec::new() }, done: false });
         }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|source| StoreError::Sql { path: path.clone(), source })?;
         Ok(Batch { path, to: To::Conn { tx: Some(tx), ids, added: Vec::new() }, done: false })
@@ -370,7 +375,8 @@ impl Store {
     }
 
     /// Caps the store at `extra` more pages than it has now (SQLite's `max_page_count`): from there every
-    /// write fails as a full disk does. For fault tests; returns the cap.
+    /// write fails as a full disk does. For fault tests; returns the cap. The cap is this connection's:
+    /// writes behind (on the writer thread's connection) are not capped.
     pub fn limit_pages(&self, extra: i64) -> Result<i64, StoreError> {
         self.drain()?;
         let now: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(|e| self.err(e))?;
@@ -430,6 +436,9 @@ enum To<'a> {
         next: &'a mut i64,
         first: i64,
         ids: &'a mut Ids,
+        /// Ids this batch put in the index (debug builds, for the check that none repeats), taken back
+        /// if it is dropped.
+        added: Vec<(u64, i64)>,
     },
 }
 
@@ -445,8 +454,13 @@ impl Drop for Batch<'_> {
                     ids.remove(h, seq);
                 }
             }
-            // Nothing was handed over: the numbers are free again.
-            To::Behind { next, first, .. } => **next = *first,
+            // Nothing was handed over: the numbers are free again, and the ids.
+            To::Behind { next, first, ids, added, .. } => {
+                **next = *first;
+                for (h, seq) in added.drain(..) {
+                    ids.remove(h, seq);
+                }
+            }
         }
     }
 }
@@ -486,11 +500,12 @@ impl<'a> Batch<'a> {
                 added.push((h, seq));
                 Ok(Some(seq))
             }
-            To::Behind { events, next, ids, .. } => {
+            To::Behind { events, next, ids, added, .. } => {
                 if cfg!(debug_assertions) {
                     let h = Ids::hash(id);
                     assert!(ids.candidates(h).next().is_none(), "event id {id} handed twice to a store writing behind");
                     ids.insert(h, **next);
+                    added.push((h, **next));
                 }
                 let seq = **next;
                 **next += 1;
@@ -616,8 +631,9 @@ mod tests {
         }
         {
             let mut b = store.batch().unwrap();
-            assert_eq!(b.append_event("src dropped", 99, b"{}").unwrap(), Some(11));
-            // Dropped without commit: nothing handed over, its number free again.
+            assert_eq!(b.append_event("src id-10", 10, b"{}").unwrap(), Some(11));
+            // Dropped without commit: nothing handed over, its number and its id free again (debug builds
+            // check that no id is handed twice).
         }
         let mut b = store.batch().unwrap();
         assert_eq!(b.append_event("src id-10", 10, b"{}").unwrap(), Some(11));

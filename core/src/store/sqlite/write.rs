@@ -15,7 +15,7 @@ pub(super) fn event(conn: &Connection, seq: Option<i64>, id: &str, time: i64, pa
     Ok(conn.last_insert_rowid())
 }
 
-/// Appends events at the sequences given, with one statement.
+/// Appends events at the sequences given, one prepared statement run for each.
 pub(super) fn events<'e>(conn: &Connection, events: impl Iterator<Item = (i64, &'e str, i64, &'e [u8])>) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached("INSERT INTO events (seq, id, time, payload) VALUES (?1, ?2, ?3, ?4)")?;
     for (seq, id, time, payload) in events {
