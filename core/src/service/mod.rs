@@ -434,11 +434,10 @@ impl Core {
         Ok(out)
     }
 
-    /// Snapshots the engine's state (after the store's writer has committed what it was handed: a snapshot
-    /// covers only committed events), to be written on the store's snapshot thread; only the clone is paid here.
+    /// Snapshots the engine's state, to be written on the store's snapshot thread (the store first waits for
+    /// its writer, so a snapshot covers only committed events); only the clone is paid here.
     fn snapshot(&mut self) -> Result<(), CoreError> {
-        if let Some(store) = &mut self.store {
-            store.sync_writes()?;
+        if let Some(store) = &self.store {
             let state = self.engine.state.clone();
             store.snapshot(self.last_seq, Box::new(move || encode_snapshot(&state).map_err(|e| e.to_string())))?;
             self.snapshot_upto = Some(self.last_seq);
