@@ -8,7 +8,7 @@ use bevy::prelude::*;
 use towntwin_contracts::time::Millis;
 use towntwin_contracts::town::Town;
 
-use crate::plugins::emit::{Emitted, Message, Stats, StreamDigest, Typed};
+use crate::plugins::emit::{Emitted, EncodePool, Message, Stats, StreamDigest, Typed};
 use crate::plugins::messages::{Applied, InjectEffect};
 use crate::plugins::responders::plugin::{Act, Acts, Inbox, ResponderStats, RuleTargets};
 use crate::plugins::{
@@ -21,8 +21,8 @@ use towntwin_contracts::orders::Notice;
 /// Options that change how the twin runs, never what it produces.
 #[derive(Debug, Clone, Default)]
 pub struct TwinOptions {
-    /// Threads for bevy's task pools, which encode each tick's events in parallel pieces (`None`: the
-    /// machine's cores, at most 4). Systems always run on the single-threaded executor: every feature
+    /// Threads that encode each tick's events in parallel pieces, the twin's own included (`None`: the
+    /// machine's cores, at most 4; `Some(1)`: the twin's thread alone). Systems always run on the single-threaded executor: every feature
     /// writes the one outbox in a fixed chain, so threads would only add overhead there.
     pub threads: Option<usize>,
     /// Make the build of the schedule fail on ambiguous system order (used by tests).
@@ -78,6 +78,7 @@ impl Twin {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
         let threads = opts.threads.unwrap_or(cores).max(1);
         app.add_plugins(TaskPoolPlugin { task_pool_options: TaskPoolOptions::with_num_threads(threads) });
+        app.insert_resource(EncodePool::new(threads));
         if opts.deny_ambiguity {
             let strict = || ScheduleBuildSettings { ambiguity_detection: LogLevel::Error, ..default() };
             app.edit_schedule(Startup, |s| {
@@ -213,7 +214,7 @@ impl Twin {
 
     /// Hex BLAKE3 digest of the encoded event stream so far.
     pub fn digest(&self) -> String {
-        self.app.world().resource::<StreamDigest>().0.finalize().to_hex().to_string()
+        self.app.world().resource::<StreamDigest>().hash().to_hex().to_string()
     }
 
     /// Runs to the end, passing each tick's events to `sink`.

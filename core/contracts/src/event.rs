@@ -11,6 +11,8 @@ pub use smol_str::SmolStr;
 
 use crate::time::Millis;
 
+mod data_json;
+
 /// Every event type the twin emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum EventType {
@@ -328,6 +330,11 @@ pub struct Header<'a> {
 /// Attribute order is fixed, so equal events give equal bytes.
 pub fn encode(out: &mut Vec<u8>, h: &Header<'_>, data: &Data) {
     out.clear();
+    encode_append(out, h, data);
+}
+
+/// [`encode`] appending to what `out` holds: for an encoder that lays many events out in one buffer.
+pub fn encode_append(out: &mut Vec<u8>, h: &Header<'_>, data: &Data) {
     out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":");
     json_str(out, h.id);
     out.extend_from_slice(b",\"source\":\"");
@@ -353,8 +360,7 @@ pub fn encode(out: &mut Vec<u8>, h: &Header<'_>, data: &Data) {
         json_str(out, x);
     }
     out.extend_from_slice(b",\"data\":");
-    // Data structs hold only numbers, bools and strings: serialisation cannot fail.
-    let _ = serde_json::to_writer(&mut *out, data);
+    data_json::write(out, data);
     out.push(b'}');
 }
 
@@ -365,7 +371,9 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 }
 
 fn json_inner(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // Every byte looked at, no early exit: names are short and almost never need escaping, and the loop
+    // without a branch per byte is the faster.
+    if !s.bytes().fold(false, |esc, b| esc | (b < 0x20) | (b == b'"') | (b == b'\\')) {
         out.extend_from_slice(s.as_bytes());
     } else {
         let quoted = serde_json::to_string(s).unwrap_or_default();

@@ -3,8 +3,8 @@
 //! encoded bytes into the run's stream digest.
 
 use bevy::prelude::*;
-use bevy::tasks::{ComputeTaskPool, TaskPool};
-use towntwin_contracts::event::{Data, Event, EventType, HOTLINE_KIND, Header, Namespace, Sent, SmolStr, TOWN_AREA, encode};
+use bevy::tasks::{TaskPool, TaskPoolBuilder};
+use towntwin_contracts::event::{Data, Event, EventType, HOTLINE_KIND, Header, Namespace, Sent, SmolStr, TOWN_AREA, encode_append};
 use towntwin_contracts::time::Local;
 
 use super::Feature;
@@ -20,6 +20,7 @@ impl Plugin for EmitPlugin {
             .init_resource::<StreamDigest>()
             .init_resource::<Exercise>()
             .init_resource::<TownNamespace>()
+            .init_resource::<EncodePool>()
             .add_systems(Update, encode_tick.in_set(Feature::Emit));
     }
 }
@@ -97,6 +98,26 @@ pub fn names(reg: &Registry, dev: crate::world::Dev) -> (&str, &'static str, &st
     }
 }
 
+/// The twin's own workers for encoding a tick in pieces, one fewer than its threads: the twin's thread
+/// encodes a piece itself while it waits for theirs (a scope runs the pool's tasks on the calling thread).
+/// The twin's own, not bevy's global compute pool, which the first twin of a process would size for every
+/// later one (and bevy's default split of two threads left that pool one: the twin encoded alone).
+#[derive(Resource)]
+pub struct EncodePool(TaskPool);
+
+impl EncodePool {
+    /// A pool for a twin of `threads` threads (at least 1: its own).
+    pub fn new(threads: usize) -> EncodePool {
+        EncodePool(TaskPoolBuilder::new().num_threads(threads.max(1) - 1).thread_name("twin encode".into()).build())
+    }
+}
+
+impl Default for EncodePool {
+    fn default() -> Self {
+        EncodePool::new(1)
+    }
+}
+
 /// Counts by type and by local hour.
 #[derive(Resource, Debug, Clone)]
 pub struct Stats {
@@ -130,9 +151,91 @@ pub struct Exercise(pub Option<String>);
 #[derive(Resource, Debug, Default, Clone)]
 pub struct TownNamespace(pub Namespace);
 
-/// BLAKE3 over every encoded event in generation order: topic, newline, payload, newline.
-#[derive(Resource, Debug, Default)]
-pub struct StreamDigest(pub blake3::Hasher);
+/// BLAKE3 over every encoded event in generation order: topic, newline, payload, newline. Hashed on a thread
+/// of its own, started by the first bytes (a twin that hands its events over typed never starts it): the
+/// twin hands over each tick's shared buffers (a reference count each) and goes on to the next tick, a
+/// tenth of its day. A buffer is hashed whole, in the order handed over, so the digest is the same.
+#[derive(Resource, Default)]
+pub struct StreamDigest(Hashing);
+
+#[derive(Default)]
+enum Hashing {
+    #[default]
+    NotStarted,
+    /// On this thread: the hashing thread could not be started.
+    Here(Box<blake3::Hasher>),
+    There {
+        tx: std::sync::mpsc::SyncSender<Fold>,
+        thread: std::thread::JoinHandle<()>,
+    },
+}
+
+enum Fold {
+    Bytes(bytes::Bytes),
+    /// Reply with the digest of everything before.
+    Ask(std::sync::mpsc::Sender<blake3::Hash>),
+}
+
+/// Buffers in flight to the hashing thread before the twin waits for it (a tick hands over one or a few).
+const DIGEST_QUEUE: usize = 64;
+
+impl StreamDigest {
+    /// Folds `bytes` into the digest after everything handed over before.
+    pub fn update(&mut self, bytes: bytes::Bytes) {
+        if let Hashing::NotStarted = self.0 {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Fold>(DIGEST_QUEUE);
+            let spawned = std::thread::Builder::new().name("twin digest".into()).spawn(move || {
+                let mut hasher = blake3::Hasher::new();
+                for fold in rx {
+                    match fold {
+                        Fold::Bytes(b) => {
+                            hasher.update(&b);
+                        }
+                        Fold::Ask(reply) => {
+                            let _ = reply.send(hasher.finalize());
+                        }
+                    }
+                }
+            });
+            self.0 = match spawned {
+                Ok(thread) => Hashing::There { tx, thread },
+                Err(_) => Hashing::Here(Box::default()),
+            };
+        }
+        match &mut self.0 {
+            Hashing::NotStarted => unreachable!("started above"),
+            Hashing::Here(h) => {
+                h.update(&bytes);
+            }
+            Hashing::There { tx, .. } => {
+                // The thread only ends when this is dropped.
+                tx.send(Fold::Bytes(bytes)).expect("the stream digest's thread ended early: it panicked");
+            }
+        }
+    }
+
+    /// The digest of everything handed over so far (waits for the hashing thread to reach it).
+    pub fn hash(&self) -> blake3::Hash {
+        match &self.0 {
+            Hashing::NotStarted => blake3::Hasher::new().finalize(),
+            Hashing::Here(h) => h.finalize(),
+            Hashing::There { tx, .. } => {
+                let (reply, answer) = std::sync::mpsc::channel();
+                tx.send(Fold::Ask(reply)).expect("the stream digest's thread ended early: it panicked");
+                answer.recv().expect("the stream digest's thread ended early: it panicked")
+            }
+        }
+    }
+}
+
+impl Drop for StreamDigest {
+    fn drop(&mut self) {
+        if let Hashing::There { tx, thread } = std::mem::take(&mut self.0) {
+            drop(tx);
+            let _ = thread.join();
+        }
+    }
+}
 
 /// Encodes a run of events whose per-device sequence numbers are already assigned, into one buffer laid
 /// out as the digest takes it (`topic\npayload\n` each); messages hold slices of it. A pure function of its
@@ -141,12 +244,10 @@ fn encode_run(reg: &Registry, ns: &Namespace, exercise: Option<&str>, run: &[(Pe
     let mut buf = Vec::with_capacity(run.len() * 420);
     let mut spans = Vec::with_capacity(run.len());
     let mut id = String::with_capacity(32);
-    let mut payload = Vec::with_capacity(512);
     for (p, seq) in run {
         let (area, kind, device) = names(reg, p.device);
         event_id(&mut id, device, *seq);
         let header = Header { id: &id, source: ns.source(), area, kind, device, ty: p.ty, time: p.time, subject: p.subject, exercise };
-        encode(&mut payload, &header, &p.data);
         let topic_start = buf.len();
         buf.extend_from_slice(ns.prefix().as_bytes());
         for (i, seg) in ["town", area, kind, device, p.ty.as_str()].into_iter().enumerate() {
@@ -158,7 +259,7 @@ fn encode_run(reg: &Registry, ns: &Namespace, exercise: Option<&str>, run: &[(Pe
         let topic_end = buf.len();
         buf.push(b'\n');
         let start = buf.len();
-        buf.extend_from_slice(&payload);
+        encode_append(&mut buf, &header, &p.data);
         spans.push((topic_start, topic_end, start, buf.len(), p.ty, p.time));
         buf.push(b'\n');
     }
@@ -257,6 +358,7 @@ fn encode_tick(
     mut digest: ResMut<StreamDigest>,
     exercise: Res<Exercise>,
     ns: Res<TownNamespace>,
+    pool: Res<EncodePool>,
 ) {
     let mut pending = std::mem::take(&mut outbox.0);
     if installed.0.len() != reg.devices.len() {
@@ -301,11 +403,13 @@ fn encode_tick(
             return;
         }
     }
-    let pool = ComputeTaskPool::get_or_init(TaskPool::default);
-    let pieces: Vec<(bytes::Bytes, Vec<Message>)> = if run.len() < PARALLEL_MIN || pool.thread_num() <= 1 {
+    let pool = &pool.0;
+    // The pool's workers and this thread, which runs the pool's tasks while it waits in `scope`.
+    let workers = pool.thread_num() + 1;
+    let pieces: Vec<(bytes::Bytes, Vec<Message>)> = if run.len() < PARALLEL_MIN || workers == 1 {
         vec![encode_run(&reg, &ns.0, exercise.0.as_deref(), &run)]
     } else {
-        let size = run.len().div_ceil(pool.thread_num());
+        let size = run.len().div_ceil(workers);
         let (reg, ns, exercise) = (&*reg, &ns.0, exercise.0.as_deref());
         pool.scope(|scope| {
             for piece in run.chunks(size) {
@@ -315,7 +419,7 @@ fn encode_tick(
     };
     for (bytes, messages) in pieces {
         // BLAKE3 is fastest fed in large pieces: each piece's bytes are hashed at once, in stream order.
-        digest.0.update(&bytes);
+        digest.update(bytes);
         stats.bytes += messages.iter().map(|m| m.payload.len() as u64).sum::<u64>();
         emitted.0.extend(messages);
     }
