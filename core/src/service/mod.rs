@@ -161,7 +161,7 @@ impl Core {
             core.orders.orders = loaded.orders;
             core.orders.reindex();
             if let Some((upto, bytes)) = loaded.snapshot {
-                core.engine.state = decode_snapshot(&bytes)?;
+                core.engine.restore(decode_snapshot(&bytes)?);
                 core.last_seq = upto;
                 core.snapshot_upto = Some(upto);
             }
@@ -343,6 +343,7 @@ impl Core {
                 b.count_reject(r.code)?;
             }
         }
+        self.engine.warm(accepted.iter().map(|(_, ev)| ev));
         let window = self.engine.rules.window;
         let mut ready: Vec<Held> = Vec::new();
         let mut key = String::with_capacity(96);

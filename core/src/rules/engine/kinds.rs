@@ -28,7 +28,7 @@ impl Engine {
             (RuleKind::DistinctFaces { window_days, more_than }, Data::GatePass(g)) => {
                 let Some(estate) = dev.as_ref().and_then(|d| d.estate) else { return };
                 let window = *window_days as Millis * DAY;
-                let faces = self.state.faces.entry((estate, g.flat)).or_default();
+                let faces = self.state.faces.entry(estate, g.flat);
                 match faces.iter_mut().find(|f| f.0 == g.person.0) {
                     Some(f) => f.1 = f.1.max(ev.time),
                     None => faces.push((g.person.0, ev.time)),

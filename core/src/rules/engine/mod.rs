@@ -7,11 +7,14 @@ use serde::{Deserialize, Serialize};
 
 use super::{RuleKind, RuleSet};
 use crate::decode::{Devices, Event};
-use crate::event::{EventType, FlatRef};
+use crate::event::{Data, EventType, FlatRef};
 use crate::time::{DAY, HOUR, Local, MINUTE, Millis};
 use crate::town::{DeviceKind, Tenure, Town};
 
+mod flats;
 mod kinds;
+
+use flats::{FlatIndex, FlatMap};
 
 /// What a rule decided: open (or count again) a work order keyed by (rule, key).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,8 +50,7 @@ pub struct State {
     /// (estate, flat) -> faces seen with their last time. Inline up to four (most households): the engine's
     /// snapshot clones this map of ~80,000 flats, which with a heap vector each took 13-18 ms of the ingest
     /// path every snapshot (measured at 60,000 events/s). Serialised as the vector it was.
-    #[serde(with = "pairs")]
-    faces: FxMap<(u16, FlatRef), Faces>,
+    faces: FlatMap<Faces>,
     /// (rule, device) -> start of an open condition.
     #[serde(with = "pairs")]
     open_since: FxMap<(u16, u32), Millis>,
@@ -165,6 +167,8 @@ struct Ctx {
     flats: Vec<Vec<FlatRef>>,
     /// Gate devices per estate.
     gates: Vec<Vec<u32>>,
+    /// The town's flats numbered, for the state's maps keyed by flat.
+    flat_index: std::sync::Arc<FlatIndex>,
 }
 
 /// How long after the core's feed broke, in event time, a silence is still put down to the core's own
@@ -186,6 +190,8 @@ enum Blindness {
 pub struct Engine {
     pub rules: RuleSet,
     ctx: Ctx,
+    /// What the rules remember. A snapshot's is taken up with [`Engine::restore`], which keys its flats by
+    /// the town's numbering (one assigned here directly works, with its flats in a hash map).
     pub state: State,
     /// When the core itself was not listening, in event time: from its clock when its feed broke (a
     /// restart, a lost connection) to the first live message after (None while it is still blind).
@@ -199,6 +205,8 @@ pub struct Engine {
     silence: Option<(f64, u32, u32)>,
     /// Whether the set has a QR rule, which then takes the QR reports from the hotline rule.
     qr_rule: bool,
+    /// Whether the set has a distinct-faces rule (see [`Engine::warm`]).
+    counts_faces: bool,
 }
 
 /// Which event types can move rule `kind` (every type for a daily sample, which arms on the first event).
@@ -258,15 +266,39 @@ impl Engine {
             _ => None,
         });
         let qr_rule = rules.rules.iter().any(|r| matches!(r.kind, RuleKind::Qr));
+        let counts_faces = rules.rules.iter().any(|r| matches!(r.kind, RuleKind::DistinctFaces { .. }));
+        let flat_index = std::sync::Arc::new(FlatIndex::of(town));
+        let mut state = State::default();
+        state.faces.index_by(flat_index.clone());
         Engine {
             rules,
-            ctx: Ctx { devices, estates, registered, home_devices, flats, gates },
-            state: State::default(),
+            ctx: Ctx { devices, estates, registered, home_devices, flats, gates, flat_index },
+            state,
             blind: Vec::new(),
             by_type,
             silence,
             qr_rule,
+            counts_faces,
         }
+    }
+
+    /// Readies what the rules will look up for `events`, about to be applied: the flats of their gate
+    /// passes, when a rule counts faces ([`FlatMap::warm`]). Changes nothing.
+    pub fn warm<'a>(&self, events: impl Iterator<Item = &'a Event>) {
+        if !self.counts_faces {
+            return;
+        }
+        let devices = &self.ctx.devices.list;
+        self.state.faces.warm(events.filter_map(|ev| match &ev.data {
+            Data::GatePass(g) => Some((devices.get(ev.device? as usize)?.estate?, g.flat)),
+            _ => None,
+        }));
+    }
+
+    /// Takes up `state` (a snapshot's) as the engine's own.
+    pub fn restore(&mut self, mut state: State) {
+        state.faces.index_by(self.ctx.flat_index.clone());
+        self.state = state;
     }
 
     pub fn devices(&self) -> &Devices {
