@@ -35,6 +35,6 @@ pub use plugins::messages::InjectEffect;
 pub use plugins::responders::plugin::{Act, CrewStats, ResponderStats, RuleTargets};
 pub use scenario::Scenario;
 #[cfg(feature = "twin")]
-pub use twin::{Twin, TwinOptions};
+pub use twin::{Stepped, Twin, TwinOptions};
 #[cfg(feature = "twin")]
 pub use world::Incident;

@@ -8,7 +8,7 @@ use bevy::prelude::*;
 use towntwin_contracts::time::Millis;
 use towntwin_contracts::town::Town;
 
-use crate::plugins::emit::{Emitted, EncodePool, Message, Stats, StreamDigest, Typed};
+use crate::plugins::emit::{Ahead, Emitted, EncodePool, Message, Stats, StreamDigest, Typed};
 use crate::plugins::messages::{Applied, InjectEffect};
 use crate::plugins::responders::plugin::{Act, Acts, Inbox, ResponderStats, RuleTargets};
 use crate::plugins::{
@@ -17,6 +17,11 @@ use crate::plugins::{
 use crate::scenario::Scenario;
 use crate::world::{Clock, GroundTruth, Incident, Outbox, Params, TownData};
 use towntwin_contracts::orders::Notice;
+
+/// A tick stepped by [`Twin::step_ahead`]: its events being encoded, or encoded already.
+#[must_use = "a tick's events are had with Twin::collect"]
+#[derive(Default)]
+pub struct Stepped(Option<std::sync::mpsc::Receiver<Vec<Message>>>, Vec<Message>);
 
 /// Options that change how the twin runs, never what it produces.
 #[derive(Debug, Clone, Default)]
@@ -121,6 +126,34 @@ impl Twin {
         std::mem::take(&mut self.app.world_mut().resource_mut::<Emitted>().0)
     }
 
+    /// Runs one tick as [`Twin::step`] does, but leaves its events to be encoded (and folded into the
+    /// stream digest) on a thread of the twin's while the caller goes on, say to the next tick: the twin's
+    /// thread then does not wait for the encoding, a fifth of a town day. [`Twin::collect`] waits for them.
+    /// The same events, messages and digest as `step`'s, in the same order, whatever the two are mixed
+    /// with; a twin of one thread (`TwinOptions::threads`) encodes them here.
+    pub fn step_ahead(&mut self) -> Stepped {
+        let threads = self.app.world().resource::<EncodePool>().threads();
+        self.app.world_mut().resource_mut::<Ahead>().on = threads > 1;
+        self.app.update();
+        let mut ahead = self.app.world_mut().resource_mut::<Ahead>();
+        ahead.on = false;
+        match ahead.pending.take() {
+            Some(rx) => Stepped(Some(rx.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)), Vec::new()),
+            None => Stepped(None, std::mem::take(&mut self.app.world_mut().resource_mut::<Emitted>().0)),
+        }
+    }
+
+    /// The events of a tick [`Twin::step_ahead`] stepped, once encoded. Its payloads count in
+    /// [`Twin::stats`]'s bytes when collected.
+    pub fn collect(&mut self, stepped: Stepped) -> Vec<Message> {
+        let Stepped(rx, ready) = stepped;
+        let Some(rx) = rx else { return ready };
+        // The thread replies to every tick it is given before it takes the next, and ends only with the twin.
+        let messages = rx.recv().expect("the twin's encoding thread ended early: it panicked");
+        self.app.world_mut().resource_mut::<Stats>().bytes += messages.iter().map(|m| m.payload.len() as u64).sum::<u64>();
+        messages
+    }
+
     /// The last tick's events as the core takes them, when the twin was built with [`TwinOptions::typed`].
     pub fn take_typed(&mut self) -> Vec<towntwin_contracts::event::Event> {
         std::mem::take(&mut self.app.world_mut().resource_mut::<Typed>().events)
@@ -218,13 +251,20 @@ impl Twin {
     }
 
     /// Runs to the end, passing each tick's events to `sink`.
+    /// Each tick is stepped ahead ([`Twin::step_ahead`]) and its events passed on after the next tick has
+    /// been stepped, so that encoding one tick overlaps stepping the next.
     pub fn run(&mut self, mut sink: impl FnMut(&[Message])) {
+        let mut last: Option<Stepped> = None;
         loop {
-            let msgs = self.step();
-            sink(&msgs);
+            let stepped = self.step_ahead();
+            if let Some(before) = last.take() {
+                sink(&self.collect(before));
+            }
             if self.finished() {
+                sink(&self.collect(stepped));
                 break;
             }
+            last = Some(stepped);
         }
     }
 }

@@ -23,7 +23,7 @@ use towntwin_core::orders::Notice;
 use towntwin_core::time::{MINUTE, Millis};
 use towntwin_sim::Incident;
 use towntwin_sim::{Act, ResponderStats};
-use towntwin_sim::{Message, Stats, Twin};
+use towntwin_sim::{Message, Stats, Stepped, Twin};
 
 use self::link::CoreLink;
 use self::pace::{Pacer, Throttle};
@@ -118,6 +118,25 @@ impl<H: Hooks> TwinSide<H> {
 
     /// Steps the next tick; `None` when the scenario is over or the run was stopped.
     fn next(&mut self) -> Option<Tick> {
+        self.stepped(false).map(|(tick, _)| tick)
+    }
+
+    /// The tick `next_ahead` stepped, with its events once encoded.
+    fn complete(&mut self, (mut tick, stepped): (Tick, Stepped)) -> Tick {
+        let t0 = Instant::now();
+        tick.msgs = self.twin.collect(stepped);
+        self.busy += t0.elapsed();
+        tick
+    }
+
+    /// Steps the next tick as `next` does, its events left to encode on the twin's thread for that
+    /// ([`Twin::step_ahead`]) until `complete`.
+    fn next_ahead(&mut self) -> Option<(Tick, Stepped)> {
+        self.stepped(true).map(|(tick, stepped)| (tick, stepped.unwrap_or_default()))
+    }
+
+    /// The next tick, stepped (`ahead`: its events left to encode, in the `Stepped`).
+    fn stepped(&mut self, ahead: bool) -> Option<(Tick, Option<Stepped>)> {
         if self.twin.finished() || self.stopped_by.is_some() {
             return None;
         }
@@ -130,13 +149,13 @@ impl<H: Hooks> TwinSide<H> {
             }
         };
         let t0 = Instant::now();
-        let msgs = self.twin.step();
+        let (msgs, stepped) = if ahead { (Vec::new(), Some(self.twin.step_ahead())) } else { (self.twin.step(), None) };
         self.busy += t0.elapsed();
         let events = if self.typed { self.twin.take_typed() } else { Vec::new() };
         let acts = self.twin.take_acts();
         let marks = self.hooks.stepped(&mut self.twin);
         self.next = at + MINUTE;
-        Some(Tick { at, msgs, events, acts, paced, marks })
+        Some((Tick { at, msgs, events, acts, paced, marks }, stepped))
     }
 
     /// The tick's notices: to the hooks, then to the twin's responders.
@@ -175,19 +194,32 @@ impl<H: Hooks> Source<H> {
         let (reply_tx, reply_rx) = std::sync::mpsc::channel::<Vec<Notice>>();
         let twin = std::thread::Builder::new().name("twin".into()).spawn(move || {
             let mut side = make();
-            while let Some(tick) = side.next() {
-                if tx.blocking_send(tick).is_err() {
-                    break;
-                }
-                let notices = if lockstep {
+            if lockstep {
+                while let Some(tick) = side.next() {
+                    if tx.blocking_send(tick).is_err() {
+                        break;
+                    }
                     match reply_rx.recv() {
-                        Ok(n) => n,
+                        Ok(notices) => side.answer(notices),
                         Err(_) => break,
                     }
-                } else {
-                    Vec::new()
-                };
-                side.answer(notices);
+                }
+            } else {
+                // Nothing comes back to wait for: each tick goes out once the next has been stepped, so
+                // that its encoding (on the twin's thread for that) overlaps stepping the next.
+                let mut last = None;
+                while let Some(ahead) = side.next_ahead() {
+                    if let Some(before) = last.take()
+                        && tx.blocking_send(side.complete(before)).is_err()
+                    {
+                        break;
+                    }
+                    side.answer(Vec::new());
+                    last = Some(ahead);
+                }
+                if let Some(before) = last {
+                    let _ = tx.blocking_send(side.complete(before));
+                }
             }
             side.finish()
         })?;

@@ -21,6 +21,7 @@ impl Plugin for EmitPlugin {
             .init_resource::<Exercise>()
             .init_resource::<TownNamespace>()
             .init_resource::<EncodePool>()
+            .init_resource::<Ahead>()
             .add_systems(Update, encode_tick.in_set(Feature::Emit));
     }
 }
@@ -112,10 +113,52 @@ impl EncodePool {
     }
 }
 
+impl EncodePool {
+    /// The twin's threads: its own and the pool's.
+    pub fn threads(&self) -> usize {
+        self.0.thread_num() + 1
+    }
+}
+
 impl Default for EncodePool {
     fn default() -> Self {
         EncodePool::new(1)
     }
+}
+
+/// What events' names are made of (see [`names`]), copied out of the registry once so that the digest's
+/// thread can encode a tick while the twin goes on.
+pub(crate) struct Names {
+    devices: Vec<(SmolStr, &'static str, SmolStr)>,
+    estates: Vec<String>,
+}
+
+impl Names {
+    fn of(reg: &Registry) -> Names {
+        Names { devices: reg.devices.iter().map(|d| (d.area.clone(), d.kind.slug(), d.id.clone())).collect(), estates: reg.estate_ids.clone() }
+    }
+
+    /// As [`names`].
+    fn get(&self, dev: crate::world::Dev) -> (&str, &'static str, &str) {
+        if dev == CLOCK_DEVICE {
+            (TOWN_AREA, "clock", "twin")
+        } else if dev >= HOTLINE_BASE {
+            let (line, estate) = line_of(dev);
+            (self.estates[estate].as_str(), HOTLINE_KIND, line.device())
+        } else {
+            let d = &self.devices[dev as usize];
+            (d.0.as_str(), d.1, d.2.as_str())
+        }
+    }
+}
+
+/// Whether the next tick is stepped ahead ([`crate::Twin::step_ahead`]): its events encoded on the digest's
+/// thread while the twin goes on, and handed back through `pending`.
+#[derive(Resource, Default)]
+pub struct Ahead {
+    pub(crate) on: bool,
+    /// In a mutex only because a resource must be `Sync` (a receiver is not).
+    pub(crate) pending: Option<std::sync::Mutex<std::sync::mpsc::Receiver<Vec<Message>>>>,
 }
 
 /// Counts by type and by local hour.
@@ -154,7 +197,9 @@ pub struct TownNamespace(pub Namespace);
 /// BLAKE3 over every encoded event in generation order: topic, newline, payload, newline. Hashed on a thread
 /// of its own, started by the first bytes (a twin that hands its events over typed never starts it): the
 /// twin hands over each tick's shared buffers (a reference count each) and goes on to the next tick, a
-/// tenth of its day. A buffer is hashed whole, in the order handed over, so the digest is the same.
+/// tenth of its day. A tick stepped ahead ([`Ahead`]) is handed over unencoded, and that thread encodes it
+/// before hashing it. Everything is taken in the order handed over, one at a time, so the digest is the
+/// same however the ticks were stepped.
 #[derive(Resource, Default)]
 pub struct StreamDigest(Hashing);
 
@@ -172,8 +217,19 @@ enum Hashing {
 
 enum Fold {
     Bytes(bytes::Bytes),
+    /// Encode a tick's run, hash it and hand its messages back (a tick stepped ahead, see [`Ahead`]).
+    Encode(Box<Job>),
     /// Reply with the digest of everything before.
     Ask(std::sync::mpsc::Sender<blake3::Hash>),
+}
+
+/// A tick's events for the digest's thread to encode.
+struct Job {
+    run: Vec<(Pending, u32)>,
+    names: std::sync::Arc<Names>,
+    ns: Namespace,
+    exercise: Option<String>,
+    reply: std::sync::mpsc::Sender<Vec<Message>>,
 }
 
 /// Buffers in flight to the hashing thread before the twin waits for it (a tick hands over one or a few).
@@ -182,6 +238,33 @@ const DIGEST_QUEUE: usize = 64;
 impl StreamDigest {
     /// Folds `bytes` into the digest after everything handed over before.
     pub fn update(&mut self, bytes: bytes::Bytes) {
+        self.start();
+        match &mut self.0 {
+            Hashing::NotStarted => unreachable!("started above"),
+            Hashing::Here(h) => {
+                h.update(&bytes);
+            }
+            Hashing::There { tx, .. } => {
+                // The thread only ends when this is dropped.
+                tx.send(Fold::Bytes(bytes)).expect("the stream digest's thread ended early: it panicked");
+            }
+        }
+    }
+
+    /// Hands a tick's run to the digest's thread to encode and hash after everything handed over before;
+    /// the receiver gets its messages. `Err(run)` back when there is no such thread.
+    fn encode_ahead(&mut self, job: Box<Job>) -> Result<(), Box<Job>> {
+        self.start();
+        match &mut self.0 {
+            Hashing::There { tx, .. } => {
+                tx.send(Fold::Encode(job)).expect("the stream digest's thread ended early: it panicked");
+                Ok(())
+            }
+            _ => Err(job),
+        }
+    }
+
+    fn start(&mut self) {
         if let Hashing::NotStarted = self.0 {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Fold>(DIGEST_QUEUE);
             let spawned = std::thread::Builder::new().name("twin digest".into()).spawn(move || {
@@ -190,6 +273,12 @@ impl StreamDigest {
                     match fold {
                         Fold::Bytes(b) => {
                             hasher.update(&b);
+                        }
+                        Fold::Encode(job) => {
+                            let (bytes, messages) = encode_run(&job.names, &job.ns, job.exercise.as_deref(), &job.run);
+                            hasher.update(&bytes);
+                            // A tick nobody waits for any more (its twin dropped): only its digest counts.
+                            let _ = job.reply.send(messages);
                         }
                         Fold::Ask(reply) => {
                             let _ = reply.send(hasher.finalize());
@@ -201,16 +290,6 @@ impl StreamDigest {
                 Ok(thread) => Hashing::There { tx, thread },
                 Err(_) => Hashing::Here(Box::default()),
             };
-        }
-        match &mut self.0 {
-            Hashing::NotStarted => unreachable!("started above"),
-            Hashing::Here(h) => {
-                h.update(&bytes);
-            }
-            Hashing::There { tx, .. } => {
-                // The thread only ends when this is dropped.
-                tx.send(Fold::Bytes(bytes)).expect("the stream digest's thread ended early: it panicked");
-            }
         }
     }
 
@@ -240,12 +319,12 @@ impl Drop for StreamDigest {
 /// Encodes a run of events whose per-device sequence numbers are already assigned, into one buffer laid
 /// out as the digest takes it (`topic\npayload\n` each); messages hold slices of it. A pure function of its
 /// input, so pieces of a tick can be encoded on different threads and joined in order.
-fn encode_run(reg: &Registry, ns: &Namespace, exercise: Option<&str>, run: &[(Pending, u32)]) -> (bytes::Bytes, Vec<Message>) {
+fn encode_run(names: &Names, ns: &Namespace, exercise: Option<&str>, run: &[(Pending, u32)]) -> (bytes::Bytes, Vec<Message>) {
     let mut buf = Vec::with_capacity(run.len() * 420);
     let mut spans = Vec::with_capacity(run.len());
     let mut id = String::with_capacity(32);
     for (p, seq) in run {
-        let (area, kind, device) = names(reg, p.device);
+        let (area, kind, device) = names.get(p.device);
         event_id(&mut id, device, *seq);
         let header = Header { id: &id, source: ns.source(), area, kind, device, ty: p.ty, time: p.time, subject: p.subject, exercise };
         let topic_start = buf.len();
@@ -359,6 +438,8 @@ fn encode_tick(
     exercise: Res<Exercise>,
     ns: Res<TownNamespace>,
     pool: Res<EncodePool>,
+    mut ahead: ResMut<Ahead>,
+    mut names: bevy::prelude::Local<Option<std::sync::Arc<Names>>>,
 ) {
     let mut pending = std::mem::take(&mut outbox.0);
     if installed.0.len() != reg.devices.len() {
@@ -403,17 +484,30 @@ fn encode_tick(
             return;
         }
     }
+    let names = names.get_or_insert_with(|| std::sync::Arc::new(Names::of(&reg))).clone();
+    if ahead.on {
+        let (reply, pending) = std::sync::mpsc::channel();
+        let job = Box::new(Job { run, names: names.clone(), ns: ns.0.clone(), exercise: exercise.0.clone(), reply });
+        match digest.encode_ahead(job) {
+            Ok(()) => {
+                ahead.pending = Some(std::sync::Mutex::new(pending));
+                return;
+            }
+            // No thread for the digest: encoded here, as for `step`.
+            Err(job) => run = job.run,
+        }
+    }
     let pool = &pool.0;
     // The pool's workers and this thread, which runs the pool's tasks while it waits in `scope`.
     let workers = pool.thread_num() + 1;
     let pieces: Vec<(bytes::Bytes, Vec<Message>)> = if run.len() < PARALLEL_MIN || workers == 1 {
-        vec![encode_run(&reg, &ns.0, exercise.0.as_deref(), &run)]
+        vec![encode_run(&names, &ns.0, exercise.0.as_deref(), &run)]
     } else {
         let size = run.len().div_ceil(workers);
-        let (reg, ns, exercise) = (&*reg, &ns.0, exercise.0.as_deref());
+        let (names, ns, exercise) = (&*names, &ns.0, exercise.0.as_deref());
         pool.scope(|scope| {
             for piece in run.chunks(size) {
-                scope.spawn(async move { encode_run(reg, ns, exercise, piece) });
+                scope.spawn(async move { encode_run(names, ns, exercise, piece) });
             }
         })
     };
