@@ -106,18 +106,14 @@ impl<V: Default> FlatMap<V> {
         *self = FlatMap { index: Some(index), dense, other };
     }
 
-    /// Reads the slots of `keys` ahead of their use, each independent of the others, so that the processor
-    /// fetches them from memory together instead of one after another as the events come: on a gate pass
-    /// the slot of its flat was a cache miss, a tenth of a replication-day spent waiting on it.
-    pub(super) fn warm(&self, keys: impl Iterator<Item = (u16, FlatRef)>) {
-        let Some(index) = &self.index else { return };
-        let mut any = false;
-        for (e, f) in keys {
-            if let Some(i) = index.get(e, f) {
-                any |= self.dense[i as usize].is_some();
-            }
-        }
-        std::hint::black_box(any);
+    /// Reads the slot of (estate, flat) (its both ends: a slot may straddle two cache lines) and returns
+    /// something of it, for [`super::Engine::warm`] to read ahead.
+    pub(super) fn touch(&self, estate: u16, flat: FlatRef) -> usize
+    where
+        V: std::ops::Deref<Target = [(u32, crate::time::Millis)]>,
+    {
+        let Some(i) = self.index.as_ref().and_then(|x| x.get(estate, flat)) else { return 0 };
+        self.dense[i as usize].as_ref().map_or(1, |v| v.len())
     }
 
     /// The value of (estate, flat), made with its default if there is none.

@@ -282,17 +282,23 @@ impl Engine {
         }
     }
 
-    /// Readies what the rules will look up for `events`, about to be applied: the flats of their gate
-    /// passes, when a rule counts faces ([`FlatMap::warm`]). Changes nothing.
+    /// Readies what the rules will look up for `events`, about to be applied: reads, each independent of
+    /// the others, what each event's device and, with a rule that counts faces, each gate pass's flat will
+    /// need, so that the processor fetches them from memory together instead of one after another as the
+    /// events come (each was a cache miss: a fifth of a replication-day waited on them). Changes nothing.
     pub fn warm<'a>(&self, events: impl Iterator<Item = &'a Event>) {
-        if !self.counts_faces {
-            return;
-        }
         let devices = &self.ctx.devices.list;
-        self.state.faces.warm(events.filter_map(|ev| match &ev.data {
-            Data::GatePass(g) => Some((devices.get(ev.device? as usize)?.estate?, g.flat)),
-            _ => None,
-        }));
+        let mut seen = 0usize;
+        for ev in events {
+            let Some(d) = ev.device else { continue };
+            let Some(entry) = devices.get(d as usize) else { continue };
+            seen += entry.kind as usize;
+            seen += self.state.heard.get(&d).is_some() as usize + self.state.silence_due.get(&d).is_some() as usize;
+            if let (true, Data::GatePass(g), Some(estate)) = (self.counts_faces, &ev.data, entry.estate) {
+                seen += self.state.faces.touch(estate, g.flat);
+            }
+        }
+        std::hint::black_box(seen);
     }
 
     /// Takes up `state` (a snapshot's) as the engine's own.
