@@ -27,8 +27,9 @@ pub struct Stepped(Option<std::sync::mpsc::Receiver<Vec<Message>>>, Vec<Message>
 #[derive(Debug, Clone, Default)]
 pub struct TwinOptions {
     /// Threads that encode each tick's events in parallel pieces, the twin's own included (`None`: the
-    /// machine's cores, at most 4; `Some(1)`: the twin's thread alone). Systems always run on the single-threaded executor: every feature
-    /// writes the one outbox in a fixed chain, so threads would only add overhead there.
+    /// machine's cores, at most 4; `Some(1)`: the twin's thread alone, which also steps no tick ahead).
+    /// Systems always run on the single-threaded executor: every feature writes the one outbox in a fixed
+    /// chain, so threads would only add overhead there.
     pub threads: Option<usize>,
     /// Make the build of the schedule fail on ambiguous system order (used by tests).
     pub deny_ambiguity: bool,

@@ -111,9 +111,7 @@ impl EncodePool {
     pub fn new(threads: usize) -> EncodePool {
         EncodePool(TaskPoolBuilder::new().num_threads(threads.max(1) - 1).thread_name("twin encode".into()).build())
     }
-}
 
-impl EncodePool {
     /// The twin's threads: its own and the pool's.
     pub fn threads(&self) -> usize {
         self.0.thread_num() + 1
@@ -252,7 +250,7 @@ impl StreamDigest {
     }
 
     /// Hands a tick's run to the digest's thread to encode and hash after everything handed over before;
-    /// the receiver gets its messages. `Err(run)` back when there is no such thread.
+    /// its `reply` gets the messages. The job back when there is no such thread (it is encoded here then).
     fn encode_ahead(&mut self, job: Box<Job>) -> Result<(), Box<Job>> {
         self.start();
         match &mut self.0 {
