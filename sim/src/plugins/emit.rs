@@ -88,14 +88,25 @@ fn source_of(reg: &Registry, ns: &Namespace, dev: crate::world::Dev) -> SmolStr 
 /// The topic segments of an event from `dev`: area, device kind and device id, as the CloudEvent's `source`
 /// (`/gaohang/{area}/{kind}/{device}`) and its id (`{device}-{seq:x}`) are made of.
 pub fn names(reg: &Registry, dev: crate::world::Dev) -> (&str, &'static str, &str) {
+    names_with(dev, &reg.estate_ids, |i| {
+        let d = &reg.devices[i];
+        (d.area.as_str(), d.kind.slug(), d.id.as_str())
+    })
+}
+
+/// [`names`] over estate ids and a registry device's names, wherever they are kept.
+fn names_with<'a>(
+    dev: crate::world::Dev,
+    estates: &'a [String],
+    device: impl FnOnce(usize) -> (&'a str, &'static str, &'a str),
+) -> (&'a str, &'static str, &'a str) {
     if dev == CLOCK_DEVICE {
         (TOWN_AREA, "clock", "twin")
     } else if dev >= HOTLINE_BASE {
         let (line, estate) = line_of(dev);
-        (reg.estate_ids[estate].as_str(), HOTLINE_KIND, line.device())
+        (estates[estate].as_str(), HOTLINE_KIND, line.device())
     } else {
-        let d = &reg.devices[dev as usize];
-        (d.area.as_str(), d.kind.slug(), d.id.as_str())
+        device(dev as usize)
     }
 }
 
@@ -138,15 +149,10 @@ impl Names {
 
     /// As [`names`].
     fn get(&self, dev: crate::world::Dev) -> (&str, &'static str, &str) {
-        if dev == CLOCK_DEVICE {
-            (TOWN_AREA, "clock", "twin")
-        } else if dev >= HOTLINE_BASE {
-            let (line, estate) = line_of(dev);
-            (self.estates[estate].as_str(), HOTLINE_KIND, line.device())
-        } else {
-            let d = &self.devices[dev as usize];
+        names_with(dev, &self.estates, |i| {
+            let d = &self.devices[i];
             (d.0.as_str(), d.1, d.2.as_str())
-        }
+        })
     }
 }
 
