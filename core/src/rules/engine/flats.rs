@@ -106,23 +106,21 @@ impl<V: Default> FlatMap<V> {
         *self = FlatMap { index: Some(index), dense, other };
     }
 
-    /// Reads the slot of (estate, flat) (its both ends: a slot may straddle two cache lines) and returns
-    /// something of it, for [`super::Engine::warm`] to read ahead.
-    pub(super) fn touch(&self, estate: u16, flat: FlatRef) -> usize
-    where
-        V: std::ops::Deref<Target = [(u32, crate::time::Millis)]>,
-    {
-        let Some(i) = self.index.as_ref().and_then(|x| x.get(estate, flat)) else { return 0 };
-        // A flat's faces past four are on the heap (visitors over a month's window): one read a cache line.
-        self.dense[i as usize].as_ref().map_or(1, |v| v.len() + v.iter().step_by(4).map(|f| f.0 as usize).sum::<usize>())
-    }
-
     /// The value of (estate, flat), made with its default if there is none.
     pub(super) fn entry(&mut self, estate: u16, flat: FlatRef) -> &mut V {
         match self.index.as_ref().and_then(|x| x.get(estate, flat)) {
             Some(i) => self.dense[i as usize].get_or_insert_with(V::default),
             None => self.other.entry((estate, flat)).or_default(),
         }
+    }
+}
+
+impl FlatMap<super::Faces> {
+    /// Reads the faces of (estate, flat) and returns something of them, for [`super::Engine::warm`] to read
+    /// ahead.
+    pub(super) fn touch(&self, estate: u16, flat: FlatRef) -> usize {
+        let Some(i) = self.index.as_ref().and_then(|x| x.get(estate, flat)) else { return 0 };
+        self.dense[i as usize].as_ref().map_or(1, super::Faces::touch)
     }
 }
 

@@ -29,12 +29,9 @@ impl Engine {
                 let Some(estate) = dev.as_ref().and_then(|d| d.estate) else { return };
                 let window = *window_days as Millis * DAY;
                 let faces = self.state.faces.entry(estate, g.flat);
-                match faces.iter_mut().find(|f| f.0 == g.person.0) {
-                    Some(f) => f.1 = f.1.max(ev.time),
-                    None => faces.push((g.person.0, ev.time)),
-                }
+                faces.see(g.person.0, ev.time);
                 let now = ev.time.max(self.state.now);
-                faces.retain(|f| f.1 > now - window);
+                faces.retain_after(now - window);
                 if faces.len() > *more_than as usize {
                     let n = faces.len();
                     let area = self.ctx.estates[estate as usize].clone();

@@ -11,9 +11,11 @@ use crate::event::{Data, EventType, FlatRef};
 use crate::time::{DAY, HOUR, Local, MINUTE, Millis};
 use crate::town::{DeviceKind, Tenure, Town};
 
+mod faces;
 mod flats;
 mod kinds;
 
+use faces::Faces;
 use flats::{FlatIndex, FlatMap};
 
 /// What a rule decided: open (or count again) a work order keyed by (rule, key).
@@ -47,9 +49,9 @@ pub struct State {
     /// Registered person -> last pass.
     #[serde(with = "pairs")]
     last_pass: FxMap<u32, Millis>,
-    /// (estate, flat) -> faces seen with their last time. Inline up to four (most households): the engine's
-    /// snapshot clones this map of ~80,000 flats, which with a heap vector each took 13-18 ms of the ingest
-    /// path every snapshot (measured at 60,000 events/s). Serialised as the vector it was.
+    /// (estate, flat) -> faces seen with their last time. Most in one cache line each ([`Faces`]): the
+    /// engine's snapshot clones this map of ~80,000 flats, which with a heap vector each took 13-18 ms of
+    /// the ingest path every snapshot (measured at 60,000 events/s). Serialised as the vector it was.
     faces: FlatMap<Faces>,
     /// (rule, device) -> start of an open condition.
     #[serde(with = "pairs")]
@@ -146,9 +148,6 @@ impl<'de, V: Copy + Deserialize<'de>> Deserialize<'de> for Dense<V> {
         Ok(m)
     }
 }
-
-/// A flat's faces: (person, last seen).
-type Faces = smallvec::SmallVec<[(u32, Millis); 4]>;
 
 /// A hash map with the Fx hash: the rules' keys are small integers from the twin's registry, not
 /// attacker-chosen strings, and this map is on every event's path.

@@ -170,12 +170,15 @@ fn tick(
     mut outbox: ResMut<Outbox>,
 ) {
     let cfg = &params.scenario.devices;
-    for (t, dev) in beats.due(clock.now) {
+    let due = beats.due(clock.now);
+    // The next beats, put on the calendar together (each minute's bucket made at its size).
+    let mut next = Vec::with_capacity(due.len());
+    for (t, dev) in due {
         let Ok(mut h) = devices.get_mut(reg.entity[dev as usize]) else { continue };
         let d = &reg.devices[dev as usize];
         let interval = if d.kind.battery_powered() { cfg.heartbeat_minutes_battery } else { cfg.heartbeat_minutes_mains } as Millis * MINUTE;
         h.next_heartbeat = t + interval;
-        beats.push(h.next_heartbeat, dev);
+        next.push((h.next_heartbeat, dev));
         // A flat battery is a dead device until replaced.
         if h.online && h.battery.is_none_or(|b| b > 0.0) {
             let rssi_dbm = -60 - ((dev as i64 * 7 + t / MINUTE) % 40) as i16;
@@ -183,15 +186,13 @@ fn tick(
             outbox.emit(t, dev, EventType::DeviceHeartbeat, None, Data::Heartbeat(Heartbeat { battery_pct, rssi_dbm }));
         }
     }
+    beats.push_all(next);
 }
 
 /// Puts every device's first heartbeat on the calendar.
 fn schedule_heartbeats(reg: Res<Registry>, devices: Query<&Health>, mut beats: ResMut<Agenda<Dev>>) {
-    for (i, e) in reg.entity.iter().enumerate() {
-        if let Ok(h) = devices.get(*e) {
-            beats.push(h.next_heartbeat, i as Dev);
-        }
-    }
+    let first = reg.entity.iter().enumerate().filter_map(|(i, e)| Some((devices.get(*e).ok()?.next_heartbeat, i as Dev)));
+    beats.push_all(first.collect());
 }
 
 /// A device a response reached is repaired now: back online, unstuck, or with a new battery.

@@ -67,6 +67,7 @@ fn plan_outings(
     let weekend = Local::of(clock.now).is_weekend();
     let begin = clock.day_begin();
     let mut rngs: Vec<Rng> = (0..reg.estate_ids.len()).map(|e| params.rng("residents.routine", e as u64, clock.day)).collect();
+    let mut planned = Vec::new();
     for (who, r, presence, vulnerable) in in_order(residents, |x| x.1.pid) {
         if presence.state != State::Normal {
             continue;
@@ -93,10 +94,11 @@ fn plan_outings(
             }
             last_back = back;
             let at = |h: f64| begin + (h * 3_600.0) as Millis * 1_000;
-            agenda.push(at(leave), GateAction::draw(rng, &params, &reg, r, who, Direction::Out, false));
-            agenda.push(at(back), GateAction::draw(rng, &params, &reg, r, who, Direction::In, false));
+            planned.push((at(leave), GateAction::draw(rng, &params, &reg, r, who, Direction::Out, false)));
+            planned.push((at(back), GateAction::draw(rng, &params, &reg, r, who, Direction::In, false)));
         }
     }
+    agenda.push_all(planned);
 }
 
 fn pass_gates(

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bevy::prelude::*;
 use rand::Rng as _;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use towntwin_contracts::orders::{Action, Loop, Notice, Role, State, WhistleWhen};
 use towntwin_contracts::principal::Principal;
@@ -215,19 +216,21 @@ struct Held {
     queued_ready: Option<Millis>,
 }
 
+/// The maps by order number are looked up only, never walked (their order decides nothing): the Fx hash,
+/// not SipHash, on every notice's and job's path.
 #[derive(Resource, Debug, Default)]
 struct Desk {
     committee_of: HashMap<String, String>,
     /// How many units each crew of [`Responders::crews`] has (committees, estates, 1 for the town's).
     units: [u64; 11],
     teams: BTreeMap<(Role, Unit), Team>,
-    held: HashMap<u64, Vec<Held>>,
+    held: FxHashMap<u64, Vec<Held>>,
     /// Dispatch number per order: scheduled steps of an older dispatch are void.
-    dispatch: HashMap<u64, u32>,
+    dispatch: FxHashMap<u64, u32>,
     /// Each open order as its notices tell it, for joint visits and the committees' whistle.
-    track: HashMap<u64, Track>,
+    track: FxHashMap<u64, Track>,
     /// Lives counted per order (see [`Track::life`]).
-    lives: HashMap<u64, u32>,
+    lives: FxHashMap<u64, u32>,
 }
 
 /// An open order as the responders know it from its notices.
