@@ -288,7 +288,7 @@ impl<A: Send + Sync + 'static> Agenda<A> {
 
     /// Schedules each of `items`, as [`Agenda::push`] would one by one in their order, but bucketed all at
     /// once, each minute's bucket made at its size: a day's plan pushes some 400,000 outings into 1,440
-    /// buckets, and their growth one by one was a tenth of the residents' time.
+    /// buckets, and pushing them one by one (each bucket grown as it went) was 4% of a 35-day replication.
     pub fn push_all(&mut self, items: Vec<(Millis, A)>) {
         let minute = |at: Millis| at.div_euclid(MINUTE);
         let (Some(lo), Some(hi)) = (items.iter().map(|x| minute(x.0)).min(), items.iter().map(|x| minute(x.0)).max()) else { return };
