@@ -55,10 +55,7 @@ impl Faces {
     pub(super) fn see(&mut self, person: u32, time: Millis) {
         match &mut self.0 {
             Kept::Far(v) => {
-                match v.iter_mut().find(|f| f.0 == person) {
-                    Some(f) => f.1 = f.1.max(time),
-                    None => v.push((person, time)),
-                }
+                see_in(v, person, time);
                 return;
             }
             Kept::Near { len: len @ 0, base, faces } => {
@@ -89,10 +86,7 @@ impl Faces {
         // Out of the line's reach (a seventh face, or a time past the offsets'): kept again, rebased or on
         // the heap.
         let mut all: Vec<(u32, Millis)> = self.iter().collect();
-        match all.iter_mut().find(|f| f.0 == person) {
-            Some(f) => f.1 = f.1.max(time),
-            None => all.push((person, time)),
-        }
+        see_in(&mut all, person, time);
         *self = Faces::of(all);
     }
 
@@ -152,6 +146,14 @@ impl Faces {
             return Faces::default();
         }
         Faces(Kept::Far(all))
+    }
+}
+
+/// [`Faces::see`] on faces kept as a vector.
+fn see_in(faces: &mut Vec<(u32, Millis)>, person: u32, time: Millis) {
+    match faces.iter_mut().find(|f| f.0 == person) {
+        Some(f) => f.1 = f.1.max(time),
+        None => faces.push((person, time)),
     }
 }
 
