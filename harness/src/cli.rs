@@ -82,9 +82,9 @@ pub enum Command {
         /// Check the script and print its events list, without running it.
         #[arg(long)]
         check: bool,
-        /// Town minutes per wall minute once the drill starts (1: real time).
-        #[arg(long, default_value_t = 1.0)]
-        speed: f64,
+        /// Town minutes per wall minute once the drill starts (default 1: real time; 3600 with --play).
+        #[arg(long)]
+        speed: Option<f64>,
         /// The drill's folder (default: results/drills/<name>-<unix time>); its name is the exercise id.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -97,6 +97,10 @@ pub enum Command {
         /// Hold at minute 0 until the controller starts the drill (POST /drill/start).
         #[arg(long)]
         wait_for_start: bool,
+        /// Scripted trainees do what the script expects of them through the API: every trainee
+        /// (`--play`), or those named (`--play=cadre,housing`) beside people at the console.
+        #[arg(long, num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "")]
+        play: Option<Vec<String>>,
         /// Score a finished drill again from its folder (drill-log.json and the core's store).
         #[arg(long, conflicts_with_all = ["file", "check"])]
         replay: Option<PathBuf>,

@@ -274,8 +274,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             print!("{}", towntwin_harness::drill::msel(&drill));
             Ok(())
         }
-        Command::Drill { file: Some(file), speed, out, http, control, wait_for_start, .. } => {
-            let opts = towntwin_harness::drill::live::DrillOptions { file, speed, out, http, control, wait_for_start, threads: None };
+        Command::Drill { file: Some(file), speed, out, http, control, wait_for_start, play, .. } => {
+            // `--play` alone: every trainee; `--play=` with names: those.
+            let play = play.map(|names| names.into_iter().filter(|n| !n.is_empty()).collect::<Vec<_>>());
+            let speed = speed.unwrap_or(if play.is_some() { towntwin_harness::drill::live::MAX_SPEED } else { 1.0 });
+            let opts = towntwin_harness::drill::live::DrillOptions { file, speed, out, http, control, wait_for_start, threads: None, play };
             let done = towntwin_harness::drill::live::run(&opts)?;
             print!("{}", towntwin_harness::drill::summary(&done.aar));
             println!("After-action report: {}", done.out.join("aar.html").display());

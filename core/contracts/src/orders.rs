@@ -50,6 +50,40 @@ impl Role {
         Role::MarketSupervision,
     ];
 
+    /// The name its people act under in a principal (`committee:C03/cadre`, `town/city-management`): the
+    /// twin's crews use it, and a principal named so plays the role ([`crate::principal::Principal::role`]).
+    pub fn actor(self) -> &'static str {
+        match self {
+            Role::Committee => "cadre",
+            Role::CityManagement => "city-management",
+            Role::FireSafety => "fire-safety",
+            Role::TaskForce => "task-force",
+            Role::CivilAffairs => "civil-affairs",
+            Role::PublicSecurity => "public-security",
+            Role::MarketSupervision => "market-supervision",
+            Role::Property => "property",
+            Role::Maintenance => "maintenance",
+            Role::Owners => "owners",
+            Role::Housing => "housing",
+        }
+    }
+
+    /// The role whose people act under `name` ([`Role::actor`]).
+    pub fn of_actor(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.actor() == name)
+    }
+
+    /// Whether the role's people work at this scope: the committee's cadres at a committee, the property
+    /// manager and the owners at an estate, the departments and the task force at the town (or district).
+    pub fn works_at(self, scope: &crate::principal::Scope) -> bool {
+        use crate::principal::Scope;
+        match self {
+            Role::Committee => matches!(scope, Scope::Committee(_)),
+            Role::Property | Role::Owners => matches!(scope, Scope::Estate(_)),
+            _ => matches!(scope, Scope::Town | Scope::District),
+        }
+    }
+
     /// The crew's name in scenario files and summaries (`city_management`).
     pub fn name(self) -> &'static str {
         match self {

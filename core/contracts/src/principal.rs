@@ -6,6 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::orders::Role;
+
 /// The longest actor name accepted (it is stored in every transition the actor makes).
 pub const MAX_ACTOR_LEN: usize = 64;
 
@@ -63,6 +65,19 @@ impl Principal {
 
     pub fn town(actor: &str) -> Principal {
         Principal::new(Scope::Town, Some(actor))
+    }
+
+    /// The role this principal plays: its name is a role's ([`Role::actor`]) at a scope where that role
+    /// works (`committee:C03/cadre`, `estate:E012/property`, `town/housing`). Others (`town/dispatcher`, a
+    /// bare scope) play none: they act for the scope as a whole.
+    pub fn role(&self) -> Option<Role> {
+        self.actor.as_deref().and_then(Role::of_actor).filter(|r| r.works_at(&self.scope))
+    }
+
+    /// Whether this principal may report a joint visit's part for `role`: its own part, or any part for a
+    /// principal that plays no role (an operations centre acting for the scope).
+    pub fn may_report_for(&self, role: Role) -> bool {
+        self.role().is_none_or(|r| r == role)
     }
 }
 
@@ -146,6 +161,27 @@ mod tests {
             assert_eq!(p.to_string(), s);
         }
         assert_eq!("estate:E012/property".parse::<Principal>().unwrap(), Principal::estate("E012", "property"));
+    }
+
+    #[test]
+    fn a_principal_named_for_a_role_at_its_scope_plays_it() {
+        let role = |s: &str| s.parse::<Principal>().unwrap().role();
+        assert_eq!(role("committee:C03/cadre"), Some(Role::Committee));
+        assert_eq!(role("estate:E012/property"), Some(Role::Property));
+        assert_eq!(role("estate:E012/owners"), Some(Role::Owners));
+        assert_eq!(role("town/housing"), Some(Role::Housing));
+        assert_eq!(role("town/public-security"), Some(Role::PublicSecurity));
+        assert_eq!(role("town/task-force"), Some(Role::TaskForce));
+        // Not a role's name, or not where that role works.
+        for s in ["town/dispatcher", "town", "estate:E012/cadre", "town/property", "committee:C03/housing", "estate:E012"] {
+            assert_eq!(role(s), None, "{s}");
+        }
+        for r in Role::ALL {
+            assert_eq!(Role::of_actor(r.actor()), Some(r));
+        }
+        let housing: Principal = "town/housing".parse().unwrap();
+        assert!(housing.may_report_for(Role::Housing) && !housing.may_report_for(Role::PublicSecurity));
+        assert!(Principal::town("dispatcher").may_report_for(Role::PublicSecurity));
     }
 
     #[test]

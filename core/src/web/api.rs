@@ -168,7 +168,7 @@ async fn act(
         ));
     }
     let mut core = api.lock()?;
-    if let Err(e) = find(&core, &api, &principal.scope, id) {
+    if let Err(e) = find(&core, &api, &principal.scope, id).and_then(|_| reports_for_own_part(&principal, &action)) {
         return Err(audited(&mut core, &principal, action.name(), id, e));
     }
     let name = action.name();
@@ -183,6 +183,21 @@ async fn act(
         Err(CoreError::Illegal(e)) => Err(audited(&mut core, &principal, name, id, ApiError(StatusCode::CONFLICT, e.to_string()))),
         Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
+}
+
+/// A joint visit's part is reported by the department that did it: a principal playing a role
+/// ([`Principal::role`]) reports only its own part (403 otherwise); one playing none, for any.
+fn reports_for_own_part(p: &Principal, action: &Action) -> Result<(), ApiError> {
+    match action {
+        Action::Report { role } if !p.may_report_for(*role) => Err(ApiError(StatusCode::FORBIDDEN, report_refusal(p, *role))),
+        _ => Ok(()),
+    }
+}
+
+/// Why `p` may not report for `role`.
+pub(super) fn report_refusal(p: &Principal, role: crate::orders::Role) -> String {
+    let own = p.role().map_or("", |r| r.name());
+    format!("{p} reports its own part ({own}) of a joint visit, not {}'s", role.name())
 }
 
 /// Records a refusal to an authenticated caller in the audit log (outside its scope: 403; illegal: 409;

@@ -78,7 +78,7 @@ fn page(title: &str, who: Option<&Principal>, body: &str) -> String {
          <script src=/console/static/htmx.min.js></script><script src=/console/static/sse.min.js></script><style>\
          body{{font-family:sans-serif;margin:1em 2em;color:#222}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}\
          th{{background:#eee}}nav{{margin-bottom:1em}}.state-dispatched{{background:#fee}}.state-accepted,.state-in_progress{{background:#ffd}}\
-         .state-resolved,.state-verified{{background:#efe}}.error{{color:#a00}}form.act{{display:inline;margin-right:.5em}}</style></head>\
+         .state-resolved,.state-verified{{background:#efe}}.error{{color:#a00}}tr.mine{{font-weight:bold}}form.act{{display:inline;margin-right:.5em}}</style></head>\
          <body>{nav}<h1>{t}</h1>{body}</body></html>",
         t = esc(title)
     )
@@ -162,6 +162,22 @@ struct QueueFilter {
     state: Option<String>,
     /// An estate or road id.
     area: Option<String>,
+    /// `me`: the orders assigned to the principal's role (the default for a department or the task
+    /// force, who see the whole town); `all`: every order in scope (the default for the others).
+    assigned: Option<String>,
+}
+
+impl QueueFilter {
+    /// The role whose orders the queue is narrowed to, if any.
+    fn mine(&self, p: &Principal) -> Option<crate::orders::Role> {
+        let role = p.role()?;
+        let town_wide = matches!(p.scope, Scope::Town | Scope::District);
+        match self.assigned.as_deref() {
+            Some("me") => Some(role),
+            None if town_wide => Some(role),
+            _ => None,
+        }
+    }
 }
 
 /// The signed-in principal and the queue's filter.
@@ -174,6 +190,9 @@ fn queue_request(
     let Query(f) = filter.map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("{}; expected state=open|all and area=E012", e.body_text())))?;
     if !matches!(f.state.as_deref(), None | Some("open") | Some("all")) {
         return Err(Refusal(StatusCode::BAD_REQUEST, "`state`: expected open or all".into()));
+    }
+    if !matches!(f.assigned.as_deref(), None | Some("me") | Some("all")) {
+        return Err(Refusal(StatusCode::BAD_REQUEST, "`assigned`: expected me or all".into()));
     }
     if f.area.as_deref().is_some_and(|a| a.is_empty() || !a.chars().all(|c| c.is_ascii_alphanumeric())) {
         return Err(Refusal(StatusCode::BAD_REQUEST, "`area`: expected an estate or road id (E012, R03)".into()));
@@ -196,12 +215,20 @@ async fn queue_page(
     if let Some(s) = &f.state {
         let _ = write!(query, "state={}&", esc(s));
     }
+    if let Some(a) = &f.assigned {
+        let _ = write!(query, "assigned={}&", esc(a));
+    }
     if let Some(a) = &f.area {
         let _ = write!(query, "area={}", esc(a));
     }
+    let mine = match (p.role(), f.mine(&p)) {
+        (Some(r), Some(_)) => format!(", assigned to {} (<a id=assigned-all href=\"/console?assigned=all\">all in scope</a>)", esc(r.name())),
+        (Some(r), None) => format!(" (<a id=assigned-me href=\"/console?assigned=me\">only those assigned to {}</a>)", esc(r.name())),
+        (None, _) => String::new(),
+    };
     let body = format!(
-        "<p>Work orders of <b>{scope}</b>{area}, newest first: <a href=/console>open</a> · <a href=\"/console?state=all\">all</a>. \
-         The queue updates itself as orders change.</p>\
+        "<p>Work orders of <b>{scope}</b>{area}{mine}, newest first: <a href=/console>open</a> · <a href=\"/console?state=all\">all</a>. \
+         The queue updates itself as orders change; yours are in bold.</p>\
          <div hx-ext=sse sse-connect=/console/events><div id=queue hx-get=\"/console/queue?{query}\" hx-trigger=\"load, sse:orders throttle:300ms\">{table}</div></div>",
         scope = esc(&p.scope.to_string()),
         area = f.area.as_deref().map(|a| format!(" in {}", esc(a))).unwrap_or_default(),
@@ -229,15 +256,20 @@ fn queue_table(api: &Api, p: &Principal, f: &QueueFilter) -> Result<String, Refu
         .filter(|o| api.sees(&p.scope, o))
         .filter(|o| all || o.state.is_open())
         .filter(|o| f.area.as_deref().is_none_or(|a| o.area == a))
+        .filter(|o| f.mine(p).is_none_or(|r| o.assignee.contains(&r)))
         .collect();
     rows.sort_by_key(|o| std::cmp::Reverse((o.created_at, o.id)));
-    let mut t =
-        "<table id=orders><tr><th>order</th><th>rule</th><th>area</th><th>about</th><th>state</th><th>loop</th><th>made</th><th>updated</th></tr>".to_string();
+    let mut t = "<table id=orders><tr><th>order</th><th>rule</th><th>area</th><th>about</th><th>state</th><th>loop</th><th>assigned to</th><th>made</th><th>updated</th></tr>"
+        .to_string();
+    let role = p.role();
     for o in rows.iter().take(QUEUE_ROWS) {
+        let mine = role.is_some_and(|r| o.assignee.contains(&r));
         let _ = write!(
             t,
-            "<tr id=order-{id} class=state-{st}><td><a href=/console/orders/{id}>{id}</a></td><td>{rule}</td><td>{area}</td><td>{subj}</td><td>{st}</td><td>{lvl:?}</td><td>{made}</td><td>{upd}</td></tr>",
+            "<tr id=order-{id} class=\"state-{st}{m}\"><td><a href=/console/orders/{id}>{id}</a></td><td>{rule}</td><td>{area}</td><td>{subj}</td><td>{st}</td><td>{lvl:?}</td><td>{who}</td><td>{made}</td><td>{upd}</td></tr>",
             id = o.id,
+            m = if mine { " mine" } else { "" },
+            who = esc(&o.assignee.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")),
             st = o.state.as_str(),
             rule = esc(&o.rule),
             area = esc(&o.area),
@@ -353,7 +385,7 @@ async fn order_page(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u
         );
     }
     if o.joint && matches!(o.state, OrderState::Accepted | OrderState::InProgress) {
-        for r in o.assignee.iter().filter(|r| !o.reported.contains(r)) {
+        for r in o.assignee.iter().filter(|r| !o.reported.contains(r) && p.may_report_for(**r)) {
             let _ = write!(
                 b,
                 "<form class=act method=post action=/console/orders/{id}/actions><input type=hidden name=action value=report><input type=hidden name=role value={r:?}><button id=act-report-{n}>report for {n}</button></form>",
@@ -413,7 +445,10 @@ async fn act(
     let refusal = match core.orders.get(id) {
         None => Some((StatusCode::NOT_FOUND, format!("no work order {id}"))),
         Some(o) if !api.sees(&p.scope, o) => Some((StatusCode::FORBIDDEN, format!("work order {id} is outside your scope"))),
-        Some(_) => None,
+        Some(_) => match &action {
+            Action::Report { role } if !p.may_report_for(*role) => Some((StatusCode::FORBIDDEN, super::api::report_refusal(&p, *role))),
+            _ => None,
+        },
     };
     let name = action.name();
     let outcome = match refusal {

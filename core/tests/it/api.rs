@@ -128,3 +128,73 @@ async fn scoped_principals_list_fetch_and_act() {
     let v = store.verify_audit(None).unwrap();
     assert_eq!(v.entries as usize, audit.len());
 }
+
+/// The loops over the API: the committee whistles an order still in the estate to the departments, who
+/// go together; each reports its own part (a department's report for another is 403, audited), and the
+/// order is resolved by the last. The departments' console queue shows them what is assigned to them.
+#[tokio::test]
+async fn departments_report_their_own_part_of_a_joint_visit() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let town = common::town();
+    let rules = RuleSet::load(&root.join("assets/rules.ron")).unwrap();
+    let policy = Policy::load(&root.join("scenarios/policies/source-loops.ron")).unwrap();
+    let mut core = Core::open(rules.clone(), policy.clone(), &town, Some(&dir.path().join("core.db").into())).unwrap();
+    core.orders.on_finding(&finding("group-rental", "E001", "B01-101"), &rules, &policy).unwrap();
+    core.orders.on_finding(&finding("elevator-ebike", "E001", "B02-101"), &rules, &policy).unwrap();
+    let mut tokens = std::collections::HashMap::new();
+    for p in ["committee:C01/cadre", "town/housing", "town/public-security", "town/dispatcher"] {
+        tokens.insert(p, core.issue_token(&p.parse().unwrap()).unwrap());
+    }
+    let tok = |p: &str| tokens[p].clone();
+    let core = Arc::new(Mutex::new(core));
+    let app = towntwin_core::web::router(Api::new(core.clone(), &town));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let act = |who: &'static str, body: &'static str| {
+        let t = tok(who);
+        async move { req(addr, "POST", "/orders/1/actions", Some(&t), Some(body)).await }
+    };
+
+    // Before the whistle the order is the estate's: not on the housing office's queue.
+    let queue = |who: &'static str, query: &'static str| {
+        let t = tok(who);
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let head = format!("GET /console/queue{query} HTTP/1.1\r\nHost: x\r\nCookie: towntwin_token={t}\r\nConnection: close\r\n\r\n");
+            s.write_all(head.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    let before = queue("town/housing", "").await;
+    assert!(before.starts_with("HTTP/1.1 200") && !before.contains("id=order-1 "), "{before}");
+    assert!(queue("town/housing", "?assigned=all").await.contains("id=order-1 "), "every order in scope on asking");
+    assert!(queue("town/housing", "?assigned=nobody").await.starts_with("HTTP/1.1 400"));
+
+    let (s, body) = act("committee:C01/cadre", r#"{"action":"whistle","reason":"the tenants will not open the door"}"#).await;
+    assert_eq!((s, body["state"].as_str()), (200, Some("dispatched")), "{body}");
+    let (_, one) = req(addr, "GET", "/orders/1", Some(&tok("town/housing")), None).await;
+    assert_eq!((one["order"]["level"].as_str(), one["order"]["joint"].as_bool()), (Some("Medium"), Some(true)), "{one}");
+    let after = queue("town/housing", "").await;
+    assert!(after.contains("id=order-1 class=\"state-dispatched mine\""), "the whistled order reaches the department's queue, marked theirs: {after}");
+    assert!(!after.contains("id=order-2 "), "not another department's order: {after}");
+
+    assert_eq!(act("town/housing", r#"{"action":"accept"}"#).await.0, 200);
+    // The housing office cannot report for the police.
+    let (s, body) = act("town/housing", r#"{"action":"report","role":"PublicSecurity"}"#).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("not public_security's"), "{body}");
+    let (s, body) = act("town/housing", r#"{"action":"report","role":"Housing"}"#).await;
+    assert_eq!((s, body["state"].as_str()), (200, Some("in_progress")), "{body}");
+    let (s, body) = act("town/public-security", r#"{"action":"report","role":"PublicSecurity"}"#).await;
+    assert_eq!((s, body["state"].as_str()), (200, Some("resolved")), "the last party's report resolves it: {body}");
+
+    let core = core.lock().unwrap();
+    let lines: Vec<String> =
+        core.store().unwrap().audit_entries().unwrap().iter().map(|s| format!("{} {} {}", s.entry.actor, s.entry.what, s.entry.outcome)).collect();
+    assert!(lines.iter().any(|l| l.starts_with("town/housing report refused 403")), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.starts_with("committee:C01/cadre whistle dispatched -> dispatched (medium)")), "{lines:#?}");
+}

@@ -36,6 +36,8 @@ pub(super) struct DrillHooks {
     pub trainees: HashSet<Principal>,
     pub drill_start: Millis,
     pub drill_end: Millis,
+    /// Scripted trainees (`--play`).
+    pub player: Option<super::play::Player>,
 }
 
 impl Hooks for DrillHooks {
@@ -95,6 +97,9 @@ impl Hooks for DrillHooks {
                 twin.inject(i as u32, self.d.script.injects[i].what.clone());
                 say!("drill: minute {}: {} due: {}", (upcoming - self.drill_start) / MINUTE, self.d.script.injects[i].id, self.d.script.injects[i].title);
             }
+        }
+        if let Some(player) = self.player.as_mut() {
+            player.play(&self.d, &self.plan, upcoming);
         }
         Flow::Go { paced }
     }

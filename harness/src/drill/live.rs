@@ -50,6 +50,8 @@ pub struct DrillOptions {
     /// Hold at minute 0 until the controller starts the drill (default: start when the warm-up is done).
     pub wait_for_start: bool,
     pub threads: Option<usize>,
+    /// Scripted trainees (`--play`): `Some(empty)` plays every trainee, `Some(names)` those named.
+    pub play: Option<Vec<String>>,
 }
 
 /// The fastest pace a drill takes: a town day in 24 wall seconds.
@@ -88,6 +90,16 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
         bail!(UsageFault(format!("--speed {}: expected town minutes per wall minute, from {MIN_SPEED} to {MAX_SPEED}", opts.speed)));
     }
     let d = super::script::load(&opts.file).map_err(DataFault)?;
+    if let Some(names) = &opts.play {
+        let unknown: Vec<&str> = names.iter().filter(|n| !d.principals.contains_key(*n)).map(String::as_str).collect();
+        if !unknown.is_empty() {
+            let known: Vec<&str> = d.principals.keys().map(String::as_str).collect();
+            bail!(UsageFault(format!("--play={}: not a trainee of {} (its trainees: {})", unknown.join(","), d.script.name, known.join(", "))));
+        }
+        if opts.wait_for_start {
+            bail!(UsageFault("--play and --wait-for-start: a played drill starts when its warm-up is done".into()));
+        }
+    }
     // The town runs the days the drill needs: from the scenario's start to the drill's end.
     let end_offset = d.offset + d.script.minutes as Millis * MINUTE;
     let setup = Setup::load_one(&d.scenario_file, Some(&d.core), |s| s.days = ((end_offset + DAY - 1) / DAY).max(1) as u32).map_err(DataFault)?;
@@ -198,7 +210,15 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
                 }
             })
         };
+        let player = opts.play.as_ref().map(|names| {
+            let names = (!names.is_empty()).then_some(names.as_slice());
+            for name in names.map_or_else(|| tokens.keys().cloned().collect(), <[String]>::to_vec) {
+                say!("drill: trainee {name} is played by the script (--play)");
+            }
+            super::play::Player::new(&d, tokio::runtime::Handle::current(), format!("http://{console}"), &tokens, names, drill_start)
+        });
         let hooks = DrillHooks {
+            player,
             d: d.clone(),
             plan: Plan { orders: vec![None; logs.len()], resolved_at: vec![None; logs.len()], logs },
             control: control.clone(),

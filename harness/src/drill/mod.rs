@@ -14,6 +14,7 @@ pub mod aar;
 mod hooks;
 pub mod live;
 mod panel;
+mod play;
 pub mod script;
 
 use std::fmt::Write;
@@ -31,6 +32,12 @@ pub fn summary(a: &aar::Aar) -> String {
         let met = i.expectations.iter().filter(|x| x.met).count();
         let order = i.order.map_or_else(|| "no order".to_string(), |n| format!("order {n}"));
         let _ = writeln!(o, "  {} ({:?}, {order}): {met} of {} expectations met", i.id, i.status, i.expectations.len());
+        if let Some(why) = &i.why {
+            let _ = writeln!(o, "    why: {why}");
+        }
+        for x in i.expectations.iter().filter(|x| !x.met && i.why.is_none()) {
+            let _ = writeln!(o, "    {} {:?}: {}", x.by, x.action, x.why.as_deref().unwrap_or("not met"));
+        }
     }
     o
 }

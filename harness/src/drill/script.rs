@@ -115,7 +115,9 @@ pub struct Expect {
     pub objective: String,
 }
 
-/// The steps of handling an order that are scored.
+/// The steps of handling an order that are scored: the order's own (notice, accept, start, resolve) and the
+/// loops' (a failed visit that the estate cannot settle, the committee's whistle, a department's report
+/// on site on a joint visit, an escalation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Expected {
     /// First opened the order (its detail page or the API's `GET /orders/{id}`).
@@ -124,6 +126,32 @@ pub enum Expected {
     /// Someone is on site and working on it (the order's `start`: in progress).
     Start,
     Resolve,
+    /// Reported back from site that it could not be settled there (the order's `fail`): the policy moves
+    /// it on, or the committee whistles.
+    Fail,
+    /// The committee blows the whistle (居村吹哨): the order goes to the departments at once.
+    Whistle,
+    /// A department reports its part of a joint visit done on site (部门报到): the trainee's own part, by
+    /// the role its principal plays (`town/housing` reports for housing).
+    Report,
+    /// Sent on to the next loop (the order's `escalate`).
+    Escalate,
+}
+
+impl Expected {
+    /// The name of the order's transition that does it (`None` for a notice: an audited view).
+    pub fn action(self) -> Option<&'static str> {
+        match self {
+            Expected::Notice => None,
+            Expected::Accept => Some("accept"),
+            Expected::Start => Some("start"),
+            Expected::Resolve => Some("resolve"),
+            Expected::Fail => Some("fail"),
+            Expected::Whistle => Some("whistle"),
+            Expected::Report => Some("report"),
+            Expected::Escalate => Some("escalate"),
+        }
+    }
 }
 
 /// A script checked against its town: the script, where its inputs are, and the order its injects can be
@@ -342,6 +370,20 @@ fn check(file: &Path, script: Script, scenario_file: PathBuf, core: CoreFiles, s
                 || g("within_minutes"),
                 || format!("expected minutes > 0, got {}", e.within_minutes),
             );
+            if e.action == Expected::Report {
+                let plays = principals.get(&e.by).map(|p: &Principal| p.role());
+                p.check(
+                    !matches!(plays, Some(None)),
+                    || g("action"),
+                    || {
+                        format!(
+                            "{} reports a joint visit's part for the role its principal plays, and {} plays none (name it for a role: town/housing, town/public-security, committee:C25/cadre ...)",
+                            e.by,
+                            principals.get(&e.by).map(|p| p.to_string()).unwrap_or_default()
+                        )
+                    },
+                );
+            }
             match (principals.get(&e.by), &area) {
                 (None, _) => {
                     if !script.trainees.iter().any(|t| t.name == e.by) {

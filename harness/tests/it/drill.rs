@@ -235,6 +235,11 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
     assert_eq!((i2["expectations"][0]["met"].as_bool(), i2["expectations"][0]["done_after_minutes"].is_null()), (Some(false), true), "{i2}");
     assert_eq!(inject("I3")["status"], "started");
     assert_eq!(inject("I4")["status"], "not_started");
+    // The report says why: an inject never fired, an expectation nobody met.
+    assert_eq!(inject("I4")["why"], "the controller never fired it", "{}", inject("I4"));
+    let why = i2["expectations"][0]["why"].as_str().unwrap_or_default();
+    assert!(why.contains("nobody did it") && why.contains("property did nothing on it"), "{why}");
+    assert!(i1["why"].is_null() && i1["expectations"][0]["why"].is_null(), "{i1}");
     let rating = |id: &str| aar["objectives"].as_array().unwrap().iter().find(|o| o["id"] == id).unwrap()["rating"].clone();
     assert_eq!((rating("O1"), rating("O2")), (serde_json::json!("P"), serde_json::json!("U")));
     // What was never due (an inject never fired) is not exercised: left out of the points possible.
@@ -252,4 +257,48 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
     let twice = Command::new(env!("CARGO_BIN_EXE_towntwin")).args(["drill", file.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
     assert_eq!(twice.status.code(), Some(2), "{}", String::from_utf8_lossy(&twice.stderr));
     assert!(String::from_utf8_lossy(&twice.stderr).contains("already holds a drill"));
+}
+
+/// Every shipped drill as CI knows it works: each script checks, and played through by scripted trainees
+/// (`--play`, every trainee acting through the API with their own token, at top speed) it earns every
+/// point of every inject that started; what did not start says why.
+#[test]
+fn every_shipped_drill_plays_through_with_scripted_trainees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(root().join("scenarios/drills")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "ron")).collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    for file in files {
+        let name = file.file_stem().unwrap().to_str().unwrap().to_string();
+        let d = script::load(&file).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = tmp.path().join(&name);
+        let run = Command::new(env!("CARGO_BIN_EXE_towntwin")).args(["drill", "--play", "--out"]).arg(&out).arg(&file).output().unwrap();
+        let printed = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "{name}: {printed}\n{}", String::from_utf8_lossy(&run.stderr));
+        let aar: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("aar.json")).unwrap()).unwrap();
+        let mut exercised = 0;
+        for i in aar["injects"].as_array().unwrap() {
+            let inject = d.script.injects.iter().find(|x| x.id == i["id"]).unwrap();
+            if i["status"] == "started" {
+                for x in i["expectations"].as_array().unwrap() {
+                    assert_eq!(x["met"], true, "{name} {}: played, every expectation is met: {x}\n{printed}", i["id"]);
+                    exercised += 1;
+                }
+                assert!(i["order"].is_u64(), "{name} {}: {i}", i["id"]);
+            } else {
+                assert!(i["why"].as_str().is_some_and(|w| !w.is_empty()), "{name} {}: says why it did not start: {i}", i["id"]);
+                if inject.start == script::Start::Manual {
+                    assert_eq!(i["why"], "the controller never fired it");
+                }
+            }
+        }
+        assert!(exercised > 0, "{name}: nothing was exercised");
+        assert_eq!(aar["earned"], aar["possible"], "{name}: {printed}");
+        for o in aar["objectives"].as_array().unwrap() {
+            assert!(o["rating"] == "P" || o["rating"] == "-", "{name}: {o}");
+        }
+        // The played trainees' steps are printed.
+        assert!(printed.contains("played "), "{name}: {printed}");
+    }
 }

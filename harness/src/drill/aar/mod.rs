@@ -29,7 +29,7 @@ use towntwin_core::time::{MINUTE, Millis};
 use towntwin_core::truth::{Detects, IncidentKind, MatchBy, Sighting, Span};
 use towntwin_core::web::html::esc;
 
-use super::script::{Expected, Script};
+use super::script::{Expected, Script, Start};
 use crate::plots::{color, e, plot};
 
 mod page;
@@ -174,6 +174,10 @@ pub struct InjectScore {
     /// Minutes from the inject's start to its order.
     pub order_after_minutes: Option<f64>,
     pub expectations: Vec<ExpectationScore>,
+    /// Why it did not start (its condition never came, the controller never fired or skipped it), or why
+    /// it made no order; `None` when it started and made one.
+    #[serde(default)]
+    pub why: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,6 +194,9 @@ pub struct ExpectationScore {
     /// Whether it was due within the drill (its inject started and its deadline came before the end), or
     /// done anyway. One that was not is left out of the points possible: it was not exercised.
     pub exercised: bool,
+    /// Why it was not met: done late, done by someone else, nobody acted, nothing to act on, not due.
+    #[serde(default)]
+    pub why: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -255,8 +262,9 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
     let minute = |t: Millis| minutes_between(log.drill_start, t);
     let mut timeline = Vec::new();
     let mut injects = Vec::new();
-    for (inj, il) in s.injects.iter().zip(&log.injects) {
-        let order = order_of(il, kind_of(&inj.what), &rec.orders);
+    let orders: Vec<Option<&Order>> = s.injects.iter().zip(&log.injects).map(|(inj, il)| order_of(il, kind_of(&inj.what), &rec.orders)).collect();
+    for (i, (inj, il)) in s.injects.iter().zip(&log.injects).enumerate() {
+        let order = orders[i];
         if let Some(t) = il.started_at {
             timeline.push(Moment { minute: minute(t), what: format!("{} starts: {}", inj.id, inj.title) });
         }
@@ -279,14 +287,9 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
                 let principal = log.principals.get(&x.by).cloned().unwrap_or_default();
                 let done = match (order, il.started_at) {
                     (Some(o), Some(start)) => {
-                        let at = match x.action {
-                            Expected::Notice => rec.views.iter().filter(|v| v.2 == o.id && v.1 == principal).map(|v| v.0).min(),
-                            action => {
-                                let name = match action {
-                                    Expected::Accept => "accept",
-                                    Expected::Start => "start",
-                                    _ => "resolve",
-                                };
+                        let at = match x.action.action() {
+                            None => rec.views.iter().filter(|v| v.2 == o.id && v.1 == principal).map(|v| v.0).min(),
+                            Some(name) => {
                                 // On a joint visit a party's resolve is its report.
                                 let done = |ev: &&towntwin_core::orders::OrderEvent| ev.action == name || (name == "resolve" && ev.action == "report");
                                 history.iter().filter(|ev| done(ev) && ev.actor == principal).map(|ev| ev.at).min()
@@ -299,6 +302,10 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
                 let met = done.is_some_and(|m| m <= x.within_minutes);
                 let due = il.started_at.map(|s| s + (x.within_minutes * MINUTE as f64) as Millis);
                 let exercised = done.is_some() || due.is_some_and(|d| d <= log.ended_at);
+                let why = (!met).then(|| {
+                    let ctx = Unmet { log, order, history, principal: &principal, done, due };
+                    ctx.why(x)
+                });
                 ExpectationScore {
                     by: x.by.clone(),
                     action: x.action,
@@ -309,6 +316,7 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
                     met,
                     earned: if met { x.points } else { 0 },
                     exercised,
+                    why,
                 }
             })
             .collect();
@@ -321,6 +329,14 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
             order_rule: order.map(|o| o.rule.clone()),
             order_after_minutes: order.zip(il.started_at).map(|(o, t)| minutes_between(t, o.created_at)),
             expectations,
+            why: match (il.started_at, order) {
+                (None, _) => Some(why_not_started(log, rec, &orders, i, 0)),
+                (Some(_), None) => Some(format!(
+                    "it took effect, but no order about it was made by the end (rules that would: {})",
+                    if il.rules.is_empty() { "none in this core's rules".to_string() } else { il.rules.join(", ") }
+                )),
+                (Some(_), Some(_)) => None,
+            },
         });
     }
     for (t, wall, what) in &log.control {
@@ -354,6 +370,113 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
         timeline,
         inject_lateness_ms: log.injects.iter().filter_map(|i| i.lateness_ms.map(|l| (i.id.clone(), l))).collect(),
         event_lateness: log.event_lateness.clone(),
+    }
+}
+
+/// When an order was first resolved (by a resolve, or its joint visit's last report).
+fn resolved_at(rec: &Recorded, order: u64) -> Option<Millis> {
+    rec.history.get(&order)?.iter().filter(|e| e.to == towntwin_core::orders::State::Resolved).map(|e| e.at).min()
+}
+
+/// Where an order was left: its state, loop and assignees.
+fn left(o: &Order) -> String {
+    let who: Vec<&str> = o.assignee.iter().map(|r| r.name()).collect();
+    format!("{} in the {} loop{}", o.state.as_str(), o.level.as_str(), if who.is_empty() { String::new() } else { format!(", assigned to {}", who.join(", ")) })
+}
+
+/// Why inject `i` of `log` did not take effect: following what it waited for, back to the start condition
+/// that never came.
+fn why_not_started(log: &Log, rec: &Recorded, orders: &[Option<&Order>], i: usize, depth: usize) -> String {
+    let s = &log.script;
+    let il = &log.injects[i];
+    let minute = |t: Millis| minutes_between(log.drill_start, t);
+    let end = minute(log.ended_at);
+    if il.status == Status::Skipped {
+        return format!("skipped by the controller at minute {:.0}", minute(il.due_at.unwrap_or(log.ended_at)));
+    }
+    if let Some(due) = il.due_at {
+        let hint = match &s.injects[i].what {
+            super::script::What::Incapacitate { resident, .. } => format!(" ({resident} is taken ill once she is home and well, and she was not)"),
+            _ => String::new(),
+        };
+        return format!("due at minute {:.0}, but it had not taken effect in the town when the drill ended at minute {end:.0}{hint}", minute(due));
+    }
+    let index = |id: &str| s.injects.iter().position(|x| x.id == id).filter(|&j| j < log.injects.len() && j < orders.len());
+    let earlier = |j: usize| if depth < 8 { why_not_started(log, rec, orders, j, depth + 1) } else { "(and so on)".to_string() };
+    match s.injects.get(i).map(|x| &x.start) {
+        None => "it is not in the script".into(),
+        Some(Start::At { minute: m }) => format!("its minute {m} came after the drill ended at minute {end:.0}"),
+        Some(Start::Manual) => "the controller never fired it".into(),
+        Some(Start::AfterStarted { inject, minutes }) => match index(inject) {
+            None => format!("it waits for {inject}, which is not in the script"),
+            Some(j) => match log.injects[j].started_at {
+                None => format!("it waits for {inject} to start, which never did: {}", earlier(j)),
+                Some(t) => format!(
+                    "due {minutes} min after {inject} started at minute {:.0}: minute {:.0}, after the drill ended at minute {end:.0}",
+                    minute(t),
+                    minute(t) + minutes
+                ),
+            },
+        },
+        Some(Start::AfterHandled { inject, minutes }) => match index(inject) {
+            None => format!("it waits for {inject}, which is not in the script"),
+            Some(j) => match (log.injects[j].started_at, orders[j]) {
+                (None, _) => format!("it waits for {inject}'s order to be resolved, and {inject} never started: {}", earlier(j)),
+                (Some(_), None) => format!("it waits for {inject}'s order to be resolved, and {inject} made no order"),
+                (Some(_), Some(o)) => match resolved_at(rec, o.id) {
+                    None => format!("it waits for {inject}'s order {} to be resolved, and nobody resolved it: it was left {}", o.id, left(o)),
+                    Some(t) => format!(
+                        "due {minutes} min after {inject}'s order {} was resolved at minute {:.0}: minute {:.0}, after the drill ended at minute {end:.0}",
+                        o.id,
+                        minute(t),
+                        minute(t) + minutes
+                    ),
+                },
+            },
+        },
+    }
+}
+
+/// What the report knows about an expectation that was not met.
+struct Unmet<'a> {
+    log: &'a Log,
+    order: Option<&'a Order>,
+    history: &'a [OrderEvent],
+    principal: &'a str,
+    /// Minutes after the inject's start it was done, if it was.
+    done: Option<f64>,
+    /// Its deadline, town time.
+    due: Option<Millis>,
+}
+
+impl Unmet<'_> {
+    fn why(&self, x: &super::script::Expect) -> String {
+        let minute = |t: Millis| minutes_between(self.log.drill_start, t);
+        let what = format!("{:?}", x.action).to_lowercase();
+        let Some(o) = self.order else {
+            return match self.due {
+                None => "its inject did not start: nothing to act on".into(),
+                Some(_) => "no order about its inject was made: nothing to act on".into(),
+            };
+        };
+        if let Some(m) = self.done {
+            return format!("done {m:.0} min after the inject started: {:.0} min past its {} min", m - x.within_minutes, x.within_minutes);
+        }
+        let due = self.due.unwrap_or(self.log.ended_at);
+        if due > self.log.ended_at {
+            return format!("due at minute {:.0}, after the drill ended at minute {:.0}: not exercised", minute(due), minute(self.log.ended_at));
+        }
+        // Done by someone else?
+        let other = x.action.action().and_then(|name| self.history.iter().find(|e| e.action == name && e.actor != self.principal));
+        if let Some(e) = other {
+            return format!("{} did not {what} order {}: {} did, at minute {:.0}", x.by, o.id, e.actor, minute(e.at));
+        }
+        if x.action == Expected::Notice {
+            return format!("{} never opened order {}; it was left {}", x.by, o.id, left(o));
+        }
+        let acted = self.history.iter().filter(|e| e.actor == self.principal).count();
+        let did = if acted == 0 { format!("{} did nothing on it", x.by) } else { format!("{} acted on it {acted} time(s), but not this", x.by) };
+        format!("nobody did it: order {} was left {}; {did}", o.id, left(o))
     }
 }
 

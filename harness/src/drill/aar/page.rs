@@ -112,7 +112,7 @@ pub fn render_html(aar: &Aar, svg: &str) -> String {
     }
     let _ = write!(
         h,
-        "</table><p>P: performed without challenges (every point); S: with some challenges (at least half); M: with major challenges; U: unable to be performed (none); -: not exercised (nothing of it was due before the drill ended).</p><h2>Injects</h2><table><tr><th>inject</th><th>started</th><th>order</th><th>expected</th><th>done after</th><th>points</th></tr>"
+        "</table><p>P: performed without challenges (every point); S: with some challenges (at least half); M: with major challenges; U: unable to be performed (none); -: not exercised (nothing of it was due before the drill ended).</p><h2>Injects</h2><table><tr><th>inject</th><th>started</th><th>order</th><th>expected</th><th>done after</th><th>points</th><th>why not met</th></tr>"
     );
     for i in &aar.injects {
         let order = match (&i.order, &i.order_rule) {
@@ -125,9 +125,10 @@ pub fn render_html(aar: &Aar, svg: &str) -> String {
             Status::NotStarted => "not started".into(),
         };
         let n = i.expectations.len().max(1);
-        let _ = write!(h, "<tr><td rowspan={n}><b>{}</b>: {}</td><td rowspan={n}>{started}</td><td rowspan={n}>{order}</td>", esc(&i.id), esc(&i.title));
+        let why = i.why.as_deref().map(|w| format!("<br><i class=why>{}</i>", esc(w))).unwrap_or_default();
+        let _ = write!(h, "<tr><td rowspan={n}><b>{}</b>: {}</td><td rowspan={n}>{started}{why}</td><td rowspan={n}>{order}</td>", esc(&i.id), esc(&i.title));
         if i.expectations.is_empty() {
-            let _ = write!(h, "<td colspan=3>(background: nothing expected)</td></tr>");
+            let _ = write!(h, "<td colspan=4>(background: nothing expected)</td></tr>");
         }
         for (k, x) in i.expectations.iter().enumerate() {
             if k > 0 {
@@ -142,7 +143,7 @@ pub fn render_html(aar: &Aar, svg: &str) -> String {
             };
             let _ = write!(
                 h,
-                "<td>{} {:?} within {:.0} min ({})</td><td class={class}>{}</td><td class={class}>{} of {}</td></tr>",
+                "<td>{} {:?} within {:.0} min ({})</td><td class={class}>{}</td><td class={class}>{} of {}</td><td class=why>{}</td></tr>",
                 esc(&x.by),
                 x.action,
                 x.within_minutes,
@@ -153,7 +154,8 @@ pub fn render_html(aar: &Aar, svg: &str) -> String {
                     (None, false) => "not due before the end".into(),
                 },
                 x.earned,
-                x.points
+                x.points,
+                esc(x.why.as_deref().unwrap_or(""))
             );
         }
     }

@@ -300,16 +300,7 @@ fn crew_of(r: &Responders, role: Role) -> (&'static str, &Crew) {
 }
 
 fn principal(role: Role, unit: &Unit) -> Principal {
-    let name = match role {
-        Role::Committee => "cadre",
-        Role::CityManagement => "city-management",
-        Role::FireSafety => "fire-safety",
-        Role::TaskForce => "task-force",
-        Role::CivilAffairs => "civil-affairs",
-        Role::PublicSecurity => "public-security",
-        Role::MarketSupervision => "market-supervision",
-        r => r.name(),
-    };
+    let name = role.actor();
     match unit {
         Unit::Committee(c) => Principal::committee(c, name),
         Unit::Estate(e) => Principal::estate(e, name),
