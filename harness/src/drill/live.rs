@@ -79,6 +79,20 @@ fn subjects_of(what: &What, town: &towntwin_core::town::Town) -> Vec<String> {
         }
         What::NewFaces { flat, .. } => vec![flat.parse::<towntwin_core::event::FlatRef>().map_or_else(|_| flat.clone(), |f| f.to_string())],
         What::DeviceDark { device, .. } => vec![device.clone()],
+        What::EbikeInElevator { flat, .. } | What::IndoorCharging { flat, .. } => {
+            vec![flat.parse::<towntwin_core::event::FlatRef>().map_or_else(|_| flat.clone(), |f| f.to_string())]
+        }
+        What::DumpedBags { kiosk, .. } => vec![kiosk.clone()],
+        What::FenceViolation { camera, code } => vec![format!("{camera}/{code}")],
+        // Illegal works: the noise order names the building's monitor that heard them, a spot check's the
+        // flat.
+        What::IllegalWorks { estate, flat } => {
+            let f = flat.parse::<towntwin_core::event::FlatRef>().ok();
+            let monitors = town.estates.iter().filter(|e| e.id == *estate).flat_map(|e| &e.devices);
+            let heard = monitors.filter(|d| d.kind == towntwin_core::town::DeviceKind::Noise && d.building == f.map(|f| f.building)).map(|d| d.id.clone());
+            heard.chain(f.map(|f| f.to_string())).collect()
+        }
+        // A fire's order names the detector that sounded: any fire order in the area.
         What::Fire { .. } => Vec::new(),
     }
 }

@@ -71,6 +71,14 @@ pub fn msel(d: &Drill) -> String {
             What::Fire { estate, flat } => format!("fire in {estate} {flat}"),
             What::NewFaces { estate, flat, people } => format!("{people} new faces move into {estate} {flat}"),
             What::DeviceDark { device, hours } => format!("{device} dark for {hours} h"),
+            What::IllegalWorks { estate, flat } => format!("illegal works start in {estate} {flat}"),
+            What::EbikeInElevator { estate, flat } => format!("an e-bike from {estate} {flat} carried up in a lift"),
+            What::IndoorCharging { estate, flat } => format!("an e-bike charging at home in {estate} {flat}"),
+            What::DumpedBags { kiosk, bags } => format!("{bags} bag(s) dumped beside {kiosk}"),
+            What::FenceViolation { camera, code } => {
+                let name = towntwin_core::violations::VIOLATIONS.iter().find(|v| v.code == *code).map_or("a violation", |v| v.name);
+                format!("{} (code {code}) at {camera}", name.replace('_', " "))
+            }
         };
         let expected: Vec<String> = inj.expect.iter().map(|e| format!("{} {:?} within {} min ({})", e.by, e.action, e.within_minutes, e.objective)).collect();
         let points: u32 = inj.expect.iter().map(|e| e.points).sum();

@@ -19,6 +19,7 @@ use towntwin_core::event::FlatRef;
 use towntwin_core::load::{DataErrors, Problems, read_ron};
 use towntwin_core::principal::{Principal, Scope};
 use towntwin_core::town::{DeviceKind, Tenure, Town};
+use towntwin_core::truth::IncidentKind;
 
 use crate::setup::{CoreFiles, Setup};
 
@@ -186,12 +187,22 @@ pub fn load(file: &Path) -> Result<Drill, DataErrors> {
     };
     // The rules and policy are loaded here too, so that a bad one is reported by `--check`.
     let setup = Setup::load_one(&scenario_file, Some(&core), |_| {})?;
+    // The incident kinds the core's rules make orders about.
+    let detected: HashSet<IncidentKind> = setup.core.iter().flat_map(|c| c.rules.rules.iter().flat_map(|r| r.detects.kinds.iter().copied())).collect();
     let town = Arc::unwrap_or_clone(setup.town);
-    check(file, script, scenario_file, core, &setup.scenario, town)
+    check(file, script, scenario_file, core, &setup.scenario, town, &detected)
 }
 
-/// Checks `script` (read from `file`) against its scenario and town.
-fn check(file: &Path, script: Script, scenario_file: PathBuf, core: CoreFiles, scenario: &towntwin_sim::Scenario, town: Town) -> Result<Drill, DataErrors> {
+/// Checks `script` (read from `file`) against its scenario, town and the kinds its rules detect.
+fn check(
+    file: &Path,
+    script: Script,
+    scenario_file: PathBuf,
+    core: CoreFiles,
+    scenario: &towntwin_sim::Scenario,
+    town: Town,
+    detected: &HashSet<IncidentKind>,
+) -> Result<Drill, DataErrors> {
     let mut p = Problems::new(file);
     let mut drill_offset = 0;
     let ok_name = !script.name.is_empty() && script.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
@@ -339,6 +350,64 @@ fn check(file: &Path, script: Script, scenario_file: PathBuf, core: CoreFiles, s
                 }
                 estates.contains_key(estate.as_str()).then(|| estate.clone())
             }
+            What::IllegalWorks { estate, flat } | What::EbikeInElevator { estate, flat } | What::IndoorCharging { estate, flat } => {
+                match (estates.get(estate.as_str()), flat.parse::<FlatRef>()) {
+                    (None, _) => p.push(f("what.estate"), format!("`{estate}` is not one of the town's estates")),
+                    (Some(_), Err(e)) => p.push(f("what.flat"), e),
+                    (Some(&e), Ok(fr)) => {
+                        let est = &town.estates[e];
+                        let building = est.buildings.iter().find(|b| b.no == fr.building);
+                        let room = building.and_then(|b| b.rooms().find(|r| r.room == fr.room));
+                        let in_building = |kind: DeviceKind| est.devices.iter().any(|d| d.kind == kind && d.building == Some(fr.building));
+                        match (building, room) {
+                            (Some(b), Some(r)) => {
+                                let lived_in = !matches!(r.tenure, Tenure::Vacant);
+                                p.check(lived_in, || f("what.flat"), || format!("{estate} {fr} is vacant: nobody there to do it"));
+                                let (ok, why) = match &inj.what {
+                                    What::IllegalWorks { .. } => (in_building(DeviceKind::Noise), "no noise monitor: nothing would hear the works"),
+                                    What::EbikeInElevator { .. } => (
+                                        b.elevators > 0 && in_building(DeviceKind::EbikeDetector),
+                                        "no lift with an e-bike detector: nothing would see the e-bike",
+                                    ),
+                                    _ => (in_building(DeviceKind::ElecFire), "no electrical-fire monitor: nothing would see the charging load"),
+                                };
+                                p.check(ok, || f("what.flat"), || format!("building {} of {estate} has {why}", fr.building));
+                            }
+                            _ => p.push(f("what.flat"), format!("{estate} has no flat {fr}")),
+                        }
+                    }
+                }
+                estates.contains_key(estate.as_str()).then(|| estate.clone())
+            }
+            What::DumpedBags { kiosk, bags } => {
+                p.check((1..=12).contains(bags), || f("what.bags"), || format!("expected 1 to 12 bags, got {bags}"));
+                match devices.get(kiosk.as_str()) {
+                    Some((Some(e), DeviceKind::SortingBin)) => Some(town.estates[*e].id.clone()),
+                    Some((_, kind)) => {
+                        p.push(f("what.kiosk"), format!("`{kiosk}` is a {kind:?}, not a sorting kiosk (E012-bin-01 ...)"));
+                        None
+                    }
+                    None => {
+                        p.push(f("what.kiosk"), format!("`{kiosk}` is not one of the town's devices (a sorting kiosk: E012-bin-01 ...)"));
+                        None
+                    }
+                }
+            }
+            What::FenceViolation { camera, code } => {
+                let known = towntwin_core::violations::VIOLATIONS.iter().any(|v| v.code == *code);
+                p.check(known, || f("what.code"), || format!("expected a violation code 1 to 15 (1: illegal parking ...), got {code}"));
+                match devices.get(camera.as_str()) {
+                    Some((None, DeviceKind::Camera)) => road_of.get(camera.as_str()).map(|r| r.to_string()),
+                    Some((_, kind)) => {
+                        p.push(f("what.camera"), format!("`{camera}` is a {kind:?}, not a road camera (R01-camera-001 ...)"));
+                        None
+                    }
+                    None => {
+                        p.push(f("what.camera"), format!("`{camera}` is not one of the town's devices (a road camera: R01-camera-001 ...)"));
+                        None
+                    }
+                }
+            }
             What::DeviceDark { device, hours } => {
                 p.check(hours.is_finite() && *hours > 0.0 && *hours <= 24.0 * 30.0, || f("what.hours"), || format!("expected 0 < hours <= 720, got {hours}"));
                 match devices.get(device.as_str()) {
@@ -351,6 +420,21 @@ fn check(file: &Path, script: Script, scenario_file: PathBuf, core: CoreFiles, s
                 }
             }
         };
+        // Something has to make an order about it.
+        let kind = crate::drill::aar::kind_of(&inj.what);
+        if !inj.expect.is_empty() {
+            p.check(
+                detected.contains(&kind),
+                || f("what"),
+                || {
+                    format!(
+                        "no rule of this drill's rules detects {} (`{}`): nothing would make an order to act on; name rules that do (`rules:`)",
+                        kind.as_str(),
+                        kind_name(&inj.what)
+                    )
+                },
+            );
+        }
         match &inj.start {
             Start::At { minute } => {
                 let ok = minute.is_finite() && *minute >= 0.0 && *minute < script.minutes as f64;
@@ -415,6 +499,21 @@ fn check(file: &Path, script: Script, scenario_file: PathBuf, core: CoreFiles, s
     };
     p.finish()?;
     Ok(Drill { script, file: file.to_path_buf(), scenario_file, core, town, principals, order, areas, offset: drill_offset })
+}
+
+/// The inject kind's name as a script writes it.
+fn kind_name(what: &What) -> &'static str {
+    match what {
+        What::Incapacitate { .. } => "Incapacitate",
+        What::Fire { .. } => "Fire",
+        What::NewFaces { .. } => "NewFaces",
+        What::DeviceDark { .. } => "DeviceDark",
+        What::IllegalWorks { .. } => "IllegalWorks",
+        What::EbikeInElevator { .. } => "EbikeInElevator",
+        What::IndoorCharging { .. } => "IndoorCharging",
+        What::DumpedBags { .. } => "DumpedBags",
+        What::FenceViolation { .. } => "FenceViolation",
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM` as (date, minute of the day).

@@ -302,3 +302,64 @@ fn every_shipped_drill_plays_through_with_scripted_trainees() {
         assert!(printed.contains("played "), "{name}: {printed}");
     }
 }
+
+/// The injects of the source's other scenarios, refused where the twin could not make them real or the
+/// platform could not notice them: works where no noise monitor hears, an e-bike in a building with no
+/// lift detector, charging where no monitor sees it, bags beside something that is not a kiosk, a
+/// violation at a camera that is not a road's or with no such code, an inject whose kind no rule of the
+/// drill detects, and a report expected of a trainee who plays no role.
+#[test]
+fn the_source_scenarios_injects_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, rules: &str, injects: &str| {
+        let scenario = root().join("scenarios/platform/after.ron");
+        let text = format!(
+            r#"(
+    name: "checked",
+    scenario: {scenario:?},
+    {rules}
+    start: "2026-03-02T09:00",
+    minutes: 60,
+    trainees: [(name: "property", principal: "estate:E040/property"), (name: "dispatcher", principal: "town/dispatcher")],
+    objectives: [(id: "O1", text: "Act")],
+    injects: [{injects}],
+)"#,
+            scenario = scenario.to_str().unwrap()
+        );
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        file
+    };
+    let rules = format!("rules: Some({:?}),", root().join("scenarios/rules/platform.ron").to_str().unwrap());
+    let expect = r#"expect: [(by: "property", action: Accept, within_minutes: 30.0, points: 5, objective: "O1")]"#;
+    let file = write(
+        "bad.ron",
+        &rules,
+        &format!(
+            r#"(id: "I1", title: "works", start: At(minute: 1.0), what: IllegalWorks(estate: "E040", flat: "B01-101"), {expect}),
+        (id: "I2", title: "lift", start: At(minute: 1.0), what: EbikeInElevator(estate: "E040", flat: "B01-101"), {expect}),
+        (id: "I3", title: "charging", start: At(minute: 1.0), what: IndoorCharging(estate: "E040", flat: "B02-101"), {expect}),
+        (id: "I4", title: "bags", start: At(minute: 1.0), what: DumpedBags(kiosk: "E040-smoke-001", bags: 40), {expect}),
+        (id: "I5", title: "fence", start: At(minute: 1.0), what: FenceViolation(camera: "E040-bin-001", code: 99)),
+        (id: "I6", title: "vacant", start: At(minute: 1.0), what: IndoorCharging(estate: "E040", flat: "B01-401")),
+        (id: "I7", title: "report", start: At(minute: 1.0), what: FenceViolation(camera: "R01-camera-003", code: 1),
+         expect: [(by: "dispatcher", action: Report, within_minutes: 30.0, points: 5, objective: "O1")])"#
+        ),
+    );
+    let p = refused(&file);
+    assert!(has(&p, "injects[0].what.flat", "no noise monitor"), "{p:?}");
+    assert!(has(&p, "injects[1].what.flat", "no lift with an e-bike detector"), "{p:?}");
+    assert!(has(&p, "injects[2].what.flat", "no electrical-fire monitor"), "{p:?}");
+    assert!(has(&p, "injects[3].what.kiosk", "not a sorting kiosk") && has(&p, "injects[3].what.bags", "1 to 12"), "{p:?}");
+    assert!(has(&p, "injects[4].what.camera", "not a road camera") && has(&p, "injects[4].what.code", "1 to 15"), "{p:?}");
+    assert!(has(&p, "injects[5].what.flat", "vacant"), "{p:?}");
+    assert!(has(&p, "injects[6].expect[0].action", "plays none"), "{p:?}");
+    // Bags dumped, with the shipped rules (no dumping rule): nothing would make an order to act on.
+    let file =
+        write("no-rule.ron", "", &format!(r#"(id: "I1", title: "bags", start: At(minute: 1.0), what: DumpedBags(kiosk: "E040-bin-001", bags: 3), {expect})"#));
+    assert!(has(&refused(&file), "injects[0].what", "no rule of this drill's rules detects garbage.dumping"), "{:?}", refused(&file));
+    // The same with the platform's rules is accepted.
+    let file =
+        write("ok.ron", &rules, &format!(r#"(id: "I1", title: "bags", start: At(minute: 1.0), what: DumpedBags(kiosk: "E040-bin-001", bags: 3), {expect})"#));
+    assert!(script::load(&file).is_ok());
+}

@@ -2,7 +2,10 @@
 //! features. A resident taken ill stays home (the vulnerable feature's emergency, so the gates stop seeing
 //! her and her water meter goes quiet); a fire is a ground-truth fire whose building's smoke detectors
 //! sound; new faces move into a rented flat and come in through the gates; a device goes dark through the
-//! devices feature. Nothing here emits a device event the features would not: the platform has to notice.
+//! devices feature; illegal works start in a flat (the renovation feature); an e-bike goes up in a lift or
+//! charges at home (the vehicles feature); bags are dumped beside a kiosk (the garbage feature); a
+//! street-order violation happens at a road camera (the fence feature). Nothing here emits a device event
+//! the features would not: the platform has to notice.
 //!
 //! [`crate::Twin::inject`] queues an inject; it is applied at the next tick, right after the clock. Each
 //! inject's draws come from its own stream (`drill`, its number), so a drill leaves the rest of the town's
@@ -17,7 +20,7 @@ use towntwin_contracts::time::{MINUTE, Millis};
 use towntwin_contracts::truth::IncidentKind;
 
 use crate::plugins::Feature;
-use crate::plugins::messages::{Applied, Asks, FireAsk, InjectEffect, MoveIn, StandDown};
+use crate::plugins::messages::{Applied, Asks, FireAsk, FlatAsk, InjectEffect, MoveIn, StandDown};
 use crate::setup::Flats;
 use crate::world::{Agenda, Ctx, HOTLINE_BASE, Outbox, Presence, State, TownData, Vulnerable};
 
@@ -53,6 +56,22 @@ pub enum Inject {
     NewFaces { estate: String, flat: String, people: u32 },
     /// A device goes dark for this many hours (until repaired, if sooner).
     DeviceDark { device: String, hours: f64 },
+    /// Illegal works (no permit) start in a flat: loud within the half hour, heard by every noise monitor
+    /// of its building that is up, then as any illegal works go on (noise on working days and weekends,
+    /// waste left outside the boxes) for 30 days or until an order ends them.
+    IllegalWorks { estate: String, flat: String },
+    /// A household carries an e-bike up in one of its building's lifts now; the lift's e-bike detector
+    /// sees it, if it is up.
+    EbikeInElevator { estate: String, flat: String },
+    /// A household charges an e-bike at home now, for 3 to 7 hours; its building's electrical-fire monitor
+    /// recognises the load, if it is up.
+    IndoorCharging { estate: String, flat: String },
+    /// Bags dumped beside a sorting kiosk (`E012-bin-03`) outside the fixed times; its camera sees them,
+    /// if it is up. They stay until an order or a collection takes them.
+    DumpedBags { kiosk: String, bags: u16 },
+    /// A street-order violation at a road's electronic-fence camera (`R01-camera-001`), by its code (1 to
+    /// 15: illegal parking, a non-motor vehicle in the motor lane, ...); the camera sees it, if it is up.
+    FenceViolation { camera: String, code: u8 },
 }
 
 /// Injects waiting for the next tick (with their number in the drill), and those waiting for their moment
@@ -126,6 +145,24 @@ fn apply(
                 let Some(&dev) = reg.by_id.get(device) else { continue };
                 asks.dark.push((dev, *hours));
                 effect(format!("{device} goes dark for {hours} h"), Vec::new());
+            }
+            Inject::IllegalWorks { estate, flat } | Inject::EbikeInElevator { estate, flat } | Inject::IndoorCharging { estate, flat } => {
+                let (Some(e), Ok(f)) = (estate_of(estate), flat.parse::<FlatRef>()) else { continue };
+                let Some(&home) = town.flats.by_place.get(&(e, f.building, f.room)) else { continue };
+                let ask = FlatAsk { inject: n, home, area: estate.clone(), flat: f };
+                match &inject {
+                    Inject::IllegalWorks { .. } => asks.works.push(ask),
+                    Inject::EbikeInElevator { .. } => asks.ebikes.push((ask, true)),
+                    _ => asks.ebikes.push((ask, false)),
+                }
+            }
+            Inject::DumpedBags { kiosk, bags } => {
+                let Some(&dev) = reg.by_id.get(kiosk) else { continue };
+                asks.dumped.push((n, dev, *bags));
+            }
+            Inject::FenceViolation { camera, code } => {
+                let Some(&dev) = reg.by_id.get(camera) else { continue };
+                asks.fence.push((n, dev, *code));
             }
         }
     }

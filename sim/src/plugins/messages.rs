@@ -64,6 +64,25 @@ pub struct Asks {
     /// Passes through a gate (the residents feature): the drill's newcomers coming in, a vulnerable
     /// resident leaving for a trip or coming home.
     pub passes: Vec<(Millis, GateAction)>,
+    /// Illegal works that start in a flat now (the renovation feature).
+    pub works: Vec<FlatAsk>,
+    /// A household's e-bike carried up in a lift now (`true`), or charged at home now (the vehicles
+    /// feature).
+    pub ebikes: Vec<(FlatAsk, bool)>,
+    /// Bags dumped beside a sorting kiosk now: (inject, kiosk, bags) (the garbage feature).
+    pub dumped: Vec<(u32, Dev, u16)>,
+    /// A street-order violation at a road camera now: (inject, camera, violation code) (the fence feature).
+    pub fence: Vec<(u32, Dev, u8)>,
+}
+
+/// An inject about one household's flat.
+#[derive(Debug, Clone)]
+pub struct FlatAsk {
+    pub inject: u32,
+    /// The flat's household entity.
+    pub home: Entity,
+    pub area: String,
+    pub flat: FlatRef,
 }
 
 #[derive(Debug, Clone)]

@@ -241,6 +241,11 @@ pub fn kind_of(what: &super::script::What) -> IncidentKind {
         super::script::What::Fire { .. } => IncidentKind::Fire,
         super::script::What::NewFaces { .. } => IncidentKind::GroupRental,
         super::script::What::DeviceDark { .. } => IncidentKind::DeviceOffline,
+        super::script::What::IllegalWorks { .. } => IncidentKind::RenovationIllegal,
+        super::script::What::EbikeInElevator { .. } => IncidentKind::EbikeElevator,
+        super::script::What::IndoorCharging { .. } => IncidentKind::EbikeIndoorCharging,
+        super::script::What::DumpedBags { .. } => IncidentKind::GarbageDumping,
+        super::script::What::FenceViolation { .. } => IncidentKind::FenceViolation,
     }
 }
 

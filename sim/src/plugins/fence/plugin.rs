@@ -17,7 +17,35 @@ const PARKING: u8 = 1;
 
 impl Plugin for FencePlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<Agenda<FenceAction>>().add_systems(Update, (plan_day.run_if(day_start), act).chain().in_set(Feature::Fence));
+        app.init_resource::<Agenda<FenceAction>>().add_systems(Update, (take_asks, plan_day.run_if(day_start), act).chain().in_set(Feature::Fence));
+    }
+}
+
+/// A drill's street-order violation at a camera now: an incident, seen by the camera if it is up (drawn
+/// from the inject's own stream).
+fn take_asks(
+    ctx: crate::world::Ctx,
+    town: Res<TownData>,
+    mut asks: ResMut<crate::plugins::messages::Asks>,
+    health: Query<&Health>,
+    mut rec: crate::world::Record,
+    mut applied: ResMut<crate::plugins::messages::Applied>,
+) {
+    let crate::world::Ctx { clock, params, reg } = &ctx;
+    let crate::world::Record { truth, outbox } = &mut rec;
+    for (inject, camera, code) in asks.fence.drain(..) {
+        let Some(road) = reg.cameras_by_road.iter().position(|c| c.contains(&camera)) else { continue };
+        let Some(v) = VIOLATIONS.iter().find(|v| v.code == code) else { continue };
+        let mut rng = params.rng("drill", inject as u64, 0);
+        let road = town.0.roads[road].id.clone();
+        let cam = &reg.devices[camera as usize];
+        let i = truth.instant(IncidentKind::FenceViolation, &road, format!("{}/{code}", cam.id), clock.now, false);
+        if health.get(reg.entity[camera as usize]).is_ok_and(Health::senses) {
+            let data = FenceViolation { road: road.clone(), code, violation: v.name.to_string(), confidence: rng.random_range(0.85..0.99) };
+            outbox.emit(clock.now, camera, EventType::FenceViolation, None, Data::Fence(data));
+        }
+        let what = format!("{} at {} on {road}", v.name.replace('_', " "), cam.id);
+        applied.0.push(crate::plugins::messages::InjectEffect { inject, at: clock.now, what, incidents: vec![i] });
     }
 }
 

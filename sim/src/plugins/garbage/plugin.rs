@@ -18,7 +18,32 @@ impl Plugin for GarbagePlugin {
         app.init_resource::<Agenda<BinAction>>()
             .add_systems(Startup, add_bin_state.in_set(Feature::Garbage))
             .init_resource::<Agenda<Relapse>>()
-            .add_systems(Update, (answer, persuade, points.run_if(day_start), plan_day.run_if(day_start), act).chain().in_set(Feature::Garbage));
+            .add_systems(Update, (take_asks, answer, persuade, points.run_if(day_start), plan_day.run_if(day_start), act).chain().in_set(Feature::Garbage));
+    }
+}
+
+/// Bags a drill dumps beside a kiosk now: an incident unless bags are there already; the kiosk's camera,
+/// if up, sees them.
+fn take_asks(
+    ctx: Ctx,
+    mut asks: ResMut<crate::plugins::messages::Asks>,
+    mut bins: Query<(&Health, &mut BinState)>,
+    mut rec: Record,
+    mut applied: ResMut<crate::plugins::messages::Applied>,
+) {
+    let Ctx { clock, reg, .. } = &ctx;
+    let Record { truth, outbox } = &mut rec;
+    for (inject, bin, bags) in asks.dumped.drain(..) {
+        let Ok((health, mut state)) = bins.get_mut(reg.entity[bin as usize]) else { continue };
+        let d = &reg.devices[bin as usize];
+        if state.dumping.is_none_or(|i| truth.incidents[i].end_ms.is_some()) {
+            state.dumping = Some(truth.open(IncidentKind::GarbageDumping, &d.area, d.id.to_string(), clock.now, false));
+        }
+        if health.senses() {
+            outbox.emit(clock.now, bin, EventType::BinDumping, None, Data::Dumping(Dumping { bags }));
+        }
+        let what = format!("{bags} bag(s) dumped beside {}", d.id);
+        applied.0.push(crate::plugins::messages::InjectEffect { inject, at: clock.now, what, incidents: state.dumping.into_iter().collect() });
     }
 }
 

@@ -19,7 +19,7 @@ impl Plugin for RenovationPlugin {
         app.init_resource::<Agenda<RenoAction>>()
             .init_resource::<Piles>()
             .add_systems(Startup, seed_renovations.in_set(Feature::Renovation))
-            .add_systems(Update, (answer, end_and_start.run_if(day_start), plan_day.run_if(day_start), act).chain().in_set(Feature::Renovation));
+            .add_systems(Update, (take_asks, answer, end_and_start.run_if(day_start), plan_day.run_if(day_start), act).chain().in_set(Feature::Renovation));
     }
 }
 
@@ -53,6 +53,41 @@ pub enum RenoAction {
     Clear {
         incident: usize,
     },
+    /// Works a drill started, loud enough for every noise monitor of the building that is up to hear.
+    Loud {
+        estate: u16,
+        building: u16,
+        db: u16,
+        seconds: u32,
+    },
+}
+
+/// Illegal works a drill starts now: a renovation of 30 days (or until an order ends it), loud within the
+/// half hour; drawn from the inject's own stream.
+fn take_asks(
+    mut commands: Commands,
+    ctx: Ctx,
+    mut asks: ResMut<crate::plugins::messages::Asks>,
+    households: Query<&Household>,
+    mut truth: ResMut<GroundTruth>,
+    mut agenda: ResMut<Agenda<RenoAction>>,
+    mut applied: ResMut<crate::plugins::messages::Applied>,
+) {
+    let now = ctx.clock.now;
+    for a in asks.works.drain(..) {
+        let Ok(h) = households.get(a.home) else { continue };
+        let mut rng = ctx.params.rng("drill", a.inject as u64, 0);
+        let incident = truth.open(IncidentKind::RenovationIllegal, &a.area, h.label(), now, false);
+        commands.spawn(Renovation { estate: h.estate, building: h.building, flat: h.flat, legal: false, until: now + 30 * DAY, incident });
+        let loud = now + rng.random_range(5..=30) * towntwin_contracts::time::MINUTE;
+        agenda.push(loud, RenoAction::Loud { estate: h.estate, building: h.building, db: rng.random_range(82..95), seconds: rng.random_range(900..2400) });
+        applied.0.push(crate::plugins::messages::InjectEffect {
+            inject: a.inject,
+            at: now,
+            what: format!("illegal works start in {} {}", a.area, a.flat),
+            incidents: vec![incident],
+        });
+    }
 }
 
 /// Per box (device index), the incident of the pile left outside it, while one may be there.
@@ -198,6 +233,13 @@ fn act(
             RenoAction::Noise { estate, building, db, seconds } => {
                 for &m in reg.in_building(estate, building, DeviceKind::Noise) {
                     if senses(m) && rng.random_bool(recall) {
+                        outbox.emit(t, m, EventType::NoiseAlarm, None, Data::Noise(NoiseAlarm { building, db, seconds }));
+                    }
+                }
+            }
+            RenoAction::Loud { estate, building, db, seconds } => {
+                for &m in reg.in_building(estate, building, DeviceKind::Noise) {
+                    if senses(m) {
                         outbox.emit(t, m, EventType::NoiseAlarm, None, Data::Noise(NoiseAlarm { building, db, seconds }));
                     }
                 }

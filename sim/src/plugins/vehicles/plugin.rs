@@ -22,7 +22,50 @@ impl Plugin for VehiclesPlugin {
             .init_resource::<Sessions>()
             .init_resource::<Ports>()
             .add_systems(Startup, assign_vehicles.in_set(Feature::Vehicles))
-            .add_systems(Update, (answer, points.run_if(day_start), plan_day.run_if(day_start), act).chain().in_set(Feature::Vehicles));
+            .add_systems(Update, (take_asks, answer, points.run_if(day_start), plan_day.run_if(day_start), act).chain().in_set(Feature::Vehicles));
+    }
+}
+
+/// A drill's e-bikes: carried up in a lift (one with a detector, if the building has one) or charged at
+/// home now; the devices that are up see them. Drawn from the inject's own stream.
+fn take_asks(
+    ctx: Ctx,
+    mut asks: ResMut<crate::plugins::messages::Asks>,
+    households: Query<&Household>,
+    health: Query<&Health>,
+    mut rec: Record,
+    mut applied: ResMut<crate::plugins::messages::Applied>,
+) {
+    let Ctx { clock, params, reg } = &ctx;
+    let Record { truth, outbox } = &mut rec;
+    let now = clock.now;
+    let senses = |d: Dev| health.get(reg.entity[d as usize]).is_ok_and(Health::senses);
+    for (a, lift) in asks.ebikes.drain(..) {
+        let Ok(h) = households.get(a.home) else { continue };
+        let mut rng = params.rng("drill", a.inject as u64, 0);
+        let (what, incident) = if lift {
+            let watched: Vec<u8> = (1..=h.elevators).filter(|el| reg.detector.contains_key(&(h.estate, h.building, *el))).collect();
+            let el = if watched.is_empty() { 1 } else { watched[rng.random_range(0..watched.len())] };
+            let i = truth.instant(IncidentKind::EbikeElevator, &a.area, h.label(), now, false);
+            if let Some(&det) = reg.detector.get(&(h.estate, h.building, el))
+                && senses(det)
+            {
+                let data = ElevatorEbike { building: h.building, elevator: el, confidence: rng.random_range(0.85..0.99) };
+                outbox.emit(now, det, EventType::ElevatorEbike, Some(h.flat), Data::ElevatorEbike(data));
+            }
+            (format!("an e-bike from {} {} carried up lift {el} of building {}", a.area, a.flat, h.building), i)
+        } else {
+            let i = truth.open(IncidentKind::EbikeIndoorCharging, &a.area, h.label(), now, false);
+            truth.close(i, now + (uniform(&mut rng, (3.0, 7.0)) * HOUR as f64) as i64);
+            if let Some(&m) = reg.in_building(h.estate, h.building, DeviceKind::ElecFire).first()
+                && senses(m)
+            {
+                let data = ElecAlarm { building: h.building, room: h.room, alarm: ElecAlarmKind::EbikeCharging, amps: rng.random_range(1.5..3.5) };
+                outbox.emit(now, m, EventType::ElecAlarm, Some(h.flat), Data::ElecAlarm(data));
+            }
+            (format!("an e-bike charging at home in {} {}", a.area, a.flat), i)
+        };
+        applied.0.push(crate::plugins::messages::InjectEffect { inject: a.inject, at: now, what, incidents: vec![incident] });
     }
 }
 
