@@ -75,8 +75,22 @@ impl Hooks for DrillHooks {
         if first {
             p.began = Some(Instant::now());
         }
-        let (fire, skip) = (std::mem::take(&mut p.fire), std::mem::take(&mut p.skip));
+        let (mut fire, skip, adhoc) = (std::mem::take(&mut p.fire), std::mem::take(&mut p.skip), std::mem::take(&mut p.adhoc));
         drop(p);
+        // Ad-hoc injects join the drill's, after them, and go out now.
+        for (inject, log) in adhoc {
+            let i = self.d.script.injects.len();
+            if let Some(player) = self.player.as_mut() {
+                player.add_inject(inject.expect.len());
+            }
+            self.d.script.injects.push(inject);
+            self.d.areas.push(log.area.clone());
+            self.d.order.push(i);
+            self.plan.logs.push(log);
+            self.plan.orders.push(None);
+            self.plan.resolved_at.push(None);
+            fire.push(i);
+        }
         if first {
             // The trainees take over their crews' new orders from minute 0; the warm-up ran as the town does.
             twin.stand_down(self.trainees.clone());
@@ -159,7 +173,8 @@ fn track_orders(d: &Drill, plan: &mut Plan, notices: &[Notice]) {
 fn update_panel(control: &Control, plan: &Plan, town: Millis) {
     let mut p = control.lock();
     p.town = town;
-    for (i, v) in p.injects.iter_mut().enumerate() {
+    // An ad-hoc inject on the panel but not yet taken by the twin has no log yet.
+    for (i, v) in p.injects.iter_mut().enumerate().take(plan.logs.len()) {
         v.status = plan.logs[i].status;
         v.started_at = plan.logs[i].started_at.map(town_time);
         v.order = plan.orders[i];

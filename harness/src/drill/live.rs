@@ -71,7 +71,7 @@ pub struct Finished {
 
 /// What the order an inject makes names within its area: the resident (or her flat), the flat, the device;
 /// any for a fire (its order names the detector that sounded).
-fn subjects_of(what: &What, town: &towntwin_core::town::Town) -> Vec<String> {
+pub(super) fn subjects_of(what: &What, town: &towntwin_core::town::Town) -> Vec<String> {
     match what {
         What::Incapacitate { resident, .. } => {
             let flat = town.register.iter().find(|r| r.id == *resident).map(|r| format!("B{:02}-{}", r.building, r.room));
@@ -146,6 +146,7 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
                 rules: rules.rules.iter().filter(|r| r.detects.kinds.contains(&kind)).map(|r| r.id.clone()).collect(),
                 area: area.clone(),
                 subjects: subjects_of(&inj.what, &d.town),
+                adhoc: false,
             }
         })
         .collect();
@@ -160,15 +161,25 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
                 .script
                 .injects
                 .iter()
-                .map(|i| InjectView { id: i.id.clone(), title: i.title.clone(), status: Status::NotStarted, started_at: None, order: None, resolved: false })
+                .map(|i| InjectView {
+                    id: i.id.clone(),
+                    title: i.title.clone(),
+                    status: Status::NotStarted,
+                    started_at: None,
+                    order: None,
+                    resolved: false,
+                    adhoc: false,
+                })
                 .collect(),
             log: Vec::new(),
+            adhoc: Vec::new(),
         }),
         throttle: Throttle::new(Speed::Times(opts.speed)),
         wake: Condvar::new(),
         token: String::new(),
-        ids: d.script.injects.iter().map(|i| i.id.clone()).collect(),
         drill_start,
+        drill: d.clone(),
+        rules: rules.rules.iter().map(|r| (r.id.clone(), r.detects.kinds.clone())).collect(),
     });
 
     let rt = crate::runtime()?;
@@ -247,14 +258,15 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
     })?;
 
     let principals: BTreeMap<String, String> = d.principals.iter().map(|(n, p)| (n.clone(), p.to_string())).collect();
+    // The script as run: with the ad-hoc injects the controller fired, after its own.
+    let script = driven.hooks.d.script.clone();
     let mut injects = driven.hooks.plan.logs;
     for (i, l) in driven.lateness.marks {
         injects[i].lateness_ms = Some(l);
     }
     let event_lateness = driven.lateness.events.summary(1000.0).map(|s| Lateness { events: s.count, p50_ms: s.p50, p99_ms: s.p99, max_ms: s.max });
     let ended_by = driven.twin.stopped_by.unwrap_or_else(|| "the end of the script".into());
-    let log =
-        Log { script: d.script.clone(), exercise, principals, drill_start, ended_at: driven.twin.end, ended_by, injects, control: control_log, event_lateness };
+    let log = Log { script, exercise, principals, drill_start, ended_at: driven.twin.end, ended_by, injects, control: control_log, event_lateness };
     std::fs::write(out.join("drill-log.json"), serde_json::to_string_pretty(&log)?)
         .with_context(|| format!("cannot write {}", out.join("drill-log.json").display()))?;
     let recorded = aar::Recorded::read(&db)?;

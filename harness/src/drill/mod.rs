@@ -31,7 +31,8 @@ pub fn summary(a: &aar::Aar) -> String {
     for i in &a.injects {
         let met = i.expectations.iter().filter(|x| x.met).count();
         let order = i.order.map_or_else(|| "no order".to_string(), |n| format!("order {n}"));
-        let _ = writeln!(o, "  {} ({:?}, {order}): {met} of {} expectations met", i.id, i.status, i.expectations.len());
+        let adhoc = if i.adhoc { ", ad hoc" } else { "" };
+        let _ = writeln!(o, "  {} ({:?}{adhoc}, {order}): {met} of {} expectations met", i.id, i.status, i.expectations.len());
         if let Some(why) = &i.why {
             let _ = writeln!(o, "    why: {why}");
         }

@@ -14,9 +14,11 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use towntwin_core::time::{MINUTE, Millis};
 
-use super::aar::{Status, town_time};
+use super::aar::{InjectLog, Status, kind_of, town_time};
 use super::live::{MAX_SPEED, MIN_SPEED, speed_ok};
+use super::script::{AdHoc, Drill, Inject};
 use crate::runner::pace::{Speed, Throttle};
+use towntwin_core::truth::IncidentKind;
 use towntwin_core::web::html::{cookie, esc, same_origin};
 
 /// Town minutes per wall minute, as the panel shows it.
@@ -39,6 +41,8 @@ pub(super) struct Panel {
     pub began: Option<Instant>,
     pub injects: Vec<InjectView>,
     pub log: Vec<(Millis, f64, String)>,
+    /// Ad-hoc injects checked and waiting for the twin's next tick, with their log entries.
+    pub adhoc: Vec<(Inject, InjectLog)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +53,9 @@ pub(super) struct InjectView {
     pub started_at: Option<String>,
     pub order: Option<u64>,
     pub resolved: bool,
+    /// Fired by the controller from the catalogue, not in the script.
+    #[serde(default)]
+    pub adhoc: bool,
 }
 
 impl Panel {
@@ -67,8 +74,11 @@ pub(super) struct Control {
     /// Pause, resume, step, speed and stop: the runner's pacing follows it.
     pub throttle: Throttle,
     pub token: String,
-    pub ids: Vec<String>,
     pub drill_start: Millis,
+    /// The drill as checked: ad-hoc injects are checked against it.
+    pub drill: Drill,
+    /// Each rule and the incident kinds it detects (the rules an ad-hoc inject's order may come from).
+    pub rules: Vec<(String, Vec<IncidentKind>)>,
 }
 
 impl Control {
@@ -114,6 +124,9 @@ pub(super) fn router(control: Arc<Control>) -> Router {
             "/drill/panel/htmx.min.js",
             get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8")], towntwin_core::web::console::HTMX) }),
         )
+        .route("/drill/catalogue", get(catalogue))
+        .route("/drill/injects", post(adhoc_json))
+        .route("/drill/panel/inject", post(adhoc_form))
         .route("/drill/{command}", post(command))
         .route("/drill/injects/{id}/{command}", post(inject_command))
         .layer(axum::extract::DefaultBodyLimit::max(4096))
@@ -212,8 +225,8 @@ async fn command(
 
 async fn inject_command(State(c): State<Arc<Control>>, headers: HeaderMap, UrlPath((id, command)): UrlPath<(String, String)>) -> Result<Response, PanelError> {
     authorised(&c, &headers)?;
-    let i = c.ids.iter().position(|x| *x == id).ok_or_else(|| PanelError(StatusCode::NOT_FOUND, format!("no inject `{id}` in this drill")))?;
     let mut p = c.lock();
+    let i = p.injects.iter().position(|x| x.id == id).ok_or_else(|| PanelError(StatusCode::NOT_FOUND, format!("no inject `{id}` in this drill")))?;
     if p.injects[i].status != Status::NotStarted || p.fire.contains(&i) || p.skip.contains(&i) {
         return Err(PanelError(StatusCode::CONFLICT, format!("inject {id} has started or been skipped already")));
     }
@@ -229,6 +242,132 @@ async fn inject_command(State(c): State<Arc<Control>>, headers: HeaderMap, UrlPa
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+// Ad-hoc injects: from the catalogue of what the twin can make real, checked as a script's inject.
+
+/// Why an ad-hoc inject was refused: the status, and each problem (field, what was expected).
+struct Refused(StatusCode, Vec<(String, String)>);
+
+impl Refused {
+    fn text(&self) -> String {
+        self.1.iter().map(|(f, m)| if f.is_empty() { m.clone() } else { format!("`{f}`: {m}") }).collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// Checks `inj` against the drill and queues it for the twin's next tick; returns its id.
+fn fire_adhoc(c: &Control, inj: Inject) -> Result<String, Refused> {
+    if c.throttle.get().stopped {
+        return Err(Refused(StatusCode::CONFLICT, vec![(String::new(), "the drill is ending: no more injects".into())]));
+    }
+    let mut p = c.lock();
+    let taken: Vec<&str> = p.injects.iter().map(|v| v.id.as_str()).collect();
+    let area = c.drill.check_adhoc(&inj, taken).map_err(|e| {
+        let status = if e.0.iter().any(|x| x.message.contains("already")) { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
+        Refused(status, e.0.into_iter().map(|x| (x.field.unwrap_or_default(), x.message)).collect())
+    })?;
+    let kind = kind_of(&inj.what);
+    let log = InjectLog {
+        id: inj.id.clone(),
+        status: Status::NotStarted,
+        due_at: None,
+        started_at: None,
+        effects: Vec::new(),
+        lateness_ms: None,
+        rules: c.rules.iter().filter(|(_, kinds)| kinds.contains(&kind)).map(|(r, _)| r.clone()).collect(),
+        area,
+        subjects: super::live::subjects_of(&inj.what, &c.drill.town),
+        adhoc: true,
+    };
+    p.injects.push(InjectView {
+        id: inj.id.clone(),
+        title: inj.title.clone(),
+        status: Status::NotStarted,
+        started_at: None,
+        order: None,
+        resolved: false,
+        adhoc: true,
+    });
+    let id = inj.id.clone();
+    let line = p.note(format!("fire ad-hoc {id}: {}", inj.title));
+    p.adhoc.push((inj, log));
+    drop(p);
+    say!("{line}");
+    c.wake.notify_all();
+    Ok(id)
+}
+
+/// `GET /drill/catalogue`: the kinds of inject the twin can make real, each with an example.
+async fn catalogue(State(c): State<Arc<Control>>, headers: HeaderMap) -> Result<Response, PanelError> {
+    authorised(&c, &headers)?;
+    Ok(axum::Json(super::script::CATALOGUE).into_response())
+}
+
+/// `POST /drill/injects` with `{"id", "title", "what": {"Fire": {...}}, "expect": [...]}`: 201 and its id;
+/// 400 (409 for an id in use, or a drill ending) naming each problem.
+async fn adhoc_json(State(c): State<Arc<Control>>, headers: HeaderMap, body: axum::body::Bytes) -> Result<Response, PanelError> {
+    authorised(&c, &headers)?;
+    let a: AdHoc = serde_json::from_slice(&body).map_err(|e| {
+        PanelError(
+            StatusCode::BAD_REQUEST,
+            format!("{e}; expected {{\"id\": \"X1\", \"title\": \"...\", \"what\": {{\"Fire\": {{\"estate\": \"E001\", \"flat\": \"B16-101\"}}}}, \"expect\": [...]}} (GET /drill/catalogue lists what the twin can make real)"),
+        )
+    })?;
+    match fire_adhoc(&c, a.into_inject()) {
+        Ok(id) => Ok((StatusCode::CREATED, axum::Json(serde_json::json!({ "id": id }))).into_response()),
+        Err(r) => {
+            let problems: Vec<serde_json::Value> = r.1.iter().map(|(f, m)| serde_json::json!({ "field": f, "message": m })).collect();
+            Ok((r.0, axum::Json(serde_json::json!({ "error": r.text(), "problems": problems }))).into_response())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct AdHocForm {
+    id: String,
+    title: String,
+    /// As a script writes it: `Fire(estate: "E001", flat: "B16-101")`.
+    what: String,
+    /// As a script writes it, or empty.
+    #[serde(default)]
+    expect: String,
+}
+
+/// The panel page's form: the same, with `what` and `expect` as a script writes them; answers with a line
+/// for the page.
+async fn adhoc_form(
+    State(c): State<Arc<Control>>,
+    headers: HeaderMap,
+    form: Result<axum::extract::Form<AdHocForm>, axum::extract::rejection::FormRejection>,
+) -> Result<Response, PanelError> {
+    authorised(&c, &headers)?;
+    let line = |ok: bool, text: String| {
+        let class = if ok { "ok" } else { "error" };
+        axum::response::Html(format!("<p class={class} id=adhoc-outcome>{}</p>", esc(&text))).into_response()
+    };
+    let Ok(axum::extract::Form(f)) = form else { return Ok(line(false, "expected the fields id, title, what (and expect)".into())) };
+    let what = match ron::from_str::<super::script::What>(f.what.trim()) {
+        Ok(w) => w,
+        Err(e) => return Ok(line(false, format!("`what`: {e}; expected e.g. Fire(estate: \"E001\", flat: \"B16-101\") (the catalogue below)"))),
+    };
+    let expect = if f.expect.trim().is_empty() {
+        Vec::new()
+    } else {
+        match ron::from_str::<Vec<super::script::Expect>>(f.expect.trim()) {
+            Ok(x) => x,
+            Err(e) => {
+                return Ok(line(
+                    false,
+                    format!("`expect`: {e}; expected e.g. [(by: \"property\", action: Accept, within_minutes: 30.0, points: 10, objective: \"O1\")]"),
+                ));
+            }
+        }
+    };
+    let inj = AdHoc { id: f.id.trim().to_string(), title: f.title.trim().to_string(), what, expect }.into_inject();
+    Ok(match fire_adhoc(&c, inj) {
+        Ok(id) => line(true, format!("{id} fired: it takes effect at the next town minute")),
+        Err(r) => line(false, format!("refused: {}", r.text())),
+    })
+}
+
 // The controller's panel as a page: the same commands, as buttons.
 
 const PANEL_COOKIE: &str = "towntwin_controller";
@@ -237,7 +376,7 @@ fn panel_html(body: &str) -> axum::response::Html<String> {
     axum::response::Html(format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>Drill controller</title><script src=/drill/panel/htmx.min.js></script>\
          <style>body{{font-family:sans-serif;margin:1em 2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px}}th{{background:#eee}}\
-         button{{margin-right:.4em}}</style></head><body><h1>Drill controller</h1>{body}</body></html>"
+         button{{margin-right:.4em}}.error{{color:#a00}}.ok{{color:#060}}</style></head><body><h1>Drill controller</h1>{body}</body></html>"
     ))
 }
 
@@ -248,13 +387,31 @@ async fn panel_page(State(c): State<Arc<Control>>, headers: HeaderMap) -> Respon
         )
         .into_response();
     }
-    panel_html(
+    panel_html(&format!(
         "<p><button hx-post=/drill/start hx-swap=none>Start</button><button hx-post=/drill/pause hx-swap=none>Pause</button>\
          <button hx-post=/drill/resume hx-swap=none>Resume</button><button hx-post=/drill/step hx-swap=none>Step a minute</button><button hx-post=/drill/stop hx-swap=none hx-confirm=\"End the drill now?\">Stop</button>\
          <form hx-post=/drill/speed hx-swap=none style=display:inline><input name=speed size=5 placeholder=1> <button>Set speed</button></form></p>\
-         <div id=status hx-get=/drill/panel/status hx-trigger=\"load, every 1s\"></div>",
-    )
+         <div id=status hx-get=/drill/panel/status hx-trigger=\"load, every 1s\"></div>{}",
+        adhoc_section()
+    ))
     .into_response()
+}
+
+/// The panel page's form for an ad-hoc inject, and the catalogue.
+fn adhoc_section() -> String {
+    let mut h = String::from(
+        "<h2>Fire an ad-hoc inject</h2><form hx-post=/drill/panel/inject hx-target=#adhoc-result>\
+         <p><label>id <input name=id id=adhoc-id size=6 placeholder=X1></label> <label>title <input name=title id=adhoc-title size=50></label></p>\
+         <p><label>what <input name=what id=adhoc-what size=70 placeholder='Fire(estate: \"E001\", flat: \"B16-101\")'></label></p>\
+         <p><label>expected (optional) <input name=expect id=adhoc-expect size=90 placeholder='[(by: \"property\", action: Accept, within_minutes: 30.0, points: 10, objective: \"O1\")]'></label></p>\
+         <button id=fire-adhoc>Fire now</button></form><div id=adhoc-result></div>\
+         <details><summary>What the twin can make real</summary><table><tr><th>kind</th><th>what it does</th><th>example</th></tr>",
+    );
+    for k in &super::script::CATALOGUE {
+        h.push_str(&format!("<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>", k.name, esc(k.does), esc(k.example)));
+    }
+    h.push_str("</table></details>");
+    h
 }
 
 #[derive(Deserialize)]
@@ -290,7 +447,7 @@ async fn panel_status(State(c): State<Arc<Control>>, headers: HeaderMap) -> Resu
         speed_of(t.speed)
     );
     for v in &p.injects {
-        let buttons = if v.status == Status::NotStarted {
+        let buttons = if v.status == Status::NotStarted && !v.adhoc {
             format!(
                 "<button hx-post=\"/drill/injects/{id}/fire\" hx-swap=none>Fire now</button><button hx-post=\"/drill/injects/{id}/skip\" hx-swap=none>Skip</button>",
                 id = esc(&v.id)
@@ -300,9 +457,10 @@ async fn panel_status(State(c): State<Arc<Control>>, headers: HeaderMap) -> Resu
         };
         let order = v.order.map_or_else(String::new, |o| format!("{o}{}", if v.resolved { " (resolved)" } else { "" }));
         h.push_str(&format!(
-            "<tr><td><b>{}</b>: {}</td><td>{:?}</td><td>{}</td><td>{order}</td><td>{buttons}</td></tr>",
+            "<tr><td><b>{}</b>: {}{}</td><td>{:?}</td><td>{}</td><td>{order}</td><td>{buttons}</td></tr>",
             esc(&v.id),
             esc(&v.title),
+            if v.adhoc { " <i>(ad hoc)</i>" } else { "" },
             v.status,
             v.started_at.as_deref().unwrap_or("")
         ));

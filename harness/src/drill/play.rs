@@ -84,6 +84,11 @@ impl Player {
         Player { rt, http: reqwest::Client::new(), base, trainees, settled, drill_start }
     }
 
+    /// An ad-hoc inject joined the drill, with this many expectations.
+    pub fn add_inject(&mut self, expectations: usize) {
+        self.settled.push(vec![false; expectations]);
+    }
+
     /// At the tick starting at `now`: every played expectation whose time has come is tried.
     pub fn play(&mut self, d: &Drill, plan: &Plan, now: Millis) {
         for &i in &d.order {

@@ -173,7 +173,109 @@ pub struct Drill {
     pub areas: Vec<String>,
     /// The drill's minute 0, from the start of the scenario's first day.
     pub offset: towntwin_core::time::Millis,
+    /// The incident kinds the drill's rules make orders about.
+    pub detected: HashSet<IncidentKind>,
 }
+
+/// An inject the controller fires during a drill, from the catalogue of what the twin can make real: as a
+/// script's inject, but fired at once (no start condition), its expectations optional.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdHoc {
+    pub id: String,
+    pub title: String,
+    pub what: What,
+    #[serde(default)]
+    pub expect: Vec<Expect>,
+}
+
+impl AdHoc {
+    pub fn into_inject(self) -> Inject {
+        Inject { id: self.id, title: self.title, start: Start::Manual, what: self.what, expect: self.expect }
+    }
+}
+
+impl Drill {
+    /// Checks an ad-hoc inject as a script's inject is checked: an id not used by `taken`, a target the
+    /// twin can make real, a rule to make an order about it (when something is expected), and expectations
+    /// of the script's trainees, within their scope, for the script's objectives. Returns its area.
+    pub fn check_adhoc<'t>(&self, inj: &Inject, taken: impl IntoIterator<Item = &'t str>) -> Result<String, DataErrors> {
+        let mut p = Problems::new(Path::new("the ad-hoc inject"));
+        let taken: HashSet<&str> = taken.into_iter().collect();
+        let chars = !inj.id.is_empty() && inj.id.len() <= 32 && inj.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        p.check(chars, || "id".into(), || format!("`{}`: expected 1 to 32 letters, digits, '-' or '_'", inj.id));
+        p.check(
+            !taken.contains(inj.id.as_str()),
+            || "id".into(),
+            || format!("`{}` is an inject of this drill already: give the new one an id of its own", inj.id),
+        );
+        p.check(
+            !inj.title.trim().is_empty() && inj.title.chars().count() <= 200,
+            || "title".into(),
+            || "expected a title of 1 to 200 characters (the panel and the report call the inject by it)".into(),
+        );
+        let ids: HashMap<&str, usize> = self.script.injects.iter().enumerate().map(|(i, x)| (x.id.as_str(), i)).collect();
+        let checker = Checker::new(&self.town, &self.principals, &self.script.trainees, &self.script.objectives, &self.detected, self.script.minutes);
+        let area = checker.inject(&mut p, "", inj, &ids);
+        p.finish()?;
+        Ok(area.unwrap_or_default())
+    }
+}
+
+/// One kind of inject the twin can make real, for the controller's catalogue.
+#[derive(Debug, Clone, Serialize)]
+pub struct Kind {
+    pub name: &'static str,
+    /// What it makes happen in the town.
+    pub does: &'static str,
+    /// An example, as a script writes it.
+    pub example: &'static str,
+}
+
+/// Every kind of inject the twin can make real (the drill scripts' `what`).
+pub const CATALOGUE: [Kind; 9] = [
+    Kind {
+        name: "Incapacitate",
+        does: "a registered vulnerable resident taken ill at home (once home and well); a neighbour calls 12345 after the minutes given",
+        example: r#"Incapacitate(resident: "V0001", call_after_minutes: Some(5.0))"#,
+    },
+    Kind {
+        name: "Fire",
+        does: "a fire in a flat; its building's smoke detectors sound within 1-3 minutes",
+        example: r#"Fire(estate: "E001", flat: "B16-101")"#,
+    },
+    Kind {
+        name: "NewFaces",
+        does: "people new to the gates move into a rented flat and come in over 10 minutes",
+        example: r#"NewFaces(estate: "E001", flat: "B01-105", people: 9)"#,
+    },
+    Kind { name: "DeviceDark", does: "a device goes dark for the hours given", example: r#"DeviceDark(device: "E001-gate-02", hours: 6.0)"# },
+    Kind {
+        name: "IllegalWorks",
+        does: "works without a permit start in a flat, heard by its building's noise monitor",
+        example: r#"IllegalWorks(estate: "E040", flat: "B18-203")"#,
+    },
+    Kind {
+        name: "EbikeInElevator",
+        does: "a household carries an e-bike up in a lift; the lift's detector sees it",
+        example: r#"EbikeInElevator(estate: "E040", flat: "B13-103")"#,
+    },
+    Kind {
+        name: "IndoorCharging",
+        does: "a household charges an e-bike at home; the building's electrical-fire monitor sees the load",
+        example: r#"IndoorCharging(estate: "E040", flat: "B13-103")"#,
+    },
+    Kind {
+        name: "DumpedBags",
+        does: "bags dumped beside a sorting kiosk outside the fixed times; its camera sees them (the platform's rules)",
+        example: r#"DumpedBags(kiosk: "E040-bin-001", bags: 3)"#,
+    },
+    Kind {
+        name: "FenceViolation",
+        does: "a street-order violation at a road camera, by its code (1 illegal parking, 2 non-motor vehicle in the motor lane, ...)",
+        example: r#"FenceViolation(camera: "R01-camera-003", code: 1)"#,
+    },
+];
 
 /// Loads and checks a drill script; the scenario it names and that scenario's town are loaded too.
 pub fn load(file: &Path) -> Result<Drill, DataErrors> {
@@ -269,17 +371,7 @@ fn check(
     }
 
     // Injects: ids, targets, expectations.
-    let devices: HashMap<&str, (Option<usize>, DeviceKind)> = town
-        .estates
-        .iter()
-        .enumerate()
-        .flat_map(|(i, e)| e.devices.iter().map(move |d| (d.id.as_str(), (Some(i), d.kind))))
-        .chain(town.roads.iter().flat_map(|r| r.devices.iter().map(|d| (d.id.as_str(), (None, d.kind)))))
-        .collect();
-    let road_of: HashMap<&str, &str> = town.roads.iter().flat_map(|r| r.devices.iter().map(move |d| (d.id.as_str(), r.id.as_str()))).collect();
-    let registered: HashMap<&str, &towntwin_core::town::Registered> = town.register.iter().map(|r| (r.id.as_str(), r)).collect();
-    let register_flats: HashSet<(&str, u16, u16)> = town.register.iter().map(|r| (r.estate.as_str(), r.building, r.room)).collect();
-    let committee_of: HashMap<&str, &str> = town.estates.iter().map(|e| (e.id.as_str(), e.committee.as_str())).collect();
+    let checker = Checker::new(&town, &principals, &script.trainees, &script.objectives, detected, script.minutes);
     let mut ids: HashMap<&str, usize> = HashMap::new();
     for (i, inj) in script.injects.iter().enumerate() {
         let chars = inj.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
@@ -287,12 +379,78 @@ fn check(
         p.check(ok, || format!("injects[{i}].id"), || format!("`{}`: expected an id of letters, digits, '-' or '_', used once", inj.id));
     }
     p.check(!script.injects.is_empty(), || "injects".into(), || "expected at least one inject".into());
-    let mut areas = Vec::with_capacity(script.injects.len());
-    for (i, inj) in script.injects.iter().enumerate() {
-        let f = |name: &str| format!("injects[{i}].{name}");
+    let areas: Vec<String> =
+        script.injects.iter().enumerate().map(|(i, inj)| checker.inject(&mut p, &format!("injects[{i}]."), inj, &ids).unwrap_or_default()).collect();
+    drop(checker);
+
+    // Start conditions: no cycle; an order in which each inject comes after the one it waits for.
+    let order = match topo_order(&script.injects, &ids) {
+        Ok(order) => order,
+        Err(cycle) => {
+            let path: Vec<&str> = cycle.iter().map(|&i| script.injects[i].id.as_str()).collect();
+            p.push(format!("injects[{}].start", cycle[0]), format!("start conditions form a cycle: {}", path.join(" waits for ")));
+            Vec::new()
+        }
+    };
+    p.finish()?;
+    Ok(Drill { script, file: file.to_path_buf(), scenario_file, core, town, principals, order, areas, offset: drill_offset, detected: detected.clone() })
+}
+
+/// What an inject is checked against: the town's places and devices, the script's trainees and
+/// objectives, and the incident kinds the drill's rules make orders about.
+struct Checker<'a> {
+    town: &'a Town,
+    estates: HashMap<&'a str, usize>,
+    devices: HashMap<&'a str, (Option<usize>, DeviceKind)>,
+    road_of: HashMap<&'a str, &'a str>,
+    registered: HashMap<&'a str, &'a towntwin_core::town::Registered>,
+    register_flats: HashSet<(&'a str, u16, u16)>,
+    committee_of: HashMap<&'a str, &'a str>,
+    principals: &'a BTreeMap<String, Principal>,
+    trainees: &'a [Trainee],
+    objectives: HashSet<&'a str>,
+    detected: &'a HashSet<IncidentKind>,
+    minutes: u32,
+}
+
+impl<'a> Checker<'a> {
+    fn new(
+        town: &'a Town,
+        principals: &'a BTreeMap<String, Principal>,
+        trainees: &'a [Trainee],
+        objectives: &'a [Objective],
+        detected: &'a HashSet<IncidentKind>,
+        minutes: u32,
+    ) -> Checker<'a> {
+        Checker {
+            town,
+            estates: town.estates.iter().enumerate().map(|(i, e)| (e.id.as_str(), i)).collect(),
+            devices: town
+                .estates
+                .iter()
+                .enumerate()
+                .flat_map(|(i, e)| e.devices.iter().map(move |d| (d.id.as_str(), (Some(i), d.kind))))
+                .chain(town.roads.iter().flat_map(|r| r.devices.iter().map(|d| (d.id.as_str(), (None, d.kind)))))
+                .collect(),
+            road_of: town.roads.iter().flat_map(|r| r.devices.iter().map(move |d| (d.id.as_str(), r.id.as_str()))).collect(),
+            registered: town.register.iter().map(|r| (r.id.as_str(), r)).collect(),
+            register_flats: town.register.iter().map(|r| (r.estate.as_str(), r.building, r.room)).collect(),
+            committee_of: town.estates.iter().map(|e| (e.id.as_str(), e.committee.as_str())).collect(),
+            principals,
+            trainees,
+            objectives: objectives.iter().map(|o| o.id.as_str()).collect(),
+            detected,
+            minutes,
+        }
+    }
+
+    /// Checks one inject (its fields named with `prefix`, `injects[2].`), given the ids of the script's
+    /// injects; returns its area (the area of the order it makes), when its target is known.
+    fn inject(&self, p: &mut Problems, prefix: &str, inj: &Inject, ids: &HashMap<&str, usize>) -> Option<String> {
+        let f = |name: &str| format!("{prefix}{name}");
         // Where the inject happens: the area of the order it makes (None when a target is unknown).
         let area: Option<String> = match &inj.what {
-            What::Incapacitate { resident, call_after_minutes } => match registered.get(resident.as_str()) {
+            What::Incapacitate { resident, call_after_minutes } => match self.registered.get(resident.as_str()) {
                 Some(r) => {
                     if let Some(m) = call_after_minutes {
                         p.check(m.is_finite() && *m >= 0.0, || f("what.call_after_minutes"), || format!("expected minutes >= 0, got {m}"));
@@ -305,7 +463,7 @@ fn check(
                 }
             },
             What::Fire { estate, flat } | What::NewFaces { estate, flat, .. } => {
-                let flat_ok = match (estates.get(estate.as_str()), flat.parse::<FlatRef>()) {
+                let flat_ok = match (self.estates.get(estate.as_str()), flat.parse::<FlatRef>()) {
                     (None, _) => {
                         p.push(f("what.estate"), format!("`{estate}` is not one of the town's estates"));
                         None
@@ -315,7 +473,7 @@ fn check(
                         None
                     }
                     (Some(&e), Ok(fr)) => {
-                        let building = town.estates[e].buildings.iter().find(|b| b.no == fr.building);
+                        let building = self.town.estates[e].buildings.iter().find(|b| b.no == fr.building);
                         match building.and_then(|b| b.rooms().find(|r| r.room == fr.room)) {
                             None => {
                                 p.push(f("what.flat"), format!("{estate} has no flat {fr}"));
@@ -328,7 +486,7 @@ fn check(
                 if let Some((e, fr, room)) = flat_ok {
                     match &inj.what {
                         What::Fire { .. } => {
-                            let sounds = town.estates[e].devices.iter().any(|d| d.kind == DeviceKind::Smoke && d.building == Some(fr.building));
+                            let sounds = self.town.estates[e].devices.iter().any(|d| d.kind == DeviceKind::Smoke && d.building == Some(fr.building));
                             p.check(sounds, || f("what.flat"), || format!("building {} of {estate} has no smoke detector: nothing would sound", fr.building));
                         }
                         What::NewFaces { people, .. } => {
@@ -339,7 +497,7 @@ fn check(
                                 || format!("{estate} {fr} is {:?}: new faces move into a rented flat (tenure R or U in the town file)", room.tenure),
                             );
                             p.check(
-                                !register_flats.contains(&(estate.as_str(), fr.building, fr.room)),
+                                !self.register_flats.contains(&(estate.as_str(), fr.building, fr.room)),
                                 || f("what.flat"),
                                 || format!("{estate} {fr} is a registered vulnerable resident's home"),
                             );
@@ -348,14 +506,14 @@ fn check(
                         _ => {}
                     }
                 }
-                estates.contains_key(estate.as_str()).then(|| estate.clone())
+                self.estates.contains_key(estate.as_str()).then(|| estate.clone())
             }
             What::IllegalWorks { estate, flat } | What::EbikeInElevator { estate, flat } | What::IndoorCharging { estate, flat } => {
-                match (estates.get(estate.as_str()), flat.parse::<FlatRef>()) {
+                match (self.estates.get(estate.as_str()), flat.parse::<FlatRef>()) {
                     (None, _) => p.push(f("what.estate"), format!("`{estate}` is not one of the town's estates")),
                     (Some(_), Err(e)) => p.push(f("what.flat"), e),
                     (Some(&e), Ok(fr)) => {
-                        let est = &town.estates[e];
+                        let est = &self.town.estates[e];
                         let building = est.buildings.iter().find(|b| b.no == fr.building);
                         let room = building.and_then(|b| b.rooms().find(|r| r.room == fr.room));
                         let in_building = |kind: DeviceKind| est.devices.iter().any(|d| d.kind == kind && d.building == Some(fr.building));
@@ -377,12 +535,12 @@ fn check(
                         }
                     }
                 }
-                estates.contains_key(estate.as_str()).then(|| estate.clone())
+                self.estates.contains_key(estate.as_str()).then(|| estate.clone())
             }
             What::DumpedBags { kiosk, bags } => {
                 p.check((1..=12).contains(bags), || f("what.bags"), || format!("expected 1 to 12 bags, got {bags}"));
-                match devices.get(kiosk.as_str()) {
-                    Some((Some(e), DeviceKind::SortingBin)) => Some(town.estates[*e].id.clone()),
+                match self.devices.get(kiosk.as_str()) {
+                    Some((Some(e), DeviceKind::SortingBin)) => Some(self.town.estates[*e].id.clone()),
                     Some((_, kind)) => {
                         p.push(f("what.kiosk"), format!("`{kiosk}` is a {kind:?}, not a sorting kiosk (E012-bin-01 ...)"));
                         None
@@ -396,8 +554,8 @@ fn check(
             What::FenceViolation { camera, code } => {
                 let known = towntwin_core::violations::VIOLATIONS.iter().any(|v| v.code == *code);
                 p.check(known, || f("what.code"), || format!("expected a violation code 1 to 15 (1: illegal parking ...), got {code}"));
-                match devices.get(camera.as_str()) {
-                    Some((None, DeviceKind::Camera)) => road_of.get(camera.as_str()).map(|r| r.to_string()),
+                match self.devices.get(camera.as_str()) {
+                    Some((None, DeviceKind::Camera)) => self.road_of.get(camera.as_str()).map(|r| r.to_string()),
                     Some((_, kind)) => {
                         p.push(f("what.camera"), format!("`{camera}` is a {kind:?}, not a road camera (R01-camera-001 ...)"));
                         None
@@ -410,13 +568,13 @@ fn check(
             }
             What::DeviceDark { device, hours } => {
                 p.check(hours.is_finite() && *hours > 0.0 && *hours <= 24.0 * 30.0, || f("what.hours"), || format!("expected 0 < hours <= 720, got {hours}"));
-                match devices.get(device.as_str()) {
+                match self.devices.get(device.as_str()) {
                     None => {
                         p.push(f("what.device"), format!("`{device}` is not one of the town's devices (E012-gate-01, R01-camera-001 ...)"));
                         None
                     }
-                    Some((Some(e), _)) => Some(town.estates[*e].id.clone()),
-                    Some((None, _)) => road_of.get(device.as_str()).map(|r| r.to_string()),
+                    Some((Some(e), _)) => Some(self.town.estates[*e].id.clone()),
+                    Some((None, _)) => self.road_of.get(device.as_str()).map(|r| r.to_string()),
                 }
             }
         };
@@ -424,7 +582,7 @@ fn check(
         let kind = crate::drill::aar::kind_of(&inj.what);
         if !inj.expect.is_empty() {
             p.check(
-                detected.contains(&kind),
+                self.detected.contains(&kind),
                 || f("what"),
                 || {
                     format!(
@@ -437,8 +595,8 @@ fn check(
         }
         match &inj.start {
             Start::At { minute } => {
-                let ok = minute.is_finite() && *minute >= 0.0 && *minute < script.minutes as f64;
-                p.check(ok, || f("start.minute"), || format!("expected a drill minute 0 <= m < {}, got {minute}", script.minutes));
+                let ok = minute.is_finite() && *minute >= 0.0 && *minute < self.minutes as f64;
+                p.check(ok, || f("start.minute"), || format!("expected a drill minute 0 <= m < {}, got {minute}", self.minutes));
             }
             Start::AfterStarted { inject, minutes } | Start::AfterHandled { inject, minutes } => {
                 p.check(ids.contains_key(inject.as_str()), || f("start.inject"), || format!("`{inject}` is not an inject of this script"));
@@ -447,15 +605,15 @@ fn check(
             Start::Manual => {}
         }
         for (k, e) in inj.expect.iter().enumerate() {
-            let g = |name: &str| format!("injects[{i}].expect[{k}].{name}");
-            p.check(objectives.contains(e.objective.as_str()), || g("objective"), || format!("`{}` is not an objective of this script", e.objective));
+            let g = |name: &str| format!("{prefix}expect[{k}].{name}");
+            p.check(self.objectives.contains(e.objective.as_str()), || g("objective"), || format!("`{}` is not an objective of this script", e.objective));
             p.check(
                 e.within_minutes.is_finite() && e.within_minutes > 0.0,
                 || g("within_minutes"),
                 || format!("expected minutes > 0, got {}", e.within_minutes),
             );
             if e.action == Expected::Report {
-                let plays = principals.get(&e.by).map(|p: &Principal| p.role());
+                let plays = self.principals.get(&e.by).map(|p: &Principal| p.role());
                 p.check(
                     !matches!(plays, Some(None)),
                     || g("action"),
@@ -463,19 +621,19 @@ fn check(
                         format!(
                             "{} reports a joint visit's part for the role its principal plays, and {} plays none (name it for a role: town/housing, town/public-security, committee:C25/cadre ...)",
                             e.by,
-                            principals.get(&e.by).map(|p| p.to_string()).unwrap_or_default()
+                            self.principals.get(&e.by).map(|p| p.to_string()).unwrap_or_default()
                         )
                     },
                 );
             }
-            match (principals.get(&e.by), &area) {
+            match (self.principals.get(&e.by), &area) {
                 (None, _) => {
-                    if !script.trainees.iter().any(|t| t.name == e.by) {
+                    if !self.trainees.iter().any(|t| t.name == e.by) {
                         p.push(g("by"), format!("`{}` is not a trainee of this script", e.by));
                     }
                 }
                 (Some(pr), Some(area)) => {
-                    let committee = committee_of.get(area.as_str()).copied();
+                    let committee = self.committee_of.get(area.as_str()).copied();
                     p.check(
                         pr.scope.reaches(area, committee),
                         || g("by"),
@@ -485,20 +643,8 @@ fn check(
                 (Some(_), None) => {}
             }
         }
-        areas.push(area.unwrap_or_default());
+        area
     }
-
-    // Start conditions: no cycle; an order in which each inject comes after the one it waits for.
-    let order = match topo_order(&script.injects, &ids) {
-        Ok(order) => order,
-        Err(cycle) => {
-            let path: Vec<&str> = cycle.iter().map(|&i| script.injects[i].id.as_str()).collect();
-            p.push(format!("injects[{}].start", cycle[0]), format!("start conditions form a cycle: {}", path.join(" waits for ")));
-            Vec::new()
-        }
-    };
-    p.finish()?;
-    Ok(Drill { script, file: file.to_path_buf(), scenario_file, core, town, principals, order, areas, offset: drill_offset })
 }
 
 /// The inject kind's name as a script writes it.
@@ -562,4 +708,19 @@ fn topo_order(injects: &[Inject], ids: &HashMap<&str, usize>) -> Result<Vec<usiz
         }
     }
     Ok(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_the_catalogue_has_an_example_a_script_can_use() {
+        let names: HashSet<&str> = CATALOGUE.iter().map(|k| k.name).collect();
+        assert_eq!(names.len(), CATALOGUE.len());
+        for k in &CATALOGUE {
+            let what: What = ron::from_str(k.example).unwrap_or_else(|e| panic!("{}: {e}", k.example));
+            assert_eq!(kind_name(&what), k.name);
+        }
+    }
 }

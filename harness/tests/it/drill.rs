@@ -206,6 +206,25 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
     // The controller fires the manual inject I3, and cannot fire it twice.
     assert_eq!(http(&panel, "POST", "/drill/injects/I3/fire", Some(&controller), None).0, 204);
     assert_eq!(http(&panel, "POST", "/drill/injects/I3/fire", Some(&controller), None).0, 409);
+    // Ad-hoc injects from the catalogue, checked as a script's: refused naming what is wrong, nothing of
+    // the running drill lost; one the twin can make real goes out.
+    let (s, cat) = http(&panel, "GET", "/drill/catalogue", Some(&controller), None);
+    assert_eq!((s, cat.as_array().map(Vec::len)), (200, Some(9)), "{cat}");
+    let adhoc = |body: &str| http(&panel, "POST", "/drill/injects", Some(&controller), Some(body));
+    let (s, e) = adhoc(r#"{"id": "X1", "title": "a fire", "what": {"Fire": {"estate": "E001", "flat": "B16-9901"}}}"#);
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["problems"][0]["field"], "what.flat", "{e}");
+    let (s, e) = adhoc(r#"{"id": "I1", "title": "again", "what": {"DeviceDark": {"device": "E001-gate-01", "hours": 1.0}}}"#);
+    assert_eq!(s, 409, "an id the drill has: {e}");
+    let bags = r#"{"id": "X2", "title": "bags", "what": {"DumpedBags": {"kiosk": "E001-bin-001", "bags": 2}},
+        "expect": [{"by": "property", "action": "Accept", "within_minutes": 30.0, "points": 5, "objective": "O1"}]}"#;
+    let (s, e) = adhoc(bags);
+    assert_eq!(s, 400, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("no rule of this drill's rules detects garbage.dumping"), "{e}");
+    assert_eq!(adhoc(r#"{"id": "X3", "title": "x", "what": {"Teleport": {}}}"#).0, 400);
+    assert_eq!(http(&panel, "POST", "/drill/injects", Some(&trainee), Some("{}")).0, 401);
+    let (s, e) = adhoc(r#"{"id": "X1", "title": "Gate E001-gate-01 goes dark", "what": {"DeviceDark": {"device": "E001-gate-01", "hours": 1.0}}}"#);
+    assert_eq!((s, e["id"].as_str()), (201, Some("X1")), "{e}");
     // The panel shows the order the inject made (once the twin has had the core's notice of it).
     let mut status = serde_json::Value::Null;
     for _ in 0..100 {
@@ -235,6 +254,9 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
     assert_eq!((i2["expectations"][0]["met"].as_bool(), i2["expectations"][0]["done_after_minutes"].is_null()), (Some(false), true), "{i2}");
     assert_eq!(inject("I3")["status"], "started");
     assert_eq!(inject("I4")["status"], "not_started");
+    let x1 = inject("X1");
+    assert_eq!((x1["status"].as_str(), x1["adhoc"].as_bool()), (Some("started"), Some(true)), "the ad-hoc inject went out: {x1}");
+    assert!(aar["injects"].as_array().unwrap().iter().all(|i| i["id"] != "X2"), "a refused inject left no trace");
     // The report says why: an inject never fired, an expectation nobody met.
     assert_eq!(inject("I4")["why"], "the controller never fired it", "{}", inject("I4"));
     let why = i2["expectations"][0]["why"].as_str().unwrap_or_default();

@@ -69,6 +69,9 @@ pub struct InjectLog {
     /// order names the detector that sounded first).
     #[serde(default)]
     pub subjects: Vec<String>,
+    /// Fired by the controller from the catalogue, not in the script.
+    #[serde(default)]
+    pub adhoc: bool,
 }
 
 impl InjectLog {
@@ -174,6 +177,9 @@ pub struct InjectScore {
     /// Minutes from the inject's start to its order.
     pub order_after_minutes: Option<f64>,
     pub expectations: Vec<ExpectationScore>,
+    /// Fired by the controller from the catalogue, not in the script.
+    #[serde(default)]
+    pub adhoc: bool,
     /// Why it did not start (its condition never came, the controller never fired or skipped it), or why
     /// it made no order; `None` when it started and made one.
     #[serde(default)]
@@ -334,6 +340,7 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
             order_rule: order.map(|o| o.rule.clone()),
             order_after_minutes: order.zip(il.started_at).map(|(o, t)| minutes_between(t, o.created_at)),
             expectations,
+            adhoc: il.adhoc,
             why: match (il.started_at, order) {
                 (None, _) => Some(why_not_started(log, rec, &orders, i, 0)),
                 (Some(_), None) => Some(format!(

@@ -126,7 +126,13 @@ pub fn render_html(aar: &Aar, svg: &str) -> String {
         };
         let n = i.expectations.len().max(1);
         let why = i.why.as_deref().map(|w| format!("<br><i class=why>{}</i>", esc(w))).unwrap_or_default();
-        let _ = write!(h, "<tr><td rowspan={n}><b>{}</b>: {}</td><td rowspan={n}>{started}{why}</td><td rowspan={n}>{order}</td>", esc(&i.id), esc(&i.title));
+        let adhoc = if i.adhoc { " <i>(ad hoc, fired by the controller)</i>" } else { "" };
+        let _ = write!(
+            h,
+            "<tr><td rowspan={n}><b>{}</b>: {}{adhoc}</td><td rowspan={n}>{started}{why}</td><td rowspan={n}>{order}</td>",
+            esc(&i.id),
+            esc(&i.title)
+        );
         if i.expectations.is_empty() {
             let _ = write!(h, "<td colspan=4>(background: nothing expected)</td></tr>");
         }
