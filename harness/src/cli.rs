@@ -82,6 +82,13 @@ pub enum Command {
         /// Check the script and print its events list, without running it.
         #[arg(long)]
         check: bool,
+        /// With --check: print the events list as CSV in HSEEP's MSEL columns.
+        #[arg(long, requires = "check")]
+        csv: bool,
+        /// Read a master scenario events list (CSV, HSEEP's columns: as --check --csv writes it) as the
+        /// script's injects, check the result, and print it as a script.
+        #[arg(long, value_name = "MSEL_CSV", conflicts_with = "check")]
+        import_msel: Option<PathBuf>,
         /// Town minutes per wall minute once the drill starts (default 1: real time; 3600 with --play).
         #[arg(long)]
         speed: Option<f64>,

@@ -269,9 +269,24 @@ fn dispatch(cli: Cli) -> Result<()> {
             println!("After-action report: {}", dir.join("aar.html").display());
             Ok(())
         }
-        Command::Drill { file: Some(file), check: true, .. } => {
+        Command::Drill { file: Some(file), check: true, csv, .. } => {
             let drill = towntwin_harness::drill::script::load(&file).map_err(DataFault)?;
-            print!("{}", towntwin_harness::drill::msel(&drill));
+            if csv {
+                use std::io::Write as _;
+                std::io::stdout().write_all(&towntwin_harness::drill::msel_csv::export(&drill.script)?)?;
+            } else {
+                print!("{}", towntwin_harness::drill::msel(&drill));
+            }
+            Ok(())
+        }
+        Command::Drill { file: Some(file), import_msel: Some(csv), .. } => {
+            use towntwin_harness::drill::{msel_csv, script};
+            let injects = msel_csv::import(&csv).map_err(DataFault)?;
+            let mut s: script::Script = towntwin_core::load::read_ron(&file).map_err(|e| DataFault(e.into()))?;
+            s.injects = injects;
+            let drill = script::load_script(&file, s).map_err(DataFault)?;
+            let pretty = ron::ser::PrettyConfig::new().struct_names(false);
+            println!("{}", ron::ser::to_string_pretty(&drill.script, pretty)?);
             Ok(())
         }
         Command::Drill { file: Some(file), speed, out, http, control, wait_for_start, play, .. } => {

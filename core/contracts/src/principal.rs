@@ -74,6 +74,12 @@ impl Principal {
         self.actor.as_deref().and_then(Role::of_actor).filter(|r| r.works_at(&self.scope))
     }
 
+    /// An evaluator of a drill (`town/evaluator-ana`): sees what its scope sees, records observations,
+    /// and acts on no order.
+    pub fn is_evaluator(&self) -> bool {
+        self.actor.as_deref().is_some_and(|a| a == "evaluator" || a.starts_with("evaluator-"))
+    }
+
     /// Whether this principal may report a joint visit's part for `role`: its own part, or any part for a
     /// principal that plays no role (an operations centre acting for the scope).
     pub fn may_report_for(&self, role: Role) -> bool {
@@ -182,6 +188,7 @@ mod tests {
         let housing: Principal = "town/housing".parse().unwrap();
         assert!(housing.may_report_for(Role::Housing) && !housing.may_report_for(Role::PublicSecurity));
         assert!(Principal::town("dispatcher").may_report_for(Role::PublicSecurity));
+        assert!(Principal::town("evaluator-ana").is_evaluator() && !Principal::town("evaluators").is_evaluator());
     }
 
     #[test]

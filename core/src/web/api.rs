@@ -188,6 +188,9 @@ async fn act(
 /// A joint visit's part is reported by the department that did it: a principal playing a role
 /// ([`Principal::role`]) reports only its own part (403 otherwise); one playing none, for any.
 fn reports_for_own_part(p: &Principal, action: &Action) -> Result<(), ApiError> {
+    if p.is_evaluator() {
+        return Err(ApiError(StatusCode::FORBIDDEN, format!("{p} is a drill's evaluator: it observes, and acts on no order")));
+    }
     match action {
         Action::Report { role } if !p.may_report_for(*role) => Err(ApiError(StatusCode::FORBIDDEN, report_refusal(p, *role))),
         _ => Ok(()),

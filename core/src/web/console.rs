@@ -372,8 +372,11 @@ async fn order_page(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u
     );
     b.push_str("<h2>Actions</h2>");
     // A joint visit is resolved by its parties' reports, one form per party still to report.
-    let legal: Vec<Action> = all_actions().into_iter().filter(|a| next_state(o.state, a).is_ok() && !(o.joint && *a == Action::Resolve)).collect();
-    if legal.is_empty() {
+    let legal: Vec<Action> =
+        all_actions().into_iter().filter(|a| next_state(o.state, a).is_ok() && !(o.joint && *a == Action::Resolve) && !p.is_evaluator()).collect();
+    if p.is_evaluator() {
+        b.push_str("<p>None: an evaluator observes and acts on no order.</p>");
+    } else if legal.is_empty() {
         b.push_str("<p>None: the order is closed.</p>");
     }
     for a in legal {
@@ -384,7 +387,7 @@ async fn order_page(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u
             "<form class=act method=post action=/console/orders/{id}/actions><input type=hidden name=action value={name}>{reason}<button id=act-{name}>{name}</button></form>"
         );
     }
-    if o.joint && matches!(o.state, OrderState::Accepted | OrderState::InProgress) {
+    if o.joint && matches!(o.state, OrderState::Accepted | OrderState::InProgress) && !p.is_evaluator() {
         for r in o.assignee.iter().filter(|r| !o.reported.contains(r) && p.may_report_for(**r)) {
             let _ = write!(
                 b,
@@ -445,6 +448,7 @@ async fn act(
     let refusal = match core.orders.get(id) {
         None => Some((StatusCode::NOT_FOUND, format!("no work order {id}"))),
         Some(o) if !api.sees(&p.scope, o) => Some((StatusCode::FORBIDDEN, format!("work order {id} is outside your scope"))),
+        Some(_) if p.is_evaluator() => Some((StatusCode::FORBIDDEN, format!("{p} is a drill's evaluator: it observes, and acts on no order"))),
         Some(_) => match &action {
             Action::Report { role } if !p.may_report_for(*role) => Some((StatusCode::FORBIDDEN, super::api::report_refusal(&p, *role))),
             _ => None,

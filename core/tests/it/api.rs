@@ -143,7 +143,7 @@ async fn departments_report_their_own_part_of_a_joint_visit() {
     core.orders.on_finding(&finding("group-rental", "E001", "B01-101"), &rules, &policy).unwrap();
     core.orders.on_finding(&finding("elevator-ebike", "E001", "B02-101"), &rules, &policy).unwrap();
     let mut tokens = std::collections::HashMap::new();
-    for p in ["committee:C01/cadre", "town/housing", "town/public-security", "town/dispatcher"] {
+    for p in ["committee:C01/cadre", "town/housing", "town/public-security", "town/dispatcher", "town/evaluator-ana"] {
         tokens.insert(p, core.issue_token(&p.parse().unwrap()).unwrap());
     }
     let tok = |p: &str| tokens[p].clone();
@@ -182,6 +182,11 @@ async fn departments_report_their_own_part_of_a_joint_visit() {
     assert!(after.contains("id=order-1 class=\"state-dispatched mine\""), "the whistled order reaches the department's queue, marked theirs: {after}");
     assert!(!after.contains("id=order-2 "), "not another department's order: {after}");
 
+    // An evaluator sees the order and acts on nothing.
+    assert_eq!(req(addr, "GET", "/orders/1", Some(&tok("town/evaluator-ana")), None).await.0, 200);
+    let (s, body) = act("town/evaluator-ana", r#"{"action":"accept"}"#).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("evaluator"), "{body}");
     assert_eq!(act("town/housing", r#"{"action":"accept"}"#).await.0, 200);
     // The housing office cannot report for the police.
     let (s, body) = act("town/housing", r#"{"action":"report","role":"PublicSecurity"}"#).await;

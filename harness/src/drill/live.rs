@@ -173,6 +173,8 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
                 .collect(),
             log: Vec::new(),
             adhoc: Vec::new(),
+            adhoc_fired: Vec::new(),
+            observations: Vec::new(),
         }),
         throttle: Throttle::new(Speed::Times(opts.speed)),
         wake: Condvar::new(),
@@ -180,6 +182,7 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
         drill_start,
         drill: d.clone(),
         rules: rules.rules.iter().map(|r| (r.id.clone(), r.detects.kinds.clone())).collect(),
+        core: None,
     });
 
     let rt = crate::runtime()?;
@@ -191,17 +194,22 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
         let core = OverNetwork::start(cfg, &ep, true).await?;
         let console = core.http_addr().ok_or_else(|| anyhow!("the core's HTTP API did not start"))?;
         // Tokens: each trainee's principal, and the controller's (who sees the whole town).
-        let (tokens, controller_token) = {
+        let (tokens, controller_token, evaluator_tokens) = {
             let mut c = core.core().lock().map_err(|_| anyhow!("the core's lock was poisoned"))?;
             let mut tokens = BTreeMap::new();
             for (name, p) in &d.principals {
                 tokens.insert(name.clone(), (p.clone(), c.issue_token(p)?));
             }
-            (tokens, c.issue_token(&Principal::town("controller"))?)
+            let mut evaluators = Vec::new();
+            for e in &d.script.evaluators {
+                evaluators.push((e.clone(), c.issue_token(&e.principal())?));
+            }
+            (tokens, c.issue_token(&Principal::town("controller"))?, evaluators)
         };
         let control = {
             let mut c = Arc::try_unwrap(control).map_err(|_| anyhow!("the controller's panel is shared too early"))?;
             c.token = controller_token.clone();
+            c.core = Some(Arc::downgrade(core.core()));
             Arc::new(c)
         };
         let listener = tokio::net::TcpListener::bind(opts.control).await.with_context(|| format!("cannot serve the controller's panel on {}", opts.control))?;
@@ -219,6 +227,12 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
         say!("drill: controller's panel (a page) on http://{control_addr}/drill/panel");
         for (name, (p, t)) in &tokens {
             say!("drill: trainee {name} ({p}) token {t}");
+        }
+        for (e, t) in &evaluator_tokens {
+            say!("drill: evaluator {} ({}, evaluates {}) token {t}", e.name, e.principal(), e.objectives.join(", "));
+        }
+        if !evaluator_tokens.is_empty() {
+            say!("drill: evaluators' guides on http://{control_addr}/drill/evaluate");
         }
         say!("drill: folder {}", out.display());
         say!("drill: warming up: the town runs at full speed from {} to the drill's minute 0 at {}", town_time(start), town_time(drill_start));

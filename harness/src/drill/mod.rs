@@ -11,8 +11,10 @@ macro_rules! say {
 }
 
 pub mod aar;
+mod evaluate;
 mod hooks;
 pub mod live;
+pub mod msel_csv;
 mod panel;
 mod play;
 pub mod script;

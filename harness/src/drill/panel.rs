@@ -43,6 +43,10 @@ pub(super) struct Panel {
     pub log: Vec<(Millis, f64, String)>,
     /// Ad-hoc injects checked and waiting for the twin's next tick, with their log entries.
     pub adhoc: Vec<(Inject, InjectLog)>,
+    /// Every ad-hoc inject fired (for the evaluators' guides).
+    pub adhoc_fired: Vec<Inject>,
+    /// The evaluators' observations so far (each is in the core's audit log too).
+    pub observations: Vec<super::aar::Observation>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +83,9 @@ pub(super) struct Control {
     pub drill: Drill,
     /// Each rule and the incident kinds it detects (the rules an ad-hoc inject's order may come from).
     pub rules: Vec<(String, Vec<IncidentKind>)>,
+    /// The drill's core: evaluators' tokens are its, and their observations go to its audit log.
+    /// Weak: the core is the service's to stop, which needs it held by nothing else.
+    pub core: Option<std::sync::Weak<Mutex<towntwin_core::service::Core>>>,
 }
 
 impl Control {
@@ -129,7 +136,8 @@ pub(super) fn router(control: Arc<Control>) -> Router {
         .route("/drill/panel/inject", post(adhoc_form))
         .route("/drill/{command}", post(command))
         .route("/drill/injects/{id}/{command}", post(inject_command))
-        .layer(axum::extract::DefaultBodyLimit::max(4096))
+        .merge(super::evaluate::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(8192))
         .with_state(control)
 }
 
@@ -288,6 +296,7 @@ fn fire_adhoc(c: &Control, inj: Inject) -> Result<String, Refused> {
     });
     let id = inj.id.clone();
     let line = p.note(format!("fire ad-hoc {id}: {}", inj.title));
+    p.adhoc_fired.push(inj.clone());
     p.adhoc.push((inj, log));
     drop(p);
     say!("{line}");

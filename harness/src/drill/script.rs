@@ -46,6 +46,26 @@ pub struct Script {
     pub trainees: Vec<Trainee>,
     pub objectives: Vec<Objective>,
     pub injects: Vec<Inject>,
+    /// Who evaluates which objectives (HSEEP's evaluators, each with the exercise evaluation guide of
+    /// their objectives): each signs in with their own token and records observations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluators: Vec<Evaluator>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluator {
+    /// A name of letters, digits, '-' or '_': the evaluator signs in as `town/evaluator-<name>`.
+    pub name: String,
+    /// The objectives they evaluate (their EEG).
+    pub objectives: Vec<String>,
+}
+
+impl Evaluator {
+    /// The principal the evaluator signs in as: it sees the whole town and acts on no order.
+    pub fn principal(&self) -> Principal {
+        Principal::town(&format!("evaluator-{}", self.name))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -280,6 +300,11 @@ pub const CATALOGUE: [Kind; 9] = [
 /// Loads and checks a drill script; the scenario it names and that scenario's town are loaded too.
 pub fn load(file: &Path) -> Result<Drill, DataErrors> {
     let script: Script = read_ron(file)?;
+    load_script(file, script)
+}
+
+/// Checks `script` as if read from `file` (its scenario, rules and policy are relative to that file).
+pub fn load_script(file: &Path, script: Script) -> Result<Drill, DataErrors> {
     let dir = file.parent().unwrap_or(Path::new("."));
     let scenario_file = dir.join(&script.scenario);
     let standard = CoreFiles::standard();
@@ -368,6 +393,22 @@ fn check(
     let mut objectives = HashSet::new();
     for (i, o) in script.objectives.iter().enumerate() {
         p.check(objectives.insert(o.id.as_str()), || format!("objectives[{i}].id"), || format!("`{}` is used twice", o.id));
+    }
+
+    // Evaluators: each named once, for the script's objectives.
+    let mut evaluators = HashSet::new();
+    for (i, e) in script.evaluators.iter().enumerate() {
+        let ok = !e.name.is_empty() && e.name.len() <= 40 && e.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        p.check(ok, || format!("evaluators[{i}].name"), || format!("`{}`: expected 1 to 40 letters, digits, '-' or '_'", e.name));
+        p.check(evaluators.insert(e.name.as_str()), || format!("evaluators[{i}].name"), || format!("`{}` is named twice", e.name));
+        p.check(!e.objectives.is_empty(), || format!("evaluators[{i}].objectives"), || "expected at least one objective to evaluate".into());
+        for (k, o) in e.objectives.iter().enumerate() {
+            p.check(
+                objectives.contains(o.as_str()),
+                || format!("evaluators[{i}].objectives[{k}]"),
+                || format!("`{o}` is not an objective of this script ({})", script.objectives.iter().map(|o| o.id.as_str()).collect::<Vec<_>>().join(", ")),
+            );
+        }
     }
 
     // Injects: ids, targets, expectations.

@@ -171,6 +171,7 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
         (id: "I4", title: "Never fired", start: Manual, what: DeviceDark(device: "E001-gate-01", hours: 1.0),
          expect: [(by: "property", action: Accept, within_minutes: 5.0, points: 5, objective: "O3")]),
     ],
+    evaluators: [(name: "ana", objectives: ["O1", "O2"])],
 )"#,
         baseline = baseline.to_str().unwrap()
     );
@@ -178,9 +179,10 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
     std::fs::write(&file, script).unwrap();
     let out = tmp.path().join("short-drill");
     let drill = common::LiveDrill::start(&file, &out, &["--speed", "60"]);
-    let printed = drill.printed(1);
+    let printed = drill.printed_with(1, 1);
     let (console, panel, controller) = (printed.console.clone(), printed.panel.clone(), printed.controller.clone());
     let trainee = printed.trainees["property"].clone();
+    let ana = printed.evaluators["ana"].clone();
     // The panel: refused without the controller's token, with a speed it cannot keep, for an unknown inject.
     assert_eq!(http(&panel, "GET", "/drill", Some(&trainee), None).0, 401);
     assert_eq!(http(&panel, "POST", "/drill/speed", Some(&controller), Some(r#"{"speed": -3}"#)).0, 400);
@@ -225,6 +227,29 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
     assert_eq!(http(&panel, "POST", "/drill/injects", Some(&trainee), Some("{}")).0, 401);
     let (s, e) = adhoc(r#"{"id": "X1", "title": "Gate E001-gate-01 goes dark", "what": {"DeviceDark": {"device": "E001-gate-01", "hours": 1.0}}}"#);
     assert_eq!((s, e["id"].as_str()), (201, Some("X1")), "{e}");
+    // The evaluator: their guide; observations on their objectives only, kept in the core's audit log.
+    let (s, eeg) = http(&panel, "GET", "/drill/eeg", Some(&ana), None);
+    assert_eq!(s, 200, "{eeg}");
+    assert_eq!(eeg["objectives"].as_array().map(|o| o.len()), Some(2), "{eeg}");
+    assert_eq!(eeg["objectives"][0]["tasks"][0]["inject"], "I1", "{eeg}");
+    assert_eq!(http(&panel, "GET", "/drill/eeg", Some(&trainee), None).0, 403, "a trainee is no evaluator");
+    assert_eq!(http(&panel, "GET", "/drill/eeg", Some(&controller), None).0, 403, "nor is the controller");
+    let observe = |body: &str| http(&panel, "POST", "/drill/observations", Some(&ana), Some(body));
+    let (s, e) = observe(r#"{"objective": "O3", "kind": "strength", "text": "not mine"}"#);
+    assert_eq!(s, 403, "an objective ana does not evaluate: {e}");
+    assert!(e["error"].as_str().unwrap().contains("ana evaluates O1, O2"), "{e}");
+    assert_eq!(observe(r#"{"objective": "O1", "inject": "I9", "kind": "strength", "text": "x"}"#).0, 400);
+    assert_eq!(observe(r#"{"objective": "O1", "kind": "strength", "text": "   "}"#).0, 400);
+    assert_eq!(observe(r#"{"objective": "O1", "kind": "praise", "text": "x"}"#).0, 400);
+    let (s, e) = observe(r#"{"objective": "O1", "inject": "I1", "kind": "strength", "text": "Opened the alarm at once and went"}"#);
+    assert_eq!(s, 201, "{e}");
+    let (s, e) = observe(
+        r#"{"objective": "O2", "inject": "I2", "kind": "improvement", "text": "The second alarm sat in the queue", "corrective_action": "A second pair of eyes on the queue at shift change"}"#,
+    );
+    assert_eq!(s, 201, "{e}");
+    // The evaluator can watch the console but acts on nothing.
+    let (s, _) = http(&console, "POST", &format!("/orders/{handled}/actions"), Some(&ana), Some(r#"{"action":"verify"}"#));
+    assert_eq!(s, 403, "an evaluator acts on no order");
     // The panel shows the order the inject made (once the twin has had the core's notice of it).
     let mut status = serde_json::Value::Null;
     for _ in 0..100 {
@@ -257,6 +282,21 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
     let x1 = inject("X1");
     assert_eq!((x1["status"].as_str(), x1["adhoc"].as_bool()), (Some("started"), Some(true)), "the ad-hoc inject went out: {x1}");
     assert!(aar["injects"].as_array().unwrap().iter().all(|i| i["id"] != "X2"), "a refused inject left no trace");
+    // The evaluator's observations, read back from the store; the hotwash; the improvement plan, with a
+    // row for the missed expectation and one for the evaluator's area for improvement, as CSV too.
+    let obs = aar["observations"].as_array().unwrap();
+    assert_eq!(obs.len(), 2, "{obs:?}");
+    assert_eq!((obs[0]["evaluator"].as_str(), obs[0]["kind"].as_str()), (Some("ana"), Some("strength")));
+    let plan = aar["improvement_plan"].as_array().unwrap();
+    assert!(plan.iter().any(|r| r["source"] == "expectation of I2" && r["owner"] == "estate:E001/property"), "{plan:?}");
+    assert!(plan.iter().any(|r| r["corrective_action"] == "A second pair of eyes on the queue at shift change" && r["objective"] == "O2"), "{plan:?}");
+    let hot = aar["hotwash"].as_array().unwrap();
+    assert!(hot[0]["strengths"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().contains("Opened the alarm at once")), "{hot:?}");
+    let csv = std::fs::read_to_string(out.join("improvement-plan.csv")).unwrap();
+    assert!(csv.starts_with("Objective,Capability,Area for improvement,Corrective action,Owner,Due,Source\n"), "{csv}");
+    assert_eq!(csv.lines().count(), plan.len() + 1, "{csv}");
+    let audit = towntwin_core::store::Reader::open(out.join("core.db")).unwrap().audit_entries().unwrap();
+    assert_eq!(audit.iter().filter(|e| e.entry.what == "observe" && e.entry.actor == "town/evaluator-ana").count(), 2);
     // The report says why: an inject never fired, an expectation nobody met.
     assert_eq!(inject("I4")["why"], "the controller never fired it", "{}", inject("I4"));
     let why = i2["expectations"][0]["why"].as_str().unwrap_or_default();
@@ -268,6 +308,7 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
     assert_eq!(rating("O3"), "-");
     assert_eq!((aar["earned"].as_u64(), aar["possible"].as_u64()), (Some(20), Some(30)), "{aar}");
     let html = std::fs::read_to_string(out.join("aar.html")).unwrap();
+    assert!(html.contains("id=improvement-plan") && html.contains("The second alarm sat in the queue"));
     assert!(html.contains("<svg") && html.contains("Fire in B03") && !html.contains("src=\"http"), "self-contained, with the timeline");
 
     // Replayed from the folder: the same report.
@@ -384,4 +425,56 @@ fn the_source_scenarios_injects_are_checked() {
     let file =
         write("ok.ron", &rules, &format!(r#"(id: "I1", title: "bags", start: At(minute: 1.0), what: DumpedBags(kiosk: "E040-bin-001", bags: 3), {expect})"#));
     assert!(script::load(&file).is_ok());
+}
+
+/// The events list as CSV in HSEEP's columns, out and back: a shipped script's exported list read back in
+/// gives the same injects; a list with a column missing or unknown, or a row that does not parse, is
+/// refused naming the row and column, exit 2.
+#[test]
+fn the_msel_goes_out_as_csv_and_comes_back() {
+    let bin = env!("CARGO_BIN_EXE_towntwin");
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["group-rental", "lone-elderly", "vehicles"] {
+        let file = root().join(format!("scenarios/drills/{name}.ron"));
+        let out = Command::new(bin).args(["drill", "--check", "--csv"]).arg(&file).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let csv = dir.path().join(format!("{name}.csv"));
+        std::fs::write(&csv, &out.stdout).unwrap();
+        let back = Command::new(bin).arg("drill").arg(&file).arg("--import-msel").arg(&csv).output().unwrap();
+        assert!(back.status.success(), "{name}: {}", String::from_utf8_lossy(&back.stderr));
+        let again: script::Script = ron::from_str(&String::from_utf8_lossy(&back.stdout)).unwrap();
+        let shipped = script::load(&file).unwrap().script;
+        assert_eq!(serde_json::to_value(&again.injects).unwrap(), serde_json::to_value(&shipped.injects).unwrap(), "{name}");
+    }
+    let file = root().join("scenarios/drills/group-rental.ron");
+    let good = String::from_utf8(Command::new(bin).args(["drill", "--check", "--csv"]).arg(&file).output().unwrap().stdout).unwrap();
+    let refused = |text: &str| {
+        let csv = dir.path().join("bad.csv");
+        std::fs::write(&csv, text).unwrap();
+        let out = Command::new(bin).arg("drill").arg(&file).arg("--import-msel").arg(&csv).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = refused(&good.replacen("Expected Action", "Action", 1));
+    assert!(err.contains("missing column(s) Expected Action") && err.contains("unknown column(s) Action"), "{err}");
+    let err = refused(&good.replacen(",minute 5,", ",at five,", 1));
+    assert!(err.contains("row 2, column `Designated Scenario Time`") && err.contains("at five"), "{err}");
+    let err = refused(&good.replacen(",Notice,", ",Ponder,", 1));
+    assert!(err.contains("row 2, column `Expected Action`"), "{err}");
+    // A list that parses but names a flat the town does not have: the script's own check refuses it.
+    let err = refused(&good.replace("B13-104", "B13-9904"));
+    assert!(err.contains("no flat B13-9904"), "{err}");
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn evaluators_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let evaluators =
+        "    evaluators: [(name: \"bo\", objectives: [\"O9\"]), (name: \"bo\", objectives: []), (name: \"b o\", objectives: [\"O1\"])],\n    injects: [";
+    let file = edited(dir.path(), &[("    injects: [", evaluators)]);
+    let p = refused(&file);
+    assert!(has(&p, "evaluators[0].objectives[0]", "`O9` is not an objective"), "{p:?}");
+    assert!(has(&p, "evaluators[1].name", "named twice") && has(&p, "evaluators[1].objectives", "at least one"), "{p:?}");
+    assert!(has(&p, "evaluators[2].name", "letters, digits"), "{p:?}");
 }

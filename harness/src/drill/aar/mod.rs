@@ -124,6 +124,69 @@ pub struct Recorded {
     pub history: HashMap<u64, Vec<OrderEvent>>,
     /// (event time, principal, order) of every order opened.
     pub views: Vec<(Millis, String, u64)>,
+    /// The evaluators' observations, in the order they were recorded.
+    pub observations: Vec<Observation>,
+}
+
+/// HSEEP's two kinds of observation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObservationKind {
+    Strength,
+    /// An area for improvement.
+    Improvement,
+}
+
+/// An evaluator's observation, kept in the core's audit log (`observe`, by the evaluator's principal, at
+/// the core's event time): its target `objective O1` or `objective O1 inject I2`, its outcome the JSON of
+/// [`Noted`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Observation {
+    /// Town time.
+    pub at: Millis,
+    /// The evaluator's name (their principal is `town/evaluator-<name>`).
+    pub evaluator: String,
+    pub objective: String,
+    pub inject: Option<String>,
+    pub kind: ObservationKind,
+    pub text: String,
+    #[serde(default)]
+    pub corrective_action: Option<String>,
+}
+
+/// What an observation says, as the audit entry's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Noted {
+    pub kind: ObservationKind,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrective_action: Option<String>,
+}
+
+/// The audit entry's target for an observation.
+pub fn observation_target(objective: &str, inject: Option<&str>) -> String {
+    match inject {
+        Some(i) => format!("objective {objective} inject {i}"),
+        None => format!("objective {objective}"),
+    }
+}
+
+impl Observation {
+    /// An observation from its audit entry, if it is one.
+    fn of(e: &towntwin_core::audit::Entry) -> Option<Observation> {
+        if e.what != "observe" {
+            return None;
+        }
+        let evaluator = e.actor.split_once("/evaluator-").map(|(_, n)| n.to_string())?;
+        let rest = e.target.strip_prefix("objective ")?;
+        let (objective, inject) = match rest.split_once(" inject ") {
+            Some((o, i)) => (o.to_string(), Some(i.to_string())),
+            None => (rest.to_string(), None),
+        };
+        let n: Noted = serde_json::from_str(&e.outcome).ok()?;
+        Some(Observation { at: e.at, evaluator, objective, inject, kind: n.kind, text: n.text, corrective_action: n.corrective_action })
+    }
 }
 
 impl Recorded {
@@ -135,13 +198,14 @@ impl Recorded {
         for e in store.history()? {
             history.entry(e.order).or_default().push(e);
         }
-        let views = store
-            .audit_entries()?
-            .into_iter()
+        let audit = store.audit_entries()?;
+        let views = audit
+            .iter()
             .filter(|s| s.entry.what == "view" && s.entry.outcome == "seen")
             .filter_map(|s| s.entry.target.strip_prefix("order ").and_then(|n| n.parse().ok()).map(|n| (s.entry.at, s.entry.actor.clone(), n)))
             .collect();
-        Ok(Recorded { orders, history, views })
+        let observations = audit.iter().filter_map(|s| Observation::of(&s.entry)).collect();
+        Ok(Recorded { orders, history, views, observations })
     }
 }
 
@@ -163,7 +227,49 @@ pub struct Aar {
     pub timeline: Vec<Moment>,
     pub inject_lateness_ms: BTreeMap<String, f64>,
     pub event_lateness: Option<Lateness>,
+    /// Evaluator name -> the objectives they evaluate.
+    #[serde(default)]
+    pub evaluators: BTreeMap<String, Vec<String>>,
+    /// The evaluators' observations, as the core's audit log kept them.
+    #[serde(default)]
+    pub observations: Vec<Observation>,
+    /// The hotwash's agenda: per objective, its strengths and areas for improvement.
+    #[serde(default)]
+    pub hotwash: Vec<Hotwash>,
+    /// The improvement plan (HSEEP's IP): a row per area for improvement.
+    #[serde(default)]
+    pub improvement_plan: Vec<Improvement>,
 }
+
+/// What the hotwash (the talk straight after the drill) goes through for one objective.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hotwash {
+    pub objective: String,
+    pub text: String,
+    pub rating: String,
+    pub strengths: Vec<String>,
+    pub improvements: Vec<String>,
+}
+
+/// A row of the improvement plan: an area for improvement and what is to be done about it, by whom, by when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Improvement {
+    /// The objective (the capability exercised), by id.
+    pub objective: String,
+    pub capability: String,
+    /// The area for improvement: what was seen.
+    pub observation: String,
+    pub corrective_action: String,
+    /// The organisation to act: the trainee's principal, or the principals the objective's tasks name.
+    pub owner: String,
+    /// Local date it is due: 30 days after the drill.
+    pub due: String,
+    /// Where it came from: an evaluator's observation, or an expectation not met.
+    pub source: String,
+}
+
+/// The improvement plan's columns, as `improvement-plan.csv` has them.
+pub const IMPROVEMENT_PLAN_COLUMNS: [&str; 7] = ["Objective", "Capability", "Area for improvement", "Corrective action", "Owner", "Due", "Source"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InjectScore {
@@ -366,6 +472,7 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
         .collect();
     let earned = objectives.iter().map(|o| o.earned).sum();
     let possible = objectives.iter().map(|o| o.possible).sum();
+    let (hotwash, improvement_plan) = debrief(log, rec, &injects, &objectives);
     Aar {
         drill: s.name.clone(),
         exercise: log.exercise.clone(),
@@ -382,7 +489,74 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
         timeline,
         inject_lateness_ms: log.injects.iter().filter_map(|i| i.lateness_ms.map(|l| (i.id.clone(), l))).collect(),
         event_lateness: log.event_lateness.clone(),
+        evaluators: s.evaluators.iter().map(|e| (e.name.clone(), e.objectives.clone())).collect(),
+        observations: rec.observations.clone(),
+        hotwash,
+        improvement_plan,
     }
+}
+
+/// The hotwash's agenda and the improvement plan: strengths are the evaluators' and the expectations met in
+/// time; areas for improvement the evaluators' and the expectations exercised and not met, each of which
+/// becomes a row of the plan, owned by the trainee's principal (an evaluator's, by the principals the
+/// objective's tasks name, unless they named an action), due 30 days after the drill.
+fn debrief(log: &Log, rec: &Recorded, injects: &[InjectScore], objectives: &[ObjectiveScore]) -> (Vec<Hotwash>, Vec<Improvement>) {
+    let due = towntwin_core::time::Local::of(log.ended_at + 30 * towntwin_core::time::DAY).date_string();
+    let minute = |t: Millis| minutes_between(log.drill_start, t);
+    let mut hotwash = Vec::new();
+    let mut plan = Vec::new();
+    for ob in objectives {
+        let (mut strengths, mut improvements) = (Vec::new(), Vec::new());
+        let tasks: Vec<(&InjectScore, &ExpectationScore)> =
+            injects.iter().flat_map(|i| i.expectations.iter().filter(|x| x.objective == ob.id).map(move |x| (i, x))).collect();
+        let mut owners: Vec<String> = tasks.iter().filter_map(|(_, x)| log.principals.get(&x.by).cloned()).collect();
+        owners.sort();
+        owners.dedup();
+        for (i, x) in &tasks {
+            if x.met {
+                strengths.push(format!("{} {:?} on {} in {:.0} of {:.0} min", x.by, x.action, i.id, x.done_after_minutes.unwrap_or(0.0), x.within_minutes));
+            } else if x.exercised {
+                let why = x.why.clone().unwrap_or_else(|| "not met".into());
+                improvements.push(format!("{} {:?} on {}: {why}", x.by, x.action, i.id));
+                plan.push(Improvement {
+                    objective: ob.id.clone(),
+                    capability: ob.text.clone(),
+                    observation: format!("{} did not {:?} within {:.0} min of {} ({}): {why}", x.by, x.action, x.within_minutes, i.id, i.title),
+                    corrective_action: format!(
+                        "Rehearse: {} to {} {} orders within {:.0} min of the alarm (a drill of its own, then again in this one)",
+                        x.by,
+                        format!("{:?}", x.action).to_lowercase(),
+                        i.order_rule.as_deref().unwrap_or("such"),
+                        x.within_minutes
+                    ),
+                    owner: log.principals.get(&x.by).cloned().unwrap_or_else(|| x.by.clone()),
+                    due: due.clone(),
+                    source: format!("expectation of {}", i.id),
+                });
+            }
+        }
+        for o in rec.observations.iter().filter(|o| o.objective == ob.id) {
+            let about = o.inject.as_deref().map(|i| format!(" on {i}")).unwrap_or_default();
+            let line = format!("{}{about} (evaluator {}, minute {:.0}): {}", o.objective, o.evaluator, minute(o.at), o.text);
+            match o.kind {
+                ObservationKind::Strength => strengths.push(line),
+                ObservationKind::Improvement => {
+                    improvements.push(line);
+                    plan.push(Improvement {
+                        objective: ob.id.clone(),
+                        capability: ob.text.clone(),
+                        observation: format!("{}{about}", o.text),
+                        corrective_action: o.corrective_action.clone().unwrap_or_else(|| "to be agreed at the hotwash".into()),
+                        owner: if owners.is_empty() { "to be named at the hotwash".into() } else { owners.join(", ") },
+                        due: due.clone(),
+                        source: format!("evaluator {} at minute {:.0}", o.evaluator, minute(o.at)),
+                    });
+                }
+            }
+        }
+        hotwash.push(Hotwash { objective: ob.id.clone(), text: ob.text.clone(), rating: ob.rating.clone(), strengths, improvements });
+    }
+    (hotwash, plan)
 }
 
 /// When an order was first resolved (by a resolve, or its joint visit's last report).

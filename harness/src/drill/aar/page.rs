@@ -12,7 +12,88 @@ pub fn write(dir: &Path, aar: &Aar) -> Result<()> {
     let svg = std::fs::read_to_string(dir.join("aar-timeline.svg")).unwrap_or_default();
     let html = render_html(aar, &svg);
     std::fs::write(dir.join("aar.html"), html).with_context(|| format!("cannot write {}", dir.join("aar.html").display()))?;
+    let file = dir.join("improvement-plan.csv");
+    std::fs::write(&file, improvement_plan_csv(&aar.improvement_plan)?).with_context(|| format!("cannot write {}", file.display()))?;
     Ok(())
+}
+
+/// The improvement plan as CSV, in [`IMPROVEMENT_PLAN_COLUMNS`].
+pub fn improvement_plan_csv(rows: &[Improvement]) -> Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(IMPROVEMENT_PLAN_COLUMNS)?;
+    for r in rows {
+        w.write_record([&r.objective, &r.capability, &r.observation, &r.corrective_action, &r.owner, &r.due, &r.source])?;
+    }
+    w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The evaluators' observations, the hotwash's agenda and the improvement plan.
+fn debrief_html(h: &mut String, aar: &Aar) {
+    h.push_str("<h2>Evaluators' observations</h2>");
+    if aar.evaluators.is_empty() {
+        h.push_str("<p>No evaluator was named in the script.</p>");
+    } else {
+        let names: Vec<String> = aar.evaluators.iter().map(|(n, o)| format!("{} ({})", esc(n), esc(&o.join(", ")))).collect();
+        let _ = write!(h, "<p>Evaluators: {}.</p>", names.join("; "));
+    }
+    if !aar.observations.is_empty() {
+        h.push_str("<table id=observations><tr><th>town time</th><th>evaluator</th><th>objective</th><th>inject</th><th>kind</th><th>observation</th><th>corrective action</th></tr>");
+        for o in &aar.observations {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                town_time(o.at),
+                esc(&o.evaluator),
+                esc(&o.objective),
+                esc(o.inject.as_deref().unwrap_or("")),
+                match o.kind {
+                    ObservationKind::Strength => "strength",
+                    ObservationKind::Improvement => "area for improvement",
+                },
+                esc(&o.text),
+                esc(o.corrective_action.as_deref().unwrap_or(""))
+            );
+        }
+        h.push_str("</table>");
+    } else if !aar.evaluators.is_empty() {
+        h.push_str("<p>None recorded.</p>");
+    }
+    h.push_str("<h2>Hotwash</h2><p>For the talk straight after the drill: per objective, what went well and what did not (the evaluators' observations and the expectations).</p>");
+    for w in &aar.hotwash {
+        let _ = write!(h, "<h3>{} ({}): {}</h3>", esc(&w.objective), esc(&w.rating), esc(&w.text));
+        for (title, list) in [("Strengths", &w.strengths), ("Areas for improvement", &w.improvements)] {
+            let _ = write!(h, "<p><b>{title}</b></p><ul>");
+            if list.is_empty() {
+                h.push_str("<li>none</li>");
+            }
+            for l in list {
+                let _ = write!(h, "<li>{}</li>", esc(l));
+            }
+            h.push_str("</ul>");
+        }
+    }
+    let _ = write!(
+        h,
+        "<h2>Improvement plan</h2><p>Also as <a href=improvement-plan.csv>improvement-plan.csv</a>; owners and dates are proposals for the hotwash to confirm.</p><table id=improvement-plan><tr>{}</tr>",
+        IMPROVEMENT_PLAN_COLUMNS.iter().map(|c| format!("<th>{c}</th>")).collect::<String>()
+    );
+    if aar.improvement_plan.is_empty() {
+        h.push_str("<tr><td colspan=7>No area for improvement.</td></tr>");
+    }
+    for r in &aar.improvement_plan {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.objective),
+            esc(&r.capability),
+            esc(&r.observation),
+            esc(&r.corrective_action),
+            esc(&r.owner),
+            esc(&r.due),
+            esc(&r.source)
+        );
+    }
+    h.push_str("</table>");
 }
 
 /// Each inject a row: when it started, its order, and each expectation's deadline (a bar) and when it was
@@ -165,9 +246,11 @@ pub fn render_html(aar: &Aar, svg: &str) -> String {
             );
         }
     }
+    h.push_str("</table>");
+    debrief_html(&mut h, aar);
     let _ = write!(
         h,
-        "</table><h2>Timeline</h2>{svg}<p>Black dot: the inject took effect; triangle: its order was made; each bar: an expectation's \
+        "<h2>Timeline</h2>{svg}<p>Black dot: the inject took effect; triangle: its order was made; each bar: an expectation's \
          window from the inject's start; on it a green dot: done in time, a red dot: done late, a red cross at the deadline: never done.</p>\
          <table><tr><th>drill minute</th><th>what</th></tr>"
     );

@@ -135,6 +135,8 @@ pub struct Printed {
     pub panel: String,
     pub controller: String,
     pub trainees: std::collections::BTreeMap<String, String>,
+    /// Each evaluator's token by name.
+    pub evaluators: std::collections::BTreeMap<String, String>,
 }
 
 impl LiveDrill {
@@ -162,8 +164,13 @@ impl LiveDrill {
 
     /// Reads stdout until the addresses and the `trainees` tokens are printed.
     pub fn printed(&self, trainees: usize) -> Printed {
+        self.printed_with(trainees, 0)
+    }
+
+    /// Reads stdout until the addresses, the `trainees` tokens and the `evaluators` tokens are printed.
+    pub fn printed_with(&self, trainees: usize, evaluators: usize) -> Printed {
         let mut p = Printed::default();
-        while p.trainees.len() < trainees || p.console.is_empty() || p.controller.is_empty() {
+        while p.trainees.len() < trainees || p.evaluators.len() < evaluators || p.console.is_empty() || p.controller.is_empty() {
             let line = self.lines.recv_timeout(std::time::Duration::from_secs(120)).expect("the drill prints its addresses and tokens");
             if let Some(rest) = line.strip_prefix("drill: console (the core's API) on ") {
                 p.console = rest.to_string();
@@ -174,6 +181,11 @@ impl LiveDrill {
             } else if let Some(rest) = line.strip_prefix("drill: trainee ") {
                 let (name, rest) = rest.split_once(' ').unwrap();
                 p.trainees.insert(name.to_string(), rest.rsplit(' ').next().unwrap().to_string());
+            } else if let Some(rest) = line.strip_prefix("drill: evaluator ")
+                && rest.contains(" token ")
+            {
+                let (name, rest) = rest.split_once(' ').unwrap();
+                p.evaluators.insert(name.to_string(), rest.rsplit(' ').next().unwrap().to_string());
             }
         }
         p
