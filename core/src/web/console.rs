@@ -25,6 +25,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::html::{cookie, esc, same_origin as from_here};
+use super::i18n::Lang;
 use super::state::Api;
 use crate::orders::{Action, Order, State as OrderState, next_state};
 use crate::principal::{Principal, Scope};
@@ -48,6 +49,7 @@ pub fn router(api: Api) -> Router {
         .route("/console/orders/{id}/actions", post(act))
         .route("/console/map", get(map_page))
         .route("/console/login", get(login_page).post(login))
+        .route("/console/lang/{lang}", get(|Path(lang): Path<String>, headers: HeaderMap| async move { super::i18n::choose(&lang, &headers, "/console") }))
         .route("/console/logout", post(logout))
         .route("/console/static/htmx.min.js", get(|| async { js(HTMX) }))
         .route("/console/static/sse.min.js", get(|| async { js(SSE) }))
@@ -64,23 +66,29 @@ fn town_time(t: Millis) -> String {
     format!("{} {:02}:{:02}", l.date_string(), l.hour, l.minute)
 }
 
-fn page(title: &str, who: Option<&Principal>, body: &str) -> String {
+fn page(lang: Lang, title: &str, who: Option<&Principal>, body: &str) -> String {
+    let switch = super::i18n::switch(lang, "/console");
     let nav = match who {
         Some(p) => format!(
-            "<nav><a href=/console>Queue</a> · <a href=/console/map>Map</a> · signed in as <b id=principal>{}</b> \
-             <form method=post action=/console/logout style=display:inline><button>Log out</button></form></nav>",
-            esc(&p.to_string())
+            "<nav><a href=/console>{queue}</a> · <a href=/console/map>{map}</a> · {signed} <b id=principal>{}</b> \
+             <form method=post action=/console/logout style=display:inline><button>{out}</button></form> · {switch}</nav>",
+            esc(&p.to_string()),
+            queue = lang.t("Queue"),
+            map = lang.t("Map"),
+            signed = lang.t("signed in as"),
+            out = lang.t("Log out"),
         ),
-        None => String::new(),
+        None => format!("<nav>{switch}</nav>"),
     };
     format!(
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>{t} · towntwin console</title>\
+        "<!doctype html><html lang={l}><head><meta charset=utf-8><title>{t} · towntwin console</title>\
          <script src=/console/static/htmx.min.js></script><script src=/console/static/sse.min.js></script><style>\
          body{{font-family:sans-serif;margin:1em 2em;color:#222}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}\
          th{{background:#eee}}nav{{margin-bottom:1em}}.state-dispatched{{background:#fee}}.state-accepted,.state-in_progress{{background:#ffd}}\
          .state-resolved,.state-verified{{background:#efe}}.error{{color:#a00}}tr.mine{{font-weight:bold}}form.act{{display:inline;margin-right:.5em}}</style></head>\
          <body>{nav}<h1>{t}</h1>{body}</body></html>",
-        t = esc(title)
+        t = esc(title),
+        l = lang.html()
     )
 }
 
@@ -95,9 +103,10 @@ impl IntoResponse for Refusal {
         (
             self.0,
             Html(page(
+                Lang::Zh,
                 &format!("{} {}", self.0.as_u16(), self.0.canonical_reason().unwrap_or("")),
                 None,
-                &format!("<p class=error>{}</p><p><a href=/console>Back to the queue</a></p>", esc(&self.1)),
+                &format!("<p class=error>{}</p><p><a href=/console>返回工单队列 · Back to the queue</a></p>", esc(&self.1)),
             )),
         )
             .into_response()
@@ -117,13 +126,21 @@ fn who(api: &Api, headers: &HeaderMap) -> Result<Principal, Refusal> {
         .ok_or_else(|| Refusal(StatusCode::UNAUTHORIZED, "unknown token".into()))
 }
 
-async fn login_page() -> Html<String> {
+async fn login_page(headers: HeaderMap) -> Html<String> {
+    let lang = Lang::of(&headers);
     Html(page(
-        "Sign in",
+        lang,
+        lang.t("Sign in"),
         None,
-        "<form method=post action=/console/login><p><label>Token <input id=token name=token type=password size=70 autofocus></label></p>\
-         <p><button id=signin>Sign in</button></p></form><p>A token is issued for a principal (its scope: the town, a committee \
-         or an estate) with <code>towntwin core token issue --principal estate:E012/property</code>; a drill prints its trainees'.</p>",
+        &format!(
+            "<form method=post action=/console/login><p><label>{token} <input id=token name=token type=password size=70 autofocus></label></p>\
+             <p><button id=signin>{sign}</button></p></form><p>{how}</p>",
+            token = lang.t("Token"),
+            sign = lang.t("Sign in"),
+            how = lang.t(
+                "A token is issued for a principal (its scope: the town, a committee or an estate) with <code>towntwin core token issue --principal estate:E012/property</code>; a drill prints its trainees'."
+            ),
+        ),
     ))
 }
 
@@ -143,7 +160,16 @@ async fn login(State(api): State<Api>, headers: HeaderMap, Form(f): Form<LoginFo
         tracing::warn!("console: a sign-in with a token this core did not issue");
         return (
             StatusCode::UNAUTHORIZED,
-            Html(page("Sign in", None, "<p class=error>That token was not issued by this core.</p><p><a href=/console/login>Try again</a></p>")),
+            Html(page(
+                Lang::of(&headers),
+                Lang::of(&headers).t("Sign in"),
+                None,
+                &format!(
+                    "<p class=error>{}</p><p><a href=/console/login>{}</a></p>",
+                    Lang::of(&headers).t("That token was not issued by this core."),
+                    Lang::of(&headers).t("Try again")
+                ),
+            )),
         )
             .into_response();
     }
@@ -211,6 +237,7 @@ async fn queue_page(
     filter: Result<Query<QueueFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Refusal> {
     let (p, f) = queue_request(&api, &headers, filter)?;
+    let lang = Lang::of(&headers);
     let mut query = String::new();
     if let Some(s) = &f.state {
         let _ = write!(query, "state={}&", esc(s));
@@ -222,19 +249,25 @@ async fn queue_page(
         let _ = write!(query, "area={}", esc(a));
     }
     let mine = match (p.role(), f.mine(&p)) {
-        (Some(r), Some(_)) => format!(", assigned to {} (<a id=assigned-all href=\"/console?assigned=all\">all in scope</a>)", esc(r.name())),
-        (Some(r), None) => format!(" (<a id=assigned-me href=\"/console?assigned=me\">only those assigned to {}</a>)", esc(r.name())),
+        (Some(r), Some(_)) => {
+            format!(", {} {} (<a id=assigned-all href=\"/console?assigned=all\">{}</a>)", lang.t("assigned to"), esc(lang.role(r)), lang.t("all in scope"))
+        }
+        (Some(r), None) => format!(" (<a id=assigned-me href=\"/console?assigned=me\">{} {}</a>)", lang.t("only those assigned to"), esc(lang.role(r))),
         (None, _) => String::new(),
     };
     let body = format!(
-        "<p>Work orders of <b>{scope}</b>{area}{mine}, newest first: <a href=/console>open</a> · <a href=\"/console?state=all\">all</a>. \
-         The queue updates itself as orders change; yours are in bold.</p>\
+        "<p>{of} <b>{scope}</b>{area}{mine}, {newest}: <a href=/console>{open}</a> · <a href=\"/console?state=all\">{all}</a>. {live}</p>\
          <div hx-ext=sse sse-connect=/console/events><div id=queue hx-get=\"/console/queue?{query}\" hx-trigger=\"load, sse:orders throttle:300ms\">{table}</div></div>",
         scope = esc(&p.scope.to_string()),
-        area = f.area.as_deref().map(|a| format!(" in {}", esc(a))).unwrap_or_default(),
-        table = queue_table(&api, &p, &f)?
+        area = f.area.as_deref().map(|a| format!(" {} {}", lang.t("in"), esc(a))).unwrap_or_default(),
+        table = queue_table(&api, &p, &f, lang)?,
+        of = lang.t("Work orders of"),
+        newest = lang.t("newest first"),
+        open = lang.t("open"),
+        all = lang.t("all"),
+        live = lang.t("The queue updates itself as orders change; yours are in bold."),
     );
-    Ok(Html(page("Work-order queue", Some(&p), &body)).into_response())
+    Ok(Html(page(lang, lang.t("Work-order queue"), Some(&p), &body)).into_response())
 }
 
 async fn queue_fragment(
@@ -243,10 +276,10 @@ async fn queue_fragment(
     filter: Result<Query<QueueFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Refusal> {
     let (p, f) = queue_request(&api, &headers, filter)?;
-    Ok(Html(queue_table(&api, &p, &f)?).into_response())
+    Ok(Html(queue_table(&api, &p, &f, Lang::of(&headers))?).into_response())
 }
 
-fn queue_table(api: &Api, p: &Principal, f: &QueueFilter) -> Result<String, Refusal> {
+fn queue_table(api: &Api, p: &Principal, f: &QueueFilter, lang: Lang) -> Result<String, Refusal> {
     let all = f.state.as_deref() == Some("all");
     let core = api.lock().map_err(|e| Refusal(e.0, e.1))?;
     let mut rows: Vec<&Order> = core
@@ -259,29 +292,33 @@ fn queue_table(api: &Api, p: &Principal, f: &QueueFilter) -> Result<String, Refu
         .filter(|o| f.mine(p).is_none_or(|r| o.assignee.contains(&r)))
         .collect();
     rows.sort_by_key(|o| std::cmp::Reverse((o.created_at, o.id)));
-    let mut t = "<table id=orders><tr><th>order</th><th>rule</th><th>area</th><th>about</th><th>state</th><th>loop</th><th>assigned to</th><th>made</th><th>updated</th></tr>"
-        .to_string();
+    let mut t = String::from("<table id=orders><tr>");
+    for h in ["order", "rule", "area", "about", "state", "loop", "assigned to", "made", "updated"] {
+        let _ = write!(t, "<th>{}</th>", lang.t(h));
+    }
+    t.push_str("</tr>");
     let role = p.role();
     for o in rows.iter().take(QUEUE_ROWS) {
         let mine = role.is_some_and(|r| o.assignee.contains(&r));
         let _ = write!(
             t,
-            "<tr id=order-{id} class=\"state-{st}{m}\"><td><a href=/console/orders/{id}>{id}</a></td><td>{rule}</td><td>{area}</td><td>{subj}</td><td>{st}</td><td>{lvl:?}</td><td>{who}</td><td>{made}</td><td>{upd}</td></tr>",
+            "<tr id=order-{id} class=\"state-{st}{m}\" data-state={st}><td><a href=/console/orders/{id}>{id}</a></td><td>{rule}</td><td>{area}</td><td>{subj}</td><td>{shown}</td><td>{lvl}</td><td>{who}</td><td>{made}</td><td>{upd}</td></tr>",
             id = o.id,
             m = if mine { " mine" } else { "" },
-            who = esc(&o.assignee.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")),
+            who = esc(&o.assignee.iter().map(|r| lang.role(*r)).collect::<Vec<_>>().join(", ")),
             st = o.state.as_str(),
+            shown = lang.state(o.state),
             rule = esc(&o.rule),
             area = esc(&o.area),
             subj = esc(&o.subject),
-            lvl = o.level,
+            lvl = lang.level(o.level),
             made = town_time(o.created_at),
             upd = town_time(o.updated_at)
         );
     }
     t.push_str("</table>");
     if rows.len() > QUEUE_ROWS {
-        let _ = write!(t, "<p>{} more not shown.</p>", rows.len() - QUEUE_ROWS);
+        let _ = write!(t, "<p>{} {}</p>", rows.len() - QUEUE_ROWS, lang.t("more not shown."));
     }
     Ok(t)
 }
@@ -316,6 +353,13 @@ async fn events(State(api): State<Api>, headers: HeaderMap) -> Result<Response, 
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
+/// An action's name as the history has it, if it is one the pages name.
+fn known_action(name: &str) -> Option<&'static str> {
+    ["accept", "start", "resolve", "fail", "return", "verify", "close", "reopen", "escalate", "whistle", "cancel", "dispatch", "report", "create"]
+        .into_iter()
+        .find(|a| *a == name)
+}
+
 /// Every action, with a placeholder reason where one is needed: for asking which are legal.
 fn all_actions() -> Vec<Action> {
     let r = || "-".to_string();
@@ -337,6 +381,7 @@ fn all_actions() -> Vec<Action> {
 
 async fn order_page(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u64>) -> Result<Response, Refusal> {
     let p = who(&api, &headers)?;
+    let lang = Lang::of(&headers);
     let mut core = api.lock().map_err(|e| Refusal(e.0, e.1))?;
     let refusal = match core.orders.get(id) {
         None => Some((StatusCode::NOT_FOUND, format!("no work order {id}"))),
@@ -355,63 +400,82 @@ async fn order_page(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u
         Some(s) => s.order_events(id).map_err(|e| Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
         None => Vec::new(),
     };
+    let th = |h: &'static str| lang.t(h);
     let mut b = format!(
-        "<table id=order><tr><th>rule</th><td>{}</td></tr><tr><th>area</th><td>{}</td></tr><tr><th>about</th><td>{}</td></tr>\
-         <tr><th>state</th><td id=state>{}</td></tr><tr><th>loop</th><td>{:?}</td></tr><tr><th>assigned to</th><td>{}</td></tr>\
-         <tr><th>detail</th><td>{}</td></tr><tr><th>made</th><td>{}</td></tr><tr><th>seen</th><td>{} time(s), hotline calls {}</td></tr></table>",
+        "<table id=order><tr><th>{}</th><td>{}</td></tr><tr><th>{}</th><td>{}</td></tr><tr><th>{}</th><td>{}</td></tr>\
+         <tr><th>{}</th><td id=state data-state={st}>{}</td></tr><tr><th>{}</th><td>{}</td></tr><tr><th>{}</th><td>{}</td></tr>\
+         <tr><th>{}</th><td>{}</td></tr><tr><th>{}</th><td>{}</td></tr><tr><th>{}</th><td>{} {} {}</td></tr></table>",
+        th("rule"),
         esc(&o.rule),
+        th("area"),
         esc(&o.area),
+        th("about"),
         esc(&o.subject),
-        o.state.as_str(),
-        o.level,
-        esc(&o.assignee.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")),
+        th("state"),
+        lang.state(o.state),
+        th("loop"),
+        lang.level(o.level),
+        th("assigned to"),
+        esc(&o.assignee.iter().map(|r| lang.role(*r)).collect::<Vec<_>>().join(", ")),
+        th("detail"),
         esc(&o.detail),
+        th("made"),
         town_time(o.created_at),
+        th("seen"),
         o.count,
-        o.calls
+        th("time(s), hotline calls"),
+        o.calls,
+        st = o.state.as_str(),
     );
-    b.push_str("<h2>Actions</h2>");
+    let _ = write!(b, "<h2>{}</h2>", lang.t("Actions"));
     // A joint visit is resolved by its parties' reports, one form per party still to report.
     let legal: Vec<Action> =
         all_actions().into_iter().filter(|a| next_state(o.state, a).is_ok() && !(o.joint && *a == Action::Resolve) && !p.is_evaluator()).collect();
     if p.is_evaluator() {
-        b.push_str("<p>None: an evaluator observes and acts on no order.</p>");
+        let _ = write!(b, "<p>{}</p>", lang.t("None: an evaluator observes and acts on no order."));
     } else if legal.is_empty() {
-        b.push_str("<p>None: the order is closed.</p>");
+        let _ = write!(b, "<p>{}</p>", lang.t("None: the order is closed."));
     }
     for a in legal {
         let name = a.name();
-        let reason = if a.reason().is_some() { "<input name=reason placeholder=\"reason (required)\" required>" } else { "" };
+        let reason = if a.reason().is_some() { format!("<input name=reason placeholder=\"{}\" required>", lang.t("reason (required)")) } else { String::new() };
         let _ = write!(
             b,
-            "<form class=act method=post action=/console/orders/{id}/actions><input type=hidden name=action value={name}>{reason}<button id=act-{name}>{name}</button></form>"
+            "<form class=act method=post action=/console/orders/{id}/actions><input type=hidden name=action value={name}>{reason}<button id=act-{name}>{label}</button></form>",
+            label = lang.action(name)
         );
     }
     if o.joint && matches!(o.state, OrderState::Accepted | OrderState::InProgress) && !p.is_evaluator() {
         for r in o.assignee.iter().filter(|r| !o.reported.contains(r) && p.may_report_for(**r)) {
             let _ = write!(
                 b,
-                "<form class=act method=post action=/console/orders/{id}/actions><input type=hidden name=action value=report><input type=hidden name=role value={r:?}><button id=act-report-{n}>report for {n}</button></form>",
-                n = r.name()
+                "<form class=act method=post action=/console/orders/{id}/actions><input type=hidden name=action value=report><input type=hidden name=role value={r:?}><button id=act-report-{n}>{label} {shown}</button></form>",
+                n = r.name(),
+                label = lang.t("report for"),
+                shown = lang.role(*r)
             );
         }
     }
-    b.push_str("<h2>History</h2><table id=history><tr><th>when</th><th>action</th><th>by</th><th>from</th><th>to</th><th>loop</th><th>reason</th></tr>");
+    let _ = write!(b, "<h2>{}</h2><table id=history><tr>", lang.t("History"));
+    for h in ["when", "action", "by", "from", "to", "loop", "reason"] {
+        let _ = write!(b, "<th>{}</th>", lang.t(h));
+    }
+    b.push_str("</tr>");
     for e in &history {
         let _ = write!(
             b,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             town_time(e.at),
-            esc(&e.action),
+            esc(known_action(&e.action).map_or(e.action.clone(), |a| lang.action(a).to_string()).as_str()),
             esc(&e.actor),
-            e.from.map_or("-", OrderState::as_str),
-            e.to.as_str(),
-            e.level,
+            e.from.map_or("-", |s| lang.state(s)),
+            lang.state(e.to),
+            lang.level(e.level),
             esc(e.reason.as_deref().unwrap_or(""))
         );
     }
     b.push_str("</table>");
-    Ok(Html(page(&format!("Work order {id}"), Some(&p), &b)).into_response())
+    Ok(Html(page(lang, &format!("{} {id}", lang.t("Work order")), Some(&p), &b)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -483,6 +547,7 @@ async fn act(
 /// open orders in the principal's scope), each a link to its queue.
 async fn map_page(State(api): State<Api>, headers: HeaderMap) -> Result<Response, Refusal> {
     let p = who(&api, &headers)?;
+    let lang = Lang::of(&headers);
     let core = api.lock().map_err(|e| Refusal(e.0, e.1))?;
     let town = api.town();
     let (w, h, scale) = (900.0f32, 640.0f32, 110.0f32);
@@ -508,23 +573,28 @@ async fn map_page(State(api): State<Api>, headers: HeaderMap) -> Result<Response
         };
         let _ = write!(
             svg,
-            "<a href=\"/console?area={id}\"><circle cx={x:.0} cy={y:.0} r={r:.1} fill=\"{fill}\" stroke=\"#456\"><title>{id} {name}: {d} devices, {n} open orders</title></circle>\
+            "<a href=\"/console?area={id}\"><circle cx={x:.0} cy={y:.0} r={r:.1} fill=\"{fill}\" stroke=\"#456\"><title>{id} {name}: {d} {devs}, {n} {opens}</title></circle>\
              <text x={tx:.0} y={y:.0} font-size=10>{id}{badge}</text></a>",
             id = esc(&e.id),
             name = esc(&e.name),
             d = e.devices.len(),
             tx = x + r + 2.0,
+            devs = lang.t("devices"),
+            opens = lang.t("open orders"),
             badge = if n > 0 { format!(" ({n})") } else { String::new() }
         );
     }
     svg.push_str("</svg>");
     let roads: usize = open.iter().filter(|(a, _)| a.starts_with('R')).map(|(_, n)| n).sum();
     let body = format!(
-        "<p>{shown} estates with {devices} devices in <b>{}</b>; circle size: devices, colour: open orders (blue none, yellow 1-2, red 3 or more). \
-         Open road orders: {roads}. Click an estate for its queue.</p>{svg}",
-        esc(&p.scope.to_string())
+        "<p>{shown} {with} {devices} {inn} <b>{}</b>; {legend} {roads}. {click}</p>{svg}",
+        esc(&p.scope.to_string()),
+        with = lang.t("estates with"),
+        inn = lang.t("devices in"),
+        legend = lang.t("circle size: devices, colour: open orders (blue none, yellow 1-2, red 3 or more). Open road orders:"),
+        click = lang.t("Click an estate for its queue."),
     );
-    Ok(Html(page("Town map", Some(&p), &body)).into_response())
+    Ok(Html(page(lang, lang.t("Town map"), Some(&p), &body)).into_response())
 }
 
 #[cfg(test)]

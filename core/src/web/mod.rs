@@ -5,6 +5,7 @@
 pub mod api;
 pub mod console;
 pub mod html;
+pub mod i18n;
 pub mod ops;
 mod state;
 

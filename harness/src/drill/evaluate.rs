@@ -22,6 +22,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use towntwin_core::principal::Principal;
 use towntwin_core::web::html::{cookie, esc, same_origin};
+use towntwin_core::web::i18n::Lang;
 
 use super::aar::{Noted, Observation, ObservationKind, observation_target, town_time};
 use super::panel::Control;
@@ -212,39 +213,58 @@ async fn observe_json(State(c): State<Arc<Control>>, headers: HeaderMap, body: a
     Ok((StatusCode::CREATED, axum::Json(seen)).into_response())
 }
 
-fn html(body: &str) -> Html<String> {
+fn html(lang: Lang, body: &str) -> Html<String> {
     Html(format!(
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>Drill evaluator</title><script src=/drill/panel/htmx.min.js></script>\
+        "<!doctype html><html lang={l}><head><meta charset=utf-8><title>{t}</title><script src=/drill/panel/htmx.min.js></script>\
          <style>body{{font-family:sans-serif;margin:1em 2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}\
-         th{{background:#eee}}.error{{color:#a00}}.ok{{color:#060}}textarea{{width:40em}}</style></head><body><h1>Drill evaluator</h1>{body}</body></html>"
+         th{{background:#eee}}.error{{color:#a00}}.ok{{color:#060}}textarea{{width:40em}}</style></head><body><nav>{switch}</nav><h1>{t}</h1>{body}</body></html>",
+        l = lang.html(),
+        t = lang.t("Drill evaluator"),
+        switch = towntwin_core::web::i18n::switch(lang, "/drill"),
     ))
 }
 
 async fn page(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
+    let lang = Lang::of(&headers);
     let Ok((_, e)) = who(&c, &headers) else {
-        return html(
-            "<form method=post action=/drill/evaluate/login><label>Evaluator's token <input id=token name=token type=password size=70></label> <button id=signin>Sign in</button></form>",
-        )
-        .into_response();
+        let form = format!(
+            "<form method=post action=/drill/evaluate/login><label>{} <input id=token name=token type=password size=70></label> <button id=signin>{}</button></form>",
+            lang.t("Evaluator's token"),
+            lang.t("Sign in")
+        );
+        return html(lang, &form).into_response();
     };
     let mut options = String::new();
     for o in &e.objectives {
         let _ = write!(options, "<option value=\"{o}\">{o}</option>", o = esc(o));
     }
+    let t = |s: &'static str| lang.t(s);
     let body = format!(
-        "<p>Signed in as <b id=evaluator>{name}</b>, evaluating {objectives}. The guide below follows the drill live.</p>\
+        "<p>{signed} <b id=evaluator>{name}</b>, {evaluating} {objectives}. {live}</p>\
          <div id=eeg hx-get=/drill/evaluate/status hx-trigger=\"load, every 2s\"></div>\
-         <h2>Record an observation</h2><form hx-post=/drill/evaluate/observe hx-target=#observe-result>\
-         <p><label>objective <select name=objective id=observe-objective>{options}</select></label> \
-         <label>inject (optional) <input name=inject id=observe-inject size=6 placeholder=I1></label> \
-         <label>kind <select name=kind id=observe-kind><option value=strength>strength</option><option value=improvement>area for improvement</option></select></label></p>\
-         <p><textarea name=text id=observe-text rows=3 placeholder=\"What you saw\"></textarea></p>\
-         <p><label>corrective action (optional) <input name=corrective_action id=observe-action size=70></label></p>\
-         <button id=observe>Record</button></form><div id=observe-result></div>",
+         <h2>{record_title}</h2><form hx-post=/drill/evaluate/observe hx-target=#observe-result>\
+         <p><label>{objective} <select name=objective id=observe-objective>{options}</select></label> \
+         <label>{inject} <input name=inject id=observe-inject size=6 placeholder=I1></label> \
+         <label>{kind} <select name=kind id=observe-kind><option value=strength>{strength}</option><option value=improvement>{improvement}</option></select></label></p>\
+         <p><textarea name=text id=observe-text rows=3 placeholder=\"{saw}\"></textarea></p>\
+         <p><label>{action} <input name=corrective_action id=observe-action size=70></label></p>\
+         <button id=observe>{record}</button></form><div id=observe-result></div>",
         name = esc(&e.name),
         objectives = esc(&e.objectives.join(", ")),
+        signed = t("Signed in as"),
+        evaluating = t("evaluating"),
+        live = t("The guide below follows the drill live."),
+        record_title = t("Record an observation"),
+        objective = t("objective"),
+        inject = t("inject (optional)"),
+        kind = t("kind"),
+        strength = t("strength"),
+        improvement = t("area for improvement"),
+        saw = t("What you saw"),
+        action = t("corrective action (optional)"),
+        record = t("Record"),
     );
-    html(&body).into_response()
+    html(lang, &body).into_response()
 }
 
 #[derive(Deserialize)]
@@ -262,8 +282,10 @@ async fn login(State(c): State<Arc<Control>>, headers: HeaderMap, axum::extract:
         probe.insert("authorization", v);
     }
     if token.is_empty() || !token.chars().all(|c| c.is_ascii_alphanumeric()) || who(&c, &probe).is_err() {
-        return (StatusCode::UNAUTHORIZED, html("<p class=error>That is not an evaluator's token of this drill. <a href=/drill/evaluate>Try again</a></p>"))
-            .into_response();
+        let lang = Lang::of(&headers);
+        let body =
+            format!("<p class=error>{} <a href=/drill/evaluate>{}</a></p>", lang.t("That is not an evaluator's token of this drill."), lang.t("Try again"));
+        return (StatusCode::UNAUTHORIZED, html(lang, &body)).into_response();
     }
     let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/drill");
     ([(axum::http::header::SET_COOKIE, cookie)], Redirect::to("/drill/evaluate")).into_response()
@@ -271,17 +293,17 @@ async fn login(State(c): State<Arc<Control>>, headers: HeaderMap, axum::extract:
 
 async fn status(State(c): State<Arc<Control>>, headers: HeaderMap) -> Result<Response, Refusal> {
     let (_, e) = who(&c, &headers)?;
+    let lang = Lang::of(&headers);
     let g = eeg(&c, &e);
     let mut h = String::new();
     for o in &g.objectives {
-        let _ = write!(
-            h,
-            "<h2>{}: {}</h2><table class=eeg><tr><th>inject</th><th>task</th><th>within</th><th>points</th><th>inject state</th><th>order</th></tr>",
-            esc(&o.id),
-            esc(&o.text)
-        );
+        let _ = write!(h, "<h2>{}: {}</h2><table class=eeg><tr>", esc(&o.id), esc(&o.text));
+        for th in ["inject", "task", "within", "points", "inject state", "order"] {
+            let _ = write!(h, "<th>{}</th>", lang.t(th));
+        }
+        h.push_str("</tr>");
         if o.tasks.is_empty() {
-            h.push_str("<tr><td colspan=6>No scripted task serves it: observe it as it comes.</td></tr>");
+            let _ = write!(h, "<tr><td colspan=6>{}</td></tr>", lang.t("No scripted task serves it: observe it as it comes."));
         }
         for t in &o.tasks {
             let _ = write!(
@@ -300,7 +322,7 @@ async fn status(State(c): State<Arc<Control>>, headers: HeaderMap) -> Result<Res
         }
         h.push_str("</table>");
     }
-    h.push_str("<h2>Your observations</h2><ul id=observations>");
+    let _ = write!(h, "<h2>{}</h2><ul id=observations>", lang.t("Your observations"));
     for o in &g.observations {
         let _ = write!(
             h,
@@ -309,11 +331,11 @@ async fn status(State(c): State<Arc<Control>>, headers: HeaderMap) -> Result<Res
             esc(&o.objective),
             o.inject.as_deref().map(|i| format!(" ({})", esc(i))).unwrap_or_default(),
             match o.kind {
-                ObservationKind::Strength => "strength",
-                ObservationKind::Improvement => "area for improvement",
+                ObservationKind::Strength => lang.t("strength"),
+                ObservationKind::Improvement => lang.t("area for improvement"),
             },
             esc(&o.text),
-            o.corrective_action.as_deref().map(|a| format!("; corrective action: {}", esc(a))).unwrap_or_default()
+            o.corrective_action.as_deref().map(|a| format!("; {}: {}", lang.t("corrective action"), esc(a))).unwrap_or_default()
         );
     }
     h.push_str("</ul>");
@@ -337,6 +359,7 @@ async fn observe_form(
     form: Result<axum::extract::Form<ObserveForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, Refusal> {
     let (p, e) = who(&c, &headers)?;
+    let lang = Lang::of(&headers);
     let line = |ok: bool, text: String| Html(format!("<p class={} id=observe-outcome>{}</p>", if ok { "ok" } else { "error" }, esc(&text))).into_response();
     let Ok(axum::extract::Form(f)) = form else { return Ok(line(false, "expected objective, kind and text".into())) };
     let kind = match f.kind.as_str() {
@@ -346,7 +369,7 @@ async fn observe_form(
     };
     let o = Observe { objective: f.objective, inject: Some(f.inject), kind, text: f.text, corrective_action: Some(f.corrective_action) };
     Ok(match record(&c, &p, &e, o) {
-        Ok(seen) => line(true, format!("recorded at {}", town_time(seen.at))),
-        Err(r) => line(false, format!("refused: {}", r.1)),
+        Ok(seen) => line(true, format!("{} {}", lang.t("recorded at"), town_time(seen.at))),
+        Err(r) => line(false, format!("{}: {}", lang.t("refused"), r.1)),
     })
 }

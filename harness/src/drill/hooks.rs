@@ -43,16 +43,18 @@ pub(super) struct DrillHooks {
 impl Hooks for DrillHooks {
     fn before(&mut self, twin: &mut Twin, upcoming: Millis) -> Flow {
         if upcoming >= self.drill_end {
+            self.adhoc_too_late();
             return Flow::Stop("the end of the script".into());
         }
         if self.control.throttle.get().stopped {
+            self.adhoc_too_late();
             return Flow::Stop("the controller".into());
         }
         if upcoming < self.drill_start {
             // The warm-up: the town as it runs, at full speed.
             return Flow::Go { paced: false };
         }
-        let control = &self.control;
+        let control = self.control.clone();
         {
             let mut p = control.lock();
             p.town = upcoming;
@@ -79,17 +81,7 @@ impl Hooks for DrillHooks {
         drop(p);
         // Ad-hoc injects join the drill's, after them, and go out now.
         for (inject, log) in adhoc {
-            let i = self.d.script.injects.len();
-            if let Some(player) = self.player.as_mut() {
-                player.add_inject(inject.expect.len());
-            }
-            self.d.script.injects.push(inject);
-            self.d.areas.push(log.area.clone());
-            self.d.order.push(i);
-            self.plan.logs.push(log);
-            self.plan.orders.push(None);
-            self.plan.resolved_at.push(None);
-            fire.push(i);
+            fire.push(self.add_adhoc(inject, log));
         }
         if first {
             // The trainees take over their crews' new orders from minute 0; the warm-up ran as the town does.
@@ -138,6 +130,31 @@ impl Hooks for DrillHooks {
 
     fn after(&mut self, _: &Twin, end: Millis) {
         update_panel(&self.control, &self.plan, end);
+    }
+}
+
+impl DrillHooks {
+    /// An ad-hoc inject joins the drill's injects, after them; returns its index.
+    fn add_adhoc(&mut self, inject: super::script::Inject, log: InjectLog) -> usize {
+        let i = self.d.script.injects.len();
+        if let Some(player) = self.player.as_mut() {
+            player.add_inject(inject.expect.len());
+        }
+        self.d.script.injects.push(inject);
+        self.d.areas.push(log.area.clone());
+        self.d.order.push(i);
+        self.plan.logs.push(log);
+        self.plan.orders.push(None);
+        self.plan.resolved_at.push(None);
+        i
+    }
+
+    /// The drill ends: ad-hoc injects fired too late to take effect are kept, not started, for the report.
+    fn adhoc_too_late(&mut self) {
+        let adhoc = std::mem::take(&mut self.control.lock().adhoc);
+        for (inject, log) in adhoc {
+            self.add_adhoc(inject, log);
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use super::script::{AdHoc, Drill, Inject};
 use crate::runner::pace::{Speed, Throttle};
 use towntwin_core::truth::IncidentKind;
 use towntwin_core::web::html::{cookie, esc, same_origin};
+use towntwin_core::web::i18n::Lang;
 
 /// Town minutes per wall minute, as the panel shows it.
 fn speed_of(s: Speed) -> f64 {
@@ -132,6 +133,10 @@ pub(super) fn router(control: Arc<Control>) -> Router {
             get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8")], towntwin_core::web::console::HTMX) }),
         )
         .route("/drill/catalogue", get(catalogue))
+        .route(
+            "/drill/lang/{lang}",
+            get(|UrlPath(lang): UrlPath<String>, headers: HeaderMap| async move { towntwin_core::web::i18n::choose(&lang, &headers, "/drill/panel") }),
+        )
         .route("/drill/injects", post(adhoc_json))
         .route("/drill/panel/inject", post(adhoc_form))
         .route("/drill/{command}", post(command))
@@ -381,40 +386,70 @@ async fn adhoc_form(
 
 const PANEL_COOKIE: &str = "towntwin_controller";
 
-fn panel_html(body: &str) -> axum::response::Html<String> {
+fn panel_html(lang: Lang, body: &str) -> axum::response::Html<String> {
     axum::response::Html(format!(
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>Drill controller</title><script src=/drill/panel/htmx.min.js></script>\
+        "<!doctype html><html lang={l}><head><meta charset=utf-8><title>{t}</title><script src=/drill/panel/htmx.min.js></script>\
          <style>body{{font-family:sans-serif;margin:1em 2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px}}th{{background:#eee}}\
-         button{{margin-right:.4em}}.error{{color:#a00}}.ok{{color:#060}}</style></head><body><h1>Drill controller</h1>{body}</body></html>"
+         button{{margin-right:.4em}}.error{{color:#a00}}.ok{{color:#060}}</style></head><body><nav>{switch}</nav><h1>{t}</h1>{body}</body></html>",
+        l = lang.html(),
+        t = lang.t("Drill controller"),
+        switch = towntwin_core::web::i18n::switch(lang, "/drill"),
     ))
 }
 
 async fn panel_page(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
+    let lang = Lang::of(&headers);
     if authorised(&c, &headers).is_err() {
         return panel_html(
-            "<form method=post action=/drill/panel/login><label>Controller's token <input id=token name=token type=password size=70></label> <button id=signin>Sign in</button></form>",
+            lang,
+            &format!(
+                "<form method=post action=/drill/panel/login><label>{} <input id=token name=token type=password size=70></label> <button id=signin>{}</button></form>",
+                lang.t("Controller's token"),
+                lang.t("Sign in")
+            ),
         )
         .into_response();
     }
-    panel_html(&format!(
-        "<p><button hx-post=/drill/start hx-swap=none>Start</button><button hx-post=/drill/pause hx-swap=none>Pause</button>\
-         <button hx-post=/drill/resume hx-swap=none>Resume</button><button hx-post=/drill/step hx-swap=none>Step a minute</button><button hx-post=/drill/stop hx-swap=none hx-confirm=\"End the drill now?\">Stop</button>\
-         <form hx-post=/drill/speed hx-swap=none style=display:inline><input name=speed size=5 placeholder=1> <button>Set speed</button></form></p>\
-         <div id=status hx-get=/drill/panel/status hx-trigger=\"load, every 1s\"></div>{}",
-        adhoc_section()
-    ))
+    let b = |s: &'static str| lang.t(s);
+    panel_html(
+        lang,
+        &format!(
+            "<p><button id=start hx-post=/drill/start hx-swap=none>{}</button><button id=pause hx-post=/drill/pause hx-swap=none>{}</button>\
+             <button id=resume hx-post=/drill/resume hx-swap=none>{}</button><button id=step hx-post=/drill/step hx-swap=none>{}</button><button id=stop hx-post=/drill/stop hx-swap=none hx-confirm=\"{}\">{}</button>\
+             <form hx-post=/drill/speed hx-swap=none style=display:inline><input name=speed size=5 placeholder=1> <button>{}</button></form></p>\
+             <div id=status hx-get=/drill/panel/status hx-trigger=\"load, every 1s\"></div>{}",
+            b("Start"),
+            b("Pause"),
+            b("Resume"),
+            b("Step a minute"),
+            b("End the drill now?"),
+            b("Stop"),
+            b("Set speed"),
+            adhoc_section(lang)
+        ),
+    )
     .into_response()
 }
 
 /// The panel page's form for an ad-hoc inject, and the catalogue.
-fn adhoc_section() -> String {
-    let mut h = String::from(
-        "<h2>Fire an ad-hoc inject</h2><form hx-post=/drill/panel/inject hx-target=#adhoc-result>\
-         <p><label>id <input name=id id=adhoc-id size=6 placeholder=X1></label> <label>title <input name=title id=adhoc-title size=50></label></p>\
-         <p><label>what <input name=what id=adhoc-what size=70 placeholder='Fire(estate: \"E001\", flat: \"B16-101\")'></label></p>\
-         <p><label>expected (optional) <input name=expect id=adhoc-expect size=90 placeholder='[(by: \"property\", action: Accept, within_minutes: 30.0, points: 10, objective: \"O1\")]'></label></p>\
-         <button id=fire-adhoc>Fire now</button></form><div id=adhoc-result></div>\
-         <details><summary>What the twin can make real</summary><table><tr><th>kind</th><th>what it does</th><th>example</th></tr>",
+fn adhoc_section(lang: Lang) -> String {
+    let mut h = format!(
+        "<h2>{}</h2><form hx-post=/drill/panel/inject hx-target=#adhoc-result>\
+         <p><label>{} <input name=id id=adhoc-id size=6 placeholder=X1></label> <label>{} <input name=title id=adhoc-title size=50></label></p>\
+         <p><label>{} <input name=what id=adhoc-what size=70 placeholder='Fire(estate: \"E001\", flat: \"B16-101\")'></label></p>\
+         <p><label>{} <input name=expect id=adhoc-expect size=90 placeholder='[(by: \"property\", action: Accept, within_minutes: 30.0, points: 10, objective: \"O1\")]'></label></p>\
+         <button id=fire-adhoc>{}</button></form><div id=adhoc-result></div>\
+         <details><summary>{}</summary><table><tr><th>{}</th><th>{}</th><th>{}</th></tr>",
+        lang.t("Fire an ad-hoc inject"),
+        lang.t("id"),
+        lang.t("title"),
+        lang.t("what"),
+        lang.t("expected (optional)"),
+        lang.t("Fire now"),
+        lang.t("What the twin can make real"),
+        lang.t("kind"),
+        lang.t("what it does"),
+        lang.t("example"),
     );
     for k in &super::script::CATALOGUE {
         h.push_str(&format!("<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>", k.name, esc(k.does), esc(k.example)));
@@ -428,9 +463,11 @@ struct PanelLogin {
     token: String,
 }
 
-async fn panel_login(State(c): State<Arc<Control>>, axum::extract::Form(f): axum::extract::Form<PanelLogin>) -> Response {
+async fn panel_login(State(c): State<Arc<Control>>, headers: HeaderMap, axum::extract::Form(f): axum::extract::Form<PanelLogin>) -> Response {
     if c.token.is_empty() || f.token.trim() != c.token {
-        return (StatusCode::UNAUTHORIZED, panel_html("<p>That is not the controller's token. <a href=/drill/panel>Try again</a></p>")).into_response();
+        let lang = Lang::of(&headers);
+        let body = format!("<p class=error>{} <a href=/drill/panel>{}</a></p>", lang.t("That is not the controller's token."), lang.t("Try again"));
+        return (StatusCode::UNAUTHORIZED, panel_html(lang, &body)).into_response();
     }
     let cookie = format!("{PANEL_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/drill", c.token);
     ([(axum::http::header::SET_COOKIE, cookie)], axum::response::Redirect::to("/drill/panel")).into_response()
@@ -438,6 +475,7 @@ async fn panel_login(State(c): State<Arc<Control>>, axum::extract::Form(f): axum
 
 async fn panel_status(State(c): State<Arc<Control>>, headers: HeaderMap) -> Result<Response, PanelError> {
     authorised(&c, &headers)?;
+    let lang = Lang::of(&headers);
     let t = c.throttle.get();
     let p = c.lock();
     let state = if t.stopped {
@@ -450,16 +488,26 @@ async fn panel_status(State(c): State<Arc<Control>>, headers: HeaderMap) -> Resu
         "running"
     };
     let mut h = format!(
-        "<p>Town time <b>{}</b>, drill minute <b>{:.0}</b>, {state}, pace x{}.</p><table><tr><th>inject</th><th>state</th><th>started</th><th>order</th><th></th></tr>",
+        "<p id=drill-state data-state=\"{state}\">{} <b>{}</b>, {} <b>{:.0}</b>, {}, {} x{}.</p><table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th></th></tr>",
+        lang.t("Town time"),
         town_time(p.town),
+        lang.t("drill minute"),
         (p.town - c.drill_start) as f64 / MINUTE as f64,
-        speed_of(t.speed)
+        lang.t(state),
+        lang.t("pace"),
+        speed_of(t.speed),
+        lang.t("inject"),
+        lang.t("state"),
+        lang.t("started"),
+        lang.t("order"),
     );
     for v in &p.injects {
         let buttons = if v.status == Status::NotStarted && !v.adhoc {
             format!(
-                "<button hx-post=\"/drill/injects/{id}/fire\" hx-swap=none>Fire now</button><button hx-post=\"/drill/injects/{id}/skip\" hx-swap=none>Skip</button>",
-                id = esc(&v.id)
+                "<button hx-post=\"/drill/injects/{id}/fire\" hx-swap=none>{fire}</button><button hx-post=\"/drill/injects/{id}/skip\" hx-swap=none>{skip}</button>",
+                id = esc(&v.id),
+                fire = lang.t("Fire now"),
+                skip = lang.t("Skip")
             )
         } else {
             String::new()
@@ -469,12 +517,12 @@ async fn panel_status(State(c): State<Arc<Control>>, headers: HeaderMap) -> Resu
             "<tr><td><b>{}</b>: {}{}</td><td>{:?}</td><td>{}</td><td>{order}</td><td>{buttons}</td></tr>",
             esc(&v.id),
             esc(&v.title),
-            if v.adhoc { " <i>(ad hoc)</i>" } else { "" },
+            if v.adhoc { format!(" <i>{}</i>", lang.t("(ad hoc)")) } else { String::new() },
             v.status,
             v.started_at.as_deref().unwrap_or("")
         ));
     }
-    h.push_str("</table><h2>Log</h2><ul>");
+    h.push_str(&format!("</table><h2>{}</h2><ul>", lang.t("Log")));
     for (t, wall, what) in p.log.iter().rev().take(20) {
         h.push_str(&format!("<li>{} (wall {wall:.0} s): {}</li>", town_time(*t), esc(what)));
     }

@@ -90,6 +90,9 @@ async fn a_trainee_works_the_injected_order_in_the_browser_and_the_report_scores
         .await
         .expect("a WebDriver session in headless Chromium");
 
+    // This trainee reads English: chosen once on the console (Chinese is the default), it holds for the
+    // controller's panel too (a cookie is the host's, whatever the port).
+    c.goto(&format!("{console}/console/lang/en")).await.unwrap();
     // Signing in: a wrong token is refused, the trainee's is taken.
     c.goto(&format!("{console}/console")).await.unwrap();
     assert!(c.current_url().await.unwrap().path().ends_with("/console/login"), "not signed in: sent to the login page");
@@ -223,4 +226,212 @@ async fn a_trainee_works_the_injected_order_in_the_browser_and_the_report_scores
             && s.entry.outcome.starts_with("refused 403")),
         "the refusal is audited"
     );
+}
+
+/// A WebDriver session of its own (a browser with its own cookies: one person).
+async fn browser(driver_port: u16) -> fantoccini::Client {
+    let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
+        "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1300,900"] }
+    }))
+    .unwrap();
+    ClientBuilder::rustls()
+        .unwrap()
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{driver_port}"))
+        .await
+        .expect("a WebDriver session in headless Chromium")
+}
+
+/// Signs `c` into the console at `console` with `token`; returns the principal the page shows.
+async fn sign_in(c: &fantoccini::Client, console: &str, token: &str) -> String {
+    c.goto(&format!("{console}/console/login")).await.unwrap();
+    c.find(Locator::Id("token")).await.unwrap().send_keys(token).await.unwrap();
+    c.find(Locator::Id("signin")).await.unwrap().click().await.unwrap();
+    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("principal")).await.unwrap().text().await.unwrap()
+}
+
+/// Clicks the action button `id` on an order's page and waits for the page to show `state` (the state's
+/// code, `data-state`, whatever the page's language).
+async fn act(c: &fantoccini::Client, id: &str, state: &str) {
+    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id(id)).await.unwrap_or_else(|e| panic!("no {id} button: {e}")).click().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = match c.find(Locator::Id("state")).await {
+            Ok(e) => e.attr("data-state").await.ok().flatten().unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if shown == state {
+            return;
+        }
+        assert!(Instant::now() < deadline, "after {id} the order shows state {shown:?}, not {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the element `id` of `c`'s page has a text containing `words` (a page that redraws itself).
+async fn shows(c: &fantoccini::Client, id: &str, words: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(e) = c.find(Locator::Id(id)).await
+            && let Ok(t) = e.text().await
+            && t.contains(words)
+        {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "#{id} never showed {words:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The loops in browsers: a group rental in E040 on the source's loops. The committee's cadre, the housing
+/// office and the police station each work in a browser of their own; the cadre whistles (居村吹哨) and the
+/// order appears live in both departments' queues; the housing office accepts and reports its part, the
+/// police report theirs (部门报到), and the order is resolved. An evaluator records an observation from
+/// their page; the controller fires an ad-hoc inject from the panel's form (a bad one is refused, saying
+/// why). The report scores the whistle and both reports as met and carries the observation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_trainees_work_one_whistle_in_their_browsers_and_an_evaluator_observes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (scenario, rules, policy) =
+        (root().join("scenarios/platform/after.ron"), root().join("scenarios/rules/platform.ron"), root().join("scenarios/policies/source-loops.ron"));
+    let script = format!(
+        r#"(
+    name: "loops",
+    scenario: {scenario:?},
+    rules: Some({rules:?}),
+    policy: Some({policy:?}),
+    start: "2026-03-02T09:00",
+    minutes: 90,
+    trainees: [
+        (name: "property", principal: "estate:E040/property"),
+        (name: "cadre", principal: "committee:C29/cadre"),
+        (name: "housing", principal: "town/housing"),
+        (name: "police", principal: "town/public-security"),
+    ],
+    objectives: [(id: "O1", text: "The committee whistles"), (id: "O2", text: "The departments report on site together")],
+    injects: [
+        (id: "I1", title: "Twelve new faces in B13-104", start: At(minute: 2.0), what: NewFaces(estate: "E040", flat: "B13-104", people: 12),
+         expect: [
+            (by: "cadre", action: Whistle, within_minutes: 80.0, points: 10, objective: "O1"),
+            (by: "housing", action: Report, within_minutes: 85.0, points: 10, objective: "O2"),
+            (by: "police", action: Report, within_minutes: 85.0, points: 10, objective: "O2"),
+         ]),
+    ],
+    evaluators: [(name: "ana", objectives: ["O1", "O2"])],
+)"#,
+        scenario = scenario.to_str().unwrap(),
+        rules = rules.to_str().unwrap(),
+        policy = policy.to_str().unwrap()
+    );
+    let file = tmp.path().join("loops.ron");
+    std::fs::write(&file, script).unwrap();
+    let out = tmp.path().join("loops-drill");
+    let (_driver, driver_port) = chromedriver();
+    let drill = LiveDrill::start(&file, &out, &["--speed", "20"]);
+    let printed = drill.printed_with(4, 1);
+    let (console, panel, controller) = (printed.console.clone(), printed.panel.clone(), printed.controller.clone());
+    let token = |n: &str| printed.trainees[n].clone();
+
+    let (cadre, housing, police, evaluator) = (browser(driver_port).await, browser(driver_port).await, browser(driver_port).await, browser(driver_port).await);
+    assert_eq!(sign_in(&cadre, &console, &token("cadre")).await, "committee:C29/cadre");
+    assert_eq!(sign_in(&housing, &console, &token("housing")).await, "town/housing");
+    assert_eq!(sign_in(&police, &console, &token("police")).await, "town/public-security");
+
+    // The group rental's order, as the API has it.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let order = loop {
+        assert!(Instant::now() < deadline, "the new faces made no group-rental order in E040");
+        let (_, list) = get(&console, "/orders?rule=group-rental", &token("cadre"));
+        if let Some(o) = list.as_array().unwrap().iter().find(|o| o["area"] == "E040" && o["subject"] == "B13-104") {
+            break o["id"].as_u64().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let row = format!("order-{order}");
+    // Still the estate's: not in the housing office's queue (theirs by default).
+    assert!(housing.find(Locator::Id(&row)).await.is_err(), "before the whistle the order is not the department's");
+
+    // The pages are in Chinese by default: the queue, the order, its whistle.
+    assert!(housing.source().await.unwrap().contains("工单队列"), "the console in Chinese");
+    // The cadre opens it and whistles.
+    cadre.goto(&format!("{console}/console/orders/{order}")).await.unwrap();
+    assert_eq!(cadre.find(Locator::Id("act-whistle")).await.unwrap().text().await.unwrap(), "吹哨");
+    cadre.find(Locator::Css("form.act:has(#act-whistle) input[name=reason]")).await.unwrap().send_keys("the tenants will not open the door").await.unwrap();
+    act(&cadre, "act-whistle", "dispatched").await;
+    // It appears in both departments' queues without a reload, marked theirs.
+    for (who, c) in [("housing", &housing), ("police", &police)] {
+        let found = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id(&row)).await;
+        let found = found.unwrap_or_else(|_| panic!("the whistled order reaches the {who} queue live"));
+        assert!(found.attr("class").await.unwrap().unwrap_or_default().contains("mine"), "{who}: marked theirs");
+    }
+    // Housing accepts and reports its part; it has no button for the police's part.
+    housing.goto(&format!("{console}/console/orders/{order}")).await.unwrap();
+    act(&housing, "act-accept", "accepted").await;
+    assert!(housing.find(Locator::Id("act-report-public_security")).await.is_err(), "housing reports its own part only");
+    act(&housing, "act-report-housing", "in_progress").await;
+    police.goto(&format!("{console}/console/orders/{order}")).await.unwrap();
+    assert!(police.find(Locator::Id("act-report-public_security")).await.unwrap().text().await.unwrap().contains("派出所"));
+    act(&police, "act-report-public_security", "resolved").await;
+    assert_eq!(police.find(Locator::Id("state")).await.unwrap().text().await.unwrap(), "已办结");
+    // The police officer switches the console to English: the same order, in English.
+    police.find(Locator::Id("lang-en")).await.unwrap().click().await.unwrap();
+    shows(&police, "state", "resolved").await;
+    assert!(police.source().await.unwrap().contains(">Queue</a>"), "the console in English");
+
+    // The evaluator: signs in on the controller's address, sees the guide, records an observation.
+    evaluator.goto(&format!("{panel}/drill/evaluate")).await.unwrap();
+    evaluator.find(Locator::Id("token")).await.unwrap().send_keys(&printed.evaluators["ana"]).await.unwrap();
+    evaluator.find(Locator::Id("signin")).await.unwrap().click().await.unwrap();
+    shows(&evaluator, "eeg", "The committee whistles").await;
+    evaluator.find(Locator::Id("observe-inject")).await.unwrap().send_keys("I1").await.unwrap();
+    evaluator.find(Locator::Id("observe-kind")).await.unwrap().select_by_value("improvement").await.unwrap();
+    evaluator.find(Locator::Id("observe-text")).await.unwrap().send_keys("The whistle came before anyone from the estate had been to the door").await.unwrap();
+    evaluator.find(Locator::Id("observe-action")).await.unwrap().send_keys("The property manager visits before the committee whistles").await.unwrap();
+    evaluator.find(Locator::Id("observe")).await.unwrap().click().await.unwrap();
+    shows(&evaluator, "observe-outcome", "已记录于").await;
+    shows(&evaluator, "observations", "before anyone from the estate").await;
+
+    // The controller fires an ad-hoc inject from the panel's form; a bad one is refused saying why.
+    let ctl = &cadre;
+    ctl.goto(&format!("{panel}/drill/panel")).await.unwrap();
+    ctl.find(Locator::Id("token")).await.unwrap().send_keys(&controller).await.unwrap();
+    ctl.find(Locator::Id("signin")).await.unwrap().click().await.unwrap();
+    for (id, what, outcome) in
+        [("X1", "DeviceDark(device: \"E040-gate-99\", hours: 1.0)", "refused"), ("X1", "DeviceDark(device: \"E040-gate-01\", hours: 1.0)", "X1 fired")]
+    {
+        let field = |f: &'static str| async move { ctl.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id(f)).await.unwrap() };
+        field("adhoc-id").await.clear().await.unwrap();
+        field("adhoc-id").await.send_keys(id).await.unwrap();
+        field("adhoc-title").await.clear().await.unwrap();
+        field("adhoc-title").await.send_keys("A gate goes dark").await.unwrap();
+        field("adhoc-what").await.clear().await.unwrap();
+        field("adhoc-what").await.send_keys(what).await.unwrap();
+        field("fire-adhoc").await.click().await.unwrap();
+        shows(ctl, "adhoc-outcome", outcome).await;
+    }
+    // The ad-hoc inject takes effect at the next town minute.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, st) = common::http(&panel, "GET", "/drill", Some(&controller), None);
+        if st["injects"].as_array().unwrap().iter().any(|i| i["id"] == "X1" && i["status"] == "started") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "X1 never started: {st}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(common::http(&panel, "POST", "/drill/stop", Some(&controller), None).0, 204);
+    let (code, printed) = drill.finish(Duration::from_secs(300));
+    assert!(code.success(), "{printed}");
+    for c in [cadre, housing, police, evaluator] {
+        c.close().await.unwrap();
+    }
+    let aar: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("aar.json")).unwrap()).unwrap();
+    let i1 = aar["injects"].as_array().unwrap().iter().find(|i| i["id"] == "I1").unwrap().clone();
+    assert_eq!(i1["order"].as_u64(), Some(order), "{i1}");
+    for x in i1["expectations"].as_array().unwrap() {
+        assert_eq!(x["met"], true, "done in the browsers: {x}");
+    }
+    assert_eq!(aar["observations"][0]["evaluator"], "ana", "{aar}");
+    assert!(aar["injects"].as_array().unwrap().iter().any(|i| i["id"] == "X1" && i["adhoc"] == true), "the ad-hoc inject went out");
+    assert!(aar["improvement_plan"].as_array().unwrap().iter().any(|r| r["corrective_action"] == "The property manager visits before the committee whistles"));
 }

@@ -577,6 +577,9 @@ fn why_not_started(log: &Log, rec: &Recorded, orders: &[Option<&Order>], i: usiz
     let il = &log.injects[i];
     let minute = |t: Millis| minutes_between(log.drill_start, t);
     let end = minute(log.ended_at);
+    if il.adhoc && il.due_at.is_none() && il.status == Status::NotStarted {
+        return "fired by the controller as the drill ended: it never took effect".into();
+    }
     if il.status == Status::Skipped {
         return format!("skipped by the controller at minute {:.0}", minute(il.due_at.unwrap_or(log.ended_at)));
     }
