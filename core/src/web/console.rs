@@ -10,7 +10,8 @@
 //!   fetch the queue again (`/console/queue`).
 //! - `/console/orders/{id}`: an order with its history and the actions legal in its state; opening it is
 //!   audited (an operator's time to notice is measured from it), acting is the API's act.
-//! - `/console/map`: a schematic of the town, each estate where it lies, with its devices and its open orders.
+//! - `/console/map`: the town's map, each estate where the town file places it as a block of its buildings
+//!   with its gates, and the open orders on it, refreshed live.
 //!
 //! Everything outside the principal's scope is 403, and audited, as in the API.
 
@@ -48,6 +49,7 @@ pub fn router(api: Api) -> Router {
         .route("/console/orders/{id}", get(order_page))
         .route("/console/orders/{id}/actions", post(act))
         .route("/console/map", get(map_page))
+        .route("/console/map/svg", get(map_fragment))
         .route("/console/login", get(login_page).post(login))
         .route("/console/lang/{lang}", get(|Path(lang): Path<String>, headers: HeaderMap| async move { super::i18n::choose(&lang, &headers, "/console") }))
         .route("/console/logout", post(logout))
@@ -543,58 +545,138 @@ async fn act(
     }
 }
 
-/// The town as a schematic: each estate a circle where it lies (its size: the estate's devices; its colour:
-/// open orders in the principal's scope), each a link to its queue.
+/// The town's map: each estate where the town file places it, drawn as a block of its buildings, with its
+/// gates on its edge, refreshed live (the same server-sent events as the queue) with the open orders in
+/// the principal's scope: an estate with open orders is outlined in red with their count, and a building an
+/// order names is filled red. Roads (no outline in the town file) are listed beside it with their open
+/// orders. The positions are the town file's; the blocks' sizes and the buildings' layout are drawn, not
+/// surveyed.
 async fn map_page(State(api): State<Api>, headers: HeaderMap) -> Result<Response, Refusal> {
     let p = who(&api, &headers)?;
     let lang = Lang::of(&headers);
+    let body = format!(
+        "<p>{legend}</p><div hx-ext=sse sse-connect=/console/events><div id=map-live hx-get=/console/map/svg hx-trigger=\"sse:orders throttle:1s\">{svg}</div></div>",
+        legend = lang.t("Each estate where the town file places it, a block of its buildings with its gates on the edge; red: open orders (a building an order names is filled red). Live. Click an estate for its queue. Sizes and layout are drawn, not surveyed."),
+        svg = map_svg(&api, &p, lang)?
+    );
+    Ok(Html(page(lang, lang.t("Town map"), Some(&p), &body)).into_response())
+}
+
+async fn map_fragment(State(api): State<Api>, headers: HeaderMap) -> Result<Response, Refusal> {
+    let p = who(&api, &headers)?;
+    Ok(Html(map_svg(&api, &p, Lang::of(&headers))?).into_response())
+}
+
+/// The map's SVG and the roads' table, for principal `p`.
+fn map_svg(api: &Api, p: &Principal, lang: Lang) -> Result<String, Refusal> {
     let core = api.lock().map_err(|e| Refusal(e.0, e.1))?;
     let town = api.town();
-    let (w, h, scale) = (900.0f32, 640.0f32, 110.0f32);
+    let (w, h, scale, margin) = (1000.0f32, 760.0f32, 150.0f32, 40.0f32);
+    // Open orders in scope: per area, and per (area, building) where the order names a flat or a building.
     let mut open: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut hot: std::collections::HashMap<(&str, u16), Vec<String>> = std::collections::HashMap::new();
     for o in core.orders.orders.iter().filter(|o| o.state.is_open() && api.sees(&p.scope, o)) {
         *open.entry(o.area.as_str()).or_default() += 1;
+        let building = o.subject.strip_prefix('B').and_then(|r| r.split(['-', '/']).next()).and_then(|n| n.parse::<u16>().ok());
+        if let Some(b) = building {
+            hot.entry((o.area.as_str(), b)).or_default().push(format!("{} {}", o.id, o.rule));
+        }
     }
-    let mut svg = format!("<svg id=map xmlns=http://www.w3.org/2000/svg viewBox=\"0 0 {w} {h}\" width={w} height={h} style=\"border:1px solid #ccc\">");
+    let mut svg = String::new();
     let (mut devices, mut shown) = (0usize, 0usize);
+    // The part of the town in scope: the view is zoomed to it (a whole town, or a committee's estates).
+    let (mut lo, mut hi) = ((w, h), (0.0f32, 0.0f32));
     for e in &town.estates {
-        if !p.scope.reaches(&e.id, Some(e.committee.as_str())) && p.scope != Scope::District && p.scope != Scope::Town {
+        if !p.scope.reaches(&e.id, Some(e.committee.as_str())) {
             continue;
         }
         shown += 1;
         devices += e.devices.len();
-        let (x, y) = (20.0 + e.pos.0 * scale, h - 20.0 - e.pos.1 * scale);
-        let r = 4.0 + (e.devices.len() as f32).sqrt() * 0.9;
+        let (cx, cy) = (margin + e.pos.0 * scale, h - margin - e.pos.1 * scale);
+        let side = (16.0 + (e.buildings.len() as f32).sqrt() * 5.0).min(46.0);
+        let (x0, y0) = (cx - side / 2.0, cy - side / 2.0);
+        (lo, hi) = ((lo.0.min(x0), lo.1.min(y0 - 12.0)), (hi.0.max(x0 + side), hi.1.max(y0 + side)));
         let n = open.get(e.id.as_str()).copied().unwrap_or(0);
-        let fill = match n {
-            0 => "#cde",
-            1..=2 => "#fd8",
-            _ => "#f86",
-        };
+        let (stroke, width) = if n > 0 { ("#c22", 2.5) } else { ("#567", 1.0) };
+        let gates = e.devices.iter().filter(|d| d.kind == crate::town::DeviceKind::Gate).count();
         let _ = write!(
             svg,
-            "<a href=\"/console?area={id}\"><circle cx={x:.0} cy={y:.0} r={r:.1} fill=\"{fill}\" stroke=\"#456\"><title>{id} {name}: {d} {devs}, {n} {opens}</title></circle>\
-             <text x={tx:.0} y={y:.0} font-size=10>{id}{badge}</text></a>",
+            "<a href=\"/console?area={id}\"><g id=estate-{id} class=\"estate{cls}\"><title>{id} {name}: {b} {bl}, {d} {devs}, {gates} {gl}, {n} {opens}</title>\
+             <rect x={x0:.1} y={y0:.1} width={side:.1} height={side:.1} rx=3 fill=\"#eef2ee\" stroke=\"{stroke}\" stroke-width=\"{width}\"/>",
             id = esc(&e.id),
             name = esc(&e.name),
+            cls = if n > 0 { " alarm" } else { "" },
+            b = e.buildings.len(),
+            bl = lang.t("buildings"),
             d = e.devices.len(),
-            tx = x + r + 2.0,
             devs = lang.t("devices"),
+            gl = lang.t("gates"),
             opens = lang.t("open orders"),
+        );
+        // The buildings, in a grid inside the block.
+        let cols = (e.buildings.len() as f32).sqrt().ceil().max(1.0) as usize;
+        let cell = (side - 4.0) / cols as f32;
+        for (i, bd) in e.buildings.iter().enumerate() {
+            let (bx, by) = (x0 + 2.0 + (i % cols) as f32 * cell, y0 + 2.0 + (i / cols) as f32 * cell);
+            let alarms = hot.get(&(e.id.as_str(), bd.no));
+            let fill = if alarms.is_some() { "#e33" } else { "#bcc8d4" };
+            let tip = alarms.map(|a| format!("<title>B{:02}: {}</title>", bd.no, esc(&a.join(", ")))).unwrap_or_default();
+            let _ = write!(
+                svg,
+                "<rect class=building data-building={} x={bx:.1} y={by:.1} width={:.1} height={:.1} fill=\"{fill}\">{tip}</rect>",
+                bd.no,
+                (cell - 1.0).max(1.0),
+                (cell - 1.0).max(1.0)
+            );
+        }
+        // The gates on the block's edge.
+        for g in 0..gates {
+            let t = (g as f32 + 0.5) / gates.max(1) as f32 * 4.0;
+            let (gx, gy) = match t as u32 {
+                0 => (x0 + t * side, y0),
+                1 => (x0 + side, y0 + (t - 1.0) * side),
+                2 => (x0 + side - (t - 2.0) * side, y0 + side),
+                _ => (x0, y0 + side - (t - 3.0) * side),
+            };
+            let _ = write!(svg, "<circle class=gate cx={gx:.1} cy={gy:.1} r=1.6 fill=\"#2a6\"/>");
+        }
+        let _ = write!(
+            svg,
+            "<text x={tx:.0} y={ty:.0} font-size=9 fill=\"#234\">{id}{badge}</text></g></a>",
+            tx = x0,
+            ty = y0 - 2.0,
+            id = esc(&e.id),
             badge = if n > 0 { format!(" ({n})") } else { String::new() }
         );
     }
     svg.push_str("</svg>");
-    let roads: usize = open.iter().filter(|(a, _)| a.starts_with('R')).map(|(_, n)| n).sum();
-    let body = format!(
-        "<p>{shown} {with} {devices} {inn} <b>{}</b>; {legend} {roads}. {click}</p>{svg}",
+    // At least a quarter of the town's width across, in the page's proportions, centred on what is in scope.
+    let (vw, vh) = if shown == 0 { (w, h) } else { (((hi.0 - lo.0) + 40.0).max(w / 4.0), ((hi.1 - lo.1) + 40.0).max(h / 4.0)) };
+    let (vw, vh) = (vw.max(vh * w / h), vh.max(vw * h / w));
+    let (vx, vy) = if shown == 0 { (0.0, 0.0) } else { ((lo.0 + hi.0 - vw) / 2.0, (lo.1 + hi.1 - vh) / 2.0) };
+    svg.insert_str(
+        0,
+        &format!(
+            "<svg id=map xmlns=http://www.w3.org/2000/svg viewBox=\"{vx:.0} {vy:.0} {vw:.0} {vh:.0}\" width={w} height={h} style=\"border:1px solid #ccc;background:#f8faf8\">"
+        ),
+    );
+    let _ = write!(
+        svg,
+        "<p>{shown} {with} {devices} {inn} <b>{}</b>.</p><table id=roads><tr><th>{}</th><th>{}</th></tr>",
         esc(&p.scope.to_string()),
+        lang.t("road"),
+        lang.t("open orders"),
         with = lang.t("estates with"),
         inn = lang.t("devices in"),
-        legend = lang.t("circle size: devices, colour: open orders (blue none, yellow 1-2, red 3 or more). Open road orders:"),
-        click = lang.t("Click an estate for its queue."),
     );
-    Ok(Html(page(lang, lang.t("Town map"), Some(&p), &body)).into_response())
+    for r in &town.roads {
+        let n = open.get(r.id.as_str()).copied().unwrap_or(0);
+        if n > 0 {
+            let _ = write!(svg, "<tr><td><a href=\"/console?area={id}\">{id} {}</a></td><td>{n}</td></tr>", esc(&r.name), id = esc(&r.id));
+        }
+    }
+    svg.push_str("</table>");
+    Ok(svg)
 }
 
 #[cfg(test)]

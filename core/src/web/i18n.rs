@@ -197,12 +197,14 @@ pub static ZH: &[(&str, &str)] = &[
     ("estates with", "个小区，设备"),
     ("devices in", "台，范围"),
     (
-        "circle size: devices, colour: open orders (blue none, yellow 1-2, red 3 or more). Open road orders:",
-        "圆的大小：设备数；颜色：未关闭工单（蓝：无，黄：1-2，红：3 及以上）。道路未关闭工单：",
+        "Each estate where the town file places it, a block of its buildings with its gates on the edge; red: open orders (a building an order names is filled red). Live. Click an estate for its queue. Sizes and layout are drawn, not surveyed.",
+        "各小区按镇数据中的位置显示，方块内为楼栋，边上绿点为门禁；红色：未关闭工单（工单所涉楼栋填红）。实时刷新。点击小区查看其工单。方块大小与楼栋布局为示意，非测绘。",
     ),
-    ("Click an estate for its queue.", "点击小区查看其工单。"),
     ("devices", "台设备"),
     ("open orders", "个未关闭工单"),
+    ("buildings", "栋楼"),
+    ("gates", "个门禁"),
+    ("road", "道路"),
     // The controller's panel.
     ("Drill controller", "演练导调台"),
     ("Controller's token", "导调令牌"),

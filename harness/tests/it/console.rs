@@ -291,6 +291,16 @@ async fn shows(c: &fantoccini::Client, id: &str, words: &str) -> String {
 /// why). The report scores the whistle and both reports as met and carries the observation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_trainees_work_one_whistle_in_their_browsers_and_an_evaluator_observes() {
+    let shots = std::env::var_os("TOWNTWIN_SCREENSHOTS").map(std::path::PathBuf::from);
+    let shot = |c: &fantoccini::Client, name: &'static str| {
+        let (c, dir) = (c.clone(), shots.clone());
+        async move {
+            if let Some(dir) = dir {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join(name), c.screenshot().await.unwrap()).unwrap();
+            }
+        }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let (scenario, rules, policy) =
         (root().join("scenarios/platform/after.ron"), root().join("scenarios/rules/platform.ron"), root().join("scenarios/policies/source-loops.ron"));
@@ -368,11 +378,20 @@ async fn three_trainees_work_one_whistle_in_their_browsers_and_an_evaluator_obse
     housing.goto(&format!("{console}/console/orders/{order}")).await.unwrap();
     act(&housing, "act-accept", "accepted").await;
     assert!(housing.find(Locator::Id("act-report-public_security")).await.is_err(), "housing reports its own part only");
+    shot(&housing, "console-order-zh.png").await;
     act(&housing, "act-report-housing", "in_progress").await;
     police.goto(&format!("{console}/console/orders/{order}")).await.unwrap();
     assert!(police.find(Locator::Id("act-report-public_security")).await.unwrap().text().await.unwrap().contains("派出所"));
     act(&police, "act-report-public_security", "resolved").await;
     assert_eq!(police.find(Locator::Id("state")).await.unwrap().text().await.unwrap(), "已办结");
+    // The map: E040 where the town file places it, marked with its open order, building 13 filled red.
+    police.goto(&format!("{console}/console/map")).await.unwrap();
+    let estate = police.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("estate-E040")).await.unwrap();
+    assert!(estate.attr("class").await.unwrap().unwrap_or_default().contains("alarm"), "E040 shows its open order");
+    let b13 = police.find(Locator::Css("#estate-E040 > rect[data-building='13']")).await.unwrap();
+    assert_eq!(b13.attr("fill").await.unwrap().as_deref(), Some("#e33"), "building 13 carries the order");
+    shot(&police, "console-map-zh.png").await;
+    police.goto(&format!("{console}/console/orders/{order}")).await.unwrap();
     // The police officer switches the console to English: the same order, in English.
     police.find(Locator::Id("lang-en")).await.unwrap().click().await.unwrap();
     shows(&police, "state", "resolved").await;
@@ -390,6 +409,7 @@ async fn three_trainees_work_one_whistle_in_their_browsers_and_an_evaluator_obse
     evaluator.find(Locator::Id("observe")).await.unwrap().click().await.unwrap();
     shows(&evaluator, "observe-outcome", "已记录于").await;
     shows(&evaluator, "observations", "before anyone from the estate").await;
+    shot(&evaluator, "evaluator-zh.png").await;
 
     // The controller fires an ad-hoc inject from the panel's form; a bad one is refused saying why.
     let ctl = &cadre;
@@ -409,6 +429,7 @@ async fn three_trainees_work_one_whistle_in_their_browsers_and_an_evaluator_obse
         field("fire-adhoc").await.click().await.unwrap();
         shows(ctl, "adhoc-outcome", outcome).await;
     }
+    shot(ctl, "controller-panel-zh.png").await;
     // The ad-hoc inject takes effect at the next town minute.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
