@@ -24,7 +24,7 @@ use towntwin_core::time::{DAY, MINUTE, Millis};
 use towntwin_sim::RuleTargets;
 use towntwin_sim::{Twin, TwinOptions};
 
-use super::aar::{self, InjectLog, Lateness, Log, Status, kind_of, town_time};
+use super::aar::{self, InjectLog, Lateness, Log, town_time};
 use super::hooks::{DrillHooks, Plan};
 use super::panel::{Control, InjectView, Panel, router};
 use super::script::{Drill, What};
@@ -129,27 +129,10 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
     crate::results::create(&out)?;
     let db = out.join("core.db");
 
-    let logs: Vec<InjectLog> = d
-        .script
-        .injects
-        .iter()
-        .zip(&d.areas)
-        .map(|(inj, area)| {
-            let kind = kind_of(&inj.what);
-            InjectLog {
-                id: inj.id.clone(),
-                status: Status::NotStarted,
-                due_at: None,
-                started_at: None,
-                effects: Vec::new(),
-                lateness_ms: None,
-                rules: rules.rules.iter().filter(|r| r.detects.kinds.contains(&kind)).map(|r| r.id.clone()).collect(),
-                area: area.clone(),
-                subjects: subjects_of(&inj.what, &d.town),
-                adhoc: false,
-            }
-        })
-        .collect();
+    // Each rule and the incident kinds it detects: which rules' orders are about an inject.
+    let rule_kinds: Vec<(String, Vec<towntwin_core::truth::IncidentKind>)> = rules.rules.iter().map(|r| (r.id.clone(), r.detects.kinds.clone())).collect();
+    let logs: Vec<InjectLog> =
+        d.script.injects.iter().zip(&d.areas).map(|(inj, area)| InjectLog::new(inj, area.clone(), &rule_kinds, &d.town, false)).collect();
     let control = Arc::new(Control {
         panel: Mutex::new(Panel {
             started: !opts.wait_for_start,
@@ -157,20 +140,7 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
             skip: Vec::new(),
             town: start,
             began: None,
-            injects: d
-                .script
-                .injects
-                .iter()
-                .map(|i| InjectView {
-                    id: i.id.clone(),
-                    title: i.title.clone(),
-                    status: Status::NotStarted,
-                    started_at: None,
-                    order: None,
-                    resolved: false,
-                    adhoc: false,
-                })
-                .collect(),
+            injects: d.script.injects.iter().map(|i| InjectView::new(i, false)).collect(),
             log: Vec::new(),
             adhoc: Vec::new(),
             adhoc_fired: Vec::new(),
@@ -181,7 +151,7 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
         token: String::new(),
         drill_start,
         drill: d.clone(),
-        rules: rules.rules.iter().map(|r| (r.id.clone(), r.detects.kinds.clone())).collect(),
+        rules: rule_kinds,
         core: None,
     });
 

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use towntwin_core::time::{MINUTE, Millis};
 
-use super::aar::{InjectLog, Status, kind_of, town_time};
+use super::aar::{InjectLog, Status, town_time};
 use super::live::{MAX_SPEED, MIN_SPEED, speed_ok};
 use super::script::{AdHoc, Drill, Inject};
 use crate::runner::pace::{Speed, Throttle};
@@ -61,6 +61,13 @@ pub(super) struct InjectView {
     /// Fired by the controller from the catalogue, not in the script.
     #[serde(default)]
     pub adhoc: bool,
+}
+
+impl InjectView {
+    /// An inject's row before it starts.
+    pub fn new(inj: &Inject, adhoc: bool) -> InjectView {
+        InjectView { id: inj.id.clone(), title: inj.title.clone(), status: Status::NotStarted, started_at: None, order: None, resolved: false, adhoc }
+    }
 }
 
 impl Panel {
@@ -277,28 +284,8 @@ fn fire_adhoc(c: &Control, inj: Inject) -> Result<String, Refused> {
         let status = if e.0.iter().any(|x| x.message.contains("already")) { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
         Refused(status, e.0.into_iter().map(|x| (x.field.unwrap_or_default(), x.message)).collect())
     })?;
-    let kind = kind_of(&inj.what);
-    let log = InjectLog {
-        id: inj.id.clone(),
-        status: Status::NotStarted,
-        due_at: None,
-        started_at: None,
-        effects: Vec::new(),
-        lateness_ms: None,
-        rules: c.rules.iter().filter(|(_, kinds)| kinds.contains(&kind)).map(|(r, _)| r.clone()).collect(),
-        area,
-        subjects: super::live::subjects_of(&inj.what, &c.drill.town),
-        adhoc: true,
-    };
-    p.injects.push(InjectView {
-        id: inj.id.clone(),
-        title: inj.title.clone(),
-        status: Status::NotStarted,
-        started_at: None,
-        order: None,
-        resolved: false,
-        adhoc: true,
-    });
+    let log = InjectLog::new(&inj, area, &c.rules, &c.drill.town, true);
+    p.injects.push(InjectView::new(&inj, true));
     let id = inj.id.clone();
     let line = p.note(format!("fire ad-hoc {id}: {}", inj.title));
     p.adhoc_fired.push(inj.clone());

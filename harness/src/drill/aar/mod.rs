@@ -75,6 +75,24 @@ pub struct InjectLog {
 }
 
 impl InjectLog {
+    /// The log of an inject that has not started: the rules (of `rules`, each with the kinds it detects)
+    /// whose orders are about it, its area, and what its order names in `town`.
+    pub fn new(inj: &super::script::Inject, area: String, rules: &[(String, Vec<IncidentKind>)], town: &towntwin_core::town::Town, adhoc: bool) -> InjectLog {
+        let kind = kind_of(&inj.what);
+        InjectLog {
+            id: inj.id.clone(),
+            status: Status::NotStarted,
+            due_at: None,
+            started_at: None,
+            effects: Vec::new(),
+            lateness_ms: None,
+            rules: rules.iter().filter(|(_, kinds)| kinds.contains(&kind)).map(|(r, _)| r.clone()).collect(),
+            area,
+            subjects: super::live::subjects_of(&inj.what, town),
+            adhoc,
+        }
+    }
+
     /// Whether an order of `rule`, seen as `o`, is about this inject by the one rule for it
     /// (`Detects::is_about`): the inject's incident is of `kind`, in its area, about one of its subjects
     /// (any, for an order that names only the area), going on from the inject's start.
