@@ -266,7 +266,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Drill { replay: Some(dir), .. } => {
             let aar = towntwin_harness::drill::live::replay(&dir)?;
             print!("{}", towntwin_harness::drill::summary(&aar));
-            println!("After-action report: {}", dir.join("aar.html").display());
+            println!("After-action report: {} (中文), {} (English)", dir.join("aar.html").display(), dir.join("aar.en.html").display());
             Ok(())
         }
         Command::Drill { file: Some(file), check: true, csv, .. } => {
@@ -296,7 +296,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let opts = towntwin_harness::drill::live::DrillOptions { file, speed, out, http, control, wait_for_start, threads: None, play };
             let done = towntwin_harness::drill::live::run(&opts)?;
             print!("{}", towntwin_harness::drill::summary(&done.aar));
-            println!("After-action report: {}", done.out.join("aar.html").display());
+            println!("After-action report: {} (中文), {} (English)", done.out.join("aar.html").display(), done.out.join("aar.en.html").display());
             Ok(())
         }
         Command::Drill { file: None, .. } => Err(UsageFault("`towntwin drill` needs a drill script, or --replay DIR".into()).into()),

@@ -90,7 +90,7 @@ impl Lang {
     }
 
     /// An action's name (`accept`, `whistle` ...) as its button says it.
-    pub fn action(self, name: &'static str) -> &'static str {
+    pub fn action(self, name: &str) -> &str {
         match self {
             Lang::En => name,
             Lang::Zh => match name {
@@ -262,6 +262,70 @@ pub static ZH: &[(&str, &str)] = &[
     ("corrective action", "整改措施"),
     ("recorded at", "已记录于"),
     ("refused", "被拒绝"),
+    // The after-action report (harness/src/drill/aar/page.rs).
+    ("Evaluators' observations", "评估员观察记录"),
+    ("No evaluator was named in the script.", "剧本未指定评估员。"),
+    ("Evaluators", "评估员"),
+    ("town time", "镇内时间"),
+    ("evaluator", "评估员"),
+    ("observation", "观察"),
+    ("None recorded.", "未记录。"),
+    ("Hotwash", "现场复盘"),
+    (
+        "For the talk straight after the drill: per objective, what went well and what did not (the evaluators' observations and the expectations).",
+        "供演练结束后随即复盘：按目标列出做得好的与不足之处（来自评估员的观察和预期行动）。",
+    ),
+    ("Strengths", "优点"),
+    ("Areas for improvement", "待改进之处"),
+    ("none", "无"),
+    ("Improvement plan", "改进计划"),
+    ("Also as", "另见"),
+    ("; owners and dates are proposals for the hotwash to confirm.", "；责任单位和期限为建议，由复盘会确认。"),
+    ("No area for improvement.", "无待改进之处。"),
+    ("min", "分钟"),
+    ("After-action report", "演练评估报告"),
+    ("drill", "演练"),
+    ("Exercise", "演练编号"),
+    ("drill minutes", "演练分钟"),
+    ("ended by", "结束方式："),
+    ("Trainees", "学员"),
+    ("trainee", "学员"),
+    ("principal", "主体"),
+    ("Objectives", "目标"),
+    ("rating", "评级"),
+    (
+        "P: performed without challenges (every point); S: with some challenges (at least half); M: with major challenges; U: unable to be performed (none); -: not exercised (nothing of it was due before the drill ended).",
+        "P：顺利完成（得满分）；S：完成但有些困难（至少一半）；M：困难较大；U：未能完成（零分）；-：未演练到（演练结束前没有到期的任务）。",
+    ),
+    ("Injects", "情景注入"),
+    ("expected", "预期行动"),
+    ("done after", "完成用时"),
+    ("why not met", "未达成原因"),
+    ("after", "用时"),
+    ("skipped", "已跳过"),
+    ("not started", "未开始"),
+    ("ad hoc, fired by the controller", "临时注入，由导调员发出"),
+    ("(background: nothing expected)", "（背景情景：无预期行动）"),
+    ("never", "始终未做"),
+    ("not due before the end", "演练结束前未到期"),
+    ("Timeline", "时间线"),
+    (
+        "Black dot: the inject took effect; triangle: its order was made; each bar: an expectation's window from the inject's start; on it a green dot: done in time, a red dot: done late, a red cross at the deadline: never done.",
+        "黑点：情景生效；三角：生成工单；每条横条：一项预期行动自情景开始的时限；绿点：按时完成，红点：超时完成，时限处的红叉：始终未做。",
+    ),
+    ("Keeping time", "时间控制"),
+    ("No inject ran at a paced speed.", "没有情景按实时速度运行。"),
+    ("late by", "延迟"),
+    ("The paced drill's events against their scheduled wall time", "按速演练的事件与计划实际时间相比"),
+    ("Objective", "目标"),
+    ("Capability", "能力"),
+    ("Area for improvement", "待改进之处"),
+    ("Corrective action", "纠正措施"),
+    ("Owner", "责任单位"),
+    ("Due", "完成期限"),
+    ("Source", "来源"),
+    ("the end of the script", "剧本结束"),
+    ("the controller", "导调员"),
 ];
 
 #[cfg(test)]
@@ -284,7 +348,12 @@ mod tests {
     #[test]
     fn the_pages_use_only_texts_the_table_translates() {
         // Every `.t("...")` in the web pages' sources.
-        let sources = [include_str!("console.rs"), include_str!("../../../harness/src/drill/panel.rs"), include_str!("../../../harness/src/drill/evaluate.rs")];
+        let sources = [
+            include_str!("console.rs"),
+            include_str!("../../../harness/src/drill/panel.rs"),
+            include_str!("../../../harness/src/drill/evaluate.rs"),
+            include_str!("../../../harness/src/drill/aar/page.rs"),
+        ];
         for src in sources {
             for piece in src.split(".t(\"").skip(1) {
                 let text = &piece[..piece.find("\")").unwrap_or(0)];

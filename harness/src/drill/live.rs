@@ -254,8 +254,7 @@ pub fn run(opts: &DrillOptions) -> Result<Finished> {
     std::fs::write(out.join("drill-log.json"), serde_json::to_string_pretty(&log)?)
         .with_context(|| format!("cannot write {}", out.join("drill-log.json").display()))?;
     let recorded = aar::Recorded::read(&db)?;
-    let report = aar::score(&log, &recorded);
-    aar::write(&out, &report)?;
+    let report = aar::report(&out, &log, &recorded)?;
     Ok(Finished { out, aar: report })
 }
 
@@ -270,8 +269,7 @@ pub fn replay(dir: &std::path::Path) -> Result<aar::Aar> {
         bail!(UsageFault(format!("{} has no core.db: the drill's store is needed to score it", dir.display())));
     }
     let recorded = aar::Recorded::read(&db)?;
-    let report = aar::score(&log, &recorded);
-    aar::write(dir, &report)?;
+    let report = aar::report(dir, &log, &recorded)?;
     Ok(report)
 }
 

@@ -15,6 +15,8 @@ use std::path::Path;
 
 use towntwin_core::load::{DataError, DataErrors};
 
+use towntwin_core::orders::Loop;
+
 use super::script::{Expect, Expected, Inject, Script, Start, What};
 
 pub const COLUMNS: [&str; 10] =
@@ -45,8 +47,20 @@ fn parse_time(s: &str) -> Option<Start> {
     rest.strip_suffix(" is handled").map(|inject| Start::AfterHandled { inject: inject.trim().to_string(), minutes })
 }
 
-fn action(s: &str) -> Option<Expected> {
-    ron::from_str(s.trim()).ok()
+/// An expected action, with the loop it is to be done in where the script names one: `Report (large loop)`.
+fn action(s: &str) -> Option<(Expected, Option<Loop>)> {
+    let s = s.trim();
+    match s.strip_suffix(" loop)").and_then(|s| s.split_once(" (")) {
+        Some((a, l)) => Some((ron::from_str(a.trim()).ok()?, Some([Loop::Small, Loop::Medium, Loop::Large].into_iter().find(|x| x.as_str() == l.trim())?))),
+        None => Some((ron::from_str(s).ok()?, None)),
+    }
+}
+
+fn action_text(x: &Expect) -> String {
+    match x.in_loop {
+        Some(l) => format!("{:?} ({} loop)", x.action, l.as_str()),
+        None => format!("{:?}", x.action),
+    }
 }
 
 /// The script's injects as CSV.
@@ -60,7 +74,7 @@ pub fn export(script: &Script) -> anyhow::Result<Vec<u8>> {
             w.write_record(head.iter().cloned().chain(std::iter::repeat_n(String::new(), 5)))?;
         }
         for x in &inj.expect {
-            let tail = [x.by.clone(), format!("{:?}", x.action), x.within_minutes.to_string(), x.points.to_string(), x.objective.clone()];
+            let tail = [x.by.clone(), action_text(x), x.within_minutes.to_string(), x.points.to_string(), x.objective.clone()];
             w.write_record(head.iter().cloned().chain(tail))?;
         }
     }
@@ -129,7 +143,13 @@ pub fn import(file: &Path) -> Result<Vec<Inject>, DataErrors> {
                 bad(5, "expected the trainee expected to act".into());
             }
             if action.is_none() {
-                bad(6, format!("{:?}: expected Notice, Accept, Start, Resolve, Fail, Whistle, Report or Escalate", get(6)));
+                bad(
+                    6,
+                    format!(
+                        "{:?}: expected Notice, Accept, Start, Resolve, Fail, Whistle, Report or Escalate, and then maybe the loop, as in `Report (large loop)`",
+                        get(6)
+                    ),
+                );
             }
             if within.is_none() {
                 bad(7, format!("{:?}: expected minutes", get(7)));
@@ -141,8 +161,8 @@ pub fn import(file: &Path) -> Result<Vec<Inject>, DataErrors> {
                 bad(9, "expected the objective it serves".into());
             }
             match (action, within, points) {
-                (Some(action), Some(within_minutes), Some(points)) if !get(5).is_empty() && !get(9).is_empty() => {
-                    Some(Expect { by: get(5), action, within_minutes, points, objective: get(9) })
+                (Some((action, in_loop)), Some(within_minutes), Some(points)) if !get(5).is_empty() && !get(9).is_empty() => {
+                    Some(Expect { by: get(5), action, within_minutes, points, objective: get(9), in_loop })
                 }
                 _ => continue,
             }
@@ -184,6 +204,8 @@ mod tests {
         }
         assert_eq!(parse_time("soon"), None);
         assert_eq!(parse_time("minute NaN"), None);
-        assert_eq!(action("Whistle"), Some(Expected::Whistle));
+        assert_eq!(action("Whistle"), Some((Expected::Whistle, None)));
+        assert_eq!(action(" Report (large loop) "), Some((Expected::Report, Some(Loop::Large))));
+        assert_eq!(action("Report (top loop)"), None);
     }
 }

@@ -106,7 +106,7 @@ impl Player {
                     continue;
                 }
                 let minute = (now - self.drill_start) / MINUTE;
-                match self.attempt(&x.by, x.action, order) {
+                match self.attempt(&x.by, x.action, x.in_loop, order) {
                     Try::NotYet => {}
                     Try::Done => {
                         self.settled[i][k] = true;
@@ -121,13 +121,19 @@ impl Player {
         }
     }
 
-    /// Opens the order as the trainee and takes the steps toward `action` its state allows.
-    fn attempt(&self, by: &str, action: Expected, order: u64) -> Try {
+    /// Opens the order as the trainee and takes the steps toward `action` its state allows (in loop
+    /// `in_loop`: it waits for the order to get there).
+    fn attempt(&self, by: &str, action: Expected, in_loop: Option<Loop>, order: u64) -> Try {
         let Some(t) = self.trainees.get(by) else { return Try::Moot("not played".into()) };
         let seen = match self.get(&t.token, order) {
             Ok(s) => s,
             Err(e) => return Try::Moot(e),
         };
+        match in_loop {
+            Some(want) if seen.level < want => return Try::NotYet,
+            Some(want) if seen.level > want => return Try::Moot(format!("the order has gone past the {} loop", want.as_str())),
+            _ => {}
+        }
         let steps = match steps(action, &seen, t.role) {
             Ok(steps) => steps,
             Err(t) => return t,

@@ -134,6 +134,10 @@ pub struct Expect {
     pub points: u32,
     /// The objective this serves.
     pub objective: String,
+    /// The loop it is to be done in (`loop: Some(Large)`): a department's report counts at the large loop
+    /// only once the order has gone up, not the report it made at the medium loop. Any loop when absent.
+    #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
+    pub in_loop: Option<towntwin_core::orders::Loop>,
 }
 
 /// The steps of handling an order that are scored: the order's own (notice, accept, start, resolve) and the

@@ -214,7 +214,7 @@ async fn a_trainee_works_the_injected_order_in_the_browser_and_the_report_scores
     let i2 = inject("I2");
     assert_eq!(i2["expectations"][0]["met"], false, "ignored: {i2}");
     if let Some(dir) = &shots {
-        c.goto(&format!("file://{}", out.join("aar.html").display())).await.unwrap();
+        c.goto(&format!("file://{}", out.join("aar.en.html").display())).await.unwrap();
         std::fs::write(dir.join("aar.png"), c.screenshot().await.unwrap()).unwrap();
     }
     c.close().await.unwrap();

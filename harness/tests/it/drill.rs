@@ -307,9 +307,18 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
     // What was never due (an inject never fired) is not exercised: left out of the points possible.
     assert_eq!(rating("O3"), "-");
     assert_eq!((aar["earned"].as_u64(), aar["possible"].as_u64()), (Some(20), Some(30)), "{aar}");
-    let html = std::fs::read_to_string(out.join("aar.html")).unwrap();
+    // The report to forward, in Chinese (the town's) and English, each linking to the other; the plan too.
+    let html = std::fs::read_to_string(out.join("aar.en.html")).unwrap();
     assert!(html.contains("id=improvement-plan") && html.contains("The second alarm sat in the queue"));
     assert!(html.contains("<svg") && html.contains("Fire in B03") && !html.contains("src=\"http"), "self-contained, with the timeline");
+    assert!(html.contains("the controller never fired it") && html.contains("href=aar.html"), "the reasons, and the Chinese");
+    let zh = std::fs::read_to_string(out.join("aar.html")).unwrap();
+    assert!(zh.contains("<html lang=zh-CN>") && zh.contains("演练评估报告") && zh.contains("改进计划") && zh.contains("href=aar.en.html"));
+    assert!(zh.contains("导调员始终没有发出它") && zh.contains("无人完成：工单") && zh.contains("The second alarm sat in the queue"), "why, in Chinese");
+    assert!(!zh.contains("nobody did it") && !zh.contains("Areas for improvement"), "nothing generated left in English");
+    let zh_csv = std::fs::read_to_string(out.join("improvement-plan.zh.csv")).unwrap();
+    assert!(zh_csv.starts_with("目标,能力,待改进之处,纠正措施,责任单位,完成期限,来源\n") && zh_csv.contains("复训："), "{zh_csv}");
+    assert_eq!(zh_csv.lines().count(), csv.lines().count(), "{zh_csv}");
 
     // Replayed from the folder: the same report.
     let replayed = Command::new(env!("CARGO_BIN_EXE_towntwin")).args(["drill", "--replay", out.to_str().unwrap()]).output().unwrap();
@@ -364,6 +373,45 @@ fn every_shipped_drill_plays_through_with_scripted_trainees() {
         // The played trainees' steps are printed.
         assert!(printed.contains("played "), "{name}: {printed}");
     }
+}
+
+/// The large loop: a step a script expects in one loop counts only when taken there. The task-force drill
+/// with the police also reporting at the medium loop's joint visit: that report meets the medium-loop
+/// expectation, not the large loop's, which the police's second report (with the task force) meets; the
+/// order's path through the loops is in the timeline.
+#[test]
+fn a_step_expected_in_a_loop_counts_only_in_that_loop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = std::fs::read_to_string(root().join("scenarios/drills/task-force.ron")).unwrap();
+    for input in ["platform/after.ron", "rules/platform.ron", "policies/source-loops.ron"] {
+        text = text.replace(&format!("\"../{input}\""), &format!("{:?}", root().join("scenarios").join(input).to_str().unwrap()));
+    }
+    let notice = r#"(by: "police", action: Notice, within_minutes: 180.0, points: 5, objective: "O3"),"#;
+    assert!(text.contains(notice));
+    text = text.replace(notice, &format!(r#"{notice} (by: "police", action: Report, within_minutes: 200.0, points: 5, objective: "O3", loop: Some(Medium)),"#));
+    let file = tmp.path().join("drill.ron");
+    std::fs::write(&file, text).unwrap();
+    let out = tmp.path().join("out");
+    let run = Command::new(env!("CARGO_BIN_EXE_towntwin")).args(["drill", "--play", "--out"]).arg(&out).arg(&file).output().unwrap();
+    let printed = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{printed}\n{}", String::from_utf8_lossy(&run.stderr));
+    let aar: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("aar.json")).unwrap()).unwrap();
+    let x = aar["injects"][0]["expectations"].as_array().unwrap().clone();
+    let report =
+        |by: &str, l: &str| x.iter().find(|x| x["by"] == by && x["action"] == "Report" && x["loop"] == l).unwrap_or_else(|| panic!("{by} {l}: {x:?}")).clone();
+    let (medium, large) = (report("police", "Medium"), report("police", "Large"));
+    assert!(medium["met"] == true && large["met"] == true, "{medium} {large}\n{printed}");
+    let (m, l) = (medium["done_after_minutes"].as_f64().unwrap(), large["done_after_minutes"].as_f64().unwrap());
+    let failed = x.iter().find(|x| x["by"] == "housing" && x["action"] == "Fail").unwrap()["done_after_minutes"].as_f64().unwrap();
+    assert!(m < failed && failed < l, "medium report at {m}, the medium loop failed at {failed}, large report at {l}");
+    assert_eq!(aar["earned"], aar["possible"], "{printed}");
+    // The order's way up, in the timeline, in both languages.
+    let timeline: Vec<String> = aar["timeline"].as_array().unwrap().iter().map(|m| m["what"].as_str().unwrap().to_string()).collect();
+    for (level, action) in [("small", "whistle"), ("medium", "fail"), ("large", "report")] {
+        assert!(timeline.iter().any(|t| t.contains(&format!("{level} loop): {action} by"))), "{level} {action}: {timeline:?}");
+    }
+    let zh = std::fs::read_to_string(out.join("aar.html")).unwrap();
+    assert!(zh.contains("大闭环）：town/task-force 报到") && zh.contains("报到 (大闭环)"), "the large loop, in Chinese");
 }
 
 /// The injects of the source's other scenarios, refused where the twin could not make them real or the
@@ -434,7 +482,7 @@ fn the_source_scenarios_injects_are_checked() {
 fn the_msel_goes_out_as_csv_and_comes_back() {
     let bin = env!("CARGO_BIN_EXE_towntwin");
     let dir = tempfile::tempdir().unwrap();
-    for name in ["group-rental", "lone-elderly", "vehicles"] {
+    for name in ["group-rental", "lone-elderly", "vehicles", "task-force"] {
         let file = root().join(format!("scenarios/drills/{name}.ron"));
         let out = Command::new(bin).args(["drill", "--check", "--csv"]).arg(&file).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

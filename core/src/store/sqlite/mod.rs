@@ -604,7 +604,10 @@ mod tests {
         }
         let written = n * 450;
         assert!(written > 16 << 20, "enough written to tell: {written} bytes");
-        assert!(largest < 8 << 20, "the WAL reached {largest} bytes for {written} written");
+        // Unbounded, the WAL holds everything written. Bounded, it holds what the writer adds while the
+        // checkpointer catches up, which scales with the disk's fsync time: 9 MiB of 56 written on a CI
+        // machine with a slow disk, under 2 MiB here. A third tells the two apart on any disk.
+        assert!(largest < written / 3, "the WAL reached {largest} bytes for {written} written");
         assert_eq!(store.conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0)).unwrap() as u64, n);
     }
 

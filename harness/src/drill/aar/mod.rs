@@ -24,10 +24,11 @@ use anyhow::{Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
-use towntwin_core::orders::{Order, OrderEvent};
+use towntwin_core::orders::{Loop, Order, OrderEvent};
 use towntwin_core::time::{MINUTE, Millis};
 use towntwin_core::truth::{Detects, IncidentKind, MatchBy, Sighting, Span};
 use towntwin_core::web::html::esc;
+use towntwin_core::web::i18n::Lang;
 
 use super::script::{Expected, Script, Start};
 use crate::plots::{color, e, plot};
@@ -314,6 +315,9 @@ pub struct InjectScore {
 pub struct ExpectationScore {
     pub by: String,
     pub action: Expected,
+    /// The loop it was to be done in, where the script names one.
+    #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
+    pub in_loop: Option<Loop>,
     pub within_minutes: f64,
     pub points: u32,
     pub objective: String,
@@ -391,8 +395,27 @@ pub fn rating(earned: u32, possible: u32) -> &'static str {
     }
 }
 
-/// Scores the drill of `log` from what the core recorded.
-pub fn score(log: &Log, rec: &Recorded) -> Aar {
+/// A sentence of the report in `lang`: its English and its Chinese template, each naming the same locals.
+macro_rules! say {
+    ($lang:expr, $en:literal, $zh:literal) => {
+        match $lang {
+            Lang::En => format!($en),
+            Lang::Zh => format!($zh),
+        }
+    };
+}
+
+/// An expected action as the report names it: `Accept`, 受理; the English lower-cased in sentences.
+pub fn expected_name(lang: Lang, x: Expected) -> String {
+    match (lang, x.action()) {
+        (Lang::En, _) => format!("{x:?}"),
+        (Lang::Zh, None) => "查看".into(),
+        (Lang::Zh, Some(a)) => lang.action(a).into(),
+    }
+}
+
+/// Scores the drill of `log` from what the core recorded, its sentences in `lang`.
+pub fn score(log: &Log, rec: &Recorded, lang: Lang) -> Aar {
     let s = &log.script;
     let minute = |t: Millis| minutes_between(log.drill_start, t);
     let mut timeline = Vec::new();
@@ -400,19 +423,29 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
     let orders: Vec<Option<&Order>> = s.injects.iter().zip(&log.injects).map(|(inj, il)| order_of(il, kind_of(&inj.what), &rec.orders)).collect();
     for (i, (inj, il)) in s.injects.iter().zip(&log.injects).enumerate() {
         let order = orders[i];
+        let (id, title) = (&inj.id, &inj.title);
         if let Some(t) = il.started_at {
-            timeline.push(Moment { minute: minute(t), what: format!("{} starts: {}", inj.id, inj.title) });
+            timeline.push(Moment { minute: minute(t), what: say!(lang, "{id} starts: {title}", "{id} 开始：{title}") });
         }
         for (t, what) in &il.effects {
-            timeline.push(Moment { minute: minute(*t), what: format!("{}: {what}", inj.id) });
+            timeline.push(Moment { minute: minute(*t), what: format!("{id}: {what}") });
         }
         if il.status == Status::Skipped {
-            timeline.push(Moment { minute: minute(il.due_at.unwrap_or(log.ended_at)), what: format!("{} skipped by the controller", inj.id) });
+            timeline
+                .push(Moment {
+                    minute: minute(il.due_at.unwrap_or(log.ended_at)), what: say!(lang, "{id} skipped by the controller", "{id} 被导调员跳过")
+                });
         }
         let history = order.and_then(|o| rec.history.get(&o.id)).map(Vec::as_slice).unwrap_or(&[]);
         if let Some(o) = order {
-            for ev in history {
-                timeline.push(Moment { minute: minute(ev.at), what: format!("order {} ({}): {} by {}", o.id, o.rule, ev.action, ev.actor) });
+            for (k, ev) in history.iter().enumerate() {
+                let (n, rule, action, actor) = (o.id, &o.rule, lang.action(&ev.action), &ev.actor);
+                let (taken, level) = (lang.level(taken_in(history, k)), lang.level(ev.level));
+                let mut what = say!(lang, "order {n} ({rule}, {taken} loop): {action} by {actor}", "工单 {n}（{rule}，{taken}）：{actor} {action}");
+                if taken_in(history, k) != ev.level {
+                    what += &say!(lang, ", up to the {level} loop", "，升至{level}");
+                }
+                timeline.push(Moment { minute: minute(ev.at), what });
             }
         }
         let expectations = inj
@@ -420,14 +453,16 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
             .iter()
             .map(|x| {
                 let principal = log.principals.get(&x.by).cloned().unwrap_or_default();
+                let in_loop = |l: Loop| x.in_loop.is_none_or(|want| want == l);
                 let done = match (order, il.started_at) {
                     (Some(o), Some(start)) => {
                         let at = match x.action.action() {
-                            None => rec.views.iter().filter(|v| v.2 == o.id && v.1 == principal).map(|v| v.0).min(),
+                            None => rec.views.iter().filter(|v| v.2 == o.id && v.1 == principal && in_loop(loop_at(history, v.0))).map(|v| v.0).min(),
                             Some(name) => {
                                 // On a joint visit a party's resolve is its report.
-                                let done = |ev: &&towntwin_core::orders::OrderEvent| ev.action == name || (name == "resolve" && ev.action == "report");
-                                history.iter().filter(|ev| done(ev) && ev.actor == principal).map(|ev| ev.at).min()
+                                let done = |ev: &OrderEvent| ev.action == name || (name == "resolve" && ev.action == "report");
+                                let taken = history.iter().enumerate().filter(|(k, ev)| done(ev) && ev.actor == principal && in_loop(taken_in(history, *k)));
+                                taken.map(|(_, ev)| ev.at).min()
                             }
                         };
                         at.map(|t| minutes_between(start, t).max(0.0))
@@ -438,12 +473,13 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
                 let due = il.started_at.map(|s| s + (x.within_minutes * MINUTE as f64) as Millis);
                 let exercised = done.is_some() || due.is_some_and(|d| d <= log.ended_at);
                 let why = (!met).then(|| {
-                    let ctx = Unmet { log, order, history, principal: &principal, done, due };
+                    let ctx = Unmet { log, order, history, principal: &principal, done, due, lang };
                     ctx.why(x)
                 });
                 ExpectationScore {
                     by: x.by.clone(),
                     action: x.action,
+                    in_loop: x.in_loop,
                     within_minutes: x.within_minutes,
                     points: x.points,
                     objective: x.objective.clone(),
@@ -466,17 +502,22 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
             expectations,
             adhoc: il.adhoc,
             why: match (il.started_at, order) {
-                (None, _) => Some(why_not_started(log, rec, &orders, i, 0)),
-                (Some(_), None) => Some(format!(
-                    "it took effect, but no order about it was made by the end (rules that would: {})",
-                    if il.rules.is_empty() { "none in this core's rules".to_string() } else { il.rules.join(", ") }
-                )),
+                (None, _) => Some(why_not_started(log, rec, &orders, i, 0, lang)),
+                (Some(_), None) => {
+                    let rules = if il.rules.is_empty() { say!(lang, "none in this core's rules", "本平台的规则中没有") } else { il.rules.join(", ") };
+                    Some(say!(
+                        lang,
+                        "it took effect, but no order about it was made by the end (rules that would: {rules})",
+                        "已在镇里发生，但到演练结束没有生成关于它的工单（会生成的规则：{rules}）"
+                    ))
+                }
                 (Some(_), Some(_)) => None,
             },
         });
     }
     for (t, wall, what) in &log.control {
-        timeline.push(Moment { minute: minute(*t), what: format!("controller: {what} (wall {wall:.0} s)") });
+        timeline
+            .push(Moment { minute: minute(*t), what: say!(lang, "controller: {what} (wall {wall:.0} s)", "导调员：{what}（实际第 {wall:.0} 秒）") });
     }
     timeline.sort_by(|a, b| a.minute.total_cmp(&b.minute));
     let objectives: Vec<ObjectiveScore> = s
@@ -490,7 +531,7 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
         .collect();
     let earned = objectives.iter().map(|o| o.earned).sum();
     let possible = objectives.iter().map(|o| o.possible).sum();
-    let (hotwash, improvement_plan) = debrief(log, rec, &injects, &objectives);
+    let (hotwash, improvement_plan) = debrief(log, rec, &injects, &objectives, lang);
     Aar {
         drill: s.name.clone(),
         exercise: log.exercise.clone(),
@@ -518,7 +559,7 @@ pub fn score(log: &Log, rec: &Recorded) -> Aar {
 /// time; areas for improvement the evaluators' and the expectations exercised and not met, each of which
 /// becomes a row of the plan, owned by the trainee's principal (an evaluator's, by the principals the
 /// objective's tasks name, unless they named an action), due 30 days after the drill.
-fn debrief(log: &Log, rec: &Recorded, injects: &[InjectScore], objectives: &[ObjectiveScore]) -> (Vec<Hotwash>, Vec<Improvement>) {
+fn debrief(log: &Log, rec: &Recorded, injects: &[InjectScore], objectives: &[ObjectiveScore], lang: Lang) -> (Vec<Hotwash>, Vec<Improvement>) {
     let due = towntwin_core::time::Local::of(log.ended_at + 30 * towntwin_core::time::DAY).date_string();
     let minute = |t: Millis| minutes_between(log.drill_start, t);
     let mut hotwash = Vec::new();
@@ -531,31 +572,47 @@ fn debrief(log: &Log, rec: &Recorded, injects: &[InjectScore], objectives: &[Obj
         owners.sort();
         owners.dedup();
         for (i, x) in &tasks {
+            let (by, id, title, within) = (&x.by, &i.id, &i.title, x.within_minutes);
+            let action = expected_name(lang, x.action);
             if x.met {
-                strengths.push(format!("{} {:?} on {} in {:.0} of {:.0} min", x.by, x.action, i.id, x.done_after_minutes.unwrap_or(0.0), x.within_minutes));
+                let took = x.done_after_minutes.unwrap_or(0.0);
+                strengths.push(say!(
+                    lang,
+                    "{by} {action} on {id} in {took:.0} of {within:.0} min",
+                    "{by} 在 {id} 中{action}，用时 {took:.0} 分钟（时限 {within:.0} 分钟）"
+                ));
             } else if x.exercised {
-                let why = x.why.clone().unwrap_or_else(|| "not met".into());
-                improvements.push(format!("{} {:?} on {}: {why}", x.by, x.action, i.id));
+                let why = x.why.clone().unwrap_or_else(|| say!(lang, "not met", "未达成"));
+                improvements.push(say!(lang, "{by} {action} on {id}: {why}", "{by} 在 {id} 中{action}：{why}"));
+                let act = action.to_lowercase();
+                let rule = i.order_rule.clone().unwrap_or_else(|| say!(lang, "such", "此类"));
                 plan.push(Improvement {
                     objective: ob.id.clone(),
                     capability: ob.text.clone(),
-                    observation: format!("{} did not {:?} within {:.0} min of {} ({}): {why}", x.by, x.action, x.within_minutes, i.id, i.title),
-                    corrective_action: format!(
-                        "Rehearse: {} to {} {} orders within {:.0} min of the alarm (a drill of its own, then again in this one)",
-                        x.by,
-                        format!("{:?}", x.action).to_lowercase(),
-                        i.order_rule.as_deref().unwrap_or("such"),
-                        x.within_minutes
+                    observation: say!(
+                        lang,
+                        "{by} did not {act} within {within:.0} min of {id} ({title}): {why}",
+                        "{by} 未在 {id}（{title}）开始后 {within:.0} 分钟内{action}：{why}"
+                    ),
+                    corrective_action: say!(
+                        lang,
+                        "Rehearse: {by} to {act} {rule} orders within {within:.0} min of the alarm (a drill of its own, then again in this one)",
+                        "复训：{by} 在告警后 {within:.0} 分钟内{action} {rule} 工单（先单项演练，再在本演练中重演）"
                     ),
                     owner: log.principals.get(&x.by).cloned().unwrap_or_else(|| x.by.clone()),
                     due: due.clone(),
-                    source: format!("expectation of {}", i.id),
+                    source: say!(lang, "expectation of {id}", "{id} 的预期行动"),
                 });
             }
         }
         for o in rec.observations.iter().filter(|o| o.objective == ob.id) {
-            let about = o.inject.as_deref().map(|i| format!(" on {i}")).unwrap_or_default();
-            let line = format!("{}{about} (evaluator {}, minute {:.0}): {}", o.objective, o.evaluator, minute(o.at), o.text);
+            let (objective, evaluator, at, text) = (&o.objective, &o.evaluator, minute(o.at), &o.text);
+            let about = o.inject.as_deref().map(|i| say!(lang, " on {i}", "（{i}）")).unwrap_or_default();
+            let line = say!(
+                lang,
+                "{objective}{about} (evaluator {evaluator}, minute {at:.0}): {text}",
+                "{objective}{about}（评估员 {evaluator}，第 {at:.0} 分钟）：{text}"
+            );
             match o.kind {
                 ObservationKind::Strength => strengths.push(line),
                 ObservationKind::Improvement => {
@@ -563,11 +620,11 @@ fn debrief(log: &Log, rec: &Recorded, injects: &[InjectScore], objectives: &[Obj
                     plan.push(Improvement {
                         objective: ob.id.clone(),
                         capability: ob.text.clone(),
-                        observation: format!("{}{about}", o.text),
-                        corrective_action: o.corrective_action.clone().unwrap_or_else(|| "to be agreed at the hotwash".into()),
-                        owner: if owners.is_empty() { "to be named at the hotwash".into() } else { owners.join(", ") },
+                        observation: format!("{text}{about}"),
+                        corrective_action: o.corrective_action.clone().unwrap_or_else(|| say!(lang, "to be agreed at the hotwash", "待复盘会商定")),
+                        owner: if owners.is_empty() { say!(lang, "to be named at the hotwash", "待复盘会指定") } else { owners.join(", ") },
                         due: due.clone(),
-                        source: format!("evaluator {} at minute {:.0}", o.evaluator, minute(o.at)),
+                        source: say!(lang, "evaluator {evaluator} at minute {at:.0}", "评估员 {evaluator}，第 {at:.0} 分钟"),
                     });
                 }
             }
@@ -577,68 +634,125 @@ fn debrief(log: &Log, rec: &Recorded, injects: &[InjectScore], objectives: &[Obj
     (hotwash, plan)
 }
 
+/// The loop the `k`th step of an order's history was taken in: the loop the order was in before it (an
+/// escalation or a whistle is recorded in the loop it went to).
+fn taken_in(history: &[OrderEvent], k: usize) -> Loop {
+    history[k.saturating_sub(1)].level
+}
+
+/// The loop an order was in at `t`.
+fn loop_at(history: &[OrderEvent], t: Millis) -> Loop {
+    history.iter().take_while(|e| e.at <= t).last().map_or(Loop::Small, |e| e.level)
+}
+
 /// When an order was first resolved (by a resolve, or its joint visit's last report).
 fn resolved_at(rec: &Recorded, order: u64) -> Option<Millis> {
     rec.history.get(&order)?.iter().filter(|e| e.to == towntwin_core::orders::State::Resolved).map(|e| e.at).min()
 }
 
 /// Where an order was left: its state, loop and assignees.
-fn left(o: &Order) -> String {
-    let who: Vec<&str> = o.assignee.iter().map(|r| r.name()).collect();
-    format!("{} in the {} loop{}", o.state.as_str(), o.level.as_str(), if who.is_empty() { String::new() } else { format!(", assigned to {}", who.join(", ")) })
+fn left(o: &Order, lang: Lang) -> String {
+    let (state, level) = (lang.state(o.state), lang.level(o.level));
+    let who: Vec<&str> = o.assignee.iter().map(|r| lang.role(*r)).collect();
+    let who = who.join(", ");
+    match (lang, who.is_empty()) {
+        (Lang::En, true) => format!("{state} in the {level} loop"),
+        (Lang::En, false) => format!("{state} in the {level} loop, assigned to {who}"),
+        (Lang::Zh, true) => format!("{level}，{state}"),
+        (Lang::Zh, false) => format!("{level}，{state}，派往{who}"),
+    }
 }
 
 /// Why inject `i` of `log` did not take effect: following what it waited for, back to the start condition
 /// that never came.
-fn why_not_started(log: &Log, rec: &Recorded, orders: &[Option<&Order>], i: usize, depth: usize) -> String {
+fn why_not_started(log: &Log, rec: &Recorded, orders: &[Option<&Order>], i: usize, depth: usize, lang: Lang) -> String {
     let s = &log.script;
     let il = &log.injects[i];
     let minute = |t: Millis| minutes_between(log.drill_start, t);
     let end = minute(log.ended_at);
     if il.adhoc && il.due_at.is_none() && il.status == Status::NotStarted {
-        return "fired by the controller as the drill ended: it never took effect".into();
+        return say!(lang, "fired by the controller as the drill ended: it never took effect", "导调员在演练结束时才发出：未能生效");
     }
     if il.status == Status::Skipped {
-        return format!("skipped by the controller at minute {:.0}", minute(il.due_at.unwrap_or(log.ended_at)));
+        let at = minute(il.due_at.unwrap_or(log.ended_at));
+        return say!(lang, "skipped by the controller at minute {at:.0}", "导调员在第 {at:.0} 分钟跳过了它");
     }
     if let Some(due) = il.due_at {
         let hint = match &s.injects[i].what {
-            super::script::What::Incapacitate { resident, .. } => format!(" ({resident} is taken ill once she is home and well, and she was not)"),
+            super::script::What::Incapacitate { resident, .. } => {
+                say!(lang, " ({resident} is taken ill once she is home and well, and she was not)", "（{resident} 须在家且身体如常时才会发病，当时并非如此）")
+            }
             _ => String::new(),
         };
-        return format!("due at minute {:.0}, but it had not taken effect in the town when the drill ended at minute {end:.0}{hint}", minute(due));
+        let due = minute(due);
+        return say!(
+            lang,
+            "due at minute {due:.0}, but it had not taken effect in the town when the drill ended at minute {end:.0}{hint}",
+            "应于第 {due:.0} 分钟发生，但到演练结束（第 {end:.0} 分钟）仍未在镇里生效{hint}"
+        );
     }
     let index = |id: &str| s.injects.iter().position(|x| x.id == id).filter(|&j| j < log.injects.len() && j < orders.len());
-    let earlier = |j: usize| if depth < 8 { why_not_started(log, rec, orders, j, depth + 1) } else { "(and so on)".to_string() };
+    let earlier = |j: usize| if depth < 8 { why_not_started(log, rec, orders, j, depth + 1, lang) } else { say!(lang, "(and so on)", "（依此类推）") };
     match s.injects.get(i).map(|x| &x.start) {
-        None => "it is not in the script".into(),
-        Some(Start::At { minute: m }) => format!("its minute {m} came after the drill ended at minute {end:.0}"),
-        Some(Start::Manual) => "the controller never fired it".into(),
+        None => say!(lang, "it is not in the script", "剧本中没有它"),
+        Some(Start::At { minute: m }) => {
+            say!(lang, "its minute {m} came after the drill ended at minute {end:.0}", "它的第 {m} 分钟在演练结束（第 {end:.0} 分钟）之后")
+        }
+        Some(Start::Manual) => say!(lang, "the controller never fired it", "导调员始终没有发出它"),
         Some(Start::AfterStarted { inject, minutes }) => match index(inject) {
-            None => format!("it waits for {inject}, which is not in the script"),
+            None => say!(lang, "it waits for {inject}, which is not in the script", "它等待 {inject}，而剧本中没有 {inject}"),
             Some(j) => match log.injects[j].started_at {
-                None => format!("it waits for {inject} to start, which never did: {}", earlier(j)),
-                Some(t) => format!(
-                    "due {minutes} min after {inject} started at minute {:.0}: minute {:.0}, after the drill ended at minute {end:.0}",
-                    minute(t),
-                    minute(t) + minutes
-                ),
+                None => {
+                    let e = earlier(j);
+                    say!(lang, "it waits for {inject} to start, which never did: {e}", "它等待 {inject} 开始，而 {inject} 始终未开始：{e}")
+                }
+                Some(t) => {
+                    let (t, d) = (minute(t), minute(t) + minutes);
+                    say!(
+                        lang,
+                        "due {minutes} min after {inject} started at minute {t:.0}: minute {d:.0}, after the drill ended at minute {end:.0}",
+                        "应在 {inject} 开始（第 {t:.0} 分钟）后 {minutes} 分钟，即第 {d:.0} 分钟，晚于演练结束（第 {end:.0} 分钟）"
+                    )
+                }
             },
         },
         Some(Start::AfterHandled { inject, minutes }) => match index(inject) {
-            None => format!("it waits for {inject}, which is not in the script"),
+            None => say!(lang, "it waits for {inject}, which is not in the script", "它等待 {inject}，而剧本中没有 {inject}"),
             Some(j) => match (log.injects[j].started_at, orders[j]) {
-                (None, _) => format!("it waits for {inject}'s order to be resolved, and {inject} never started: {}", earlier(j)),
-                (Some(_), None) => format!("it waits for {inject}'s order to be resolved, and {inject} made no order"),
-                (Some(_), Some(o)) => match resolved_at(rec, o.id) {
-                    None => format!("it waits for {inject}'s order {} to be resolved, and nobody resolved it: it was left {}", o.id, left(o)),
-                    Some(t) => format!(
-                        "due {minutes} min after {inject}'s order {} was resolved at minute {:.0}: minute {:.0}, after the drill ended at minute {end:.0}",
-                        o.id,
-                        minute(t),
-                        minute(t) + minutes
-                    ),
-                },
+                (None, _) => {
+                    let e = earlier(j);
+                    say!(
+                        lang,
+                        "it waits for {inject}'s order to be resolved, and {inject} never started: {e}",
+                        "它等待 {inject} 的工单办结，而 {inject} 始终未开始：{e}"
+                    )
+                }
+                (Some(_), None) => say!(
+                    lang,
+                    "it waits for {inject}'s order to be resolved, and {inject} made no order",
+                    "它等待 {inject} 的工单办结，而 {inject} 没有生成工单"
+                ),
+                (Some(_), Some(o)) => {
+                    let n = o.id;
+                    match resolved_at(rec, o.id) {
+                        None => {
+                            let left = left(o, lang);
+                            say!(
+                                lang,
+                                "it waits for {inject}'s order {n} to be resolved, and nobody resolved it: it was left {left}",
+                                "它等待 {inject} 的工单 {n} 办结，但无人办结：工单停在{left}"
+                            )
+                        }
+                        Some(t) => {
+                            let (t, d) = (minute(t), minute(t) + minutes);
+                            say!(
+                                lang,
+                                "due {minutes} min after {inject}'s order {n} was resolved at minute {t:.0}: minute {d:.0}, after the drill ended at minute {end:.0}",
+                                "应在 {inject} 的工单 {n} 办结（第 {t:.0} 分钟）后 {minutes} 分钟，即第 {d:.0} 分钟，晚于演练结束（第 {end:.0} 分钟）"
+                            )
+                        }
+                    }
+                }
             },
         },
     }
@@ -654,36 +768,68 @@ struct Unmet<'a> {
     done: Option<f64>,
     /// Its deadline, town time.
     due: Option<Millis>,
+    lang: Lang,
 }
 
 impl Unmet<'_> {
     fn why(&self, x: &super::script::Expect) -> String {
+        let lang = self.lang;
         let minute = |t: Millis| minutes_between(self.log.drill_start, t);
-        let what = format!("{:?}", x.action).to_lowercase();
+        let what = expected_name(lang, x.action).to_lowercase();
+        let (by, within) = (&x.by, x.within_minutes);
         let Some(o) = self.order else {
             return match self.due {
-                None => "its inject did not start: nothing to act on".into(),
-                Some(_) => "no order about its inject was made: nothing to act on".into(),
+                None => say!(lang, "its inject did not start: nothing to act on", "其情景未开始：无可处置"),
+                Some(_) => say!(lang, "no order about its inject was made: nothing to act on", "其情景没有生成工单：无可处置"),
             };
         };
+        let n = o.id;
         if let Some(m) = self.done {
-            return format!("done {m:.0} min after the inject started: {:.0} min past its {} min", m - x.within_minutes, x.within_minutes);
+            let late = m - within;
+            return say!(
+                lang,
+                "done {m:.0} min after the inject started: {late:.0} min past its {within} min",
+                "在情景开始后 {m:.0} 分钟完成：超出 {within} 分钟的时限 {late:.0} 分钟"
+            );
         }
         let due = self.due.unwrap_or(self.log.ended_at);
         if due > self.log.ended_at {
-            return format!("due at minute {:.0}, after the drill ended at minute {:.0}: not exercised", minute(due), minute(self.log.ended_at));
+            let (due, end) = (minute(due), minute(self.log.ended_at));
+            return say!(
+                lang,
+                "due at minute {due:.0}, after the drill ended at minute {end:.0}: not exercised",
+                "应于第 {due:.0} 分钟完成，晚于演练结束（第 {end:.0} 分钟）：未演练到"
+            );
+        }
+        // Done, but in another loop?
+        if let (Some(want), Some(name)) = (x.in_loop, x.action.action()) {
+            let elsewhere = self.history.iter().enumerate().find(|(k, e)| e.action == name && e.actor == self.principal && taken_in(self.history, *k) != want);
+            if let Some((k, e)) = elsewhere {
+                let (got, want, at) = (lang.level(taken_in(self.history, k)), lang.level(want), minute(e.at));
+                return say!(
+                    lang,
+                    "{by} did {what} order {n}, at minute {at:.0}, but in the {got} loop, not the {want} loop",
+                    "{by} 在第 {at:.0} 分钟{what}了工单 {n}，但是在{got}，不是在{want}"
+                );
+            }
         }
         // Done by someone else?
         let other = x.action.action().and_then(|name| self.history.iter().find(|e| e.action == name && e.actor != self.principal));
         if let Some(e) = other {
-            return format!("{} did not {what} order {}: {} did, at minute {:.0}", x.by, o.id, e.actor, minute(e.at));
+            let (actor, at) = (&e.actor, minute(e.at));
+            return say!(lang, "{by} did not {what} order {n}: {actor} did, at minute {at:.0}", "{by} 未{what}工单 {n}：是 {actor} 在第 {at:.0} 分钟{what}的");
         }
+        let left = left(o, self.lang);
         if x.action == Expected::Notice {
-            return format!("{} never opened order {}; it was left {}", x.by, o.id, left(o));
+            return say!(lang, "{by} never opened order {n}; it was left {left}", "{by} 始终未打开工单 {n}；工单停在{left}");
         }
         let acted = self.history.iter().filter(|e| e.actor == self.principal).count();
-        let did = if acted == 0 { format!("{} did nothing on it", x.by) } else { format!("{} acted on it {acted} time(s), but not this", x.by) };
-        format!("nobody did it: order {} was left {}; {did}", o.id, left(o))
+        let did = if acted == 0 {
+            say!(lang, "{by} did nothing on it", "{by} 未做任何处置")
+        } else {
+            say!(lang, "{by} acted on it {acted} time(s), but not this", "{by} 处置了 {acted} 次，但没有这一项")
+        };
+        say!(lang, "nobody did it: order {n} was left {left}; {did}", "无人完成：工单 {n} 停在{left}；{did}")
     }
 }
 

@@ -2,25 +2,38 @@
 
 use super::*;
 
-/// Writes `aar.json`, the timeline plot (`aar-timeline.png` and `.svg`) and `aar.html` (self-contained: the
-/// plot inline as SVG) into `dir`.
-pub fn write(dir: &Path, aar: &Aar) -> Result<()> {
+/// Scores the drill of `log` and writes its report into `dir`: `aar.json` (English, for tools), the timeline
+/// plot (`aar-timeline.png` and `.svg`), the report as one self-contained page in Chinese (`aar.html`, the
+/// town's language) and in English (`aar.en.html`), each linking to the other, and the improvement plan in
+/// HSEEP's columns (`improvement-plan.csv`) and in Chinese (`improvement-plan.zh.csv`). Returns the
+/// English report.
+pub fn report(dir: &Path, log: &Log, rec: &Recorded) -> Result<Aar> {
     crate::plots::register_font();
-    let json = serde_json::to_string_pretty(aar)?;
-    std::fs::write(dir.join("aar.json"), json).with_context(|| format!("cannot write {}", dir.join("aar.json").display()))?;
-    timeline_plot(dir, aar)?;
+    let en = score(log, rec, Lang::En);
+    let zh = score(log, rec, Lang::Zh);
+    let put = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).with_context(|| format!("cannot write {}", dir.join(name).display()));
+    put("aar.json", serde_json::to_string_pretty(&en)?.as_bytes())?;
+    timeline_plot(dir, &en)?;
     let svg = std::fs::read_to_string(dir.join("aar-timeline.svg")).unwrap_or_default();
-    let html = render_html(aar, &svg);
-    std::fs::write(dir.join("aar.html"), html).with_context(|| format!("cannot write {}", dir.join("aar.html").display()))?;
-    let file = dir.join("improvement-plan.csv");
-    std::fs::write(&file, improvement_plan_csv(&aar.improvement_plan)?).with_context(|| format!("cannot write {}", file.display()))?;
-    Ok(())
+    put("aar.html", render_html(&zh, &svg, Lang::Zh).as_bytes())?;
+    put("aar.en.html", render_html(&en, &svg, Lang::En).as_bytes())?;
+    put("improvement-plan.csv", &improvement_plan_csv(&en.improvement_plan, Lang::En)?)?;
+    put("improvement-plan.zh.csv", &improvement_plan_csv(&zh.improvement_plan, Lang::Zh)?)?;
+    Ok(en)
 }
 
-/// The improvement plan as CSV, in [`IMPROVEMENT_PLAN_COLUMNS`].
-pub fn improvement_plan_csv(rows: &[Improvement]) -> Result<Vec<u8>> {
+/// The report's page and plan in `lang`: (the page, the improvement plan's CSV, the other language's page).
+fn files(lang: Lang) -> (&'static str, &'static str, &'static str) {
+    match lang {
+        Lang::Zh => ("aar.html", "improvement-plan.zh.csv", "aar.en.html"),
+        Lang::En => ("aar.en.html", "improvement-plan.csv", "aar.html"),
+    }
+}
+
+/// The improvement plan as CSV, in [`IMPROVEMENT_PLAN_COLUMNS`] (their Chinese in Chinese).
+pub fn improvement_plan_csv(rows: &[Improvement], lang: Lang) -> Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(IMPROVEMENT_PLAN_COLUMNS)?;
+    w.write_record(IMPROVEMENT_PLAN_COLUMNS.map(|c| lang.t(c)))?;
     for r in rows {
         w.write_record([&r.objective, &r.capability, &r.observation, &r.corrective_action, &r.owner, &r.due, &r.source])?;
     }
@@ -28,16 +41,26 @@ pub fn improvement_plan_csv(rows: &[Improvement]) -> Result<Vec<u8>> {
 }
 
 /// The evaluators' observations, the hotwash's agenda and the improvement plan.
-fn debrief_html(h: &mut String, aar: &Aar) {
-    h.push_str("<h2>Evaluators' observations</h2>");
+fn debrief_html(h: &mut String, aar: &Aar, l: Lang) {
+    let _ = write!(h, "<h2>{}</h2>", l.t("Evaluators' observations"));
     if aar.evaluators.is_empty() {
-        h.push_str("<p>No evaluator was named in the script.</p>");
+        let _ = write!(h, "<p>{}</p>", l.t("No evaluator was named in the script."));
     } else {
         let names: Vec<String> = aar.evaluators.iter().map(|(n, o)| format!("{} ({})", esc(n), esc(&o.join(", ")))).collect();
-        let _ = write!(h, "<p>Evaluators: {}.</p>", names.join("; "));
+        let _ = write!(h, "<p>{}: {}.</p>", l.t("Evaluators"), names.join("; "));
     }
     if !aar.observations.is_empty() {
-        h.push_str("<table id=observations><tr><th>town time</th><th>evaluator</th><th>objective</th><th>inject</th><th>kind</th><th>observation</th><th>corrective action</th></tr>");
+        let _ = write!(
+            h,
+            "<table id=observations><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+            l.t("town time"),
+            l.t("evaluator"),
+            l.t("objective"),
+            l.t("inject"),
+            l.t("kind"),
+            l.t("observation"),
+            l.t("corrective action")
+        );
         for o in &aar.observations {
             let _ = write!(
                 h,
@@ -47,8 +70,8 @@ fn debrief_html(h: &mut String, aar: &Aar) {
                 esc(&o.objective),
                 esc(o.inject.as_deref().unwrap_or("")),
                 match o.kind {
-                    ObservationKind::Strength => "strength",
-                    ObservationKind::Improvement => "area for improvement",
+                    ObservationKind::Strength => l.t("strength"),
+                    ObservationKind::Improvement => l.t("area for improvement"),
                 },
                 esc(&o.text),
                 esc(o.corrective_action.as_deref().unwrap_or(""))
@@ -56,29 +79,38 @@ fn debrief_html(h: &mut String, aar: &Aar) {
         }
         h.push_str("</table>");
     } else if !aar.evaluators.is_empty() {
-        h.push_str("<p>None recorded.</p>");
+        let _ = write!(h, "<p>{}</p>", l.t("None recorded."));
     }
-    h.push_str("<h2>Hotwash</h2><p>For the talk straight after the drill: per objective, what went well and what did not (the evaluators' observations and the expectations).</p>");
+    let _ = write!(
+        h,
+        "<h2>{}</h2><p>{}</p>",
+        l.t("Hotwash"),
+        l.t("For the talk straight after the drill: per objective, what went well and what did not (the evaluators' observations and the expectations).")
+    );
     for w in &aar.hotwash {
         let _ = write!(h, "<h3>{} ({}): {}</h3>", esc(&w.objective), esc(&w.rating), esc(&w.text));
-        for (title, list) in [("Strengths", &w.strengths), ("Areas for improvement", &w.improvements)] {
+        for (title, list) in [(l.t("Strengths"), &w.strengths), (l.t("Areas for improvement"), &w.improvements)] {
             let _ = write!(h, "<p><b>{title}</b></p><ul>");
             if list.is_empty() {
-                h.push_str("<li>none</li>");
+                let _ = write!(h, "<li>{}</li>", l.t("none"));
             }
-            for l in list {
-                let _ = write!(h, "<li>{}</li>", esc(l));
+            for line in list {
+                let _ = write!(h, "<li>{}</li>", esc(line));
             }
             h.push_str("</ul>");
         }
     }
+    let (_, csv, _) = files(l);
     let _ = write!(
         h,
-        "<h2>Improvement plan</h2><p>Also as <a href=improvement-plan.csv>improvement-plan.csv</a>; owners and dates are proposals for the hotwash to confirm.</p><table id=improvement-plan><tr>{}</tr>",
-        IMPROVEMENT_PLAN_COLUMNS.iter().map(|c| format!("<th>{c}</th>")).collect::<String>()
+        "<h2>{}</h2><p>{} <a href={csv}>{csv}</a>{}</p><table id=improvement-plan><tr>{}</tr>",
+        l.t("Improvement plan"),
+        l.t("Also as"),
+        l.t("; owners and dates are proposals for the hotwash to confirm."),
+        IMPROVEMENT_PLAN_COLUMNS.iter().map(|c| format!("<th>{}</th>", l.t(c))).collect::<String>()
     );
     if aar.improvement_plan.is_empty() {
-        h.push_str("<tr><td colspan=7>No area for improvement.</td></tr>");
+        let _ = write!(h, "<tr><td colspan=7>{}</td></tr>", l.t("No area for improvement."));
     }
     for r in &aar.improvement_plan {
         let _ = write!(
@@ -148,42 +180,66 @@ fn draw_timeline<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, aar: &Aar, r
     Ok(())
 }
 
-fn mins(m: Option<f64>) -> String {
-    m.map_or_else(|| "-".into(), |m| format!("{m:.0} min"))
+fn mins(m: Option<f64>, l: Lang) -> String {
+    m.map_or_else(|| "-".into(), |m| format!("{m:.0} {}", l.t("min")))
 }
 
-/// The report as one HTML file with nothing to fetch.
-pub fn render_html(aar: &Aar, svg: &str) -> String {
+/// The report as one HTML file in `l` with nothing to fetch.
+pub fn render_html(aar: &Aar, svg: &str, l: Lang) -> String {
     let mut h = String::new();
+    let (_, _, other) = files(l);
     let _ = write!(
         h,
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>After-action report: {name}</title><style>\
+        "<!doctype html><html lang={lang}><head><meta charset=utf-8><title>{title}: {name}</title><style>\
          body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}\
          td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left;vertical-align:top}}th{{background:#eee}}\
          .P{{background:#cfc}}.S{{background:#efc}}.M{{background:#fec}}.U{{background:#fcc}}.met{{color:#060}}.missed{{color:#a00}}\
-         svg{{max-width:100%;height:auto}}</style></head><body>",
-        name = esc(&aar.drill)
+         svg{{max-width:100%;height:auto}}</style></head><body><p style=float:right><a id=lang href={other}>{switch}</a></p>",
+        lang = l.html(),
+        title = l.t("After-action report"),
+        name = esc(&aar.drill),
+        switch = if l == Lang::Zh { "English" } else { "中文" }
     );
     let _ = write!(
         h,
-        "<h1>After-action report: drill <code>{}</code></h1><p>{}</p><p>Exercise <code>{}</code>, town time {} to {} ({:.0} drill minutes), ended by {}.</p>",
+        "<h1>{}: {} <code>{}</code></h1><p>{}</p><p>{} <code>{}</code>, {} {} – {} ({:.0} {}), {} {}.</p>",
+        l.t("After-action report"),
+        l.t("drill"),
         esc(&aar.drill),
         esc(&aar.description),
+        l.t("Exercise"),
         esc(&aar.exercise),
+        l.t("town time"),
         esc(&aar.start),
         esc(&aar.end),
         aar.minutes,
-        esc(&aar.ended_by)
+        l.t("drill minutes"),
+        l.t("ended by"),
+        esc(match aar.ended_by.as_str() {
+            "the end of the script" => l.t("the end of the script"),
+            "the controller" => l.t("the controller"),
+            other => other,
+        })
     );
-    let _ = write!(h, "<h2>Trainees</h2><table><tr><th>trainee</th><th>principal</th></tr>");
+    let _ = write!(h, "<h2>{}</h2><table><tr><th>{}</th><th>{}</th></tr>", l.t("Trainees"), l.t("trainee"), l.t("principal"));
     for (n, p) in &aar.trainees {
         let _ = write!(h, "<tr><td>{}</td><td><code>{}</code></td></tr>", esc(n), esc(p));
     }
-    let _ = write!(h, "</table><h2>Objectives: {} of {} points</h2><table><tr><th>objective</th><th>rating</th><th>points</th></tr>", aar.earned, aar.possible);
+    let _ = write!(
+        h,
+        "</table><h2>{}: {} / {} {}</h2><table><tr><th>{}</th><th>{}</th><th>{}</th></tr>",
+        l.t("Objectives"),
+        aar.earned,
+        aar.possible,
+        l.t("points"),
+        l.t("objective"),
+        l.t("rating"),
+        l.t("points")
+    );
     for o in &aar.objectives {
         let _ = write!(
             h,
-            "<tr><td><b>{}</b>: {}</td><td class={r}><b>{r}</b></td><td>{} of {}</td></tr>",
+            "<tr><td><b>{}</b>: {}</td><td class={r}><b>{r}</b></td><td>{} / {}</td></tr>",
             esc(&o.id),
             esc(&o.text),
             o.earned,
@@ -193,21 +249,33 @@ pub fn render_html(aar: &Aar, svg: &str) -> String {
     }
     let _ = write!(
         h,
-        "</table><p>P: performed without challenges (every point); S: with some challenges (at least half); M: with major challenges; U: unable to be performed (none); -: not exercised (nothing of it was due before the drill ended).</p><h2>Injects</h2><table><tr><th>inject</th><th>started</th><th>order</th><th>expected</th><th>done after</th><th>points</th><th>why not met</th></tr>"
+        "</table><p>{}</p><h2>{}</h2><table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+        l.t("P: performed without challenges (every point); S: with some challenges (at least half); M: with major challenges; U: unable to be performed (none); -: not exercised (nothing of it was due before the drill ended)."),
+        l.t("Injects"),
+        l.t("inject"),
+        l.t("started"),
+        l.t("order"),
+        l.t("expected"),
+        l.t("done after"),
+        l.t("points"),
+        l.t("why not met")
     );
     for i in &aar.injects {
         let order = match (&i.order, &i.order_rule) {
-            (Some(o), Some(r)) => format!("{o} ({}) after {}", esc(r), mins(i.order_after_minutes)),
-            _ => "none".into(),
+            (Some(o), Some(r)) => format!("{o} ({}) {} {}", esc(r), l.t("after"), mins(i.order_after_minutes, l)),
+            _ => l.t("none").into(),
         };
         let started = match i.status {
-            Status::Started => format!("minute {}", mins(i.started_minute).trim_end_matches(" min")),
-            Status::Skipped => "skipped".into(),
-            Status::NotStarted => "not started".into(),
+            Status::Started => {
+                let m = i.started_minute.unwrap_or(0.0);
+                if l == Lang::Zh { format!("第 {m:.0} 分钟") } else { format!("minute {m:.0}") }
+            }
+            Status::Skipped => l.t("skipped").into(),
+            Status::NotStarted => l.t("not started").into(),
         };
         let n = i.expectations.len().max(1);
         let why = i.why.as_deref().map(|w| format!("<br><i class=why>{}</i>", esc(w))).unwrap_or_default();
-        let adhoc = if i.adhoc { " <i>(ad hoc, fired by the controller)</i>" } else { "" };
+        let adhoc = if i.adhoc { format!(" <i>({})</i>", l.t("ad hoc, fired by the controller")) } else { String::new() };
         let _ = write!(
             h,
             "<tr><td rowspan={n}><b>{}</b>: {}{adhoc}</td><td rowspan={n}>{started}{why}</td><td rowspan={n}>{order}</td>",
@@ -215,7 +283,7 @@ pub fn render_html(aar: &Aar, svg: &str) -> String {
             esc(&i.title)
         );
         if i.expectations.is_empty() {
-            let _ = write!(h, "<td colspan=4>(background: nothing expected)</td></tr>");
+            let _ = write!(h, "<td colspan=4>{}</td></tr>", l.t("(background: nothing expected)"));
         }
         for (k, x) in i.expectations.iter().enumerate() {
             if k > 0 {
@@ -230,15 +298,17 @@ pub fn render_html(aar: &Aar, svg: &str) -> String {
             };
             let _ = write!(
                 h,
-                "<td>{} {:?} within {:.0} min ({})</td><td class={class}>{}</td><td class={class}>{} of {}</td><td class=why>{}</td></tr>",
+                "<td>{} {} {} {:.0} {} ({})</td><td class={class}>{}</td><td class={class}>{} / {}</td><td class=why>{}</td></tr>",
                 esc(&x.by),
-                x.action,
+                expected_name(l, x.action) + &x.in_loop.map(|lp| format!(" ({})", l.level(lp))).unwrap_or_default(),
+                l.t("within"),
                 x.within_minutes,
+                l.t("min"),
                 esc(&x.objective),
                 match (x.done_after_minutes, x.exercised) {
-                    (Some(_), _) => mins(x.done_after_minutes),
-                    (None, true) => "never".into(),
-                    (None, false) => "not due before the end".into(),
+                    (Some(_), _) => mins(x.done_after_minutes, l),
+                    (None, true) => l.t("never").into(),
+                    (None, false) => l.t("not due before the end").into(),
                 },
                 x.earned,
                 x.points,
@@ -247,31 +317,37 @@ pub fn render_html(aar: &Aar, svg: &str) -> String {
         }
     }
     h.push_str("</table>");
-    debrief_html(&mut h, aar);
+    debrief_html(&mut h, aar, l);
     let _ = write!(
         h,
-        "<h2>Timeline</h2>{svg}<p>Black dot: the inject took effect; triangle: its order was made; each bar: an expectation's \
-         window from the inject's start; on it a green dot: done in time, a red dot: done late, a red cross at the deadline: never done.</p>\
-         <table><tr><th>drill minute</th><th>what</th></tr>"
+        "<h2>{}</h2>{svg}<p>{}</p><table><tr><th>{}</th><th>{}</th></tr>",
+        l.t("Timeline"),
+        l.t("Black dot: the inject took effect; triangle: its order was made; each bar: an expectation's window from the inject's start; on it a green dot: done in time, a red dot: done late, a red cross at the deadline: never done."),
+        l.t("drill minute"),
+        l.t("what")
     );
     for m in &aar.timeline {
         let _ = write!(h, "<tr><td>{:.0}</td><td>{}</td></tr>", m.minute, esc(&m.what));
     }
-    h.push_str("</table><h2>Keeping time</h2>");
+    let _ = write!(h, "</table><h2>{}</h2>", l.t("Keeping time"));
     if aar.inject_lateness_ms.is_empty() {
-        h.push_str("<p>No inject ran at a paced speed.</p>");
+        let _ = write!(h, "<p>{}</p>", l.t("No inject ran at a paced speed."));
     } else {
-        h.push_str("<table><tr><th>inject</th><th>late by</th></tr>");
-        for (id, l) in &aar.inject_lateness_ms {
-            let _ = write!(h, "<tr><td>{}</td><td>{l:.0} ms</td></tr>", esc(id));
+        let _ = write!(h, "<table><tr><th>{}</th><th>{}</th></tr>", l.t("inject"), l.t("late by"));
+        for (id, late) in &aar.inject_lateness_ms {
+            let _ = write!(h, "<tr><td>{}</td><td>{late:.0} ms</td></tr>", esc(id));
         }
         h.push_str("</table>");
     }
-    if let Some(l) = &aar.event_lateness {
+    if let Some(e) = &aar.event_lateness {
         let _ = write!(
             h,
-            "<p>All {} events of the paced drill against their scheduled wall time: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms.</p>",
-            l.events, l.p50_ms, l.p99_ms, l.max_ms
+            "<p>{}: {}, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms.</p>",
+            l.t("The paced drill's events against their scheduled wall time"),
+            e.events,
+            e.p50_ms,
+            e.p99_ms,
+            e.max_ms
         );
     }
     h.push_str("</body></html>\n");
