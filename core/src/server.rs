@@ -81,7 +81,7 @@ pub enum ServerError {
     Ingest(#[from] IngestError),
     #[error("the core's {0} task failed: {1}")]
     Task(&'static str, String),
-    #[error("the core is still held by another task after the service stopped")]
+    #[error("the core is still held by another task 5 s after the service stopped")]
     StillHeld,
     #[error("the core's lock was poisoned by a panic")]
     Poisoned,
@@ -284,7 +284,20 @@ impl CoreHandle {
             }
         }
         ended?;
-        let core = Arc::try_unwrap(core).map_err(|_| ServerError::StillHeld)?;
+        // Another task may hold the core for a moment (a drill's panel upgrades its weak hold for the one
+        // request it serves): the stop waits for it, a while, rather than fail.
+        let mut core = core;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let core = loop {
+            match Arc::try_unwrap(core) {
+                Ok(c) => break c,
+                Err(held) if tokio::time::Instant::now() < deadline => {
+                    core = held;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(_) => return Err(ServerError::StillHeld),
+            }
+        };
         core.into_inner().map_err(|_| ServerError::Poisoned)
     }
 }

@@ -556,7 +556,7 @@ async fn map_page(State(api): State<Api>, headers: HeaderMap) -> Result<Response
     let lang = Lang::of(&headers);
     let body = format!(
         "<p>{legend}</p><div hx-ext=sse sse-connect=/console/events><div id=map-live hx-get=/console/map/svg hx-trigger=\"sse:orders throttle:1s\">{svg}</div></div>",
-        legend = lang.t("Each estate where the town file places it, a block of its buildings with its gates on the edge; red: open orders (a building an order names is filled red). Live. Click an estate for its queue. Sizes and layout are drawn, not surveyed."),
+        legend = lang.t("Each estate where the town file places it, a block of its buildings with its gates on the edge; red: open orders (a building an order names, or whose device raised one, is filled red; a red dot at a corner: a device of the grounds). Live. Click an estate for its queue. Sizes and layout are drawn, not surveyed."),
         svg = map_svg(&api, &p, lang)?
     );
     Ok(Html(page(lang, lang.t("Town map"), Some(&p), &body)).into_response())
@@ -572,14 +572,28 @@ fn map_svg(api: &Api, p: &Principal, lang: Lang) -> Result<String, Refusal> {
     let core = api.lock().map_err(|e| Refusal(e.0, e.1))?;
     let town = api.town();
     let (w, h, scale, margin) = (1000.0f32, 760.0f32, 150.0f32, 40.0f32);
-    // Open orders in scope: per area, and per (area, building) where the order names a flat or a building.
+    // Open orders in scope: per area; per (area, building) where the order names a flat, a building or a
+    // device in a building (a smoke detector, a noise monitor); per area the others that name a device of
+    // the estate's grounds (a kiosk, a charging pile).
     let mut open: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut hot: std::collections::HashMap<(&str, u16), Vec<String>> = std::collections::HashMap::new();
+    let mut grounds: std::collections::HashMap<&str, Vec<String>> = std::collections::HashMap::new();
+    let estates: std::collections::HashMap<&str, &crate::town::Estate> = town.estates.iter().map(|e| (e.id.as_str(), e)).collect();
     for o in core.orders.orders.iter().filter(|o| o.state.is_open() && api.sees(&p.scope, o)) {
         *open.entry(o.area.as_str()).or_default() += 1;
-        let building = o.subject.strip_prefix('B').and_then(|r| r.split(['-', '/']).next()).and_then(|n| n.parse::<u16>().ok());
-        if let Some(b) = building {
-            hot.entry((o.area.as_str(), b)).or_default().push(format!("{} {}", o.id, o.rule));
+        let what = format!("{} {}", o.id, o.rule);
+        let named = o.subject.strip_prefix('B').and_then(|r| r.split(['-', '/']).next()).and_then(|n| n.parse::<u16>().ok());
+        let device = || {
+            let id = o.subject.split('/').next().unwrap_or_default();
+            estates.get(o.area.as_str()).and_then(|e| e.devices.iter().find(|d| d.id == id))
+        };
+        match (named, named.is_none().then(device).flatten()) {
+            (Some(b), _) => hot.entry((o.area.as_str(), b)).or_default().push(what),
+            (None, Some(d)) => match d.building {
+                Some(b) => hot.entry((o.area.as_str(), b)).or_default().push(format!("{what} ({})", d.id)),
+                None => grounds.entry(o.area.as_str()).or_default().push(format!("{what} ({})", d.id)),
+            },
+            (None, None) => {}
         }
     }
     let mut svg = String::new();
@@ -627,6 +641,16 @@ fn map_svg(api: &Api, p: &Principal, lang: Lang) -> Result<String, Refusal> {
                 bd.no,
                 (cell - 1.0).max(1.0),
                 (cell - 1.0).max(1.0)
+            );
+        }
+        // Alarms of devices on the estate's grounds: a red dot at the block's corner.
+        if let Some(a) = grounds.get(e.id.as_str()) {
+            let _ = write!(
+                svg,
+                "<circle class=device-alarm cx={:.1} cy={:.1} r=4 fill=\"#e33\" stroke=\"#fff\"><title>{}</title></circle>",
+                x0 + side,
+                y0,
+                esc(&a.join(", "))
             );
         }
         // The gates on the block's edge.

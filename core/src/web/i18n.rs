@@ -197,8 +197,8 @@ pub static ZH: &[(&str, &str)] = &[
     ("estates with", "个小区，设备"),
     ("devices in", "台，范围"),
     (
-        "Each estate where the town file places it, a block of its buildings with its gates on the edge; red: open orders (a building an order names is filled red). Live. Click an estate for its queue. Sizes and layout are drawn, not surveyed.",
-        "各小区按镇数据中的位置显示，方块内为楼栋，边上绿点为门禁；红色：未关闭工单（工单所涉楼栋填红）。实时刷新。点击小区查看其工单。方块大小与楼栋布局为示意，非测绘。",
+        "Each estate where the town file places it, a block of its buildings with its gates on the edge; red: open orders (a building an order names, or whose device raised one, is filled red; a red dot at a corner: a device of the grounds). Live. Click an estate for its queue. Sizes and layout are drawn, not surveyed.",
+        "各小区按镇数据中的位置显示，方块内为楼栋，边上绿点为门禁；红色：未关闭工单（工单所涉楼栋或其设备告警的楼栋填红；方块角上的红点：小区场地上的设备告警）。实时刷新。点击小区查看其工单。方块大小与楼栋布局为示意，非测绘。",
     ),
     ("devices", "台设备"),
     ("open orders", "个未关闭工单"),

@@ -280,8 +280,10 @@ fn fire_adhoc(c: &Control, inj: Inject) -> Result<String, Refused> {
     }
     let mut p = c.lock();
     let taken: Vec<&str> = p.injects.iter().map(|v| v.id.as_str()).collect();
+    // An id the drill has already is a conflict with its state (409); any other problem is the request's (400).
+    let conflict = taken.contains(&inj.id.as_str());
     let area = c.drill.check_adhoc(&inj, taken).map_err(|e| {
-        let status = if e.0.iter().any(|x| x.message.contains("already")) { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
+        let status = if conflict { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
         Refused(status, e.0.into_iter().map(|x| (x.field.unwrap_or_default(), x.message)).collect())
     })?;
     let log = InjectLog::new(&inj, area, &c.rules, &c.drill.town, true);

@@ -138,6 +138,17 @@ async fn a_trainee_works_the_injected_order_in_the_browser_and_the_report_scores
         std::fs::write(dir.join("console-queue.png"), c.screenshot().await.unwrap()).unwrap();
     }
 
+    // The map fills the building whose smoke detector raised it (the order names the detector, not the flat).
+    let subject = get(&console, &format!("/orders/{order}"), &trainee).1["order"]["subject"].as_str().unwrap_or_default().to_string();
+    let detector =
+        towntwin_core::town::Town::load(&root().join("assets/town.ron")).unwrap().estates.iter().flat_map(|e| e.devices.clone()).find(|d| d.id == subject);
+    let building = detector.and_then(|d| d.building).unwrap_or_else(|| panic!("the fire's order names a detector in a building: {subject}"));
+    c.goto(&format!("{console}/console/map")).await.unwrap();
+    let marked = c.find(Locator::Css(&format!("#estate-E001 > rect[data-building='{building}']"))).await.unwrap();
+    assert_eq!(marked.attr("fill").await.unwrap().as_deref(), Some("#e33"), "building {building} carries the alarm of {subject}");
+    c.goto(&format!("{console}/console")).await.unwrap();
+    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id(&row)).await.unwrap();
+
     // Open it, and act on it: accept, start, resolve (each button a legal action of its state).
     c.find(Locator::Css(&format!("#{row} a"))).await.unwrap().click().await.unwrap();
     c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("history")).await.unwrap();

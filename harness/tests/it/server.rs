@@ -61,7 +61,18 @@ fn start_is_ready_when_it_returns_and_shutdown_returns_what_was_committed() {
         let refused = get(addr, "/orders", "forged").await;
         assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
 
+        // Another task holds the core for a moment as the service stops (a drill's panel upgrades its weak
+        // hold for one request, an evaluator's observation as the drill ends): the stop waits for it.
+        let (weak, (held_tx, held_rx)) = (std::sync::Arc::downgrade(handle.core()), std::sync::mpsc::channel());
+        let holder = std::thread::spawn(move || {
+            let held = weak.upgrade();
+            held_tx.send(held.is_some()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        assert!(held_rx.recv().unwrap(), "the core was there to hold");
         let core = handle.shutdown().await.unwrap();
+        holder.join().unwrap();
         assert_eq!(core.stats.accepted, n, "every event committed once");
         let mut created = 0;
         while let Ok(notice) = notices.try_recv() {
