@@ -326,6 +326,9 @@ pub static ZH: &[(&str, &str)] = &[
     ("Source", "来源"),
     ("the end of the script", "剧本结束"),
     ("the controller", "导调员"),
+    ("took effect", "已生效"),
+    ("resolved", "已办结"),
+    ("wall", "实际"),
 ];
 
 #[cfg(test)]

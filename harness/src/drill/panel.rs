@@ -501,9 +501,14 @@ async fn panel_status(State(c): State<Arc<Control>>, headers: HeaderMap) -> Resu
         } else {
             String::new()
         };
-        let order = v.order.map_or_else(String::new, |o| format!("{o}{}", if v.resolved { " (resolved)" } else { "" }));
+        let order = v.order.map_or_else(String::new, |o| if v.resolved { format!("{o} ({})", lang.t("resolved")) } else { o.to_string() });
+        let status = match v.status {
+            Status::NotStarted => lang.t("not started"),
+            Status::Started => lang.t("took effect"),
+            Status::Skipped => lang.t("skipped"),
+        };
         h.push_str(&format!(
-            "<tr><td><b>{}</b>: {}{}</td><td>{:?}</td><td>{}</td><td>{order}</td><td>{buttons}</td></tr>",
+            "<tr><td><b>{}</b>: {}{}</td><td data-status={:?}>{status}</td><td>{}</td><td>{order}</td><td>{buttons}</td></tr>",
             esc(&v.id),
             esc(&v.title),
             if v.adhoc { format!(" <i>{}</i>", lang.t("(ad hoc)")) } else { String::new() },
@@ -513,7 +518,7 @@ async fn panel_status(State(c): State<Arc<Control>>, headers: HeaderMap) -> Resu
     }
     h.push_str(&format!("</table><h2>{}</h2><ul>", lang.t("Log")));
     for (t, wall, what) in p.log.iter().rev().take(20) {
-        h.push_str(&format!("<li>{} (wall {wall:.0} s): {}</li>", town_time(*t), esc(what)));
+        h.push_str(&format!("<li>{} ({} {wall:.0} s): {}</li>", town_time(*t), lang.t("wall"), esc(what)));
     }
     h.push_str("</ul>");
     Ok(axum::response::Html(h).into_response())

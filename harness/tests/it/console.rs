@@ -451,9 +451,29 @@ async fn three_trainees_work_one_whistle_in_their_browsers_and_an_evaluator_obse
         assert!(Instant::now() < deadline, "X1 never started: {st}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The panel's inject states, in Chinese (it redraws itself every second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = match ctl.find(Locator::Css("#status td[data-status=Started]")).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if shown == "已生效" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the panel's started inject shows {shown:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(common::http(&panel, "POST", "/drill/stop", Some(&controller), None).0, 204);
     let (code, printed) = drill.finish(Duration::from_secs(300));
     assert!(code.success(), "{printed}");
+    // The report to forward, opened in the browser: in Chinese, with the English one a link away.
+    ctl.goto(&format!("file://{}", out.join("aar.html").display())).await.unwrap();
+    assert!(ctl.title().await.unwrap().starts_with("演练评估报告"), "{:?}", ctl.title().await);
+    shot(ctl, "aar-zh.png").await;
+    ctl.find(Locator::Id("lang")).await.unwrap().click().await.unwrap();
+    ctl.wait().at_most(Duration::from_secs(10)).for_element(Locator::Id("improvement-plan")).await.unwrap();
+    assert!(ctl.title().await.unwrap().starts_with("After-action report"), "{:?}", ctl.title().await);
     for c in [cadre, housing, police, evaluator] {
         c.close().await.unwrap();
     }
