@@ -73,7 +73,7 @@ pub enum Command {
     /// core (its API where the trainees work) and the town's twin, the town at full speed up to the drill's
     /// minute 0 and then at --speed; injects made real in the twin as their start conditions come; the
     /// controller's panel over HTTP (start, pause, resume, speed, fire or skip an inject, stop); then the
-    /// after-action report (aar.html, aar.json) in the drill's folder. The script is checked first (exit 2
+    /// after-action report (aar.html in Chinese, aar.en.html, aar.json) in the drill's folder. The script is checked first (exit 2
     /// naming file, field and reason when it is refused).
     Drill {
         /// The drill script (not needed with --replay).

@@ -106,12 +106,26 @@ impl IntoResponse for Refusal {
             self.0,
             Html(page(
                 Lang::Zh,
-                &format!("{} {}", self.0.as_u16(), self.0.canonical_reason().unwrap_or("")),
+                &format!("{} {} · {}", self.0.as_u16(), self.0.canonical_reason().unwrap_or(""), refusal_zh(self.0)),
                 None,
                 &format!("<p class=error>{}</p><p><a href=/console>返回工单队列 · Back to the queue</a></p>", esc(&self.1)),
             )),
         )
             .into_response()
+    }
+}
+
+/// What a refusal's status means, in Chinese, beside the English reason (the refusal's detail is the
+/// core's own message, in English, as the API gives it).
+fn refusal_zh(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "请求有误",
+        403 => "无权查看或操作",
+        404 => "未找到",
+        409 => "与工单当前状态冲突",
+        503 => "服务暂不可用",
+        s if s >= 500 => "服务出错",
+        _ => "请求被拒绝",
     }
 }
 
@@ -578,15 +592,14 @@ fn map_svg(api: &Api, p: &Principal, lang: Lang) -> Result<String, Refusal> {
     let mut open: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut hot: std::collections::HashMap<(&str, u16), Vec<String>> = std::collections::HashMap::new();
     let mut grounds: std::collections::HashMap<&str, Vec<String>> = std::collections::HashMap::new();
-    let estates: std::collections::HashMap<&str, &crate::town::Estate> = town.estates.iter().map(|e| (e.id.as_str(), e)).collect();
+    // Every estate device by id, once (an order names at most one).
+    let devices_by_id: std::collections::HashMap<&str, &crate::town::Device> =
+        town.estates.iter().flat_map(|e| &e.devices).map(|d| (d.id.as_str(), d)).collect();
     for o in core.orders.orders.iter().filter(|o| o.state.is_open() && api.sees(&p.scope, o)) {
         *open.entry(o.area.as_str()).or_default() += 1;
         let what = format!("{} {}", o.id, o.rule);
         let named = o.subject.strip_prefix('B').and_then(|r| r.split(['-', '/']).next()).and_then(|n| n.parse::<u16>().ok());
-        let device = || {
-            let id = o.subject.split('/').next().unwrap_or_default();
-            estates.get(o.area.as_str()).and_then(|e| e.devices.iter().find(|d| d.id == id))
-        };
+        let device = || devices_by_id.get(o.subject.split('/').next().unwrap_or_default()).copied();
         match (named, named.is_none().then(device).flatten()) {
             (Some(b), _) => hot.entry((o.area.as_str(), b)).or_default().push(what),
             (None, Some(d)) => match d.building {
@@ -643,16 +656,6 @@ fn map_svg(api: &Api, p: &Principal, lang: Lang) -> Result<String, Refusal> {
                 (cell - 1.0).max(1.0)
             );
         }
-        // Alarms of devices on the estate's grounds: a red dot at the block's corner.
-        if let Some(a) = grounds.get(e.id.as_str()) {
-            let _ = write!(
-                svg,
-                "<circle class=device-alarm cx={:.1} cy={:.1} r=4 fill=\"#e33\" stroke=\"#fff\"><title>{}</title></circle>",
-                x0 + side,
-                y0,
-                esc(&a.join(", "))
-            );
-        }
         // The gates on the block's edge.
         for g in 0..gates {
             let t = (g as f32 + 0.5) / gates.max(1) as f32 * 4.0;
@@ -663,6 +666,17 @@ fn map_svg(api: &Api, p: &Principal, lang: Lang) -> Result<String, Refusal> {
                 _ => (x0, y0 + side - (t - 3.0) * side),
             };
             let _ = write!(svg, "<circle class=gate cx={gx:.1} cy={gy:.1} r=1.6 fill=\"#2a6\"/>");
+        }
+        // Alarms of devices on the estate's grounds: a red dot at the block's corner, over
+        // the gates.
+        if let Some(a) = grounds.get(e.id.as_str()) {
+            let _ = write!(
+                svg,
+                "<circle class=device-alarm cx={:.1} cy={:.1} r=4 fill=\"#e33\" stroke=\"#fff\"><title>{}</title></circle>",
+                x0 + side,
+                y0,
+                esc(&a.join(", "))
+            );
         }
         let _ = write!(
             svg,

@@ -98,7 +98,7 @@ pub(super) fn subjects_of(what: &What, town: &towntwin_core::town::Town) -> Vec<
 }
 
 /// Runs the drill of `opts` to its end and writes its folder: the core's store, `drill-log.json`,
-/// `aar.json`, `aar.html` and the timeline plot.
+/// and the after-action report ([`aar::report`]).
 pub fn run(opts: &DrillOptions) -> Result<Finished> {
     if !speed_ok(opts.speed) {
         bail!(UsageFault(format!("--speed {}: expected town minutes per wall minute, from {MIN_SPEED} to {MAX_SPEED}", opts.speed)));

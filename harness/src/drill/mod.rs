@@ -39,7 +39,8 @@ pub fn summary(a: &aar::Aar) -> String {
             let _ = writeln!(o, "    why: {why}");
         }
         for x in i.expectations.iter().filter(|x| !x.met && i.why.is_none()) {
-            let _ = writeln!(o, "    {} {:?}: {}", x.by, x.action, x.why.as_deref().unwrap_or("not met"));
+            let in_loop = x.in_loop.map(|l| format!(" ({} loop)", l.as_str())).unwrap_or_default();
+            let _ = writeln!(o, "    {} {:?}{in_loop}: {}", x.by, x.action, x.why.as_deref().unwrap_or("not met"));
         }
     }
     o
@@ -83,7 +84,8 @@ pub fn msel(d: &Drill) -> String {
                 format!("{} (code {code}) at {camera}", name.replace('_', " "))
             }
         };
-        let expected: Vec<String> = inj.expect.iter().map(|e| format!("{} {:?} within {} min ({})", e.by, e.action, e.within_minutes, e.objective)).collect();
+        let expected: Vec<String> =
+            inj.expect.iter().map(|e| format!("{} {} within {} min ({})", e.by, msel_csv::action_text(e), e.within_minutes, e.objective)).collect();
         let points: u32 = inj.expect.iter().map(|e| e.points).sum();
         let _ = writeln!(o, "| {}: {} | {start} | {what} | {} | {} | {points} |", inj.id, inj.title, d.areas[i], expected.join("; "));
     }

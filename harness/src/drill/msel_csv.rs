@@ -56,7 +56,8 @@ fn action(s: &str) -> Option<(Expected, Option<Loop>)> {
     }
 }
 
-fn action_text(x: &Expect) -> String {
+/// An expected action as the events list writes it: `Report`, `Report (large loop)`.
+pub fn action_text(x: &Expect) -> String {
     match x.in_loop {
         Some(l) => format!("{:?} ({} loop)", x.action, l.as_str()),
         None => format!("{:?}", x.action),

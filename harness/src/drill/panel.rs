@@ -502,11 +502,7 @@ async fn panel_status(State(c): State<Arc<Control>>, headers: HeaderMap) -> Resu
             String::new()
         };
         let order = v.order.map_or_else(String::new, |o| if v.resolved { format!("{o} ({})", lang.t("resolved")) } else { o.to_string() });
-        let status = match v.status {
-            Status::NotStarted => lang.t("not started"),
-            Status::Started => lang.t("took effect"),
-            Status::Skipped => lang.t("skipped"),
-        };
+        let status = v.status.label(lang);
         h.push_str(&format!(
             "<tr><td><b>{}</b>: {}{}</td><td data-status={:?}>{status}</td><td>{}</td><td>{order}</td><td>{buttons}</td></tr>",
             esc(&v.id),

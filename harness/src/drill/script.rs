@@ -657,6 +657,16 @@ impl<'a> Checker<'a> {
                 || g("within_minutes"),
                 || format!("expected minutes > 0, got {}", e.within_minutes),
             );
+            // Steps that cannot be taken in the loop named: the whistle is the estate's (it sends the order
+            // up), and nothing is above the large loop to escalate to.
+            use towntwin_core::orders::Loop;
+            match (e.action, e.in_loop) {
+                (Expected::Whistle, Some(l)) if l != Loop::Small => {
+                    p.push(g("loop"), format!("the committee whistles in the small loop (the estate's), not the {} loop", l.as_str()))
+                }
+                (Expected::Escalate, Some(Loop::Large)) => p.push(g("loop"), "nothing is above the large loop to escalate to".to_string()),
+                _ => {}
+            }
             if e.action == Expected::Report {
                 let plays = self.principals.get(&e.by).map(|p: &Principal| p.role());
                 p.check(

@@ -212,7 +212,8 @@ async fn a_trainee_works_the_injected_order_in_the_browser_and_the_report_scores
     let (_, all) = get(&console, "/orders", &town);
     let other = all.as_array().unwrap().iter().find(|o| o["area"] != "E001").map(|o| o["id"].as_u64().unwrap()).expect("the town has orders elsewhere");
     c.goto(&format!("{console}/console/orders/{other}")).await.unwrap();
-    assert!(c.source().await.unwrap().contains("403"), "outside the trainee's scope");
+    let refused = c.source().await.unwrap();
+    assert!(refused.contains("403") && refused.contains("无权查看或操作"), "outside the trainee's scope, said in both languages");
 
     // The drill runs to its end; the report scores the handled fire as met and the ignored one as missed.
     let (code, printed) = drill.finish(Duration::from_secs(300));
@@ -401,6 +402,11 @@ async fn three_trainees_work_one_whistle_in_their_browsers_and_an_evaluator_obse
     assert!(estate.attr("class").await.unwrap().unwrap_or_default().contains("alarm"), "E040 shows its open order");
     let b13 = police.find(Locator::Css("#estate-E040 > rect[data-building='13']")).await.unwrap();
     assert_eq!(b13.attr("fill").await.unwrap().as_deref(), Some("#e33"), "building 13 carries the order");
+    // Alarms of devices on estates' grounds (kiosks, charging piles) elsewhere in the town: a red dot
+    // naming its order and device.
+    let dot = police.find(Locator::Css("circle.device-alarm title")).await.expect("the town has open orders about grounds devices");
+    let named = dot.html(true).await.unwrap();
+    assert!(named.contains('-') && named.contains('('), "the dot names its order and device: {named}");
     shot(&police, "console-map-zh.png").await;
     police.goto(&format!("{console}/console/orders/{order}")).await.unwrap();
     // The police officer switches the console to English: the same order, in English.

@@ -113,6 +113,37 @@ fn an_expectation_outside_the_trainees_scope_is_refused() {
     assert!(has(&refused(&file), "trainees[1].principal", "C99"));
 }
 
+/// A step in a loop where it cannot be taken: a whistle above the estate, an escalation above the top.
+#[test]
+fn a_step_in_a_loop_where_it_cannot_be_taken_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = edited(
+        dir.path(),
+        &[
+            (
+                r#"(by: "cadre", action: Notice, within_minutes: 20.0, points: 5, objective: "O1")"#,
+                r#"(by: "cadre", action: Whistle, within_minutes: 20.0, points: 5, objective: "O1", loop: Some(Medium))"#,
+            ),
+            (
+                r#"(by: "cadre", action: Accept, within_minutes: 30.0, points: 10, objective: "O1")"#,
+                r#"(by: "cadre", action: Escalate, within_minutes: 30.0, points: 10, objective: "O1", loop: Some(Large))"#,
+            ),
+        ],
+    );
+    let p = refused(&file);
+    assert!(has(&p, "injects[0].expect[0].loop", "small loop"), "{p:?}");
+    assert!(has(&p, "injects[0].expect[1].loop", "nothing is above the large loop"), "{p:?}");
+    // The same steps in loops where they can be taken are accepted.
+    let file = edited(
+        dir.path(),
+        &[(
+            r#"action: Notice, within_minutes: 20.0, points: 5, objective: "O1")"#,
+            r#"action: Whistle, within_minutes: 20.0, points: 5, objective: "O1", loop: Some(Small))"#,
+        )],
+    );
+    script::load(&file).unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[test]
 fn targets_the_twin_cannot_make_real_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -314,10 +345,12 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
     assert!(html.contains("the controller never fired it") && html.contains("href=aar.html"), "the reasons, and the Chinese");
     let zh = std::fs::read_to_string(out.join("aar.html")).unwrap();
     assert!(zh.contains("<html lang=zh-CN>") && zh.contains("演练评估报告") && zh.contains("改进计划") && zh.contains("href=aar.en.html"));
-    assert!(zh.contains("导调员始终没有发出它") && zh.contains("无人完成：工单") && zh.contains("The second alarm sat in the queue"), "why, in Chinese");
-    assert!(!zh.contains("nobody did it") && !zh.contains("Areas for improvement"), "nothing generated left in English");
+    assert!(zh.contains("导调员始终未发出该注入") && zh.contains("无人完成：工单") && zh.contains("The second alarm sat in the queue"), "why, in Chinese");
+    for english in ["nobody did it", "did nothing on it", "Areas for improvement", " loop)", " made (", "After-action", "not started"] {
+        assert!(!zh.contains(english), "{english:?} left in English in the Chinese report");
+    }
     let zh_csv = std::fs::read_to_string(out.join("improvement-plan.zh.csv")).unwrap();
-    assert!(zh_csv.starts_with("目标,能力,待改进之处,纠正措施,责任单位,完成期限,来源\n") && zh_csv.contains("复训："), "{zh_csv}");
+    assert!(zh_csv.starts_with("\u{FEFF}目标,能力,待改进之处,整改措施,责任单位,完成期限,来源\n") && zh_csv.contains("复训："), "{zh_csv}");
     assert_eq!(zh_csv.lines().count(), csv.lines().count(), "{zh_csv}");
 
     // Replayed from the folder: the same report.
@@ -411,7 +444,7 @@ fn a_step_expected_in_a_loop_counts_only_in_that_loop() {
         assert!(timeline.iter().any(|t| t.contains(&format!("{level} loop): {action} by"))), "{level} {action}: {timeline:?}");
     }
     let zh = std::fs::read_to_string(out.join("aar.html")).unwrap();
-    assert!(zh.contains("大闭环）：town/task-force 报到") && zh.contains("报到 (大闭环)"), "the large loop, in Chinese");
+    assert!(zh.contains("大闭环）：town/task-force 报到") && zh.contains("报到（大闭环）"), "the large loop, in Chinese");
 }
 
 /// The injects of the source's other scenarios, refused where the twin could not make them real or the

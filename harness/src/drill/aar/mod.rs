@@ -33,6 +33,16 @@ use towntwin_core::web::i18n::Lang;
 use super::script::{Expected, Script, Start};
 use crate::plots::{color, e, plot};
 
+/// A sentence of the report in `lang`: its English and its Chinese template, each naming the same locals.
+macro_rules! say {
+    ($lang:expr, $en:literal, $zh:literal) => {
+        match $lang {
+            Lang::En => format!($en),
+            Lang::Zh => format!($zh),
+        }
+    };
+}
+
 mod page;
 
 pub use page::*;
@@ -46,6 +56,17 @@ pub enum Status {
     Started,
     /// The controller skipped it.
     Skipped,
+}
+
+impl Status {
+    /// As the report and the controller's panel show it.
+    pub fn label(self, lang: Lang) -> &'static str {
+        match self {
+            Status::NotStarted => lang.t("not started"),
+            Status::Started => lang.t("took effect"),
+            Status::Skipped => lang.t("skipped"),
+        }
+    }
 }
 
 /// One inject in the controller's log.
@@ -395,16 +416,6 @@ pub fn rating(earned: u32, possible: u32) -> &'static str {
     }
 }
 
-/// A sentence of the report in `lang`: its English and its Chinese template, each naming the same locals.
-macro_rules! say {
-    ($lang:expr, $en:literal, $zh:literal) => {
-        match $lang {
-            Lang::En => format!($en),
-            Lang::Zh => format!($zh),
-        }
-    };
-}
-
 /// An expected action as the report names it: `Accept`, 受理; the English lower-cased in sentences.
 pub fn expected_name(lang: Lang, x: Expected) -> String {
     match (lang, x.action()) {
@@ -425,9 +436,12 @@ pub fn score(log: &Log, rec: &Recorded, lang: Lang) -> Aar {
         let order = orders[i];
         let (id, title) = (&inj.id, &inj.title);
         if let Some(t) = il.started_at {
-            timeline.push(Moment { minute: minute(t), what: say!(lang, "{id} starts: {title}", "{id} 开始：{title}") });
+            timeline.push(Moment { minute: minute(t), what: say!(lang, "{id} starts: {title}", "{id} 生效：{title}") });
         }
-        for (t, what) in &il.effects {
+        // What the inject made happen in the twin, as the twin said it (the order it made is in the
+        // order's own history below).
+        let made = order.map(|o| format!("order {} made ({})", o.id, o.rule));
+        for (t, what) in il.effects.iter().filter(|(_, w)| Some(w) != made.as_ref()) {
             timeline.push(Moment { minute: minute(*t), what: format!("{id}: {what}") });
         }
         if il.status == Status::Skipped {
@@ -440,9 +454,10 @@ pub fn score(log: &Log, rec: &Recorded, lang: Lang) -> Aar {
         if let Some(o) = order {
             for (k, ev) in history.iter().enumerate() {
                 let (n, rule, action, actor) = (o.id, &o.rule, lang.action(&ev.action), &ev.actor);
-                let (taken, level) = (lang.level(taken_in(history, k)), lang.level(ev.level));
+                let from = taken_in(history, k);
+                let (taken, level) = (lang.level(from), lang.level(ev.level));
                 let mut what = say!(lang, "order {n} ({rule}, {taken} loop): {action} by {actor}", "工单 {n}（{rule}，{taken}）：{actor} {action}");
-                if taken_in(history, k) != ev.level {
+                if from != ev.level {
                     what += &say!(lang, ", up to the {level} loop", "，升至{level}");
                 }
                 timeline.push(Moment { minute: minute(ev.at), what });
@@ -460,8 +475,8 @@ pub fn score(log: &Log, rec: &Recorded, lang: Lang) -> Aar {
                             None => rec.views.iter().filter(|v| v.2 == o.id && v.1 == principal && in_loop(loop_at(history, v.0))).map(|v| v.0).min(),
                             Some(name) => {
                                 // On a joint visit a party's resolve is its report.
-                                let done = |ev: &OrderEvent| ev.action == name || (name == "resolve" && ev.action == "report");
-                                let taken = history.iter().enumerate().filter(|(k, ev)| done(ev) && ev.actor == principal && in_loop(taken_in(history, *k)));
+                                let taken =
+                                    history.iter().enumerate().filter(|(k, ev)| is_step(ev, name) && ev.actor == principal && in_loop(taken_in(history, *k)));
                                 taken.map(|(_, ev)| ev.at).min()
                             }
                         };
@@ -473,7 +488,9 @@ pub fn score(log: &Log, rec: &Recorded, lang: Lang) -> Aar {
                 let due = il.started_at.map(|s| s + (x.within_minutes * MINUTE as f64) as Millis);
                 let exercised = done.is_some() || due.is_some_and(|d| d <= log.ended_at);
                 let why = (!met).then(|| {
-                    let ctx = Unmet { log, order, history, principal: &principal, done, due, lang };
+                    let views: Vec<Millis> =
+                        order.map(|o| rec.views.iter().filter(|v| v.2 == o.id && v.1 == principal).map(|v| v.0).collect()).unwrap_or_default();
+                    let ctx = Unmet { log, order, history, views: &views, principal: &principal, done, due, lang };
                     ctx.why(x)
                 });
                 ExpectationScore {
@@ -579,25 +596,29 @@ fn debrief(log: &Log, rec: &Recorded, injects: &[InjectScore], objectives: &[Obj
                 strengths.push(say!(
                     lang,
                     "{by} {action} on {id} in {took:.0} of {within:.0} min",
-                    "{by} 在 {id} 中{action}，用时 {took:.0} 分钟（时限 {within:.0} 分钟）"
+                    "{by} 在 {id} 中完成“{action}”，用时 {took:.0} 分钟（时限 {within:.0} 分钟）"
                 ));
             } else if x.exercised {
                 let why = x.why.clone().unwrap_or_else(|| say!(lang, "not met", "未达成"));
-                improvements.push(say!(lang, "{by} {action} on {id}: {why}", "{by} 在 {id} 中{action}：{why}"));
+                improvements.push(say!(lang, "{by} {action} on {id}: {why}", "{by} 在 {id} 中的“{action}”：{why}"));
                 let act = action.to_lowercase();
-                let rule = i.order_rule.clone().unwrap_or_else(|| say!(lang, "such", "此类"));
+                let rule = match (&i.order_rule, lang) {
+                    (Some(r), Lang::En) => r.clone(),
+                    (Some(r), Lang::Zh) => format!(" {r} "),
+                    (None, _) => say!(lang, "such", "此类"),
+                };
                 plan.push(Improvement {
                     objective: ob.id.clone(),
                     capability: ob.text.clone(),
                     observation: say!(
                         lang,
                         "{by} did not {act} within {within:.0} min of {id} ({title}): {why}",
-                        "{by} 未在 {id}（{title}）开始后 {within:.0} 分钟内{action}：{why}"
+                        "{by} 未在 {id}（{title}）开始后 {within:.0} 分钟内完成“{action}”：{why}"
                     ),
                     corrective_action: say!(
                         lang,
                         "Rehearse: {by} to {act} {rule} orders within {within:.0} min of the alarm (a drill of its own, then again in this one)",
-                        "复训：{by} 在告警后 {within:.0} 分钟内{action} {rule} 工单（先单项演练，再在本演练中重演）"
+                        "复训：{by} 在告警后 {within:.0} 分钟内对{rule}工单完成“{action}”（先单项演练，再纳入本演练复演）"
                     ),
                     owner: log.principals.get(&x.by).cloned().unwrap_or_else(|| x.by.clone()),
                     due: due.clone(),
@@ -607,11 +628,11 @@ fn debrief(log: &Log, rec: &Recorded, injects: &[InjectScore], objectives: &[Obj
         }
         for o in rec.observations.iter().filter(|o| o.objective == ob.id) {
             let (objective, evaluator, at, text) = (&o.objective, &o.evaluator, minute(o.at), &o.text);
-            let about = o.inject.as_deref().map(|i| say!(lang, " on {i}", "（{i}）")).unwrap_or_default();
+            let about = o.inject.as_deref().map(|i| say!(lang, " on {i}", "{i}，")).unwrap_or_default();
             let line = say!(
                 lang,
                 "{objective}{about} (evaluator {evaluator}, minute {at:.0}): {text}",
-                "{objective}{about}（评估员 {evaluator}，第 {at:.0} 分钟）：{text}"
+                "{objective}（{about}评估员 {evaluator}，第 {at:.0} 分钟）：{text}"
             );
             match o.kind {
                 ObservationKind::Strength => strengths.push(line),
@@ -620,7 +641,10 @@ fn debrief(log: &Log, rec: &Recorded, injects: &[InjectScore], objectives: &[Obj
                     plan.push(Improvement {
                         objective: ob.id.clone(),
                         capability: ob.text.clone(),
-                        observation: format!("{text}{about}"),
+                        observation: match (lang, o.inject.as_deref()) {
+                            (Lang::Zh, Some(i)) => format!("{text}（{i}）"),
+                            _ => format!("{text}{about}"),
+                        },
                         corrective_action: o.corrective_action.clone().unwrap_or_else(|| say!(lang, "to be agreed at the hotwash", "待复盘会商定")),
                         owner: if owners.is_empty() { say!(lang, "to be named at the hotwash", "待复盘会指定") } else { owners.join(", ") },
                         due: due.clone(),
@@ -634,15 +658,23 @@ fn debrief(log: &Log, rec: &Recorded, injects: &[InjectScore], objectives: &[Obj
     (hotwash, plan)
 }
 
+/// Whether `ev` is the step `name` (an [`Expected::action`]): on a joint visit a party's resolve is its
+/// report.
+fn is_step(ev: &OrderEvent, name: &str) -> bool {
+    ev.action == name || (name == "resolve" && ev.action == "report")
+}
+
 /// The loop the `k`th step of an order's history was taken in: the loop the order was in before it (an
 /// escalation or a whistle is recorded in the loop it went to).
 fn taken_in(history: &[OrderEvent], k: usize) -> Loop {
-    history[k.saturating_sub(1)].level
+    history.get(k.saturating_sub(1)).map_or(Loop::Small, |e| e.level)
 }
 
-/// The loop an order was in at `t`.
+/// The loop an order was in at `t`: a step at the same time as `t` is taken to come after it (a trainee
+/// opens the order, then acts on it, in the same minute).
 fn loop_at(history: &[OrderEvent], t: Millis) -> Loop {
-    history.iter().take_while(|e| e.at <= t).last().map_or(Loop::Small, |e| e.level)
+    let before = history.iter().take_while(|e| e.at < t).last().or(history.first());
+    before.map_or(Loop::Small, |e| e.level)
 }
 
 /// When an order was first resolved (by a resolve, or its joint visit's last report).
@@ -654,7 +686,7 @@ fn resolved_at(rec: &Recorded, order: u64) -> Option<Millis> {
 fn left(o: &Order, lang: Lang) -> String {
     let (state, level) = (lang.state(o.state), lang.level(o.level));
     let who: Vec<&str> = o.assignee.iter().map(|r| lang.role(*r)).collect();
-    let who = who.join(", ");
+    let who = who.join(if lang == Lang::Zh { "、" } else { ", " });
     match (lang, who.is_empty()) {
         (Lang::En, true) => format!("{state} in the {level} loop"),
         (Lang::En, false) => format!("{state} in the {level} loop, assigned to {who}"),
@@ -675,7 +707,7 @@ fn why_not_started(log: &Log, rec: &Recorded, orders: &[Option<&Order>], i: usiz
     }
     if il.status == Status::Skipped {
         let at = minute(il.due_at.unwrap_or(log.ended_at));
-        return say!(lang, "skipped by the controller at minute {at:.0}", "导调员在第 {at:.0} 分钟跳过了它");
+        return say!(lang, "skipped by the controller at minute {at:.0}", "导调员在第 {at:.0} 分钟跳过了该注入");
     }
     if let Some(due) = il.due_at {
         let hint = match &s.injects[i].what {
@@ -694,17 +726,17 @@ fn why_not_started(log: &Log, rec: &Recorded, orders: &[Option<&Order>], i: usiz
     let index = |id: &str| s.injects.iter().position(|x| x.id == id).filter(|&j| j < log.injects.len() && j < orders.len());
     let earlier = |j: usize| if depth < 8 { why_not_started(log, rec, orders, j, depth + 1, lang) } else { say!(lang, "(and so on)", "（依此类推）") };
     match s.injects.get(i).map(|x| &x.start) {
-        None => say!(lang, "it is not in the script", "剧本中没有它"),
+        None => say!(lang, "it is not in the script", "剧本中没有该注入"),
         Some(Start::At { minute: m }) => {
-            say!(lang, "its minute {m} came after the drill ended at minute {end:.0}", "它的第 {m} 分钟在演练结束（第 {end:.0} 分钟）之后")
+            say!(lang, "its minute {m} came after the drill ended at minute {end:.0}", "计划于第 {m} 分钟注入，晚于演练结束（第 {end:.0} 分钟）")
         }
-        Some(Start::Manual) => say!(lang, "the controller never fired it", "导调员始终没有发出它"),
+        Some(Start::Manual) => say!(lang, "the controller never fired it", "导调员始终未发出该注入"),
         Some(Start::AfterStarted { inject, minutes }) => match index(inject) {
-            None => say!(lang, "it waits for {inject}, which is not in the script", "它等待 {inject}，而剧本中没有 {inject}"),
+            None => say!(lang, "it waits for {inject}, which is not in the script", "需等 {inject}，而剧本中没有 {inject}"),
             Some(j) => match log.injects[j].started_at {
                 None => {
                     let e = earlier(j);
-                    say!(lang, "it waits for {inject} to start, which never did: {e}", "它等待 {inject} 开始，而 {inject} 始终未开始：{e}")
+                    say!(lang, "it waits for {inject} to start, which never did: {e}", "需等 {inject} 开始，而 {inject} 始终未开始：{e}")
                 }
                 Some(t) => {
                     let (t, d) = (minute(t), minute(t) + minutes);
@@ -717,21 +749,19 @@ fn why_not_started(log: &Log, rec: &Recorded, orders: &[Option<&Order>], i: usiz
             },
         },
         Some(Start::AfterHandled { inject, minutes }) => match index(inject) {
-            None => say!(lang, "it waits for {inject}, which is not in the script", "它等待 {inject}，而剧本中没有 {inject}"),
+            None => say!(lang, "it waits for {inject}, which is not in the script", "需等 {inject}，而剧本中没有 {inject}"),
             Some(j) => match (log.injects[j].started_at, orders[j]) {
                 (None, _) => {
                     let e = earlier(j);
                     say!(
                         lang,
                         "it waits for {inject}'s order to be resolved, and {inject} never started: {e}",
-                        "它等待 {inject} 的工单办结，而 {inject} 始终未开始：{e}"
+                        "需等 {inject} 的工单办结，而 {inject} 始终未开始：{e}"
                     )
                 }
-                (Some(_), None) => say!(
-                    lang,
-                    "it waits for {inject}'s order to be resolved, and {inject} made no order",
-                    "它等待 {inject} 的工单办结，而 {inject} 没有生成工单"
-                ),
+                (Some(_), None) => {
+                    say!(lang, "it waits for {inject}'s order to be resolved, and {inject} made no order", "需等 {inject} 的工单办结，而 {inject} 没有生成工单")
+                }
                 (Some(_), Some(o)) => {
                     let n = o.id;
                     match resolved_at(rec, o.id) {
@@ -740,7 +770,7 @@ fn why_not_started(log: &Log, rec: &Recorded, orders: &[Option<&Order>], i: usiz
                             say!(
                                 lang,
                                 "it waits for {inject}'s order {n} to be resolved, and nobody resolved it: it was left {left}",
-                                "它等待 {inject} 的工单 {n} 办结，但无人办结：工单停在{left}"
+                                "需等 {inject} 的工单 {n} 办结，但无人办结：工单停在{left}"
                             )
                         }
                         Some(t) => {
@@ -763,6 +793,8 @@ struct Unmet<'a> {
     log: &'a Log,
     order: Option<&'a Order>,
     history: &'a [OrderEvent],
+    /// When the trainee opened the order.
+    views: &'a [Millis],
     principal: &'a str,
     /// Minutes after the inject's start it was done, if it was.
     done: Option<f64>,
@@ -779,8 +811,8 @@ impl Unmet<'_> {
         let (by, within) = (&x.by, x.within_minutes);
         let Some(o) = self.order else {
             return match self.due {
-                None => say!(lang, "its inject did not start: nothing to act on", "其情景未开始：无可处置"),
-                Some(_) => say!(lang, "no order about its inject was made: nothing to act on", "其情景没有生成工单：无可处置"),
+                None => say!(lang, "its inject did not start: nothing to act on", "对应情景未开始，无工单可处置"),
+                Some(_) => say!(lang, "no order about its inject was made: nothing to act on", "对应情景没有生成工单，无工单可处置"),
             };
         };
         let n = o.id;
@@ -802,22 +834,39 @@ impl Unmet<'_> {
             );
         }
         // Done, but in another loop?
-        if let (Some(want), Some(name)) = (x.in_loop, x.action.action()) {
-            let elsewhere = self.history.iter().enumerate().find(|(k, e)| e.action == name && e.actor == self.principal && taken_in(self.history, *k) != want);
-            if let Some((k, e)) = elsewhere {
-                let (got, want, at) = (lang.level(taken_in(self.history, k)), lang.level(want), minute(e.at));
+        if let Some(want) = x.in_loop {
+            let elsewhere = match x.action.action() {
+                Some(name) => self
+                    .history
+                    .iter()
+                    .enumerate()
+                    .find(|(k, e)| is_step(e, name) && e.actor == self.principal && taken_in(self.history, *k) != want)
+                    .map(|(k, e)| (taken_in(self.history, k), e.at)),
+                None => self.views.iter().map(|&t| (loop_at(self.history, t), t)).find(|(l, _)| *l != want),
+            };
+            if let Some((got, at)) = elsewhere {
+                let (got, want, at) = (lang.level(got), lang.level(want), minute(at));
                 return say!(
                     lang,
                     "{by} did {what} order {n}, at minute {at:.0}, but in the {got} loop, not the {want} loop",
-                    "{by} 在第 {at:.0} 分钟{what}了工单 {n}，但是在{got}，不是在{want}"
+                    "{by} 在第 {at:.0} 分钟对工单 {n} 执行了“{what}”，但当时处于{got}，而非{want}"
                 );
             }
         }
-        // Done by someone else?
-        let other = x.action.action().and_then(|name| self.history.iter().find(|e| e.action == name && e.actor != self.principal));
-        if let Some(e) = other {
+        // Done by someone else (in the loop it was expected in)? Not a part of a joint visit: each party
+        // reports its own, and nobody else's stands for it.
+        let own_part = x.action == Expected::Report || (x.action == Expected::Resolve && o.joint);
+        let other = x.action.action().filter(|_| !own_part).and_then(|name| {
+            let in_loop = |k: usize| x.in_loop.is_none_or(|l| l == taken_in(self.history, k));
+            self.history.iter().enumerate().find(|(k, e)| is_step(e, name) && e.actor != self.principal && in_loop(*k))
+        });
+        if let Some((_, e)) = other {
             let (actor, at) = (&e.actor, minute(e.at));
-            return say!(lang, "{by} did not {what} order {n}: {actor} did, at minute {at:.0}", "{by} 未{what}工单 {n}：是 {actor} 在第 {at:.0} 分钟{what}的");
+            return say!(
+                lang,
+                "{by} did not {what} order {n}: {actor} did, at minute {at:.0}",
+                "{by} 未对工单 {n} 执行“{what}”：是 {actor} 在第 {at:.0} 分钟执行的"
+            );
         }
         let left = left(o, self.lang);
         if x.action == Expected::Notice {

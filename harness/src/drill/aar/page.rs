@@ -15,14 +15,15 @@ pub fn report(dir: &Path, log: &Log, rec: &Recorded) -> Result<Aar> {
     put("aar.json", serde_json::to_string_pretty(&en)?.as_bytes())?;
     timeline_plot(dir, &en)?;
     let svg = std::fs::read_to_string(dir.join("aar-timeline.svg")).unwrap_or_default();
-    put("aar.html", render_html(&zh, &svg, Lang::Zh).as_bytes())?;
-    put("aar.en.html", render_html(&en, &svg, Lang::En).as_bytes())?;
-    put("improvement-plan.csv", &improvement_plan_csv(&en.improvement_plan, Lang::En)?)?;
-    put("improvement-plan.zh.csv", &improvement_plan_csv(&zh.improvement_plan, Lang::Zh)?)?;
+    for (aar, lang) in [(&zh, Lang::Zh), (&en, Lang::En)] {
+        let (page, plan, _) = files(lang);
+        put(page, render_html(aar, &svg, lang).as_bytes())?;
+        put(plan, &improvement_plan_csv(&aar.improvement_plan, lang)?)?;
+    }
     Ok(en)
 }
 
-/// The report's page and plan in `lang`: (the page, the improvement plan's CSV, the other language's page).
+/// The report's files in `lang`: (its page, its improvement plan's CSV, the other language's page).
 fn files(lang: Lang) -> (&'static str, &'static str, &'static str) {
     match lang {
         Lang::Zh => ("aar.html", "improvement-plan.zh.csv", "aar.en.html"),
@@ -30,9 +31,11 @@ fn files(lang: Lang) -> (&'static str, &'static str, &'static str) {
     }
 }
 
-/// The improvement plan as CSV, in [`IMPROVEMENT_PLAN_COLUMNS`] (their Chinese in Chinese).
+/// The improvement plan as CSV, in [`IMPROVEMENT_PLAN_COLUMNS`] (their Chinese in Chinese, after a UTF-8
+/// byte-order mark: without one a spreadsheet on a Chinese Windows reads the file as GBK).
 pub fn improvement_plan_csv(rows: &[Improvement], lang: Lang) -> Result<Vec<u8>> {
-    let mut w = csv::Writer::from_writer(Vec::new());
+    let bom: &[u8] = if lang == Lang::Zh { "\u{FEFF}".as_bytes() } else { b"" };
+    let mut w = csv::Writer::from_writer(bom.to_vec());
     w.write_record(IMPROVEMENT_PLAN_COLUMNS.map(|c| lang.t(c)))?;
     for r in rows {
         w.write_record([&r.objective, &r.capability, &r.observation, &r.corrective_action, &r.owner, &r.due, &r.source])?;
@@ -47,7 +50,8 @@ fn debrief_html(h: &mut String, aar: &Aar, l: Lang) {
         let _ = write!(h, "<p>{}</p>", l.t("No evaluator was named in the script."));
     } else {
         let names: Vec<String> = aar.evaluators.iter().map(|(n, o)| format!("{} ({})", esc(n), esc(&o.join(", ")))).collect();
-        let _ = write!(h, "<p>{}: {}.</p>", l.t("Evaluators"), names.join("; "));
+        let names = names.join(if l == Lang::Zh { "；" } else { "; " });
+        let _ = write!(h, "<p>{}</p>", say!(l, "Evaluators: {names}.", "评估员：{names}。"));
     }
     if !aar.observations.is_empty() {
         let _ = write!(
@@ -200,26 +204,24 @@ pub fn render_html(aar: &Aar, svg: &str, l: Lang) -> String {
         name = esc(&aar.drill),
         switch = if l == Lang::Zh { "English" } else { "中文" }
     );
+    let (drill, description, exercise, start, end, minutes) =
+        (esc(&aar.drill), esc(&aar.description), esc(&aar.exercise), esc(&aar.start), esc(&aar.end), aar.minutes);
+    let ended = match aar.ended_by.as_str() {
+        "the end of the script" => say!(l, "ended at the end of the script", "按剧本结束"),
+        "the controller" => say!(l, "stopped by the controller", "由导调员终止"),
+        other => {
+            let other = esc(other);
+            say!(l, "ended by {other}", "结束方式：{other}")
+        }
+    };
     let _ = write!(
         h,
-        "<h1>{}: {} <code>{}</code></h1><p>{}</p><p>{} <code>{}</code>, {} {} – {} ({:.0} {}), {} {}.</p>",
-        l.t("After-action report"),
-        l.t("drill"),
-        esc(&aar.drill),
-        esc(&aar.description),
-        l.t("Exercise"),
-        esc(&aar.exercise),
-        l.t("town time"),
-        esc(&aar.start),
-        esc(&aar.end),
-        aar.minutes,
-        l.t("drill minutes"),
-        l.t("ended by"),
-        esc(match aar.ended_by.as_str() {
-            "the end of the script" => l.t("the end of the script"),
-            "the controller" => l.t("the controller"),
-            other => other,
-        })
+        "{}",
+        say!(
+            l,
+            "<h1>After-action report: drill <code>{drill}</code></h1><p>{description}</p><p>Exercise <code>{exercise}</code>, town time {start} to {end} ({minutes:.0} drill minutes), {ended}.</p>",
+            "<h1>演练评估报告：<code>{drill}</code></h1><p>{description}</p><p>演练编号 <code>{exercise}</code>，镇内时间 {start} 至 {end}（共 {minutes:.0} 分钟），{ended}。</p>"
+        )
     );
     let _ = write!(h, "<h2>{}</h2><table><tr><th>{}</th><th>{}</th></tr>", l.t("Trainees"), l.t("trainee"), l.t("principal"));
     for (n, p) in &aar.trainees {
@@ -227,11 +229,11 @@ pub fn render_html(aar: &Aar, svg: &str, l: Lang) -> String {
     }
     let _ = write!(
         h,
-        "</table><h2>{}: {} / {} {}</h2><table><tr><th>{}</th><th>{}</th><th>{}</th></tr>",
-        l.t("Objectives"),
-        aar.earned,
-        aar.possible,
-        l.t("points"),
+        "</table><h2>{}</h2><table><tr><th>{}</th><th>{}</th><th>{}</th></tr>",
+        {
+            let (earned, possible) = (aar.earned, aar.possible);
+            say!(l, "Objectives: {earned} of {possible} points", "目标：得分 {earned} / {possible}")
+        },
         l.t("objective"),
         l.t("rating"),
         l.t("points")
@@ -268,10 +270,9 @@ pub fn render_html(aar: &Aar, svg: &str, l: Lang) -> String {
         let started = match i.status {
             Status::Started => {
                 let m = i.started_minute.unwrap_or(0.0);
-                if l == Lang::Zh { format!("第 {m:.0} 分钟") } else { format!("minute {m:.0}") }
+                say!(l, "minute {m:.0}", "第 {m:.0} 分钟")
             }
-            Status::Skipped => l.t("skipped").into(),
-            Status::NotStarted => l.t("not started").into(),
+            other => other.label(l).into(),
         };
         let n = i.expectations.len().max(1);
         let why = i.why.as_deref().map(|w| format!("<br><i class=why>{}</i>", esc(w))).unwrap_or_default();
@@ -300,7 +301,13 @@ pub fn render_html(aar: &Aar, svg: &str, l: Lang) -> String {
                 h,
                 "<td>{} {} {} {:.0} {} ({})</td><td class={class}>{}</td><td class={class}>{} / {}</td><td class=why>{}</td></tr>",
                 esc(&x.by),
-                expected_name(l, x.action) + &x.in_loop.map(|lp| format!(" ({})", l.level(lp))).unwrap_or_default(),
+                expected_name(l, x.action)
+                    + &x.in_loop
+                        .map(|lp| {
+                            let level = l.level(lp);
+                            say!(l, " ({level} loop)", "（{level}）")
+                        })
+                        .unwrap_or_default(),
                 l.t("within"),
                 x.within_minutes,
                 l.t("min"),
@@ -340,16 +347,30 @@ pub fn render_html(aar: &Aar, svg: &str, l: Lang) -> String {
         h.push_str("</table>");
     }
     if let Some(e) = &aar.event_lateness {
-        let _ = write!(
-            h,
-            "<p>{}: {}, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms.</p>",
-            l.t("The paced drill's events against their scheduled wall time"),
-            e.events,
-            e.p50_ms,
-            e.p99_ms,
-            e.max_ms
-        );
+        let _ = write!(h, "<p>{}</p>", {
+            let (n, p50, p99, max) = (e.events, e.p50_ms, e.p99_ms, e.max_ms);
+            say!(
+                l,
+                "All {n} events of the paced drill against their scheduled wall time: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms.",
+                "按设定倍速运行时，{n} 个事件相对计划时刻的延迟：p50 {p50:.1} 毫秒，p99 {p99:.1} 毫秒，最大 {max:.1} 毫秒。"
+            )
+        });
     }
     h.push_str("</body></html>\n");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan's columns are looked up by value (`l.t(c)`), which the table's own test cannot see.
+    #[test]
+    fn the_improvement_plans_columns_have_their_chinese() {
+        for c in IMPROVEMENT_PLAN_COLUMNS {
+            assert_ne!(Lang::Zh.t(c), c, "{c}");
+        }
+        let csv = improvement_plan_csv(&[], Lang::Zh).unwrap();
+        assert!(String::from_utf8(csv).unwrap().starts_with("\u{FEFF}目标,能力,待改进之处,整改措施,"));
+    }
 }
