@@ -345,6 +345,7 @@ fn a_live_drill_scores_a_handled_inject_as_met_and_an_ignored_one_as_missed() {
     assert!(html.contains("the controller never fired it") && html.contains("href=aar.html"), "the reasons, and the Chinese");
     let zh = std::fs::read_to_string(out.join("aar.html")).unwrap();
     assert!(zh.contains("<html lang=zh-CN>") && zh.contains("演练评估报告") && zh.contains("改进计划") && zh.contains("href=aar.en.html"));
+    assert!(zh.contains("导调员：发出注入 I3（现实第 ") && zh.contains("导调员：发出临时注入 X1"), "the controller's commands, in Chinese");
     assert!(zh.contains("导调员始终未发出该注入") && zh.contains("无人完成：工单") && zh.contains("The second alarm sat in the queue"), "why, in Chinese");
     for english in ["nobody did it", "did nothing on it", "Areas for improvement", " loop)", " made (", "After-action", "not started"] {
         assert!(!zh.contains(english), "{english:?} left in English in the Chinese report");

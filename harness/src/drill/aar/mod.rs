@@ -533,8 +533,9 @@ pub fn score(log: &Log, rec: &Recorded, lang: Lang) -> Aar {
         });
     }
     for (t, wall, what) in &log.control {
+        let what = if lang == Lang::Zh { command_zh(what) } else { what.clone() };
         timeline
-            .push(Moment { minute: minute(*t), what: say!(lang, "controller: {what} (wall {wall:.0} s)", "导调员：{what}（实际第 {wall:.0} 秒）") });
+            .push(Moment { minute: minute(*t), what: say!(lang, "controller: {what} (wall {wall:.0} s)", "导调员：{what}（现实第 {wall:.0} 秒）") });
     }
     timeline.sort_by(|a, b| a.minute.total_cmp(&b.minute));
     let objectives: Vec<ObjectiveScore> = s
@@ -569,6 +570,27 @@ pub fn score(log: &Log, rec: &Recorded, lang: Lang) -> Aar {
         observations: rec.observations.clone(),
         hotwash,
         improvement_plan,
+    }
+}
+
+/// A controller's command as the panel logs it (`pause`, `speed x60`, `fire I2`, `fire ad-hoc X1: title`,
+/// `stop (interrupted)`), in Chinese; anything else as logged.
+fn command_zh(what: &str) -> String {
+    let (head, rest) = what.split_once(' ').unwrap_or((what, ""));
+    match (head, rest) {
+        ("start", "") => "开始演练".into(),
+        ("pause", "") => "暂停".into(),
+        ("resume", "") => "继续".into(),
+        ("step", "") => "前进一分钟".into(),
+        ("stop", "") => "终止演练".into(),
+        ("stop", "(interrupted)") => "终止演练（中断）".into(),
+        ("speed", r) => format!("倍速改为 {r}"),
+        ("fire", r) => match r.strip_prefix("ad-hoc ") {
+            Some(adhoc) => format!("发出临时注入 {adhoc}"),
+            None => format!("发出注入 {r}"),
+        },
+        ("skip", r) => format!("跳过注入 {r}"),
+        _ => what.into(),
     }
 }
 
@@ -884,7 +906,17 @@ impl Unmet<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::rating;
+    use super::{command_zh, rating};
+
+    #[test]
+    fn the_controllers_commands_read_in_chinese() {
+        let said =
+            ["start", "pause", "speed x60", "fire I2", "fire ad-hoc X1: A gate goes dark", "skip I3", "stop (interrupted)", "something new"].map(command_zh);
+        assert_eq!(
+            said,
+            ["开始演练", "暂停", "倍速改为 x60", "发出注入 I2", "发出临时注入 X1: A gate goes dark", "跳过注入 I3", "终止演练（中断）", "something new"]
+        );
+    }
 
     #[test]
     fn ratings_follow_the_share_of_points_earned() {
