@@ -176,16 +176,15 @@ async fn login(State(api): State<Api>, headers: HeaderMap, Form(f): Form<LoginFo
         tracing::warn!("console: a sign-in with a token this core did not issue");
         return (
             StatusCode::UNAUTHORIZED,
-            Html(page(
-                Lang::of(&headers),
-                Lang::of(&headers).t("Sign in"),
-                None,
-                &format!(
+            Html({
+                let lang = Lang::of(&headers);
+                let body = format!(
                     "<p class=error>{}</p><p><a href=/console/login>{}</a></p>",
-                    Lang::of(&headers).t("That token was not issued by this core."),
-                    Lang::of(&headers).t("Try again")
-                ),
-            )),
+                    lang.t("That token was not issued by this core."),
+                    lang.t("Try again")
+                );
+                page(lang, lang.t("Sign in"), None, &body)
+            }),
         )
             .into_response();
     }
@@ -369,13 +368,6 @@ async fn events(State(api): State<Api>, headers: HeaderMap) -> Result<Response, 
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
-/// An action's name as the history has it, if it is one the pages name.
-fn known_action(name: &str) -> Option<&'static str> {
-    ["accept", "start", "resolve", "fail", "return", "verify", "close", "reopen", "escalate", "whistle", "cancel", "dispatch", "report", "create"]
-        .into_iter()
-        .find(|a| *a == name)
-}
-
 /// Every action, with a placeholder reason where one is needed: for asking which are legal.
 fn all_actions() -> Vec<Action> {
     let r = || "-".to_string();
@@ -482,7 +474,7 @@ async fn order_page(State(api): State<Api>, headers: HeaderMap, Path(id): Path<u
             b,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             town_time(e.at),
-            esc(known_action(&e.action).map_or(e.action.clone(), |a| lang.action(a).to_string()).as_str()),
+            esc(lang.action(&e.action)),
             esc(&e.actor),
             e.from.map_or("-", |s| lang.state(s)),
             lang.state(e.to),
